@@ -15,7 +15,7 @@ import {
   type TransferSubscriptionsResponse,
 } from "node-opcua-client";
 import { describe, expect, test } from "vitest";
-import { linkRequestKind, readServerInfo, refuseSubscriptionTransfers } from "./opcua-connection";
+import { connectStageMs, linkRequestKind, readServerInfo, refuseSubscriptionTransfers } from "./opcua-connection";
 import { asApplicationCall, markApplicationRequests } from "./opcua-request-origin";
 
 // CI on 90b0f66 and adv13s M1 / adv13p M1: a stall was declared at requestMs (10 s), not at the
@@ -212,5 +212,18 @@ describe("readServerInfo on a server that refuses the combined read", () => {
     } as unknown as ClientSession;
     await expect(readServerInfo(session, {})).rejects.toThrow(/BadConnectionClosed/);
     expect(sizes).toEqual([5]);
+  });
+});
+
+// adv13s L1/L2: reconnect and rebuild attempts start at the link's own bound (a stalled link fails
+// them soon) and double per failure up to connectMs (a link slower than measured still connects).
+describe("connectStageMs", () => {
+  test("2 keep-alives + 2 response times, doubled per failed attempt, at most connectMs", () => {
+    expect(connectStageMs(1_000, 100, 15_000)).toBe(2_200);
+    expect(connectStageMs(1_000, 100, 15_000, 1)).toBe(4_400);
+    expect(connectStageMs(1_000, 100, 15_000, 2)).toBe(8_800);
+    expect(connectStageMs(1_000, 100, 15_000, 3)).toBe(15_000);
+    expect(connectStageMs(1_000, 100, 15_000, 1_000)).toBe(15_000);
+    expect(connectStageMs(1_000, 100, 1_500)).toBe(1_500);
   });
 });

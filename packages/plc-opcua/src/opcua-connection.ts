@@ -59,10 +59,10 @@ export interface Connection extends SubscriptionConnection {
   /** The link watchdog declared this connection's link stalled and broke its channel: its loss is already reported. */
   stalled: boolean;
   /**
-   * Requests sent on this connection that the link watchdog waits for (not Publish, which the
-   * server holds on purpose, nor node-opcua's keep-alive reads), by request handle: when each
-   * was sent and its deadline (sent + `timeouts.requestMs`, the bound the driver gives each call; a
-   * keep-alive read has none), clock ms. Silence while one is outstanding is no stall before its deadline.
+   * Requests sent on this connection, except Publish (which the server holds on purpose), by
+   * request handle: when each was sent and its deadline (sent + `timeouts.requestMs`, the bound an
+   * application's call gets; an upkeep request has none: `linkRequestKind`), clock ms. Silence
+   * while an application's request is outstanding is no stall before its deadline.
    */
   readonly outstanding: Map<number, { readonly sentAt: number; readonly deadline: number }>;
   /** Smoothed maximum of the server's response times, ms: part of the link silence bound. */
@@ -77,6 +77,8 @@ export interface Connection extends SubscriptionConnection {
   silenceBoundMs: number;
   /** The bound of each connect stage of node-opcua's reconnect attempts, ms (`connectStageMs`). */
   connectStageMs: number;
+  /** node-opcua's reconnect attempts failed since the channel was last open: each doubles {@link connectStageMs}. */
+  failedConnectAttempts: number;
 }
 
 const SERVER_INFO_NODES = [
@@ -113,6 +115,12 @@ export interface OpcuaConnectionSettings {
   readonly clock: Clock;
   /** Numbers the new connection's layout (namespaces, limits). */
   readonly generation: () => number;
+  /**
+   * The bound of each connect stage (TCP, HEL/ACK), ms; default `timeouts.connectMs` (a first
+   * connect knows no response time). A rebuild passes the old connection's `connectStageMs`, so
+   * an attempt sent into a link still stalled fails as soon as node-opcua's own would.
+   */
+  readonly connectStageMs?: number;
 }
 
 /**
@@ -166,10 +174,10 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       defaultTransactionTimeout: timeouts.requestMs,
       // Bounds each stage of node-opcua's connect (TCP, HEL/ACK: a stalled link answers neither,
       // and without a bound a repair attempt waited 60 s). connectMs for the first connect, not
-      // the keep-alive silence bound: a link with a 2.4 s round trip and a 1 s keep-alive must
-      // still connect (adv13c M4); reconnect attempts get connectStageMs (set by the driver).
+      // the keep-alive silence bound: a link slower than that must still connect (adv13c M4);
+      // reconnect attempts and rebuilds get connectStageMs (set by the driver).
       // The driver turns the socket idle timeout it also sets off once the channel is open.
-      transportTimeout: timeouts.connectMs,
+      transportTimeout: settings.connectStageMs ?? timeouts.connectMs,
     });
     relayServiceFaults(client);
     const opened = client;
@@ -227,6 +235,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       publishes: new Map(),
       silenceBoundMs: 0,
       connectStageMs: connectStageMs(timeouts.keepAliveMs, responseMs, timeouts.connectMs),
+      failedConnectAttempts: 0,
     };
     connection.silenceBoundMs = linkSilenceMs(connection.keepAliveMs);
     setConnectStageMs(opened, connection.connectStageMs);
@@ -265,11 +274,14 @@ export function adaptKeepAlive(client: OPCUAClient, session: ClientSession, keep
  * The bound of each stage (TCP connect, HEL/ACK) of node-opcua's reconnect attempts on a link
  * whose keep-alive is `keepAliveMs` and whose measured response time is `responseMs`: two
  * keep-alive periods plus two response times (a stage is one round trip; a slow link must still
- * reconnect, adv13c M4), at most `connectMs` (which bounds the first connect's stages). A stalled
- * link still fails an attempt within it, so the next one can succeed once the link resumes.
+ * reconnect, adv13c M4), doubled for each of `failedAttempts` in a row (a link whose round trip
+ * grew past what was measured: adv13s L1), at most `connectMs` (which bounds the first
+ * connect's stages). A stalled link still fails an attempt within it, so the next one can succeed
+ * once the link resumes.
  */
-export function connectStageMs(keepAliveMs: number, responseMs: number, connectMs: number): number {
-  return Math.round(Math.min(connectMs, linkSilenceMs(keepAliveMs) + 2 * Math.max(0, responseMs)));
+export function connectStageMs(keepAliveMs: number, responseMs: number, connectMs: number, failedAttempts = 0): number {
+  const base = linkSilenceMs(keepAliveMs) + 2 * Math.max(0, responseMs);
+  return Math.round(Math.min(connectMs, base * 2 ** Math.min(Math.max(0, failedAttempts), 30)));
 }
 
 /** Sets the bound of each connect stage of `client`'s next reconnect attempts ({@link connectStageMs}). */

@@ -514,7 +514,7 @@ export class OpcuaDriver implements PlcDriver {
   }
 
   /** Opens the channel and the session; `signal` (the call's and the lifetime's) aborts it. */
-  async #open(signal: AbortSignal): Promise<Connection> {
+  async #open(signal: AbortSignal, connectStageMs?: number): Promise<Connection> {
     const { endpointUrl, security } = this.#options;
     if (security.mode === "None" && !this.#warnedInsecure) {
       this.#warnedInsecure = true;
@@ -539,6 +539,7 @@ export class OpcuaDriver implements PlcDriver {
         secret: this.#secret,
         clock: this.#clock,
         generation: () => ++this.#generations,
+        ...(connectStageMs === undefined ? {} : { connectStageMs }),
       },
       signal,
     );
@@ -591,6 +592,7 @@ export class OpcuaDriver implements PlcDriver {
     });
     client.on("after_reconnection", () => {
       releaseSocketTimeout(connection);
+      connection.failedConnectAttempts = 0;
       if (current()) this.#certificateChecks.set(connection, this.#recheckServerCertificate(connection));
     });
     client.on("backoff", (retry: number, delay: number) => {
@@ -616,6 +618,10 @@ export class OpcuaDriver implements PlcDriver {
           },
         ),
       );
+      // The next attempt's stages get twice as long (at most connectMs): a link whose round trip
+      // grew past the measured one still reconnects.
+      connection.failedConnectAttempts++;
+      this.#silenceBound(connection);
     });
     client.on("receive_response", (response: unknown) => {
       this.#answered(connection, (response as { responseHeader?: { requestHandle?: number } }).responseHeader);
@@ -734,6 +740,7 @@ export class OpcuaDriver implements PlcDriver {
       connection.keepAliveMs,
       connection.responseMs,
       this.#options.timeouts.connectMs,
+      connection.failedConnectAttempts,
     );
     this.#rt.setConnectStageMs(connection.client, connection.connectStageMs);
     return connection.silenceBoundMs;
@@ -1250,9 +1257,11 @@ export class OpcuaDriver implements PlcDriver {
     // They belong to the old session: never deleted on another one.
     this.#deleteLater.clear();
     // At once: a client still in node-opcua's own reconnect loop must stop dialling now.
-    const disposed = this.#dispose(old);
+    // Upkeep: a CloseSession into a stalled link is abandoned at the stall bound (fix13u).
+    const disposed = this.#dispose(old, Math.min(this.#options.timeouts.requestMs, this.#silenceBound(old)));
     let failures: unknown[] = [];
     let losses = this.#losses;
+    let rebuildAttempts = 0;
     void this.#lifecycle.reconnect({
       reason,
       delayFirst,
@@ -1263,7 +1272,16 @@ export class OpcuaDriver implements PlcDriver {
             "the old OPC UA session could not be closed; the server deletes its subscriptions when their lifetime ends",
           );
         }
-        const connection = await this.#open(lifetime);
+        // Each stage bounded as node-opcua's own reconnect attempts were, doubling per failure up
+        // to connectMs: an attempt into a link still stalled fails soon (adv13s L2: it waited the
+        // full connectMs), a link slower than measured still connects after a few.
+        const stageMs = this.#rt.connectStageMs(
+          old.keepAliveMs,
+          old.responseMs,
+          this.#options.timeouts.connectMs,
+          old.failedConnectAttempts + rebuildAttempts++,
+        );
+        const connection = await this.#open(lifetime, stageMs);
         if (lifetime.aborted) {
           await this.#dispose(connection);
           return;
@@ -1314,11 +1332,12 @@ export class OpcuaDriver implements PlcDriver {
   }
 
   /**
-   * Disconnects `connection`, first closing its session with its subscriptions (bounded by
-   * `timeouts.requestMs`) unless node-opcua is re-opening its channel (then nothing can reach the
+   * Disconnects `connection`, first closing its session with its subscriptions (each step bounded
+   * by `boundMs`: `timeouts.requestMs` for the application's `close()`, the link stall bound for a
+   * rebuild's upkeep) unless node-opcua is re-opening its channel (then nothing can reach the
    * server and the client must stop dialling at once). Resolves to whether the session was closed.
    */
-  async #dispose(connection: Connection): Promise<boolean> {
+  async #dispose(connection: Connection, boundMs = this.#options.timeouts.requestMs): Promise<boolean> {
     this.#unwatchLink(connection);
     connection.client.removeAllListeners();
     connection.session.removeAllListeners();
@@ -1329,7 +1348,7 @@ export class OpcuaDriver implements PlcDriver {
           () => true,
           () => false,
         ),
-        this.#clock.sleep(this.#options.timeouts.requestMs, deadline.signal).then(
+        this.#clock.sleep(boundMs, deadline.signal).then(
           () => false,
           () => false,
         ),

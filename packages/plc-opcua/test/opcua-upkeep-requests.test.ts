@@ -139,3 +139,56 @@ describe("upkeep requests are bounded by the link stall bound, not requestMs (ad
     expect(statuses.filter((change) => change.to === "reconnecting")).toEqual([]);
   }, 40_000);
 });
+
+// adv13s LOW-2: the driver's rebuild (after a stalled repair, or when it stops trusting a session's
+// publishing) opened each new connection with its connect stages (TCP, HEL/ACK) bounded by
+// timeouts.connectMs, and first waited requestMs for the old session's CloseSession: an attempt
+// sent while the link was still stalled hung for the full connectMs after the link came back. A
+// rebuild's stages are now bounded like node-opcua's reconnect attempts (2 keep-alives + 2 response
+// times, doubling per failed attempt up to connectMs), the old session's close by the stall bound.
+describe("a rebuild into a stalled link (adv13s L2)", () => {
+  test("the link comes back while the rebuild's first attempt is out: connected within the stage bound, not connectMs", async () => {
+    const { proxy, driver, statuses } = await connectedThroughProxy({
+      connectMs: 8_000,
+      requestMs: 3_000,
+      subscriptions: SHORT_SUBSCRIPTION_LIFETIME,
+    });
+    const received: Sample[] = [];
+    await driver.subscribe(countTags.list(), { samplingIntervalMs: 50 }, (samples) => received.push(...samples));
+    await freshValues(received);
+    driver.onStatusChange((change) => {
+      // The link stalls just as the driver opens a new session.
+      if (change.to === "reconnecting" && /opening a new session/.test(change.reason ?? "")) proxy.blackhole();
+    });
+    // The server stops answering Publish on this session: the second watchdog expiry in a row
+    // opens a new session (fix13r).
+    const prototype = OPCUAServer.prototype as unknown as {
+      _on_PublishRequest: (this: unknown, message: unknown, channel: unknown) => unknown;
+    };
+    const original = prototype._on_PublishRequest;
+    let muted: string | undefined;
+    prototype._on_PublishRequest = function (message, channel) {
+      const token = String(
+        (message as { request: { requestHeader: { authenticationToken: unknown } } }).request.requestHeader
+          .authenticationToken,
+      );
+      muted ??= token;
+      return token === muted ? undefined : original.call(this, message, channel);
+    };
+    restore.push(() => {
+      prototype._on_PublishRequest = original;
+    });
+    await waitFor(
+      () =>
+        statuses.find((change) => change.to === "reconnecting" && /opening a new session/.test(change.reason ?? "")),
+      { what: "the rebuild", timeoutMs: 30_000 },
+    );
+    // Past the old session's close (bounded) and into the first attempts of the new one.
+    await new Promise((resolve) => setTimeout(resolve, 7_000));
+    proxy.restore();
+    const at = Date.now();
+    await waitFor(() => driver.status === "connected", { what: "connected again", timeoutMs: 20_000 });
+    expect(Date.now() - at).toBeLessThan(5_000);
+    await freshValues(received);
+  }, 80_000);
+});
