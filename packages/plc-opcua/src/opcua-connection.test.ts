@@ -1,7 +1,10 @@
 import {
   AttributeIds,
+  CreateMonitoredItemsRequest,
+  CreateSubscriptionRequest,
   DataType,
   DataValue as DataValueClass,
+  PublishRequest,
   ReadRequest,
   RepublishRequest,
   resolveNodeId,
@@ -12,11 +15,13 @@ import {
   type TransferSubscriptionsResponse,
 } from "node-opcua-client";
 import { describe, expect, test } from "vitest";
-import { linkRequestKind, readServerInfo, readWithinLinkBound, refuseSubscriptionTransfers } from "./opcua-connection";
+import { connectStageMs, linkRequestKind, readServerInfo, refuseSubscriptionTransfers } from "./opcua-connection";
+import { asApplicationCall, markApplicationRequests } from "./opcua-request-origin";
 
-// CI on 90b0f66: a stall right after a reconnect was declared at requestMs (10 s), not at 2
-// keep-alive periods: a request of the driver's or node-opcua's own upkeep was in flight, and the
-// link watchdog waited for it as for an application's read (docs/adr/0022, amendment fix13n).
+// CI on 90b0f66 and adv13s M1 / adv13p M1: a stall was declared at requestMs (10 s), not at the
+// stall bound, while a request of the driver's or node-opcua's own upkeep was in flight: the link
+// watchdog waited for it as for an application's read. The rule is by origin: only requests sent
+// inside an application's call wait until their deadline (docs/adr/0022, amendments fix13n, fix13u).
 describe("linkRequestKind: which requests hold the link stall bound", () => {
   const value = (id: number) => ({ nodeId: resolveNodeId(id), attributeId: AttributeIds.Value });
   const threeValues = [
@@ -25,38 +30,72 @@ describe("linkRequestKind: which requests hold the link stall bound", () => {
     value(VariableIds.Server_ServerStatus_CurrentTime),
   ];
 
-  test("an application's read waits until its deadline; node-opcua's keep-alive read and a Republish do not", () => {
-    expect(linkRequestKind(new ReadRequest({ nodesToRead: threeValues }))).toBe("other");
-    expect(linkRequestKind(new WriteRequest({}))).toBe("other");
-    expect(linkRequestKind(new ReadRequest({ nodesToRead: [value(VariableIds.Server_ServerStatus_State)] }))).toBe(
-      "keepAlive",
-    );
-    expect(linkRequestKind(new RepublishRequest({ subscriptionId: 1, retransmitSequenceNumber: 7 }))).toBe("keepAlive");
-  });
-
-  test("the driver's read of current values is bounded like a keep-alive while sent, and only that read", async () => {
+  /** A session whose transactions record the kind of each request, sent at once or held (`queue`). */
+  function recordingSession(queue?: (() => void)[]) {
     const kinds: string[] = [];
+    const requests: object[] = [];
     const session = {
-      // node-opcua sends within the call while the channel is open: the driver classifies it then.
-      read(nodes: unknown[]): Promise<DataValue[]> {
-        kinds.push(linkRequestKind(new ReadRequest({ nodesToRead: nodes as typeof threeValues }), session));
-        return Promise.resolve([]);
+      performMessageTransaction(request: object): Promise<void> {
+        requests.push(request);
+        const send = () => kinds.push(linkRequestKind(request));
+        if (queue) queue.push(send);
+        else send();
+        return Promise.resolve();
       },
-    } as unknown as ClientSession;
-    await readWithinLinkBound(session, threeValues);
-    // The same session's next read is an application's again.
-    await session.read(threeValues, 0);
-    expect(kinds).toEqual(["keepAlive", "other"]);
+      async read(nodes: typeof threeValues): Promise<DataValue[]> {
+        await Promise.resolve();
+        await this.performMessageTransaction(new ReadRequest({ nodesToRead: nodes }));
+        return [];
+      },
+    };
+    markApplicationRequests(session as unknown as ClientSession);
+    return { session, kinds, requests };
+  }
+
+  test("requests nobody's call sent are upkeep, whatever their type; a Publish is a publish", () => {
+    const { session, kinds } = recordingSession();
+    void session.performMessageTransaction(new ReadRequest({ nodesToRead: threeValues }));
+    void session.performMessageTransaction(new WriteRequest({}));
+    void session.performMessageTransaction(new RepublishRequest({ subscriptionId: 1, retransmitSequenceNumber: 7 }));
+    void session.performMessageTransaction(new CreateSubscriptionRequest({}));
+    void session.performMessageTransaction(new PublishRequest({}));
+    expect(kinds).toEqual(["upkeep", "upkeep", "upkeep", "upkeep", "publish"]);
   });
 
-  test("a read that throws while sent does not leave its session marked", () => {
-    const session = {
-      read(): Promise<DataValue[]> {
-        throw new Error("session closed");
-      },
-    } as unknown as ClientSession;
-    expect(() => readWithinLinkBound(session, threeValues)).toThrow("session closed");
-    expect(linkRequestKind(new ReadRequest({ nodesToRead: threeValues }), session)).toBe("other");
+  test("a request sent inside an application's call, also after an await, is the application's", async () => {
+    const { session, kinds } = recordingSession();
+    await asApplicationCall(async () => {
+      await session.read(threeValues);
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      void session.performMessageTransaction(new CreateMonitoredItemsRequest({}));
+    });
+    expect(kinds).toEqual(["application", "application"]);
+  });
+
+  test("a timer the call left behind sends upkeep once the call has settled; a queued request keeps its origin", async () => {
+    const queue: (() => void)[] = [];
+    const { session, kinds } = recordingSession(queue);
+    let retry: Promise<unknown> | undefined;
+    await asApplicationCall(async () => {
+      await session.read(threeValues); // held: the channel is down
+      retry = new Promise((resolve) => setTimeout(() => resolve(session.read(threeValues)), 5));
+    });
+    await retry;
+    for (const send of queue) send();
+    expect(kinds).toEqual(["application", "upkeep"]);
+  });
+
+  test("an application's call that throws ends its origin too", async () => {
+    const { session, kinds } = recordingSession();
+    let later: (() => void) | undefined;
+    await expect(
+      asApplicationCall(() => {
+        later = () => void session.performMessageTransaction(new ReadRequest({ nodesToRead: threeValues }));
+        return Promise.reject(new Error("refused"));
+      }),
+    ).rejects.toThrow("refused");
+    later!();
+    expect(kinds).toEqual(["upkeep"]);
   });
 });
 
@@ -173,5 +212,18 @@ describe("readServerInfo on a server that refuses the combined read", () => {
     } as unknown as ClientSession;
     await expect(readServerInfo(session, {})).rejects.toThrow(/BadConnectionClosed/);
     expect(sizes).toEqual([5]);
+  });
+});
+
+// adv13s L1/L2: reconnect and rebuild attempts start at the link's own bound (a stalled link fails
+// them soon) and double per failure up to connectMs (a link slower than measured still connects).
+describe("connectStageMs", () => {
+  test("2 keep-alives + 2 response times, doubled per failed attempt, at most connectMs", () => {
+    expect(connectStageMs(1_000, 100, 15_000)).toBe(2_200);
+    expect(connectStageMs(1_000, 100, 15_000, 1)).toBe(4_400);
+    expect(connectStageMs(1_000, 100, 15_000, 2)).toBe(8_800);
+    expect(connectStageMs(1_000, 100, 15_000, 3)).toBe(15_000);
+    expect(connectStageMs(1_000, 100, 15_000, 1_000)).toBe(15_000);
+    expect(connectStageMs(1_000, 100, 1_500)).toBe(1_500);
   });
 });

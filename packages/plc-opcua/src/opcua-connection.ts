@@ -3,8 +3,6 @@ import {
   MessageSecurityMode,
   OPCUAClient,
   PublishRequest,
-  ReadRequest,
-  RepublishRequest,
   SecurityPolicy,
   ServiceFault,
   StatusCodes,
@@ -24,6 +22,7 @@ import { certificateDer, privateKeyPem } from "./opcua-certificates";
 import type { ResolvedOpcuaDriverOptions } from "./opcua-driver-options";
 import { connectError, isConnectionLoss, statusOfError } from "./opcua-errors";
 import { markReplayedNotifications } from "./opcua-replayed-notifications";
+import { isApplicationRequest, markApplicationRequests } from "./opcua-request-origin";
 import { effectiveKeepAliveMs, linkSilenceMs } from "./opcua-subscription-timing";
 import type { SubscriptionConnection } from "./opcua-tag-subscription";
 
@@ -60,10 +59,10 @@ export interface Connection extends SubscriptionConnection {
   /** The link watchdog declared this connection's link stalled and broke its channel: its loss is already reported. */
   stalled: boolean;
   /**
-   * Requests sent on this connection that the link watchdog waits for (not Publish, which the
-   * server holds on purpose, nor node-opcua's keep-alive reads), by request handle: when each
-   * was sent and its deadline (sent + `timeouts.requestMs`, the bound the driver gives each call; a
-   * keep-alive read has none), clock ms. Silence while one is outstanding is no stall before its deadline.
+   * Requests sent on this connection, except Publish (which the server holds on purpose), by
+   * request handle: when each was sent and its deadline (sent + `timeouts.requestMs`, the bound an
+   * application's call gets; an upkeep request has none: `linkRequestKind`), clock ms. Silence
+   * while an application's request is outstanding is no stall before its deadline.
    */
   readonly outstanding: Map<number, { readonly sentAt: number; readonly deadline: number }>;
   /** Smoothed maximum of the server's response times, ms: part of the link silence bound. */
@@ -78,6 +77,8 @@ export interface Connection extends SubscriptionConnection {
   silenceBoundMs: number;
   /** The bound of each connect stage of node-opcua's reconnect attempts, ms (`connectStageMs`). */
   connectStageMs: number;
+  /** node-opcua's reconnect attempts failed since the channel was last open: each doubles {@link connectStageMs}. */
+  failedConnectAttempts: number;
 }
 
 const SERVER_INFO_NODES = [
@@ -114,6 +115,12 @@ export interface OpcuaConnectionSettings {
   readonly clock: Clock;
   /** Numbers the new connection's layout (namespaces, limits). */
   readonly generation: () => number;
+  /**
+   * The bound of each connect stage (TCP, HEL/ACK), ms; default `timeouts.connectMs` (a first
+   * connect knows no response time). A rebuild passes the old connection's `connectStageMs`, so
+   * an attempt sent into a link still stalled fails as soon as node-opcua's own would.
+   */
+  readonly connectStageMs?: number;
 }
 
 /**
@@ -167,10 +174,10 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       defaultTransactionTimeout: timeouts.requestMs,
       // Bounds each stage of node-opcua's connect (TCP, HEL/ACK: a stalled link answers neither,
       // and without a bound a repair attempt waited 60 s). connectMs for the first connect, not
-      // the keep-alive silence bound: a link with a 2.4 s round trip and a 1 s keep-alive must
-      // still connect (adv13c M4); reconnect attempts get connectStageMs (set by the driver).
+      // the keep-alive silence bound: a link slower than that must still connect (adv13c M4);
+      // reconnect attempts and rebuilds get connectStageMs (set by the driver).
       // The driver turns the socket idle timeout it also sets off once the channel is open.
-      transportTimeout: timeouts.connectMs,
+      transportTimeout: settings.connectStageMs ?? timeouts.connectMs,
     });
     relayServiceFaults(client);
     const opened = client;
@@ -179,6 +186,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       const session = await opened.createSession(identity);
       refuseSubscriptionTransfers(session);
       markReplayedNotifications(session);
+      markApplicationRequests(session);
       try {
         const readAt = clock.now();
         const info = await readServerInfo(session, options.limits);
@@ -227,6 +235,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       publishes: new Map(),
       silenceBoundMs: 0,
       connectStageMs: connectStageMs(timeouts.keepAliveMs, responseMs, timeouts.connectMs),
+      failedConnectAttempts: 0,
     };
     connection.silenceBoundMs = linkSilenceMs(connection.keepAliveMs);
     setConnectStageMs(opened, connection.connectStageMs);
@@ -265,11 +274,14 @@ export function adaptKeepAlive(client: OPCUAClient, session: ClientSession, keep
  * The bound of each stage (TCP connect, HEL/ACK) of node-opcua's reconnect attempts on a link
  * whose keep-alive is `keepAliveMs` and whose measured response time is `responseMs`: two
  * keep-alive periods plus two response times (a stage is one round trip; a slow link must still
- * reconnect, adv13c M4), at most `connectMs` (which bounds the first connect's stages). A stalled
- * link still fails an attempt within it, so the next one can succeed once the link resumes.
+ * reconnect, adv13c M4), doubled for each of `failedAttempts` in a row (a link whose round trip
+ * grew past what was measured: adv13s L1), at most `connectMs` (which bounds the first
+ * connect's stages). A stalled link still fails an attempt within it, so the next one can succeed
+ * once the link resumes.
  */
-export function connectStageMs(keepAliveMs: number, responseMs: number, connectMs: number): number {
-  return Math.round(Math.min(connectMs, linkSilenceMs(keepAliveMs) + 2 * Math.max(0, responseMs)));
+export function connectStageMs(keepAliveMs: number, responseMs: number, connectMs: number, failedAttempts = 0): number {
+  const base = linkSilenceMs(keepAliveMs) + 2 * Math.max(0, responseMs);
+  return Math.round(Math.min(connectMs, base * 2 ** Math.min(Math.max(0, failedAttempts), 30)));
 }
 
 /** Sets the bound of each connect stage of `client`'s next reconnect attempts ({@link connectStageMs}). */
@@ -324,53 +336,20 @@ function relayServiceFaults(client: OPCUAClient): void {
   };
 }
 
-const KEEP_ALIVE_NODE = resolveNodeId(VariableIds.Server_ServerStatus_State);
-
-/** Sessions inside {@link readWithinLinkBound}'s call to `session.read`, which sends synchronously. */
-const readingWithinLinkBound = new WeakSet<ClientSession>();
-
 /**
- * Reads `nodes` (their Value, maxAge 0) on `session` as a read the link watchdog does not wait
- * for beyond the link silence bound, like node-opcua's keep-alive read ({@link linkRequestKind}).
- * For the driver's own reads of current values (after a repair): a Read of a few values is
- * answered within the server's response time, and an application's timeout must not hold the
- * stall bound at `requestMs` (docs/adr/0022, amendment fix13n). node-opcua sends the request
- * within the call while the channel is open; a request it queues (channel down) counts as the
- * application's, the bound of before.
+ * What a request is to the link watchdog: a `publish` (the server holds it until it has something
+ * to send: not waited for, not a response time), an `application` request (sent inside an
+ * application's call to the driver, `isApplicationRequest`: the caller allowed it
+ * `timeouts.requestMs`, so silence is no stall before that deadline), or `upkeep` (every request
+ * the driver or node-opcua sends on its own behalf: keep-alive reads, Republish, subscriptions
+ * re-created, modified or deleted, items created again, reads after a repair, namespace table
+ * reads: a response time, never waited for beyond the stall bound). Upkeep requests in flight
+ * when the link froze held the stall bound at `requestMs` (docs/adr/0022, amendments fix13n and
+ * fix13u).
  */
-export function readWithinLinkBound(
-  session: ClientSession,
-  nodes: readonly { readonly nodeId: NodeId; readonly attributeId: number }[],
-): Promise<DataValue[]> {
-  readingWithinLinkBound.add(session);
-  try {
-    return session.read(
-      nodes.map((node) => ({ ...node })),
-      0,
-    );
-  } finally {
-    readingWithinLinkBound.delete(session);
-  }
-}
-
-/**
- * What a request sent on `session` is to the link watchdog: a `publish` (the server holds it
- * until it has something to send: not waited for, not a response time), a `keepAlive` (a request
- * the server answers at once, so its answer is what the bound of 2 keep-alive periods is about: a
- * response time, not waited for beyond the bound: node-opcua's ServerStatus.State read, a read
- * sent by {@link readWithinLinkBound}, and node-opcua's Republish, answered from the server's
- * retransmission queue, OPC UA Part 4 5.13.6), or `other` (a request the caller allowed its
- * timeout for: silence is no stall before its deadline). One of node-opcua's own or the
- * driver's upkeep requests in flight when the link stalls held the stall bound at `requestMs`
- * (10 s instead of 2 s in CI on 90b0f66; docs/adr/0022, amendment fix13n).
- */
-export function linkRequestKind(request: unknown, session?: ClientSession): "publish" | "keepAlive" | "other" {
+export function linkRequestKind(request: unknown): "publish" | "application" | "upkeep" {
   if (request instanceof PublishRequest) return "publish";
-  if (request instanceof RepublishRequest) return "keepAlive";
-  if (!(request instanceof ReadRequest)) return "other";
-  if (session && readingWithinLinkBound.has(session)) return "keepAlive";
-  const nodes = request.nodesToRead ?? [];
-  return nodes.length === 1 && nodes[0]!.nodeId.toString() === KEEP_ALIVE_NODE.toString() ? "keepAlive" : "other";
+  return isApplicationRequest(request) ? "application" : "upkeep";
 }
 
 async function identityOf(identity: ResolvedOpcuaDriverOptions["identity"]): Promise<UserIdentityInfo> {

@@ -150,10 +150,12 @@ export const opcuaDriverOptionsSchema = z
  *   is taken as lost: status `reconnecting`, subscribed tags `uncertain` with the reason, reads
  *   failing, and a reconnect at once. The response time is a smoothed maximum of measured round
  *   trips (Publish round trips only lower it), capped at `requestMs`; a request's deadline is
- *   `requestMs` after it was sent; so with nothing in flight the bound is at most
+ *   `requestMs` after it was sent, and only requests of the application's calls (`read`, `write`,
+ *   `browse`, `subscribe`) have one: requests the driver or node-opcua send on their own behalf
+ *   (keep-alives, re-creations, retries, deletes) never hold the bound; so with nothing in flight the bound is at most
  *   `2 × keep-alive + requestMs`, and it is never widened. Each stage (TCP, HEL/ACK) of a
- *   reconnect attempt is bounded by `2 × keep-alive + 2 × response time`, at most `connectMs`
- *   (docs/adr/0022, amendments fix13e, fix13f, fix13g).
+ *   reconnect attempt is bounded by `2 × keep-alive + 2 × response time`, doubled per failed
+ *   attempt in a row, at most `connectMs` (docs/adr/0022, amendments fix13e, fix13f, fix13g, fix13u).
  * - `connectionStrategy`: `maxRetry` (attempts of the first connect; once connected, the driver
  *   reconnects until `close()`), `initialDelayMs`, `maxDelayMs`, `randomisationFactor`. Always
  *   passed to node-opcua complete.

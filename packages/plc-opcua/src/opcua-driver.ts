@@ -37,6 +37,7 @@ import {
 import type { OpcuaNodeAddress } from "./opcua-node-id";
 import { deleteSubscriptions, heldSubscriptionIds, OrphanSubscriptionSweeper } from "./opcua-orphan-subscriptions";
 import type { ReadPlan } from "./opcua-read-plan";
+import { asApplicationCall } from "./opcua-request-origin";
 import { loadOpcuaRuntime, type OpcuaRuntime } from "./opcua-runtime-loader";
 import { linkSilenceMs, smoothedMaxMs } from "./opcua-subscription-timing";
 import type { OpcuaTagSubscription } from "./opcua-tag-subscription";
@@ -282,7 +283,11 @@ export class OpcuaDriver implements PlcDriver {
     let results: DataValue[][];
     try {
       results = await raceAbort(
-        Promise.all(plan.chunks.map((chunk) => connection.session.read(chunk.nodesToRead as ReadValueIdOptions[], 0))),
+        asApplicationCall(() =>
+          Promise.all(
+            plan.chunks.map((chunk) => connection.session.read(chunk.nodesToRead as ReadValueIdOptions[], 0)),
+          ),
+        ),
         signal,
         "the OPC UA read",
       );
@@ -381,7 +386,9 @@ export class OpcuaDriver implements PlcDriver {
       const variant = this.#rt.variantForWrite(plain, target, tag, address.text);
       try {
         const status = await raceAbort(
-          connection.session.write({ nodeId, attributeId: this.#rt.AttributeIds.Value, value: { value: variant } }),
+          asApplicationCall(() =>
+            connection.session.write({ nodeId, attributeId: this.#rt.AttributeIds.Value, value: { value: variant } }),
+          ),
           signal,
           "the OPC UA write",
         );
@@ -391,7 +398,11 @@ export class OpcuaDriver implements PlcDriver {
       }
     };
     const discover = (): Promise<OpcuaWriteTarget> =>
-      raceAbort(this.#dataTypeOf(connection, nodeId, tag, address.text), signal, "the OPC UA write");
+      raceAbort(
+        asApplicationCall(() => this.#dataTypeOf(connection, nodeId, tag, address.text)),
+        signal,
+        "the OPC UA write",
+      );
     const target = await discover();
     let status = await send(target);
     if (status >>> 0 === QualityCodes.BadTypeMismatch) {
@@ -446,7 +457,7 @@ export class OpcuaDriver implements PlcDriver {
     });
     this.#subscriptions.add(subscription);
     try {
-      await subscription.ensure();
+      await asApplicationCall(() => subscription.ensure());
     } catch (error) {
       this.#subscriptions.delete(subscription);
       await subscription.close();
@@ -496,14 +507,14 @@ export class OpcuaDriver implements PlcDriver {
       rootId = resolved;
     }
     try {
-      return await this.#rt.browseVariables(connection, rootId, root === undefined);
+      return await asApplicationCall(() => this.#rt.browseVariables(connection, rootId, root === undefined));
     } catch (error) {
       throw this.#requestError(error, "browse");
     }
   }
 
   /** Opens the channel and the session; `signal` (the call's and the lifetime's) aborts it. */
-  async #open(signal: AbortSignal): Promise<Connection> {
+  async #open(signal: AbortSignal, connectStageMs?: number): Promise<Connection> {
     const { endpointUrl, security } = this.#options;
     if (security.mode === "None" && !this.#warnedInsecure) {
       this.#warnedInsecure = true;
@@ -528,6 +539,7 @@ export class OpcuaDriver implements PlcDriver {
         secret: this.#secret,
         clock: this.#clock,
         generation: () => ++this.#generations,
+        ...(connectStageMs === undefined ? {} : { connectStageMs }),
       },
       signal,
     );
@@ -580,6 +592,7 @@ export class OpcuaDriver implements PlcDriver {
     });
     client.on("after_reconnection", () => {
       releaseSocketTimeout(connection);
+      connection.failedConnectAttempts = 0;
       if (current()) this.#certificateChecks.set(connection, this.#recheckServerCertificate(connection));
     });
     client.on("backoff", (retry: number, delay: number) => {
@@ -605,6 +618,10 @@ export class OpcuaDriver implements PlcDriver {
           },
         ),
       );
+      // The next attempt's stages get twice as long (at most connectMs): a link whose round trip
+      // grew past the measured one still reconnects.
+      connection.failedConnectAttempts++;
+      this.#silenceBound(connection);
     });
     client.on("receive_response", (response: unknown) => {
       this.#answered(connection, (response as { responseHeader?: { requestHandle?: number } }).responseHeader);
@@ -723,6 +740,7 @@ export class OpcuaDriver implements PlcDriver {
       connection.keepAliveMs,
       connection.responseMs,
       this.#options.timeouts.connectMs,
+      connection.failedConnectAttempts,
     );
     this.#rt.setConnectStageMs(connection.client, connection.connectStageMs);
     return connection.silenceBoundMs;
@@ -767,7 +785,7 @@ export class OpcuaDriver implements PlcDriver {
     let oldest: { readonly sentAt: number; readonly deadline: number } | undefined;
     for (const [handle, sent] of connection.outstanding) {
       if (sent.deadline === Number.NEGATIVE_INFINITY) {
-        // A keep-alive read: waited for only to measure its response time.
+        // An upkeep request: waited for only to measure its response time.
         if (sent.sentAt + this.#options.timeouts.requestMs < connection.heardAt) connection.outstanding.delete(handle);
       } else if (sent.deadline < connection.heardAt) connection.outstanding.delete(handle);
       else if (sent.sentAt <= stallAt && (!oldest || sent.sentAt < oldest.sentAt)) oldest = sent;
@@ -778,12 +796,13 @@ export class OpcuaDriver implements PlcDriver {
 
   /**
    * Records `request` as outstanding on `connection` (for its response time), and as one the
-   * link watchdog waits for until its deadline unless it is a keep-alive read; a Publish is
+   * link watchdog waits for until its deadline only when an application's call sent it; an
+   * upkeep request (the driver's or node-opcua's own) never holds the stall bound; a Publish is
    * recorded apart, never waited for (the server holds it), its round trip only lowering the
-   * response time (`linkRequestKind`, {@link #answered}).
+   * response time (`linkRequestKind`, {@link #answered}; docs/adr/0022, amendment fix13u).
    */
   #outstanding(connection: Connection, request: unknown): void {
-    const kind = this.#rt.linkRequestKind(request, connection.session);
+    const kind = this.#rt.linkRequestKind(request);
     const header = (request as { requestHeader?: { requestHandle?: number } }).requestHeader;
     if (header?.requestHandle === undefined) return;
     const now = this.#clock.now();
@@ -793,8 +812,8 @@ export class OpcuaDriver implements PlcDriver {
     }
     connection.outstanding.set(header.requestHandle, {
       sentAt: now,
-      // The driver bounds each of its calls by timeouts.requestMs (node-opcua's own timeout is at least 5 s).
-      deadline: kind === "keepAlive" ? Number.NEGATIVE_INFINITY : now + this.#options.timeouts.requestMs,
+      // The driver bounds each application call by timeouts.requestMs (node-opcua's own timeout is at least 5 s).
+      deadline: kind === "application" ? now + this.#options.timeouts.requestMs : Number.NEGATIVE_INFINITY,
     });
   }
 
@@ -1238,9 +1257,11 @@ export class OpcuaDriver implements PlcDriver {
     // They belong to the old session: never deleted on another one.
     this.#deleteLater.clear();
     // At once: a client still in node-opcua's own reconnect loop must stop dialling now.
-    const disposed = this.#dispose(old);
+    // Upkeep: a CloseSession into a stalled link is abandoned at the stall bound (fix13u).
+    const disposed = this.#dispose(old, Math.min(this.#options.timeouts.requestMs, this.#silenceBound(old)));
     let failures: unknown[] = [];
     let losses = this.#losses;
+    let rebuildAttempts = 0;
     void this.#lifecycle.reconnect({
       reason,
       delayFirst,
@@ -1251,7 +1272,16 @@ export class OpcuaDriver implements PlcDriver {
             "the old OPC UA session could not be closed; the server deletes its subscriptions when their lifetime ends",
           );
         }
-        const connection = await this.#open(lifetime);
+        // Each stage bounded as node-opcua's own reconnect attempts were, doubling per failure up
+        // to connectMs: an attempt into a link still stalled fails soon (adv13s L2: it waited the
+        // full connectMs), a link slower than measured still connects after a few.
+        const stageMs = this.#rt.connectStageMs(
+          old.keepAliveMs,
+          old.responseMs,
+          this.#options.timeouts.connectMs,
+          old.failedConnectAttempts + rebuildAttempts++,
+        );
+        const connection = await this.#open(lifetime, stageMs);
         if (lifetime.aborted) {
           await this.#dispose(connection);
           return;
@@ -1302,11 +1332,12 @@ export class OpcuaDriver implements PlcDriver {
   }
 
   /**
-   * Disconnects `connection`, first closing its session with its subscriptions (bounded by
-   * `timeouts.requestMs`) unless node-opcua is re-opening its channel (then nothing can reach the
+   * Disconnects `connection`, first closing its session with its subscriptions (each step bounded
+   * by `boundMs`: `timeouts.requestMs` for the application's `close()`, the link stall bound for a
+   * rebuild's upkeep) unless node-opcua is re-opening its channel (then nothing can reach the
    * server and the client must stop dialling at once). Resolves to whether the session was closed.
    */
-  async #dispose(connection: Connection): Promise<boolean> {
+  async #dispose(connection: Connection, boundMs = this.#options.timeouts.requestMs): Promise<boolean> {
     this.#unwatchLink(connection);
     connection.client.removeAllListeners();
     connection.session.removeAllListeners();
@@ -1317,7 +1348,7 @@ export class OpcuaDriver implements PlcDriver {
           () => true,
           () => false,
         ),
-        this.#clock.sleep(this.#options.timeouts.requestMs, deadline.signal).then(
+        this.#clock.sleep(boundMs, deadline.signal).then(
           () => false,
           () => false,
         ),

@@ -18,7 +18,6 @@ import {
   type NodeId,
   type StatusCode,
 } from "node-opcua-client";
-import { readWithinLinkBound } from "./opcua-connection";
 import { isConnectionLoss, statusNameOf, statusOfError } from "./opcua-errors";
 import { heldSubscriptionIds, PENDING_SUBSCRIPTION_ID } from "./opcua-orphan-subscriptions";
 import { primePublishEngine } from "./opcua-publish-engine";
@@ -408,9 +407,10 @@ export class OpcuaTagSubscription {
       const chunk = waiting.slice(start, start + perRead);
       let values: readonly (DataValue | undefined)[];
       try {
-        values = await readWithinLinkBound(
-          connection.session,
+        // Upkeep: bounded by the link stall bound, not requestMs (opcua-request-origin.ts).
+        values = await connection.session.read(
           chunk.map((entry) => ({ nodeId: entry.nodeId!, attributeId: AttributeIds.Value })),
+          0,
         );
       } catch (error) {
         if (this.#closed || this.#losses !== losses) return;

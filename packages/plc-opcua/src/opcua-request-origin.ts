@@ -1,0 +1,55 @@
+import { AsyncLocalStorage } from "node:async_hooks";
+import type { ClientSession } from "node-opcua-client";
+
+/**
+ * Who sent a request, for the link watchdog (docs/adr/0022, amendment fix13u). A request sent
+ * within an application's call to the driver (`read`, `write`, `browse`, `subscribe`) was given
+ * `timeouts.requestMs` by its caller: silence while it is out is no stall before that deadline (a
+ * one-request-at-a-time PLC may take seconds for it). Every other request is upkeep, sent by the
+ * driver or by node-opcua on their own behalf (keep-alive reads, Republish, a subscription
+ * re-created or deleted, a refused item created again, reads after a repair, namespace table
+ * reads...): answered within the server's response time, so never waited for beyond the stall
+ * bound. The rule is by origin, not by request type: a CreateMonitoredItems of `subscribe()` is
+ * the application's, the same request re-creating an item is upkeep.
+ */
+const applicationCall = new AsyncLocalStorage<{ open: boolean }>();
+
+/** Requests a session was asked to send inside an application's call (marked before node-opcua may queue them). */
+const applicationRequests = new WeakSet<object>();
+
+/**
+ * Runs `call` as the application's: every request a session marked by
+ * {@link markApplicationRequests} is asked to send while it runs (also later in the call's
+ * promise chain) counts as the application's. Timers and callbacks the call leaves behind (a
+ * retry, a watchdog) inherit the context but not the origin: it ends when `call` settles.
+ */
+export async function asApplicationCall<T>(call: () => Promise<T>): Promise<T> {
+  const scope = { open: true };
+  try {
+    return await applicationCall.run(scope, call);
+  } finally {
+    scope.open = false;
+  }
+}
+
+/**
+ * Makes `session` note which requests it is asked to send inside {@link asApplicationCall}.
+ * Marked where node-opcua's session takes the request (`performMessageTransaction`), before it
+ * queues a request while the channel is down, so a queued application request sent at the
+ * reconnection keeps its origin. node-opcua re-creates a session in the same object, so the mark
+ * survives repairs; a rebuild marks its new session.
+ */
+export function markApplicationRequests(session: ClientSession): void {
+  type Transaction = (this: unknown, request: object, ...rest: unknown[]) => unknown;
+  const target = session as unknown as { performMessageTransaction: Transaction };
+  const send = target.performMessageTransaction;
+  target.performMessageTransaction = function (this: unknown, request: object, ...rest: unknown[]): unknown {
+    if (applicationCall.getStore()?.open === true) applicationRequests.add(request);
+    return send.call(this, request, ...rest);
+  };
+}
+
+/** True when `request` was sent inside an application's call ({@link asApplicationCall}). */
+export function isApplicationRequest(request: unknown): boolean {
+  return typeof request === "object" && request !== null && applicationRequests.has(request);
+}
