@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { appendFile, rm, stat } from "node:fs/promises";
 import { disclosedRefusal } from "../domain/refusal-disclosure";
 import { disclosureFor } from "./refusal-disclosure-rule";
-import { KilnError, KilnValidationError, type KilnErrorCode, type ValidationIssue } from "../domain/errors";
+import { KilnError, KilnValidationError } from "../domain/errors";
 import type { KilnEvents } from "../events/catalogue";
 import type { EventBus } from "../events/event-bus";
 import type { AuditEntry, AuditLog } from "@kiln/core/driver-kit";
@@ -13,16 +13,28 @@ import { ReservedRecord } from "../journal/reserved-record";
 import { decodeExactJson, encodeExactJson } from "../logging/sample-journal";
 import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
-import {
-  auditedTarget,
-  auditedText,
-  CATEGORY_MAX_LENGTH,
-  checkIdentifier,
-  NAME_MAX_LENGTH,
-  ROLE_MAX_LENGTH,
-  ROLES_MAX_COUNT,
-} from "./command-input";
+import { auditedTarget, auditedText, CATEGORY_MAX_LENGTH, NAME_MAX_LENGTH } from "./command-input";
 import { COMMENT_MAX_LENGTH, storableAuditValue } from "./storable-value";
+import {
+  SYSTEM_PRINCIPAL,
+  outcomeOf,
+  isStrippedFollowUp,
+  strippedFollowUp,
+  isIntentRefusal,
+  isReservedAction,
+  isSummary,
+  checkComment,
+  REFUSAL_ID_SUFFIX,
+  CANCEL_ID_SUFFIX,
+  FAIL_ID_SUFFIX,
+  cancelledBeforeEffect,
+  refusedForGood,
+  REASON_MAX_LENGTH,
+  reasonOf,
+  checkTarget,
+  auditedRoles,
+  withOld,
+} from "./audit-entry-rules";
 import {
   isReservedPrincipalId,
   snapshotPrincipal,
@@ -222,47 +234,11 @@ export interface AuditedCommandRunnerOptions {
 }
 
 /**
- * The principal id of the entries of actions the system takes by itself
- * ({@link AuditedCommandRunner.runSystemAction}: the abort at `stop()`, an interlock trip), with
- * no roles. Parentheses, like the audit trail's own `(audit)` summaries: a host's principals are
- * named by the host, which should not name one so.
- */
-const SYSTEM_PRINCIPAL = "(system)";
-
-/**
  * The actions that run without waiting for a durable audit entry unless the host says otherwise:
  * an abort writes the safe state and a pause holds the process, so neither may wait on the audit
  * trail (IEC 62443-3-3 CR 2.10).
  */
 export const DEFAULT_RUN_WITHOUT_DURABLE_AUDIT: readonly string[] = ["recipe.abort", "recipe.pause"];
-
-/** Error codes that mean a command was refused by a check (recorded `denied`), not that it failed while running. */
-export const DENIAL_CODES: readonly KilnErrorCode[] = [
-  "KILN_FORBIDDEN",
-  "KILN_VALIDATION",
-  "KILN_TAG_UNKNOWN",
-  "KILN_TAG_NOT_WRITABLE",
-  "KILN_OUT_OF_RANGE",
-  "KILN_INVALID_TRANSITION",
-  // What the command names does not exist (an unknown alarm, no process to abort, no such saved
-  // recipe): a check of its input before any effect, so a refusal like the ones above.
-  "KILN_NOT_FOUND",
-];
-
-/**
- * The outcome of a command that did not run: `denied` when a check refused it ({@link DENIAL_CODES},
- * or a write refused by the per-tag bound: `KILN_BUFFER_FULL` with `details.rule:
- * "maxCallsOutPerTag"`, checked before anything is sent; review 15j, L1), else `failed`.
- * `KILN_BUFFER_FULL` is not a denial code as such: its other throwers (the audit and sample
- * journals, the alarm history, a host's driver) are not checks of a command, and a driver's may
- * come after its request was sent.
- */
-function outcomeOf(error: unknown): "denied" | "failed" {
-  if (!KilnError.is(error)) return "failed";
-  if (DENIAL_CODES.includes(error.code)) return "denied";
-  const rule = (error.details as { rule?: unknown } | undefined)?.rule;
-  return error.code === "KILN_BUFFER_FULL" && rule === "maxCallsOutPerTag" ? "denied" : "failed";
-}
 
 /**
  * Runs commands as authorize → read old value → make the entry durable (commit) → execute, and
@@ -2704,7 +2680,6 @@ export class AuditedCommandRunner {
   }
 }
 
-/** The entry in a journal record, or undefined when it cannot be decoded into one. */
 /**
  * The key of a journal record that names entries dropped by `drop-oldest` (an entry has no such
  * field). Written by earlier versions, before a drop was made durable by a release mark (ADR
@@ -2723,6 +2698,7 @@ function decodeTombstone(payload: Buffer): string[] | undefined {
   }
 }
 
+/** The entry in a journal record, or undefined when it cannot be decoded into one. */
 function decodeEntry(payload: Buffer): AuditEntry | undefined {
   try {
     const entry = decodeExactJson(payload.toString("utf8")) as AuditEntry | null;
@@ -2847,56 +2823,6 @@ interface AuditWriterStatus {
 const POISON_ATTEMPTS = 2;
 
 /**
- * What a follow-up entry (one with `refersTo`: a refusal, a `:fail`) that the store kept refusing
- * says in the trail when it is recorded again without its values and reason (adversarial review
- * adv15r, M3): the end of its `reason`, which also marks it as stripped.
- */
-const STRIPPED_NOTE =
-  "recorded without its values, reason and comment: the audit store kept refusing this entry with them " +
-  "(the whole entry is in the error log and the audit-entry-skip event, and in <journal>.set-aside with a journal)";
-
-/** Whether `entry` is a follow-up already recorded again without its values ({@link strippedFollowUp}). */
-function isStrippedFollowUp(entry: AuditEntry): boolean {
-  return entry.reason?.endsWith(STRIPPED_NOTE) === true;
-}
-
-/**
- * A follow-up entry without what the store may have refused in it: its id, `refersTo`, who, what
- * and when and its outcome stay; `newValue`, `oldValue` and the reason (an error text, a comment)
- * go, the reason's code kept (`KILN_AUDIT_UNAVAILABLE` for a refusal: the command did not run).
- */
-function strippedFollowUp(entry: AuditEntry): AuditEntry {
-  const stripped: AuditEntry = { ...entry };
-  delete (stripped as { newValue?: unknown }).newValue;
-  delete (stripped as { oldValue?: unknown }).oldValue;
-  const code = /^KILN_[A-Z_]+(?=:)/.exec(entry.reason ?? "")?.[0];
-  const said = entry.id.endsWith(REFUSAL_ID_SUFFIX) ? "the command was not executed; " : "";
-  return { ...stripped, reason: `${code ?? "(no code)"}: ${said}${STRIPPED_NOTE}` };
-}
-
-/** True for the refusal of a command whose `allowed` entry was offered to the store (it names the intent). */
-function isIntentRefusal(entry: AuditEntry): boolean {
-  return entry.refersTo !== undefined;
-}
-
-/** Whether `action` is in the `audit.` namespace, which only the writer's own summary entries use. */
-function isReservedAction(action: string): boolean {
-  return action.split(".")[0] === "audit";
-}
-
-/**
- * Whether `entry` is one of the writer's summaries (`audit.drop`, `audit.overflow`): an entry
- * that stands for a count of commands, not for one. No command can be recorded under the `audit`
- * category ({@link isReservedAction}), so the category identifies them, also read back from a journal.
- */
-function isSummary(entry: AuditEntry): boolean {
-  return (
-    entry.category === "audit" &&
-    (entry.action === "audit.drop" || entry.action === "audit.overflow" || entry.action === "audit.coalesce")
-  );
-}
-
-/**
  * What an evicted summary entry becomes in the drop tally: its count, span and why. `reported`:
  * the count was published by `audit-entry-drop` already (an `audit.drop` summary).
  */
@@ -2948,16 +2874,6 @@ function foldedTally(entry: AuditEntry): { tally: DropTally; reported: boolean }
   };
 }
 
-/** The rule a command's comment breaks, or undefined when it is absent or a string of at most {@link COMMENT_MAX_LENGTH}. */
-function checkComment(comment: unknown): ValidationIssue | undefined {
-  if (comment === undefined) return undefined;
-  if (typeof comment !== "string") return { path: "comment", message: "must be a string" };
-  if (comment.length > COMMENT_MAX_LENGTH) {
-    return { path: "comment", message: `must be at most ${COMMENT_MAX_LENGTH} characters` };
-  }
-  return undefined;
-}
-
 /** Attempts counted while the backlog was full (refuse-commands), summarized into one entry later. */
 interface DenialOverflow {
   count: number;
@@ -2968,30 +2884,6 @@ interface DenialOverflow {
   morePrincipals: boolean;
   /** The first {@link OVERFLOW_NAMES} actions. */
   readonly actions: Set<string>;
-}
-
-/**
- * Appended to a command's event id to make the id of its refusal entry, recorded when the
- * command was refused after its `allowed` entry was offered to the store (see
- * {@link AuditEntry.refersTo}).
- */
-const REFUSAL_ID_SUFFIX = ":refusal";
-
-/**
- * Appended to a command's event id to make the id of the entry recording that it was cancelled
- * after its `allowed` entry was made durable, before its first effect (an abort during a start).
- */
-const CANCEL_ID_SUFFIX = ":cancel";
-
-/**
- * Appended to a command's event id to make the id of the entry recording that it failed (or was
- * refused by a check only its execution could make) after its `allowed` entry was made durable.
- */
-const FAIL_ID_SUFFIX = ":fail";
-
-/** A command's own word that it was cancelled before its first effect: `KILN_ABORTED` with `details.cancelled`. */
-function cancelledBeforeEffect(error: unknown): boolean {
-  return KilnError.is(error, "KILN_ABORTED") && error.details["cancelled"] === true;
 }
 
 /** The background retry's schedule when the host gives none. */
@@ -3228,56 +3120,3 @@ function decodeOverflow(payload: Buffer): Map<string, DenialOverflow> | undefine
 
 /** The key of the bucket of principals beyond {@link OVERFLOW_PRINCIPALS}. */
 const OTHER_PRINCIPALS = "\u0000others";
-
-/**
- * The store's definite answer that this entry can never be stored (a malformed field, text the
- * database cannot hold). Timeouts, an open breaker, a closed store and unknown errors are retried.
- */
-function refusedForGood(error: unknown): boolean {
-  return (
-    KilnError.is(error) && !error.retryable && (error.code === "KILN_VALIDATION" || error.code === "KILN_STORE_ERROR")
-  );
-}
-
-function withOld<TEntry extends object>(entry: TEntry, oldValue: unknown): TEntry & { oldValue?: unknown } {
-  return oldValue === undefined ? entry : { ...entry, oldValue };
-}
-
-/** Longest error text kept in an entry's `reason` (the comment, at most 1000 more, comes after it). */
-const REASON_MAX_LENGTH = 2000;
-
-/**
- * An entry's `reason`: the error (`CODE: message`) through {@link auditedText}, so a validation
- * message echoing a hostile key (a newline, U+202E) shows it written out, never raw; then the
- * operator's comment, escaped by the same rule where it was read.
- */
-function reasonOf(error: unknown, comment: string | undefined): string {
-  const text = auditedText(
-    KilnError.is(error) ? `${error.code}: ${error.message}` : error instanceof Error ? error.message : String(error),
-    REASON_MAX_LENGTH,
-  );
-  return comment === undefined ? text : `${text} (comment: ${comment})`;
-}
-
-/**
- * The rule a command's target breaks, or undefined when it is an identifier: 1 to
- * {@link NAME_MAX_LENGTH} characters without control, format or line-separator characters or lone surrogates (the one rule,
- * {@link checkIdentifier}).
- */
-function checkTarget(target: unknown): ValidationIssue | undefined {
-  return checkIdentifier(target, "target");
-}
-
-/**
- * A principal's roles as recorded: at most {@link ROLES_MAX_COUNT}, each a string cut to
- * {@link ROLE_MAX_LENGTH}; an element that is not a string is recorded as `"(invalid role)"`
- * and a longer list ends with `"…(N roles)"`, so every store takes the entry (ADR 0013).
- */
-function auditedRoles(roles: unknown): string[] {
-  if (!Array.isArray(roles)) return [];
-  const kept = (roles as unknown[])
-    .slice(0, ROLES_MAX_COUNT)
-    .map((role) => (typeof role === "string" ? auditedText(role, ROLE_MAX_LENGTH) : "(invalid role)"));
-  if (roles.length > ROLES_MAX_COUNT) kept.push(`…(${roles.length} roles)`);
-  return kept;
-}
