@@ -10,7 +10,7 @@ import type { Clock, TimerHandle } from "../ports/clock";
 import { reconnectDelay, type ReconnectBackoff } from "../driver-kit/backoff";
 import { RecordJournal } from "../journal/record-journal";
 import { ReservedRecord } from "../journal/reserved-record";
-import { decodeExactJson, encodeExactJson } from "../logging/sample-journal";
+import { encodeExactJson } from "../logging/sample-journal";
 import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
 import { auditedTarget, auditedText, CATEGORY_MAX_LENGTH, NAME_MAX_LENGTH } from "./command-input";
@@ -35,6 +35,26 @@ import {
   auditedRoles,
   withOld,
 } from "./audit-entry-rules";
+import {
+  decodeTombstone,
+  decodeEntry,
+  type UnopenedReserve,
+  type DenialOverflow,
+  OVERFLOW_NAMES,
+  OVERFLOW_PRINCIPALS,
+  OTHER_PRINCIPALS,
+  LEGACY_OVERFLOW_MAX_BYTES,
+  RESERVE_SLOT_BYTES,
+  RESERVE_HEADROOM_BYTES,
+  encodeReserve,
+  type CoalescedRun,
+  type DropTally,
+  decodeReserve,
+  collapseOverflow,
+  encodeOverflowBuckets,
+  decodeOverflow,
+  foldedTally,
+} from "./audit-reserve-record";
 import {
   isReservedPrincipalId,
   snapshotPrincipal,
@@ -2680,46 +2700,6 @@ export class AuditedCommandRunner {
   }
 }
 
-/**
- * The key of a journal record that names entries dropped by `drop-oldest` (an entry has no such
- * field). Written by earlier versions, before a drop was made durable by a release mark (ADR
- * 0034); still read, so a journal they left keeps its drops.
- */
-const TOMBSTONE_KEY = "kiln.audit.dropped";
-
-/** The ids a tombstone record names, or undefined when `payload` is not one. */
-function decodeTombstone(payload: Buffer): string[] | undefined {
-  try {
-    const record = decodeExactJson(payload.toString("utf8")) as Record<string, unknown> | null;
-    const ids = typeof record === "object" && record !== null ? record[TOMBSTONE_KEY] : undefined;
-    return Array.isArray(ids) && ids.every((id) => typeof id === "string") ? ids : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The entry in a journal record, or undefined when it cannot be decoded into one. */
-function decodeEntry(payload: Buffer): AuditEntry | undefined {
-  try {
-    const entry = decodeExactJson(payload.toString("utf8")) as AuditEntry | null;
-    return typeof entry === "object" && entry !== null && typeof entry.id === "string" ? entry : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** What a reserve that could not be opened holds, read without changing it (review 15w, B). */
-interface UnopenedReserve {
-  /** Denied attempts it counts, not yet summarized. */
-  readonly overflow: number;
-  /** Dropped entries it counts, not yet summarized. */
-  readonly drops: number;
-  /** Entries it holds (put in the backlog when read). */
-  readonly held: number;
-  /** Their ids: not queued again when it opens. */
-  readonly ids: ReadonlySet<string>;
-}
-
 interface BacklogItem {
   /** Undefined for a journal record that could not be decoded: released without being stored. */
   readonly entry: AuditEntry | undefined;
@@ -2822,93 +2802,8 @@ interface AuditWriterStatus {
  */
 const POISON_ATTEMPTS = 2;
 
-/**
- * What an evicted summary entry becomes in the drop tally: its count, span and why. `reported`:
- * the count was published by `audit-entry-drop` already (an `audit.drop` summary).
- */
-function foldedTally(entry: AuditEntry): { tally: DropTally; reported: boolean } {
-  const value = (typeof entry.newValue === "object" && entry.newValue !== null ? entry.newValue : {}) as Record<
-    string,
-    unknown
-  >;
-  const count = Number.isSafeInteger(value["count"]) && (value["count"] as number) > 0 ? (value["count"] as number) : 1;
-  if (entry.action === "audit.drop") {
-    const point = (id: unknown, at: unknown) =>
-      typeof id === "string" && typeof at === "number" ? { id, at } : undefined;
-    const first = point(value["firstId"], value["first"]);
-    const last = point(value["lastId"], value["last"]);
-    const reasons = Array.isArray(value["reasons"]) ? value["reasons"].filter((r) => typeof r === "string") : [];
-    return {
-      tally: {
-        count,
-        ...(first === undefined ? {} : { first }),
-        ...(last === undefined ? {} : { last }),
-        reasons: new Set(reasons.length === 0 ? [entry.reason ?? "an earlier audit.drop summary"] : reasons),
-      },
-      reported: true,
-    };
-  }
-  if (entry.action === "audit.coalesce") {
-    return {
-      tally: {
-        count,
-        reasons: new Set([
-          `an audit.coalesce summary of ${count} ${typeof value["action"] === "string" ? value["action"] : "(unknown)"} ` +
-            `entries by ${entry.principal} was dropped from the full audit backlog (drop-oldest)`,
-        ]),
-      },
-      reported: false,
-    };
-  }
-  const list = (key: string) =>
-    Array.isArray(value[key]) ? (value[key] as unknown[]).filter((v) => typeof v === "string").join(", ") : "";
-  return {
-    tally: {
-      count,
-      reasons: new Set([
-        `an audit.overflow summary of ${count} denied or failed attempt(s) by ${list("principals") || entry.principal}` +
-          ` (${list("actions")}) was dropped from the full audit backlog (drop-oldest)`,
-      ]),
-    },
-    reported: false,
-  };
-}
-
-/** Attempts counted while the backlog was full (refuse-commands), summarized into one entry later. */
-interface DenialOverflow {
-  count: number;
-  first: number;
-  last: number;
-  /** The first {@link OVERFLOW_NAMES} principals. */
-  readonly principals: Set<string>;
-  morePrincipals: boolean;
-  /** The first {@link OVERFLOW_NAMES} actions. */
-  readonly actions: Set<string>;
-}
-
 /** The background retry's schedule when the host gives none. */
 const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
-
-/** Most principals and actions an overflow summary names. */
-const OVERFLOW_NAMES = 16;
-
-/** Most principals counted apart while the backlog is full; the attempts of any further ones share one bucket. */
-const OVERFLOW_PRINCIPALS = 64;
-
-/** Size limit of `<journal>.overflow`, the overflow counts of earlier versions (read once, then moved into the reserve). */
-const LEGACY_OVERFLOW_MAX_BYTES = 16 * 1024 * 1024;
-
-/**
- * Room of each of the reserve's two slots (`<journal>.reserve`, 2 × 64 KiB reserved when the
- * journal opens): the overflow counts and the entries the journal could not take.
- */
-const RESERVE_SLOT_BYTES = 64 * 1024;
-/**
- * Free space the reserve leaves for the journal when it is made: it is made (at open, and on each
- * retry) only when its room (2 × {@link RESERVE_SLOT_BYTES}) plus this much is free, so the
- * safeguard for a full disk never takes the journal's last room (issue 15).
- */
-const RESERVE_HEADROOM_BYTES = 2 * RESERVE_SLOT_BYTES;
 
 /** A journal operation whose failure is reported: opening it, appending to it, writing its reserve. */
 type JournalOperation = "open" | "append" | "reserve";
@@ -2921,51 +2816,6 @@ interface JournalFailure {
   readonly errno?: string;
   /** In words, escaped and bounded. */
   readonly message: string;
-}
-
-/** The reserve's record: `{ overflow, held }`. */
-function encodeReserve(
-  overflow: unknown[],
-  held: readonly AuditEntry[],
-  drops: DropTally | undefined,
-  coalesced: readonly CoalescedRun[] = [],
-): Buffer {
-  return Buffer.from(
-    encodeExactJson({
-      overflow,
-      held,
-      ...(drops === undefined ? {} : { drops: { ...drops, reasons: [...drops.reasons] } }),
-      ...(coalesced.length === 0
-        ? {}
-        : { coalesced: coalesced.map(({ count, first, last }) => ({ count, first, last })) }),
-    }),
-    "utf8",
-  );
-}
-
-/** A reserve record's `coalesced` runs (those that decode: a count and two entries). */
-function decodeCoalesced(value: unknown): CoalescedRun[] {
-  if (!Array.isArray(value)) return [];
-  const isEntry = (entry: unknown): entry is AuditEntry =>
-    typeof entry === "object" &&
-    entry !== null &&
-    typeof (entry as AuditEntry).id === "string" &&
-    typeof (entry as AuditEntry).at === "number";
-  const runs: CoalescedRun[] = [];
-  for (const raw of value as unknown[]) {
-    const { count, first, last } = (typeof raw === "object" && raw !== null ? raw : {}) as Record<string, unknown>;
-    if (Number.isSafeInteger(count) && (count as number) > 0 && isEntry(first) && isEntry(last)) {
-      runs.push({ count: count as number, first, last });
-    }
-  }
-  return runs;
-}
-
-/** A run of entries of one kind coalesced while the backlog was full: how many, the first and the last (by time). */
-interface CoalescedRun {
-  count: number;
-  first: AuditEntry;
-  last: AuditEntry;
 }
 
 /**
@@ -2991,132 +2841,3 @@ function coalesceKey(entry: AuditEntry): string {
  * entry of a further kind is counted into the `audit.drop` tally and reported.
  */
 const COALESCED_KINDS = 16;
-
-/** Entries dropped and not yet summarized: their count, the first and last known (id, time), why. */
-interface DropTally {
-  count: number;
-  first?: { readonly id: string; readonly at: number };
-  last?: { readonly id: string; readonly at: number };
-  /** The first {@link OVERFLOW_NAMES} reasons. */
-  readonly reasons: Set<string>;
-}
-
-/** A reserve record's `drops`, or undefined when absent or not decodable. */
-function decodeDrops(value: unknown): DropTally | undefined {
-  if (typeof value !== "object" || value === null) return undefined;
-  const { count, first, last, reasons } = value as Record<string, unknown>;
-  if (!Number.isSafeInteger(count) || (count as number) <= 0) return undefined;
-  const point = (raw: unknown) => {
-    const { id, at } = (typeof raw === "object" && raw !== null ? raw : {}) as Record<string, unknown>;
-    return typeof id === "string" && typeof at === "number" ? { id, at } : undefined;
-  };
-  const firstPoint = point(first);
-  const lastPoint = point(last);
-  return {
-    count: count as number,
-    ...(firstPoint === undefined ? {} : { first: firstPoint }),
-    ...(lastPoint === undefined ? {} : { last: lastPoint }),
-    reasons: new Set(
-      Array.isArray(reasons) ? reasons.filter((reason): reason is string => typeof reason === "string") : [],
-    ),
-  };
-}
-
-/** The counts and entries of a reserve record, or undefined when there is none or it cannot be decoded. */
-function decodeReserve(payload: Buffer | undefined):
-  | {
-      overflow: Map<string, DenialOverflow>;
-      held: AuditEntry[];
-      drops: DropTally | undefined;
-      coalesced: CoalescedRun[];
-    }
-  | undefined {
-  if (payload === undefined) return undefined;
-  try {
-    const record = decodeExactJson(payload.toString("utf8")) as {
-      overflow?: unknown;
-      held?: unknown;
-      drops?: unknown;
-      coalesced?: unknown;
-    } | null;
-    if (typeof record !== "object" || record === null) return undefined;
-    const overflow = decodeOverflow(Buffer.from(encodeExactJson(record.overflow ?? []), "utf8")) ?? new Map();
-    const held = Array.isArray(record.held)
-      ? (record.held as unknown[]).filter(
-          (entry): entry is AuditEntry =>
-            typeof entry === "object" && entry !== null && typeof (entry as AuditEntry).id === "string",
-        )
-      : [];
-    return { overflow, held, drops: decodeDrops(record.drops), coalesced: decodeCoalesced(record.coalesced) };
-  } catch {
-    return undefined;
-  }
-}
-
-/** All counts in one bucket without names: what always fits the reserve. */
-function collapseOverflow(overflow: ReadonlyMap<string, DenialOverflow>): Map<string, DenialOverflow> {
-  const buckets = [...overflow.values()];
-  if (buckets.length === 0) return new Map();
-  return new Map([
-    [
-      OTHER_PRINCIPALS,
-      {
-        count: buckets.reduce((sum, bucket) => sum + bucket.count, 0),
-        first: Math.min(...buckets.map((bucket) => bucket.first)),
-        last: Math.max(...buckets.map((bucket) => bucket.last)),
-        principals: new Set<string>(),
-        morePrincipals: true,
-        actions: new Set<string>(),
-      },
-    ],
-  ]);
-}
-
-/** The overflow counts as plain buckets (a reserve record's `overflow`, an earlier version's `<journal>.overflow` record). */
-function encodeOverflowBuckets(overflow: ReadonlyMap<string, DenialOverflow>): unknown[] {
-  return [...overflow].map(([key, bucket]) => ({
-    key,
-    count: bucket.count,
-    first: bucket.first,
-    last: bucket.last,
-    principals: [...bucket.principals],
-    morePrincipals: bucket.morePrincipals,
-    actions: [...bucket.actions],
-  }));
-}
-
-/** The overflow counts in a `<journal>.overflow` record, or undefined when it cannot be decoded. */
-function decodeOverflow(payload: Buffer): Map<string, DenialOverflow> | undefined {
-  try {
-    const buckets = decodeExactJson(payload.toString("utf8")) as unknown;
-    if (!Array.isArray(buckets)) return undefined;
-    const overflow = new Map<string, DenialOverflow>();
-    for (const bucket of buckets as Record<string, unknown>[]) {
-      const { key, count, first, last, principals, morePrincipals, actions } = bucket;
-      if (
-        typeof key !== "string" ||
-        !Number.isSafeInteger(count) ||
-        typeof first !== "number" ||
-        typeof last !== "number" ||
-        !Array.isArray(principals) ||
-        !Array.isArray(actions)
-      ) {
-        return undefined;
-      }
-      overflow.set(key, {
-        count: count as number,
-        first,
-        last,
-        principals: new Set((principals as unknown[]).filter((name): name is string => typeof name === "string")),
-        morePrincipals: morePrincipals === true,
-        actions: new Set((actions as unknown[]).filter((name): name is string => typeof name === "string")),
-      });
-    }
-    return overflow;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The key of the bucket of principals beyond {@link OVERFLOW_PRINCIPALS}. */
-const OTHER_PRINCIPALS = "\u0000others";
