@@ -42,6 +42,7 @@ import {
   foldedTally,
 } from "./audit-reserve-record";
 import type { AuditedCommandRunnerOptions } from "./audited-command-options";
+import { AuditSummaryEntries } from "./audit-summary-entries";
 
 /**
  * The share of `maxEntries` that entries of commands that did not run (`denied`, `failed`) may
@@ -291,6 +292,9 @@ export class AuditWriter {
   /** Most denied or failed entries (the overflow summaries included) the backlog holds: {@link DENIED_SHARE} of `maxEntries`. */
   readonly #maxDenied: number;
 
+  /** Makes the writer's summary entries (`audit.drop`, `audit.overflow`, `audit.coalesce`). */
+  readonly #summaries: AuditSummaryEntries;
+
   /** Set by {@link close} until {@link open}: the store is not called (it is being closed or closed). */
   #closed = false;
 
@@ -345,6 +349,10 @@ export class AuditWriter {
       throw new RangeError("backlog.maxEntries must be a positive integer");
     }
     this.#maxDenied = Math.max(1, Math.floor(this.#maxEntries * DENIED_SHARE));
+    this.#summaries = new AuditSummaryEntries(options, this.#newId, {
+      maxEntries: this.#maxEntries,
+      maxDenied: this.#maxDenied,
+    });
   }
 
   /** Entries waiting to be recorded because the audit log failed (journaled or in memory). */
@@ -1037,7 +1045,7 @@ export class AuditWriter {
       this.#entriesInBacklog() < this.#maxEntries
     ) {
       this.#drops = undefined;
-      const journaled = await this.#append(this.#dropEntry(drops));
+      const journaled = await this.#append(this.#summaries.dropEntry(drops));
       if (!journaled && this.#reserve !== undefined) {
         // Not durable as an entry: it stays counted in the reserve until it is.
         this.#backlog.pop();
@@ -1049,7 +1057,7 @@ export class AuditWriter {
     for (const [key, overflow] of this.#overflow) {
       if (this.#deniedInBacklog() >= this.#maxDenied || this.#entriesInBacklog() >= this.#maxEntries) return;
       this.#overflow.delete(key);
-      const journaled = await this.#append(this.#overflowEntry(overflow));
+      const journaled = await this.#append(this.#summaries.overflowEntry(overflow));
       if (!journaled && this.#reserve !== undefined) {
         // Not durable as an entry: it stays counted (and durable as a count) until it is.
         this.#backlog.pop();
@@ -1076,13 +1084,13 @@ export class AuditWriter {
     // summary is reported by its count at the stop, as any summary: see close()).
     for (const [key, run] of [...this.#coalesced]) {
       this.#coalesced.delete(key);
-      const entry = this.#coalescedEntry(run);
+      const entry = this.#summaries.coalescedEntry(run);
       if (this.#backlog.length === 0 && (await this.#store(entry)) !== "retry") continue;
       await this.#append(entry);
     }
     const drops = this.#drops;
     if (drops !== undefined) {
-      const entry = this.#dropEntry(drops);
+      const entry = this.#summaries.dropEntry(drops);
       let kept = this.#backlog.length === 0 && (await this.#store(entry)) !== "retry";
       if (!kept && (await this.#openJournal()) !== undefined) {
         kept = await this.#append(entry);
@@ -1091,7 +1099,7 @@ export class AuditWriter {
       if (kept) this.#drops = undefined;
     }
     for (const [key, overflow] of [...this.#overflow]) {
-      const entry = this.#overflowEntry(overflow);
+      const entry = this.#summaries.overflowEntry(overflow);
       // Inside the writer's turn (close): the backlog was flushed just before; behind what it still holds otherwise.
       let kept = this.#backlog.length === 0 && (await this.#store(entry)) !== "retry";
       if (!kept && (await this.#openJournal()) !== undefined) {
@@ -1185,64 +1193,6 @@ export class AuditWriter {
     }
     for (const reason of found.reasons) if (tally.reasons.size < OVERFLOW_NAMES) tally.reasons.add(reason);
     this.#scheduleRetry();
-  }
-
-  /**
-   * The `audit.drop` summary entry: outcome `failed` (those entries could not be kept), with the
-   * count, the first and last dropped entry (id and time, when known) and the reasons.
-   */
-  #dropEntry(drops: DropTally): AuditEntry {
-    const span =
-      drops.first === undefined || drops.last === undefined
-        ? ""
-        : `, from ${drops.first.id} at ${new Date(drops.first.at).toISOString()} to ${drops.last.id} at ${new Date(drops.last.at).toISOString()}`;
-    return {
-      id: this.#newId(),
-      ...(this.#options.machineId === undefined ? {} : { machineId: this.#options.machineId }),
-      principal: "(audit)",
-      roles: [],
-      ...(this.#options.source === undefined ? {} : { source: this.#options.source }),
-      category: "audit",
-      action: "audit.drop",
-      target: this.#options.machineId ?? "(audit)",
-      newValue: {
-        count: drops.count,
-        ...(drops.first === undefined ? {} : { firstId: drops.first.id, first: drops.first.at }),
-        ...(drops.last === undefined ? {} : { lastId: drops.last.id, last: drops.last.at }),
-        reasons: [...drops.reasons],
-      },
-      outcome: "failed",
-      reason: `${drops.count} audit entr${drops.count === 1 ? "y was" : "ies were"} dropped, not recorded${span}: ${[...drops.reasons].join("; ")}`,
-      at: this.#options.clock.now(),
-    };
-  }
-
-  #overflowEntry(overflow: DenialOverflow): AuditEntry {
-    const principals = [...overflow.principals].join(", ") + (overflow.morePrincipals ? ", ..." : "");
-    return {
-      id: this.#newId(),
-      ...(this.#options.machineId === undefined ? {} : { machineId: this.#options.machineId }),
-      principal:
-        overflow.principals.size === 1 && !overflow.morePrincipals ? [...overflow.principals][0]! : "(several)",
-      roles: [],
-      ...(this.#options.source === undefined ? {} : { source: this.#options.source }),
-      category: "audit",
-      action: "audit.overflow",
-      target: this.#options.machineId ?? "(audit)",
-      newValue: {
-        count: overflow.count,
-        first: overflow.first,
-        last: overflow.last,
-        principals: [...overflow.principals],
-        actions: [...overflow.actions],
-      },
-      outcome: "denied",
-      reason:
-        `${overflow.count} denied or failed attempt(s) by ${principals} while the audit backlog's share ` +
-        `for them was full (${this.#maxDenied} of ${this.#maxEntries} entries), from ${new Date(overflow.first).toISOString()} ` +
-        `to ${new Date(overflow.last).toISOString()}; counted, not recorded one by one`,
-      at: overflow.last,
-    };
   }
 
   /**
@@ -1377,7 +1327,7 @@ export class AuditWriter {
       // drop-oldest that can count a drop durably again (runs began while it could not) makes room itself.
       if (!this.#mayEvict() && this.#entriesInBacklog() >= this.#maxEntries) break;
       this.#coalesced.delete(key);
-      await this.#append(this.#coalescedEntry(run));
+      await this.#append(this.#summaries.coalescedEntry(run));
       moved = true;
     }
     if (!moved) return;
@@ -1386,46 +1336,6 @@ export class AuditWriter {
     // The reserve no longer holds them as runs (a crash before this write summarizes them twice:
     // at least once, as the overflow counts).
     await this.#persistReserve();
-  }
-
-  /**
-   * A run's entry: the entry itself for a run of one; else an `audit.coalesce` summary under the
-   * run's principal, roles, source and target, outcome the run's, `at` its last entry's time, and
-   * `newValue: { action, outcome, count, firstId, first, lastId, last, firstValue, lastValue }`
-   * (`firstRefersTo`, `lastRefersTo` for follow-ups such as `:fail`).
-   */
-  #coalescedEntry(run: CoalescedRun): AuditEntry {
-    const { first, last, count } = run;
-    if (count === 1) return first;
-    return {
-      id: this.#newId(),
-      ...(first.machineId === undefined ? {} : { machineId: first.machineId }),
-      principal: first.principal,
-      roles: [...first.roles],
-      ...(first.source === undefined ? {} : { source: first.source }),
-      category: "audit",
-      action: "audit.coalesce",
-      target: first.target,
-      newValue: {
-        action: first.action,
-        outcome: first.outcome,
-        count,
-        firstId: first.id,
-        first: first.at,
-        lastId: last.id,
-        last: last.at,
-        ...(first.newValue === undefined ? {} : { firstValue: first.newValue }),
-        ...(last.newValue === undefined ? {} : { lastValue: last.newValue }),
-        ...(first.refersTo === undefined ? {} : { firstRefersTo: first.refersTo, lastRefersTo: last.refersTo }),
-      },
-      outcome: first.outcome,
-      reason:
-        `${count} ${first.action} entries (${first.outcome}) by ${first.principal} on ${first.target} coalesced while ` +
-        `the audit backlog was full (${this.#maxEntries} entries), from ${first.id} at ${new Date(first.at).toISOString()} ` +
-        `to ${last.id} at ${new Date(last.at).toISOString()}` +
-        (last.reason === undefined ? "" : `; last reason: ${last.reason}`),
-      at: last.at,
-    };
   }
 
   /**
