@@ -10,7 +10,6 @@ import { ReservedRecord } from "../journal/reserved-record";
 import { encodeExactJson } from "../logging/sample-journal";
 import type { Logger } from "../ports/logger";
 import { silentLogger } from "../runtime/silent-logger";
-import { auditedText } from "./command-input";
 import {
   isStrippedFollowUp,
   strippedFollowUp,
@@ -18,7 +17,6 @@ import {
   isSummary,
   REFUSAL_ID_SUFFIX,
   refusedForGood,
-  REASON_MAX_LENGTH,
   reasonOf,
 } from "./audit-entry-rules";
 import {
@@ -43,6 +41,7 @@ import {
 } from "./audit-reserve-record";
 import type { AuditedCommandRunnerOptions } from "./audited-command-options";
 import { AuditSummaryEntries } from "./audit-summary-entries";
+import { AuditJournalFailures, type JournalFailure } from "./audit-journal-failures";
 
 /**
  * The share of `maxEntries` that entries of commands that did not run (`denied`, `failed`) may
@@ -156,19 +155,6 @@ const POISON_ATTEMPTS = 2;
 
 /** The background retry's schedule when the host gives none. */
 const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
-
-/** A journal operation whose failure is reported: opening it, appending to it, writing its reserve. */
-type JournalOperation = "open" | "append" | "reserve";
-
-/** A journal failure in force. */
-export interface JournalFailure {
-  readonly operation: JournalOperation;
-  readonly path: string;
-  /** `ENOSPC`, `EACCES`..., or the KilnError code (`KILN_JOURNAL_LOCKED`). */
-  readonly errno?: string;
-  /** In words, escaped and bounded. */
-  readonly message: string;
-}
 
 /**
  * The kind entries are coalesced by: principal, its source (session) and roles (as a set), action,
@@ -286,11 +272,11 @@ export class AuditWriter {
    */
   #unopenedReserve: UnopenedReserve | undefined;
 
-  /** The journal failures now in force, by operation (`open`, `append`, `reserve`): health names each. */
-  readonly #journalFailures = new Map<JournalOperation, JournalFailure>();
-
   /** Most denied or failed entries (the overflow summaries included) the backlog holds: {@link DENIED_SHARE} of `maxEntries`. */
   readonly #maxDenied: number;
+
+  /** The journal failures now in force, by operation (`open`, `append`, `reserve`): health names each. */
+  readonly #journalFailures: AuditJournalFailures;
 
   /** Makes the writer's summary entries (`audit.drop`, `audit.overflow`, `audit.coalesce`). */
   readonly #summaries: AuditSummaryEntries;
@@ -349,6 +335,7 @@ export class AuditWriter {
       throw new RangeError("backlog.maxEntries must be a positive integer");
     }
     this.#maxDenied = Math.max(1, Math.floor(this.#maxEntries * DENIED_SHARE));
+    this.#journalFailures = new AuditJournalFailures(options);
     this.#summaries = new AuditSummaryEntries(options, this.#newId, {
       maxEntries: this.#maxEntries,
       maxDenied: this.#maxDenied,
@@ -523,7 +510,7 @@ export class AuditWriter {
       try {
         await journal.append(Buffer.from(encodeExactJson(item.entry), "utf8"));
       } catch (error) {
-        if (!KilnError.is(error, "KILN_BUFFER_FULL")) this.#noteJournalFailure("append", error, journal.path);
+        if (!KilnError.is(error, "KILN_BUFFER_FULL")) this.#journalFailures.note("append", error, journal.path);
         whole = false;
         break;
       }
@@ -532,7 +519,7 @@ export class AuditWriter {
     }
     // Cleared once every held entry is journaled, not at the first: health names what memory
     // still holds until then (issue 15).
-    if (whole) this.#clearJournalFailure("append");
+    if (whole) this.#journalFailures.clear("append");
     // Journaled now: the reserve need not hold them any more.
     if (moved) await this.#persistReserve();
   }
@@ -1471,13 +1458,13 @@ export class AuditWriter {
       } catch (error) {
         this.#logger.error({ id: entry.id, error: String(error) }, "the audit journal could not take an entry");
         // A record too large for the journal is about that entry, not the journal.
-        if (!KilnError.is(error, "KILN_BUFFER_FULL")) this.#noteJournalFailure("append", error, journal.path);
+        if (!KilnError.is(error, "KILN_BUFFER_FULL")) this.#journalFailures.note("append", error, journal.path);
       }
     }
     this.#backlog.push({ entry, journaled, failures: 0, since: this.#options.clock.now() });
     // An append failure stays named while entries it left are held only in memory (issue 15).
     if (journaled && this.#journalFailures.has("append") && this.#unjournaled().memoryOnly === 0) {
-      this.#clearJournalFailure("append");
+      this.#journalFailures.clear("append");
     }
     return journaled;
   }
@@ -1568,10 +1555,10 @@ export class AuditWriter {
     try {
       await reserve.write(payload);
       this.#reservedIds = new Set(held.map((entry) => entry.id));
-      this.#clearJournalFailure("reserve");
+      this.#journalFailures.clear("reserve");
     } catch (error) {
       this.#logger.error({ error: String(error) }, "the audit reserve could not be written");
-      this.#noteJournalFailure("reserve", error, reserve.path);
+      this.#journalFailures.note("reserve", error, reserve.path);
     }
   }
 
@@ -1586,11 +1573,11 @@ export class AuditWriter {
       this.#reserve = await ReservedRecord.open(`${path}.reserve`, RESERVE_SLOT_BYTES, {
         headroomBytes: RESERVE_HEADROOM_BYTES,
       });
-      this.#clearJournalFailure("reserve");
+      this.#journalFailures.clear("reserve");
     } catch (error) {
       this.#logger.error({ path: `${path}.reserve`, error: String(error) }, "the audit reserve could not be opened");
       this.#unopenedReserve ??= await this.#peekReserve(`${path}.reserve`);
-      this.#noteJournalFailure("reserve", error, `${path}.reserve`);
+      this.#journalFailures.note("reserve", error, `${path}.reserve`);
       return;
     }
     // Held entries read while it could not be opened are in the backlog already, or stored.
@@ -1722,39 +1709,6 @@ export class AuditWriter {
       for (const action of found.actions) if (overflow.actions.size < OVERFLOW_NAMES) overflow.actions.add(action);
     }
     return count;
-  }
-
-  /**
-   * Records a journal failure in force (health names it until it clears) and reports it once by
-   * `audit-journal-fail` (again when its cause changes).
-   */
-  #noteJournalFailure(operation: JournalOperation, error: unknown, path: string): void {
-    const errno = KilnError.is(error)
-      ? typeof error.details["errno"] === "string"
-        ? error.details["errno"]
-        : error.code
-      : typeof (error as { code?: unknown } | null)?.code === "string"
-        ? ((error as { code: string }).code as string)
-        : undefined;
-    const message = auditedText(
-      `audit journal ${path}: ${operation} failed: ${error instanceof Error ? error.message : String(error)}` +
-        (errno === undefined ? "" : ` (${errno})`),
-      REASON_MAX_LENGTH,
-    );
-    const earlier = this.#journalFailures.get(operation);
-    this.#journalFailures.set(operation, { operation, path, message, ...(errno === undefined ? {} : { errno }) });
-    if (earlier?.message === message) return;
-    void this.#options.bus?.publish("audit-journal-fail", {
-      at: this.#options.clock.now(),
-      path,
-      operation,
-      ...(errno === undefined ? {} : { errno }),
-      reason: message,
-    });
-  }
-
-  #clearJournalFailure(operation: JournalOperation): void {
-    this.#journalFailures.delete(operation);
   }
 
   /**
@@ -2092,13 +2046,13 @@ export class AuditWriter {
         // still names the open failure and the entries held only in memory. Cleared before, a
         // host (or an operator) reading "no journal problem" could stop or lose the process
         // while they were still in memory only (issue 15: 22 of 31 lost to a SIGKILL so timed).
-        this.#clearJournalFailure("open");
+        this.#journalFailures.clear("open");
         return journal;
       } catch (error) {
         this.#journal = undefined;
         this.#logger.error({ path, error: String(error) }, "the audit journal could not be opened");
         // Not silent: health names it, it is reported, and it is retried on the backoff (review 15c).
-        this.#noteJournalFailure("open", error, path);
+        this.#journalFailures.note("open", error, path);
         this.#scheduleRetry();
         return undefined;
       }
