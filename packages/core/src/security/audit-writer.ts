@@ -41,6 +41,7 @@ import {
 } from "./audit-reserve-record";
 import type { AuditedCommandRunnerOptions } from "./audited-command-options";
 import { AuditSummaryEntries } from "./audit-summary-entries";
+import { AuditDropReports } from "./audit-drop-reports";
 import { AuditJournalFailures, type JournalFailure } from "./audit-journal-failures";
 
 /**
@@ -205,24 +206,13 @@ export class AuditWriter {
 
   #tail: Promise<unknown> = Promise.resolve();
 
-  #dropped = 0;
-
   #skipped = 0;
 
   /** Skipped entries that could not be kept in `<journal>.set-aside` (no journal, or the append failed). */
   #skippedNotKept = 0;
 
-  /** Refusals of offered intents (`<id>:refusal`) dropped unstored: each may leave an `allowed` entry of a command that did not run. */
-  #refusalsDropped = 0;
-
   /** Entries set aside because they kept failing while the store took others (ADR 0013 addendum). */
   #setAside = 0;
-
-  /** Entries of commands issued while the runner was closed (the system stopped), dropped and reported; reset by {@link open}. */
-  #droppedWhileStopped = 0;
-
-  /** Entries dropped at a stop (fix15x): held only in memory when stop() gave up on close(), or acted during it and came after the close. */
-  #droppedAtStop = 0;
 
   /** Set by the stop once it is over (see {@link refuseCommits}), until {@link open}. */
   #stopped = false;
@@ -277,6 +267,9 @@ export class AuditWriter {
 
   /** The journal failures now in force, by operation (`open`, `append`, `reserve`): health names each. */
   readonly #journalFailures: AuditJournalFailures;
+
+  /** Counts and reports every entry dropped unstored. */
+  readonly #dropReports: AuditDropReports;
 
   /** Makes the writer's summary entries (`audit.drop`, `audit.overflow`, `audit.coalesce`). */
   readonly #summaries: AuditSummaryEntries;
@@ -336,6 +329,7 @@ export class AuditWriter {
     }
     this.#maxDenied = Math.max(1, Math.floor(this.#maxEntries * DENIED_SHARE));
     this.#journalFailures = new AuditJournalFailures(options);
+    this.#dropReports = new AuditDropReports(options, this.#logger, () => this.#stopped);
     this.#summaries = new AuditSummaryEntries(options, this.#newId, {
       maxEntries: this.#maxEntries,
       maxDenied: this.#maxDenied,
@@ -349,7 +343,7 @@ export class AuditWriter {
 
   /** Entries dropped because the backlog was full, since construction. */
   get dropped(): number {
-    return this.#dropped;
+    return this.#dropReports.dropped;
   }
 
   /**
@@ -370,13 +364,13 @@ export class AuditWriter {
     const head = this.#backlog.find((item) => item.entry !== undefined);
     return {
       backlog: this.#entriesInBacklog(),
-      dropped: this.#dropped,
+      dropped: this.#dropReports.dropped,
       skipped: this.#skipped,
       skippedNotKept: this.#skippedNotKept,
       setAside: this.#setAside,
-      refusalsDropped: this.#refusalsDropped,
-      droppedWhileStopped: this.#droppedWhileStopped,
-      droppedAtStop: this.#droppedAtStop,
+      refusalsDropped: this.#dropReports.refusalsDropped,
+      droppedWhileStopped: this.#dropReports.droppedWhileStopped,
+      droppedAtStop: this.#dropReports.droppedAtStop,
       overflow:
         [...this.#overflow.values()].reduce((sum, overflow) => sum + overflow.count, 0) +
         (this.#unopenedReserve?.overflow ?? 0),
@@ -477,12 +471,11 @@ export class AuditWriter {
   open(): Promise<void> {
     this.#closed = false;
     this.#stopped = false;
-    this.#droppedAtStop = 0;
+    this.#dropReports.reopen();
     this.#gaveUp = undefined;
     this.#gaveUpIds = new Set();
     this.#gate = undefined;
     this.#gateAll = false;
-    this.#droppedWhileStopped = 0;
     this.#retryAttempt = 0;
     return this.serial(async () => {
       if (this.#closed) return;
@@ -627,7 +620,7 @@ export class AuditWriter {
       );
       const refusals = memoryOnly.filter((item) => isIntentRefusal(item.entry!));
       for (const item of refusals)
-        this.#reportRefusalDrop(item.entry!, "the control system stopped before the audit store took it");
+        this.#dropReports.reportRefusalDrop(item.entry!, "the control system stopped before the audit store took it");
       // A summary held only in memory stands for its count of commands (an overflow's attempts are
       // reported now; an audit.drop summary's were reported when dropped): F1, review 15s.
       let others = 0;
@@ -646,8 +639,8 @@ export class AuditWriter {
       }
       if (others > 0) {
         // Named in health like those reported when the stop gives up on the close (fix15x, adv15w L3).
-        this.#droppedAtStop += others;
-        this.#reportDrop(others, "the control system stopped before the audit store took them");
+        this.#dropReports.countAtStop(others);
+        this.#dropReports.reportDrop(others, "the control system stopped before the audit store took them");
       }
       this.#backlog.length = 0;
       // The journal is closed, never opened here: a closed runner holds no journal and no lock,
@@ -691,7 +684,7 @@ export class AuditWriter {
     const take = (entry: AuditEntry): void => {
       if (this.#gaveUpIds.has(entry.id)) return;
       this.#gaveUpIds.add(entry.id);
-      if (isIntentRefusal(entry)) this.#reportRefusalDrop(entry, reason);
+      if (isIntentRefusal(entry)) this.#dropReports.reportRefusalDrop(entry, reason);
       else count++;
     };
     for (const item of this.#backlog) {
@@ -709,9 +702,9 @@ export class AuditWriter {
     for (const run of this.#coalesced.values()) count += run.count;
     this.#coalesced.clear();
     if (count > 0) {
-      this.#droppedAtStop += count;
+      this.#dropReports.countAtStop(count);
       this.#logger.error({ count }, `${reason}: audit entries held only in memory reported dropped`);
-      this.#reportDrop(count, reason);
+      this.#dropReports.reportDrop(count, reason);
     }
     return count;
   }
@@ -721,13 +714,13 @@ export class AuditWriter {
     if (this.#gaveUpIds.has(entry.id)) return;
     this.#gaveUpIds.add(entry.id);
     const what = `${entry.action} on ${entry.target} by ${entry.principal} (${entry.outcome}, entry ${entry.id})`;
-    this.#droppedAtStop++;
+    this.#dropReports.countAtStop(1);
     this.#logger.error(
       { id: entry.id, action: entry.action, outcome: entry.outcome },
       "audit entry dropped at the stop",
     );
-    if (isIntentRefusal(entry)) this.#reportRefusalDrop(entry, this.#gaveUp!);
-    else this.#reportDrop(1, `${this.#gaveUp!}: the entry of ${what} could not be recorded`);
+    if (isIntentRefusal(entry)) this.#dropReports.reportRefusalDrop(entry, this.#gaveUp!);
+    else this.#dropReports.reportDrop(1, `${this.#gaveUp!}: the entry of ${what} could not be recorded`);
   }
 
   /** Runs `task` after every earlier audit task: one writer, so the store sees entries in order and once. */
@@ -826,7 +819,7 @@ export class AuditWriter {
       return;
     }
     if (this.#closed) {
-      this.#dropWhileClosed(entry);
+      this.#dropReports.dropWhileClosed(entry);
       return;
     }
     await this.#enqueue(entry);
@@ -1121,7 +1114,7 @@ export class AuditWriter {
         }
         for (const overflow of this.#overflow.values()) {
           this.#logger.error({ count: overflow.count }, "an audit.overflow count was lost at the stop");
-          this.#reportDrop(
+          this.#dropReports.reportDrop(
             overflow.count,
             `the summary of ${overflow.count} denied attempts counted while the audit backlog was full ${why}`,
           );
@@ -1235,7 +1228,7 @@ export class AuditWriter {
       item.reported = true;
       this.#publishRecordFail(entry, journaled);
     }
-    if (dropped > 0) this.#reportDrop(dropped, `the audit backlog is full (${this.#maxEntries} entries)`);
+    if (dropped > 0) this.#dropReports.reportDrop(dropped, `the audit backlog is full (${this.#maxEntries} entries)`);
     this.#scheduleRetry();
     return journaled;
   }
@@ -1301,7 +1294,7 @@ export class AuditWriter {
       `audit backlog was full (${this.#maxEntries} entries): ${why}`;
     this.#tallyDrops(run.count === 1 ? [run.first] : [run.first, run.last], run.count, reason);
     this.#logger.error({ count: run.count, action: run.first.action }, `audit entries were dropped: ${reason}`);
-    this.#reportDrop(run.count, reason);
+    this.#dropReports.reportDrop(run.count, reason);
   }
 
   /**
@@ -1319,7 +1312,7 @@ export class AuditWriter {
     }
     if (!moved) return;
     const dropped = await this.#evictOldest();
-    if (dropped > 0) this.#reportDrop(dropped, `the audit backlog is full (${this.#maxEntries} entries)`);
+    if (dropped > 0) this.#dropReports.reportDrop(dropped, `the audit backlog is full (${this.#maxEntries} entries)`);
     // The reserve no longer holds them as runs (a crash before this write summarizes them twice:
     // at least once, as the overflow counts).
     await this.#persistReserve();
@@ -1861,98 +1854,12 @@ export class AuditWriter {
           { id: stripped.id, error: String(recordError) },
           "a follow-up recorded without its values could not be queued",
         );
-        this.#reportRefusalDrop(stripped, "its audit entry could not be queued", false);
+        this.#dropReports.reportRefusalDrop(stripped, "its audit entry could not be queued", false);
       });
     } else if (entry.refersTo !== undefined) {
-      this.#reportRefusalDrop(entry, "the audit store refused it even without its values", false);
+      this.#dropReports.reportRefusalDrop(entry, "the audit store refused it even without its values", false);
     }
     return true;
-  }
-
-  /**
-   * A refusal of an offered intent was dropped unstored. Its intent may still be committed by the
-   * store (a timed-out INSERT), so the trail may show the command `allowed` although it did not
-   * run: reported apart from other drops, by `audit-refusal-drop` and an error log naming both ids.
-   */
-  #reportRefusalDrop(entry: AuditEntry, why: string, countDropped = true): void {
-    if (!entry.id.endsWith(REFUSAL_ID_SUFFIX)) {
-      // Any other follow-up (`:fail`, `:cancel`, `:landed`, `:lost`) tells what became of a command
-      // that ran (it may have reached the device); "did not run" would be false (adversarial
-      // reviews 15t F1, 15g H4). A plain drop, saying what the entry said.
-      const said =
-        entry.outcome === "failed"
-          ? `failed after it was allowed (it may have reached the device)`
-          : `${entry.outcome} after the fact (${entry.reason ?? entry.id.slice(entry.id.lastIndexOf(":") + 1)})`;
-      const reason =
-        `${why}: entry ${entry.id}, saying command ${entry.refersTo} (${entry.action} on ${entry.target}) ${said}, ` +
-        "was not recorded; the trail shows that command allowed only";
-      this.#logger.error({ id: entry.id, intentId: entry.refersTo, action: entry.action }, reason);
-      // An entry set aside is counted in `skipped` already: reported, not counted twice.
-      if (countDropped) this.#reportDrop(1, reason);
-      else void this.#options.bus?.publish("audit-entry-drop", { at: this.#options.clock.now(), count: 1, reason });
-      return;
-    }
-    this.#refusalsDropped++;
-    if (countDropped) this.#dropped++;
-    const reason =
-      `${why}: entry ${entry.id}, saying command ${entry.refersTo} (${entry.action} on ${entry.target}) did not run, ` +
-      "was not recorded; the trail may show this command allowed; it did not run";
-    this.#logger.error({ id: entry.id, intentId: entry.refersTo, action: entry.action }, reason);
-    void this.#options.bus?.publish("audit-refusal-drop", {
-      at: this.#options.clock.now(),
-      id: entry.id,
-      intentId: entry.refersTo!,
-      principal: entry.principal,
-      action: entry.action,
-      target: entry.target,
-      reason,
-    });
-  }
-
-  /**
-   * An entry recorded while the runner is closed (a command refused because the control system
-   * is stopped): not held in memory, where no stop would flush it and an exit would lose it
-   * unreported, but reported dropped at once (`audit-entry-drop`, `status().droppedWhileStopped`,
-   * a health problem). Adversarial review 15s, F2; ADR 0013 addendum.
-   */
-  #dropWhileClosed(entry: AuditEntry): void {
-    const what = `${entry.action} on ${entry.target} by ${entry.principal} (${entry.outcome}, entry ${entry.id})`;
-    if (!this.#stopped) {
-      // Still stopping: an action that acted during stop() (a trip, a safety function) whose entry
-      // came after the writer closed. Not "issued while stopped" (fix15x, adv15w M1).
-      this.#droppedAtStop++;
-      this.#logger.error(
-        { id: entry.id, action: entry.action, outcome: entry.outcome },
-        "audit entry dropped: it reached the audit writer after the stop closed it",
-      );
-      if (isIntentRefusal(entry)) {
-        this.#reportRefusalDrop(entry, "the audit writer was closed by the stop before the entry reached it");
-        return;
-      }
-      this.#reportDrop(
-        1,
-        `the control system was stopping: the entry of ${what}, which acted during stop(), reached the audit writer after the stop closed it, so it could not be recorded`,
-      );
-      return;
-    }
-    this.#droppedWhileStopped++;
-    this.#logger.error(
-      { id: entry.id, action: entry.action, outcome: entry.outcome },
-      "audit entry dropped: the control system is stopped",
-    );
-    if (isIntentRefusal(entry)) {
-      this.#reportRefusalDrop(entry, "the control system is stopped (the audit store and journal are closed)");
-      return;
-    }
-    this.#reportDrop(
-      1,
-      `the control system is stopped: the audit store and its journal are closed, so the entry of ${what} could not be recorded`,
-    );
-  }
-
-  #reportDrop(count: number, reason: string): void {
-    this.#dropped += count;
-    void this.#options.bus?.publish("audit-entry-drop", { at: this.#options.clock.now(), count, reason });
   }
 
   /**
@@ -2074,6 +1981,6 @@ export class AuditWriter {
       `at least ${lost} entr${lost === 1 ? "y" : "ies"} lost`;
     this.#logger.error({ path, ...damage }, "the audit journal was damaged; entries in it were lost");
     this.#tallyDrops([], lost, reason);
-    this.#reportDrop(lost, reason);
+    this.#dropReports.reportDrop(lost, reason);
   }
 }
