@@ -42,6 +42,7 @@ import {
 import type { AuditedCommandRunnerOptions } from "./audited-command-options";
 import { AuditSummaryEntries } from "./audit-summary-entries";
 import { AuditDropReports } from "./audit-drop-reports";
+import { COALESCED_KINDS, CoalescedRuns } from "./audit-coalesced-runs";
 import { AuditJournalFailures, type JournalFailure } from "./audit-journal-failures";
 
 /**
@@ -158,30 +159,6 @@ const POISON_ATTEMPTS = 2;
 const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
 
 /**
- * The kind entries are coalesced by: principal, its source (session) and roles (as a set), action,
- * target, outcome, and whether it is a follow-up (`refersTo`). A summary is stored with its first
- * entry's source and roles: entries of one principal from another session or with other roles are
- * another kind, never credited to the first's (fix15v, adv15u M2).
- */
-function coalesceKey(entry: AuditEntry): string {
-  return JSON.stringify([
-    entry.principal,
-    entry.source ?? null,
-    [...new Set(entry.roles)].sort(),
-    entry.action,
-    entry.target,
-    entry.outcome,
-    entry.refersTo !== undefined,
-  ]);
-}
-
-/**
- * Most kinds of entries coalesced at once while the backlog is full ({@link coalesceKey}); an
- * entry of a further kind is counted into the `audit.drop` tally and reported.
- */
-const COALESCED_KINDS = 16;
-
-/**
  * The audit writer behind {@link AuditedCommandRunner}: one writer turn ({@link AuditWriter.serial})
  * makes each entry durable in order (stored, or journaled); the backlog of entries the store did
  * not take, with its journal and reserve, the background drain and retry, the denial overflow, the
@@ -227,16 +204,6 @@ export class AuditWriter {
   readonly #overflow = new Map<string, DenialOverflow>();
 
   /**
-   * Entries that came while the backlog was full and would have been kept beyond `maxEntries`
-   * (with `refuse-commands`: the system's own entries, safety functions, follow-ups such as
-   * `:fail`): coalesced by kind (principal, action, target, outcome, follow-up or not), at most
-   * {@link COALESCED_KINDS} kinds, each becoming one `audit.coalesce` summary entry once the
-   * backlog has room (adversarial review adv15p, M3). Past that many kinds an entry is counted
-   * into {@link #drops} and reported. Insertion order is the order the summaries take.
-   */
-  readonly #coalesced = new Map<string, CoalescedRun>();
-
-  /**
    * Entries dropped (`drop-oldest` at the limit, a damaged journal, tombstones an earlier version
    * left) and not yet recorded as their `audit.drop` summary entry: kept in the reserve with the
    * overflow counts, so a crash does not lose the fact of the drop (ADR 0013, issue 15).
@@ -270,6 +237,12 @@ export class AuditWriter {
 
   /** Counts and reports every entry dropped unstored. */
   readonly #dropReports: AuditDropReports;
+
+  /**
+   * Entries that came while the backlog was full and would have been kept beyond `maxEntries`,
+   * coalesced by kind into `audit.coalesce` summaries once it has room (see {@link CoalescedRuns}).
+   */
+  readonly #coalesced: CoalescedRuns;
 
   /** Makes the writer's summary entries (`audit.drop`, `audit.overflow`, `audit.coalesce`). */
   readonly #summaries: AuditSummaryEntries;
@@ -329,6 +302,10 @@ export class AuditWriter {
     }
     this.#maxDenied = Math.max(1, Math.floor(this.#maxEntries * DENIED_SHARE));
     this.#journalFailures = new AuditJournalFailures(options);
+    this.#coalesced = new CoalescedRuns(
+      (run, why) => this.#foldRun(run, why),
+      () => this.#scheduleRetry(),
+    );
     this.#dropReports = new AuditDropReports(options, this.#logger, () => this.#stopped);
     this.#summaries = new AuditSummaryEntries(options, this.#newId, {
       maxEntries: this.#maxEntries,
@@ -1252,35 +1229,16 @@ export class AuditWriter {
    * never lost uncounted (adversarial review adv15p, M3).
    */
   async #coalesce(entry: AuditEntry): Promise<void> {
-    if (!this.#coalesced.has(coalesceKey(entry)) && this.#coalesced.size < COALESCED_KINDS) {
+    if (!this.#coalesced.hasKindOf(entry) && this.#coalesced.size < COALESCED_KINDS) {
       this.#logger.error(
         { id: entry.id, action: entry.action, backlog: this.#entriesInBacklog() },
         "the audit backlog is full: entries of this kind are coalesced into one audit.coalesce summary until it has room",
       );
     }
-    this.#mergeRun({ count: 1, first: entry, last: entry });
+    this.#coalesced.merge({ count: 1, first: entry, last: entry });
     // With a journal, the run is durable (`<journal>.reserve`) before the caller goes on, as the
     // entry would have been journaled: a crash keeps its count.
     await this.#persistReserve();
-  }
-
-  /**
-   * Adds a run (one entry, or what the reserve kept) to the run of its kind, or starts one; past
-   * {@link COALESCED_KINDS} kinds it is counted as dropped instead ({@link #foldRun}).
-   */
-  #mergeRun(found: CoalescedRun): void {
-    const key = coalesceKey(found.first);
-    const run = this.#coalesced.get(key);
-    if (run !== undefined) {
-      run.count += found.count;
-      if (found.first.at < run.first.at) run.first = found.first;
-      if (found.last.at >= run.last.at) run.last = found.last;
-    } else if (this.#coalesced.size < COALESCED_KINDS) {
-      this.#coalesced.set(key, { ...found });
-    } else {
-      this.#foldRun(found, `${COALESCED_KINDS} kinds of entries were already coalesced`);
-    }
-    this.#scheduleRetry();
   }
 
   /**
@@ -1587,7 +1545,7 @@ export class AuditWriter {
       }
       // Runs an earlier run coalesced and had not summarized yet (adv15p, M3).
       for (const run of found.coalesced) {
-        this.#mergeRun(run);
+        this.#coalesced.merge(run);
         changed = true;
       }
       const known = new Set(this.#backlog.map((item) => item.entry?.id));
