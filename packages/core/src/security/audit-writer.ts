@@ -23,10 +23,7 @@ import {
   decodeTombstone,
   decodeEntry,
   type UnopenedReserve,
-  type DenialOverflow,
   OVERFLOW_NAMES,
-  OVERFLOW_PRINCIPALS,
-  OTHER_PRINCIPALS,
   LEGACY_OVERFLOW_MAX_BYTES,
   RESERVE_SLOT_BYTES,
   RESERVE_HEADROOM_BYTES,
@@ -42,6 +39,7 @@ import {
 import type { AuditedCommandRunnerOptions } from "./audited-command-options";
 import { AuditSummaryEntries } from "./audit-summary-entries";
 import { AuditDropReports } from "./audit-drop-reports";
+import { DenialOverflowCounts } from "./audit-denial-overflow";
 import { COALESCED_KINDS, CoalescedRuns } from "./audit-coalesced-runs";
 import { AuditJournalFailures, type JournalFailure } from "./audit-journal-failures";
 
@@ -197,13 +195,6 @@ export class AuditWriter {
   #lastError: unknown;
 
   /**
-   * Denied and failed attempts that came while their share of the backlog was full: counted per
-   * principal (at most {@link OVERFLOW_PRINCIPALS}, then one bucket for the rest), each summarized
-   * into one entry once there is room.
-   */
-  readonly #overflow = new Map<string, DenialOverflow>();
-
-  /**
    * Entries dropped (`drop-oldest` at the limit, a damaged journal, tombstones an earlier version
    * left) and not yet recorded as their `audit.drop` summary entry: kept in the reserve with the
    * overflow counts, so a crash does not lose the fact of the drop (ADR 0013, issue 15).
@@ -237,6 +228,9 @@ export class AuditWriter {
 
   /** Counts and reports every entry dropped unstored. */
   readonly #dropReports: AuditDropReports;
+
+  /** Denied and failed attempts counted per principal while their share of the backlog was full (see {@link DenialOverflowCounts}). */
+  readonly #overflow: DenialOverflowCounts;
 
   /**
    * Entries that came while the backlog was full and would have been kept beyond `maxEntries`,
@@ -302,6 +296,7 @@ export class AuditWriter {
     }
     this.#maxDenied = Math.max(1, Math.floor(this.#maxEntries * DENIED_SHARE));
     this.#journalFailures = new AuditJournalFailures(options);
+    this.#overflow = new DenialOverflowCounts(() => this.#scheduleRetry(), this.#logger);
     this.#coalesced = new CoalescedRuns(
       (run, why) => this.#foldRun(run, why),
       () => this.#scheduleRetry(),
@@ -1427,40 +1422,8 @@ export class AuditWriter {
    * failure is named by health and `audit-journal-fail` (the next count or the summary writes it again).
    */
   async #countOverflow(entry: AuditEntry): Promise<void> {
-    this.#addToOverflow(entry);
+    this.#overflow.countAttempt(entry);
     await this.#persistReserve();
-  }
-
-  /** Counts `entry` into its principal's overflow bucket (in memory: the caller makes it durable). */
-  #addToOverflow(entry: AuditEntry): void {
-    const key =
-      this.#overflow.has(entry.principal) || this.#overflow.size < OVERFLOW_PRINCIPALS - 1
-        ? entry.principal
-        : OTHER_PRINCIPALS;
-    let overflow = this.#overflow.get(key);
-    if (overflow === undefined) {
-      overflow = {
-        count: 0,
-        first: entry.at,
-        last: entry.at,
-        principals: new Set(),
-        morePrincipals: false,
-        actions: new Set(),
-      };
-      this.#overflow.set(key, overflow);
-    }
-    overflow.count++;
-    this.#scheduleRetry();
-    overflow.first = Math.min(overflow.first, entry.at);
-    overflow.last = Math.max(overflow.last, entry.at);
-    if (overflow.principals.size < OVERFLOW_NAMES || overflow.principals.has(entry.principal)) {
-      overflow.principals.add(entry.principal);
-    } else overflow.morePrincipals = true;
-    if (overflow.actions.size < OVERFLOW_NAMES) overflow.actions.add(entry.action);
-    this.#logger.error(
-      { id: entry.id, action: entry.action, outcome: entry.outcome, overflow: overflow.count },
-      "the audit backlog is full: a denied attempt is counted into the overflow summary",
-    );
   }
 
   /**
@@ -1494,7 +1457,7 @@ export class AuditWriter {
         // durable with this write), never left only in memory.
         const index = this.#backlog.findIndex((item) => item.entry === left);
         if (index >= 0) this.#backlog.splice(index, 1);
-        this.#addToOverflow(left);
+        this.#overflow.countAttempt(left);
         overflow = encodeOverflowBuckets(
           encodeReserve(encodeOverflowBuckets(this.#overflow), held, this.#drops).length > reserve.capacity
             ? collapseOverflow(this.#overflow)
@@ -1537,7 +1500,7 @@ export class AuditWriter {
     let changed = false;
     const found = decodeReserve(this.#reserve.read());
     if (found !== undefined) {
-      const count = this.#mergeOverflow(found.overflow);
+      const count = this.#overflow.merge(found.overflow);
       if (found.drops !== undefined) {
         // Drops an earlier run counted and had not summarized yet (it stopped or crashed first).
         this.#mergeDrops(found.drops);
@@ -1580,7 +1543,7 @@ export class AuditWriter {
           await journal.close();
         }
         const recovered = latest === undefined ? undefined : decodeOverflow(latest);
-        if (recovered !== undefined) this.#mergeOverflow(recovered);
+        if (recovered !== undefined) this.#overflow.merge(recovered);
         await this.#persistReserve();
         // Only once the reserve holds them: a failed write leaves them where they were for the next open.
         if (!this.#journalFailures.has("reserve")) await rm(legacy, { force: true });
@@ -1637,29 +1600,6 @@ export class AuditWriter {
     if (this.#reserve === undefined) return;
     await this.#journalHeldEntries(journal);
     await this.#persistReserve();
-  }
-
-  /** Adds recovered counts to {@link #overflow}; returns how many attempts they hold. */
-  #mergeOverflow(recovered: ReadonlyMap<string, DenialOverflow>): number {
-    let count = 0;
-    for (const [key, found] of recovered) {
-      count += found.count;
-      const overflow = this.#overflow.get(key);
-      if (overflow === undefined) {
-        this.#overflow.set(key, found);
-        continue;
-      }
-      overflow.count += found.count;
-      overflow.first = Math.min(overflow.first, found.first);
-      overflow.last = Math.max(overflow.last, found.last);
-      for (const principal of found.principals) {
-        if (overflow.principals.size < OVERFLOW_NAMES) overflow.principals.add(principal);
-        else overflow.morePrincipals = true;
-      }
-      overflow.morePrincipals ||= found.morePrincipals;
-      for (const action of found.actions) if (overflow.actions.size < OVERFLOW_NAMES) overflow.actions.add(action);
-    }
-    return count;
   }
 
   /**
