@@ -39,6 +39,7 @@ import {
 import type { AuditedCommandRunnerOptions } from "./audited-command-options";
 import { AuditSummaryEntries } from "./audit-summary-entries";
 import { AuditDropReports } from "./audit-drop-reports";
+import type { AuditWriterStatus } from "./audit-writer-status";
 import { DenialOverflowCounts } from "./audit-denial-overflow";
 import { COALESCED_KINDS, CoalescedRuns } from "./audit-coalesced-runs";
 import { AuditJournalFailures, type JournalFailure } from "./audit-journal-failures";
@@ -71,81 +72,6 @@ interface BacklogItem {
   aside?: { readonly entry: AuditEntry; readonly error: unknown; readonly problem: string };
 }
 
-/** The audit writer's state, as `ControlSystem.health().audit` reports it. */
-export interface AuditWriterStatus {
-  /** Entries waiting to be recorded (journaled or in memory). */
-  readonly backlog: number;
-  /** Entries dropped unstored since construction (backlog full, a stop without a journal, journal damage). */
-  readonly dropped: number;
-  /** Entries skipped: refused for good by the store, or set aside (below); each kept in `<journal>.set-aside` when it can be. */
-  readonly skipped: number;
-  /** Skipped entries that could not be kept in `<journal>.set-aside` (no journal, or the append failed). */
-  readonly skippedNotKept: number;
-  /** Entries set aside because they kept failing while the store took other entries. */
-  readonly setAside: number;
-  /**
-   * Refusals of offered intents (`<id>:refusal`) dropped unstored, each reported by
-   * `audit-refusal-drop`: the trail may show those commands `allowed`; they did not run.
-   */
-  readonly refusalsDropped: number;
-  /**
-   * Entries of commands issued while the control system was stopped (refused `KILN_LIFECYCLE`),
-   * since the last stop (reset by the next start): the audit store and journal are closed then,
-   * so each was reported by `audit-entry-drop` at once, not held (counted in `dropped` too).
-   */
-  readonly droppedWhileStopped: number;
-  /**
-   * Entries dropped at the last stop (reset by the next start; counted in `dropped` too), each
-   * reported by `audit-entry-drop` before `stop()` returned: held only in memory when the stop closed
-   * the audit writer (the store had not taken them, or its budget for the close ran out), or of an action that
-   * acted during the stop and reached the writer after it closed (fix15x).
-   */
-  readonly droppedAtStop: number;
-  /**
-   * Denied or failed attempts counted while the backlog was full (or the journal could not take
-   * them, a full disk) and not yet in an `audit.overflow` summary entry (recovered from
-   * `<journal>.reserve` after a crash).
-   */
-  readonly overflow: number;
-  /**
-   * Entries held as counts because the backlog was full (kept beyond it before: the system's own
-   * entries, safety functions, follow-ups), not yet in the `audit.coalesce` summaries they become
-   * once it has room (adversarial review adv15p, M3).
-   */
-  readonly coalesced: number;
-  /**
-   * The journal failures in force, in words: the journal could not be opened (retried on the
-   * backoff), an append failed (the errno, e.g. `ENOSPC`, and the path), or its reserve could not
-   * be written; each with how many entries its reserve holds and how many are only in memory.
-   * An open or append failure stays named until every entry it left held only in memory is
-   * journaled, so an empty list never hides entries a crash would lose (issue 15).
-   */
-  readonly journalProblems: readonly string[];
-  /**
-   * Whether the backlog survives a restart: true with a journal (`backlog.path`) holding every
-   * waiting entry; false without one, or while a journal failure leaves entries only in memory
-   * (lost if the process dies; `journalProblems` counts them). Not a problem by itself.
-   */
-  readonly durableBacklog: boolean;
-  /**
-   * When the store last failed to take an entry (the runner's clock, ms), while it has taken none
-   * since: commands do not call it meanwhile; the background retry probes it.
-   */
-  readonly storeFailingSince?: number;
-  /**
-   * When the store last took an entry (the runner's clock, ms); absent before the first. Health
-   * counts "has not taken an entry for N s" from it (issue 15), and says the backlog waits for
-   * the store, not that the store is taking it, when none was taken since the oldest waiting entry came.
-   */
-  readonly storeTookAt?: number;
-  /** How long the oldest waiting entry has waited, in ms, when the backlog holds one. */
-  readonly waitingMs?: number;
-  /** Waiting entries reported by `audit-record-fail` (the store failed, or the runner was closed, when they came). */
-  readonly reportedWaiting: number;
-  /** The entry at the head of the backlog when it has failed: its event id, failures counted and the last error. */
-  readonly blockedBy?: { readonly id: string; readonly failures: number; readonly error: string };
-}
-
 /**
  * Failures with an error the store did not classify after which a head entry is suspect: its
  * next turn probes the store with another entry first (see `#drain`). Below the audit port's
@@ -166,41 +92,27 @@ const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDela
  */
 export class AuditWriter {
   readonly #options: AuditedCommandRunnerOptions;
-
   readonly #logger: Logger;
-
   readonly #maxEntries: number;
-
   readonly #whenFull: "refuse-commands" | "drop-oldest";
-
   readonly #newId: () => string;
-
   readonly #backlog: BacklogItem[] = [];
-
   #journal: Promise<RecordJournal | undefined> | undefined;
-
   #tail: Promise<unknown> = Promise.resolve();
-
   #skipped = 0;
-
   /** Skipped entries that could not be kept in `<journal>.set-aside` (no journal, or the append failed). */
   #skippedNotKept = 0;
-
   /** Entries set aside because they kept failing while the store took others (ADR 0013 addendum). */
   #setAside = 0;
-
   /** Set by the stop once it is over (see {@link refuseCommits}), until {@link open}. */
   #stopped = false;
-
   #lastError: unknown;
-
   /**
    * Entries dropped (`drop-oldest` at the limit, a damaged journal, tombstones an earlier version
    * left) and not yet recorded as their `audit.drop` summary entry: kept in the reserve with the
    * overflow counts, so a crash does not lose the fact of the drop (ADR 0013, issue 15).
    */
   #drops: DropTally | undefined;
-
   /**
    * `<journal>.reserve`: room reserved when the journal opens, overwritten in place. It holds the
    * counts of {@link #overflow} and the entries the journal could not take (a full disk), so both
@@ -208,10 +120,8 @@ export class AuditWriter {
    * and 15c). Opened with the journal.
    */
   #reserve: ReservedRecord | undefined;
-
   /** Ids of the entries the reserve's last record holds (kept only in memory otherwise). */
   #reservedIds = new Set<string>();
-
   /**
    * What the reserve file holds while it cannot be opened (its room cannot be reserved: a disk
    * still full after a crash), read without opening it and left untouched: shown by health until
@@ -219,68 +129,51 @@ export class AuditWriter {
    * are in the backlog meanwhile (`ids`): once it opens they are not queued again.
    */
   #unopenedReserve: UnopenedReserve | undefined;
-
   /** Most denied or failed entries (the overflow summaries included) the backlog holds: {@link DENIED_SHARE} of `maxEntries`. */
   readonly #maxDenied: number;
-
   /** The journal failures now in force, by operation (`open`, `append`, `reserve`): health names each. */
   readonly #journalFailures: AuditJournalFailures;
-
   /** Counts and reports every entry dropped unstored. */
   readonly #dropReports: AuditDropReports;
-
   /** Denied and failed attempts counted per principal while their share of the backlog was full (see {@link DenialOverflowCounts}). */
   readonly #overflow: DenialOverflowCounts;
-
   /**
    * Entries that came while the backlog was full and would have been kept beyond `maxEntries`,
    * coalesced by kind into `audit.coalesce` summaries once it has room (see {@link CoalescedRuns}).
    */
   readonly #coalesced: CoalescedRuns;
-
   /** Makes the writer's summary entries (`audit.drop`, `audit.overflow`, `audit.coalesce`). */
   readonly #summaries: AuditSummaryEntries;
-
   /** Set by {@link close} until {@link open}: the store is not called (it is being closed or closed). */
   #closed = false;
-
   /** Set by {@link refuseCommits} until {@link open}: guarded commands not yet committed are refused. */
   #gate: KilnError | undefined;
-
   /**
    * Set by {@link refuseCommits} with `safetyFunctions`: the gate refuses safety functions and
    * `runWithoutDurableAudit` actions too (fix15v, adv15u M1/L3).
    */
   #gateAll = false;
-
   /** The background retry of a non-empty backlog, when one is scheduled. */
   #retryTimer: TimerHandle | undefined;
-
   #retryAttempt = 0;
-
   /** A background drain ({@link #continueDrain}) is under way. */
   #draining = false;
-
   /**
    * The drains of the backlog, one at a time. Apart from {@link serial}: a drain holds the writer
    * only to change the backlog, never across a store call, so a slow or frozen store never holds
    * a command's entry (review 15j).
    */
   #drainTail: Promise<unknown> = Promise.resolve();
-
   /**
    * When the store last failed to take an entry (a retryable error) with no entry taken since:
    * while set, commands do not call the store (a guarded one is journaled, or refused without a
    * journal) and only the background retry probes it (review 15j). Cleared by the store's next answer.
    */
   #storeFailingSince: number | undefined;
-
   /** When the store last took an entry (the runner's clock, ms). */
   #storeTookAt: number | undefined;
-
   /** Entries the store took since construction (the poison rule's evidence that it takes others). */
   #storedCount = 0;
-
   /** Set by {@link close} for its flush: a suspect head with no evidence against it is tried once more. */
   #lastChance = false;
 

@@ -28,7 +28,8 @@ import {
   type Principal,
   type PrincipalSnapshot,
 } from "./authorization";
-import { AuditWriter, type AuditWriterStatus } from "./audit-writer";
+import { AuditWriter } from "./audit-writer";
+import type { AuditWriterStatus } from "./audit-writer-status";
 import { DEFAULT_RUN_WITHOUT_DURABLE_AUDIT, type AuditedCommandRunnerOptions } from "./audited-command-options";
 
 /** What a command's `execute` gets from the runner. */
