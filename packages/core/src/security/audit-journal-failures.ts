@@ -85,4 +85,29 @@ export class AuditJournalFailures {
   clear(operation: JournalOperation): void {
     this.#journalFailures.delete(operation);
   }
+
+  /**
+   * The failures in force, in words, each with what it leaves where: `held` counts the backlog's
+   * entries outside the journal (in its reserve, only in memory), `reserveOpen` says whether the
+   * reserve is made, `unopened` what a reserve that could not be opened holds.
+   */
+  problems(
+    held: () => { reserved: number; memoryOnly: number },
+    reserveOpen: boolean,
+    unopened: () => string,
+  ): string[] {
+    if (this.#journalFailures.size === 0) return [];
+    const { reserved, memoryOnly } = held();
+    const inMemory =
+      memoryOnly > 0
+        ? `; ${memoryOnly} audit entr${memoryOnly === 1 ? "y" : "ies"} held only in memory (lost if the process dies)`
+        : "";
+    return [...this.#journalFailures.values()].map((failure) =>
+      failure.operation === "open"
+        ? `${failure.message}; what it holds is not replayed and it has no reserve until it opens (retried)${inMemory}`
+        : failure.operation === "reserve" && !reserveOpen
+          ? `${failure.message}; no room is reserved for a full disk until it is made (retried)${unopened()}${inMemory}`
+          : `${failure.message}; ${reserved} entr${reserved === 1 ? "y" : "ies"} held in its reserve${inMemory}`,
+    );
+  }
 }

@@ -305,3 +305,14 @@ export function foldedTally(entry: AuditEntry): { tally: DropTally; reported: bo
     reported: false,
   };
 }
+
+/** What a reserve that could not be opened holds, for its journal problem (empty when nothing). */
+export function unopenedReserveText(found: UnopenedReserve | undefined): string {
+  if (found === undefined) return "";
+  const drops = found.drops > 0 ? ` and ${found.drops} dropped entr${found.drops === 1 ? "y" : "ies"}` : "";
+  return (
+    `; the reserve file of an earlier run, read without opening it and left as it is, holds ${found.overflow} ` +
+    `counted denied attempt(s)${drops} not yet in summary entries (recorded once it opens) and ${found.held} ` +
+    `held entr${found.held === 1 ? "y" : "ies"} (in the backlog)`
+  );
+}

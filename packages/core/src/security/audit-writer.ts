@@ -34,6 +34,7 @@ import {
   collapseOverflow,
   encodeOverflowBuckets,
   decodeOverflow,
+  unopenedReserveText,
   foldedTally,
 } from "./audit-reserve-record";
 import type { AuditedCommandRunnerOptions } from "./audited-command-options";
@@ -1510,35 +1511,14 @@ export class AuditWriter {
               `could not be kept in ${this.#options.backlog?.path ?? ""}.set-aside (${held[0]!.aside!.problem}); ` +
               "held in the audit journal and retried, never released before they are kept",
           ];
-    return [...notKept, ...this.#journalFailureProblems()];
-  }
-
-  #journalFailureProblems(): string[] {
-    if (this.#journalFailures.size === 0) return [];
-    const { reserved, memoryOnly } = this.#unjournaled();
-    const inMemory =
-      memoryOnly > 0
-        ? `; ${memoryOnly} audit entr${memoryOnly === 1 ? "y" : "ies"} held only in memory (lost if the process dies)`
-        : "";
-    return [...this.#journalFailures.values()].map((failure) =>
-      failure.operation === "open"
-        ? `${failure.message}; what it holds is not replayed and it has no reserve until it opens (retried)${inMemory}`
-        : failure.operation === "reserve" && this.#reserve === undefined
-          ? `${failure.message}; no room is reserved for a full disk until it is made (retried)${this.#unopenedText()}${inMemory}`
-          : `${failure.message}; ${reserved} entr${reserved === 1 ? "y" : "ies"} held in its reserve${inMemory}`,
-    );
-  }
-
-  /** What an unopened reserve holds, for its journal problem (empty when nothing). */
-  #unopenedText(): string {
-    const found = this.#unopenedReserve;
-    if (found === undefined) return "";
-    const drops = found.drops > 0 ? ` and ${found.drops} dropped entr${found.drops === 1 ? "y" : "ies"}` : "";
-    return (
-      `; the reserve file of an earlier run, read without opening it and left as it is, holds ${found.overflow} ` +
-      `counted denied attempt(s)${drops} not yet in summary entries (recorded once it opens) and ${found.held} ` +
-      `held entr${found.held === 1 ? "y" : "ies"} (in the backlog)`
-    );
+    return [
+      ...notKept,
+      ...this.#journalFailures.problems(
+        () => this.#unjournaled(),
+        this.#reserve !== undefined,
+        () => unopenedReserveText(this.#unopenedReserve),
+      ),
+    ];
   }
 
   /** Backlog entries not in the journal: those in its reserve and those held only in memory. */
