@@ -11,7 +11,7 @@ import type { Metrics } from "@kiln/core/driver-kit";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { Store } from "../ports/store";
 import type { RetryJitter } from "../resilience/retry";
-import { DEFAULT_RUN_WITHOUT_DURABLE_AUDIT } from "../security/audited-command";
+import { DEFAULT_RUN_WITHOUT_DURABLE_AUDIT } from "../security/audited-command-options";
 import { PERMISSIONS, roleTableProblems, type RoleTable } from "../security/authorization";
 import type { ServiceRegistry } from "@kiln/core/advanced";
 

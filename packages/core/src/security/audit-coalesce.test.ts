@@ -8,7 +8,8 @@ import { EventBus } from "../events/event-bus";
 import { MemoryStore } from "../memory/memory-store";
 import { SimulatedClock } from "../memory/simulated-clock";
 import type { AuditEntry } from "../ports/audit-log";
-import { AuditedCommandRunner, type AuditBacklogOptions } from "./audited-command";
+import { AuditedCommandRunner } from "./audited-command";
+import type { AuditBacklogOptions } from "./audited-command-options";
 import { Authorizer, defaultRoleTable } from "./authorization";
 
 // Adversarial review adv15p, M3 (siblings of compose/trip-audit-bound.test.ts): entries that would

@@ -7,7 +7,7 @@ import { defineTags } from "../domain/tags";
 import { RecordJournal } from "../journal/record-journal";
 import { ReservedRecord } from "../journal/reserved-record";
 import type { AuditEntry } from "../ports/audit-log";
-import { type AuditBacklogOptions } from "./audited-command";
+import { type AuditBacklogOptions } from "./audited-command-options";
 import { refusingAudit } from "../../test/support/refusing-audit";
 import { type Principal } from "./authorization";
 import { tmpfs, unmount } from "../../test/support/tmpfs";

@@ -6,7 +6,8 @@ import { defineTags } from "../domain/tags";
 import { MemoryStore } from "../memory/memory-store";
 import { SimulatedClock } from "../memory/simulated-clock";
 import type { AuditEntry } from "../ports/audit-log";
-import { AuditedCommandRunner, type AuditBacklogOptions } from "./audited-command";
+import { AuditedCommandRunner } from "./audited-command";
+import type { AuditBacklogOptions } from "./audited-command-options";
 import { refusingAudit } from "../../test/support/refusing-audit";
 import { Authorizer, defaultRoleTable, type Principal } from "./authorization";
 

@@ -12,7 +12,8 @@ import type { Logger } from "../ports/logger";
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { AuditedCommandRunner, type AuditBacklogOptions } from "./audited-command";
+import { AuditedCommandRunner } from "./audited-command";
+import type { AuditBacklogOptions } from "./audited-command-options";
 import { Authorizer, defaultRoleTable, type Principal } from "./authorization";
 import { tmpfs, unmount } from "../../test/support/tmpfs";
 

@@ -13,7 +13,8 @@ import { appendFile, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/prom
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { RecordJournal } from "../journal/record-journal";
-import { AuditedCommandRunner, type AuditBacklogOptions } from "./audited-command";
+import { AuditedCommandRunner } from "./audited-command";
+import type { AuditBacklogOptions } from "./audited-command-options";
 import { Authorizer, defaultRoleTable, type Principal } from "./authorization";
 
 const START = Date.UTC(2026, 0, 1);

@@ -7,7 +7,8 @@ import { SimulatedClock } from "../../src/memory/simulated-clock";
 import { SimulatedPlc } from "../../src/memory/simulated-plc";
 import type { AuditEntry } from "../../src/ports/audit-log";
 import { silentLogger } from "../../src/runtime/silent-logger";
-import { AuditedCommandRunner, type AuditBacklogOptions } from "../../src/security/audited-command";
+import { AuditedCommandRunner } from "../../src/security/audited-command";
+import type { AuditBacklogOptions } from "../../src/security/audited-command-options";
 import { Authorizer, defaultRoleTable, type Principal } from "../../src/security/authorization";
 
 /** What {@link refusingAudit} builds the runners from. */

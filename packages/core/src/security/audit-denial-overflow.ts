@@ -1,0 +1,73 @@
+import type { AuditEntry } from "@kiln/core/driver-kit";
+import type { Logger } from "../ports/logger";
+import { OTHER_PRINCIPALS, OVERFLOW_NAMES, OVERFLOW_PRINCIPALS, type DenialOverflow } from "./audit-reserve-record";
+
+/**
+ * Denied and failed attempts that came while their share of the backlog was full: counted per
+ * principal (at most {@link OVERFLOW_PRINCIPALS}, then one bucket for the rest), each summarized
+ * into one entry once there is room.
+ * Keyed by principal (the writer reads and writes it as the map it is).
+ */
+export class DenialOverflowCounts extends Map<string, DenialOverflow> {
+  /** Told after an attempt is counted: the writer schedules its retry. */
+  readonly #counted: () => void;
+  readonly #logger: Logger;
+
+  constructor(counted: () => void, logger: Logger) {
+    super();
+    this.#counted = counted;
+    this.#logger = logger;
+  }
+
+  /** Counts `entry` into its principal's overflow bucket (in memory: the caller makes it durable). */
+  countAttempt(entry: AuditEntry): void {
+    const key = this.has(entry.principal) || this.size < OVERFLOW_PRINCIPALS - 1 ? entry.principal : OTHER_PRINCIPALS;
+    let overflow = this.get(key);
+    if (overflow === undefined) {
+      overflow = {
+        count: 0,
+        first: entry.at,
+        last: entry.at,
+        principals: new Set(),
+        morePrincipals: false,
+        actions: new Set(),
+      };
+      this.set(key, overflow);
+    }
+    overflow.count++;
+    this.#counted();
+    overflow.first = Math.min(overflow.first, entry.at);
+    overflow.last = Math.max(overflow.last, entry.at);
+    if (overflow.principals.size < OVERFLOW_NAMES || overflow.principals.has(entry.principal)) {
+      overflow.principals.add(entry.principal);
+    } else overflow.morePrincipals = true;
+    if (overflow.actions.size < OVERFLOW_NAMES) overflow.actions.add(entry.action);
+    this.#logger.error(
+      { id: entry.id, action: entry.action, outcome: entry.outcome, overflow: overflow.count },
+      "the audit backlog is full: a denied attempt is counted into the overflow summary",
+    );
+  }
+
+  /** Adds recovered counts (a reserve read back); returns how many attempts they hold. */
+  merge(recovered: ReadonlyMap<string, DenialOverflow>): number {
+    let count = 0;
+    for (const [key, found] of recovered) {
+      count += found.count;
+      const overflow = this.get(key);
+      if (overflow === undefined) {
+        this.set(key, found);
+        continue;
+      }
+      overflow.count += found.count;
+      overflow.first = Math.min(overflow.first, found.first);
+      overflow.last = Math.max(overflow.last, found.last);
+      for (const principal of found.principals) {
+        if (overflow.principals.size < OVERFLOW_NAMES) overflow.principals.add(principal);
+        else overflow.morePrincipals = true;
+      }
+      overflow.morePrincipals ||= found.morePrincipals;
+      for (const action of found.actions) if (overflow.actions.size < OVERFLOW_NAMES) overflow.actions.add(action);
+    }
+    return count;
+  }
+}

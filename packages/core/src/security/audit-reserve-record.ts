@@ -1,0 +1,318 @@
+/**
+ * What the audit journal's records and its reserve (`<journal>.reserve`) hold, written and read
+ * back: the denial overflow counts, the drop tally, the coalesced runs and the entries the journal
+ * could not take, the tombstones of earlier versions, and the reserve's room (issue 15, ADR 0013).
+ */
+import type { AuditEntry } from "@kiln/core/driver-kit";
+import { decodeExactJson, encodeExactJson } from "../logging/sample-journal";
+
+/**
+ * The key of a journal record that names entries dropped by `drop-oldest` (an entry has no such
+ * field). Written by earlier versions, before a drop was made durable by a release mark (ADR
+ * 0034); still read, so a journal they left keeps its drops.
+ */
+const TOMBSTONE_KEY = "kiln.audit.dropped";
+
+/** The ids a tombstone record names, or undefined when `payload` is not one. */
+export function decodeTombstone(payload: Buffer): string[] | undefined {
+  try {
+    const record = decodeExactJson(payload.toString("utf8")) as Record<string, unknown> | null;
+    const ids = typeof record === "object" && record !== null ? record[TOMBSTONE_KEY] : undefined;
+    return Array.isArray(ids) && ids.every((id) => typeof id === "string") ? ids : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The entry in a journal record, or undefined when it cannot be decoded into one. */
+export function decodeEntry(payload: Buffer): AuditEntry | undefined {
+  try {
+    const entry = decodeExactJson(payload.toString("utf8")) as AuditEntry | null;
+    return typeof entry === "object" && entry !== null && typeof entry.id === "string" ? entry : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** What a reserve that could not be opened holds, read without changing it (review 15w, B). */
+export interface UnopenedReserve {
+  /** Denied attempts it counts, not yet summarized. */
+  readonly overflow: number;
+  /** Dropped entries it counts, not yet summarized. */
+  readonly drops: number;
+  /** Entries it holds (put in the backlog when read). */
+  readonly held: number;
+  /** Their ids: not queued again when it opens. */
+  readonly ids: ReadonlySet<string>;
+}
+
+/** Attempts counted while the backlog was full (refuse-commands), summarized into one entry later. */
+export interface DenialOverflow {
+  count: number;
+  first: number;
+  last: number;
+  /** The first {@link OVERFLOW_NAMES} principals. */
+  readonly principals: Set<string>;
+  morePrincipals: boolean;
+  /** The first {@link OVERFLOW_NAMES} actions. */
+  readonly actions: Set<string>;
+}
+
+/** Most principals and actions an overflow summary names. */
+export const OVERFLOW_NAMES = 16;
+
+/** Most principals counted apart while the backlog is full; the attempts of any further ones share one bucket. */
+export const OVERFLOW_PRINCIPALS = 64;
+
+/** The key of the bucket of principals beyond {@link OVERFLOW_PRINCIPALS}. */
+export const OTHER_PRINCIPALS = "\u0000others";
+
+/** Size limit of `<journal>.overflow`, the overflow counts of earlier versions (read once, then moved into the reserve). */
+export const LEGACY_OVERFLOW_MAX_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Room of each of the reserve's two slots (`<journal>.reserve`, 2 × 64 KiB reserved when the
+ * journal opens): the overflow counts and the entries the journal could not take.
+ */
+export const RESERVE_SLOT_BYTES = 64 * 1024;
+
+/**
+ * Free space the reserve leaves for the journal when it is made: it is made (at open, and on each
+ * retry) only when its room (2 × {@link RESERVE_SLOT_BYTES}) plus this much is free, so the
+ * safeguard for a full disk never takes the journal's last room (issue 15).
+ */
+export const RESERVE_HEADROOM_BYTES = 2 * RESERVE_SLOT_BYTES;
+
+/** The reserve's record: `{ overflow, held }`. */
+export function encodeReserve(
+  overflow: unknown[],
+  held: readonly AuditEntry[],
+  drops: DropTally | undefined,
+  coalesced: readonly CoalescedRun[] = [],
+): Buffer {
+  return Buffer.from(
+    encodeExactJson({
+      overflow,
+      held,
+      ...(drops === undefined ? {} : { drops: { ...drops, reasons: [...drops.reasons] } }),
+      ...(coalesced.length === 0
+        ? {}
+        : { coalesced: coalesced.map(({ count, first, last }) => ({ count, first, last })) }),
+    }),
+    "utf8",
+  );
+}
+
+/** A reserve record's `coalesced` runs (those that decode: a count and two entries). */
+function decodeCoalesced(value: unknown): CoalescedRun[] {
+  if (!Array.isArray(value)) return [];
+  const isEntry = (entry: unknown): entry is AuditEntry =>
+    typeof entry === "object" &&
+    entry !== null &&
+    typeof (entry as AuditEntry).id === "string" &&
+    typeof (entry as AuditEntry).at === "number";
+  const runs: CoalescedRun[] = [];
+  for (const raw of value as unknown[]) {
+    const { count, first, last } = (typeof raw === "object" && raw !== null ? raw : {}) as Record<string, unknown>;
+    if (Number.isSafeInteger(count) && (count as number) > 0 && isEntry(first) && isEntry(last)) {
+      runs.push({ count: count as number, first, last });
+    }
+  }
+  return runs;
+}
+
+/** A run of entries of one kind coalesced while the backlog was full: how many, the first and the last (by time). */
+export interface CoalescedRun {
+  count: number;
+  first: AuditEntry;
+  last: AuditEntry;
+}
+
+/** Entries dropped and not yet summarized: their count, the first and last known (id, time), why. */
+export interface DropTally {
+  count: number;
+  first?: { readonly id: string; readonly at: number };
+  last?: { readonly id: string; readonly at: number };
+  /** The first {@link OVERFLOW_NAMES} reasons. */
+  readonly reasons: Set<string>;
+}
+
+/** A reserve record's `drops`, or undefined when absent or not decodable. */
+function decodeDrops(value: unknown): DropTally | undefined {
+  if (typeof value !== "object" || value === null) return undefined;
+  const { count, first, last, reasons } = value as Record<string, unknown>;
+  if (!Number.isSafeInteger(count) || (count as number) <= 0) return undefined;
+  const point = (raw: unknown) => {
+    const { id, at } = (typeof raw === "object" && raw !== null ? raw : {}) as Record<string, unknown>;
+    return typeof id === "string" && typeof at === "number" ? { id, at } : undefined;
+  };
+  const firstPoint = point(first);
+  const lastPoint = point(last);
+  return {
+    count: count as number,
+    ...(firstPoint === undefined ? {} : { first: firstPoint }),
+    ...(lastPoint === undefined ? {} : { last: lastPoint }),
+    reasons: new Set(
+      Array.isArray(reasons) ? reasons.filter((reason): reason is string => typeof reason === "string") : [],
+    ),
+  };
+}
+
+/** The counts and entries of a reserve record, or undefined when there is none or it cannot be decoded. */
+export function decodeReserve(payload: Buffer | undefined):
+  | {
+      overflow: Map<string, DenialOverflow>;
+      held: AuditEntry[];
+      drops: DropTally | undefined;
+      coalesced: CoalescedRun[];
+    }
+  | undefined {
+  if (payload === undefined) return undefined;
+  try {
+    const record = decodeExactJson(payload.toString("utf8")) as {
+      overflow?: unknown;
+      held?: unknown;
+      drops?: unknown;
+      coalesced?: unknown;
+    } | null;
+    if (typeof record !== "object" || record === null) return undefined;
+    const overflow = decodeOverflow(Buffer.from(encodeExactJson(record.overflow ?? []), "utf8")) ?? new Map();
+    const held = Array.isArray(record.held)
+      ? (record.held as unknown[]).filter(
+          (entry): entry is AuditEntry =>
+            typeof entry === "object" && entry !== null && typeof (entry as AuditEntry).id === "string",
+        )
+      : [];
+    return { overflow, held, drops: decodeDrops(record.drops), coalesced: decodeCoalesced(record.coalesced) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** All counts in one bucket without names: what always fits the reserve. */
+export function collapseOverflow(overflow: ReadonlyMap<string, DenialOverflow>): Map<string, DenialOverflow> {
+  const buckets = [...overflow.values()];
+  if (buckets.length === 0) return new Map();
+  return new Map([
+    [
+      OTHER_PRINCIPALS,
+      {
+        count: buckets.reduce((sum, bucket) => sum + bucket.count, 0),
+        first: Math.min(...buckets.map((bucket) => bucket.first)),
+        last: Math.max(...buckets.map((bucket) => bucket.last)),
+        principals: new Set<string>(),
+        morePrincipals: true,
+        actions: new Set<string>(),
+      },
+    ],
+  ]);
+}
+
+/** The overflow counts as plain buckets (a reserve record's `overflow`, an earlier version's `<journal>.overflow` record). */
+export function encodeOverflowBuckets(overflow: ReadonlyMap<string, DenialOverflow>): unknown[] {
+  return [...overflow].map(([key, bucket]) => ({
+    key,
+    count: bucket.count,
+    first: bucket.first,
+    last: bucket.last,
+    principals: [...bucket.principals],
+    morePrincipals: bucket.morePrincipals,
+    actions: [...bucket.actions],
+  }));
+}
+
+/** The overflow counts in a `<journal>.overflow` record, or undefined when it cannot be decoded. */
+export function decodeOverflow(payload: Buffer): Map<string, DenialOverflow> | undefined {
+  try {
+    const buckets = decodeExactJson(payload.toString("utf8")) as unknown;
+    if (!Array.isArray(buckets)) return undefined;
+    const overflow = new Map<string, DenialOverflow>();
+    for (const bucket of buckets as Record<string, unknown>[]) {
+      const { key, count, first, last, principals, morePrincipals, actions } = bucket;
+      if (
+        typeof key !== "string" ||
+        !Number.isSafeInteger(count) ||
+        typeof first !== "number" ||
+        typeof last !== "number" ||
+        !Array.isArray(principals) ||
+        !Array.isArray(actions)
+      ) {
+        return undefined;
+      }
+      overflow.set(key, {
+        count: count as number,
+        first,
+        last,
+        principals: new Set((principals as unknown[]).filter((name): name is string => typeof name === "string")),
+        morePrincipals: morePrincipals === true,
+        actions: new Set((actions as unknown[]).filter((name): name is string => typeof name === "string")),
+      });
+    }
+    return overflow;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * What an evicted summary entry becomes in the drop tally: its count, span and why. `reported`:
+ * the count was published by `audit-entry-drop` already (an `audit.drop` summary).
+ */
+export function foldedTally(entry: AuditEntry): { tally: DropTally; reported: boolean } {
+  const value = (typeof entry.newValue === "object" && entry.newValue !== null ? entry.newValue : {}) as Record<
+    string,
+    unknown
+  >;
+  const count = Number.isSafeInteger(value["count"]) && (value["count"] as number) > 0 ? (value["count"] as number) : 1;
+  if (entry.action === "audit.drop") {
+    const point = (id: unknown, at: unknown) =>
+      typeof id === "string" && typeof at === "number" ? { id, at } : undefined;
+    const first = point(value["firstId"], value["first"]);
+    const last = point(value["lastId"], value["last"]);
+    const reasons = Array.isArray(value["reasons"]) ? value["reasons"].filter((r) => typeof r === "string") : [];
+    return {
+      tally: {
+        count,
+        ...(first === undefined ? {} : { first }),
+        ...(last === undefined ? {} : { last }),
+        reasons: new Set(reasons.length === 0 ? [entry.reason ?? "an earlier audit.drop summary"] : reasons),
+      },
+      reported: true,
+    };
+  }
+  if (entry.action === "audit.coalesce") {
+    return {
+      tally: {
+        count,
+        reasons: new Set([
+          `an audit.coalesce summary of ${count} ${typeof value["action"] === "string" ? value["action"] : "(unknown)"} ` +
+            `entries by ${entry.principal} was dropped from the full audit backlog (drop-oldest)`,
+        ]),
+      },
+      reported: false,
+    };
+  }
+  const list = (key: string) =>
+    Array.isArray(value[key]) ? (value[key] as unknown[]).filter((v) => typeof v === "string").join(", ") : "";
+  return {
+    tally: {
+      count,
+      reasons: new Set([
+        `an audit.overflow summary of ${count} denied or failed attempt(s) by ${list("principals") || entry.principal}` +
+          ` (${list("actions")}) was dropped from the full audit backlog (drop-oldest)`,
+      ]),
+    },
+    reported: false,
+  };
+}
+
+/** What a reserve that could not be opened holds, for its journal problem (empty when nothing). */
+export function unopenedReserveText(found: UnopenedReserve | undefined): string {
+  if (found === undefined) return "";
+  const drops = found.drops > 0 ? ` and ${found.drops} dropped entr${found.drops === 1 ? "y" : "ies"}` : "";
+  return (
+    `; the reserve file of an earlier run, read without opening it and left as it is, holds ${found.overflow} ` +
+    `counted denied attempt(s)${drops} not yet in summary entries (recorded once it opens) and ${found.held} ` +
+    `held entr${found.held === 1 ? "y" : "ies"} (in the backlog)`
+  );
+}

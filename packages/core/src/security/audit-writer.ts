@@ -1,0 +1,1757 @@
+import { randomUUID } from "node:crypto";
+import { appendFile, rm, stat } from "node:fs/promises";
+import { KilnError } from "../domain/errors";
+import type { KilnEvents } from "../events/catalogue";
+import type { AuditEntry } from "@kiln/core/driver-kit";
+import type { TimerHandle } from "../ports/clock";
+import { reconnectDelay, type ReconnectBackoff } from "../driver-kit/backoff";
+import { RecordJournal } from "../journal/record-journal";
+import { ReservedRecord } from "../journal/reserved-record";
+import { encodeExactJson } from "../logging/sample-journal";
+import type { Logger } from "../ports/logger";
+import { silentLogger } from "../runtime/silent-logger";
+import {
+  isStrippedFollowUp,
+  strippedFollowUp,
+  isIntentRefusal,
+  isSummary,
+  REFUSAL_ID_SUFFIX,
+  refusedForGood,
+  reasonOf,
+} from "./audit-entry-rules";
+import {
+  decodeTombstone,
+  decodeEntry,
+  type UnopenedReserve,
+  OVERFLOW_NAMES,
+  LEGACY_OVERFLOW_MAX_BYTES,
+  RESERVE_SLOT_BYTES,
+  RESERVE_HEADROOM_BYTES,
+  encodeReserve,
+  type CoalescedRun,
+  type DropTally,
+  decodeReserve,
+  collapseOverflow,
+  encodeOverflowBuckets,
+  decodeOverflow,
+  unopenedReserveText,
+  foldedTally,
+} from "./audit-reserve-record";
+import type { AuditedCommandRunnerOptions } from "./audited-command-options";
+import { AuditSummaryEntries } from "./audit-summary-entries";
+import { AuditDropReports } from "./audit-drop-reports";
+import type { AuditWriterStatus } from "./audit-writer-status";
+import { DenialOverflowCounts } from "./audit-denial-overflow";
+import { COALESCED_KINDS, CoalescedRuns } from "./audit-coalesced-runs";
+import { AuditJournalFailures, type JournalFailure } from "./audit-journal-failures";
+
+/**
+ * The share of `maxEntries` that entries of commands that did not run (`denied`, `failed`) may
+ * hold, so a flood of refused attempts can never take the room an authorized command needs to be
+ * made durable (IEC 62443-3-3 CR 2.9). Beyond it they are counted into `audit.overflow` summary
+ * entries, one per principal.
+ */
+const DENIED_SHARE = 0.5;
+
+interface BacklogItem {
+  /** Undefined for a journal record that could not be decoded: released without being stored. */
+  readonly entry: AuditEntry | undefined;
+  /** True when the entry is in the journal (then it is the journal's oldest unreleased record once it reaches the front). */
+  readonly journaled: boolean;
+  /** Failures of this entry at the head with an error the store did not classify (see {@link POISON_ATTEMPTS}). */
+  failures: number;
+  /** Entries the store had taken (the runner's count) when this one last failed: a later count means it takes others. */
+  storedCountAtFailure?: number;
+  /** When it was queued (the runner's clock), for health's `waitingMs`; recovered entries: when recovered. */
+  since?: number;
+  /** Already reported by `audit-record-fail` (queued while the store failed, or when it began to fail). */
+  reported?: boolean;
+  /**
+   * Refused for good (or set aside), but the set-aside append failed: what to keep aside, why,
+   * and the append's error. Its journal record is kept until the append succeeds (see `#keepAside`).
+   */
+  aside?: { readonly entry: AuditEntry; readonly error: unknown; readonly problem: string };
+}
+
+/**
+ * Failures with an error the store did not classify after which a head entry is suspect: its
+ * next turn probes the store with another entry first (see `#drain`). Below the audit port's
+ * breaker threshold (5 by default), so the probe is tried while the breaker still lets it through.
+ */
+const POISON_ATTEMPTS = 2;
+
+/** The background retry's schedule when the host gives none. */
+const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
+
+/**
+ * The audit writer behind {@link AuditedCommandRunner}: one writer turn ({@link AuditWriter.serial})
+ * makes each entry durable in order (stored, or journaled); the backlog of entries the store did
+ * not take, with its journal and reserve, the background drain and retry, the denial overflow, the
+ * coalesced runs and drop summaries, and the command gate a stop closes (ADR 0013). Internal: the
+ * runner is its only user, and the class documentation of {@link AuditedCommandRunner} states the
+ * rules it keeps.
+ */
+export class AuditWriter {
+  readonly #options: AuditedCommandRunnerOptions;
+  readonly #logger: Logger;
+  readonly #maxEntries: number;
+  readonly #whenFull: "refuse-commands" | "drop-oldest";
+  readonly #newId: () => string;
+  readonly #backlog: BacklogItem[] = [];
+  #journal: Promise<RecordJournal | undefined> | undefined;
+  #tail: Promise<unknown> = Promise.resolve();
+  #skipped = 0;
+  /** Skipped entries that could not be kept in `<journal>.set-aside` (no journal, or the append failed). */
+  #skippedNotKept = 0;
+  /** Entries set aside because they kept failing while the store took others (ADR 0013 addendum). */
+  #setAside = 0;
+  /** Set by the stop once it is over (see {@link refuseCommits}), until {@link open}. */
+  #stopped = false;
+  #lastError: unknown;
+  /**
+   * Entries dropped (`drop-oldest` at the limit, a damaged journal, tombstones an earlier version
+   * left) and not yet recorded as their `audit.drop` summary entry: kept in the reserve with the
+   * overflow counts, so a crash does not lose the fact of the drop (ADR 0013, issue 15).
+   */
+  #drops: DropTally | undefined;
+  /**
+   * `<journal>.reserve`: room reserved when the journal opens, overwritten in place. It holds the
+   * counts of {@link #overflow} and the entries the journal could not take (a full disk), so both
+   * are durable before a command is rejected, even on `ENOSPC` (issue 15, adversarial reviews 15
+   * and 15c). Opened with the journal.
+   */
+  #reserve: ReservedRecord | undefined;
+  /** Ids of the entries the reserve's last record holds (kept only in memory otherwise). */
+  #reservedIds = new Set<string>();
+  /**
+   * What the reserve file holds while it cannot be opened (its room cannot be reserved: a disk
+   * still full after a crash), read without opening it and left untouched: shown by health until
+   * it opens, then merged and summarized as usual (adversarial review 15w, B). Its held entries
+   * are in the backlog meanwhile (`ids`): once it opens they are not queued again.
+   */
+  #unopenedReserve: UnopenedReserve | undefined;
+  /** Most denied or failed entries (the overflow summaries included) the backlog holds: {@link DENIED_SHARE} of `maxEntries`. */
+  readonly #maxDenied: number;
+  /** The journal failures now in force, by operation (`open`, `append`, `reserve`): health names each. */
+  readonly #journalFailures: AuditJournalFailures;
+  /** Counts and reports every entry dropped unstored. */
+  readonly #dropReports: AuditDropReports;
+  /** Denied and failed attempts counted per principal while their share of the backlog was full (see {@link DenialOverflowCounts}). */
+  readonly #overflow: DenialOverflowCounts;
+  /**
+   * Entries that came while the backlog was full and would have been kept beyond `maxEntries`,
+   * coalesced by kind into `audit.coalesce` summaries once it has room (see {@link CoalescedRuns}).
+   */
+  readonly #coalesced: CoalescedRuns;
+  /** Makes the writer's summary entries (`audit.drop`, `audit.overflow`, `audit.coalesce`). */
+  readonly #summaries: AuditSummaryEntries;
+  /** Set by {@link close} until {@link open}: the store is not called (it is being closed or closed). */
+  #closed = false;
+  /** Set by {@link refuseCommits} until {@link open}: guarded commands not yet committed are refused. */
+  #gate: KilnError | undefined;
+  /**
+   * Set by {@link refuseCommits} with `safetyFunctions`: the gate refuses safety functions and
+   * `runWithoutDurableAudit` actions too (fix15v, adv15u M1/L3).
+   */
+  #gateAll = false;
+  /** The background retry of a non-empty backlog, when one is scheduled. */
+  #retryTimer: TimerHandle | undefined;
+  #retryAttempt = 0;
+  /** A background drain ({@link #continueDrain}) is under way. */
+  #draining = false;
+  /**
+   * The drains of the backlog, one at a time. Apart from {@link serial}: a drain holds the writer
+   * only to change the backlog, never across a store call, so a slow or frozen store never holds
+   * a command's entry (review 15j).
+   */
+  #drainTail: Promise<unknown> = Promise.resolve();
+  /**
+   * When the store last failed to take an entry (a retryable error) with no entry taken since:
+   * while set, commands do not call the store (a guarded one is journaled, or refused without a
+   * journal) and only the background retry probes it (review 15j). Cleared by the store's next answer.
+   */
+  #storeFailingSince: number | undefined;
+  /** When the store last took an entry (the runner's clock, ms). */
+  #storeTookAt: number | undefined;
+  /** Entries the store took since construction (the poison rule's evidence that it takes others). */
+  #storedCount = 0;
+  /** Set by {@link close} for its flush: a suspect head with no evidence against it is tried once more. */
+  #lastChance = false;
+
+  /** @throws RangeError when `backlog.maxEntries` is not a positive integer. */
+  constructor(options: AuditedCommandRunnerOptions) {
+    this.#options = options;
+    this.#logger = options.logger ?? silentLogger;
+    this.#maxEntries = options.backlog?.maxEntries ?? 10_000;
+    this.#whenFull = options.backlog?.whenFull ?? "refuse-commands";
+    this.#newId = options.newId ?? randomUUID;
+    if (!Number.isInteger(this.#maxEntries) || this.#maxEntries < 1) {
+      throw new RangeError("backlog.maxEntries must be a positive integer");
+    }
+    this.#maxDenied = Math.max(1, Math.floor(this.#maxEntries * DENIED_SHARE));
+    this.#journalFailures = new AuditJournalFailures(options);
+    this.#overflow = new DenialOverflowCounts(() => this.#scheduleRetry(), this.#logger);
+    this.#coalesced = new CoalescedRuns(
+      (run, why) => this.#foldRun(run, why),
+      () => this.#scheduleRetry(),
+    );
+    this.#dropReports = new AuditDropReports(options, this.#logger, () => this.#stopped);
+    this.#summaries = new AuditSummaryEntries(options, this.#newId, {
+      maxEntries: this.#maxEntries,
+      maxDenied: this.#maxDenied,
+    });
+  }
+
+  /** Entries waiting to be recorded because the audit log failed (journaled or in memory). */
+  get backlog(): number {
+    return this.#entriesInBacklog();
+  }
+
+  /** Entries dropped because the backlog was full, since construction. */
+  get dropped(): number {
+    return this.#dropReports.dropped;
+  }
+
+  /**
+   * Entries the store refused for good and that were skipped, and entries set aside because they
+   * kept failing while the store took others (each reported by `audit-entry-skip`).
+   */
+  get skipped(): number {
+    return this.#skipped;
+  }
+
+  /**
+   * The audit writer's state for a health report: entries waiting, dropped, skipped (of which set
+   * aside), refusals of offered intents dropped unstored (each may leave an `allowed` entry of a
+   * command that did not run: ADR 0013 addendum), and the event id of the entry at the head of
+   * the backlog when it has failed (the one holding the queue), with its last error.
+   */
+  status(): AuditWriterStatus {
+    const head = this.#backlog.find((item) => item.entry !== undefined);
+    return {
+      backlog: this.#entriesInBacklog(),
+      dropped: this.#dropReports.dropped,
+      skipped: this.#skipped,
+      skippedNotKept: this.#skippedNotKept,
+      setAside: this.#setAside,
+      refusalsDropped: this.#dropReports.refusalsDropped,
+      droppedWhileStopped: this.#dropReports.droppedWhileStopped,
+      droppedAtStop: this.#dropReports.droppedAtStop,
+      overflow:
+        [...this.#overflow.values()].reduce((sum, overflow) => sum + overflow.count, 0) +
+        (this.#unopenedReserve?.overflow ?? 0),
+      coalesced: [...this.#coalesced.values()].reduce((sum, run) => sum + run.count, 0),
+      journalProblems: this.#journalProblems(),
+      // A journal whose open or append failed leaves entries only in memory: then the backlog
+      // does not survive a restart, whatever was configured (health must not say "journaled").
+      durableBacklog: this.#options.backlog?.path !== undefined && this.#unjournaled().memoryOnly === 0,
+      ...(this.#storeFailingSince === undefined ? {} : { storeFailingSince: this.#storeFailingSince }),
+      ...(this.#storeTookAt === undefined ? {} : { storeTookAt: this.#storeTookAt }),
+      ...(head?.since === undefined ? {} : { waitingMs: Math.max(0, this.#options.clock.now() - head.since) }),
+      reportedWaiting: this.#backlog.reduce((count, item) => count + (item.reported === true ? 1 : 0), 0),
+      ...(head !== undefined && head.failures > 0
+        ? { blockedBy: { id: head.entry!.id, failures: head.failures, error: reasonOf(this.#lastError, undefined) } }
+        : {}),
+    };
+  }
+  /** The command gate's error while it is closed (see {@link refuseCommits}), else undefined. */
+  get gate(): KilnError | undefined {
+    return this.#gate;
+  }
+
+  /** Whether the closed gate refuses safety functions and `runWithoutDurableAudit` actions too. */
+  get gateAll(): boolean {
+    return this.#gateAll;
+  }
+
+  /** The journal failure a refusal names as its cause (an append's, else an open's), if one is in force. */
+  journalFailure(): JournalFailure | undefined {
+    return this.#journalFailures.get("append") ?? this.#journalFailures.get("open");
+  }
+
+  /** Entries of actions that do not wait for the store, not yet stored or queued (each settles, never rejects). */
+  readonly #systemRecords = new Set<Promise<void>>();
+
+  /**
+   * Hands the entry of an action that never waits for the audit store (a safety action, a system
+   * action; its refusal or failure) to the writer. Resolves once it is journaled (or kept, when
+   * the journal cannot take it) with a journal; at once without one, the store being the only
+   * place it can go (stored in the background, else kept in memory, retried and reported). Never
+   * waits for the store; never rejects; {@link close} waits for every such entry (review 15y, L6).
+   */
+  recordFollowing(entry: AuditEntry): Promise<void> {
+    const recording = this.record(entry).catch((error: unknown) => {
+      this.#logger.error(
+        { id: entry.id, action: entry.action, error: String(error) },
+        "recording the entry of an action that did not wait for it failed",
+      );
+    });
+    this.#systemRecords.add(recording);
+    void recording.then(() => this.#systemRecords.delete(recording));
+    return this.#options.backlog?.path === undefined ? Promise.resolve() : recording;
+  }
+
+  /**
+   * Writes the backlog to the store, oldest first (entries it refuses for good are skipped and
+   * reported); resolves true when it is empty. Never rejects. Off the writer: commands go on
+   * meanwhile (their entries queue behind, or are stored on their own: review 15j).
+   */
+  async flush(): Promise<boolean> {
+    for (;;) {
+      const taking = await this.#drain();
+      if (!taking) return false;
+      if (this.#backlog.length === 0) return true;
+    }
+  }
+
+  /**
+   * Writes the backlog in the background, once entries were queued (a journaled command's entry,
+   * a denial) or the store took one again: one drain at a time, off the writer (its store calls
+   * hold no command: review 15j). While the store is failing it is left to the backoff retry,
+   * the only probe of a failing store.
+   */
+  #continueDrain(): void {
+    if (this.#draining || this.#closed || this.#backlog.length === 0) return;
+    if (this.#storeFailingSince !== undefined) {
+      this.#scheduleRetry();
+      return;
+    }
+    this.#draining = true;
+    void this.#drain().then((taking) => {
+      this.#draining = false;
+      if (taking) this.#continueDrain();
+      else this.#scheduleRetry();
+    });
+  }
+
+  /**
+   * Lets the runner call the store again after {@link close} (the control system's start). A
+   * new runner is open. The journal and its reserve are opened now, not at the first command:
+   * what an earlier run left in them is retried in the background at once (ADR 0013 addendum),
+   * and the reserve's room is taken while there is some, so a disk that fills later still has it
+   * (ADR 0034, amendment 15i). Entries kept in memory while closed are journaled behind it.
+   * @returns a promise that settles once that first attempt has (never rejects): a journal or a
+   *   reserve that could not be opened is then named by {@link status} (`journalProblems`, with
+   *   how many entries are held only in memory) and retried on the backoff.
+   */
+  open(): Promise<void> {
+    this.#closed = false;
+    this.#stopped = false;
+    this.#dropReports.reopen();
+    this.#gaveUp = undefined;
+    this.#gaveUpIds = new Set();
+    this.#gate = undefined;
+    this.#gateAll = false;
+    this.#retryAttempt = 0;
+    return this.serial(async () => {
+      if (this.#closed) return;
+      await this.#openJournal();
+      this.#scheduleRetry();
+    }).catch((error: unknown) => {
+      this.#logger.error({ error: String(error) }, "opening the audit journal failed");
+    });
+  }
+
+  /**
+   * Journals the entries held only in memory (a journal that could not be opened or take them
+   * when they came), oldest first, once the journal is open: the journal's records stay in the
+   * backlog's order, so only entries after the last journaled one are moved. Stops at the first
+   * failure (named by health). Entries moved out of the reserve are written out of it.
+   */
+  async #journalHeldEntries(journal: RecordJournal): Promise<void> {
+    let from = 0;
+    for (const [index, item] of this.#backlog.entries()) if (item.journaled) from = index + 1;
+    let moved = false;
+    let whole = true;
+    for (let index = from; index < this.#backlog.length; index++) {
+      const item = this.#backlog[index]!;
+      if (item.entry === undefined) continue;
+      try {
+        await journal.append(Buffer.from(encodeExactJson(item.entry), "utf8"));
+      } catch (error) {
+        if (!KilnError.is(error, "KILN_BUFFER_FULL")) this.#journalFailures.note("append", error, journal.path);
+        whole = false;
+        break;
+      }
+      this.#backlog[index] = { ...item, journaled: true };
+      moved ||= this.#reservedIds.has(item.entry.id);
+    }
+    // Cleared once every held entry is journaled, not at the first: health names what memory
+    // still holds until then (issue 15).
+    if (whole) this.#journalFailures.clear("append");
+    // Journaled now: the reserve need not hold them any more.
+    if (moved) await this.#persistReserve();
+  }
+
+  /**
+   * Retries the backlog in the background on the `retryBackoff` schedule while it holds entries
+   * (or an overflow count), so they are stored as soon as the store takes them again, not only
+   * when the next command comes (ADR 0013). One timer at most; none while closed.
+   */
+  #scheduleRetry(): void {
+    if (this.#retryTimer !== undefined || this.#closed) return;
+    if (!this.#needsRetry()) return;
+    this.#retryAttempt++;
+    const delay = reconnectDelay(
+      this.#retryAttempt,
+      this.#options.retryBackoff ?? DEFAULT_RETRY_BACKOFF,
+      this.#options.random,
+    );
+    this.#retryTimer = this.#options.clock.setTimeout(() => {
+      this.#retryTimer = undefined;
+      // The probe of a failing store (never a command's entry), and the drain that follows: off the writer.
+      void this.#drain().then((taking) => {
+        if (!taking) this.#scheduleRetry();
+        else if (this.#backlog.length > 0) this.#continueDrain();
+        else if (this.#needsRetry()) this.#scheduleRetry();
+        else this.#retryAttempt = 0;
+      });
+    }, delay);
+  }
+
+  /**
+   * Whether the background retry has work: entries or counts waiting, or a journal (or its
+   * reserve) that could not be opened (retried on the same backoff; once open, what it holds is
+   * replayed: issue 15, review 15c; the reserve is made once there is room: review 15i).
+   */
+  #needsRetry(): boolean {
+    return (
+      this.#backlog.length > 0 ||
+      this.#overflow.size > 0 ||
+      this.#coalesced.size > 0 ||
+      this.#drops !== undefined ||
+      this.#journalFailures.has("open") ||
+      (this.#reserve === undefined && this.#journalFailures.has("reserve"))
+    );
+  }
+
+  /**
+   * Closes the command gate (the control system's `stop()`, before it settles the commands in
+   * flight): until {@link open}, a command that has not committed yet is refused with `error`
+   * (`KILN_LIFECYCLE`), recorded `failed`, never `allowed`; also one already waiting for the
+   * audit writer. A command that arrives meanwhile is refused before its body runs (it touches
+   * no store, device or recipe: review 15r). Actions in `runWithoutDurableAudit` (abort, pause)
+   * and safety functions (a machine stop, fault, abort) still run, unless `safetyFunctions` is
+   * true: then they are refused the same way, before they act (the control system's `stop()` once
+   * acquisition and the alarms are stopped, just before it settles what is in flight and closes the
+   * writer, and after the stop: fix15v, adv15u M1/L3: one acting then had its entries dropped).
+   * Once set, `safetyFunctions` stays set until {@link open}. `stopped`: the stop is over (an entry
+   * dropped after the close is then one of a command issued while stopped, not of an action that
+   * acted during the stop: fix15x); also until {@link open}.
+   */
+  refuseCommits(
+    error: KilnError,
+    options: { readonly safetyFunctions?: boolean; readonly stopped?: boolean } = {},
+  ): void {
+    this.#gate = error;
+    if (options.safetyFunctions === true) this.#gateAll = true;
+    if (options.stopped === true) this.#stopped = true;
+  }
+
+  /**
+   * Flushes, then closes the journal: what the store did not take stays journaled for the next
+   * start. Attempts counted into the overflow and not yet summarized become their one summary
+   * entry now (stored, else journaled). Entries held only in memory (and an overflow count that
+   * could be neither stored nor journaled) are reported by `audit-entry-drop`. Afterwards, until
+   * {@link open}, the store is not called and the journal is not reopened (its lock is free for
+   * the next start or another system): an entry recorded meanwhile (a command refused because
+   * the system is stopped) cannot be made durable and would wait for a start that may never
+   * come, so it is not held: it is reported dropped at once by `audit-entry-drop` and counted in
+   * `status().droppedWhileStopped` (ADR 0013 addendum, review 15s). A refusal of an offered intent (`<id>:refusal`) held only in
+   * memory is reported apart, by `audit-refusal-drop` and an error log naming the intent: the
+   * trail may show that command `allowed`; it did not run. Never rejects.
+   */
+  async close(): Promise<void> {
+    // Entries of system actions (the abort at stop) still on their way to the writer.
+    while (this.#systemRecords.size > 0) await Promise.all(this.#systemRecords);
+    this.#lastChance = true;
+    try {
+      await this.flush();
+    } finally {
+      this.#lastChance = false;
+    }
+    await this.serial(async () => {
+      await this.#closeOverflow();
+      this.#closed = true;
+      if (this.#retryTimer !== undefined) this.#options.clock.clearTimeout(this.#retryTimer);
+      this.#retryTimer = undefined;
+      this.#lastError = new KilnError("KILN_LIFECYCLE", "The control system is stopped: the audit store is closed.");
+      // Entries the reserve holds come back at the next start: not lost.
+      const memoryOnly = this.#backlog.filter(
+        (item) =>
+          !item.journaled &&
+          item.entry !== undefined &&
+          !this.#reservedIds.has(item.entry.id) &&
+          !this.#gaveUpIds.has(item.entry.id),
+      );
+      const refusals = memoryOnly.filter((item) => isIntentRefusal(item.entry!));
+      for (const item of refusals)
+        this.#dropReports.reportRefusalDrop(item.entry!, "the control system stopped before the audit store took it");
+      // A summary held only in memory stands for its count of commands (an overflow's attempts are
+      // reported now; an audit.drop summary's were reported when dropped): F1, review 15s.
+      let others = 0;
+      for (const item of memoryOnly) {
+        if (isIntentRefusal(item.entry!)) continue;
+        if (!isSummary(item.entry!)) others++;
+        else {
+          const fold = foldedTally(item.entry!);
+          if (!fold.reported) others += fold.tally.count;
+          else
+            this.#logger.error(
+              { count: fold.tally.count },
+              "an audit.drop summary held only in memory was lost at the stop",
+            );
+        }
+      }
+      if (others > 0) {
+        // Named in health like those reported when the stop gives up on the close (fix15x, adv15w L3).
+        this.#dropReports.countAtStop(others);
+        this.#dropReports.reportDrop(others, "the control system stopped before the audit store took them");
+      }
+      this.#backlog.length = 0;
+      // The journal is closed, never opened here: a closed runner holds no journal and no lock,
+      // so another system in this process (or the next start) can take it.
+      const journal = this.#journal === undefined ? undefined : await this.#journal;
+      this.#journal = undefined;
+      await journal?.close().catch(() => undefined);
+      await this.#reserve?.close().catch(() => undefined);
+      this.#reserve = undefined;
+      this.#reservedIds = new Set();
+      this.#unopenedReserve = undefined;
+    });
+    // A background drain begun before the close (the retry timer) may still have a store call in
+    // flight: close settles once it has, so nothing calls the store after close (review 15j).
+    await this.#drainTail;
+  }
+
+  /** Entries handed to the writer and not yet stored or queued (waiting for the writer's turn or a store call). */
+  readonly #pending = new Set<AuditEntry>();
+
+  /** Set once stop() gave up on {@link close} (fix15x): why; entries recorded from then on are reported dropped at once. */
+  #gaveUp: string | undefined;
+
+  /** Ids of entries reported dropped when stop() gave up on {@link close}: not reported again by it. */
+  #gaveUpIds = new Set<string>();
+
+  /**
+   * stop() ran out of its budget for {@link close} (the store does not answer): every entry held
+   * only in memory (queued, waiting for the writer's turn or for a store call, an overflow count,
+   * a coalesced run) is reported dropped now (`audit-entry-drop`, counted in `status().dropped`),
+   * before stop() returns, never later in the background (fix15x, adv15w H1). Journaled entries
+   * and those the reserve holds are not: they come back at the next start. From now until
+   * {@link open}, an entry recorded is reported dropped at once. close() goes on in the background;
+   * an entry reported here that its flush still stores is logged, not reported again. Returns the
+   * count reported. Idempotent.
+   */
+  giveUpClose(reason: string): number {
+    if (this.#gaveUp !== undefined || this.#closed) return 0;
+    this.#gaveUp = reason;
+    let count = 0;
+    const take = (entry: AuditEntry): void => {
+      if (this.#gaveUpIds.has(entry.id)) return;
+      this.#gaveUpIds.add(entry.id);
+      if (isIntentRefusal(entry)) this.#dropReports.reportRefusalDrop(entry, reason);
+      else count++;
+    };
+    for (const item of this.#backlog) {
+      if (item.journaled || item.entry === undefined || this.#reservedIds.has(item.entry.id)) continue;
+      if (!isSummary(item.entry)) take(item.entry);
+      else {
+        const fold = foldedTally(item.entry);
+        this.#gaveUpIds.add(item.entry.id);
+        if (!fold.reported) count += fold.tally.count;
+      }
+    }
+    for (const entry of this.#pending) take(entry);
+    for (const overflow of this.#overflow.values()) count += overflow.count;
+    this.#overflow.clear();
+    for (const run of this.#coalesced.values()) count += run.count;
+    this.#coalesced.clear();
+    if (count > 0) {
+      this.#dropReports.countAtStop(count);
+      this.#logger.error({ count }, `${reason}: audit entries held only in memory reported dropped`);
+      this.#dropReports.reportDrop(count, reason);
+    }
+    return count;
+  }
+
+  /** An entry recorded after stop() gave up on {@link close}: reported dropped at once. */
+  #dropAfterGiveUp(entry: AuditEntry): void {
+    if (this.#gaveUpIds.has(entry.id)) return;
+    this.#gaveUpIds.add(entry.id);
+    const what = `${entry.action} on ${entry.target} by ${entry.principal} (${entry.outcome}, entry ${entry.id})`;
+    this.#dropReports.countAtStop(1);
+    this.#logger.error(
+      { id: entry.id, action: entry.action, outcome: entry.outcome },
+      "audit entry dropped at the stop",
+    );
+    if (isIntentRefusal(entry)) this.#dropReports.reportRefusalDrop(entry, this.#gaveUp!);
+    else this.#dropReports.reportDrop(1, `${this.#gaveUp!}: the entry of ${what} could not be recorded`);
+  }
+
+  /** Runs `task` after every earlier audit task: one writer, so the store sees entries in order and once. */
+  serial<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.#tail.then(task, task);
+    this.#tail = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Makes an allowed entry durable before its command runs (inside the writer's turn): with a
+   * journal that works and has room, appended to it (fsynced) and written to the store in the
+   * background, so neither the backlog nor a slow or frozen store reaches the command; otherwise
+   * stored, its own entry first, before any backlog entry (the store is then the one durable
+   * target): `run`. While the store is failing it is not called here (the background retry
+   * probes it) and the command is refused: `refused` (the entry is not kept; its refusal is
+   * recorded as an entry of its own naming it when it was offered), `unstorable` (the store
+   * refused it for good; reported) or `closed` (the command gate closed meanwhile). Safety
+   * actions never come here (see `run`). ADR 0034, amendment 15j.
+   */
+  async commit(entry: AuditEntry, offer: { offered: boolean }): Promise<"run" | "refused" | "unstorable" | "closed"> {
+    if (this.#options.backlog?.path !== undefined) {
+      const journal = await this.#openJournal();
+      // Kept only once journaled: an intent the journal does not take is not kept, and nothing is
+      // evicted for it at the limit with refuse-commands (issue 15).
+      if (
+        journal !== undefined &&
+        (this.#mayEvict() || this.#entriesInBacklog() < this.#maxEntries) &&
+        (await this.#enqueue(entry, { journaledOnly: true }))
+      ) {
+        this.#continueDrain();
+        return "run";
+      }
+    }
+    // The system began stopping meanwhile: not kept, the command does not run.
+    if (this.#gate !== undefined) return "closed";
+    // No journal, or it could not take the entry: the store is the only durable target. Not
+    // called while it is failing (the background retry probes it) or closed.
+    if (this.#closed || this.#storeFailingSince !== undefined) return "refused";
+    offer.offered = true;
+    // Refused for good, the command does not run: what is kept and reported says so, never `allowed`.
+    const stored = await this.#store(entry, { notRun: true });
+    if (stored === "skipped") return "unstorable";
+    if (stored === "retry") return "refused";
+    this.#continueDrain();
+    return "run";
+  }
+
+  /**
+   * Records an entry of a command that runs without waiting (a safety action), did not run
+   * (denied, failed) or was cancelled. It holds the writer only to queue: without a journal,
+   * while the store answers and nothing waits, it is stored at once, off the writer (its own
+   * write, concurrent with others'; an entry that fails is then queued); otherwise it is queued
+   * (journaled when there is a journal) and written in the background. Never waits on another
+   * command's entry or the backlog (review 15j).
+   */
+  async record(entry: AuditEntry): Promise<void> {
+    // stop() gave up on close(): not held where nothing would write it before the exit (fix15x).
+    if (this.#gaveUp !== undefined) {
+      this.#dropAfterGiveUp(entry);
+      return;
+    }
+    this.#pending.add(entry);
+    try {
+      await this.#recordPending(entry);
+    } finally {
+      this.#pending.delete(entry);
+    }
+  }
+
+  async #recordPending(entry: AuditEntry): Promise<void> {
+    if (
+      this.#options.backlog?.path === undefined &&
+      !this.#closed &&
+      this.#storeFailingSince === undefined &&
+      this.#backlog.length === 0 &&
+      this.#overflow.size === 0 &&
+      this.#coalesced.size === 0 &&
+      (await this.#store(entry)) !== "retry"
+    ) {
+      return;
+    }
+    await this.serial(() => this.recordNow(entry));
+  }
+
+  /**
+   * Queues `entry` inside the writer's current turn (journaled when possible) and starts a
+   * background drain. After {@link close} (the system stopped) the store and the journal are
+   * closed and nothing would write a held entry: it is reported dropped at once instead.
+   */
+  async recordNow(entry: AuditEntry): Promise<void> {
+    // Already reported dropped when stop() gave up on close() (fix15x).
+    if (this.#gaveUpIds.has(entry.id)) return;
+    if (this.#gaveUp !== undefined) {
+      this.#dropAfterGiveUp(entry);
+      return;
+    }
+    if (this.#closed) {
+      this.#dropReports.dropWhileClosed(entry);
+      return;
+    }
+    await this.#enqueue(entry);
+    this.#continueDrain();
+  }
+
+  /**
+   * Stores one entry: `stored`, `skipped` (refused for good: kept aside and reported, see
+   * {@link #keepAside}), `held` (refused for good, but its journal record is its only durable
+   * copy and the set-aside append failed: it stays at the head, see {@link #keepAside}) or
+   * `retry`. `notRun`: the entry is the intent of a command that will not
+   * run if it is refused; what is kept aside and reported is then its refusal (`denied`).
+   */
+  async #store(
+    entry: AuditEntry,
+    options: { notRun?: boolean; item?: BacklogItem } = {},
+  ): Promise<"stored" | "skipped" | "held" | "retry"> {
+    try {
+      await this.#options.audit.record(entry);
+      this.#storedCount++;
+      if (this.#gaveUpIds.has(entry.id))
+        this.#logger.warn(
+          { id: entry.id, action: entry.action },
+          "an audit entry reported dropped when the stop gave up on the audit writer was stored after all",
+        );
+      // The store takes entries: a later failure backs off from the start, not from where a long
+      // outage left the backoff (review 15g, M4: with 20% transient failures the backlog drained
+      // at 3 entries/s, the delay grown to 30 s and reset only once the backlog was empty).
+      this.#retryAttempt = 0;
+      this.#storeTookAt = this.#options.clock.now();
+      this.#storeFailingSince = undefined;
+      return "stored";
+    } catch (error) {
+      // Only the store's definite answer about this entry skips it. An error it did not classify
+      // (not a KilnError) keeps the entry and is retried: never lost for want of a classification.
+      if (refusedForGood(error)) {
+        this.#storeFailingSince = undefined;
+        if (options.notRun === true) {
+          const refusal = new KilnError(
+            "KILN_AUDIT_UNAVAILABLE",
+            `Refused ${entry.action}: the audit store refused its entry for good (${reasonOf(error, undefined)}), so it was not executed.`,
+          );
+          // The allowed entry's reason is the operator's comment (escaped where it was read).
+          const denied: AuditEntry = { ...entry, outcome: "denied", reason: reasonOf(refusal, entry.reason) };
+          await this.#keepAside(denied, denied.reason!);
+        } else if (!(await this.#keepAside(entry, error, options.item))) {
+          return "held";
+        }
+        return "skipped";
+      }
+      this.#lastError = error;
+      // The store's own word that it is not answering (a timeout, an open breaker, a lost
+      // connection: a KilnError) gates commands off it until the background retry finds it back.
+      // An error it did not classify may be about the entry (a poison entry): commands still
+      // try the store then, and their entries are the probe the poison rule needs.
+      if (this.#storeFailingSince === undefined && KilnError.is(error)) {
+        this.#storeFailingSince = this.#options.clock.now();
+        // Entries queued while it answered (journaled commands' entries) are reported now.
+        this.#reportWaiting();
+      }
+      return "retry";
+    }
+  }
+
+  /**
+   * Writes the backlog, oldest first; true when it is empty (false when the store failed or the
+   * runner is closed). One drain at a time; it holds the writer ({@link serial}) only to change
+   * the backlog and the journal, never across a store call, so commands queue their entries (and,
+   * without a journal, store their own) while it writes (review 15j).
+   *
+   * The rule for a poison entry (ADR 0013 addendum): a head entry that failed
+   * {@link POISON_ATTEMPTS} times with an error the store did not classify is suspect. Its next
+   * try stores another entry first (the next in the backlog), or uses the store having taken
+   * another entry since (a command's own); when the store takes that one and then fails the head
+   * again (an error it does not classify), the head is about its own content: it is set aside
+   * (kept in a `<journal>.set-aside` file when there is a journal, reported by `audit-entry-skip`
+   * with its id and error) and the queue moves on; a follow-up entry (`refersTo`) is then
+   * recorded again without its values and reason ({@link #keepAside}). With no other entry to
+   * probe the store with and none taken since, the head waits for one (not retried: each failure
+   * counts towards the audit breaker); {@link close} tries it once more. When the store fails that one too, it is an
+   * outage: the head stays and everything is retried, fail closed, for as long as it lasts.
+   */
+  #drain(): Promise<boolean> {
+    const run = this.#drainTail.then(() => this.#drainNow());
+    this.#drainTail = run.catch(() => undefined);
+    return run;
+  }
+
+  async #drainNow(): Promise<boolean> {
+    const ready = await this.serial(async () => {
+      if (this.#closed) return false;
+      await this.#openJournal();
+      if (this.#closed) return false;
+      await this.#retryReserve();
+      await this.#summarizeOverflow();
+      return true;
+    });
+    if (!ready) return false;
+    for (;;) {
+      if (this.#closed) return false;
+      const head = this.#backlog[0];
+      if (head === undefined) return true;
+      let setAside = false;
+      /** Refused for good by the store: kept aside (`<journal>.set-aside`) already. */
+      let keptAside = false;
+      if (head.aside !== undefined) {
+        // Refused for good (or set aside) earlier, but not yet kept aside: only the append is retried.
+        if (!(await this.#keepAside(head.aside.entry, head.aside.error, head))) return false;
+        keptAside = true;
+      } else if (head.entry !== undefined) {
+        // A follow-up naming its intent (a refusal, a `:fail`) follows the poison rule too: held
+        // at the head for good, one the store refuses with a plain Error blocked every later
+        // guarded command without a journal (adv15r, M3). Set aside, it is recorded again without
+        // its values and reason (#keepAside), so the trail still says what became of the command.
+        if (head.failures >= POISON_ATTEMPTS) {
+          const probe = this.#backlog.find((item, index) => index > 0 && item.entry !== undefined)?.entry;
+          if (probe !== undefined && (await this.#store(probe)) === "retry") return false;
+          // Without a probe, and the store took no entry since the head failed, there is no
+          // evidence that the store takes others: the head holds the queue until another entry
+          // comes (health names it), not retried meanwhile (each failure would count towards the
+          // audit breaker, which then refuses every command). At close it is tried once more (a
+          // store that came back takes it), never set aside on that try.
+          const evidence = probe !== undefined || this.#storedCount !== head.storedCountAtFailure;
+          if (!evidence && !this.#lastChance) return false;
+          // The store takes entries. One more try of the head tells an entry it fails on from a
+          // store that has just come back: only a failure it again cannot classify sets it aside.
+          const result = await this.#store(head.entry, { item: head });
+          if (result === "held") return false;
+          keptAside = result === "skipped";
+          if (result === "retry") {
+            if (KilnError.is(this.#lastError) || !evidence) return false;
+            head.failures++;
+            setAside = true;
+          }
+        } else {
+          const result = await this.#store(head.entry, { item: head });
+          if (result === "held") return false;
+          keptAside = result === "skipped";
+          if (result === "retry") {
+            head.storedCountAtFailure = this.#storedCount;
+            if (!KilnError.is(this.#lastError)) head.failures++;
+            if (head.failures < POISON_ATTEMPTS) return false;
+            continue;
+          }
+        }
+      }
+      const held = await this.serial(async () => {
+        // Dropped meanwhile (drop-oldest at the limit: released and reported there), or the runner closed.
+        if (this.#backlog[0] !== head) return false;
+        // Not kept aside: its journal record, its only durable copy, stays (retried, health names it).
+        if (setAside && !(await this.#setEntryAside(head))) return true;
+        this.#backlog.shift();
+        // An entry kept aside must not come back from the journal to be kept aside again.
+        if (head.journaled) await this.#releaseJournalHead(setAside || keptAside);
+        else if (head.entry !== undefined && this.#reservedIds.has(head.entry.id)) await this.#persistReserve();
+        await this.#summarizeOverflow();
+        return false;
+      });
+      if (held) return false;
+    }
+  }
+
+  /**
+   * Reports the entries queued while the store answered (a journaled command's entry, a denial
+   * queued with a journal) once it fails: `audit-record-fail`, once each, as an entry that
+   * failed when it came is (see {@link #enqueue}).
+   */
+  #reportWaiting(): void {
+    for (const item of this.#backlog) {
+      if (item.reported === true || item.entry === undefined) continue;
+      item.reported = true;
+      this.#publishRecordFail(item.entry, item.journaled);
+    }
+  }
+
+  /**
+   * Sets the head entry aside: the store took another entry while failing on this one, so its
+   * content is the problem. Kept in `<journal>.set-aside` (one JSON line each) when there is a
+   * journal, counted, logged and reported by `audit-entry-skip`. The caller removes it from the backlog.
+   */
+  async #setEntryAside(item: BacklogItem): Promise<boolean> {
+    this.#setAside++;
+    const cause = reasonOf(this.#lastError, undefined);
+    return this.#keepAside(
+      item.entry!,
+      `it failed ${item.failures} times (${cause}) while the audit store took other entries; set aside so it does ` +
+        "not hold the trail",
+      item,
+    );
+  }
+
+  /**
+   * Once the denied share of the backlog has room, the attempts counted while it was full become
+   * one entry per principal at its end (after every older entry): `audit.overflow`, outcome
+   * `denied`, with their count, first and last time, principals and actions.
+   */
+  async #summarizeOverflow(): Promise<void> {
+    await this.#flushCoalesced();
+    const drops = this.#drops;
+    if (
+      drops !== undefined &&
+      this.#deniedInBacklog() < this.#maxDenied &&
+      this.#entriesInBacklog() < this.#maxEntries
+    ) {
+      this.#drops = undefined;
+      const journaled = await this.#append(this.#summaries.dropEntry(drops));
+      if (!journaled && this.#reserve !== undefined) {
+        // Not durable as an entry: it stays counted in the reserve until it is.
+        this.#backlog.pop();
+        this.#drops = drops;
+        return;
+      }
+      await this.#persistReserve();
+    }
+    for (const [key, overflow] of this.#overflow) {
+      if (this.#deniedInBacklog() >= this.#maxDenied || this.#entriesInBacklog() >= this.#maxEntries) return;
+      this.#overflow.delete(key);
+      const journaled = await this.#append(this.#summaries.overflowEntry(overflow));
+      if (!journaled && this.#reserve !== undefined) {
+        // Not durable as an entry: it stays counted (and durable as a count) until it is.
+        this.#backlog.pop();
+        this.#overflow.set(key, overflow);
+        return;
+      }
+      await this.#persistReserve();
+    }
+  }
+
+  /**
+   * At close: the attempts counted but not yet summarized (and the entries dropped and counted)
+   * become their summary entries now, even with the backlog full (one per principal, bounded):
+   * stored when the store takes them, else journaled for the next start. A count leaves the
+   * reserve only once its summary entry is stored or journaled: one neither takes stays counted
+   * in `<journal>.reserve` and is summarized at the next start. Only when the reserve cannot hold
+   * it either (no reserve, or its write fails) is an overflow count reported by `audit-entry-drop`,
+   * with why (issue 15: a clean stop must not erase what a SIGKILL would have kept); an
+   * `audit.drop` count was reported when its entries were dropped and is only logged (fix15v, L2).
+   */
+  async #closeOverflow(): Promise<void> {
+    // Coalesced runs first (they stand for actions that ran): stored when the store takes them and
+    // nothing waits before them, else queued (journaled when possible; held only in memory, a
+    // summary is reported by its count at the stop, as any summary: see close()).
+    for (const [key, run] of [...this.#coalesced]) {
+      this.#coalesced.delete(key);
+      const entry = this.#summaries.coalescedEntry(run);
+      if (this.#backlog.length === 0 && (await this.#store(entry)) !== "retry") continue;
+      await this.#append(entry);
+    }
+    const drops = this.#drops;
+    if (drops !== undefined) {
+      const entry = this.#summaries.dropEntry(drops);
+      let kept = this.#backlog.length === 0 && (await this.#store(entry)) !== "retry";
+      if (!kept && (await this.#openJournal()) !== undefined) {
+        kept = await this.#append(entry);
+        if (!kept) this.#backlog.pop();
+      }
+      if (kept) this.#drops = undefined;
+    }
+    for (const [key, overflow] of [...this.#overflow]) {
+      const entry = this.#summaries.overflowEntry(overflow);
+      // Inside the writer's turn (close): the backlog was flushed just before; behind what it still holds otherwise.
+      let kept = this.#backlog.length === 0 && (await this.#store(entry)) !== "retry";
+      if (!kept && (await this.#openJournal()) !== undefined) {
+        kept = await this.#append(entry);
+        if (!kept) this.#backlog.pop();
+      }
+      // Not kept: it stays counted, so the reserve written below still holds it.
+      if (kept) this.#overflow.delete(key);
+    }
+    await this.#persistReserve();
+    const left = (this.#drops?.count ?? 0) + [...this.#overflow.values()].reduce((sum, o) => sum + o.count, 0);
+    if (left > 0) {
+      const failure = this.#journalFailures.get("reserve");
+      if (this.#reserve !== undefined && failure === undefined) {
+        this.#logger.error(
+          { count: left },
+          "audit summaries could be neither stored nor journaled before the stop; their counts stay in the reserve for the next start",
+        );
+      } else {
+        const why =
+          `could be neither stored nor journaled before the control system stopped, and ` +
+          (this.#reserve === undefined
+            ? "there is no audit reserve to keep the count"
+            : `the audit reserve could not be written (${failure!.message})`);
+        // Its entries were reported (`audit-entry-drop`, `dropped`) when they were dropped: the
+        // summary lost is logged, not reported again (fix15v, adv15u L2; as a memory-only one at close()).
+        if (this.#drops !== undefined) {
+          this.#logger.error(
+            { count: this.#drops.count },
+            `the audit.drop summary of ${this.#drops.count} dropped entries (reported when dropped) ${why}`,
+          );
+        }
+        for (const overflow of this.#overflow.values()) {
+          this.#logger.error({ count: overflow.count }, "an audit.overflow count was lost at the stop");
+          this.#dropReports.reportDrop(
+            overflow.count,
+            `the summary of ${overflow.count} denied attempts counted while the audit backlog was full ${why}`,
+          );
+        }
+      }
+    }
+    // Held by the reserve now (read back at the next open, in this process too) or reported:
+    // never counted twice.
+    this.#overflow.clear();
+    this.#drops = undefined;
+  }
+
+  /**
+   * Whether a denied or failed entry may join the backlog: nothing counted is waiting (order is
+   * kept), their share has room, and the backlog is not full (they never evict, in either mode).
+   */
+  #roomForDenied(): boolean {
+    return (
+      this.#overflow.size === 0 &&
+      this.#deniedInBacklog() < this.#maxDenied &&
+      this.#entriesInBacklog() < this.#maxEntries
+    );
+  }
+
+  /** Denied and failed entries (summaries included) in the backlog: they may hold at most {@link #maxDenied}. */
+  #deniedInBacklog(): number {
+    let count = 0;
+    for (const item of this.#backlog) if (item.entry !== undefined && item.entry.outcome !== "allowed") count++;
+    return count;
+  }
+
+  /** Adds dropped entries (or, without them, only a count: a damaged journal) to {@link #drops}. */
+  #tallyDrops(entries: readonly AuditEntry[], count: number, reason: string): void {
+    const points = entries.map((entry) => ({ id: entry.id, at: entry.at }));
+    this.#mergeDrops({
+      count,
+      ...(points.length === 0 ? {} : { first: points[0]!, last: points.at(-1)! }),
+      reasons: new Set([reason]),
+    });
+    for (const point of points) {
+      const tally = this.#drops!;
+      if (point.at < tally.first!.at) tally.first = point;
+      if (point.at >= tally.last!.at) tally.last = point;
+    }
+  }
+
+  /** Adds a tally (this run's drops, or what an earlier run left in the reserve) to {@link #drops}. */
+  #mergeDrops(found: DropTally): void {
+    const tally = (this.#drops ??= { count: 0, reasons: new Set() });
+    tally.count += found.count;
+    if (found.first !== undefined && (tally.first === undefined || found.first.at < tally.first.at)) {
+      tally.first = found.first;
+    }
+    if (found.last !== undefined && (tally.last === undefined || found.last.at >= tally.last.at)) {
+      tally.last = found.last;
+    }
+    for (const reason of found.reasons) if (tally.reasons.size < OVERFLOW_NAMES) tally.reasons.add(reason);
+    this.#scheduleRetry();
+  }
+
+  /**
+   * Appends `entry` to the backlog (and the journal, when there is one); true when it was
+   * journaled. At the limit: with `drop-oldest` the oldest entries are dropped (reported);
+   * with `refuse-commands` nothing is ever evicted: a denied or failed entry is counted into the
+   * overflow summary (ADR 0013), and any other entry that would go beyond the limit (an abort
+   * that runs without a durable entry, a system trip, a `:fail` follow-up) is coalesced with the
+   * entries of its kind ({@link #mustCoalesce}, adversarial review adv15p M3); false then.
+   */
+  async #enqueue(entry: AuditEntry, options: { journaledOnly?: boolean } = {}): Promise<boolean> {
+    // Denied and failed entries never take more than their share: the rest of the room is kept for
+    // entries of commands that run (whatever whenFull says), and a flood is counted, not stored one by one.
+    // A refusal of an offered intent is never counted away nor evicted: without it the intent
+    // may read `allowed` for a command that did not run (ADR 0013 addendum). It is the last thing dropped.
+    if (entry.outcome !== "allowed" && !isIntentRefusal(entry) && !this.#roomForDenied()) {
+      await this.#countOverflow(entry);
+      return false;
+    }
+    // Runs coalesced while the backlog was full go first once it has room (their entries came first).
+    await this.#flushCoalesced();
+    if (this.#mustCoalesce(entry)) {
+      // A guarded command's intent is never coalesced: not kept, the command does not run from it.
+      if (options.journaledOnly === true) return false;
+      await this.#coalesce(entry);
+      return false;
+    }
+    const journaled = await this.#append(entry);
+    if (!journaled && options.journaledOnly === true) {
+      // The entry #append just pushed: not kept, so it takes no room from anything.
+      this.#backlog.pop();
+      return false;
+    }
+    if (!journaled && this.#reserve !== undefined) {
+      // The journal failed (a full disk): the entry is made durable in the reserve before the
+      // command returns; when it has no room left, a denied or failed attempt is counted there
+      // instead (the overflow summary), never held only in memory (issue 15, review 15c).
+      await this.#persistReserve();
+      if (!this.#reservedIds.has(entry.id) && entry.outcome !== "allowed" && !isIntentRefusal(entry)) {
+        this.#backlog.pop();
+        await this.#countOverflow(entry);
+        return false;
+      }
+    }
+    const dropped = await this.#evictOldest();
+    // Queued while the store fails (or the runner is closed): reported now. Queued while it answers
+    // (a journaled entry written in the background): reported only if the store fails before taking it.
+    let item: BacklogItem | undefined;
+    for (let index = this.#backlog.length - 1; index >= 0 && item === undefined; index--) {
+      if (this.#backlog[index]!.entry === entry) item = this.#backlog[index];
+    }
+    if (item !== undefined && (this.#storeFailingSince !== undefined || this.#closed)) {
+      item.reported = true;
+      this.#publishRecordFail(entry, journaled);
+    }
+    if (dropped > 0) this.#dropReports.reportDrop(dropped, `the audit backlog is full (${this.#maxEntries} entries)`);
+    this.#scheduleRetry();
+    return journaled;
+  }
+
+  /**
+   * Whether `entry` would be kept beyond `maxEntries` (nothing evicts at the limit: `refuse-commands`,
+   * or `drop-oldest` that cannot count a drop durably) or must go behind runs coalesced before it:
+   * then it is coalesced. Only the refusal of an offered intent (`<id>:refusal`) is exempt: at most
+   * one waits at any time (ADR 0013, seventh review), and it is the last thing dropped.
+   */
+  #mustCoalesce(entry: AuditEntry): boolean {
+    if (entry.id.endsWith(REFUSAL_ID_SUFFIX)) return false;
+    if (this.#coalesced.size > 0) return true;
+    return !this.#mayEvict() && this.#entriesInBacklog() >= this.#maxEntries;
+  }
+
+  /**
+   * Coalesces `entry` into the run of its kind (principal, source, roles, action, target, outcome,
+   * follow-up or not), or starts one; past {@link COALESCED_KINDS} kinds it is counted into the `audit.drop`
+   * tally and reported by `audit-entry-drop` (counted in `dropped`): never held without a bound,
+   * never lost uncounted (adversarial review adv15p, M3).
+   */
+  async #coalesce(entry: AuditEntry): Promise<void> {
+    if (!this.#coalesced.hasKindOf(entry) && this.#coalesced.size < COALESCED_KINDS) {
+      this.#logger.error(
+        { id: entry.id, action: entry.action, backlog: this.#entriesInBacklog() },
+        "the audit backlog is full: entries of this kind are coalesced into one audit.coalesce summary until it has room",
+      );
+    }
+    this.#coalesced.merge({ count: 1, first: entry, last: entry });
+    // With a journal, the run is durable (`<journal>.reserve`) before the caller goes on, as the
+    // entry would have been journaled: a crash keeps its count.
+    await this.#persistReserve();
+  }
+
+  /**
+   * Counts a coalesced run as dropped: into the `audit.drop` tally (its count, first and last id
+   * and time), logged and reported by `audit-entry-drop` (counted in `dropped`). The caller makes
+   * the tally durable.
+   */
+  #foldRun(run: CoalescedRun, why: string): void {
+    const reason =
+      `${run.first.action} entries by ${run.first.principal} (${run.first.outcome}) could not be coalesced while the ` +
+      `audit backlog was full (${this.#maxEntries} entries): ${why}`;
+    this.#tallyDrops(run.count === 1 ? [run.first] : [run.first, run.last], run.count, reason);
+    this.#logger.error({ count: run.count, action: run.first.action }, `audit entries were dropped: ${reason}`);
+    this.#dropReports.reportDrop(run.count, reason);
+  }
+
+  /**
+   * Turns coalesced runs into their entries at the backlog's end while it has room, oldest kind
+   * first: one run of one entry is that entry as it was; longer runs are `audit.coalesce` summaries.
+   */
+  async #flushCoalesced(): Promise<void> {
+    let moved = false;
+    for (const [key, run] of this.#coalesced) {
+      // drop-oldest that can count a drop durably again (runs began while it could not) makes room itself.
+      if (!this.#mayEvict() && this.#entriesInBacklog() >= this.#maxEntries) break;
+      this.#coalesced.delete(key);
+      await this.#append(this.#summaries.coalescedEntry(run));
+      moved = true;
+    }
+    if (!moved) return;
+    const dropped = await this.#evictOldest();
+    if (dropped > 0) this.#dropReports.reportDrop(dropped, `the audit backlog is full (${this.#maxEntries} entries)`);
+    // The reserve no longer holds them as runs (a crash before this write summarizes them twice:
+    // at least once, as the overflow counts).
+    await this.#persistReserve();
+  }
+
+  /**
+   * Whether `drop-oldest` may evict now: only when the drop can be counted durably first. With a
+   * journal that means a reserve whose last write succeeded; without one (never made: a disk too
+   * small, or a write that failed) nothing is evicted and the backlog behaves as with
+   * `refuse-commands`: new commands are refused (`KILN_AUDIT_UNAVAILABLE`), nothing is discarded
+   * without a durable count (issue 15). Without a journal nothing is durable to discard: entries
+   * and count are both in memory.
+   */
+  #mayEvict(): boolean {
+    if (this.#whenFull !== "drop-oldest") return false;
+    if (this.#options.backlog?.path === undefined) return true;
+    return this.#reserve !== undefined && !this.#journalFailures.has("reserve");
+  }
+
+  /**
+   * `drop-oldest` at the limit: evicts the oldest entries (a refusal of an offered intent is
+   * kept), counts them into {@link #drops} and makes that count durable in the reserve, and only
+   * then releases their journal records durably. When the reserve cannot be written the eviction
+   * is undone (the entries stay, journaled, beyond the limit; the reserve failure is named by
+   * health) and nothing is discarded. Returns how many entries were dropped.
+   */
+  async #evictOldest(): Promise<number> {
+    if (!this.#mayEvict() || this.#entriesInBacklog() <= this.#maxEntries) return 0;
+    const before = [...this.#backlog];
+    const previousDrops =
+      this.#drops === undefined ? undefined : { ...this.#drops, reasons: new Set(this.#drops.reasons) };
+    const evicted = new Set<BacklogItem>();
+    const droppedEntries: AuditEntry[] = [];
+    let journalReleases = 0;
+    while (this.#entriesInBacklog() > this.#maxEntries) {
+      const oldest = this.#backlog[0]!;
+      if (oldest.entry !== undefined && isIntentRefusal(oldest.entry)) {
+        // Kept: the oldest other entry goes instead, when it is only in memory (the journal
+        // releases its oldest record only); otherwise the backlog holds it beyond the limit.
+        const index = this.#backlog.findIndex(
+          (item, at) => at > 0 && item.entry !== undefined && !item.journaled && !isIntentRefusal(item.entry),
+        );
+        if (index < 0) break;
+        const item = this.#backlog.splice(index, 1)[0]!;
+        evicted.add(item);
+        droppedEntries.push(item.entry!);
+        continue;
+      }
+      this.#backlog.shift();
+      evicted.add(oldest);
+      if (oldest.journaled) journalReleases++;
+      if (oldest.entry !== undefined) droppedEntries.push(oldest.entry);
+    }
+    // A summary evicted is not one entry lost but every command it counts: its count (and span)
+    // is folded into the new tally, so the trail's counts still add up to what is missing
+    // (adversarial review 15s, F1). Attempts an overflow summary counted are reported dropped
+    // now; an `audit.drop` summary's count was reported when its entries were dropped.
+    const commands = droppedEntries.filter((entry) => !isSummary(entry));
+    const folded = droppedEntries.filter(isSummary).map(foldedTally);
+    const dropped = commands.length + folded.reduce((sum, fold) => sum + (fold.reported ? 0 : fold.tally.count), 0);
+    if (droppedEntries.length > 0) {
+      // Counted durably (the reserve) before the drop is made durable: the trail gets its
+      // `audit.drop` summary even after a crash (issue 15).
+      if (commands.length > 0) {
+        this.#tallyDrops(
+          commands,
+          commands.length,
+          `the audit backlog was full (${this.#maxEntries} entries, drop-oldest)`,
+        );
+      }
+      for (const fold of folded) this.#mergeDrops(fold.tally);
+      await this.#persistReserve();
+      if (this.#options.backlog?.path !== undefined && !this.#mayEvict()) {
+        // The count is not durable: undo. The evicted entries go back in their places (what the
+        // failed write left in the backlog stays as it is), the count is as before.
+        const present = new Set(this.#backlog);
+        this.#backlog.splice(
+          0,
+          this.#backlog.length,
+          ...before.filter((item) => evicted.has(item) || present.has(item)),
+        );
+        this.#drops = previousDrops;
+        this.#logger.error(
+          { count: dropped },
+          "the audit backlog is full but the drop could not be counted durably (the reserve failed): nothing is dropped",
+        );
+        return 0;
+      }
+    }
+    // The journal's oldest records are the ones shifted off. The last release is durable, before
+    // the drop is reported, so a dropped entry never comes back at the next start: what was
+    // reported is what happened (ADR 0034).
+    for (let release = 1; release <= journalReleases; release++) {
+      await this.#releaseJournalHead(release === journalReleases);
+    }
+    return dropped;
+  }
+
+  /** Logs and publishes `audit-record-fail` for an entry the store has not taken and that is kept for retry. */
+  #publishRecordFail(entry: AuditEntry, journaled: boolean): void {
+    this.#logger.error(
+      { id: entry.id, action: entry.action, backlog: this.#backlog.length, durable: journaled },
+      "an audit entry could not be recorded; it is kept for retry",
+    );
+    void this.#options.bus?.publish("audit-record-fail", {
+      at: this.#options.clock.now(),
+      id: entry.id,
+      principal: entry.principal,
+      action: entry.action,
+      target: entry.target,
+      outcome: entry.outcome,
+      backlog: this.#backlog.length,
+      durable: journaled,
+      error: this.#lastError ?? new KilnError("KILN_STORE_ERROR", "The audit log is failing."),
+    });
+  }
+
+  /** Backlog items that hold an entry (not an undecodable record or a tombstone). */
+  #entriesInBacklog(): number {
+    let count = 0;
+    for (const item of this.#backlog) if (item.entry !== undefined) count++;
+    return count;
+  }
+
+  /** Journals (when there is a journal) and appends one entry to the backlog; true when journaled. */
+  async #append(entry: AuditEntry): Promise<boolean> {
+    const journal = await this.#openJournal();
+    let journaled = false;
+    // Entries an earlier append failure left unjournaled go first, so the journal keeps the
+    // backlog's order and they are not left behind this one (issue 15).
+    if (journal !== undefined && this.#journalFailures.has("append")) await this.#journalHeldEntries(journal);
+    if (journal !== undefined) {
+      try {
+        await journal.append(Buffer.from(encodeExactJson(entry), "utf8"));
+        journaled = true;
+      } catch (error) {
+        this.#logger.error({ id: entry.id, error: String(error) }, "the audit journal could not take an entry");
+        // A record too large for the journal is about that entry, not the journal.
+        if (!KilnError.is(error, "KILN_BUFFER_FULL")) this.#journalFailures.note("append", error, journal.path);
+      }
+    }
+    this.#backlog.push({ entry, journaled, failures: 0, since: this.#options.clock.now() });
+    // An append failure stays named while entries it left are held only in memory (issue 15).
+    if (journaled && this.#journalFailures.has("append") && this.#unjournaled().memoryOnly === 0) {
+      this.#journalFailures.clear("append");
+    }
+    return journaled;
+  }
+
+  /**
+   * Counts a denied or failed attempt into the overflow and makes the count durable (in
+   * `<journal>.reserve`, when there is a journal) before the command is rejected: after a crash
+   * the attempts are still summarized. When it cannot be written the count is kept in memory, the
+   * failure is named by health and `audit-journal-fail` (the next count or the summary writes it again).
+   */
+  async #countOverflow(entry: AuditEntry): Promise<void> {
+    this.#overflow.countAttempt(entry);
+    await this.#persistReserve();
+  }
+
+  /**
+   * Writes the reserve's record: the overflow counts and the entries the journal could not take
+   * (kept in memory too, until stored). When they do not fit its room, the counts are merged into
+   * one bucket first, then the newest entries are left out (the caller counts those it may). A
+   * write that fails is a journal failure (`reserve`): health names it and `audit-journal-fail`
+   * reports it. Without a reserve (no journal, or it could not be opened) nothing is written.
+   */
+  async #persistReserve(): Promise<void> {
+    const reserve = this.#reserve;
+    if (reserve === undefined) return;
+    const held = this.#backlog.filter((item) => !item.journaled && item.entry !== undefined).map((item) => item.entry!);
+    let overflow = encodeOverflowBuckets(this.#overflow);
+    let payload = encodeReserve(overflow, held, this.#drops, [...this.#coalesced.values()]);
+    if (payload.length > reserve.capacity && this.#coalesced.size > 0) {
+      // Coalesced runs that do not fit with their first and last entries become drop counts
+      // (durable with this write, reported): counted, never only in memory.
+      for (const run of this.#coalesced.values()) this.#foldRun(run, "they did not fit the audit reserve");
+      this.#coalesced.clear();
+      payload = encodeReserve(overflow, held, this.#drops);
+    }
+    if (payload.length > reserve.capacity) {
+      overflow = encodeOverflowBuckets(collapseOverflow(this.#overflow));
+      payload = encodeReserve(overflow, held, this.#drops);
+    }
+    while (payload.length > reserve.capacity && held.length > 0) {
+      const left = held.pop()!;
+      if (left.outcome !== "allowed" && !isIntentRefusal(left)) {
+        // A denied or failed entry the reserve has no room for is counted instead (the count is
+        // durable with this write), never left only in memory.
+        const index = this.#backlog.findIndex((item) => item.entry === left);
+        if (index >= 0) this.#backlog.splice(index, 1);
+        this.#overflow.countAttempt(left);
+        overflow = encodeOverflowBuckets(
+          encodeReserve(encodeOverflowBuckets(this.#overflow), held, this.#drops).length > reserve.capacity
+            ? collapseOverflow(this.#overflow)
+            : this.#overflow,
+        );
+      }
+      payload = encodeReserve(overflow, held, this.#drops);
+    }
+    try {
+      await reserve.write(payload);
+      this.#reservedIds = new Set(held.map((entry) => entry.id));
+      this.#journalFailures.clear("reserve");
+    } catch (error) {
+      this.#logger.error({ error: String(error) }, "the audit reserve could not be written");
+      this.#journalFailures.note("reserve", error, reserve.path);
+    }
+  }
+
+  /**
+   * Opens `<journal>.reserve` (reserving its room) and adds what a crashed run left in it: the
+   * overflow counts to {@link #overflow}, the entries it held to the backlog (those the journal
+   * holds too are skipped). Counts left in `<journal>.overflow` by earlier versions are moved into
+   * it, once.
+   */
+  async #openReserve(path: string): Promise<void> {
+    try {
+      this.#reserve = await ReservedRecord.open(`${path}.reserve`, RESERVE_SLOT_BYTES, {
+        headroomBytes: RESERVE_HEADROOM_BYTES,
+      });
+      this.#journalFailures.clear("reserve");
+    } catch (error) {
+      this.#logger.error({ path: `${path}.reserve`, error: String(error) }, "the audit reserve could not be opened");
+      this.#unopenedReserve ??= await this.#peekReserve(`${path}.reserve`);
+      this.#journalFailures.note("reserve", error, `${path}.reserve`);
+      return;
+    }
+    // Held entries read while it could not be opened are in the backlog already, or stored.
+    const peeked = this.#unopenedReserve?.ids ?? new Set<string>();
+    this.#unopenedReserve = undefined;
+    let changed = false;
+    const found = decodeReserve(this.#reserve.read());
+    if (found !== undefined) {
+      const count = this.#overflow.merge(found.overflow);
+      if (found.drops !== undefined) {
+        // Drops an earlier run counted and had not summarized yet (it stopped or crashed first).
+        this.#mergeDrops(found.drops);
+        changed = true;
+      }
+      // Runs an earlier run coalesced and had not summarized yet (adv15p, M3).
+      for (const run of found.coalesced) {
+        this.#coalesced.merge(run);
+        changed = true;
+      }
+      const known = new Set(this.#backlog.map((item) => item.entry?.id));
+      const held = found.held.filter((entry) => !known.has(entry.id) && !peeked.has(entry.id));
+      const since = this.#options.clock.now();
+      for (const entry of held) this.#backlog.push({ entry, journaled: false, failures: 0, since, reported: true });
+      // All it holds, also those already in the backlog (read while it could not be opened).
+      this.#reservedIds = new Set(found.held.map((entry) => entry.id));
+      if (count > 0 || held.length > 0 || peeked.size > 0) {
+        changed = true;
+        this.#logger.error(
+          { path: `${path}.reserve`, count, held: held.length },
+          "audit entries and counts kept in the reserve by an earlier run were recovered",
+        );
+      }
+    }
+    const legacy = `${path}.overflow`;
+    const hasLegacy = await stat(legacy).then(
+      () => true,
+      () => false,
+    );
+    if (hasLegacy) {
+      try {
+        const { journal } = await RecordJournal.open(legacy, { maxBytes: LEGACY_OVERFLOW_MAX_BYTES });
+        let latest: Buffer | undefined;
+        try {
+          await journal.scan((payload) => {
+            latest = payload;
+          });
+        } finally {
+          // Also when the scan fails: an open journal holds its lock and a FileHandle.
+          await journal.close();
+        }
+        const recovered = latest === undefined ? undefined : decodeOverflow(latest);
+        if (recovered !== undefined) this.#overflow.merge(recovered);
+        await this.#persistReserve();
+        // Only once the reserve holds them: a failed write leaves them where they were for the next open.
+        if (!this.#journalFailures.has("reserve")) await rm(legacy, { force: true });
+        changed = false;
+      } catch (error) {
+        this.#logger.error({ path: legacy, error: String(error) }, "the audit overflow count could not be read");
+      }
+    }
+    if (changed) await this.#persistReserve();
+  }
+
+  /**
+   * Reads what the reserve at `path` holds without opening it (its room could not be reserved),
+   * leaving the file as it is: its counts are shown by health until it opens (then merged and
+   * summarized, once), its held entries join the backlog so the store gets them meanwhile.
+   * Undefined when it holds nothing or cannot be read (logged).
+   */
+  async #peekReserve(path: string): Promise<UnopenedReserve | undefined> {
+    let found: ReturnType<typeof decodeReserve>;
+    try {
+      found = decodeReserve(await ReservedRecord.peek(path, RESERVE_SLOT_BYTES));
+    } catch (error) {
+      this.#logger.error({ path, error: String(error) }, "the audit reserve could not be read");
+      return undefined;
+    }
+    if (found === undefined) return undefined;
+    const overflow = [...found.overflow.values()].reduce((sum, bucket) => sum + bucket.count, 0);
+    const drops = found.drops?.count ?? 0;
+    const known = new Set(this.#backlog.map((item) => item.entry?.id));
+    const since = this.#options.clock.now();
+    for (const entry of found.held) {
+      this.#reservedIds.add(entry.id);
+      if (!known.has(entry.id)) this.#backlog.push({ entry, journaled: false, failures: 0, since, reported: true });
+    }
+    if (overflow === 0 && drops === 0 && found.held.length === 0) return undefined;
+    this.#logger.error(
+      { path, overflow, drops, held: found.held.length },
+      "the audit reserve of an earlier run cannot be opened (no room): what it holds was read without changing it",
+    );
+    return { overflow, drops, held: found.held.length, ids: new Set(found.held.map((entry) => entry.id)) };
+  }
+
+  /**
+   * The journal is open but its reserve could not be made (a disk already full when the journal
+   * opened): tried again at each turn and on the retry backoff; once it is made, the entries held
+   * only in memory are journaled, or else written to it (review 15i).
+   */
+  async #retryReserve(): Promise<void> {
+    const path = this.#options.backlog?.path;
+    if (path === undefined || this.#reserve !== undefined || !this.#journalFailures.has("reserve")) return;
+    const journal = this.#journal === undefined ? undefined : await this.#journal;
+    if (journal === undefined || this.#closed) return;
+    await this.#openReserve(path);
+    if (this.#reserve === undefined) return;
+    await this.#journalHeldEntries(journal);
+    await this.#persistReserve();
+  }
+
+  /**
+   * The journal failures in force, in words, with what they leave where (health's problems): each
+   * names how many entries are held only in memory (lost if the process dies), whichever failure
+   * it is, so a journal that could not be opened at start is never a quiet loss (review 15i).
+   */
+  #journalProblems(): string[] {
+    const held = this.#backlog.filter((item) => item.aside !== undefined);
+    const notKept =
+      held.length === 0
+        ? []
+        : [
+            `${held.length} audit entr${held.length === 1 ? "y" : "ies"} refused for good by the audit store (or set aside) ` +
+              `could not be kept in ${this.#options.backlog?.path ?? ""}.set-aside (${held[0]!.aside!.problem}); ` +
+              "held in the audit journal and retried, never released before they are kept",
+          ];
+    return [
+      ...notKept,
+      ...this.#journalFailures.problems(
+        () => this.#unjournaled(),
+        this.#reserve !== undefined,
+        () => unopenedReserveText(this.#unopenedReserve),
+      ),
+    ];
+  }
+
+  /** Backlog entries not in the journal: those in its reserve and those held only in memory. */
+  #unjournaled(): { reserved: number; memoryOnly: number } {
+    let reserved = 0;
+    let memoryOnly = 0;
+    for (const item of this.#backlog) {
+      if (item.journaled || item.entry === undefined) continue;
+      if (this.#reservedIds.has(item.entry.id)) reserved++;
+      else memoryOnly++;
+    }
+    return { reserved, memoryOnly };
+  }
+
+  /**
+   * The one place a `:fail` entry is made: a failure after a command's `allowed` entry (the
+   * command's own error, a safe-state write a manual fault, a re-drive or a trip met, a failure
+   * told after the command answered). It is recorded by `record` and then published as
+   * `command-fail` (the command's id, its action and target, the entry's reason) exactly once (adversarial
+   * review adv15r, M2: the `:fail` of a safety function or a system action was recorded but never
+   * published, so an HMI listening to events did not learn that a safe state failed).
+   */
+  recordFail(entry: AuditEntry, record: (entry: AuditEntry) => Promise<void>): Promise<void> {
+    const reason = entry.reason ?? "";
+    this.#logger.error(
+      { id: entry.refersTo, action: entry.action, reason },
+      "a command failed after its audit entry was recorded",
+    );
+    // Published once the entry is with the writer (as before: after it was recorded), so a
+    // listener that reads the trail on the event finds it, or finds it waiting in the backlog.
+    return record(entry).finally(() =>
+      this.publish("command-fail", {
+        id: entry.refersTo!,
+        principal: entry.principal,
+        action: entry.action,
+        target: entry.target,
+        reason,
+      }),
+    );
+  }
+
+  publish<TType extends "command-refuse" | "command-fail">(type: TType, event: Omit<KilnEvents[TType], "at">): void {
+    void this.#options.bus?.publish(type, { at: this.#options.clock.now(), ...event } as KilnEvents[TType]);
+  }
+
+  /**
+   * An entry that leaves the backlog unstored (refused for good by the store, or set aside as a
+   * poison entry) is never silently gone: appended (one JSON line, flushed) to
+   * `<journal>.set-aside` when there is a journal, before its journal record is released; counted
+   * in `skipped` (and `skippedNotKept` when it could not be kept there: no journal, or the append
+   * failed), named by health as a problem, logged with the whole entry, and reported by
+   * `audit-entry-skip` (adversarial review 15w).
+   *
+   * `item`: the backlog entry it leaves. When its journal record is its only durable copy and the
+   * append fails (a full disk), it is not skipped: it stays at the head with its journal record
+   * (`item.aside`), the append is retried by the drain (or at the next start, from the journal),
+   * and health names it until it is kept (adversarial review 15x, F1).
+   * @returns false when it was held so (nothing counted, nothing to release), else true.
+   */
+  async #keepAside(entry: AuditEntry, error: unknown, item?: BacklogItem): Promise<boolean> {
+    const path = this.#options.backlog?.path;
+    let kept = false;
+    if (path !== undefined) {
+      try {
+        await appendFile(`${path}.set-aside`, `${encodeExactJson(entry)}\n`, { encoding: "utf8", flush: true });
+        kept = true;
+      } catch (keepError) {
+        this.#logger.error({ id: entry.id, error: String(keepError) }, "a skipped audit entry could not be kept aside");
+        if (item?.journaled === true) {
+          item.aside = { entry, error, problem: String(keepError) };
+          return false;
+        }
+      }
+    }
+    if (item !== undefined) item.aside = undefined;
+    this.#skipped++;
+    if (!kept) this.#skippedNotKept++;
+    // A follow-up naming its intent (a refusal, a `:fail`) is what the trail says became of that
+    // command: once, it is recorded again under its id without the values and reason the store
+    // may have refused, saying so; a stripped one that leaves unstored too is reported as the
+    // drop of what it said (adversarial review adv15r, M3).
+    const stripped = entry.refersTo !== undefined && !isStrippedFollowUp(entry) ? strippedFollowUp(entry) : undefined;
+    const reason =
+      (typeof error === "string" ? error : reasonOf(error, undefined)) +
+      (kept ? `; kept in ${path}.set-aside` : "; not kept in a file (no audit journal, or the append failed)") +
+      (stripped === undefined ? "" : "; recorded again under its id without its values and reason");
+    this.#logger.error(
+      { id: entry.id, action: entry.action, reason, entry: encodeExactJson(entry) },
+      "an audit entry left the backlog unstored",
+    );
+    void this.#options.bus?.publish("audit-entry-skip", {
+      at: this.#options.clock.now(),
+      id: entry.id,
+      principal: entry.principal,
+      action: entry.action,
+      target: entry.target,
+      outcome: entry.outcome,
+      reason,
+    });
+    if (stripped !== undefined) {
+      // Behind every waiting entry (the journal releases oldest first); its own writer turn.
+      void this.serial(() => this.recordNow(stripped)).catch((recordError: unknown) => {
+        this.#logger.error(
+          { id: stripped.id, error: String(recordError) },
+          "a follow-up recorded without its values could not be queued",
+        );
+        this.#dropReports.reportRefusalDrop(stripped, "its audit entry could not be queued", false);
+      });
+    } else if (entry.refersTo !== undefined) {
+      this.#dropReports.reportRefusalDrop(entry, "the audit store refused it even without its values", false);
+    }
+    return true;
+  }
+
+  /**
+   * Releases the journal's oldest record. `durable`: a mark makes this and every earlier release
+   * durable before it resolves (ADR 0034), so they are not loaded again at the next start; when
+   * the mark cannot be written they may come back (stored once per id), which is logged.
+   */
+  async #releaseJournalHead(durable = false): Promise<void> {
+    const journal = await this.#openJournal();
+    await journal?.release({ durable }).catch((error: unknown) => {
+      this.#logger.error({ error: String(error) }, "the audit journal could not make a release durable");
+    });
+  }
+
+  /**
+   * Opens the journal once and loads what an earlier run left in it to the front of the backlog.
+   * Damage found there (a torn tail cut off, corrupt stretches skipped, a record whose checksum
+   * holds but whose entry cannot be decoded) is logged and published as `audit-entry-drop` with
+   * its counts: those entries are lost, and say so. A journal file deleted between runs cannot be
+   * told from one that was never written (ADR 0013).
+   */
+  #openJournal(): Promise<RecordJournal | undefined> {
+    const path = this.#options.backlog?.path;
+    // A closed runner never (re)opens its journal: its lock belongs to whoever runs next.
+    if (path === undefined || (this.#closed && this.#journal === undefined)) return Promise.resolve(undefined);
+    this.#journal ??= (async () => {
+      try {
+        const { journal, recovery } = await RecordJournal.open(path, {
+          maxBytes: this.#options.backlog?.maxBytes ?? 64 * 1024 * 1024,
+          pathOption: "audit.backlog.path",
+          // A disk the journal filled before a crash: the reserve's room (beside it for this)
+          // makes room for the lock, so the backlog is replayed; the reserve is made again when
+          // the volume has room (#openReserve, #retryReserve; ADR 0034 amendment, issue 15).
+          makeRoom: async () => {
+            const freed = await ReservedRecord.shrink(`${path}.reserve`, RESERVE_SLOT_BYTES);
+            if (freed)
+              this.#logger.warn(
+                { path },
+                "the disk is full: the audit reserve's room was given back to take the journal's lock",
+              );
+            return freed;
+          },
+        });
+        const recovered: BacklogItem[] = [];
+        const tombstoned = new Set<string>();
+        let undecodable = 0;
+        await journal
+          .scan((payload) => {
+            const dropped = decodeTombstone(payload);
+            if (dropped !== undefined) {
+              for (const id of dropped) tombstoned.add(id);
+              recovered.push({ entry: undefined, journaled: true, failures: 0 });
+              return;
+            }
+            const entry = decodeEntry(payload);
+            if (entry === undefined) undecodable++;
+            // An undecodable record keeps its place (the journal releases oldest first) and is released unread.
+            recovered.push({ entry, journaled: true, failures: 0, since: this.#options.clock.now(), reported: true });
+          })
+          .catch(async (error: unknown) => {
+            // Closed again, so its lock does not keep the next attempt (or another process) out.
+            await journal.close().catch(() => undefined);
+            throw error;
+          });
+        // Entries dropped (and reported) in an earlier run stay dropped: released unread in their
+        // place, and counted into the `audit.drop` summary (issue 15).
+        const tombstonedEntries = recovered.flatMap((item) =>
+          item.entry !== undefined && tombstoned.has(item.entry.id) ? [item.entry] : [],
+        );
+        if (tombstonedEntries.length > 0) {
+          this.#tallyDrops(
+            tombstonedEntries,
+            tombstonedEntries.length,
+            "dropped by drop-oldest in an earlier run (journal tombstones found at open)",
+          );
+        }
+        this.#backlog.unshift(
+          ...recovered.map((item) =>
+            item.entry !== undefined && tombstoned.has(item.entry.id)
+              ? { entry: undefined, journaled: true, failures: 0 }
+              : item,
+          ),
+        );
+        this.#reportDamage(path, { ...recovery, undecodable });
+        await this.#openReserve(path);
+        // Drops found at this open (tombstones, damage) are made durable with the reserve's counts.
+        if (this.#drops !== undefined) await this.#persistReserve();
+        // Entries held only in memory while it could not be opened (or while stopped) are journaled behind it.
+        await this.#journalHeldEntries(journal);
+        // Only now: until they are journaled (or a failure that names them is in force), health
+        // still names the open failure and the entries held only in memory. Cleared before, a
+        // host (or an operator) reading "no journal problem" could stop or lose the process
+        // while they were still in memory only (issue 15: 22 of 31 lost to a SIGKILL so timed).
+        this.#journalFailures.clear("open");
+        return journal;
+      } catch (error) {
+        this.#journal = undefined;
+        this.#logger.error({ path, error: String(error) }, "the audit journal could not be opened");
+        // Not silent: health names it, it is reported, and it is retried on the backoff (review 15c).
+        this.#journalFailures.note("open", error, path);
+        this.#scheduleRetry();
+        return undefined;
+      }
+    })();
+    return this.#journal;
+  }
+
+  #reportDamage(
+    path: string,
+    damage: { skippedRecords: number; skippedBytes: number; discardedBytes: number; undecodable: number },
+  ): void {
+    const { skippedRecords, skippedBytes, discardedBytes, undecodable } = damage;
+    // Each corrupt stretch and a torn tail hold at least one entry; how many more cannot be known.
+    const lost = skippedRecords + (discardedBytes > 0 ? 1 : 0) + undecodable;
+    if (lost === 0) return;
+    const reason =
+      `the audit journal ${path} was damaged: ${skippedRecords} corrupt stretch(es) (${skippedBytes} bytes) ` +
+      `skipped, a torn tail of ${discardedBytes} bytes cut off, ${undecodable} undecodable record(s); ` +
+      `at least ${lost} entr${lost === 1 ? "y" : "ies"} lost`;
+    this.#logger.error({ path, ...damage }, "the audit journal was damaged; entries in it were lost");
+    this.#tallyDrops([], lost, reason);
+    this.#dropReports.reportDrop(lost, reason);
+  }
+}
