@@ -42,6 +42,7 @@ import {
   redactedBrokerUrl,
   withoutBrokerSecret,
   sessionOptions,
+  subscribeChecked,
 } from "./mqtt-client";
 import { sparkplugDataTypeOfTag, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState } from "./host-state";
@@ -1223,7 +1224,17 @@ export class SparkplugEdgeNode {
         [this.#topics.dcmd]: command,
       };
       if (this.#topics.state !== undefined) filters[this.#topics.state] = { qos: 1 };
-      await raceAbort(client.subscribeAsync(filters), signal, "Sparkplug subscribe");
+      const downgraded = await raceAbort(
+        subscribeChecked(client, filters, "Sparkplug edge node session"),
+        signal,
+        "Sparkplug subscribe",
+      );
+      if (downgraded.length > 0)
+        this.#problems.set(
+          "subscription-qos",
+          `the broker granted a lower QoS than asked for ${downgraded.join(", ")}: a command or STATE it drops is not seen`,
+        );
+      else this.#problems.delete("subscription-qos");
     } catch (error) {
       session.closing = true;
       if (this.#session === session) this.#session = undefined;

@@ -38,6 +38,7 @@ import {
   redactedBrokerUrl,
   withoutBrokerSecret,
   sessionOptions,
+  subscribeChecked,
 } from "./mqtt-client";
 import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState, encodeHostState } from "./host-state";
@@ -1279,7 +1280,17 @@ export class SparkplugHost {
       const group = this.#options.mqtt?.protocolVersion === 5 ? { qos: 1 as const, rap: true } : { qos: 1 as const };
       const filters: Record<string, { qos: 1; rap?: boolean }> = { [this.#stateTopic]: { qos: 1 } };
       for (const id of this.#groups) filters[`${SPARKPLUG_NAMESPACE}/${id}/#`] = group;
-      await raceAbort(client.subscribeAsync(filters), signal, "Sparkplug host subscribe");
+      const downgraded = await raceAbort(
+        subscribeChecked(client, filters, "Sparkplug host session"),
+        signal,
+        "Sparkplug host subscribe",
+      );
+      if (downgraded.length > 0)
+        this.#problems.set(
+          "subscription-qos",
+          `the broker granted a lower QoS than asked for ${downgraded.join(", ")}: a message it drops is seen only as a seq gap`,
+        );
+      else this.#problems.delete("subscription-qos");
       // [tck-id-host-topic-phid-birth-required], [tck-id-host-topic-phid-birth-qos], [-retain]: STATE online.
       await raceAbort(this.#publishOnline(session), signal, "Sparkplug host STATE");
     } catch (error) {
@@ -1336,7 +1347,7 @@ export class SparkplugHost {
     watch.once("close", () => this.#onSessionLost(session));
     const filters: Record<string, { qos: 0 | 1 }> = {};
     for (const id of this.#groups) filters[`${SPARKPLUG_NAMESPACE}/${id}/NDEATH/+`] = { qos: 0 };
-    await watch.subscribeAsync(filters);
+    await subscribeChecked(watch, filters, "Sparkplug host death watch");
   }
 
   async #publishOnline(session: Session): Promise<void> {
