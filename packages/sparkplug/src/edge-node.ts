@@ -44,6 +44,7 @@ import {
   sessionOptions,
   subscribeChecked,
 } from "./mqtt-client";
+import { SessionTakeover } from "./session-takeover";
 import { sparkplugDataTypeOfTag, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState } from "./host-state";
 import {
@@ -680,6 +681,7 @@ export class SparkplugEdgeNode {
   readonly #backoff: ReconnectBackoff;
   readonly #bdSeqStore: BdSeqStore;
   readonly #lifecycle: ConnectionLifecycle;
+  readonly #takeover: SessionTakeover;
   readonly #bindings: readonly MetricBinding[];
   /** Metrics last sent as null because their value did not fit the broker's Maximum Packet Size: name → reason. */
   readonly #oversized = new Map<string, string>();
@@ -871,6 +873,7 @@ export class SparkplugEdgeNode {
       ...(options.random === undefined ? {} : { random: options.random }),
     });
     this.#lifecycle.onStatusChange((change) => void this.#bus.publish("link-change", change));
+    this.#takeover = new SessionTakeover(this.#clock, 2 * this.#backoff.maxDelayMs);
 
     // Aliases: 1..n in catalog order, then the machine state. Node metrics carry no alias
     // (Node Control/Rebirth must not have one: [tck-id-operational-behavior-data-commands-rebirth-name-aliases]).
@@ -1028,6 +1031,8 @@ export class SparkplugEdgeNode {
         `broker link ${this.#lifecycle.status}${this.#lifecycle.reason ? `: ${this.#lifecycle.reason}` : ""}`,
       );
     }
+    const takenOver = this.#takeover.problem();
+    if (takenOver !== undefined && this.#lifecycle.status === "connected") problems.push(takenOver);
     if (primaryHostId !== undefined && this.#host.state !== "online" && this.#started) {
       problems.push(
         `primary host ${primaryHostId} is ${this.#host.state}: nothing is published${this.#forward === undefined ? "" : " (changes are stored to forward later)"}`,
@@ -1210,6 +1215,7 @@ export class SparkplugEdgeNode {
       // the timestamps seen before stay, to tell a current STATE from an old one.
       this.#host = { ...this.#host, state: "unknown" };
       this.#session = session;
+      this.#takeover.follow(client, this.#options.mqtt?.clientId);
       this.#dataCount = 0;
       client.on("message", (topic, payload, packet) => this.#onMessage(session, topic, payload, packet.retain));
       client.on("error", () => undefined);
@@ -1247,20 +1253,24 @@ export class SparkplugEdgeNode {
   }
 
   #onSessionLost(session: Session): void {
-    void this.#dropSession(session, `connection to the broker lost${this.#likelyTooLarge(session)}`);
+    // Another edge node (or any client) with this client id takes the session over at every
+    // reconnect: that loss proves nothing about the broker, so the backoff grows (adv19p M2).
+    const takenOver = session.closing || this.#session !== session ? undefined : this.#takeover.lost(session.client);
+    if (takenOver !== undefined) this.#dropSession(session, takenOver, true);
+    else this.#dropSession(session, `connection to the broker lost${this.#likelyTooLarge(session)}`);
   }
 
   /**
    * Ends `session` without DISCONNECT (so the broker publishes its Will, the NDEATH) and
    * reconnects, with `reason` as the link's reason.
    */
-  #dropSession(session: Session, reason: string): void {
+  #dropSession(session: Session, reason: string, unprovenLoss = false): void {
     if (session.closing || this.#session !== session) return;
     this.#session = undefined;
     session.closing = true;
     session.client.end(true);
     if (this.#stopping) return;
-    void this.#reconnect(reason);
+    void this.#reconnect(reason, false, unprovenLoss);
   }
 
   /**
@@ -1284,11 +1294,12 @@ export class SparkplugEdgeNode {
     session.client.publish(topic, Buffer.from(bytes), { qos: 0, retain: false });
   }
 
-  #reconnect(reason: string, immediately = false): Promise<void> {
+  #reconnect(reason: string, immediately = false, unprovenLoss = false): Promise<void> {
     return this.#lifecycle.reconnect({
       reason,
       backoff: this.#backoff,
       delayFirst: !immediately,
+      unprovenLoss,
       attempt: (signal) => this.#open(signal),
       onAttemptFailed: () => "retry",
     });

@@ -47,6 +47,7 @@ import { durationIssues, mqttTimingIssues } from "./duration-options";
 import { HostInbox } from "./host-inbox";
 import { HostSampleWriter, type SparkplugHostBatching } from "./host-sample-writer";
 import { OldestFirstIndex } from "./oldest-first-index";
+import { SessionTakeover } from "./session-takeover";
 import { TAG_NAME_MAX, qualifiedTagName } from "./host-tag-names";
 import { decodePayload, encodePayload, type SparkplugMetric, type SparkplugPayload } from "./payload";
 import {
@@ -587,6 +588,8 @@ interface Session {
   inbox?: HostInbox;
   /** Its link went: what its inbox holds is being taken before the session ends. */
   lost?: boolean;
+  /** Why it was lost when another client took over one of its MQTT sessions (see {@link SessionTakeover}). */
+  takenOver?: string;
   /**
    * The death watch: a second MQTT session subscribed to the groups' NDEATH only, whose messages
    * are taken at once (never held), so the broker never has to queue, nor drop, a death while the
@@ -712,6 +715,7 @@ export class SparkplugHost {
   readonly #clock: Clock;
   readonly #backoff: ReconnectBackoff;
   readonly #lifecycle: ConnectionLifecycle;
+  readonly #takeover: SessionTakeover;
   readonly #writer: HostSampleWriter;
   readonly #stateTopic: string;
   readonly #groups: ReadonlySet<string>;
@@ -883,6 +887,7 @@ export class SparkplugHost {
       ...(options.random === undefined ? {} : { random: options.random }),
     });
     this.#lifecycle.onStatusChange((change) => void this.#bus.publish("link-change", change));
+    this.#takeover = new SessionTakeover(this.#clock, 2 * this.#backoff.maxDelayMs);
     this.#writer = new HostSampleWriter(
       options.store,
       this.#clock,
@@ -1099,6 +1104,8 @@ export class SparkplugHost {
         `broker link ${this.#lifecycle.status}${this.#lifecycle.reason ? `: ${this.#lifecycle.reason}` : ""}`,
       );
     }
+    const takenOver = this.#takeover.problem();
+    if (takenOver !== undefined && this.#lifecycle.status === "connected") problems.push(takenOver);
     const breaker = this.#writer.breaker;
     if (breaker.state.state !== "closed") {
       problems.push(
@@ -1248,6 +1255,7 @@ export class SparkplugHost {
         "Sparkplug host connect",
       );
       this.#session = session;
+      this.#takeover.follow(client, this.#options.mqtt?.clientId);
       // Every edge node must be born again in this session before its data is taken: messages
       // were missed while the host was away.
       for (const node of this.#nodes.values()) {
@@ -1270,7 +1278,7 @@ export class SparkplugHost {
       client.on("message", (topic, payload, packet) => inbox.receive({ topic, payload, retained: packet.retain }));
       client.handleMessage = (_packet, callback) => inbox.ready(() => callback());
       client.on("error", () => undefined);
-      client.once("close", () => this.#onSessionLost(session));
+      client.once("close", () => this.#onSessionLost(session, client));
       // Before the groups are followed, so every death the main session may see, the watch sees too.
       await raceAbort(this.#openWatch(session), signal, "Sparkplug host death watch");
       // [tck-id-host-topic-phid-birth-sub-required], [tck-id-message-flow-phid-sparkplug-subscription]:
@@ -1343,8 +1351,9 @@ export class SparkplugHost {
       watch.once("connect", onConnect);
       watch.once("close", onClose);
     });
+    this.#takeover.follow(watch, user.clientId === undefined ? undefined : `${user.clientId}-deaths`);
     watch.on("message", (topic, payload, packet) => this.#onWatchedDeath(session, topic, payload, packet.retain));
-    watch.once("close", () => this.#onSessionLost(session));
+    watch.once("close", () => this.#onSessionLost(session, watch));
     const filters: Record<string, { qos: 0 | 1 }> = {};
     for (const id of this.#groups) filters[`${SPARKPLUG_NAMESPACE}/${id}/NDEATH/+`] = { qos: 0 };
     await subscribeChecked(watch, filters, "Sparkplug host death watch");
@@ -1360,9 +1369,11 @@ export class SparkplugHost {
     this.#lastState = { online: true, timestamp: session.timestamp };
   }
 
-  #onSessionLost(session: Session): void {
+  #onSessionLost(session: Session, closed: MqttClient): void {
     if (session.closing || this.#session !== session || session.lost === true) return;
     session.lost = true;
+    const takenOver = this.#takeover.lost(closed);
+    if (takenOver !== undefined) session.takenOver = takenOver;
     // What MQTT.js handed over before the link went is taken first, as it was received, a slice
     // per turn of the event loop (review adv19k M1); then the session ends.
     void (session.inbox?.flush() ?? Promise.resolve()).then(() => this.#endLostSession(session));
@@ -1380,9 +1391,11 @@ export class SparkplugHost {
     // Stored too, right after the last value the host received: what the edge node measured
     // meanwhile, replayed later as history, lands after it (ADR 0043, amendment 19z).
     // In slices; the reconnect (whose births restate values after the marks) only once all are in.
+    // A session another client took over (the same client id) proves nothing about the broker:
+    // the backoff grows instead of redialling at its first step (adv19p M2).
     void this.#markAllStale("the host lost its broker connection").then(() => {
       if (this.#stopping) return;
-      void this.#reconnect("connection to the broker lost");
+      void this.#reconnect(session.takenOver ?? "connection to the broker lost", session.takenOver !== undefined);
     });
   }
 
@@ -1407,11 +1420,12 @@ export class SparkplugHost {
     }
   }
 
-  #reconnect(reason: string): Promise<void> {
+  #reconnect(reason: string, unprovenLoss = false): Promise<void> {
     return this.#lifecycle.reconnect({
       reason,
       backoff: this.#backoff,
       delayFirst: true,
+      unprovenLoss,
       attempt: (signal) => this.#open(signal),
       onAttemptFailed: () => "retry",
     });
