@@ -2,7 +2,8 @@
 // (SUBACK 0x80 / reason code >= 0x80). Against the test's own mosquitto whose dynamic security
 // plugin refuses them (mosquitto's acl_file never refuses a subscription: it filters delivery).
 import { accessSync, constants } from "node:fs";
-import { MemoryStore, type DriverStatusChange } from "@kiln/core";
+import { MemoryStore } from "@kiln/core";
+import type { DriverStatusChange } from "@kiln/core/driver-kit";
 import { afterEach, describe, expect, test, vi } from "vitest";
 import { SparkplugHost } from "../src/host";
 import { mosquittoAvailability } from "../src/testing/index";

@@ -1,7 +1,8 @@
 // Issue 19, adversarial review adv19p M2: two clients with one MQTT client id (two hosts given the
 // same mqtt.clientId, a client using a host's "<clientId>-deaths", two edge nodes) end each other's
 // session at every reconnect. Against the test's own mosquitto.
-import { MemoryStore, type DriverStatusChange } from "@kiln/core";
+import { MemoryStore } from "@kiln/core";
+import type { DriverStatusChange } from "@kiln/core/driver-kit";
 import mqtt from "mqtt";
 import { afterEach, describe, expect, test, vi } from "vitest";
 import { SparkplugHost } from "../src/host";
