@@ -597,6 +597,10 @@ interface Session {
   lost?: boolean;
   /** Why it was lost when another client took over one of its MQTT sessions (see {@link SessionTakeover}). */
   takenOver?: string;
+  /** The last error MQTT.js reported on the main session (`Keepalive timeout`...). */
+  lastError?: string;
+  /** Why it was lost when MQTT.js's keepalive ended it while the host held it (see {@link #heldTooLong}). */
+  heldTooLong?: string;
   /**
    * The death watch: a second MQTT session subscribed to the groups' NDEATH only, whose messages
    * are taken at once (never held), so the broker never has to queue, nor drop, a death while the
@@ -723,6 +727,8 @@ export class SparkplugHost {
   readonly #backoff: ReconnectBackoff;
   readonly #lifecycle: ConnectionLifecycle;
   readonly #takeover: SessionTakeover;
+  /** The last session MQTT.js's keepalive ended while the host held it, for health (see {@link #heldTooLong}). */
+  #lastHeldTooLong: string | undefined;
   readonly #writer: HostSampleWriter;
   readonly #stateTopic: string;
   readonly #groups: ReadonlySet<string>;
@@ -1113,6 +1119,18 @@ export class SparkplugHost {
     }
     const takenOver = this.#takeover.problem();
     if (takenOver !== undefined && this.#lifecycle.status === "connected") problems.push(takenOver);
+    // A keepalive lost to a store stall stays named (while reconnecting, the link's reason says it)
+    // until a session has gone one keepalive timeout unheld (a reconnect alone proves nothing: the
+    // store may still be behind).
+    const current = this.#session;
+    if (
+      current !== undefined &&
+      current.heldSince === undefined &&
+      this.#clock.now() - current.timestamp >= (this.#options.mqtt?.keepalive ?? 60) * 1_500
+    )
+      this.#lastHeldTooLong = undefined;
+    if (this.#lastHeldTooLong !== undefined && this.#lifecycle.status === "connected")
+      problems.push(this.#lastHeldTooLong);
     const breaker = this.#writer.breaker;
     if (breaker.state.state !== "closed") {
       problems.push(
@@ -1284,7 +1302,7 @@ export class SparkplugHost {
       session.inbox = inbox;
       client.on("message", (topic, payload, packet) => inbox.receive({ topic, payload, retained: packet.retain }));
       client.handleMessage = (_packet, callback) => inbox.ready(() => callback());
-      client.on("error", () => undefined);
+      client.on("error", (error: Error) => void (session.lastError = error.message));
       client.once("close", () => this.#onSessionLost(session, client));
       // Before the groups are followed, so every death the main session may see, the watch sees too.
       await raceAbort(this.#openWatch(session), signal, "Sparkplug host death watch");
@@ -1381,6 +1399,11 @@ export class SparkplugHost {
     session.lost = true;
     const takenOver = this.#takeover.lost(closed);
     if (takenOver !== undefined) session.takenOver = takenOver;
+    const heldTooLong = closed === session.client ? this.#heldTooLong(session) : undefined;
+    if (heldTooLong !== undefined) {
+      session.heldTooLong = heldTooLong;
+      this.#lastHeldTooLong = `${heldTooLong} (at ${new Date(this.#clock.now()).toISOString()})`;
+    }
     // What MQTT.js handed over before the link went is taken first, as it was received, a slice
     // per turn of the event loop (review adv19k M1); then the session ends.
     void (session.inbox?.flush() ?? Promise.resolve()).then(() => this.#endLostSession(session));
@@ -1402,7 +1425,10 @@ export class SparkplugHost {
     // the backoff grows instead of redialling at its first step (adv19p M2).
     void this.#markAllStale("the host lost its broker connection").then(() => {
       if (this.#stopping) return;
-      void this.#reconnect(session.takenOver ?? "connection to the broker lost", session.takenOver !== undefined);
+      void this.#reconnect(
+        session.takenOver ?? session.heldTooLong ?? "connection to the broker lost",
+        session.takenOver !== undefined,
+      );
     });
   }
 
@@ -1425,6 +1451,22 @@ export class SparkplugHost {
       } while (index < tags.length && performance.now() - start < MARK_SLICE_MS);
       if (index < tags.length) await new Promise<void>((resolve) => setImmediate(resolve));
     }
+  }
+
+  /**
+   * Why the main session was lost, when MQTT.js's keepalive ended it while the host held it (its
+   * store behind; adversarial review adv19k M2), else undefined. While held, MQTT.js reads
+   * nothing, the broker's PINGRESP included (it waits behind the held messages), so a hold longer
+   * than 1.5 × `mqtt.keepalive` ends the session as a dead broker would. Not prevented on purpose
+   * (ADR 0043, amendment fix19q): the broker then publishes the host's Will (STATE offline), so
+   * edge nodes following this host keep their data to forward instead of sending live data the
+   * broker would drop from the full queue of a host that cannot take it.
+   */
+  #heldTooLong(session: Session): string | undefined {
+    if (session.heldSince === undefined || session.lastError !== "Keepalive timeout") return undefined;
+    const keepalive = this.#options.mqtt?.keepalive ?? 60;
+    const heldMs = this.#clock.now() - session.heldSince;
+    return `the broker connection was ended by the host's own keepalive (1.5 × mqtt.keepalive = ${keepalive * 1.5} s) after the host held it for ${(heldMs / 1_000).toFixed(1)} s because its store was behind (${this.#writer.held} samples held): held, MQTT.js reads nothing, the broker's PINGRESP included. The broker is not at fault; the broker publishes the host's STATE offline (edge nodes following it keep their data to forward). Make the store keep up, or set mqtt.keepalive above the longest store stall`;
   }
 
   #reconnect(reason: string, unprovenLoss = false): Promise<void> {

@@ -53,9 +53,11 @@ export async function configuredBroker(
   return {
     url: `mqtt://127.0.0.1:${port}`,
     stop: async () => {
-      const gone = new Promise((resolve) => child.once("exit", resolve));
-      child.kill("SIGTERM");
-      await gone;
+      if (child.exitCode === null && child.signalCode === null) {
+        const gone = new Promise((resolve) => child.once("exit", resolve));
+        child.kill("SIGTERM");
+        await gone;
+      }
       await rm(dir, { recursive: true, force: true });
     },
   };
