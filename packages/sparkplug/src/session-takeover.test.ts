@@ -55,7 +55,7 @@ describe("SessionTakeover", () => {
     expect(losses[5]).toBeUndefined();
   });
 
-  test("siblings: a session ended by Kiln, or under a client id MQTT.js made up, is never taken over", async () => {
+  test("siblings: a session ended by Kiln, by MQTT.js's own keepalive, or under a client id MQTT.js made up, is never taken over", async () => {
     const clock = new SimulatedClock({ start: 0 });
     const takeover = new SessionTakeover(clock, 0);
     for (let round = 0; round < 4; round++) {
@@ -68,6 +68,13 @@ describe("SessionTakeover", () => {
       ended.emit("disconnect", { cmd: "disconnect", reasonCode: SESSION_TAKEN_OVER });
       (ended as unknown as { disconnecting: boolean }).disconnecting = true;
       expect(takeover.lost(ended)).toBeUndefined();
+    }
+    for (let round = 0; round < 4; round++) {
+      const timedOut = fakeClient();
+      takeover.follow(timedOut, "host-1");
+      await clock.advance(1_500);
+      timedOut.emit("error", new Error("Keepalive timeout"));
+      expect(takeover.lost(timedOut)).toBeUndefined();
     }
     expect(takeover.problem()).toBeUndefined();
   });

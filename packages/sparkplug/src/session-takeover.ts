@@ -15,6 +15,8 @@ interface Followed {
   readonly clientId: string | undefined;
   readonly connectedAt: number;
   takenOver: boolean;
+  /** MQTT.js's own keepalive ended it (the broker did not answer, or the client read nothing): not the broker's close. */
+  timedOut: boolean;
 }
 
 /**
@@ -51,11 +53,14 @@ export class SessionTakeover {
 
   /** Follows `client`, whose session was just accepted (CONNACK) under `clientId` (undefined: made up by MQTT.js). */
   follow(client: MqttClient, clientId: string | undefined): void {
-    const followed: Followed = { clientId, connectedAt: this.#clock.now(), takenOver: false };
+    const followed: Followed = { clientId, connectedAt: this.#clock.now(), takenOver: false, timedOut: false };
     this.#followed.set(client, followed);
     this.#current = { client, followed };
     client.on("disconnect", (packet: { reasonCode?: number }) => {
       if (packet.reasonCode === SESSION_TAKEN_OVER) followed.takenOver = true;
+    });
+    client.on("error", (error: Error) => {
+      if (error.message === "Keepalive timeout") followed.timedOut = true;
     });
   }
 
@@ -75,7 +80,7 @@ export class SessionTakeover {
         `client id ${id} in use by another client: the broker ended this session after ${lasted} ms (MQTT 5 DISCONNECT 0x8E Session taken over); two clients with one client id end each other's session at every reconnect: give each its own mqtt.clientId (a host also uses "<clientId>-deaths")`,
       );
     }
-    if (followed.clientId === undefined) return undefined;
+    if (followed.clientId === undefined || followed.timedOut) return undefined;
     const suspected = this.#shortLosses >= SUSPECT_AFTER;
     if (lasted >= (suspected ? this.#clearAfterMs : SHORT_SESSION_MS)) {
       this.#shortLosses = 0;
