@@ -8,7 +8,8 @@ import { afterEach, describe, expect, test, vi } from "vitest";
 import { SparkplugHost } from "../src/host";
 import { mosquittoAvailability } from "../src/testing/index";
 import { EDGE, GROUP as EDGE_GROUP, edgeFixture } from "./support/edge-fixture";
-import { eventually } from "./support/host-harness";
+import { RawEdgeNode, eventually } from "./support/host-harness";
+import { qualifiedTagName } from "../src/host-tag-names";
 import { DYNSEC_PLUGIN, subscriptionRefusingBroker } from "./support/limited-broker";
 
 const GROUP = "plant-acl";
@@ -84,6 +85,29 @@ describe.skipIf(unavailable !== undefined)("a subscription the broker refuses (a
     );
     expect(problem).toContain("0x87");
     expect(problem).toContain("Not authorized");
+    expect(host.health().link).not.toBe("connected");
+  });
+
+  test("sibling: the ACL tightened while the host runs (broker restarted refusing the watch): the node's values stale, not good, the filter named", async () => {
+    const open = await subscriptionRefusingBroker([]);
+    cleanups.push(() => open.stop());
+    const port = Number(new URL(open.url).port);
+    const { host } = await hostOn(open.url, 4);
+    await host.whenConnected();
+    const node = await RawEdgeNode.connect(open.url, GROUP, "line-1", 0);
+    cleanups.push(() => node.close().catch(() => undefined));
+    await node.nbirth(0, [{ name: "temp", alias: 1, timestamp: Date.now(), datatype: "Double", value: 21 }]);
+    const temp = qualifiedTagName({ groupId: GROUP, edgeNodeId: "line-1", deviceId: undefined, metric: "temp" });
+    await eventually(() => host.latest(temp)?.sample.quality.severity === "good", 5_000, "temp good");
+    await open.stop();
+    const refusing = await subscriptionRefusingBroker(["spBv1.0/+/NDEATH/#"], "subscribePattern", port);
+    cleanups.push(() => refusing.stop());
+    await eventually(
+      () => host.health().problems.some((each) => each.includes(`spBv1.0/${GROUP}/NDEATH/+`)),
+      10_000,
+      "the refused filter named",
+    );
+    expect(host.latest(temp)?.sample.quality.severity).not.toBe("good");
     expect(host.health().link).not.toBe("connected");
   });
 

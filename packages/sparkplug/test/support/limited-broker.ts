@@ -19,9 +19,10 @@ export function limitedBroker(maxPacketSize: number): Promise<{ url: string; sto
 export async function configuredBroker(
   lines: readonly string[],
   files: Readonly<Record<string, string>> = {},
+  port?: number,
 ): Promise<{ url: string; stop(): Promise<void> }> {
   const dir = await mkdtemp(path.join(tmpdir(), "kiln-mosquitto-"));
-  const port = await freePort();
+  port ??= await freePort();
   const config = path.join(dir, "mosquitto.conf");
   // Started as root, mosquitto reads its configuration, then runs as user mosquitto: the files it
   // reads after that (a plugin's) must be readable to it.
@@ -77,6 +78,7 @@ export const DYNSEC_PLUGIN =
 export function subscriptionRefusingBroker(
   deny: readonly string[],
   acltype: "subscribePattern" | "subscribeLiteral" = "subscribePattern",
+  port?: number,
 ): Promise<{ url: string; stop(): Promise<void> }> {
   const security = {
     defaultACLAccess: { publishClientSend: true, publishClientReceive: true, subscribe: true, unsubscribe: true },
@@ -90,9 +92,11 @@ export function subscriptionRefusingBroker(
     ],
     anonymousGroup: "anonymous",
   };
-  return configuredBroker([`plugin ${DYNSEC_PLUGIN}`, "plugin_opt_config_file {dir}/dynsec.json"], {
-    "dynsec.json": JSON.stringify(security),
-  });
+  return configuredBroker(
+    [`plugin ${DYNSEC_PLUGIN}`, "plugin_opt_config_file {dir}/dynsec.json"],
+    { "dynsec.json": JSON.stringify(security) },
+    port,
+  );
 }
 
 /** The size of the node's DBIRTH as an MQTT packet on a broker without limit (fixture values). */
