@@ -187,12 +187,15 @@ export interface SparkplugHostOptions {
    * for MQTT 5, a session expiry of 0, as Sparkplug requires. `connectTimeout` (ms, 1 to 3,600,000)
    * and `keepalive` (whole seconds, 0 to 65,535) are checked like the host's own durations.
    *
-   * A `clientId` must be this host's alone: The death watch connects as `<clientId>-deaths`. a broker ends the older session of a client id
-   * at every CONNECT, so two clients sharing one end each other's session; the host then names
+   * A `clientId` must be this host's alone, and `<clientId>-deaths` too (its death watch connects
+   * so): a broker ends the older session of a client id at every CONNECT, so two clients sharing
+   * one end each other's session; the host then names
    * `client id "<id>" (likely) in use by another client` in its link reason and health and
    * reconnects on a backoff that grows to `reconnect.maxDelayMs` (ADR 0043, amendment fix19q).
    * Every subscription's SUBACK is checked: one the broker refuses keeps the session from being
-   * used, named with its topic filter and reason code, and retried on the backoff.
+   * used, named with its topic filter and reason code, and retried on the backoff. A store stall
+   * longer than 1.5 × `keepalive` ends the session (held, MQTT.js reads no PINGRESP), named as a
+   * store stall: set `keepalive` above the longest stall you accept.
    * @throws KilnValidationError (KILN_VALIDATION) naming `mqtt.connectTimeout` or `mqtt.keepalive`.
    */
   readonly mqtt?: Omit<IClientOptions, "will" | "clean" | "reconnectPeriod">;
