@@ -42,7 +42,9 @@ import {
   redactedBrokerUrl,
   withoutBrokerSecret,
   sessionOptions,
+  subscribeChecked,
 } from "./mqtt-client";
+import { SessionTakeover } from "./session-takeover";
 import { sparkplugDataTypeOfTag, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState } from "./host-state";
 import {
@@ -212,6 +214,13 @@ export interface SparkplugEdgeNodeOptions {
    * 5...). The node sets `will`, `clean: true`, `reconnectPeriod: 0` (it reconnects itself) and,
    * for MQTT 5, a session expiry of 0, as Sparkplug requires. `connectTimeout` (ms, 1 to 3,600,000)
    * and `keepalive` (whole seconds, 0 to 65,535) are checked like the node's own durations.
+   *
+   * A `clientId` must be this node's alone: a broker ends the older session of a client id
+   * at every CONNECT, so two clients sharing one end each other's session; the node then names
+   * `client id "<id>" (likely) in use by another client` in its link reason and health and
+   * reconnects on a backoff that grows to `reconnect.maxDelayMs` (ADR 0043, amendment fix19q).
+   * Every subscription's SUBACK is checked: one the broker refuses keeps the session from being
+   * used, named with its topic filter and reason code, and retried on the backoff.
    * @throws KilnValidationError (KILN_VALIDATION) naming `mqtt.connectTimeout` or `mqtt.keepalive`.
    */
   readonly mqtt?: Omit<IClientOptions, "will" | "clean" | "reconnectPeriod">;
@@ -679,6 +688,7 @@ export class SparkplugEdgeNode {
   readonly #backoff: ReconnectBackoff;
   readonly #bdSeqStore: BdSeqStore;
   readonly #lifecycle: ConnectionLifecycle;
+  readonly #takeover: SessionTakeover;
   readonly #bindings: readonly MetricBinding[];
   /** Metrics last sent as null because their value did not fit the broker's Maximum Packet Size: name → reason. */
   readonly #oversized = new Map<string, string>();
@@ -870,6 +880,7 @@ export class SparkplugEdgeNode {
       ...(options.random === undefined ? {} : { random: options.random }),
     });
     this.#lifecycle.onStatusChange((change) => void this.#bus.publish("link-change", change));
+    this.#takeover = new SessionTakeover(this.#clock, 2 * this.#backoff.maxDelayMs);
 
     // Aliases: 1..n in catalog order, then the machine state. Node metrics carry no alias
     // (Node Control/Rebirth must not have one: [tck-id-operational-behavior-data-commands-rebirth-name-aliases]).
@@ -1027,6 +1038,8 @@ export class SparkplugEdgeNode {
         `broker link ${this.#lifecycle.status}${this.#lifecycle.reason ? `: ${this.#lifecycle.reason}` : ""}`,
       );
     }
+    const takenOver = this.#takeover.problem();
+    if (takenOver !== undefined && this.#lifecycle.status === "connected") problems.push(takenOver);
     if (primaryHostId !== undefined && this.#host.state !== "online" && this.#started) {
       problems.push(
         `primary host ${primaryHostId} is ${this.#host.state}: nothing is published${this.#forward === undefined ? "" : " (changes are stored to forward later)"}`,
@@ -1209,6 +1222,7 @@ export class SparkplugEdgeNode {
       // the timestamps seen before stay, to tell a current STATE from an old one.
       this.#host = { ...this.#host, state: "unknown" };
       this.#session = session;
+      this.#takeover.follow(client, this.#options.mqtt?.clientId);
       this.#dataCount = 0;
       client.on("message", (topic, payload, packet) => this.#onMessage(session, topic, payload, packet.retain));
       client.on("error", () => undefined);
@@ -1223,7 +1237,17 @@ export class SparkplugEdgeNode {
         [this.#topics.dcmd]: command,
       };
       if (this.#topics.state !== undefined) filters[this.#topics.state] = { qos: 1 };
-      await raceAbort(client.subscribeAsync(filters), signal, "Sparkplug subscribe");
+      const downgraded = await raceAbort(
+        subscribeChecked(client, filters, "Sparkplug edge node session"),
+        signal,
+        "Sparkplug subscribe",
+      );
+      if (downgraded.length > 0)
+        this.#problems.set(
+          "subscription-qos",
+          `the broker granted a lower QoS than asked for ${downgraded.join(", ")}: a command or STATE it drops is not seen`,
+        );
+      else this.#problems.delete("subscription-qos");
     } catch (error) {
       session.closing = true;
       if (this.#session === session) this.#session = undefined;
@@ -1236,20 +1260,24 @@ export class SparkplugEdgeNode {
   }
 
   #onSessionLost(session: Session): void {
-    void this.#dropSession(session, `connection to the broker lost${this.#likelyTooLarge(session)}`);
+    // Another edge node (or any client) with this client id takes the session over at every
+    // reconnect: that loss proves nothing about the broker, so the backoff grows (adv19p M2).
+    const takenOver = session.closing || this.#session !== session ? undefined : this.#takeover.lost(session.client);
+    if (takenOver !== undefined) this.#dropSession(session, takenOver, true);
+    else this.#dropSession(session, `connection to the broker lost${this.#likelyTooLarge(session)}`);
   }
 
   /**
    * Ends `session` without DISCONNECT (so the broker publishes its Will, the NDEATH) and
    * reconnects, with `reason` as the link's reason.
    */
-  #dropSession(session: Session, reason: string): void {
+  #dropSession(session: Session, reason: string, unprovenLoss = false): void {
     if (session.closing || this.#session !== session) return;
     this.#session = undefined;
     session.closing = true;
     session.client.end(true);
     if (this.#stopping) return;
-    void this.#reconnect(reason);
+    void this.#reconnect(reason, false, unprovenLoss);
   }
 
   /**
@@ -1273,11 +1301,12 @@ export class SparkplugEdgeNode {
     session.client.publish(topic, Buffer.from(bytes), { qos: 0, retain: false });
   }
 
-  #reconnect(reason: string, immediately = false): Promise<void> {
+  #reconnect(reason: string, immediately = false, unprovenLoss = false): Promise<void> {
     return this.#lifecycle.reconnect({
       reason,
       backoff: this.#backoff,
       delayFirst: !immediately,
+      unprovenLoss,
       attempt: (signal) => this.#open(signal),
       onAttemptFailed: () => "retry",
     });

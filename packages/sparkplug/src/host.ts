@@ -38,6 +38,7 @@ import {
   redactedBrokerUrl,
   withoutBrokerSecret,
   sessionOptions,
+  subscribeChecked,
 } from "./mqtt-client";
 import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState, encodeHostState } from "./host-state";
@@ -46,6 +47,7 @@ import { durationIssues, mqttTimingIssues } from "./duration-options";
 import { HostInbox } from "./host-inbox";
 import { HostSampleWriter, type SparkplugHostBatching } from "./host-sample-writer";
 import { OldestFirstIndex } from "./oldest-first-index";
+import { SessionTakeover } from "./session-takeover";
 import { TAG_NAME_MAX, qualifiedTagName } from "./host-tag-names";
 import { decodePayload, encodePayload, type SparkplugMetric, type SparkplugPayload } from "./payload";
 import {
@@ -184,6 +186,16 @@ export interface SparkplugHostOptions {
    * 5...). The host sets `will`, `clean: true`, `reconnectPeriod: 0` (it reconnects itself) and,
    * for MQTT 5, a session expiry of 0, as Sparkplug requires. `connectTimeout` (ms, 1 to 3,600,000)
    * and `keepalive` (whole seconds, 0 to 65,535) are checked like the host's own durations.
+   *
+   * A `clientId` must be this host's alone, and `<clientId>-deaths` too (its death watch connects
+   * so): a broker ends the older session of a client id at every CONNECT, so two clients sharing
+   * one end each other's session; the host then names
+   * `client id "<id>" (likely) in use by another client` in its link reason and health and
+   * reconnects on a backoff that grows to `reconnect.maxDelayMs` (ADR 0043, amendment fix19q).
+   * Every subscription's SUBACK is checked: one the broker refuses keeps the session from being
+   * used, named with its topic filter and reason code, and retried on the backoff. A store stall
+   * longer than 1.5 × `keepalive` ends the session (held, MQTT.js reads no PINGRESP), named as a
+   * store stall: set `keepalive` above the longest stall you accept.
    * @throws KilnValidationError (KILN_VALIDATION) naming `mqtt.connectTimeout` or `mqtt.keepalive`.
    */
   readonly mqtt?: Omit<IClientOptions, "will" | "clean" | "reconnectPeriod">;
@@ -586,6 +598,12 @@ interface Session {
   inbox?: HostInbox;
   /** Its link went: what its inbox holds is being taken before the session ends. */
   lost?: boolean;
+  /** Why it was lost when another client took over one of its MQTT sessions (see {@link SessionTakeover}). */
+  takenOver?: string;
+  /** The last error MQTT.js reported on the main session (`Keepalive timeout`...). */
+  lastError?: string;
+  /** Why it was lost when MQTT.js's keepalive ended it while the host held it (see {@link #heldTooLong}). */
+  heldTooLong?: string;
   /**
    * The death watch: a second MQTT session subscribed to the groups' NDEATH only, whose messages
    * are taken at once (never held), so the broker never has to queue, nor drop, a death while the
@@ -711,6 +729,9 @@ export class SparkplugHost {
   readonly #clock: Clock;
   readonly #backoff: ReconnectBackoff;
   readonly #lifecycle: ConnectionLifecycle;
+  readonly #takeover: SessionTakeover;
+  /** The last session MQTT.js's keepalive ended while the host held it, for health (see {@link #heldTooLong}). */
+  #lastHeldTooLong: string | undefined;
   readonly #writer: HostSampleWriter;
   readonly #stateTopic: string;
   readonly #groups: ReadonlySet<string>;
@@ -882,6 +903,7 @@ export class SparkplugHost {
       ...(options.random === undefined ? {} : { random: options.random }),
     });
     this.#lifecycle.onStatusChange((change) => void this.#bus.publish("link-change", change));
+    this.#takeover = new SessionTakeover(this.#clock, 2 * this.#backoff.maxDelayMs);
     this.#writer = new HostSampleWriter(
       options.store,
       this.#clock,
@@ -1098,6 +1120,20 @@ export class SparkplugHost {
         `broker link ${this.#lifecycle.status}${this.#lifecycle.reason ? `: ${this.#lifecycle.reason}` : ""}`,
       );
     }
+    const takenOver = this.#takeover.problem();
+    if (takenOver !== undefined && this.#lifecycle.status === "connected") problems.push(takenOver);
+    // A keepalive lost to a store stall stays named (while reconnecting, the link's reason says it)
+    // until a session has gone one keepalive timeout unheld (a reconnect alone proves nothing: the
+    // store may still be behind).
+    const current = this.#session;
+    if (
+      current !== undefined &&
+      current.heldSince === undefined &&
+      this.#clock.now() - current.timestamp >= (this.#options.mqtt?.keepalive ?? 60) * 1_500
+    )
+      this.#lastHeldTooLong = undefined;
+    if (this.#lastHeldTooLong !== undefined && this.#lifecycle.status === "connected")
+      problems.push(this.#lastHeldTooLong);
     const breaker = this.#writer.breaker;
     if (breaker.state.state !== "closed") {
       problems.push(
@@ -1247,6 +1283,7 @@ export class SparkplugHost {
         "Sparkplug host connect",
       );
       this.#session = session;
+      this.#takeover.follow(client, this.#options.mqtt?.clientId);
       // Every edge node must be born again in this session before its data is taken: messages
       // were missed while the host was away.
       for (const node of this.#nodes.values()) {
@@ -1268,8 +1305,8 @@ export class SparkplugHost {
       session.inbox = inbox;
       client.on("message", (topic, payload, packet) => inbox.receive({ topic, payload, retained: packet.retain }));
       client.handleMessage = (_packet, callback) => inbox.ready(() => callback());
-      client.on("error", () => undefined);
-      client.once("close", () => this.#onSessionLost(session));
+      client.on("error", (error: Error) => void (session.lastError = error.message));
+      client.once("close", () => this.#onSessionLost(session, client));
       // Before the groups are followed, so every death the main session may see, the watch sees too.
       await raceAbort(this.#openWatch(session), signal, "Sparkplug host death watch");
       // [tck-id-host-topic-phid-birth-sub-required], [tck-id-message-flow-phid-sparkplug-subscription]:
@@ -1279,7 +1316,17 @@ export class SparkplugHost {
       const group = this.#options.mqtt?.protocolVersion === 5 ? { qos: 1 as const, rap: true } : { qos: 1 as const };
       const filters: Record<string, { qos: 1; rap?: boolean }> = { [this.#stateTopic]: { qos: 1 } };
       for (const id of this.#groups) filters[`${SPARKPLUG_NAMESPACE}/${id}/#`] = group;
-      await raceAbort(client.subscribeAsync(filters), signal, "Sparkplug host subscribe");
+      const downgraded = await raceAbort(
+        subscribeChecked(client, filters, "Sparkplug host session"),
+        signal,
+        "Sparkplug host subscribe",
+      );
+      if (downgraded.length > 0)
+        this.#problems.set(
+          "subscription-qos",
+          `the broker granted a lower QoS than asked for ${downgraded.join(", ")}: a message it drops is seen only as a seq gap`,
+        );
+      else this.#problems.delete("subscription-qos");
       // [tck-id-host-topic-phid-birth-required], [tck-id-host-topic-phid-birth-qos], [-retain]: STATE online.
       await raceAbort(this.#publishOnline(session), signal, "Sparkplug host STATE");
     } catch (error) {
@@ -1332,11 +1379,12 @@ export class SparkplugHost {
       watch.once("connect", onConnect);
       watch.once("close", onClose);
     });
+    this.#takeover.follow(watch, user.clientId === undefined ? undefined : `${user.clientId}-deaths`);
     watch.on("message", (topic, payload, packet) => this.#onWatchedDeath(session, topic, payload, packet.retain));
-    watch.once("close", () => this.#onSessionLost(session));
+    watch.once("close", () => this.#onSessionLost(session, watch));
     const filters: Record<string, { qos: 0 | 1 }> = {};
     for (const id of this.#groups) filters[`${SPARKPLUG_NAMESPACE}/${id}/NDEATH/+`] = { qos: 0 };
-    await watch.subscribeAsync(filters);
+    await subscribeChecked(watch, filters, "Sparkplug host death watch");
   }
 
   async #publishOnline(session: Session): Promise<void> {
@@ -1349,9 +1397,16 @@ export class SparkplugHost {
     this.#lastState = { online: true, timestamp: session.timestamp };
   }
 
-  #onSessionLost(session: Session): void {
+  #onSessionLost(session: Session, closed: MqttClient): void {
     if (session.closing || this.#session !== session || session.lost === true) return;
     session.lost = true;
+    const takenOver = this.#takeover.lost(closed);
+    if (takenOver !== undefined) session.takenOver = takenOver;
+    const heldTooLong = closed === session.client ? this.#heldTooLong(session) : undefined;
+    if (heldTooLong !== undefined) {
+      session.heldTooLong = heldTooLong;
+      this.#lastHeldTooLong = `${heldTooLong} (at ${new Date(this.#clock.now()).toISOString()})`;
+    }
     // What MQTT.js handed over before the link went is taken first, as it was received, a slice
     // per turn of the event loop (review adv19k M1); then the session ends.
     void (session.inbox?.flush() ?? Promise.resolve()).then(() => this.#endLostSession(session));
@@ -1369,9 +1424,14 @@ export class SparkplugHost {
     // Stored too, right after the last value the host received: what the edge node measured
     // meanwhile, replayed later as history, lands after it (ADR 0043, amendment 19z).
     // In slices; the reconnect (whose births restate values after the marks) only once all are in.
+    // A session another client took over (the same client id) proves nothing about the broker:
+    // the backoff grows instead of redialling at its first step (adv19p M2).
     void this.#markAllStale("the host lost its broker connection").then(() => {
       if (this.#stopping) return;
-      void this.#reconnect("connection to the broker lost");
+      void this.#reconnect(
+        session.takenOver ?? session.heldTooLong ?? "connection to the broker lost",
+        session.takenOver !== undefined,
+      );
     });
   }
 
@@ -1396,11 +1456,28 @@ export class SparkplugHost {
     }
   }
 
-  #reconnect(reason: string): Promise<void> {
+  /**
+   * Why the main session was lost, when MQTT.js's keepalive ended it while the host held it (its
+   * store behind; adversarial review adv19k M2), else undefined. While held, MQTT.js reads
+   * nothing, the broker's PINGRESP included (it waits behind the held messages), so a hold longer
+   * than 1.5 × `mqtt.keepalive` ends the session as a dead broker would. Not prevented on purpose
+   * (ADR 0043, amendment fix19q): the broker then publishes the host's Will (STATE offline), so
+   * edge nodes following this host keep their data to forward instead of sending live data the
+   * broker would drop from the full queue of a host that cannot take it.
+   */
+  #heldTooLong(session: Session): string | undefined {
+    if (session.heldSince === undefined || session.lastError !== "Keepalive timeout") return undefined;
+    const keepalive = this.#options.mqtt?.keepalive ?? 60;
+    const heldMs = this.#clock.now() - session.heldSince;
+    return `the broker connection was ended by the host's own keepalive (1.5 × mqtt.keepalive = ${keepalive * 1.5} s) after the host held it for ${(heldMs / 1_000).toFixed(1)} s because its store was behind (${this.#writer.held} samples held): held, MQTT.js reads nothing, the broker's PINGRESP included. The broker is not at fault; the broker publishes the host's STATE offline (edge nodes following it keep their data to forward). Make the store keep up, or set mqtt.keepalive above the longest store stall`;
+  }
+
+  #reconnect(reason: string, unprovenLoss = false): Promise<void> {
     return this.#lifecycle.reconnect({
       reason,
       backoff: this.#backoff,
       delayFirst: true,
+      unprovenLoss,
       attempt: (signal) => this.#open(signal),
       onAttemptFailed: () => "retry",
     });

@@ -1,5 +1,49 @@
+import { KilnError } from "@kiln/core";
+import type { MqttClient } from "mqtt";
 import { describe, expect, test } from "vitest";
-import { checkBrokerUrl, redactedBrokerUrl, withoutBrokerSecret } from "./mqtt-client";
+import { checkBrokerUrl, redactedBrokerUrl, subscribeChecked, withoutBrokerSecret } from "./mqtt-client";
+
+// Adversarial review adv19p M1: every SUBACK is checked per topic filter.
+describe("subscribeChecked", () => {
+  const answering = (answer: () => Promise<unknown>): MqttClient =>
+    ({ subscribeAsync: answer }) as unknown as MqttClient;
+  const filters = { "spBv1.0/STATE/h": { qos: 1 as const }, "spBv1.0/g/#": { qos: 1 as const } };
+
+  test("a refused filter (MQTT.js rejects with the SUBACK) throws a retryable KILN_CONNECTION_FAILED naming it and its code", async () => {
+    const client = answering(() =>
+      Promise.reject(Object.assign(new Error("Subscribe error: Not authorized"), { packet: { granted: [1, 0x87] } })),
+    );
+    const error: unknown = await subscribeChecked(client, filters, "session").catch((caught: unknown) => caught);
+    expect(KilnError.is(error, "KILN_CONNECTION_FAILED")).toBe(true);
+    expect((error as KilnError).retryable).toBe(true);
+    expect((error as KilnError).message).toContain("spBv1.0/g/# (SUBACK 0x87 Not authorized)");
+    expect((error as KilnError).message).not.toContain("spBv1.0/STATE/h (");
+    expect((error as KilnError).details.refused).toEqual([{ filter: "spBv1.0/g/#", code: 0x87 }]);
+  });
+
+  test("a SUBACK with fewer codes than filters refuses every filter (0x80): none is known granted", async () => {
+    const client = answering(() =>
+      Promise.reject(Object.assign(new Error("Protocol error"), { packet: { granted: [1] } })),
+    );
+    const error = (await subscribeChecked(client, filters, "session").catch((caught: unknown) => caught)) as KilnError;
+    expect(error.details.refused).toEqual([
+      { filter: "spBv1.0/STATE/h", code: 0x80 },
+      { filter: "spBv1.0/g/#", code: 0x80 },
+    ]);
+  });
+
+  test("granted at a lower QoS: resolves naming the downgraded filter; a connection error passes through", async () => {
+    const granted = answering(() =>
+      Promise.resolve([
+        { topic: "spBv1.0/STATE/h", qos: 1 },
+        { topic: "spBv1.0/g/#", qos: 0 },
+      ]),
+    );
+    await expect(subscribeChecked(granted, filters, "session")).resolves.toEqual(["spBv1.0/g/# (QoS 0, asked 1)"]);
+    const closed = answering(() => Promise.reject(new Error("Connection closed")));
+    await expect(subscribeChecked(closed, filters, "session")).rejects.toThrow("Connection closed");
+  });
+});
 
 // Adversarial review 19z (second pass), L: passwords with characters `new URL()` reads as the end
 // of the userinfo (or refuses) were echoed by redactedBrokerUrl and by the invalid-URL refusal.

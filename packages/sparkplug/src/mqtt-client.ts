@@ -1,5 +1,5 @@
 import type { IClientOptions, MqttClient } from "mqtt";
-import { KilnValidationError, type Clock } from "@kiln/core";
+import { KilnError, KilnValidationError, type Clock } from "@kiln/core";
 
 type Connect = (url: string, options: IClientOptions) => MqttClient;
 let loading: Promise<Connect> | undefined;
@@ -54,6 +54,65 @@ export async function boundedGoodbye(work: Promise<unknown>, clock: Clock): Prom
 export async function endSession(client: MqttClient, clock: Clock, graceful: boolean): Promise<void> {
   if (graceful && (await boundedGoodbye(client.endAsync(), clock))) return;
   await client.endAsync(true).catch(() => undefined);
+}
+
+/** SUBACK failure reason codes (MQTT 5.0 3.9.3; 3.1.1 has only 0x80) by number. */
+const SUBACK_REASONS: Readonly<Record<number, string>> = {
+  0x80: "Unspecified error",
+  0x83: "Implementation specific error",
+  0x87: "Not authorized",
+  0x8f: "Topic Filter invalid",
+  0x91: "Packet Identifier in use",
+  0x97: "Quota exceeded",
+  0x9e: "Shared Subscriptions not supported",
+  0xa1: "Subscription Identifiers not supported",
+  0xa2: "Wildcard Subscriptions not supported",
+};
+
+/** A SUBACK reason code as shown: `0x87 Not authorized`. */
+function subackReason(code: number): string {
+  return `0x${code.toString(16).padStart(2, "0")}${SUBACK_REASONS[code] === undefined ? "" : ` ${SUBACK_REASONS[code]}`}`;
+}
+
+/**
+ * @internal Subscribes `filters` (topic filter → options, in the order sent) and checks the
+ * broker's SUBACK for each of them (adversarial review adv19p M1): a broker's ACL may refuse one
+ * filter and grant the others, and a session that misses one of them cannot be trusted with what
+ * it feeds (a refused NDEATH filter: dead edge nodes shown online). Resolves with the filters the
+ * broker granted at a lower QoS than asked (`"<filter> (QoS 0, asked 1)"`), empty when none.
+ * @throws KilnError `KILN_CONNECTION_FAILED` (retryable: the broker's ACL may be fixed while the
+ *   caller retries on its backoff) naming `what`, each refused filter and its reason code
+ *   (`0x80` in MQTT 3.1.1, `0x80` and up in MQTT 5, e.g. `0x87 Not authorized`), in
+ *   `details.refused` too; what MQTT.js throws otherwise (the connection closed meanwhile).
+ */
+export async function subscribeChecked(
+  client: MqttClient,
+  filters: Readonly<Record<string, { readonly qos: 0 | 1 }>>,
+  what: string,
+): Promise<string[]> {
+  const asked = Object.entries(filters);
+  let granted: readonly number[];
+  try {
+    granted = (await client.subscribeAsync(filters as Record<string, { qos: 0 | 1 }>)).map((grant) => grant.qos);
+  } catch (error) {
+    // MQTT.js rejects the whole call when any code is a failure, with the SUBACK attached.
+    const codes = (error as { packet?: { granted?: unknown } }).packet?.granted;
+    if (!Array.isArray(codes)) throw error;
+    granted = codes as number[];
+  }
+  const refused = asked.flatMap(([filter], index) => {
+    const code = granted.length === asked.length ? granted[index]! : 0x80;
+    return code >= 0x80 ? [{ filter, code, reason: subackReason(code) }] : [];
+  });
+  if (refused.length > 0)
+    throw new KilnError(
+      "KILN_CONNECTION_FAILED",
+      `${what}: the broker refused the subscription to ${refused.map((each) => `${each.filter} (SUBACK ${each.reason})`).join(", ")}; what it feeds cannot be trusted, so the session is not used: allow this client to subscribe to it in the broker's ACL (retried on the reconnect backoff)`,
+      { retryable: true, details: { refused: refused.map(({ filter, code }) => ({ filter, code })) } },
+    );
+  return asked.flatMap(([filter, options], index) =>
+    granted[index]! < options.qos ? [`${filter} (QoS ${granted[index]!}, asked ${options.qos})`] : [],
+  );
 }
 
 /**

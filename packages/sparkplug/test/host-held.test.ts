@@ -6,7 +6,7 @@ import { MemoryStore, type Sample } from "@kiln/core";
 import type { SampleWriteResult } from "@kiln/core/driver-kit";
 import { connectAsync } from "mqtt";
 import { afterEach, describe, expect, test, vi } from "vitest";
-import { SparkplugHost } from "../src/host";
+import { SparkplugHost, type SparkplugHostOptions } from "../src/host";
 import { qualifiedTagName } from "../src/host-tag-names";
 import { mosquittoAvailability } from "../src/testing/index";
 import { sparkplugTopic } from "../src/topic";
@@ -63,7 +63,7 @@ async function answeringNode(url: string, bdSeq: number, temp: number): Promise<
 }
 
 /** A host on a mosquitto that keeps at most 20 messages queued for a client, and a flooding edge node. */
-async function heldFleet() {
+async function heldFleet(extra: Partial<SparkplugHostOptions> = {}) {
   const broker = await configuredBroker(["max_queued_messages 20", "max_inflight_messages 10"]);
   cleanups.push(() => broker.stop());
   const gated = gatedStore();
@@ -77,6 +77,7 @@ async function heldFleet() {
     rebirthIntervalMs: 500,
     rebirthTimeoutMs: 2_000,
     batching: { maxDelayMs: 5, maxQueuedSamples: 200 },
+    ...extra,
   });
   cleanups.push(() => host.stop());
   await host.start();
@@ -265,5 +266,43 @@ describe.skipIf(!mosquitto.available)("a host held by a slow store, messages dro
     };
     await eventually(async () => (await retained()).online, 10_000, "retained STATE online");
     expect(await retained()).toEqual({ online: true, timestamp });
+  });
+});
+
+// Adversarial review adv19k M2: a store stall longer than 1.5 × keepalive ends the host's session
+// (held, MQTT.js reads no PINGRESP). Kept on purpose (the Will tells edge nodes to keep their data;
+// ADR 0043, amendment fix19q), but named for its cause: before, health blamed the broker.
+describe.skipIf(!mosquitto.available)("a store stall past the keepalive (adv19k M2)", () => {
+  test("the session its own keepalive ends while held is named as a store stall, not a broker fault, in the link's reason and health", async () => {
+    const { host, flood, gated } = await heldFleet({ mqtt: { keepalive: 1 } });
+    const reasons: string[] = [];
+    host.events.on("link-change", (change) => void (change.to === "reconnecting" && reasons.push(change.reason ?? "")));
+    gated.hold();
+    await flood(1_500);
+    await eventually(() => reasons.length > 0, 10_000, "the session lost while held");
+    expect(reasons[0]).toContain("keepalive");
+    expect(reasons[0]).toContain("store was behind");
+    expect(reasons[0]).toContain("The broker is not at fault");
+    gated.release();
+    await host.whenConnected();
+    // Named while connected again, until a session goes one keepalive timeout unheld.
+    expect(host.health().problems.join("\n")).toContain("store was behind");
+    await eventually(
+      () => !host.health().problems.join("\n").includes("store was behind"),
+      15_000,
+      "the stall's problem cleared once a session stayed unheld",
+    );
+  });
+
+  test("sibling: a session lost while held for another reason (the broker killed) is not blamed on the store", async () => {
+    const { broker, host, flood, gated } = await heldFleet({ mqtt: { keepalive: 30 } });
+    const reasons: string[] = [];
+    host.events.on("link-change", (change) => void (change.to === "reconnecting" && reasons.push(change.reason ?? "")));
+    gated.hold();
+    await flood(1_500);
+    await broker.stop();
+    await eventually(() => reasons.length > 0, 10_000, "the session lost");
+    expect(reasons[0]).not.toContain("store was behind");
+    gated.release();
   });
 });

@@ -193,6 +193,7 @@ describe("ConnectionLifecycle", () => {
       proofNeedsAnswer: boolean,
       losses: number,
       between: (lifecycle: ConnectionLifecycle, clock: SimulatedClock) => Promise<void>,
+      unprovenLoss = false,
     ): Promise<number[]> {
       const clock = new SimulatedClock({ start: 0 });
       const lifecycle = new ConnectionLifecycle({ name: "test", clock, random: () => 0, proofNeedsAnswer });
@@ -204,6 +205,7 @@ describe("ConnectionLifecycle", () => {
           reason: "closed by peer",
           backoff,
           delayFirst: true,
+          unprovenLoss,
           attempt: async () => {
             attempts.push(clock.now());
           },
@@ -248,6 +250,13 @@ describe("ConnectionLifecycle", () => {
       expect(quick.map((at, index) => at - (index === 0 ? 0 : quick[index - 1]!))).toEqual([100, 200, 400]);
       const stable = await flap(false, 3, async (_lifecycle, clock) => clock.advance(100));
       expect(stable.map((at, index) => at - (index === 0 ? 100 : stable[index - 1]! + 100))).toEqual([100, 100, 100]);
+    });
+
+    test("unprovenLoss: connections up for many steps still back off, up to the cap (an MQTT session taken over, adv19p M2)", async () => {
+      const taken = await flap(false, 6, async (_lifecycle, clock) => clock.advance(700), true);
+      expect(taken.map((at, index) => at - (index === 0 ? 700 : taken[index - 1]! + 700))).toEqual([
+        100, 200, 400, 800, 1_000, 1_000,
+      ]);
     });
   });
 

@@ -38,6 +38,13 @@ export interface ReconnectOptions {
   /** Wait before the first attempt too (otherwise the first attempt starts at once). @default false */
   readonly delayFirst?: boolean;
   /**
+   * The connection just lost proved nothing, however long it was up: the peer ended it for a
+   * reason that will recur at once (another client took over an MQTT session with the same client
+   * id), so the backoff goes on growing from where the last loop left it instead of starting at
+   * its first step. @default false
+   */
+  readonly unprovenLoss?: boolean;
+  /**
    * Told about each failed attempt (1-based); returning `"stop"` ends the loop with status
    * `disconnected` and the error's message as reason. A `KILN_AUTHENTICATION_FAILED` always
    * ends it, with status `failed`. @default retry every other failure
@@ -330,7 +337,7 @@ export class ConnectionLifecycle {
    * first answer (without `proofNeedsAnswer`: after it connected). So a peer that
    * accepts connections and drops them at once, or after one answer, is redialled on the growing backoff up to
    * `maxDelayMs`, not every first step (adv12 M3); the first loss after a proven connection starts at the first
-   * step again. `close()` resets it.
+   * step again, unless `unprovenLoss` says the loss proved nothing. `close()` resets it.
    *
    * @throws `KilnValidationError` (`KILN_VALIDATION`) when `options.backoff` breaks its rules
    *   (see `checkBackoff`); nothing starts.
@@ -345,7 +352,10 @@ export class ConnectionLifecycle {
     let skipped = 0;
     if (this.#upSinceLoop) {
       this.#upSinceLoop = false;
-      const proven = this.#answeredAt !== undefined && clock.now() - this.#answeredAt >= options.backoff.initialDelayMs;
+      const proven =
+        options.unprovenLoss !== true &&
+        this.#answeredAt !== undefined &&
+        clock.now() - this.#answeredAt >= options.backoff.initialDelayMs;
       skipped = proven ? 0 : this.#unprovenLosses;
       this.#unprovenLosses = skipped + 1;
     }
