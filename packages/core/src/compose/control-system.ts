@@ -488,6 +488,8 @@ export class ControlSystem {
       this.#lifecycle.state = "stopped";
       throw error;
     }
+    // The last stop halted the safe state's writing before it closed the writer (fix15z).
+    this.#recipes.resumeSafeState();
     // Every start begins with closed breakers, whatever happened while the system was stopped.
     resetGuards(this.#guardedDriver, this.#guardedStore, "control system starting");
     this.#storeOpening = new AbortController();
@@ -747,11 +749,19 @@ export class ControlSystem {
       // past the budget and reported, never spending the budget of the audit writer's close.
       // A process only ending (its effect done: its abort, or its end, already recorded) is not
       // aborted again, which recorded a second `recipe.abort` by the system (review 15c).
-      if (this.#recipes.ending() !== undefined) {
-        await step("waiting for the ending process", () => active.finished);
-        return;
-      }
-      await step("aborting the running process", () => this.#systemAbort(active, "control system stopping"));
+      const ending = this.#recipes.ending() !== undefined;
+      const what = ending ? "waiting for the ending process" : "aborting the running process";
+      const work = ending ? active.finished : this.#systemAbort(active, "control system stopping");
+      if ((await step(what, () => work)) !== "timeout") return;
+      // Out of budget with safe-state writes unanswered or not yet sent (fix15z, adv15y H2: they
+      // were written one after another, each waiting up to the driver's timeout, and the rest went
+      // out after the stop had closed the writer, the abort's `:fail` dropped): nothing more is
+      // sent; every write not answered fails now, named in health() and in the abort's `:fail`,
+      // recorded before the writer closes.
+      this.#recipes.haltSafeState(
+        "the control system stopped waiting for the safe state (stop()'s drain budget ran out)",
+      );
+      await step(`${what} (its safe state halted)`, () => work, true, floor);
     };
     try {
       // The running process first: its safe state must reach the PLC now, not after commands
@@ -787,10 +797,13 @@ export class ControlSystem {
           name: "trips and safety functions in flight",
         }),
       );
-      // Driver calls still out (given-up writes, re-asserts) settle, bounded by the write timeout,
-      // so a late landing is seen and audited before the audit closes; one still out then is
-      // recorded as unknown (review 15g, H4).
-      await step("waiting for device calls still out", () => this.#settleDeviceCalls(), false);
+      // Nothing writes the safe state from here on (fix15z): a trip or safety function still
+      // writing it fails its unanswered writes now and records its `:fail` in the settle below.
+      this.#recipes.haltSafeState("the control system is stopping (stop() closes the writer)");
+      // Driver calls still out (given-up writes, re-asserts) settle, bounded by the write timeout and
+      // by the drain budget (fix15z), so a late landing is seen and audited before the audit closes;
+      // one still out then is recorded as unknown (review 15g, H4).
+      await step("waiting for device calls still out", () => this.#settleDeviceCalls(remaining()), false);
       // A trip or safety function whose device call just settled hands its entry (its `:fail`) to
       // the writer now, before it closes (fix15x, adv15w M1: it was dropped, journal or not).
       await step(
@@ -2020,12 +2033,13 @@ export class ControlSystem {
    * the system's `tag.unsettled` entry (outcome unknown: the device may yet take it, or may hold
    * an older value) and logged (reviews 15g H4, 15h H2).
    */
-  async #settleDeviceCalls(): Promise<void> {
+  async #settleDeviceCalls(budgetMs: number): Promise<void> {
     const watcher = this.#lateWatcher;
     if (watcher === undefined) return;
     // A queued re-assert waits for the late call before it (at most one write timeout), then is
-    // sent (at most one more): two write timeouts bound the wait (review 15h, H2).
-    const left = await watcher.drain(2 * this.#options.acquisition.timeoutMs);
+    // sent (at most one more): two write timeouts bound the wait (review 15h, H2), and the stop's
+    // budget (fix15z: what is still out then is recorded as unknown, as past the two timeouts).
+    const left = await watcher.drain(Math.min(2 * this.#options.acquisition.timeoutMs, budgetMs));
     if (left === 0) return;
     for (const tag of watcher.queuedReasserts?.() ?? []) {
       this.#logger.error({ tag }, "a re-assert of a tag's latest value was still queued at stop");

@@ -255,6 +255,8 @@ export class RecipeExecutor {
   readonly #failureSources = new WeakMap<SafeStateFailure, number>();
   /** Per failure, the device-call order when it was noted: a poll's read-back must be issued after it (fix15z). */
   readonly #failureOrders = new WeakMap<SafeStateFailure, number>();
+  /** Aborted by {@link haltSafeState}; a new one by {@link resumeSafeState}. */
+  #halt = new AbortController();
   /** Per tag, the source timestamp its producer last delivered ({@link readBack}: `CvtChange.sourceTimestamp`). */
   readonly #lastSource = new Map<string, number>();
 
@@ -364,6 +366,23 @@ export class RecipeExecutor {
       }
       this.#safeStateFailures.delete(key);
     }
+  }
+
+  /**
+   * Stops every writing of the safe state under way and any begun later (the control system's
+   * `stop()` once its budget is spent, before it closes the writer; fix15z, adv15y H2): nothing
+   * more is sent, nothing more awaited; each write not answered yet fails at once (`KILN_ABORTED`,
+   * `details.halted`), so it is noted as a failed safe-state write ({@link safeStateFailures})
+   * and the command or abort that wrote it records its `:fail` while the writer is still open.
+   * Until {@link resumeSafeState}.
+   */
+  haltSafeState(reason: string): void {
+    if (!this.#halt.signal.aborted) this.#halt.abort(reason);
+  }
+
+  /** Writes the safe state again after a {@link haltSafeState} (the control system's `start()`). */
+  resumeSafeState(): void {
+    if (this.#halt.signal.aborted) this.#halt = new AbortController();
   }
 
   /** Keeps a failure, with the writer's issue order now (what a later write must pass). */
@@ -561,6 +580,7 @@ export class RecipeExecutor {
         safeState: this.#safeState,
         onSafeState: (problems) => this.#noteSafeState(problems),
         onSafeStateBegin: () => void this.#safeStateEpoch++,
+        safeStateHalt: () => this.#halt.signal,
         // A write the steps no longer waited for failed: a pulse's off (the tag may still be on;
         // review 15t, M2), a step write in flight at the abort (review 15s, M3).
         onLateWriteFailure: (problem) => {
@@ -737,7 +757,14 @@ export class RecipeExecutor {
     this.#safeStateEpoch++;
     this.#applying++;
     try {
-      const problems = await writeSafeState(this.#options.io, this.#safeState, this.#logger, undefined, report?.joined);
+      const problems = await writeSafeState(
+        this.#options.io,
+        this.#safeState,
+        this.#logger,
+        undefined,
+        report?.joined,
+        this.#halt.signal,
+      );
       this.#noteSafeState(problems);
       return problems;
     } finally {
