@@ -677,9 +677,13 @@ export class ControlSystem {
    * resolves only when the drain and the closes are done. A stop during a start waits for the
    * start (see {@link start}). Each step goes on past a failure of the one before. The whole stop
    * is bounded: everything up to the drain shares `logging.drainTimeoutMs` from the call, the
-   * abort of a running process included (its safe-state writes are issued first; one still out
-   * is waited for with the other device calls, each bounded by the driver's timeout; a process
-   * save past the budget is abandoned and logged); alarm history, events and the driver's and
+   * abort of a running process included (its safe-state writes, in order, each bounded by the
+   * driver's timeout; a process save past the budget is abandoned and logged) and the wait for
+   * device calls still out. When the abort runs out of the budget, and in any case before the
+   * device calls are waited for, the safe state is halted: nothing more is sent, every write not
+   * answered fails (`KILN_ABORTED`, `details.halted`; named in `health().problems` as "safe state
+   * not confirmed") and the abort's `:fail` entry names it, recorded before the audit writer
+   * closes (ADR 0042, amendment fix15z); alarm history, events and the driver's and
    * store's `close` get what is left until {@link STOP_CLOSE_MARGIN_MS} after the drain's end
    * (and `lifecycleTimeoutMs` at most). A step still running then is abandoned and reported (a
    * close: `lifecycle-step-fail`, `health().lifecycle`) without failing the stop, which always

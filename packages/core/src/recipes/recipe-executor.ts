@@ -38,7 +38,7 @@ export interface RecipeExecutorOptions {
   /**
    * Written, in order, when a process is aborted or fails, and on {@link RecipeExecutor.trip}.
    * Not written when a process completes: a recipe ends with its own shutdown steps. Each tag at
-   * most once (review 15m, M2).
+   * most once (review 15m, M2). {@link RecipeExecutor.haltSafeState} stops it part way (fix15z).
    * @default []
    */
   readonly safeState?: readonly SafeStateWrite[];
