@@ -41,7 +41,7 @@ import { authorizeRecipeSave, authorizeRecipeStart } from "../security/recipe-au
 import { checkTagWrite, type LateDeviceSettle, type TagWriter, type WatchesLateCalls } from "./checked-write";
 import { manualMachineCommand, stopsMachine } from "./manual-machine-command";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
-import type { EventRecorder } from "./event-recorder";
+import type { EventRecorder, EventRecorderHealth } from "./event-recorder";
 import { interlockHolds, interlockRefusal, staleSource, untrustedInput, type SourceAdvances } from "./interlocks";
 import { portHealth, resetGuards, type PortHealth } from "./port-policies";
 import type { SystemLifecycle, SystemState } from "./system-lifecycle";
@@ -138,6 +138,13 @@ export interface ControlSystemHealth {
   readonly ports: PortHealth;
   /** Counts of active alarms, unacknowledged alarms, and transitions the alarm history failed to record. */
   readonly alarms: { readonly active: number; readonly unacknowledged: number; readonly historyFailures: number };
+  /**
+   * The domain events appended to the event store (`machine-state-change`): how many could not be
+   * stored (the store down, its breaker open) since construction, and the latest failure. Each
+   * is named in `problems` while the count is above 0: the stored event history has a gap
+   * (fix15z, adv15y).
+   */
+  readonly events: EventRecorderHealth;
   /**
    * The audit writer: entries waiting (`backlog`), dropped, skipped and set aside, refusals of
    * offered intents dropped unstored (`refusalsDropped`: the trail may show those commands
@@ -1822,6 +1829,12 @@ export class ControlSystem {
         `${audit.refusalsDropped} refusal(s) of offered audit intents dropped unstored: the trail may show those commands allowed; they did not run`,
       );
     }
+    const events = this.#recorder.health();
+    if (events.notRecorded > 0) {
+      problems.push(
+        `${events.notRecorded} machine state change(s) not stored in the event store (${events.lastError ?? "append failed"}): the stored event history has a gap`,
+      );
+    }
     if (this.#lifecycle.state === "running") {
       if (logging.spoolCorruptRecords > 0) {
         problems.push(
@@ -1845,6 +1858,7 @@ export class ControlSystem {
         ).length,
         historyFailures: this.#alarms.stats.historyFailures,
       },
+      events,
       audit,
       problems,
     };
