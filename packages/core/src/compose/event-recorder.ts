@@ -4,7 +4,7 @@ import type { EventStore } from "@kiln/core/driver-kit";
 /** Event types appended to the event store, by the aggregate id they carry. */
 export const RECORDED_EVENTS: ReadonlySet<keyof KilnEvents> = new Set<keyof KilnEvents>(["machine-state-change"]);
 
-/** What the {@link EventRecorder} could not store (`ControlSystemHealth.events`). */
+/** What the event recorder could not store (`ControlSystemHealth.events`). */
 export interface EventRecorderHealth {
   /** Events whose append failed (the store down, its breaker open, a timeout), since construction: each is not in the event store. */
   readonly notRecorded: number;
