@@ -55,7 +55,6 @@ export type { CurrentValueView, CvtObserver, CvtChange } from "./cvt/current-val
 // Composition, commands and health
 export { createControlSystem } from "./compose/create-control-system";
 export { ControlSystem, type ControlSystemHealth, type StoredHistoryView } from "./compose/control-system";
-export type { EventRecorderHealth } from "./compose/event-recorder";
 export type { BackoffOptions, ControlSystemOptions } from "./compose/control-system-options";
 export type { PortHealth } from "./compose/port-policies";
 export type { SystemState } from "./compose/system-lifecycle";

@@ -41,7 +41,7 @@ import { authorizeRecipeSave, authorizeRecipeStart } from "../security/recipe-au
 import { checkTagWrite, type LateDeviceSettle, type TagWriter, type WatchesLateCalls } from "./checked-write";
 import { manualMachineCommand, stopsMachine } from "./manual-machine-command";
 import type { ResolvedControlSystemOptions } from "./control-system-options";
-import type { EventRecorder, EventRecorderHealth } from "./event-recorder";
+import type { EventRecorder } from "./event-recorder";
 import { interlockHolds, interlockRefusal, staleSource, untrustedInput, type SourceAdvances } from "./interlocks";
 import { portHealth, resetGuards, type PortHealth } from "./port-policies";
 import type { SystemLifecycle, SystemState } from "./system-lifecycle";
@@ -144,7 +144,12 @@ export interface ControlSystemHealth {
    * is named in `problems` while the count is above 0: the stored event history has a gap
    * (fix15z, adv15y).
    */
-  readonly events: EventRecorderHealth;
+  readonly events: {
+    /** Events whose append failed since construction: each is missing from the event store. */
+    readonly notRecorded: number;
+    /** The latest append failure, in words. */
+    readonly lastError?: string;
+  };
   /**
    * The audit writer: entries waiting (`backlog`), dropped, skipped and set aside, refusals of
    * offered intents dropped unstored (`refusalsDropped`: the trail may show those commands
