@@ -79,6 +79,12 @@ export interface AcquisitionOptions {
   /** Awaited before each poll: lets the logging pipeline apply back-pressure (`block` policy). */
   readonly beforeRead?: () => Promise<void> | undefined;
   /**
+   * The device-call order shared with the writer: taken when a poll read is issued and carried
+   * on the table's changes it makes (`CvtChange.readIssued`), so what a read answers is known to
+   * have been sampled no earlier than that (ADR 0042, amendment fix15z). None when omitted.
+   */
+  readonly readOrder?: () => number;
+  /**
    * Most samples of a driver reply put into the current value table in one turn of the event
    * loop; a larger reply is processed in slices, in order, yielding in between
    * (docs/adr/0019-sliced-scan-processing.md). @default 1_000
@@ -425,6 +431,8 @@ export class Acquisition {
     if (this.#link !== "online") return;
     const started = monotonicNow(clock);
     const epoch = this.#epoch;
+    // Taken before the call: the device samples no earlier than this (ADR 0042, fix15z).
+    const issued = this.#options.readOrder?.();
     try {
       const samples = await driver.read(group.tags, this.#stopping!.signal);
       const readMs = monotonicNow(clock) - started;
@@ -438,7 +446,7 @@ export class Acquisition {
         this.#logger.warn({ group: group.name }, "a read that finished after the link was lost was discarded");
         return;
       }
-      await this.#accept(group, samples, true, clock.now());
+      await this.#accept(group, samples, true, clock.now(), issued);
       if (this.#lastErrorGroup === group.name) this.#setLastError(undefined);
     } catch (error) {
       if (this.#stopping!.signal.aborted) return;
@@ -456,7 +464,7 @@ export class Acquisition {
    * (wrong type → bad, unrequested → dropped and counted, missing from a read → bad), behind the
    * replies before it and a slice at a time; resolves once all of it is in the table.
    */
-  #accept(group: Group, reply: readonly Sample[], complete: boolean, now: number): Promise<void> {
+  #accept(group: Group, reply: readonly Sample[], complete: boolean, now: number, issued?: number): Promise<void> {
     this.#watchWallClock();
     const { cvt } = this.#options;
     const seen = complete ? new ReadCoverage(group.asked) : undefined;
@@ -465,7 +473,7 @@ export class Acquisition {
       run: (from, to) => {
         const { samples, unrequested } = checkReplyPart(reply, from, to, group.asked, now, seen);
         if (unrequested > 0) this.#countUnrequested(group, unrequested);
-        cvt.update(samples, now);
+        cvt.update(samples, now, issued);
         this.#noteAnswered(group, samples);
       },
       ...(seen === undefined
@@ -473,7 +481,7 @@ export class Acquisition {
         : {
             finish: () => {
               const missing = missingFromRead(seen, now);
-              cvt.update(missing, now);
+              cvt.update(missing, now, issued);
               this.#noteAnswered(group, missing);
             },
           }),

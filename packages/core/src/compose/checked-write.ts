@@ -219,6 +219,14 @@ export interface CheckedTagWriterOptions {
    * @default 32
    */
   readonly maxCallsOutPerTag?: number;
+  /**
+   * The device-call order shared with acquisition's reads (`CvtChange.readIssued`): taken when a
+   * write's call settles having landed (or maybe landed), so {@link CheckedTagWriter.quietSince}
+   * can tell whether a read issued at some point could have sampled the device before a write
+   * took effect (ADR 0042, amendment fix15z). Without it `quietSince` is false while any write
+   * of the tag ever landed.
+   */
+  readonly order?: () => number;
 }
 
 /**
@@ -246,6 +254,8 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
   readonly #unresolved = new Map<string, UnresolvedTag>();
   /** Per tag: the number of the latest write confirmed as the tag's latest intent. */
   readonly #confirmed = new Map<string, number>();
+  /** Per tag, the device-call order ({@link CheckedTagWriterOptions.order}) when a call of it last settled landed or maybe landed. */
+  readonly #landedOrder = new Map<string, number>();
   /** Given-up writes whose driver call is still out. */
   readonly #late = new Set<LateDeviceCall>();
   /** Every driver call made and not yet settled (a stop waits for them, bounded; review 15g, H4). */
@@ -576,6 +586,7 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
     entry.state = outcome;
     const landed = outcome !== "failed";
     const unconfirmed = outcome === "unknown";
+    if (landed) this.#landedOrder.set(tag, this.#options.order?.() ?? Number.POSITIVE_INFINITY);
     let reassert: Promise<{ reasserted?: TagValue; reassertError?: unknown }> = Promise.resolve({});
     if (landed) {
       const end = this.#mustEndWith(tag);
@@ -725,6 +736,17 @@ export class CheckedTagWriter implements TagWriter, WatchesLateCalls {
   /** @inheritDoc WatchesLateCalls.confirmedAfter */
   confirmedAfter(tag: string, sequence: number): boolean {
     return (this.#confirmed.get(tag) ?? 0) > sequence;
+  }
+
+  /**
+   * True when no write of `tag` is queued or out at the device now, and none settled landed (or
+   * maybe landed) after the device-call order `since` ({@link CheckedTagWriterOptions.order}): a
+   * read issued at `since` shows what the device holds, not a value a write changed since, nor
+   * one a write still out may yet change (ADR 0042, amendment fix15z).
+   */
+  quietSince(tag: string, since: number): boolean {
+    if ((this.#ledger.get(tag) ?? []).some((entry) => entry.state === "queued" || entry.state === "out")) return false;
+    return (this.#landedOrder.get(tag) ?? Number.NEGATIVE_INFINITY) < since;
   }
 
   /** @inheritDoc WatchesLateCalls.issued */

@@ -139,6 +139,18 @@ export interface ControlSystemHealth {
   /** Counts of active alarms, unacknowledged alarms, and transitions the alarm history failed to record. */
   readonly alarms: { readonly active: number; readonly unacknowledged: number; readonly historyFailures: number };
   /**
+   * The domain events appended to the event store (`machine-state-change`): how many could not be
+   * stored (the store down, its breaker open) since construction, and the latest failure. Each
+   * is named in `problems` while the count is above 0: the stored event history has a gap
+   * (fix15z, adv15y).
+   */
+  readonly events: {
+    /** Events whose append failed since construction: each is missing from the event store. */
+    readonly notRecorded: number;
+    /** The latest append failure, in words. */
+    readonly lastError?: string;
+  };
+  /**
    * The audit writer: entries waiting (`backlog`), dropped, skipped and set aside, refusals of
    * offered intents dropped unstored (`refusalsDropped`: the trail may show those commands
    * `allowed`; they did not run) and, when the entry at the head of the backlog has failed, its
@@ -488,6 +500,8 @@ export class ControlSystem {
       this.#lifecycle.state = "stopped";
       throw error;
     }
+    // The last stop halted the safe state's writing before it closed the writer (fix15z).
+    this.#recipes.resumeSafeState();
     // Every start begins with closed breakers, whatever happened while the system was stopped.
     resetGuards(this.#guardedDriver, this.#guardedStore, "control system starting");
     this.#storeOpening = new AbortController();
@@ -675,9 +689,13 @@ export class ControlSystem {
    * resolves only when the drain and the closes are done. A stop during a start waits for the
    * start (see {@link start}). Each step goes on past a failure of the one before. The whole stop
    * is bounded: everything up to the drain shares `logging.drainTimeoutMs` from the call, the
-   * abort of a running process included (its safe-state writes are issued first; one still out
-   * is waited for with the other device calls, each bounded by the driver's timeout; a process
-   * save past the budget is abandoned and logged); alarm history, events and the driver's and
+   * abort of a running process included (its safe-state writes, in order, each bounded by the
+   * driver's timeout; a process save past the budget is abandoned and logged) and the wait for
+   * device calls still out. When the abort runs out of the budget, and in any case before the
+   * device calls are waited for, the safe state is halted: nothing more is sent, every write not
+   * answered fails (`KILN_ABORTED`, `details.halted`; named in `health().problems` as "safe state
+   * not confirmed") and the abort's `:fail` entry names it, recorded before the audit writer
+   * closes (ADR 0042, amendment fix15z); alarm history, events and the driver's and
    * store's `close` get what is left until {@link STOP_CLOSE_MARGIN_MS} after the drain's end
    * (and `lifecycleTimeoutMs` at most). A step still running then is abandoned and reported (a
    * close: `lifecycle-step-fail`, `health().lifecycle`) without failing the stop, which always
@@ -747,11 +765,19 @@ export class ControlSystem {
       // past the budget and reported, never spending the budget of the audit writer's close.
       // A process only ending (its effect done: its abort, or its end, already recorded) is not
       // aborted again, which recorded a second `recipe.abort` by the system (review 15c).
-      if (this.#recipes.ending() !== undefined) {
-        await step("waiting for the ending process", () => active.finished);
-        return;
-      }
-      await step("aborting the running process", () => this.#systemAbort(active, "control system stopping"));
+      const ending = this.#recipes.ending() !== undefined;
+      const what = ending ? "waiting for the ending process" : "aborting the running process";
+      const work = ending ? active.finished : this.#systemAbort(active, "control system stopping");
+      if ((await step(what, () => work)) !== "timeout") return;
+      // Out of budget with safe-state writes unanswered or not yet sent (fix15z, adv15y H2: they
+      // were written one after another, each waiting up to the driver's timeout, and the rest went
+      // out after the stop had closed the writer, the abort's `:fail` dropped): nothing more is
+      // sent; every write not answered fails now, named in health() and in the abort's `:fail`,
+      // recorded before the writer closes.
+      this.#recipes.haltSafeState(
+        "the control system stopped waiting for the safe state (stop()'s drain budget ran out)",
+      );
+      await step(`${what} (its safe state halted)`, () => work, true, floor);
     };
     try {
       // The running process first: its safe state must reach the PLC now, not after commands
@@ -787,10 +813,13 @@ export class ControlSystem {
           name: "trips and safety functions in flight",
         }),
       );
-      // Driver calls still out (given-up writes, re-asserts) settle, bounded by the write timeout,
-      // so a late landing is seen and audited before the audit closes; one still out then is
-      // recorded as unknown (review 15g, H4).
-      await step("waiting for device calls still out", () => this.#settleDeviceCalls(), false);
+      // Nothing writes the safe state from here on (fix15z): a trip or safety function still
+      // writing it fails its unanswered writes now and records its `:fail` in the settle below.
+      this.#recipes.haltSafeState("the control system is stopping (stop() closes the writer)");
+      // Driver calls still out (given-up writes, re-asserts) settle, bounded by the write timeout and
+      // by the drain budget (fix15z), so a late landing is seen and audited before the audit closes;
+      // one still out then is recorded as unknown (review 15g, H4).
+      await step("waiting for device calls still out", () => this.#settleDeviceCalls(remaining()), false);
       // A trip or safety function whose device call just settled hands its entry (its `:fail`) to
       // the writer now, before it closes (fix15x, adv15w M1: it was dropped, journal or not).
       await step(
@@ -1805,6 +1834,12 @@ export class ControlSystem {
         `${audit.refusalsDropped} refusal(s) of offered audit intents dropped unstored: the trail may show those commands allowed; they did not run`,
       );
     }
+    const events = this.#recorder.health();
+    if (events.notRecorded > 0) {
+      problems.push(
+        `${events.notRecorded} machine state change(s) not stored in the event store (${events.lastError ?? "append failed"}): the stored event history has a gap`,
+      );
+    }
     if (this.#lifecycle.state === "running") {
       if (logging.spoolCorruptRecords > 0) {
         problems.push(
@@ -1828,6 +1863,7 @@ export class ControlSystem {
         ).length,
         historyFailures: this.#alarms.stats.historyFailures,
       },
+      events,
       audit,
       problems,
     };
@@ -2020,12 +2056,13 @@ export class ControlSystem {
    * the system's `tag.unsettled` entry (outcome unknown: the device may yet take it, or may hold
    * an older value) and logged (reviews 15g H4, 15h H2).
    */
-  async #settleDeviceCalls(): Promise<void> {
+  async #settleDeviceCalls(budgetMs: number): Promise<void> {
     const watcher = this.#lateWatcher;
     if (watcher === undefined) return;
     // A queued re-assert waits for the late call before it (at most one write timeout), then is
-    // sent (at most one more): two write timeouts bound the wait (review 15h, H2).
-    const left = await watcher.drain(2 * this.#options.acquisition.timeoutMs);
+    // sent (at most one more): two write timeouts bound the wait (review 15h, H2), and the stop's
+    // budget (fix15z: what is still out then is recorded as unknown, as past the two timeouts).
+    const left = await watcher.drain(Math.min(2 * this.#options.acquisition.timeoutMs, budgetMs));
     if (left === 0) return;
     for (const tag of watcher.queuedReasserts?.() ?? []) {
       this.#logger.error({ tag }, "a re-assert of a tag's latest value was still queued at stop");

@@ -93,6 +93,10 @@ function storePolicies(options: ResolvedControlSystemOptions): StorePolicies {
 }
 
 function registerDefaults(container: ServiceContainer, options: ResolvedControlSystemOptions): void {
+  // One device-call order per system, shared by acquisition's poll reads and the writer's
+  // landings: what a read answers is known to be no older than its issue (ADR 0042, fix15z).
+  let deviceCalls = 0;
+  const deviceOrder = (): number => ++deviceCalls;
   const singleton = <T>(token: ServiceToken<T>, factory: (resolve: Resolve) => T): void =>
     container.register(token, factory);
   singleton(InternalTokens.Options, () => options);
@@ -176,6 +180,7 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
         },
       },
       beforeRead: () => sampleLogger.whenWritable(),
+      readOrder: deviceOrder,
     });
   });
   singleton(
@@ -266,6 +271,7 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
         // waits for it, at most one more write timeout (review 15e).
         clock: resolve(InternalTokens.Clock),
         lateWriteWaitMs: options.acquisition.timeoutMs,
+        order: deviceOrder,
       }),
   );
   singleton(InternalTokens.RecipeExecutor, (resolve) => {
@@ -313,12 +319,20 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
             evidence: {
               mark: () => writer.issued(),
               landedAfter: (tag: string, mark: number) => writer.confirmedAfter(tag, mark),
+              ...(hasQuietSince(writer)
+                ? { order: deviceOrder, quietSince: (tag: string, since: number) => writer.quietSince(tag, since) }
+                : {}),
             },
           }
         : {}),
     });
   });
   singleton(InternalTokens.EventRecorder, (resolve) => new EventRecorder(resolve(InternalTokens.GuardedStore).events));
+}
+
+/** A writer that tells whether a tag's writes were quiet since a point of the device-call order (the {@link CheckedTagWriter}; fix15z). */
+function hasQuietSince(writer: TagWriter): writer is TagWriter & Pick<CheckedTagWriter, "quietSince"> {
+  return typeof (writer as TagWriter & Partial<Pick<CheckedTagWriter, "quietSince">>).quietSince === "function";
 }
 
 /** A writer that numbers its writes and tells which landed (the {@link CheckedTagWriter}). */

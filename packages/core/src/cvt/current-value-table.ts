@@ -146,10 +146,11 @@ export class CurrentValueTable implements CurrentValueView {
    * value when an array) is kept as it is, any other is copied and the copy frozen.
    * Staleness is measured from now on the clock's monotonic time.
    * @param receivedAt wall time of receipt (ms since the Unix epoch). @default clock.now()
+   * @param readIssued the order number of the poll read the samples answer (`CvtChange.readIssued`).
    */
-  update(samples: readonly Sample[], receivedAt: number = this.#clock.now()): void {
+  update(samples: readonly Sample[], receivedAt: number = this.#clock.now(), readIssued?: number): void {
     const receivedAtMonotonic = monotonicNow(this.#clock);
-    for (const sample of samples) this.#apply(sample, receivedAt, receivedAtMonotonic);
+    for (const sample of samples) this.#apply(sample, receivedAt, receivedAtMonotonic, false, readIssued);
   }
 
   /**
@@ -212,7 +213,13 @@ export class CurrentValueTable implements CurrentValueView {
     this.#apply({ tag: current.tag, value: current.value, timestamp, quality: degraded }, now, entry.receivedAt, true);
   }
 
-  #apply(input: Sample, receivedAt: number, receivedAtMonotonic: number, keepReceivedAt = false): void {
+  #apply(
+    input: Sample,
+    receivedAt: number,
+    receivedAtMonotonic: number,
+    keepReceivedAt = false,
+    readIssued?: number,
+  ): void {
     // Samples are immutable once published: what the table holds and hands out is frozen,
     // so no reader (observer, `get`, `snapshot`) can change what alarms, interlocks and recipe
     // conditions act on, and the producer keeps its own object. The input's fields are read once
@@ -247,6 +254,7 @@ export class CurrentValueTable implements CurrentValueView {
         valueChanged: true,
         qualityChanged: true,
         sourceTimestamp: timestamp,
+        ...(readIssued === undefined ? {} : { readIssued }),
       });
     } else {
       const previous = entry.sample;
@@ -284,6 +292,7 @@ export class CurrentValueTable implements CurrentValueView {
         qualityChanged:
           previous.quality.code !== sample.quality.code || previous.quality.severity !== sample.quality.severity,
         sourceTimestamp: entry.delivered,
+        ...(readIssued === undefined || keepReceivedAt ? {} : { readIssued }),
       });
     }
     const tagObservers = this.#tagObservers.size > 0 ? this.#tagObservers.get(tag) : undefined;

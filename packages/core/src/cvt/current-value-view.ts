@@ -21,6 +21,15 @@ export interface CvtChange {
    * the kept sample's timestamp, which only advances (review 15e).
    */
   readonly sourceTimestamp: number;
+  /**
+   * For an update from a poll read: the read's place in the control system's device-call order,
+   * taken when the read was issued (a number; a later read, or a write answered later, has a
+   * greater one). Absent for a subscription notification, Kiln's own quality markers and values
+   * put in by hand. A read issued before some event could have sampled the device before it,
+   * however late it answers: what a failed safe-state write waits for as evidence (ADR 0042,
+   * amendment fix15z).
+   */
+  readonly readIssued?: number;
 }
 
 /** Called synchronously for each update. Must be cheap; hand heavy work off. */

@@ -44,6 +44,8 @@ export interface ProcessRunInit {
    * issued before this is not sent after it.
    */
   readonly onSafeStateBegin?: () => void;
+  /** The executor's halt of safe-state writing (fix15z): see `writeSafeState`'s `halt`. */
+  readonly safeStateHalt?: () => AbortSignal;
   /** Told of each step write to `tag` that succeeded. */
   readonly onStepWrite?: (tag: string) => void;
   /**
@@ -601,7 +603,14 @@ export class ProcessRun implements RecipeProcess {
     // A write already sent to a safe-state tag lands first: that tag's safe value is written
     // after it (review 15w, H4). Only that tag waits: the others are written at once, whatever is
     // in flight elsewhere (review 15u, M1).
-    const problems = await writeSafeState(this.#options.io, this.#init.safeState, this.#init.logger, this.#origin);
+    const problems = await writeSafeState(
+      this.#options.io,
+      this.#init.safeState,
+      this.#init.logger,
+      this.#origin,
+      undefined,
+      this.#init.safeStateHalt?.(),
+    );
     this.#problems.push(...problems);
     this.#init.onSafeState?.(problems);
     return problems;

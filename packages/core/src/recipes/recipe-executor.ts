@@ -38,7 +38,7 @@ export interface RecipeExecutorOptions {
   /**
    * Written, in order, when a process is aborted or fails, and on {@link RecipeExecutor.trip}.
    * Not written when a process completes: a recipe ends with its own shutdown steps. Each tag at
-   * most once (review 15m, M2).
+   * most once (review 15m, M2). {@link RecipeExecutor.haltSafeState} stops it part way (fix15z).
    * @default []
    */
   readonly safeState?: readonly SafeStateWrite[];
@@ -83,6 +83,17 @@ export interface SafeStateEvidence {
   mark(): number;
   /** True once a write of `tag` issued after `mark` landed at the device as the tag's latest intent. */
   landedAfter(tag: string, mark: number): boolean;
+  /**
+   * The device-call order now, shared with acquisition's poll reads (`CvtChange.readIssued`):
+   * taken when a failure is noted (fix15z). Without it (and {@link quietSince}) a poll's
+   * read-back is judged by source timestamps only (fix15v).
+   */
+  order?(): number;
+  /**
+   * True when no write of `tag` is queued or out at the device, and none landed (or maybe landed)
+   * after the device-call order `since`: a read issued then shows what the device holds (fix15z).
+   */
+  quietSince?(tag: string, since: number): boolean;
 }
 
 /** Who started a process: recorded on its `process-start` event and passed with each of its writes. */
@@ -242,6 +253,10 @@ export class RecipeExecutor {
   readonly #failureMarks = new WeakMap<SafeStateFailure, number>();
   /** Per failure, the source timestamp its tag's producer had last delivered when it was noted: a read-back must be newer (fix15v). */
   readonly #failureSources = new WeakMap<SafeStateFailure, number>();
+  /** Per failure, the device-call order when it was noted: a poll's read-back must be issued after it (fix15z). */
+  readonly #failureOrders = new WeakMap<SafeStateFailure, number>();
+  /** Aborted by {@link haltSafeState}; a new one by {@link resumeSafeState}. */
+  #halt = new AbortController();
   /** Per tag, the source timestamp its producer last delivered ({@link readBack}: `CvtChange.sourceTimestamp`). */
   readonly #lastSource = new Map<string, number>();
 
@@ -320,26 +335,54 @@ export class RecipeExecutor {
   /**
    * A change of the current value table (the control system passes every one it takes): a failure
    * of its tag whose `value` the sample shows, with good quality, is cleared, no write needed
-   * (fix15s), when the device took the sample after the failure was noted: its source timestamp
-   * (`change.sourceTimestamp`, as the producer delivered it) is strictly newer than the last one the
-   * tag's producer had delivered when the failure was noted (the same clock, so a device clock
-   * running ahead or behind the host's does not matter), or, for a tag never heard from before the
-   * failure, than the failure's time. A sample the table stamped with its receive time because its
-   * source timestamp did not advance (`RESTAMPED_REASON`: out of order, a cache, a
-   * redelivery) never clears (fix15v, adv15u H1: the table's receipt stamp of an old sample of the
-   * safe value cleared the line while the device held the unsafe value). Called as samples arrive,
-   * so the sample was also received after the failure was noted.
+   * (fix15s), only on evidence the device took the sample after the failure was noted:
+   * - its source timestamp (`change.sourceTimestamp`, as the producer delivered it) is strictly
+   *   newer than the last one the tag's producer had delivered when the failure was noted (the
+   *   same clock, so a device clock running ahead or behind the host's does not matter), or, for a
+   *   tag never heard from before the failure, than the failure's time; a sample the table stamped
+   *   with its receive time because its source timestamp did not advance (`RESTAMPED_REASON`)
+   *   never clears (fix15v, adv15u H1);
+   * - and, for a poll's answer (`change.readIssued`, with the writer's {@link SafeStateEvidence.order}),
+   *   the read was issued after the failure was noted, and no write of the tag landed (or maybe
+   *   landed) since it was issued nor is still out (fix15z, adv15y H1: a read issued before an
+   *   unsafe write landed, answered after the failure, sampled the old safe value and cleared the
+   *   line while the device held the unsafe one; a source timestamp does not say when the read was
+   *   made relative to a write's landing). A subscription's notification is judged by its source
+   *   timestamp alone.
    */
-  readBack(change: Pick<CvtChange, "sample" | "sourceTimestamp">): void {
-    const { sample, sourceTimestamp } = change;
+  readBack(change: Pick<CvtChange, "sample" | "sourceTimestamp" | "readIssued">): void {
+    const { sample, sourceTimestamp, readIssued } = change;
     this.#lastSource.set(sample.tag, sourceTimestamp);
     if (this.#safeStateFailures.size === 0 || sample.quality.severity !== "good" || sample.value === null) return;
     if (isRestamped(sample)) return;
+    const evidence = this.#options.evidence;
     for (const [key, failure] of this.#safeStateFailures) {
       if (failure.tag !== sample.tag || failure.value === undefined) continue;
-      const after = this.#failureSources.get(failure) ?? failure.at;
-      if (sourceTimestamp > after && sameTagValue(sample.value, failure.value)) this.#safeStateFailures.delete(key);
+      if (!sameTagValue(sample.value, failure.value)) continue;
+      if (!(sourceTimestamp > (this.#failureSources.get(failure) ?? failure.at))) continue;
+      const noted = this.#failureOrders.get(failure);
+      if (readIssued !== undefined && noted !== undefined && evidence?.quietSince !== undefined) {
+        if (!(readIssued > noted && evidence.quietSince(sample.tag, readIssued))) continue;
+      }
+      this.#safeStateFailures.delete(key);
     }
+  }
+
+  /**
+   * Stops every writing of the safe state under way and any begun later (the control system's
+   * `stop()` once its budget is spent, before it closes the writer; fix15z, adv15y H2): nothing
+   * more is sent, nothing more awaited; each write not answered yet fails at once (`KILN_ABORTED`,
+   * `details.halted`), so it is noted as a failed safe-state write ({@link safeStateFailures})
+   * and the command or abort that wrote it records its `:fail` while the writer is still open.
+   * Until {@link resumeSafeState}.
+   */
+  haltSafeState(reason: string): void {
+    if (!this.#halt.signal.aborted) this.#halt.abort(reason);
+  }
+
+  /** Writes the safe state again after a {@link haltSafeState} (the control system's `start()`). */
+  resumeSafeState(): void {
+    if (this.#halt.signal.aborted) this.#halt = new AbortController();
   }
 
   /** Keeps a failure, with the writer's issue order now (what a later write must pass). */
@@ -349,6 +392,8 @@ export class RecipeExecutor {
     if (source !== undefined) this.#failureSources.set(failure, source);
     const mark = this.#options.evidence?.mark();
     if (mark !== undefined) this.#failureMarks.set(failure, mark);
+    const order = this.#options.evidence?.order?.();
+    if (order !== undefined) this.#failureOrders.set(failure, order);
   }
 
   /**
@@ -535,6 +580,7 @@ export class RecipeExecutor {
         safeState: this.#safeState,
         onSafeState: (problems) => this.#noteSafeState(problems),
         onSafeStateBegin: () => void this.#safeStateEpoch++,
+        safeStateHalt: () => this.#halt.signal,
         // A write the steps no longer waited for failed: a pulse's off (the tag may still be on;
         // review 15t, M2), a step write in flight at the abort (review 15s, M3).
         onLateWriteFailure: (problem) => {
@@ -711,7 +757,14 @@ export class RecipeExecutor {
     this.#safeStateEpoch++;
     this.#applying++;
     try {
-      const problems = await writeSafeState(this.#options.io, this.#safeState, this.#logger, undefined, report?.joined);
+      const problems = await writeSafeState(
+        this.#options.io,
+        this.#safeState,
+        this.#logger,
+        undefined,
+        report?.joined,
+        this.#halt.signal,
+      );
       this.#noteSafeState(problems);
       return problems;
     } finally {

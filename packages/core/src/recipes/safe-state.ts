@@ -1,4 +1,4 @@
-import { KilnValidationError, type ValidationIssue } from "../domain/errors";
+import { KilnError, KilnValidationError, type ValidationIssue } from "../domain/errors";
 import { frozenTagValue, tagValueProblem, type TagCatalog, type TagValue } from "../domain/tags";
 import type { Logger } from "../ports/logger";
 import type { ProcessProblem } from "./recipe-process";
@@ -76,6 +76,11 @@ export function checkSafeState(catalog: TagCatalog, writes: readonly SafeStateWr
  *
  * `joined` collects the tags whose write joined a safe-state write of the same value still
  * waiting for its answer (the writer sent no call of its own; fix15s).
+ *
+ * `halt` (the control system's `stop()` out of its budget; fix15z, adv15y H2): once it aborts,
+ * nothing more is sent and nothing more awaited: every write not answered yet is a problem at
+ * once (`KILN_ABORTED`, `details: { tag, halted: true, sent }`: `sent` true when its call is
+ * still out and the device may yet take it), so the caller records its outcome while it can.
  */
 export async function writeSafeState(
   io: RecipeIo,
@@ -83,37 +88,87 @@ export async function writeSafeState(
   logger: Logger,
   origin?: WriteOrigin,
   joined?: string[],
+  halt?: AbortSignal,
 ): Promise<ProcessProblem[]> {
   const problems: ProcessProblem[] = [];
-  const writeOne = async (write: SafeStateWrite, reservation: SafeWriteReservation | undefined): Promise<void> => {
-    try {
-      await io.write(write.tag, write.value, undefined, origin, reservation);
-    } catch (error) {
-      reservation?.release();
-      problems.push({ stage: "safe-state", tag: write.tag, error });
-      logger.error({ tag: write.tag, error }, "a safe-state write failed");
-    } finally {
-      if (reservation?.joined === true) joined?.push(write.tag);
-    }
+  const halting = halted(halt);
+  const failed = (tag: string, error: unknown): void => {
+    problems.push({ stage: "safe-state", tag, error });
+    logger.error({ tag, error }, "a safe-state write failed");
   };
-  // Every write is announced first, before any is deferred or awaited: from now on a late landing
-  // of an older value is answered by the safe state's write, never by writing the older value
-  // again (review 15k, H2).
-  const reserved = writes.map((write) => io.reserveSafeWrite?.(write.tag, write.value));
-  // By tag: the deferred writes, chained so that writes to one tag keep their order.
-  const deferred = new Map<string, Promise<void>>();
-  for (const [index, write] of writes.entries()) {
-    const reservation = reserved[index];
-    // A write that joins the tag's pending safe write of the same value goes at once: deferring it
-    // until the tag settles would wait for the very write it joins (fix15s).
-    const wait = reservation?.joinable === true ? undefined : (deferred.get(write.tag) ?? io.settled?.(write.tag));
-    if (wait === undefined) await writeOne(write, reservation);
-    else
-      deferred.set(
-        write.tag,
-        wait.then(() => writeOne(write, reservation)),
-      );
+  const writeOne = async (write: SafeStateWrite, reservation: SafeWriteReservation | undefined): Promise<void> => {
+    if (halt?.aborted === true) {
+      reservation?.release();
+      failed(write.tag, haltedError(write.tag, false, halt.reason));
+      return;
+    }
+    const sent = io.write(write.tag, write.value, undefined, origin, reservation).then(
+      () => undefined,
+      (error: unknown) => {
+        reservation?.release();
+        return { error };
+      },
+    );
+    const outcome = await (halting === undefined ? sent : Promise.race([sent, halting.aborted]));
+    if (reservation?.joined === true) joined?.push(write.tag);
+    if (outcome === HALTED) {
+      failed(write.tag, haltedError(write.tag, true, halt?.reason));
+      // Its answer comes after the caller stopped waiting: logged, not lost.
+      void sent.then((late) => {
+        if (late !== undefined) logger.error({ tag: write.tag, error: late.error }, "a halted safe-state write failed");
+      });
+    } else if (outcome !== undefined) failed(write.tag, outcome.error);
+  };
+  try {
+    // Every write is announced first, before any is deferred or awaited: from now on a late landing
+    // of an older value is answered by the safe state's write, never by writing the older value
+    // again (review 15k, H2).
+    const reserved = writes.map((write) => io.reserveSafeWrite?.(write.tag, write.value));
+    // By tag: the deferred writes, chained so that writes to one tag keep their order.
+    const deferred = new Map<string, Promise<void>>();
+    for (const [index, write] of writes.entries()) {
+      const reservation = reserved[index];
+      // A write that joins the tag's pending safe write of the same value goes at once: deferring it
+      // until the tag settles would wait for the very write it joins (fix15s).
+      const wait = reservation?.joinable === true ? undefined : (deferred.get(write.tag) ?? io.settled?.(write.tag));
+      if (wait === undefined) await writeOne(write, reservation);
+      else {
+        // A halt ends the wait: the write is then not sent (writeOne sees the halt).
+        const waited = halting === undefined ? wait : Promise.race([wait, halting.aborted]);
+        deferred.set(
+          write.tag,
+          waited.then(() => writeOne(write, reservation)),
+        );
+      }
+    }
+    await Promise.all(deferred.values());
+    return problems;
+  } finally {
+    halting?.dispose();
   }
-  await Promise.all(deferred.values());
-  return problems;
+}
+
+const HALTED = Symbol("halted");
+
+/** Resolves with {@link HALTED} once `signal` aborts; `dispose` removes its listener. */
+function halted(signal: AbortSignal | undefined): { aborted: Promise<typeof HALTED>; dispose(): void } | undefined {
+  if (signal === undefined) return undefined;
+  let onAbort = (): void => undefined;
+  const aborted = new Promise<typeof HALTED>((resolve) => {
+    onAbort = () => resolve(HALTED);
+    if (signal.aborted) resolve(HALTED);
+    else signal.addEventListener("abort", onAbort, { once: true });
+  });
+  return { aborted, dispose: () => signal.removeEventListener("abort", onAbort) };
+}
+
+function haltedError(tag: string, sent: boolean, reason: unknown): KilnError {
+  const why = typeof reason === "string" ? reason : "the safe state was halted";
+  return new KilnError(
+    "KILN_ABORTED",
+    sent
+      ? `safe state not confirmed on ${tag}: ${why} while its write was still out; the device may yet take it, or not`
+      : `safe state not written on ${tag}: ${why} before its write was sent`,
+    { details: { tag, halted: true, sent } },
+  );
 }
