@@ -363,6 +363,7 @@ export class AuditWriter {
     for (const [index, item] of this.#backlog.entries()) if (item.journaled) from = index + 1;
     let moved = false;
     let whole = true;
+    let appended = false;
     for (let index = from; index < this.#backlog.length; index++) {
       const item = this.#backlog[index]!;
       if (item.entry === undefined) continue;
@@ -373,12 +374,15 @@ export class AuditWriter {
         whole = false;
         break;
       }
+      appended = true;
       this.#backlog[index] = { ...item, journaled: true };
       moved ||= this.#reservedIds.has(item.entry.id);
     }
     // Cleared once every held entry is journaled, not at the first: health names what memory
-    // still holds until then (issue 15).
-    if (whole) this.#journalFailures.clear("append");
+    // still holds until then (issue 15). Never with nothing written: the store may have taken
+    // every held entry while the journal still fails, and a failure cleared unproven is
+    // published again at the next append, once per command under one full disk (adv15y L1).
+    if (whole && appended) this.#journalFailures.clear("append");
     // Journaled now: the reserve need not hold them any more.
     if (moved) await this.#persistReserve();
   }
