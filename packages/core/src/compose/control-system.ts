@@ -701,7 +701,10 @@ export class ControlSystem {
    * close: `lifecycle-step-fail`, `health().lifecycle`) without failing the stop, which always
    * ends `stopped`. When closing the audit writer is abandoned, every entry held only in memory
    * is reported dropped (`audit-entry-drop`, `health().audit.droppedAtStop`, a health problem)
-   * before `stop()` returns, never afterwards (ADR 0013, amendment fix15x). With a spool and an unhealthy store, the buffered samples are journaled
+   * before `stop()` returns, never afterwards (ADR 0013, amendment fix15x); a command still
+   * waiting for the audit store then (its entry's commit, its refusal's store call) is released:
+   * it rejects with `KILN_LIFECYCLE` before `stop()` returns, its entry reported dropped the same
+   * way, never pending until the store answers (amendment fix15aa). With a spool and an unhealthy store, the buffered samples are journaled
    * first. Never rejects.
    */
   stop(): Promise<void> {
@@ -840,6 +843,20 @@ export class ControlSystem {
       if (closing === "timeout") {
         this.#commands.giveUpClose(
           "the control system stopped before the audit store took them (the stop's drain budget ran out while closing the audit writer)",
+        );
+        // Commands waiting for the store (their entry's commit, their denial's store call) are
+        // released by it: they answer (refused, KILN_LIFECYCLE), and their entries are reported
+        // dropped, before stop() returns (fix15aa).
+        await step(
+          "answering the commands released from the audit store",
+          () =>
+            withTimeout(() => this.#settled(), {
+              clock: this.#clock,
+              timeoutMs: floor,
+              name: "commands released from the audit store",
+            }),
+          true,
+          floor,
         );
       }
       // Bounds itself by the budget it is given, then spools (or counts) what is left: never abandoned.

@@ -259,7 +259,8 @@ export interface KilnEvents {
    * replayed once it opens), an append failed (`"append"`, e.g. `errno: "ENOSPC"`: entries go to
    * the journal's reserve, commands that need a durable entry are refused), or its reserve could
    * not be written (`"reserve"`: entries and counts only in memory). Published once per failure
-   * (again when its cause changes); named in `health().problems` until it clears.
+   * (again when its cause, `errno` or else the words, changes); the failure stays in force, named
+   * in `health().problems`, until the operation succeeds again (ADR 0013, amendment fix15aa).
    */
   "audit-journal-fail": EventBase & {
     /** The file that failed (the journal, or `<journal>.reserve`). */

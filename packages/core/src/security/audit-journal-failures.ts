@@ -18,8 +18,8 @@ export interface JournalFailure {
 
 /**
  * The audit journal's failures in force, by operation (`open`, `append`, `reserve`): each stays
- * named by health until it clears and is published once by `audit-journal-fail` (again when its
- * cause changes). What a failure leaves where (entries held only in memory, in the reserve) is the
+ * named by health until the operation succeeds and is published once by `audit-journal-fail`
+ * (again when its cause, the code or else the words, changes). What a failure leaves where (entries held only in memory, in the reserve) is the
  * writer's to say.
  */
 export class AuditJournalFailures {
@@ -71,7 +71,10 @@ export class AuditJournalFailures {
     );
     const earlier = this.#journalFailures.get(operation);
     this.#journalFailures.set(operation, { operation, path, message, ...(errno === undefined ? {} : { errno }) });
-    if (earlier?.message === message) return;
+    // The same cause (its code, else its words) on the same file is the failure already reported:
+    // it stays in force until the operation succeeds (adv15y L1).
+    if (earlier !== undefined && earlier.path === path && (earlier.errno ?? earlier.message) === (errno ?? message))
+      return;
     void this.#options.bus?.publish("audit-journal-fail", {
       at: this.#options.clock.now(),
       path,
@@ -81,7 +84,10 @@ export class AuditJournalFailures {
     });
   }
 
-  /** The failure of `operation` is over (the operation succeeded): health no longer names it. */
+  /**
+   * The failure of `operation` is over: call only once the operation succeeded (not when there was
+   * nothing to do), as the failure is published again once it is cleared. Health no longer names it.
+   */
   clear(operation: JournalOperation): void {
     this.#journalFailures.delete(operation);
   }

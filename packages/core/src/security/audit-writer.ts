@@ -340,6 +340,7 @@ export class AuditWriter {
     this.#dropReports.reopen();
     this.#gaveUp = undefined;
     this.#gaveUpIds = new Set();
+    this.#givenUp = giveUpSignal();
     this.#gate = undefined;
     this.#gateAll = false;
     this.#retryAttempt = 0;
@@ -363,6 +364,7 @@ export class AuditWriter {
     for (const [index, item] of this.#backlog.entries()) if (item.journaled) from = index + 1;
     let moved = false;
     let whole = true;
+    let appended = false;
     for (let index = from; index < this.#backlog.length; index++) {
       const item = this.#backlog[index]!;
       if (item.entry === undefined) continue;
@@ -373,12 +375,15 @@ export class AuditWriter {
         whole = false;
         break;
       }
+      appended = true;
       this.#backlog[index] = { ...item, journaled: true };
       moved ||= this.#reservedIds.has(item.entry.id);
     }
     // Cleared once every held entry is journaled, not at the first: health names what memory
-    // still holds until then (issue 15).
-    if (whole) this.#journalFailures.clear("append");
+    // still holds until then (issue 15). Never with nothing written: the store may have taken
+    // every held entry while the journal still fails, and a failure cleared unproven is
+    // published again at the next append, once per command under one full disk (adv15y L1).
+    if (whole && appended) this.#journalFailures.clear("append");
     // Journaled now: the reserve need not hold them any more.
     if (moved) await this.#persistReserve();
   }
@@ -534,18 +539,29 @@ export class AuditWriter {
   #gaveUpIds = new Set<string>();
 
   /**
+   * Settles when stop() gives up on {@link close}: what a command waits for on the store (its
+   * intent's store call, its entry's) is released then, so no command outlives the stop (fix15aa).
+   */
+  #givenUp = giveUpSignal();
+
+  /**
    * stop() ran out of its budget for {@link close} (the store does not answer): every entry held
    * only in memory (queued, waiting for the writer's turn or for a store call, an overflow count,
    * a coalesced run) is reported dropped now (`audit-entry-drop`, counted in `status().dropped`),
    * before stop() returns, never later in the background (fix15x, adv15w H1). Journaled entries
    * and those the reserve holds are not: they come back at the next start. From now until
-   * {@link open}, an entry recorded is reported dropped at once. close() goes on in the background;
+   * {@link open}, an entry recorded is reported dropped at once. A command waiting for the store
+   * (its intent's store call in {@link commit}, its entry's in {@link record}) is released: the
+   * commit answers `closed`, the record returns (fix15aa). close() goes on in the background;
    * an entry reported here that its flush still stores is logged, not reported again. Returns the
    * count reported. Idempotent.
    */
   giveUpClose(reason: string): number {
     if (this.#gaveUp !== undefined || this.#closed) return 0;
     this.#gaveUp = reason;
+    // Commands waiting for the store are released (refused, their entries reported below or
+    // when recorded from now on), never left pending until the store answers (fix15aa).
+    this.#givenUp.release();
     let count = 0;
     const take = (entry: AuditEntry): void => {
       if (this.#gaveUpIds.has(entry.id)) return;
@@ -628,7 +644,13 @@ export class AuditWriter {
     if (this.#closed || this.#storeFailingSince !== undefined) return "refused";
     offer.offered = true;
     // Refused for good, the command does not run: what is kept and reported says so, never `allowed`.
-    const stored = await this.#store(entry, { notRun: true });
+    // stop() gave up on the writer while the store did not answer: the command does not run and
+    // is refused now (`closed`), its refusal reported dropped; the store may still take the intent.
+    const stored = await Promise.race([
+      this.#store(entry, { notRun: true }),
+      this.#givenUp.released.then(() => "closed" as const),
+    ]);
+    if (stored === "closed") return "closed";
     if (stored === "skipped") return "unstorable";
     if (stored === "retry") return "refused";
     this.#continueDrain();
@@ -651,7 +673,9 @@ export class AuditWriter {
     }
     this.#pending.add(entry);
     try {
-      await this.#recordPending(entry);
+      // Released when stop() gives up on the writer (its entry reported dropped then): the
+      // command waiting for it answers, not when the store does (fix15aa).
+      await Promise.race([this.#recordPending(entry), this.#givenUp.released]);
     } finally {
       this.#pending.delete(entry);
     }
@@ -1754,4 +1778,11 @@ export class AuditWriter {
     this.#tallyDrops([], lost, reason);
     this.#dropReports.reportDrop(lost, reason);
   }
+}
+
+/** A one-shot signal: `released` settles once `release()` is called. */
+function giveUpSignal(): { readonly released: Promise<void>; release(): void } {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  return { released, release };
 }

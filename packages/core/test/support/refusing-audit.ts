@@ -85,5 +85,5 @@ export async function refusingAudit(options: RefusingAuditOptions) {
     await runner.close();
     return store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
   };
-  return { clock, plc, store, drops, link, make, writeTag, drain };
+  return { clock, plc, store, bus, drops, link, make, writeTag, drain };
 }
