@@ -34,7 +34,7 @@ import {
   type OpcuaDriverOptions,
   type ResolvedOpcuaDriverOptions,
 } from "./opcua-driver-options";
-import type { OpcuaNodeAddress } from "./opcua-node-id";
+import { verifiedNamespaces, type OpcuaNodeAddress } from "./opcua-node-id";
 import { deleteSubscriptions, heldSubscriptionIds, OrphanSubscriptionSweeper } from "./opcua-orphan-subscriptions";
 import type { ReadPlan } from "./opcua-read-plan";
 import { asApplicationCall } from "./opcua-request-origin";
@@ -483,6 +483,9 @@ export class OpcuaDriver implements PlcDriver {
    */
   async browse(root?: string): Promise<BrowsedVariable[]> {
     const connection = this.#requireConnection();
+    // Every browsed address is formatted from the namespace table: refused, whatever the root,
+    // until it is read Good on this session (docs/adr/0022, amendment fix13w).
+    verifiedNamespaces(connection, "browse");
     let rootId: NodeId = this.#rt.resolveNodeId(this.#rt.ObjectIds.ObjectsFolder);
     if (root !== undefined) {
       let address: OpcuaNodeAddress;
@@ -490,13 +493,6 @@ export class OpcuaDriver implements PlcDriver {
         address = this.#rt.parseNodeAddress(root);
       } catch (error) {
         throw new KilnValidationError("browse root", [{ path: "root", message: (error as Error).message }]);
-      }
-      const problem = this.#rt.namespaceProblem(address, connection);
-      if (problem?.unread) {
-        throw new KilnError("KILN_CONNECTION_FAILED", `Cannot browse ${root} yet: ${problem.reason}.`, {
-          retryable: true,
-          details: { root, reason: problem.reason },
-        });
       }
       const resolved = this.#rt.bindNodeAddress(address, connection);
       if (!resolved) {
@@ -1140,7 +1136,9 @@ export class OpcuaDriver implements PlcDriver {
     }
     if (this.#lifecycle.signal.aborted) return;
     const unread = connection.namespacesUnread !== undefined;
-    const missing = [...this.#wantedNamespaces].some((uri) => !connection.namespaceArray.includes(uri));
+    const missing =
+      !unread &&
+      [...this.#wantedNamespaces].some((uri) => !verifiedNamespaces(connection, "check namespaces").includes(uri));
     if (!unread && !missing) {
       this.#namespaceAttempt = 0;
       return;

@@ -515,7 +515,7 @@ export class OpcuaTagSubscription {
     const moved: ClientMonitoredItemBase[] = [];
     for (const entry of this.#entries) {
       const problem = namespaceProblem(entry.address, connection);
-      const nodeId = problem ? undefined : resolveNodeAddress(entry.address, connection.namespaceArray);
+      const nodeId = problem ? undefined : resolveNodeAddress(entry.address, connection);
       if (entry.item && (!nodeId || entry.item.itemToMonitor.nodeId.toString() !== nodeId.toString())) {
         if (entry.item.statusCode.isGood()) moved.push(entry.item);
         this.#detach(entry);
