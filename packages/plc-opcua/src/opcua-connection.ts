@@ -34,6 +34,16 @@ export interface OperationLimits {
   readonly maxMonitoredItemsPerCall: number;
 }
 
+/** A request the server has not answered yet on a connection (for the link watchdog). */
+export interface OutstandingRequest {
+  /** When it was sent, clock ms. */
+  readonly sentAt: number;
+  /** Until when silence is no stall while it is out, clock ms; `-Infinity` for upkeep never waited for. */
+  readonly deadline: number;
+  /** The purpose of an upkeep request sent inside `asUpkeepCall` (docs/adr/0022, amendment fix13w). */
+  readonly purpose?: string | undefined;
+}
+
 export interface Connection extends SubscriptionConnection {
   readonly client: OPCUAClient;
   readonly session: ClientSession;
@@ -64,7 +74,7 @@ export interface Connection extends SubscriptionConnection {
    * application's call gets; an upkeep request has none: `linkRequestKind`), clock ms. Silence
    * while an application's request is outstanding is no stall before its deadline.
    */
-  readonly outstanding: Map<number, { readonly sentAt: number; readonly deadline: number }>;
+  readonly outstanding: Map<number, OutstandingRequest>;
   /** Smoothed maximum of the server's response times, ms: part of the link silence bound. */
   responseMs: number;
   /**

@@ -27,7 +27,7 @@ import {
 } from "@kiln/core/driver-kit";
 import { ConnectionLifecycle, raceAbort, reconnectDelay, TagListCache, type Disposer } from "@kiln/core/driver-kit";
 import type { DataValue, NodeId, ReadValueIdOptions } from "node-opcua-client";
-import type { Connection, ServerInfo, ServiceFaultAnswer } from "./opcua-connection";
+import type { Connection, OutstandingRequest, ServerInfo, ServiceFaultAnswer } from "./opcua-connection";
 import type { ConnectErrorContext } from "./opcua-errors";
 import {
   opcuaDriverOptionsSchema,
@@ -37,7 +37,7 @@ import {
 import { verifiedNamespaces, type OpcuaNodeAddress } from "./opcua-node-id";
 import { deleteSubscriptions, heldSubscriptionIds, OrphanSubscriptionSweeper } from "./opcua-orphan-subscriptions";
 import type { ReadPlan } from "./opcua-read-plan";
-import { asApplicationCall } from "./opcua-request-origin";
+import { asApplicationCall, upkeepPurpose } from "./opcua-request-origin";
 import { loadOpcuaRuntime, type OpcuaRuntime } from "./opcua-runtime-loader";
 import { linkSilenceMs, smoothedMaxMs } from "./opcua-subscription-timing";
 import type { OpcuaTagSubscription } from "./opcua-tag-subscription";
@@ -150,6 +150,8 @@ export class OpcuaDriver implements PlcDriver {
   readonly #certificateChecks = new WeakMap<Connection, Promise<boolean>>();
   /** Numbers each session layout (namespaces, limits), so plans and data types cached for an older one are not reused. */
   #generations = 0;
+  /** Upkeep purposes given the application's deadline after a stall declared on them (fix13w). */
+  readonly #slowUpkeep = new Set<string>();
   /**
    * The next read of the namespace table ({@link #keepNamespacesFresh}): its connection and timer,
    * and the attempt of its backoff.
@@ -764,7 +766,9 @@ export class OpcuaDriver implements PlcDriver {
     const sent = connection.outstanding.get(handle);
     if (!sent) return;
     connection.outstanding.delete(handle);
-    connection.responseMs = smoothedMaxMs(connection.responseMs, now - sent.sentAt);
+    const roundTripMs = now - sent.sentAt;
+    if (sent.purpose !== undefined && roundTripMs <= connection.silenceBoundMs) this.#slowUpkeep.delete(sent.purpose);
+    connection.responseMs = smoothedMaxMs(connection.responseMs, roundTripMs);
   }
 
   /**
@@ -806,10 +810,15 @@ export class OpcuaDriver implements PlcDriver {
       connection.publishes.set(header.requestHandle, now);
       return;
     }
+    const purpose = kind === "upkeep" ? upkeepPurpose(request) : undefined;
+    // An upkeep purpose whose request was the oldest outstanding when a stall was declared gets the
+    // application's deadline until it answers within the bound again (fix13w).
+    const waited = kind === "application" || (purpose !== undefined && this.#slowUpkeep.has(purpose));
     connection.outstanding.set(header.requestHandle, {
       sentAt: now,
       // The driver bounds each application call by timeouts.requestMs (node-opcua's own timeout is at least 5 s).
-      deadline: kind === "application" ? now + this.#options.timeouts.requestMs : Number.NEGATIVE_INFINITY,
+      deadline: waited ? now + this.#options.timeouts.requestMs : Number.NEGATIVE_INFINITY,
+      purpose,
     });
   }
 
@@ -843,6 +852,25 @@ export class OpcuaDriver implements PlcDriver {
    * keep-alive read to time out and then for a connect that a stalled link never answers.
    */
   #linkStalled(connection: Connection, silentMs: number, boundMs: number): void {
+    // The oldest request still out may be an upkeep one the server is slow at, not a dead link (a
+    // one-request-at-a-time PLC busy with the read of current values after a repair): its answer
+    // never arrives (the channel is broken first), so the response time cannot learn it, and the
+    // same request after the repair would be declared a stall again. Its purpose gets the
+    // application's deadline from now on, until it answers within the bound (fix13w, adv13v M3).
+    // Only requests the server could still have answered within the bound count: one left from
+    // before (a keep-alive lost with an earlier channel) is not what the server is silent on.
+    let oldest: OutstandingRequest | undefined;
+    for (const sent of connection.outstanding.values()) {
+      if (sent.sentAt < connection.heardAt - boundMs) continue;
+      if (!oldest || sent.sentAt < oldest.sentAt) oldest = sent;
+    }
+    if (oldest?.purpose !== undefined && oldest.deadline === Number.NEGATIVE_INFINITY) {
+      this.#slowUpkeep.add(oldest.purpose);
+      this.#logger.warn(
+        { purpose: oldest.purpose, outstandingMs: Math.round(this.#clock.now() - oldest.sentAt), boundMs },
+        "a link stall was declared while the driver's upkeep request was the oldest one out; it is given timeouts.requestMs from now on",
+      );
+    }
     const reason = `no answer from the OPC UA server for ${Math.round(silentMs)} ms (link stalled; bound ${boundMs} ms: 2 keep-alive periods and the server's response time)`;
     this.#breakChannel(connection, reason);
   }
