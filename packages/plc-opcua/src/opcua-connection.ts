@@ -294,9 +294,23 @@ export function connectStageMs(keepAliveMs: number, responseMs: number, connectM
   return Math.round(Math.min(connectMs, base * 2 ** Math.min(Math.max(0, failedAttempts), 30)));
 }
 
-/** Sets the bound of each connect stage of `client`'s next reconnect attempts ({@link connectStageMs}). */
+/**
+ * Sets the bound of each connect stage of the secure channel `client` builds next
+ * ({@link connectStageMs}). node-opcua reads it only when it builds a secure channel (at a
+ * repair's start): the retries of that repair keep the channel's transport and its bound
+ * (docs/adr/0022, amendment fix13w; {@link appliedConnectStageMs}).
+ */
 export function setConnectStageMs(client: OPCUAClient, stageMs: number): void {
   (client as unknown as { _transportTimeout?: number })._transportTimeout = stageMs;
+}
+
+/**
+ * The connect stage bound node-opcua's current secure channel of `client` applies to its
+ * attempts, ms (the `transportTimeout` it was built with); undefined when it has none.
+ */
+export function appliedConnectStageMs(client: OPCUAClient): number | undefined {
+  const channel = (client as unknown as { _secureChannel?: { transportTimeout?: unknown } | null })._secureChannel;
+  return typeof channel?.transportTimeout === "number" ? channel.transportTimeout : undefined;
 }
 
 /** The client event {@link relayServiceFaults} emits for each ServiceFault the server answers. */

@@ -601,23 +601,27 @@ export class OpcuaDriver implements PlcDriver {
       // channel over it (refused, timed out, handshake unanswered) and does not pass on which or
       // why: the message claims no more than that (adv13s L5), but names the stage's time bound
       // (adv13c M4: a link slower than it could never connect and the reason did not say so):
-      // 2 keep-alives + 2 response times, at most timeouts.connectMs (connectStageMs).
+      // 2 keep-alives + 2 response times, at most timeouts.connectMs (connectStageMs). The bound
+      // named is the one node-opcua's channel applies (set when it was built at the repair's
+      // start), not the doubled one it will apply only to a later channel (fix13w, adv13v L3).
+      const appliedMs = this.#rt.appliedConnectStageMs(client) ?? connection.connectStageMs;
       this.#lifecycle.attemptFailed(
         new KilnError(
           "KILN_CONNECTION_FAILED",
-          `Reconnecting to ${this.#options.endpointUrl} failed (attempt ${retry + 1}: no TCP connection or secure channel opened: refused, or timed out after ${connection.connectStageMs} ms); retrying in ${Math.round(delay)} ms`,
+          `Reconnecting to ${this.#options.endpointUrl} failed (attempt ${retry + 1}: no TCP connection or secure channel opened: refused, or timed out after ${appliedMs} ms); retrying in ${Math.round(delay)} ms`,
           {
             retryable: true,
             details: {
               endpointUrl: this.#options.endpointUrl,
               stage: "connect",
-              timeoutMs: connection.connectStageMs,
+              timeoutMs: appliedMs,
             },
           },
         ),
       );
-      // The next attempt's stages get twice as long (at most connectMs): a link whose round trip
-      // grew past the measured one still reconnects.
+      // The next channel's stages get twice as long (at most connectMs). node-opcua's retries of
+      // this repair keep their channel's bound: the doubled one reaches the driver's rebuild and
+      // a later repair only (docs/adr/0022, amendment fix13w: adv13v MEDIUM-1 open).
       connection.failedConnectAttempts++;
       this.#silenceBound(connection);
     });
