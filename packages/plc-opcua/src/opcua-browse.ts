@@ -37,6 +37,9 @@ export async function browseVariables(
   rootId: NodeId,
   skipServerObject: boolean,
 ): Promise<BrowsedVariable[]> {
+  // Node ids are namespace indexes of this session's table: a table re-read as different while
+  // the browse runs (the generation bump) makes them unformattable (docs/adr/0022, fix13w).
+  const generation = connection.generation;
   const serverObject = resolveNodeId(ObjectIds.Server).toString();
   const hasProperty = resolveNodeId(ReferenceTypeIds.HasProperty).toString();
   const visited = new Set<string>([rootId.toString()]);
@@ -77,12 +80,13 @@ export async function browseVariables(
     }
     frontier = next;
   }
-  return describeVariables(connection, variables);
+  return describeVariables(connection, variables, generation);
 }
 
 async function describeVariables(
   connection: Connection,
   variables: readonly { nodeId: NodeId; name: string }[],
+  generation: number,
 ): Promise<BrowsedVariable[]> {
   const perRead =
     connection.limits.maxNodesPerRead > 0
@@ -99,6 +103,12 @@ async function describeVariables(
         { nodeId, attributeId: AttributeIds.ArrayDimensions },
       ]),
     );
+    if (connection.generation !== generation) {
+      throw new KilnError("KILN_CONNECTION_FAILED", "The server's namespace table changed during the browse.", {
+        retryable: true,
+      });
+    }
+    const table = connection;
     for (let index = 0; index < slice.length; index++) {
       const { nodeId, name } = slice[index]!;
       const dataTypeValue = values[index * ATTRIBUTES_PER_VARIABLE];
@@ -123,12 +133,11 @@ async function describeVariables(
       const kilnType = builtIn === undefined ? undefined : tagDataTypeOf(builtIn);
       out.push({
         name,
-        address: formatNodeAddress(nodeId, connection.namespaceArray),
+        address: formatNodeAddress(nodeId, table),
         ...(kilnType ? { dataType: kilnType } : {}),
         ...(dataTypeId
           ? {
-              nativeType:
-                builtIn === undefined ? formatNodeAddress(dataTypeId, connection.namespaceArray) : DataType[builtIn],
+              nativeType: builtIn === undefined ? formatNodeAddress(dataTypeId, table) : DataType[builtIn],
             }
           : {}),
         access: (accessLevel & 0x02) !== 0 ? "readwrite" : "read",

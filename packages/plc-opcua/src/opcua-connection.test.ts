@@ -16,7 +16,7 @@ import {
 } from "node-opcua-client";
 import { describe, expect, test } from "vitest";
 import { connectStageMs, linkRequestKind, readServerInfo, refuseSubscriptionTransfers } from "./opcua-connection";
-import { asApplicationCall, markApplicationRequests } from "./opcua-request-origin";
+import { asApplicationCall, asUpkeepCall, markApplicationRequests, upkeepPurpose } from "./opcua-request-origin";
 
 // CI on 90b0f66 and adv13s M1 / adv13p M1: a stall was declared at requestMs (10 s), not at the
 // stall bound, while a request of the driver's or node-opcua's own upkeep was in flight: the link
@@ -83,6 +83,16 @@ describe("linkRequestKind: which requests hold the link stall bound", () => {
     await retry;
     for (const send of queue) send();
     expect(kinds).toEqual(["application", "upkeep"]);
+  });
+
+  // fix13w (adv13v M3): the read of current values after a repair is upkeep with a purpose the link
+  // watchdog can give the application's deadline after a stall was declared on it.
+  test("a request sent inside an upkeep call is upkeep carrying its purpose, also inside an application's call; none after", async () => {
+    const { session, kinds, requests } = recordingSession();
+    await asApplicationCall(() => asUpkeepCall("current values", () => session.read(threeValues)));
+    void session.performMessageTransaction(new ReadRequest({ nodesToRead: threeValues }));
+    expect(kinds).toEqual(["upkeep", "upkeep"]);
+    expect(requests.map((request) => upkeepPurpose(request))).toEqual(["current values", undefined]);
   });
 
   test("an application's call that throws ends its origin too", async () => {

@@ -34,6 +34,16 @@ export interface OperationLimits {
   readonly maxMonitoredItemsPerCall: number;
 }
 
+/** A request the server has not answered yet on a connection (for the link watchdog). */
+export interface OutstandingRequest {
+  /** When it was sent, clock ms. */
+  readonly sentAt: number;
+  /** Until when silence is no stall while it is out, clock ms; `-Infinity` for upkeep never waited for. */
+  readonly deadline: number;
+  /** The purpose of an upkeep request sent inside `asUpkeepCall` (docs/adr/0022, amendment fix13w). */
+  readonly purpose?: string | undefined;
+}
+
 export interface Connection extends SubscriptionConnection {
   readonly client: OPCUAClient;
   readonly session: ClientSession;
@@ -64,7 +74,7 @@ export interface Connection extends SubscriptionConnection {
    * application's call gets; an upkeep request has none: `linkRequestKind`), clock ms. Silence
    * while an application's request is outstanding is no stall before its deadline.
    */
-  readonly outstanding: Map<number, { readonly sentAt: number; readonly deadline: number }>;
+  readonly outstanding: Map<number, OutstandingRequest>;
   /** Smoothed maximum of the server's response times, ms: part of the link silence bound. */
   responseMs: number;
   /**
@@ -284,9 +294,23 @@ export function connectStageMs(keepAliveMs: number, responseMs: number, connectM
   return Math.round(Math.min(connectMs, base * 2 ** Math.min(Math.max(0, failedAttempts), 30)));
 }
 
-/** Sets the bound of each connect stage of `client`'s next reconnect attempts ({@link connectStageMs}). */
+/**
+ * Sets the bound of each connect stage of the secure channel `client` builds next
+ * ({@link connectStageMs}). node-opcua reads it only when it builds a secure channel (at a
+ * repair's start): the retries of that repair keep the channel's transport and its bound
+ * (docs/adr/0022, amendment fix13w; {@link appliedConnectStageMs}).
+ */
 export function setConnectStageMs(client: OPCUAClient, stageMs: number): void {
   (client as unknown as { _transportTimeout?: number })._transportTimeout = stageMs;
+}
+
+/**
+ * The connect stage bound node-opcua's current secure channel of `client` applies to its
+ * attempts, ms (the `transportTimeout` it was built with); undefined when it has none.
+ */
+export function appliedConnectStageMs(client: OPCUAClient): number | undefined {
+  const channel = (client as unknown as { _secureChannel?: { transportTimeout?: unknown } | null })._secureChannel;
+  return typeof channel?.transportTimeout === "number" ? channel.transportTimeout : undefined;
 }
 
 /** The client event {@link relayServiceFaults} emits for each ServiceFault the server answers. */

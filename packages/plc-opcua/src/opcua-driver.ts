@@ -27,17 +27,17 @@ import {
 } from "@kiln/core/driver-kit";
 import { ConnectionLifecycle, raceAbort, reconnectDelay, TagListCache, type Disposer } from "@kiln/core/driver-kit";
 import type { DataValue, NodeId, ReadValueIdOptions } from "node-opcua-client";
-import type { Connection, ServerInfo, ServiceFaultAnswer } from "./opcua-connection";
+import type { Connection, OutstandingRequest, ServerInfo, ServiceFaultAnswer } from "./opcua-connection";
 import type { ConnectErrorContext } from "./opcua-errors";
 import {
   opcuaDriverOptionsSchema,
   type OpcuaDriverOptions,
   type ResolvedOpcuaDriverOptions,
 } from "./opcua-driver-options";
-import type { OpcuaNodeAddress } from "./opcua-node-id";
+import { verifiedNamespaces, type OpcuaNodeAddress } from "./opcua-node-id";
 import { deleteSubscriptions, heldSubscriptionIds, OrphanSubscriptionSweeper } from "./opcua-orphan-subscriptions";
 import type { ReadPlan } from "./opcua-read-plan";
-import { asApplicationCall } from "./opcua-request-origin";
+import { asApplicationCall, upkeepPurpose } from "./opcua-request-origin";
 import { loadOpcuaRuntime, type OpcuaRuntime } from "./opcua-runtime-loader";
 import { linkSilenceMs, smoothedMaxMs } from "./opcua-subscription-timing";
 import type { OpcuaTagSubscription } from "./opcua-tag-subscription";
@@ -150,6 +150,8 @@ export class OpcuaDriver implements PlcDriver {
   readonly #certificateChecks = new WeakMap<Connection, Promise<boolean>>();
   /** Numbers each session layout (namespaces, limits), so plans and data types cached for an older one are not reused. */
   #generations = 0;
+  /** Upkeep purposes given the application's deadline after a stall declared on them (fix13w). */
+  readonly #slowUpkeep = new Set<string>();
   /**
    * The next read of the namespace table ({@link #keepNamespacesFresh}): its connection and timer,
    * and the attempt of its backoff.
@@ -483,6 +485,9 @@ export class OpcuaDriver implements PlcDriver {
    */
   async browse(root?: string): Promise<BrowsedVariable[]> {
     const connection = this.#requireConnection();
+    // Every browsed address is formatted from the namespace table: refused, whatever the root,
+    // until it is read Good on this session (docs/adr/0022, amendment fix13w).
+    verifiedNamespaces(connection, "browse");
     let rootId: NodeId = this.#rt.resolveNodeId(this.#rt.ObjectIds.ObjectsFolder);
     if (root !== undefined) {
       let address: OpcuaNodeAddress;
@@ -490,13 +495,6 @@ export class OpcuaDriver implements PlcDriver {
         address = this.#rt.parseNodeAddress(root);
       } catch (error) {
         throw new KilnValidationError("browse root", [{ path: "root", message: (error as Error).message }]);
-      }
-      const problem = this.#rt.namespaceProblem(address, connection);
-      if (problem?.unread) {
-        throw new KilnError("KILN_CONNECTION_FAILED", `Cannot browse ${root} yet: ${problem.reason}.`, {
-          retryable: true,
-          details: { root, reason: problem.reason },
-        });
       }
       const resolved = this.#rt.bindNodeAddress(address, connection);
       if (!resolved) {
@@ -603,23 +601,27 @@ export class OpcuaDriver implements PlcDriver {
       // channel over it (refused, timed out, handshake unanswered) and does not pass on which or
       // why: the message claims no more than that (adv13s L5), but names the stage's time bound
       // (adv13c M4: a link slower than it could never connect and the reason did not say so):
-      // 2 keep-alives + 2 response times, at most timeouts.connectMs (connectStageMs).
+      // 2 keep-alives + 2 response times, at most timeouts.connectMs (connectStageMs). The bound
+      // named is the one node-opcua's channel applies (set when it was built at the repair's
+      // start), not the doubled one it will apply only to a later channel (fix13w, adv13v L3).
+      const appliedMs = this.#rt.appliedConnectStageMs(client) ?? connection.connectStageMs;
       this.#lifecycle.attemptFailed(
         new KilnError(
           "KILN_CONNECTION_FAILED",
-          `Reconnecting to ${this.#options.endpointUrl} failed (attempt ${retry + 1}: no TCP connection or secure channel opened: refused, or timed out after ${connection.connectStageMs} ms); retrying in ${Math.round(delay)} ms`,
+          `Reconnecting to ${this.#options.endpointUrl} failed (attempt ${retry + 1}: no TCP connection or secure channel opened: refused, or timed out after ${appliedMs} ms); retrying in ${Math.round(delay)} ms`,
           {
             retryable: true,
             details: {
               endpointUrl: this.#options.endpointUrl,
               stage: "connect",
-              timeoutMs: connection.connectStageMs,
+              timeoutMs: appliedMs,
             },
           },
         ),
       );
-      // The next attempt's stages get twice as long (at most connectMs): a link whose round trip
-      // grew past the measured one still reconnects.
+      // The next channel's stages get twice as long (at most connectMs). node-opcua's retries of
+      // this repair keep their channel's bound: the doubled one reaches the driver's rebuild and
+      // a later repair only (docs/adr/0022, amendment fix13w: adv13v MEDIUM-1 open).
       connection.failedConnectAttempts++;
       this.#silenceBound(connection);
     });
@@ -768,7 +770,9 @@ export class OpcuaDriver implements PlcDriver {
     const sent = connection.outstanding.get(handle);
     if (!sent) return;
     connection.outstanding.delete(handle);
-    connection.responseMs = smoothedMaxMs(connection.responseMs, now - sent.sentAt);
+    const roundTripMs = now - sent.sentAt;
+    if (sent.purpose !== undefined && roundTripMs <= connection.silenceBoundMs) this.#slowUpkeep.delete(sent.purpose);
+    connection.responseMs = smoothedMaxMs(connection.responseMs, roundTripMs);
   }
 
   /**
@@ -810,10 +814,15 @@ export class OpcuaDriver implements PlcDriver {
       connection.publishes.set(header.requestHandle, now);
       return;
     }
+    const purpose = kind === "upkeep" ? upkeepPurpose(request) : undefined;
+    // An upkeep purpose whose request was the oldest outstanding when a stall was declared gets the
+    // application's deadline until it answers within the bound again (fix13w).
+    const waited = kind === "application" || (purpose !== undefined && this.#slowUpkeep.has(purpose));
     connection.outstanding.set(header.requestHandle, {
       sentAt: now,
       // The driver bounds each application call by timeouts.requestMs (node-opcua's own timeout is at least 5 s).
-      deadline: kind === "application" ? now + this.#options.timeouts.requestMs : Number.NEGATIVE_INFINITY,
+      deadline: waited ? now + this.#options.timeouts.requestMs : Number.NEGATIVE_INFINITY,
+      purpose,
     });
   }
 
@@ -847,6 +856,25 @@ export class OpcuaDriver implements PlcDriver {
    * keep-alive read to time out and then for a connect that a stalled link never answers.
    */
   #linkStalled(connection: Connection, silentMs: number, boundMs: number): void {
+    // The oldest request still out may be an upkeep one the server is slow at, not a dead link (a
+    // one-request-at-a-time PLC busy with the read of current values after a repair): its answer
+    // never arrives (the channel is broken first), so the response time cannot learn it, and the
+    // same request after the repair would be declared a stall again. Its purpose gets the
+    // application's deadline from now on, until it answers within the bound (fix13w, adv13v M3).
+    // Only requests the server could still have answered within the bound count: one left from
+    // before (a keep-alive lost with an earlier channel) is not what the server is silent on.
+    let oldest: OutstandingRequest | undefined;
+    for (const sent of connection.outstanding.values()) {
+      if (sent.sentAt < connection.heardAt - boundMs) continue;
+      if (!oldest || sent.sentAt < oldest.sentAt) oldest = sent;
+    }
+    if (oldest?.purpose !== undefined && oldest.deadline === Number.NEGATIVE_INFINITY) {
+      this.#slowUpkeep.add(oldest.purpose);
+      this.#logger.warn(
+        { purpose: oldest.purpose, outstandingMs: Math.round(this.#clock.now() - oldest.sentAt), boundMs },
+        "a link stall was declared while the driver's upkeep request was the oldest one out; it is given timeouts.requestMs from now on",
+      );
+    }
     const reason = `no answer from the OPC UA server for ${Math.round(silentMs)} ms (link stalled; bound ${boundMs} ms: 2 keep-alive periods and the server's response time)`;
     this.#breakChannel(connection, reason);
   }
@@ -1140,7 +1168,9 @@ export class OpcuaDriver implements PlcDriver {
     }
     if (this.#lifecycle.signal.aborted) return;
     const unread = connection.namespacesUnread !== undefined;
-    const missing = [...this.#wantedNamespaces].some((uri) => !connection.namespaceArray.includes(uri));
+    const missing =
+      !unread &&
+      [...this.#wantedNamespaces].some((uri) => !verifiedNamespaces(connection, "check namespaces").includes(uri));
     if (!unread && !missing) {
       this.#namespaceAttempt = 0;
       return;

@@ -2,7 +2,8 @@ import { NodeIdType } from "node-opcua";
 import { describe, expect, test } from "vitest";
 import { formatNodeAddress, parseNodeAddress, resolveNodeAddress } from "./opcua-node-id";
 
-const NAMESPACES = ["http://opcfoundation.org/UA/", "urn:server", "urn:kiln:plant"];
+const URIS = ["http://opcfoundation.org/UA/", "urn:server", "urn:kiln:plant"];
+const NAMESPACES = { namespaceArray: URIS };
 
 describe("parseNodeAddress", () => {
   test.each([
@@ -63,7 +64,9 @@ describe("resolveNodeAddress", () => {
   test("looks nsu= namespaces up in the server's namespace array", () => {
     const nodeId = resolveNodeAddress(parseNodeAddress("nsu=urn:kiln:plant;s=A"), NAMESPACES);
     expect(nodeId?.toString()).toBe("ns=2;s=A");
-    const moved = resolveNodeAddress(parseNodeAddress("nsu=urn:kiln:plant;s=A"), [...NAMESPACES, "x"].reverse());
+    const moved = resolveNodeAddress(parseNodeAddress("nsu=urn:kiln:plant;s=A"), {
+      namespaceArray: [...URIS, "x"].reverse(),
+    });
     expect(moved?.toString()).toBe("ns=1;s=A");
   });
 
@@ -84,5 +87,20 @@ describe("formatNodeAddress", () => {
     expect(resolveNodeAddress(parseNodeAddress(text), NAMESPACES)?.toString()).toBe("ns=2;s=Reactor.Pressure");
     expect(formatNodeAddress(parseNodeAddress("i=2258").nodeId, NAMESPACES)).toBe("i=2258");
     expect(formatNodeAddress(parseNodeAddress("ns=9;i=1").nodeId, NAMESPACES)).toBe("ns=9;i=1");
+  });
+
+  test("refuses to format or resolve a namespace URI from a table not read on this session (fix13w)", () => {
+    // The array is the previous server run's; the current session's read failed.
+    const stale = { namespaceArray: URIS, namespacesUnread: "BadWaitingForInitialData" };
+    const nodeId = resolveNodeAddress(parseNodeAddress("ns=2;s=A"), NAMESPACES)!;
+    expect(() => formatNodeAddress(nodeId, stale)).toThrow(
+      expect.objectContaining({ code: "KILN_CONNECTION_FAILED", retryable: true }),
+    );
+    expect(() => resolveNodeAddress(parseNodeAddress("nsu=urn:kiln:plant;s=A"), stale)).toThrow(
+      /namespace table not read yet: BadWaitingForInitialData/,
+    );
+    // Namespace 0 and numeric ns= addresses need no table.
+    expect(formatNodeAddress(parseNodeAddress("i=2258").nodeId, stale)).toBe("i=2258");
+    expect(resolveNodeAddress(parseNodeAddress("ns=7;i=3"), stale)?.toString()).toBe("ns=7;i=3");
   });
 });

@@ -1,3 +1,4 @@
+import { KilnError } from "@kiln/core/driver-kit";
 import { NodeId, coerceNodeId } from "node-opcua-client";
 
 /**
@@ -72,12 +73,29 @@ function coerce(nodeIdText: string, original: string): NodeId {
 }
 
 /**
- * Binds a parsed address to a server's namespace array. Returns undefined when the address
- * names a namespace URI the server does not have.
+ * The one way to the namespace URIs of `table`: its NamespaceArray, only when it was read Good on
+ * the current session. While it was not (after a (re)connection or a repair whose read failed or
+ * was Bad, when the array may still be another server run's), nothing may format or resolve a
+ * namespace URI: this throws `KILN_CONNECTION_FAILED` (retryable) naming `action` and the reason
+ * (docs/adr/0022, amendments fix13t and fix13w).
  */
-export function resolveNodeAddress(address: OpcuaNodeAddress, namespaceArray: readonly string[]): NodeId | undefined {
+export function verifiedNamespaces(table: NamespaceTable, action: string): readonly string[] {
+  if (table.namespacesUnread === undefined) return table.namespaceArray;
+  const reason = `namespace table not read yet: ${table.namespacesUnread}`;
+  throw new KilnError("KILN_CONNECTION_FAILED", `Cannot ${action} yet: ${reason}.`, {
+    retryable: true,
+    details: { reason },
+  });
+}
+
+/**
+ * Binds a parsed address to a server's namespace table. Returns undefined when the address
+ * names a namespace URI the server does not have; a numeric `ns=` address never consults the
+ * table. Throws as {@link verifiedNamespaces} for an `nsu=` address while the table is unread.
+ */
+export function resolveNodeAddress(address: OpcuaNodeAddress, table: NamespaceTable): NodeId | undefined {
   if (address.namespaceUri === undefined) return address.nodeId;
-  const index = namespaceArray.indexOf(address.namespaceUri);
+  const index = verifiedNamespaces(table, `resolve ${address.text}`).indexOf(address.namespaceUri);
   if (index < 0) return undefined;
   return new NodeId(address.nodeId.identifierType, address.nodeId.value, index);
 }
@@ -106,7 +124,7 @@ export function namespaceProblem(
       unread: true,
     };
   }
-  if (table.namespaceArray.includes(address.namespaceUri)) return undefined;
+  if (verifiedNamespaces(table, "bind an address").includes(address.namespaceUri)) return undefined;
   return {
     statusCode: 0x80340000, // BadNodeIdUnknown
     reason: `namespace ${address.namespaceUri} is not on the server`,
@@ -121,16 +139,17 @@ export function namespaceProblem(
  */
 export function bindNodeAddress(address: OpcuaNodeAddress, table: NamespaceTable): NodeId | undefined {
   if (namespaceProblem(address, table)) return undefined;
-  return resolveNodeAddress(address, table.namespaceArray);
+  return resolveNodeAddress(address, table);
 }
 
 /**
  * Formats a NodeId as a portable address: `nsu=<uri>;s=...` for every namespace but 0 (whose
  * index is fixed by the standard), so the address survives servers that order namespaces
- * differently.
+ * differently. Namespace 0 needs no table; any other throws as {@link verifiedNamespaces} while
+ * the table is unread on the current session.
  */
-export function formatNodeAddress(nodeId: NodeId, namespaceArray: readonly string[]): string {
-  const uri = nodeId.namespace === 0 ? undefined : namespaceArray[nodeId.namespace];
+export function formatNodeAddress(nodeId: NodeId, table: NamespaceTable): string {
+  const uri = nodeId.namespace === 0 ? undefined : verifiedNamespaces(table, "format an address")[nodeId.namespace];
   if (uri === undefined) return nodeId.namespace === 0 ? identifierText(nodeId) : nodeId.toString();
   return `nsu=${uri};${identifierText(nodeId)}`;
 }

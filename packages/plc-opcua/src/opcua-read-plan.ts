@@ -35,7 +35,7 @@ export function planReads(
   const indexes: number[] = [];
   addresses.forEach((address, index) => {
     const problem = namespaceProblem(address, table);
-    const nodeId = problem ? undefined : resolveNodeAddress(address, table.namespaceArray);
+    const nodeId = problem ? undefined : resolveNodeAddress(address, table);
     if (!nodeId) {
       unresolved.set(index, {
         statusCode: problem?.statusCode ?? 0x80340000,

@@ -12,10 +12,13 @@ import type { ClientSession } from "node-opcua-client";
  * bound. The rule is by origin, not by request type: a CreateMonitoredItems of `subscribe()` is
  * the application's, the same request re-creating an item is upkeep.
  */
-const applicationCall = new AsyncLocalStorage<{ open: boolean }>();
+const applicationCall = new AsyncLocalStorage<{ open: boolean; readonly purpose?: string }>();
 
 /** Requests a session was asked to send inside an application's call (marked before node-opcua may queue them). */
 const applicationRequests = new WeakSet<object>();
+
+/** Upkeep requests sent inside {@link asUpkeepCall}: their purpose. */
+const upkeepPurposes = new WeakMap<object, string>();
 
 /**
  * Runs `call` as the application's: every request a session marked by
@@ -25,6 +28,21 @@ const applicationRequests = new WeakSet<object>();
  */
 export async function asApplicationCall<T>(call: () => Promise<T>): Promise<T> {
   const scope = { open: true };
+  try {
+    return await applicationCall.run(scope, call);
+  } finally {
+    scope.open = false;
+  }
+}
+
+/**
+ * Runs `call` as the driver's upkeep named `purpose` (e.g. the read of current values after a
+ * repair): its requests stay upkeep, and the link watchdog can tell them apart by
+ * {@link upkeepPurpose} (docs/adr/0022, amendment fix13w: an upkeep purpose whose request was
+ * outstanding when a stall was declared is given the application's deadline next time).
+ */
+export async function asUpkeepCall<T>(purpose: string, call: () => Promise<T>): Promise<T> {
+  const scope = { open: true, purpose };
   try {
     return await applicationCall.run(scope, call);
   } finally {
@@ -44,7 +62,11 @@ export function markApplicationRequests(session: ClientSession): void {
   const target = session as unknown as { performMessageTransaction: Transaction };
   const send = target.performMessageTransaction;
   target.performMessageTransaction = function (this: unknown, request: object, ...rest: unknown[]): unknown {
-    if (applicationCall.getStore()?.open === true) applicationRequests.add(request);
+    const scope = applicationCall.getStore();
+    if (scope?.open === true) {
+      if (scope.purpose === undefined) applicationRequests.add(request);
+      else upkeepPurposes.set(request, scope.purpose);
+    }
     return send.call(this, request, ...rest);
   };
 }
@@ -52,4 +74,9 @@ export function markApplicationRequests(session: ClientSession): void {
 /** True when `request` was sent inside an application's call ({@link asApplicationCall}). */
 export function isApplicationRequest(request: unknown): boolean {
   return typeof request === "object" && request !== null && applicationRequests.has(request);
+}
+
+/** The purpose of an upkeep request sent inside {@link asUpkeepCall}; undefined for any other. */
+export function upkeepPurpose(request: unknown): string | undefined {
+  return typeof request === "object" && request !== null ? upkeepPurposes.get(request) : undefined;
 }

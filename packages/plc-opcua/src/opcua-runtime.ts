@@ -24,6 +24,7 @@ export { OPCUACertificateManager } from "node-opcua-certificate-manager";
 export { browseVariables } from "./opcua-browse";
 export {
   adaptKeepAlive,
+  appliedConnectStageMs,
   connectStageMs,
   linkRequestKind,
   onServiceFault,

@@ -22,6 +22,7 @@ import { isConnectionLoss, statusNameOf, statusOfError } from "./opcua-errors";
 import { heldSubscriptionIds, PENDING_SUBSCRIPTION_ID } from "./opcua-orphan-subscriptions";
 import { primePublishEngine } from "./opcua-publish-engine";
 import { namespaceProblem, resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
+import { asUpkeepCall } from "./opcua-request-origin";
 import { isReplayed, isReplayedMessage, replayedSample } from "./opcua-replayed-notifications";
 import { badSample, sampleFromDataValue, staleSample } from "./opcua-samples";
 import {
@@ -29,6 +30,9 @@ import {
   type SubscriptionTiming,
   type SubscriptionTimingOptions,
 } from "./opcua-subscription-timing";
+
+/** The purpose of the read of current values after a repair, for the link watchdog (`asUpkeepCall`). */
+const CURRENT_VALUES_READ = "the read of current values after a repair";
 
 /** Items the server refused are retried on the driver kit's backoff, each delay shortened by up to this fraction. */
 const RETRY_JITTER = 0.2;
@@ -240,7 +244,11 @@ export class OpcuaTagSubscription {
     }
     this.#currentUnread = true;
     this.#losses++;
-    this.#resetReadBackoff();
+    // A loss while the read of current values was out may be that read's doing (a server too slow
+    // at it, taken for a stalled link): it counts as a failed read, so the next waits for its
+    // backoff instead of being sent again at once (docs/adr/0022, amendment fix13w).
+    if (this.#readingCurrent) this.#readFailed();
+    else this.#resetReadBackoff();
     this.#emit(this.#entries.map((entry) => staleSample(entry.tag, entry.lastValue, now, reason)));
   }
 
@@ -407,10 +415,13 @@ export class OpcuaTagSubscription {
       const chunk = waiting.slice(start, start + perRead);
       let values: readonly (DataValue | undefined)[];
       try {
-        // Upkeep: bounded by the link stall bound, not requestMs (opcua-request-origin.ts).
-        values = await connection.session.read(
-          chunk.map((entry) => ({ nodeId: entry.nodeId!, attributeId: AttributeIds.Value })),
-          0,
+        // Upkeep: bounded by the link stall bound, not requestMs, unless a stall was declared on
+        // it before (opcua-request-origin.ts; docs/adr/0022, amendment fix13w).
+        values = await asUpkeepCall(CURRENT_VALUES_READ, () =>
+          connection.session.read(
+            chunk.map((entry) => ({ nodeId: entry.nodeId!, attributeId: AttributeIds.Value })),
+            0,
+          ),
         );
       } catch (error) {
         if (this.#closed || this.#losses !== losses) return;
@@ -515,7 +526,7 @@ export class OpcuaTagSubscription {
     const moved: ClientMonitoredItemBase[] = [];
     for (const entry of this.#entries) {
       const problem = namespaceProblem(entry.address, connection);
-      const nodeId = problem ? undefined : resolveNodeAddress(entry.address, connection.namespaceArray);
+      const nodeId = problem ? undefined : resolveNodeAddress(entry.address, connection);
       if (entry.item && (!nodeId || entry.item.itemToMonitor.nodeId.toString() !== nodeId.toString())) {
         if (entry.item.statusCode.isGood()) moved.push(entry.item);
         this.#detach(entry);

@@ -1,5 +1,5 @@
 import { KilnError, QualityCodes, defineTags, type Tag } from "@kiln/core";
-import { DataType, LocalizedText, Variant, VariantArrayType, resolveNodeId } from "node-opcua";
+import { BinaryStream, DataType, LocalizedText, Variant, VariantArrayType, resolveNodeId } from "node-opcua";
 import { describe, expect, test } from "vitest";
 import { OPCUA_TYPE_OF_TAG, tagDataTypeOf, tagValueFromVariant, variantForWrite } from "./opcua-values";
 
@@ -202,6 +202,31 @@ describe("arrays (ADR 0038)", () => {
       },
     });
   });
+
+  // adv13v LOW-2: a null array (length -1 on the wire) read `good []`: no value shown as a value.
+  test.each([
+    ["Double", DataType.Double, "zones"],
+    ["String", DataType.String, "labels"],
+  ] as const)(
+    "a null %s array (length -1 on the wire) is bad, named as a null array, never []",
+    (typeName, dataType, name) => {
+      const wire = new BinaryStream(Buffer.from([dataType | 0x80, 0xff, 0xff, 0xff, 0xff]));
+      const decoded = new Variant();
+      decoded.decode(wire);
+      expect(decoded.arrayType).toBe(VariantArrayType.Array);
+      expect(tagValueFromVariant(decoded, tag(name))).toMatchObject({
+        ok: false,
+        quality: {
+          severity: "bad",
+          code: QualityCodes.BadTypeMismatch,
+          reason: expect.stringMatching(new RegExp(`null ${typeName} array .*cannot carry null`)),
+        },
+      });
+      // An empty array (length 0) is a value.
+      const empty = new Variant({ dataType, arrayType: VariantArrayType.Array, value: [] });
+      expect(tagValueFromVariant(empty, tag(name))).toEqual({ ok: true, value: [] });
+    },
+  );
 
   test("variantForWrite builds an Array variant, each element converted and checked", () => {
     const written = variantForWrite([1, 2], DataType.Double, tag("zones"), "n");

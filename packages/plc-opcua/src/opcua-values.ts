@@ -60,7 +60,7 @@ const TWO_POW_32 = 0x1_0000_0000n;
  * the OPC UA type and the tag's. Text-like types (LocalizedText, QualifiedName, NodeId, Guid,
  * ByteString as base64) count as strings, DateTime as ms since the epoch, StatusCode as its number.
  * A null String, LocalizedText (or one without text), QualifiedName or ByteString, scalar or array
- * element, is `bad` BadTypeMismatch saying so: OPC UA tells null from empty (Part 6, 5.2.2.4), a
+ * element, and a null array (length -1 on the wire) of any type, is `bad` BadTypeMismatch saying so: OPC UA tells null from empty (Part 6, 5.2.2.4), a
  * Kiln value cannot be null, and reading it as "" would show a value the server did not send.
  * A one-dimensional array (`VariantArrayType.Array`) is converted element by element for an
  * array tag (`arrayLength`, docs/adr/0038-array-tags.md); an array for a scalar tag, a scalar for
@@ -77,7 +77,11 @@ export function tagValueFromVariant(variant: Variant | null | undefined, tag: Ta
     );
   }
   if (variant.arrayType === VariantArrayType.Array) {
-    const given = (variant.value ?? []) as ArrayLike<unknown>;
+    // A null array (length -1 on the wire) is no value, not an empty one (Part 6, 5.2.5).
+    if (variant.value === null || variant.value === undefined) {
+      return mismatch(nullValue(`the server sent a null ${typeName} array`, tag));
+    }
+    const given = variant.value as ArrayLike<unknown>;
     const elements = new Array<TagScalarValue>(given.length);
     for (let index = 0; index < given.length; index++) {
       const element = elementOf(variant.dataType, given[index]);

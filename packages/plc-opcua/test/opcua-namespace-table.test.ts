@@ -47,6 +47,15 @@ function addVariables(uri: string, value: number): void {
     minimumSamplingInterval: 100,
     value: { get: () => new Variant({ dataType: DataType.Double, value }) },
   });
+  // A node only this namespace has: a browse that swaps namespaces shows it under the other URI.
+  const only = uri === PLANT ? "PlantOnly" : "OtherOnly";
+  namespace.addVariable({
+    organizedBy: addressSpace.rootFolder.objects,
+    browseName: only,
+    nodeId: `s=${only}`,
+    dataType: "Double",
+    value: { get: () => new Variant({ dataType: DataType.Double, value }) },
+  });
   written[uri] = 0;
   namespace.addVariable({
     organizedBy: addressSpace.rootFolder.objects,
@@ -247,6 +256,49 @@ describe("the namespace table the driver binds nsu= tags to (adv13s HIGH-1, HIGH
       expect(seen.slice(mark).filter((s) => s.tag === "t" && s.quality.severity === "good" && s.value !== 100)).toEqual(
         [],
       );
+    } finally {
+      await driver.close();
+    }
+  }, 60_000);
+
+  test("adv13v MEDIUM-2: browse() while the restarted server's table is unread is refused (whatever the root), not formatted from the previous run's table", async () => {
+    await startServer([PLANT, OTHER]);
+    const driver = newDriver();
+    await driver.connect();
+    const onlyAddresses = async (root?: string) =>
+      (await driver.browse(root))
+        .filter((variable) => variable.name.endsWith("Only"))
+        .map((variable) => `${variable.name} ${variable.address}`)
+        .sort();
+    const expected = [`OtherOnly nsu=${OTHER};s=OtherOnly`, `PlantOnly nsu=${PLANT};s=PlantOnly`];
+    try {
+      expect(await onlyAddresses()).toEqual(expected);
+      await server!.shutdown(0);
+      await waitFor(() => driver.status === "reconnecting", { what: "reconnecting" });
+      booting = true;
+      await startServer([OTHER, PLANT]);
+      await waitFor(() => driver.status === "connected", { what: "connected again", timeoutMs: 30_000 });
+      // The default root and a numeric root (the sibling): both would be formatted from the table.
+      for (const root of [undefined, "ns=0;i=85"]) {
+        const error = await driver.browse(root).then(
+          (result) => result,
+          (caught: unknown) => caught,
+        );
+        expect(KilnError.is(error, "KILN_CONNECTION_FAILED")).toBe(true);
+        expect(error).toMatchObject({ retryable: true });
+        expect((error as Error).message).toMatch(/namespace table not read yet: .*BadWaitingForInitialData/);
+      }
+      booting = false;
+      const browsed = await waitFor(
+        () =>
+          onlyAddresses().then(
+            (found) => found,
+            () => undefined,
+          ),
+        { what: "browse once the table is read", intervalMs: 200 },
+      );
+      expect(browsed).toEqual(expected);
+      expect(await onlyAddresses("ns=0;i=85")).toEqual(expected);
     } finally {
       await driver.close();
     }

@@ -59,3 +59,30 @@ test("a Double Infinity or NaN read from an OPC UA server is bad with its reason
     await system.stop();
   }
 });
+
+// adv13v LOW-1: the driver's page said "Infinity and NaN are written as they are"; the core's one value
+// check refuses them before the driver sees them. This pins what the page now says.
+test("NaN and ±Infinity are never written: KILN_VALIDATION naming a finite number, the node unchanged", async () => {
+  const writable = defineTags({
+    "reactor.flow": { dataType: "float64", address: "ns=2;s=Reactor.Flow", access: "readwrite" },
+  });
+  simulator.setValue("reactor.flow", 1.5);
+  const driver = new OpcuaDriver({
+    endpointUrl: simulator.endpointUrl,
+    pki: { dir: pkiDir, trustedServerCertificates: [simulator.certificateFile] },
+  });
+  await driver.connect();
+  try {
+    for (const value of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
+      const error = await driver.write(writable.get("reactor.flow"), value).then(
+        () => undefined,
+        (caught: unknown) => caught,
+      );
+      expect(error).toMatchObject({ code: "KILN_VALIDATION" });
+      expect(JSON.stringify(error) + String(error)).toMatch(/expected a finite number/);
+    }
+    expect((await driver.read([tags.get("reactor.flow")]))[0]).toMatchObject({ value: 1.5 });
+  } finally {
+    await driver.close();
+  }
+});

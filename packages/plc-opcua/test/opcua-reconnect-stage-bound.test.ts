@@ -1,0 +1,68 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { defineTags } from "@kiln/core";
+import { afterAll, beforeAll, expect, test } from "vitest";
+import { OPCUA_SIMULATOR_NAMESPACE_URI as NS, OpcuaDriver, OpcuaSimulator } from "../src/index";
+import { TcpProxy } from "./support/tcp-proxy";
+import { waitFor } from "./support/wait-for";
+
+// adv13v MEDIUM-1 / LOW-3 (issue 13): a failed reconnect attempt's reason named a doubled stage bound ("timed
+// out after 4476 ms", then 15000 ms) that node-opcua never applied: it reads the bound only when it builds a
+// secure channel, and its retries keep that channel's transport (each attempt really timed out at ~2.1 s). The
+// reason now names the bound applied. Still open: such a link does not reconnect by node-opcua's retries
+// (docs/adr/0022, amendment fix13w).
+const tags = defineTags({ "kiln.a": { dataType: "int32", address: `nsu=${NS};s=Kiln.A` } });
+let dir: string;
+let simulator: OpcuaSimulator;
+let proxy: TcpProxy;
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), "kiln-opcua-stage-bound-"));
+  simulator = new OpcuaSimulator({
+    tags,
+    signals: { "kiln.a": { kind: "counter", start: 1, step: 1 } },
+    securityModes: ["None"],
+    updateIntervalMs: 50,
+    pkiDir: path.join(dir, "server"),
+  });
+  await simulator.start();
+  proxy = new TcpProxy(simulator.port);
+});
+
+afterAll(async () => {
+  await proxy?.close();
+  await simulator?.dispose();
+  await rm(dir, { recursive: true, force: true });
+});
+
+test("a failed reconnect attempt names the stage bound it was given: the time it took", async () => {
+  const driver = new OpcuaDriver({
+    endpointUrl: await proxy.start(),
+    security: { mode: "None" },
+    pki: { dir: path.join(dir, "client") },
+    connectionStrategy: { maxRetry: 1_000, initialDelayMs: 200, maxDelayMs: 400, randomisationFactor: 0 },
+    timeouts: { keepAliveMs: 1_000, connectMs: 15_000, requestMs: 10_000 },
+  });
+  const failures: { at: number; boundMs: number; delayMs: number }[] = [];
+  driver.onStatusChange((change) => {
+    const match = /timed out after (\d+) ms\); retrying in (\d+) ms/.exec(change.reason ?? "");
+    if (match) failures.push({ at: Date.now(), boundMs: Number(match[1]), delayMs: Number(match[2]) });
+  });
+  try {
+    await driver.connect();
+    await driver.subscribe(tags.list(), { samplingIntervalMs: 100 }, () => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    // After the cut every HEL/ACK takes 2.6 s: longer than the first stage bound (about 2.1 s).
+    proxy.latencyMs = 1_300;
+    proxy.drop();
+    proxy.restore();
+    await waitFor(() => failures.length >= 3, { what: "three failed attempts", timeoutMs: 30_000 });
+    for (let index = 1; index < 3; index++) {
+      const tookMs = failures[index]!.at - failures[index - 1]!.at - failures[index - 1]!.delayMs;
+      expect(Math.abs(tookMs - failures[index]!.boundMs)).toBeLessThan(600);
+    }
+  } finally {
+    await driver.close();
+  }
+}, 60_000);
