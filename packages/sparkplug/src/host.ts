@@ -584,6 +584,9 @@ interface AckState {
   blocked: boolean;
 }
 
+/** A group filter's subscription options (Retain As Published with MQTT 5). */
+type GroupSubscription = { qos: 0 | 1; rap?: boolean };
+
 interface Session {
   readonly client: MqttClient;
   /** The STATE timestamp of this session: its birth and its Will carry the same one. */
@@ -1311,11 +1314,8 @@ export class SparkplugHost {
       await raceAbort(this.#openWatch(session), signal, "Sparkplug host death watch");
       // [tck-id-host-topic-phid-birth-sub-required], [tck-id-message-flow-phid-sparkplug-subscription]:
       // own STATE and the groups, QoS 1, before the STATE birth.
-      // With MQTT 5, Retain As Published: a message someone publishes retained while the host is
-      // subscribed keeps its retain flag, so it is refused like one handed over at subscribe.
-      const group = this.#options.mqtt?.protocolVersion === 5 ? { qos: 1 as const, rap: true } : { qos: 1 as const };
-      const filters: Record<string, { qos: 1; rap?: boolean }> = { [this.#stateTopic]: { qos: 1 } };
-      for (const id of this.#groups) filters[`${SPARKPLUG_NAMESPACE}/${id}/#`] = group;
+      const filters: Record<string, GroupSubscription> = { [this.#stateTopic]: { qos: 1 } };
+      for (const id of this.#groups) filters[`${SPARKPLUG_NAMESPACE}/${id}/#`] = this.#groupSubscription(1);
       const downgraded = await raceAbort(
         subscribeChecked(client, filters, "Sparkplug host session"),
         signal,
@@ -1382,9 +1382,21 @@ export class SparkplugHost {
     this.#takeover.follow(watch, user.clientId === undefined ? undefined : `${user.clientId}-deaths`);
     watch.on("message", (topic, payload, packet) => this.#onWatchedDeath(session, topic, payload, packet.retain));
     watch.once("close", () => this.#onSessionLost(session, watch));
-    const filters: Record<string, { qos: 0 | 1 }> = {};
-    for (const id of this.#groups) filters[`${SPARKPLUG_NAMESPACE}/${id}/NDEATH/+`] = { qos: 0 };
+    const filters: Record<string, GroupSubscription> = {};
+    for (const id of this.#groups) filters[`${SPARKPLUG_NAMESPACE}/${id}/NDEATH/+`] = this.#groupSubscription(0);
     await subscribeChecked(watch, filters, "Sparkplug host death watch");
+  }
+
+  /**
+   * The options of a group filter, the same on the main session and the death watch, so a
+   * message arrives with the same retain flag on both and {@link leftOnBroker} refuses it on both
+   * (ADR 0043, amendment fix19t). With MQTT 5, Retain As Published: a message someone publishes
+   * retained while the host is subscribed keeps its retain flag, so it is refused like one handed
+   * over at subscribe. The watch without it took such a death (retain 0) the main session refused,
+   * and the edge node's next birth of its bdSeq was dead at once (adversarial review adv19r, H2).
+   */
+  #groupSubscription(qos: 0 | 1): GroupSubscription {
+    return this.#options.mqtt?.protocolVersion === 5 ? { qos, rap: true } : { qos };
   }
 
   async #publishOnline(session: Session): Promise<void> {
@@ -1510,7 +1522,7 @@ export class SparkplugHost {
     // [tck-id-topics-ndata-mqtt], [tck-id-topics-dbirth-mqtt], [tck-id-topics-ddata-mqtt]...): a retained one is what a client left on
     // the broker some time ago (a ghost edge node born again at every host start). Refused before
     // anything: no edge node state, nothing stored.
-    if (retained) {
+    if (leftOnBroker(retained)) {
       this.#reject(
         topic,
         `${topic}: a retained ${parsed.type}: Sparkplug forbids retaining it (an old message left on the broker): refused, nothing taken`,
@@ -2432,7 +2444,7 @@ export class SparkplugHost {
    * pairs a death with its birth by bdSeq).
    */
   #onWatchedDeath(session: Session, topic: string, bytes: Uint8Array, retained: boolean): void {
-    if (this.#session !== session || session.closing || retained) return;
+    if (this.#session !== session || session.closing || leftOnBroker(retained)) return;
     if (bytes.length > (this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES)) return;
     let parsed: SparkplugTopic;
     try {
@@ -3146,6 +3158,16 @@ function messageNumberOf(payload: SparkplugPayload, birth: Birth): number | unde
  * [tck-id-payloads-nbirth-bdseq], [tck-id-payloads-ndeath-bdseq]. A value outside it is not
  * compared as a number: a host would pair a death with a birth the edge node never had.
  */
+/**
+ * Whether a message on a group topic is one a client left on the broker (retained), refused
+ * before anything is taken: Sparkplug forbids retaining births, data and deaths. The one rule for
+ * the main session and the death watch, which see the same retain flag as both subscribe with
+ * the same options (ADR 0043, amendment fix19t).
+ */
+function leftOnBroker(retained: boolean): boolean {
+  return retained;
+}
+
 function bdSeqOf(payload: SparkplugPayload): number | string {
   const metric = payload.metrics.find((each) => each.name === BDSEQ);
   const value = metric?.value;

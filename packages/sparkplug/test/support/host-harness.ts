@@ -88,16 +88,26 @@ export class RawEdgeNode {
     this.edgeNodeId = edgeNodeId;
   }
 
-  /** Connects with NDEATH (bdSeq) as the Will, QoS 1, not retained. */
-  static async connect(url: string, groupId: string, edgeNodeId: string, bdSeq = 0): Promise<RawEdgeNode> {
+  /**
+   * Connects with NDEATH (bdSeq) as the Will, QoS 1, not retained (`retainWill`: retained, as a
+   * non-conformant edge node does); MQTT 3.1.1 unless `protocolVersion` says 5.
+   */
+  static async connect(
+    url: string,
+    groupId: string,
+    edgeNodeId: string,
+    bdSeq = 0,
+    options: { protocolVersion?: 4 | 5; retainWill?: boolean } = {},
+  ): Promise<RawEdgeNode> {
     const client = await mqtt.connectAsync(url, {
       clean: true,
       reconnectPeriod: 0,
+      ...(options.protocolVersion === undefined ? {} : { protocolVersion: options.protocolVersion }),
       will: {
         topic: sparkplugTopic({ type: "NDEATH", groupId, edgeNodeId }),
         payload: Buffer.from(RawEdgeNode.deathBytes(bdSeq)),
         qos: 1,
-        retain: false,
+        retain: options.retainWill ?? false,
       },
     });
     return new RawEdgeNode(client, groupId, edgeNodeId);
