@@ -34,7 +34,8 @@ import {
   type OpcuaDriverOptions,
   type ResolvedOpcuaDriverOptions,
 } from "./opcua-driver-options";
-import { verifiedNamespaces, type OpcuaNodeAddress } from "./opcua-node-id";
+import { verifiedNamespaces } from "./opcua-namespace-table";
+import type { OpcuaNodeAddress } from "./opcua-node-id";
 import { deleteSubscriptions, heldSubscriptionIds, OrphanSubscriptionSweeper } from "./opcua-orphan-subscriptions";
 import type { ReadPlan } from "./opcua-read-plan";
 import { asApplicationCall, upkeepPurpose } from "./opcua-request-origin";

@@ -1,5 +1,5 @@
-import { KilnError } from "@kiln/core/driver-kit";
 import { NodeId, coerceNodeId } from "node-opcua-client";
+import { verifiedNamespaces, type NamespaceTable } from "./opcua-namespace-table";
 
 /**
  * A tag address parsed from its text, not yet bound to a server: the NodeId as written, and
@@ -73,22 +73,6 @@ function coerce(nodeIdText: string, original: string): NodeId {
 }
 
 /**
- * The one way to the namespace URIs of `table`: its NamespaceArray, only when it was read Good on
- * the current session. While it was not (after a (re)connection or a repair whose read failed or
- * was Bad, when the array may still be another server run's), nothing may format or resolve a
- * namespace URI: this throws `KILN_CONNECTION_FAILED` (retryable) naming `action` and the reason
- * (docs/adr/0022, amendments fix13t and fix13w).
- */
-export function verifiedNamespaces(table: NamespaceTable, action: string): readonly string[] {
-  if (table.namespacesUnread === undefined) return table.namespaceArray;
-  const reason = `namespace table not read yet: ${table.namespacesUnread}`;
-  throw new KilnError("KILN_CONNECTION_FAILED", `Cannot ${action} yet: ${reason}.`, {
-    retryable: true,
-    details: { reason },
-  });
-}
-
-/**
  * Binds a parsed address to a server's namespace table. Returns undefined when the address
  * names a namespace URI the server does not have; a numeric `ns=` address never consults the
  * table. Throws as {@link verifiedNamespaces} for an `nsu=` address while the table is unread.
@@ -98,17 +82,6 @@ export function resolveNodeAddress(address: OpcuaNodeAddress, table: NamespaceTa
   const index = verifiedNamespaces(table, `resolve ${address.text}`).indexOf(address.namespaceUri);
   if (index < 0) return undefined;
   return new NodeId(address.nodeId.identifierType, address.nodeId.value, index);
-}
-
-/**
- * The namespace table an address is bound against: the server's NamespaceArray as last read Good
- * on the current session, or, while it has not been (after a (re)connection or a repair whose
- * read failed or was Bad), the reason (docs/adr/0022, amendment fix13t).
- */
-export interface NamespaceTable {
-  readonly namespaceArray: readonly string[];
-  /** Set while the table has not been read Good on this session: why (the status or error). */
-  readonly namespacesUnread?: string | undefined;
 }
 
 /** Why `address` cannot be bound against `table`, with the status a tag then has; undefined when it can. */

@@ -1,5 +1,6 @@
 import { AttributeIds, type ReadValueIdOptions } from "node-opcua-client";
-import { namespaceProblem, resolveNodeAddress, type NamespaceTable, type OpcuaNodeAddress } from "./opcua-node-id";
+import type { NamespaceTable } from "./opcua-namespace-table";
+import { namespaceProblem, resolveNodeAddress, type OpcuaNodeAddress } from "./opcua-node-id";
 
 /** One ReadRequest of a plan: the nodes to read and, for each, the index of its tag. */
 export interface ReadChunk {

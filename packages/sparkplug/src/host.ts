@@ -3153,12 +3153,6 @@ function messageNumberOf(payload: SparkplugPayload, birth: Birth): number | unde
 }
 
 /**
- * The `bdSeq` of an NBIRTH or NDEATH, or why there is none usable: Sparkplug B 3.0 gives it
- * 0–255 (an integer metric, UInt64 in the specification, Int64 in Tahu's and Kiln's edge nodes),
- * [tck-id-payloads-nbirth-bdseq], [tck-id-payloads-ndeath-bdseq]. A value outside it is not
- * compared as a number: a host would pair a death with a birth the edge node never had.
- */
-/**
  * Whether a message on a group topic is one a client left on the broker (retained), refused
  * before anything is taken: Sparkplug forbids retaining births, data and deaths. The one rule for
  * the main session and the death watch, which see the same retain flag as both subscribe with
@@ -3168,6 +3162,12 @@ function leftOnBroker(retained: boolean): boolean {
   return retained;
 }
 
+/**
+ * The `bdSeq` of an NBIRTH or NDEATH, or why there is none usable: Sparkplug B 3.0 gives it
+ * 0–255 (an integer metric, UInt64 in the specification, Int64 in Tahu's and Kiln's edge nodes),
+ * [tck-id-payloads-nbirth-bdseq], [tck-id-payloads-ndeath-bdseq]. A value outside it is not
+ * compared as a number: a host would pair a death with a birth the edge node never had.
+ */
 function bdSeqOf(payload: SparkplugPayload): number | string {
   const metric = payload.metrics.find((each) => each.name === BDSEQ);
   const value = metric?.value;
