@@ -30,4 +30,3 @@ export function verifiedNamespaces(table: NamespaceTable, action: string): reado
     details: { reason },
   });
 }
-
