@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, test } from "vitest";
-import { createControlSystem, defineTags, MemoryStore, SimulatedPlc } from "../index";
+import { createControlSystem, defineTags, MemoryStore, SimulatedPlc, silentLogger } from "../index";
 import type { AuditEntry } from "../ports/audit-log";
 
 // fix15x, adv15w H1/M1. A process abort at stop() waited on a hanging store (its save) without a
@@ -13,15 +13,6 @@ import type { AuditEntry } from "../ports/audit-log";
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 const admin = { id: "ada", roles: ["admin"] } as never;
-const silent = {
-  trace: () => undefined,
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: () => undefined,
-  fatal: () => undefined,
-  child: () => silent,
-};
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -80,7 +71,7 @@ async function frozenStoreStop(journal: boolean) {
     scanGroups: { fast: { periodMs: 20 } },
     acquisition: { timeoutMs: 200 },
     lifecycleTimeoutMs: 1000,
-    logger: silent,
+    logger: silentLogger,
     logging: { drainTimeoutMs: 2000 },
     ...(journal ? { audit: { backlog: { path: join(dir, "audit") } } } : {}),
     machine: {
@@ -164,7 +155,7 @@ async function tripRefusedDuringStop(journal: boolean) {
     tags,
     driver: plc,
     store,
-    logger: silent,
+    logger: silentLogger,
     scanGroups: { fast: { periodMs: 20 } },
     acquisition: { timeoutMs: 3000 },
     lifecycleTimeoutMs: 200,

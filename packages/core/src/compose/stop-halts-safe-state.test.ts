@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, test } from "vitest";
-import { createControlSystem, defineTags, MemoryStore, SimulatedPlc } from "../index";
+import { createControlSystem, defineTags, MemoryStore, SimulatedPlc, silentLogger } from "../index";
 import type { AuditEntry } from "../ports/audit-log";
 
 // fix15z, adv15y H2. With a device that hangs every write, stop() aborted the running process,
@@ -13,15 +13,6 @@ import type { AuditEntry } from "../ports/audit-log";
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 const admin = { id: "ada", roles: ["admin"] } as never;
-const silent = {
-  trace: () => undefined,
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: () => undefined,
-  fatal: () => undefined,
-  child: () => silent,
-};
 const dirs: string[] = [];
 afterEach(() => {
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
@@ -56,7 +47,7 @@ async function hungDeviceStop(options: { count: number; deviceTimeoutMs: number;
     tags,
     driver: plc,
     store,
-    logger: silent,
+    logger: silentLogger,
     scanGroups: { fast: { periodMs: 50 } },
     acquisition: { timeoutMs: options.deviceTimeoutMs },
     lifecycleTimeoutMs: 1000,

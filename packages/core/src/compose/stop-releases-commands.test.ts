@@ -1,5 +1,13 @@
 import { describe, expect, test } from "vitest";
-import { createControlSystem, defineTags, KilnError, MemoryStore, SimulatedPlc, type KilnEvents } from "../index";
+import {
+  createControlSystem,
+  defineTags,
+  KilnError,
+  MemoryStore,
+  SimulatedPlc,
+  silentLogger,
+  type KilnEvents,
+} from "../index";
 import type { AuditEntry } from "../ports/audit-log";
 
 // fix15aa. Without a journal a command's `allowed` entry is stored before it runs, in the audit
@@ -12,15 +20,6 @@ import type { AuditEntry } from "../ports/audit-log";
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 const admin = { id: "ada", roles: ["admin"] } as never;
-const silent = {
-  trace: () => undefined,
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: () => undefined,
-  fatal: () => undefined,
-  child: () => silent,
-};
 
 async function hangingAudit() {
   const tags = defineTags({ "heater.x": { dataType: "float64", access: "readwrite", scanGroup: "fast" } });
@@ -33,7 +32,7 @@ async function hangingAudit() {
     tags,
     driver: new SimulatedPlc({ tags }),
     store,
-    logger: silent as never,
+    logger: silentLogger,
     scanGroups: { fast: { periodMs: 100 } },
     logging: { drainTimeoutMs: 1_000 },
     storePolicies: { audit: { timeoutMs: 60_000 } },
