@@ -1262,9 +1262,15 @@ export class SparkplugEdgeNode {
   #onSessionLost(session: Session): void {
     // Another edge node (or any client) with this client id takes the session over at every
     // reconnect: that loss proves nothing about the broker, so the backoff grows (adv19p M2).
-    const takenOver = session.closing || this.#session !== session ? undefined : this.#takeover.lost(session.client);
+    // A packet of ours over the broker's likely limit just before the loss is named too, never
+    // hidden behind a takeover suspicion (adv19r M2).
+    const tooLarge = this.#likelyTooLarge(session);
+    const takenOver =
+      session.closing || this.#session !== session
+        ? undefined
+        : this.#takeover.lost(session.client, tooLarge === "" ? undefined : tooLarge);
     if (takenOver !== undefined) this.#dropSession(session, takenOver, true);
-    else this.#dropSession(session, `connection to the broker lost${this.#likelyTooLarge(session)}`);
+    else this.#dropSession(session, `connection to the broker lost${tooLarge}`);
   }
 
   /**

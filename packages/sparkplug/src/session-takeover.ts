@@ -68,8 +68,13 @@ export class SessionTakeover {
    * Why the session of `client` ended, when it was lost (not ended by Kiln) because another
    * client took it over, or likely did: a sentence naming the client id, for the link's reason.
    * Undefined otherwise. Call once, when the session is lost.
+   *
+   * `alternative`: another likely cause the caller has evidence of (a packet of its own over the
+   * broker's likely limit just before the loss). Without the broker's explicit MQTT 5 "Session
+   * taken over" the evidence for both is of the same kind (a session closed soon after it began),
+   * so a suspicion names both, never hides the alternative (adv19r M2).
    */
-  lost(client: MqttClient): string | undefined {
+  lost(client: MqttClient, alternative?: string): string | undefined {
     const followed = this.#followed.get(client);
     if (followed === undefined || client.disconnecting) return undefined;
     const lasted = this.#clock.now() - followed.connectedAt;
@@ -89,7 +94,7 @@ export class SessionTakeover {
     this.#shortLosses++;
     if (this.#shortLosses < SUSPECT_AFTER) return undefined;
     return this.#say(
-      `client id ${id} likely in use by another client: the broker closed ${suspected ? "this session" : `${this.#shortLosses} sessions in a row`} within ${suspected ? `${lasted} ms` : `${SHORT_SESSION_MS / 1_000} s`} of accepting it, without a reason (MQTT 3.1.1 has none, and mosquitto sends none even over MQTT 5), as a broker ends the older session of a client id at every new CONNECT: give each client its own mqtt.clientId (a host also uses "<clientId>-deaths")`,
+      `client id ${id} likely in use by another client: the broker closed ${suspected ? "this session" : `${this.#shortLosses} sessions in a row`} within ${suspected ? `${lasted} ms` : `${SHORT_SESSION_MS / 1_000} s`} of accepting it, without a reason (MQTT 3.1.1 has none, and mosquitto sends none even over MQTT 5), as a broker ends the older session of a client id at every new CONNECT: give each client its own mqtt.clientId (a host also uses "<clientId>-deaths")${alternative === undefined ? "" : `; or: the session ended${alternative}`}`,
     );
   }
 

@@ -175,6 +175,26 @@ describe.skipIf(needs)("MQTT 3.1.1: the broker announces no packet limit (advers
         /right after a \d+-byte (DDATA|DBIRTH), the largest the session sent: likely over the broker's packet limit .*brokerMaximumPacketSize/,
       );
   });
+
+  test("regression adv19r M2: with a client id given, drops for a packet too large stay named as such, never hidden behind another client taking the session over (needs mosquitto)", async () => {
+    const { fixture, url } = await setUp(4_000);
+    // Every birth is too large from the start: each session dies right after it, within 10 s of
+    // its CONNACK, as three sessions taken over in a row would on MQTT 3.1.1.
+    fixture.plc.set("recipe.name", "z".repeat(10_000));
+    const edge = node(fixture, { brokerUrl: url, mqtt: { clientId: "limits-edge" } });
+    const reasons: string[] = [];
+    edge.events.on("link-change", (change) => {
+      if (change.to === "reconnecting") reasons.push(change.reason ?? "");
+    });
+    await edge.start();
+    await expect.poll(() => reasons.length, { timeout: 20_000 }).toBeGreaterThanOrEqual(5);
+    for (const reason of reasons.slice(1)) expect(reason).toMatch(/likely over the broker's packet limit/);
+    // Three short sessions in a row look like a takeover on MQTT 3.1.1 as well: both are named.
+    expect(reasons.at(-1)).toMatch(/likely in use by another client.*; or: the session ended right after a \d+-byte/);
+    await expect
+      .poll(() => edge.health().problems.join("\n"), { timeout: 5_000 })
+      .toMatch(/likely over the broker's packet limit/);
+  });
 });
 
 describe.skipIf(needs)(
