@@ -592,6 +592,10 @@ export class OpcuaDriver implements PlcDriver {
     client.on("after_reconnection", () => {
       releaseSocketTimeout(connection);
       connection.failedConnectAttempts = 0;
+      // A channel opened: progress. The session's re-activation that follows takes a few round
+      // trips, which on a slow link (seconds each) must not count against the repair watchdog
+      // from the last failed attempt (docs/adr/0022, amendment fix13x).
+      if (current()) this.#repairProgress(connection);
       if (current()) this.#certificateChecks.set(connection, this.#recheckServerCertificate(connection));
     });
     client.on("backoff", (retry: number, delay: number) => {
@@ -628,6 +632,10 @@ export class OpcuaDriver implements PlcDriver {
     });
     client.on("receive_response", (response: unknown) => {
       this.#answered(connection, (response as { responseHeader?: { requestHandle?: number } }).responseHeader);
+      // An answer to the repair's own requests is progress: on a slow link node-opcua's
+      // re-activation of the session (with one Republish per missed notification) takes many
+      // round trips of seconds each before it reports the connection re-established (fix13x).
+      if (current() && this.#rt.isRepairResponse(response)) this.#repairProgress(connection);
       if (response instanceof this.#rt.PublishResponse && current()) {
         this.#orphans.published(session, response.subscriptionId);
       }
