@@ -43,7 +43,10 @@ test("a link whose round trip grew past the connect-stage bound reconnects on a 
     proxy.drop();
     proxy.restore();
     await waitFor(() => driver.status === "reconnecting", { what: "reconnecting" });
-    await waitFor(() => driver.status === "connected", { what: "connected again over the slow link", timeoutMs: 40_000 });
+    await waitFor(() => driver.status === "connected", {
+      what: "connected again over the slow link",
+      timeoutMs: 40_000,
+    });
     // Before: reconnecting for good, every attempt "timed out after 2xxx ms".
     const failures = reasons.filter((reason) => /timed out after \d+ ms/.test(reason));
     const bounds = failures.map((reason) => Number(/timed out after (\d+) ms/.exec(reason)![1]));
