@@ -1,12 +1,16 @@
 import {
+  ActivateSessionResponse,
   AttributeIds,
   CreateMonitoredItemsRequest,
   CreateSubscriptionRequest,
   DataType,
   DataValue as DataValueClass,
   PublishRequest,
+  PublishResponse,
   ReadRequest,
+  ReadResponse,
   RepublishRequest,
+  RepublishResponse,
   resolveNodeId,
   VariableIds,
   WriteRequest,
@@ -15,7 +19,13 @@ import {
   type TransferSubscriptionsResponse,
 } from "node-opcua-client";
 import { describe, expect, test } from "vitest";
-import { connectStageMs, linkRequestKind, readServerInfo, refuseSubscriptionTransfers } from "./opcua-connection";
+import {
+  connectStageMs,
+  isRepairResponse,
+  linkRequestKind,
+  readServerInfo,
+  refuseSubscriptionTransfers,
+} from "./opcua-connection";
 import { asApplicationCall, asUpkeepCall, markApplicationRequests, upkeepPurpose } from "./opcua-request-origin";
 
 // CI on 90b0f66 and adv13s M1 / adv13p M1: a stall was declared at requestMs (10 s), not at the
@@ -235,5 +245,22 @@ describe("connectStageMs", () => {
     expect(connectStageMs(1_000, 100, 15_000, 3)).toBe(15_000);
     expect(connectStageMs(1_000, 100, 15_000, 1_000)).toBe(15_000);
     expect(connectStageMs(1_000, 100, 1_500)).toBe(1_500);
+  });
+});
+
+// fix13x: on a slow link node-opcua's re-activation of a session takes many round trips (one
+// Republish per missed notification); the repair watchdog counts their answers as progress, but
+// not a keep-alive read's or a Publish's, which a stuck repair's open channel can still answer.
+describe("isRepairResponse: which answers show node-opcua's repair progressing", () => {
+  test("the repair's own services count", () => {
+    expect(isRepairResponse(new ActivateSessionResponse())).toBe(true);
+    expect(isRepairResponse(new RepublishResponse())).toBe(true);
+  });
+
+  test("keep-alive reads, Publish and anything else do not", () => {
+    expect(isRepairResponse(new ReadResponse())).toBe(false);
+    expect(isRepairResponse(new PublishResponse())).toBe(false);
+    expect(isRepairResponse(undefined)).toBe(false);
+    expect(isRepairResponse({ schema: { name: 42 } })).toBe(false);
   });
 });

@@ -16,6 +16,11 @@ import {
   type UserIdentityInfo,
 } from "node-opcua-client";
 import { OPCUACertificateManager } from "node-opcua-certificate-manager";
+import {
+  defaultClientTransportFactory,
+  type IClientTransport,
+  type IClientTransportFactory,
+} from "node-opcua-transport";
 import { KilnError, type Clock } from "@kiln/core";
 import { raceAbort } from "@kiln/core/driver-kit";
 import { certificateDer, privateKeyPem } from "./opcua-certificates";
@@ -163,6 +168,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       await certificateManager.trustCertificate(await certificateDer(certificate));
     }
     const identity = await identityOf(options.identity);
+    const transports = trackedTransports();
     client = OPCUAClient.create({
       applicationName: options.applicationName,
       ...(options.applicationUri ? { applicationUri: options.applicationUri } : {}),
@@ -188,7 +194,11 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       // reconnect attempts and rebuilds get connectStageMs (set by the driver).
       // The driver turns the socket idle timeout it also sets off once the channel is open.
       transportTimeout: settings.connectStageMs ?? timeouts.connectMs,
+      // node-opcua's retries of one repair reuse one transport: the driver reaches it to give
+      // each retry the bound it grew to (setConnectStageMs; docs/adr/0022, amendment fix13x).
+      transportFactory: transports.factory,
     });
+    transportsOf.set(client, transports);
     relayServiceFaults(client);
     const opened = client;
     const attempt = (async () => {
@@ -294,23 +304,75 @@ export function connectStageMs(keepAliveMs: number, responseMs: number, connectM
   return Math.round(Math.min(connectMs, base * 2 ** Math.min(Math.max(0, failedAttempts), 30)));
 }
 
+/** The responses of the services node-opcua's repair of a session sends (by schema name). */
+const REPAIR_RESPONSES: ReadonlySet<string> = new Set([
+  "OpenSecureChannelResponse",
+  "CreateSessionResponse",
+  "ActivateSessionResponse",
+  "RepublishResponse",
+  "TransferSubscriptionsResponse",
+  "CreateSubscriptionResponse",
+  "CreateMonitoredItemsResponse",
+]);
+
 /**
- * Sets the bound of each connect stage of the secure channel `client` builds next
- * ({@link connectStageMs}). node-opcua reads it only when it builds a secure channel (at a
- * repair's start): the retries of that repair keep the channel's transport and its bound
- * (docs/adr/0022, amendment fix13w; {@link appliedConnectStageMs}).
+ * Whether `response` answers a request node-opcua's repair of a connection sends (opening the
+ * channel, re-activating or re-creating the session, Republish of missed notifications,
+ * re-creating subscriptions): a sign the repair progresses. Keep-alive reads and Publish are not:
+ * they are answered on a channel whose repair may still be stuck (docs/adr/0022, amendment fix13x).
  */
-export function setConnectStageMs(client: OPCUAClient, stageMs: number): void {
-  (client as unknown as { _transportTimeout?: number })._transportTimeout = stageMs;
+export function isRepairResponse(response: unknown): boolean {
+  const name = (response as { schema?: { name?: unknown } } | null)?.schema?.name;
+  return typeof name === "string" && REPAIR_RESPONSES.has(name);
+}
+
+/** The transports node-opcua built for a client, through the factory the client was given. */
+interface TrackedTransports {
+  readonly factory: IClientTransportFactory;
+  /** The one built last: the open channel's, or the one node-opcua's current repair retries with. */
+  latest: IClientTransport | undefined;
+}
+
+const transportsOf = new WeakMap<OPCUAClient, TrackedTransports>();
+
+/** A transport factory (node-opcua's default) that remembers the transport it built last. */
+function trackedTransports(): TrackedTransports {
+  const tracked: TrackedTransports = {
+    factory: {
+      create: (transportSettings) => {
+        const transport = defaultClientTransportFactory.create(transportSettings);
+        tracked.latest = transport;
+        return transport;
+      },
+    },
+    latest: undefined,
+  };
+  return tracked;
 }
 
 /**
- * The connect stage bound node-opcua's current secure channel of `client` applies to its
- * attempts, ms (the `transportTimeout` it was built with); undefined when it has none.
+ * Sets the bound of each connect stage (TCP, HEL/ACK) of `client`'s next connect attempt
+ * ({@link connectStageMs}): on the secure channel node-opcua builds next (its `_transportTimeout`,
+ * read when a repair starts) and on the transport its current repair retries with (node-opcua
+ * builds one transport per repair and calls `connect()` on it for every retry; each call reads
+ * the transport's `timeout`). Without the latter a link whose round trip grew past the bound never
+ * reconnected: every retry of the repair timed out at the bound of its start (docs/adr/0022,
+ * amendments fix13w and fix13x). Changing the bound of an open channel's transport changes
+ * nothing on it (its socket's idle timeout is off: the link watchdog judges silence).
+ */
+export function setConnectStageMs(client: OPCUAClient, stageMs: number): void {
+  (client as unknown as { _transportTimeout?: number })._transportTimeout = stageMs;
+  const transport = transportsOf.get(client)?.latest as { timeout?: number } | undefined;
+  if (transport && transport.timeout !== stageMs) transport.timeout = stageMs;
+}
+
+/**
+ * The connect stage bound `client`'s current connect attempts are given, ms: the `timeout` of the
+ * transport node-opcua built last (the one its repair retries with); undefined when it built none.
  */
 export function appliedConnectStageMs(client: OPCUAClient): number | undefined {
-  const channel = (client as unknown as { _secureChannel?: { transportTimeout?: unknown } | null })._secureChannel;
-  return typeof channel?.transportTimeout === "number" ? channel.transportTimeout : undefined;
+  const transport = transportsOf.get(client)?.latest as { timeout?: unknown } | undefined;
+  return typeof transport?.timeout === "number" ? transport.timeout : undefined;
 }
 
 /** The client event {@link relayServiceFaults} emits for each ServiceFault the server answers. */

@@ -1,4 +1,5 @@
 import { describe, expect, test } from "vitest";
+import { OpcuaDriver } from "./opcua-driver";
 import { opcuaDriverOptionsSchema } from "./opcua-driver-options";
 
 describe("opcuaDriverOptionsSchema", () => {
@@ -39,8 +40,15 @@ describe("opcuaDriverOptionsSchema", () => {
     [{ endpointUrl: "opc.tcp://plc:4840", monitoredItemRetry: { maxDelayMs: 1e10 } }, "monitoredItemRetry.maxDelayMs"],
     [
       { endpointUrl: "opc.tcp://plc:4840", connectionStrategy: { initialDelayMs: 5_000, maxDelayMs: 1_000 } },
-      "connectionStrategy.initialDelayMs",
+      "connectionStrategy.maxDelayMs",
     ],
+    // Equal delays: node-opcua's backoff throws ("The maximal backoff delay must be greater than the initial").
+    [
+      { endpointUrl: "opc.tcp://plc:4840", connectionStrategy: { initialDelayMs: 1_000, maxDelayMs: 1_000 } },
+      "connectionStrategy.maxDelayMs",
+    ],
+    // The default initialDelayMs (1000) against a given maxDelayMs.
+    [{ endpointUrl: "opc.tcp://plc:4840", connectionStrategy: { maxDelayMs: 1_000 } }, "connectionStrategy.maxDelayMs"],
     [{ endpointUrl: "opc.tcp://plc:4840", limits: { maxNodesPerRead: -1 } }, "limits.maxNodesPerRead"],
     [{ endpointUrl: "opc.tcp://plc:4840", logger: console.log }, "logger"],
     [{ endpointUrl: "opc.tcp://plc:4840", clock: { now: () => 0 } }, "clock"],
@@ -65,10 +73,34 @@ describe("opcuaDriverOptionsSchema", () => {
     const options = opcuaDriverOptionsSchema.parse({
       endpointUrl: "opc.tcp://plc:4840",
       timeouts: { connectMs: 3_600_000, requestMs: 3_600_000, sessionMs: 3_600_000, keepAliveMs: 3_600_000 },
-      connectionStrategy: { initialDelayMs: 3_600_000, maxDelayMs: 3_600_000 },
+      connectionStrategy: { initialDelayMs: 3_599_999, maxDelayMs: 3_600_000 },
     });
     expect(options.timeouts.keepAliveMs).toBe(3_600_000);
     expect(options.connectionStrategy.maxDelayMs).toBe(3_600_000);
+  });
+
+  test("connectionStrategy: maxDelayMs just above initialDelayMs is a valid strategy", () => {
+    // The rule is node-opcua's: its backoff strategy (the `backoff` package) throws unless
+    // maxDelay > initialDelay, inside connect() and its reconnect loop.
+    const options = opcuaDriverOptionsSchema.parse({
+      endpointUrl: "opc.tcp://plc:4840",
+      connectionStrategy: { initialDelayMs: 1_000, maxDelayMs: 1_001 },
+    });
+    expect(options.connectionStrategy).toMatchObject({ initialDelayMs: 1_000, maxDelayMs: 1_001 });
+  });
+
+  test("the driver refuses maxDelayMs equal to initialDelayMs with KILN_VALIDATION naming the field, before connecting", () => {
+    let error: unknown;
+    try {
+      new OpcuaDriver({
+        endpointUrl: "opc.tcp://127.0.0.1:1",
+        connectionStrategy: { initialDelayMs: 500, maxDelayMs: 500 },
+      });
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toMatchObject({ code: "KILN_VALIDATION" });
+    expect(JSON.stringify((error as { details?: unknown }).details)).toContain("connectionStrategy.maxDelayMs");
   });
 
   test("validation messages never echo a password", () => {

@@ -79,9 +79,12 @@ export const opcuaDriverOptionsSchema = z
         randomisationFactor: z.number().min(0).max(1).default(0.1),
       })
       .strict()
-      .refine((strategy) => strategy.initialDelayMs <= strategy.maxDelayMs, {
-        message: "initialDelayMs must not exceed maxDelayMs",
-        path: ["initialDelayMs"],
+      // node-opcua's backoff (the `backoff` package's strategy) throws when maxDelay is not above
+      // initialDelay, inside its connect and its reconnect loop (fix13x).
+      .refine((strategy) => strategy.maxDelayMs > strategy.initialDelayMs, {
+        message:
+          "maxDelayMs must be greater than initialDelayMs (node-opcua's reconnect backoff refuses a maximal delay equal to or below the initial one)",
+        path: ["maxDelayMs"],
       })
       .prefault({}),
     subscriptions: z
@@ -157,8 +160,9 @@ export const opcuaDriverOptionsSchema = z
  *   reconnect attempt is bounded by `2 × keep-alive + 2 × response time`, doubled per failed
  *   attempt in a row, at most `connectMs` (docs/adr/0022, amendments fix13e, fix13f, fix13g, fix13u).
  * - `connectionStrategy`: `maxRetry` (attempts of the first connect; once connected, the driver
- *   reconnects until `close()`), `initialDelayMs`, `maxDelayMs`, `randomisationFactor`. Always
- *   passed to node-opcua complete.
+ *   reconnects until `close()`), `initialDelayMs`, `maxDelayMs` (greater than `initialDelayMs`:
+ *   node-opcua's backoff refuses equal delays; `KILN_VALIDATION` at `connectionStrategy.maxDelayMs`
+ *   otherwise), `randomisationFactor`. Always passed to node-opcua complete.
  * - `subscriptions.maxPublishingIntervalMs`: upper bound of each OPC UA subscription's publishing
  *   interval. A scan group publishes at its period or at this bound, whichever is shorter; its
  *   monitored items still sample at the group's period. It bounds how long a subscription Kiln can

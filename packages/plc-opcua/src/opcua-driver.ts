@@ -592,6 +592,10 @@ export class OpcuaDriver implements PlcDriver {
     client.on("after_reconnection", () => {
       releaseSocketTimeout(connection);
       connection.failedConnectAttempts = 0;
+      // A channel opened: progress. The session's re-activation that follows takes a few round
+      // trips, which on a slow link (seconds each) must not count against the repair watchdog
+      // from the last failed attempt (docs/adr/0022, amendment fix13x).
+      if (current()) this.#repairProgress(connection);
       if (current()) this.#certificateChecks.set(connection, this.#recheckServerCertificate(connection));
     });
     client.on("backoff", (retry: number, delay: number) => {
@@ -602,9 +606,9 @@ export class OpcuaDriver implements PlcDriver {
       // channel over it (refused, timed out, handshake unanswered) and does not pass on which or
       // why: the message claims no more than that (adv13s L5), but names the stage's time bound
       // (adv13c M4: a link slower than it could never connect and the reason did not say so):
-      // 2 keep-alives + 2 response times, at most timeouts.connectMs (connectStageMs). The bound
-      // named is the one node-opcua's channel applies (set when it was built at the repair's
-      // start), not the doubled one it will apply only to a later channel (fix13w, adv13v L3).
+      // 2 keep-alives + 2 response times, doubled per failed attempt, at most timeouts.connectMs
+      // (connectStageMs). The bound named is the one the failed attempt was given: the timeout of
+      // the transport node-opcua's retries reuse (fix13w, adv13v L3; fix13x).
       const appliedMs = this.#rt.appliedConnectStageMs(client) ?? connection.connectStageMs;
       this.#lifecycle.attemptFailed(
         new KilnError(
@@ -620,14 +624,18 @@ export class OpcuaDriver implements PlcDriver {
           },
         ),
       );
-      // The next channel's stages get twice as long (at most connectMs). node-opcua's retries of
-      // this repair keep their channel's bound: the doubled one reaches the driver's rebuild and
-      // a later repair only (docs/adr/0022, amendment fix13w: adv13v MEDIUM-1 open).
+      // The next attempt's stages get twice as long (at most connectMs): set on the transport
+      // node-opcua's next retry reuses, so a link whose round trip grew past the bound reconnects
+      // with its session (docs/adr/0022, amendment fix13x: adv13v MEDIUM-1).
       connection.failedConnectAttempts++;
       this.#silenceBound(connection);
     });
     client.on("receive_response", (response: unknown) => {
       this.#answered(connection, (response as { responseHeader?: { requestHandle?: number } }).responseHeader);
+      // An answer to the repair's own requests is progress: on a slow link node-opcua's
+      // re-activation of the session (with one Republish per missed notification) takes many
+      // round trips of seconds each before it reports the connection re-established (fix13x).
+      if (current() && this.#rt.isRepairResponse(response)) this.#repairProgress(connection);
       if (response instanceof this.#rt.PublishResponse && current()) {
         this.#orphans.published(session, response.subscriptionId);
       }
@@ -899,7 +907,9 @@ export class OpcuaDriver implements PlcDriver {
    * session repair overlapping a channel loss logs "_repairConnection already in progress", then
    * neither dials nor fails nor emits anything), which left the driver `reconnecting` for good
    * (issue 13, HIGH-1). So: when no sign of progress (a reconnect attempt, a back-off step, a
-   * failed repair, the connection re-established) has come for `connectionStrategy.maxDelayMs +
+   * channel opened, an answer to one of the repair's own requests (`isRepairResponse`: on a slow
+   * link the session's re-activation takes many round trips, fix13x), a failed repair, the
+   * connection re-established) has come for `connectionStrategy.maxDelayMs +
    * timeouts.connectMs` (node-opcua's longest back-off step plus one connect; 35 s by default)
    * while the status is still `reconnecting`, the connection is dropped and rebuilt on the
    * driver's capped backoff (one rebuild per stall; a refused identity stays fatal, as it stops the

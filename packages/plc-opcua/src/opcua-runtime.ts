@@ -26,6 +26,7 @@ export {
   adaptKeepAlive,
   appliedConnectStageMs,
   connectStageMs,
+  isRepairResponse,
   linkRequestKind,
   onServiceFault,
   openOpcuaConnection,

@@ -278,17 +278,29 @@ export class OpcuaSimulator {
    * The subscriptions and monitored items alive on the server now, from its engine's diagnostics:
    * `subscriptions` is the server's CurrentSubscriptionCount (sessions' subscriptions plus those
    * orphaned by a dropped session and not yet expired); `monitoredItems` sums the items of all
-   * of them, orphans included; `sessions` counts open sessions. All 0 while stopped. Tests use it to
-   * prove that reconnects leave exactly one subscription per scan group on the server.
+   * of them, orphans included; `sessions` counts open sessions; `subscriptionsCreated` counts the
+   * subscriptions created since this run started (CumulatedSubscriptionCount: unchanged across an
+   * outage when the client kept its subscription). All 0 while stopped. Tests use it to prove that
+   * reconnects leave exactly one subscription per scan group on the server.
    */
-  liveSubscriptions(): { readonly sessions: number; readonly subscriptions: number; readonly monitoredItems: number } {
+  liveSubscriptions(): {
+    readonly sessions: number;
+    readonly subscriptions: number;
+    readonly monitoredItems: number;
+    readonly subscriptionsCreated: number;
+  } {
     const engine = this.#server?.engine;
-    if (!engine) return { sessions: 0, subscriptions: 0, monitoredItems: 0 };
+    if (!engine) return { sessions: 0, subscriptions: 0, monitoredItems: 0, subscriptionsCreated: 0 };
     const sessions = engine.getSessions();
     const monitoredItems =
       sessions.reduce((sum, session) => sum + session.currentMonitoredItemCount, 0) +
       orphanSubscriptions(engine).reduce((sum, subscription) => sum + subscription.monitoredItemCount, 0);
-    return { sessions: sessions.length, subscriptions: engine.currentSubscriptionCount, monitoredItems };
+    return {
+      sessions: sessions.length,
+      subscriptions: engine.currentSubscriptionCount,
+      monitoredItems,
+      subscriptionsCreated: engine.cumulatedSubscriptionCount,
+    };
   }
 
   /**

@@ -10,8 +10,8 @@ import { waitFor } from "./support/wait-for";
 // adv13v MEDIUM-1 / LOW-3 (issue 13): a failed reconnect attempt's reason named a doubled stage bound ("timed
 // out after 4476 ms", then 15000 ms) that node-opcua never applied: it reads the bound only when it builds a
 // secure channel, and its retries keep that channel's transport (each attempt really timed out at ~2.1 s). The
-// reason now names the bound applied. Still open: such a link does not reconnect by node-opcua's retries
-// (docs/adr/0022, amendment fix13w).
+// reason names the bound applied (fix13w), and since fix13x the bound applied doubles per failed attempt on that
+// transport, up to timeouts.connectMs (docs/adr/0022): each attempt takes the bound it names, twice the last.
 const tags = defineTags({ "kiln.a": { dataType: "int32", address: `nsu=${NS};s=Kiln.A` } });
 let dir: string;
 let simulator: OpcuaSimulator;
@@ -53,14 +53,16 @@ test("a failed reconnect attempt names the stage bound it was given: the time it
     await driver.connect();
     await driver.subscribe(tags.list(), { samplingIntervalMs: 100 }, () => undefined);
     await new Promise((resolve) => setTimeout(resolve, 1_500));
-    // After the cut every HEL/ACK takes 2.6 s: longer than the first stage bound (about 2.1 s).
-    proxy.latencyMs = 1_300;
+    // After the cut every HEL/ACK takes 10 s: longer than the first three stage bounds (about 2.1, 4.2, 8.4 s).
+    proxy.latencyMs = 5_000;
     proxy.drop();
     proxy.restore();
-    await waitFor(() => failures.length >= 3, { what: "three failed attempts", timeoutMs: 30_000 });
+    await waitFor(() => failures.length >= 3, { what: "three failed attempts", timeoutMs: 40_000 });
     for (let index = 1; index < 3; index++) {
       const tookMs = failures[index]!.at - failures[index - 1]!.at - failures[index - 1]!.delayMs;
       expect(Math.abs(tookMs - failures[index]!.boundMs)).toBeLessThan(600);
+      // Before fix13x every retry of the repair kept the first bound.
+      expect(Math.abs(failures[index]!.boundMs - 2 * failures[index - 1]!.boundMs)).toBeLessThanOrEqual(2);
     }
   } finally {
     await driver.close();

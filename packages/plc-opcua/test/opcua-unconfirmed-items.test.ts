@@ -102,7 +102,7 @@ async function movingAgain(sim: OpcuaSimulator, seen: Sample[], mark: number): P
       ),
     { what: "every tag's good values changing again after the repair", timeoutMs: 20_000 },
   );
-  expect(sim.liveSubscriptions()).toEqual({ sessions: 1, subscriptions: 1, monitoredItems: 3 });
+  expect(sim.liveSubscriptions()).toMatchObject({ sessions: 1, subscriptions: 1, monitoredItems: 3 });
 }
 
 describe("monitored items node-opcua did not re-create after a repair (issue 13, adv13p)", () => {
