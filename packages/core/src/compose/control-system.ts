@@ -711,8 +711,13 @@ export class ControlSystem {
    * before `stop()` returns, never afterwards (ADR 0013, amendment fix15x); a command still
    * waiting for the audit store then (its entry's commit, its refusal's store call) is released:
    * it rejects with `KILN_LIFECYCLE` before `stop()` returns, its entry reported dropped the same
-   * way, never pending until the store answers (amendment fix15aa). With a spool and an unhealthy store, the buffered samples are journaled
-   * first. Never rejects.
+   * way, never pending until the store answers (amendment fix15aa). Whatever else a command or an
+   * action of the stop still waits on when the writer is about to close (its turn, a device write
+   * within its driver timeout, a store port, a process save, one audit-store call that never
+   * answers) is settled then, in one place: it is answered `KILN_LIFECYCLE` (`details.released`)
+   * and the entry it owes (its `<id>:fail`, outcome unknown, or its refusal) is stored, journaled
+   * or counted in `droppedAtStop` before `stop()` returns, never afterwards (amendment fix15ab).
+   * With a spool and an unhealthy store, the buffered samples are journaled first. Never rejects.
    */
   stop(): Promise<void> {
     this.#stopping ??= this.#stop().finally(() => (this.#stopping = undefined));
@@ -1960,7 +1965,7 @@ export class ControlSystem {
    * settle before this resolves (at most {@link STOP_CLOSE_MARGIN_MS} / 4, within the margin).
    */
   async #releaseInFlight(): Promise<void> {
-    if (this.#inFlight.size === 0) return;
+    if (this.#inFlight.size === 0 && this.#commands.inFlight === 0) return;
     this.#releaseTurns.release();
     // The queued commands enter the runner on the next turns of the event loop.
     await new Promise<void>((resolve) => setImmediate(resolve));
