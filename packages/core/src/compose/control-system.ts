@@ -1972,7 +1972,7 @@ export class ControlSystem {
     const released = this.#commands.releaseInFlight(
       new KilnError(
         "KILN_LIFECYCLE",
-        "The control system stopped while the command was in flight: it was not answered before the stop, so what became of it is unknown (its audit entry says so).",
+        "The control system stopped while the command was in flight: it was answered before it finished, so what became of it is unknown (a device or store call it made may still complete).",
         { details: { released: true } },
       ),
     );
