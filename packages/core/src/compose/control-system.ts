@@ -17,7 +17,13 @@ import type { HistoryQueries, SampleHistory } from "@kiln/core/driver-kit";
 import { withTimeout } from "../resilience/timeout";
 import { recoverInterrupted } from "../recipes/process-recovery";
 import type { ProcessFailure } from "../recipes/process-run";
-import type { ProcessResult, RecipeExecutor, RecipeProcess, StartRecipeOptions } from "../recipes/recipe-executor";
+import type {
+  ProcessProblem,
+  ProcessResult,
+  RecipeExecutor,
+  RecipeProcess,
+  StartRecipeOptions,
+} from "../recipes/recipe-executor";
 import { storedRecipeOf, type RecipeInput } from "../recipes/recipe-schema";
 import type { GuardedDriver, GuardedStore } from "../resilience/guarded-ports";
 import {
@@ -480,6 +486,7 @@ export class ControlSystem {
     }
     this.#lifecycle.state = "starting";
     this.#startAbort = new AbortController();
+    this.#releaseTurns = releaseSignal();
     const starting = this.#start(this.#startAbort.signal);
     this.#starting = starting.then(
       () => (this.#starting = undefined),
@@ -704,8 +711,13 @@ export class ControlSystem {
    * before `stop()` returns, never afterwards (ADR 0013, amendment fix15x); a command still
    * waiting for the audit store then (its entry's commit, its refusal's store call) is released:
    * it rejects with `KILN_LIFECYCLE` before `stop()` returns, its entry reported dropped the same
-   * way, never pending until the store answers (amendment fix15aa). With a spool and an unhealthy store, the buffered samples are journaled
-   * first. Never rejects.
+   * way, never pending until the store answers (amendment fix15aa). Whatever else a command or an
+   * action of the stop still waits on when the writer is about to close (its turn, a device write
+   * within its driver timeout, a store port, a process save, one audit-store call that never
+   * answers) is settled then, in one place: it is answered `KILN_LIFECYCLE` (`details.released`)
+   * and the entry it owes (its `<id>:fail`, outcome unknown, or its refusal) is stored, journaled
+   * or counted in `droppedAtStop` before `stop()` returns, never afterwards (amendment fix15ab).
+   * With a spool and an unhealthy store, the buffered samples are journaled first. Never rejects.
    */
   stop(): Promise<void> {
     this.#stopping ??= this.#stop().finally(() => (this.#stopping = undefined));
@@ -782,10 +794,16 @@ export class ControlSystem {
       );
       await step(`${what} (its safe state halted)`, () => work, true, floor);
     };
+    /** The aborted process's record save, after its effect: waited for within the budget, else abandoned and logged. */
+    const saveAborted = async (): Promise<void> => {
+      if (aborted === undefined) return;
+      await step("saving the aborted process", () => aborted!.finished);
+    };
     try {
       // The running process first: its safe state must reach the PLC now, not after commands
       // waiting on a slow audit store.
       await abortActive();
+      await saveAborted();
       // Commands in flight settle (and their entries reach the writer) before the writer closes.
       await step("settling the commands in flight", () =>
         withTimeout(() => this.#settled(), {
@@ -796,6 +814,7 @@ export class ControlSystem {
       );
       // A start that committed before the gate closed may have begun a process meanwhile.
       await abortActive();
+      await saveAborted();
       this.#storeOpening.abort(new KilnError("KILN_ABORTED", "control system stopping"));
       await step("opening the store", async () => this.#storeOpener);
       // Nothing may act on the device once the audit writer is closed (fix15v, adv15u M1: a trip or
@@ -836,29 +855,27 @@ export class ControlSystem {
         true,
         floor,
       );
+      // What the stop accepted and is still in flight, whatever it waits on (its turn, the audit
+      // store, a device write within its timeout, a store port, a process save), is settled here,
+      // in one place, before the writer closes (fix15ab, adv15 H1-H3, M1): a command still queued
+      // for its turn takes it now (the closed gate refuses it); every command and system action
+      // still unanswered is answered (KILN_LIFECYCLE) and hands the entry it owes (its `:fail`,
+      // outcome unknown, or its refusal) to the writer; what it goes on doing records nothing more.
+      await this.#releaseInFlight();
       // Whatever the audit store did not take stays journaled (or is reported as dropped). When the
       // budget runs out first, what is held only in memory is reported dropped now, before stop()
       // returns, never later by the close going on in the background (fix15x, adv15w H1).
       const closing = await step("closing the command runner", () => this.#commands.close(), true, floor);
-      if (closing === "timeout") {
-        this.#commands.giveUpClose(
-          "the control system stopped before the audit store took them (the stop's drain budget ran out while closing the audit writer)",
-        );
-        // Commands waiting for the store (their entry's commit, their denial's store call) are
-        // released by it: they answer (refused, KILN_LIFECYCLE), and their entries are reported
-        // dropped, before stop() returns (fix15aa).
-        await step(
-          "answering the commands released from the audit store",
-          () =>
-            withTimeout(() => this.#settled(), {
-              clock: this.#clock,
-              timeoutMs: floor,
-              name: "commands released from the audit store",
-            }),
-          true,
-          floor,
-        );
-      }
+      // Whatever the close did: an entry still out at the store (the close abandoned, or one
+      // command's own store call hung while the close finished) is counted dropped at the stop
+      // now, and a command waiting for it released (fix15aa, fix15ab: adv15 H2).
+      this.#commands.giveUpClose(
+        closing === "timeout"
+          ? "the control system stopped before the audit store took them (the stop's drain budget ran out while closing the audit writer)"
+          : "the control system stopped while the audit store had not answered for them (their outcome is unknown)",
+      );
+      // A command that came during the close: answered now, its entry counted at the stop.
+      await this.#releaseInFlight();
       // Bounds itself by the budget it is given, then spools (or counts) what is left: never abandoned.
       // With a spool and an unhealthy store it journals everything first.
       await step("draining the logging pipeline", () => this.#sampleLogger.stop(remaining()), false);
@@ -1895,6 +1912,7 @@ export class ControlSystem {
    */
   #stateCommand<TResult>(task: (turn: StateTurnControl) => Promise<TResult>): Promise<TResult> {
     let turn = this.#enterTurn();
+    const released = this.#releaseTurns.released;
     const control: StateTurnControl = {
       // A wait that needs no turn (a start waiting for the last process to finish ending) lets
       // the commands behind it go first, then takes a new turn (review 15c, M1).
@@ -1906,7 +1924,13 @@ export class ControlSystem {
         return result;
       },
     };
-    return this.#track(turn.ready.then(() => task(control)).finally(() => turn.end()));
+    // A stop releases the queue (fix15ab): a command still waiting for its turn then goes at
+    // once, refused by the closed gate before it acts, never left pending past the stop.
+    return this.#track(
+      Promise.race([turn.ready, released])
+        .then(() => task(control))
+        .finally(() => turn.end()),
+    );
   }
 
   /** Joins the queue of state commands: `ready` once every earlier turn has ended; `end()` ends this one (once, never before it began). */
@@ -1929,6 +1953,42 @@ export class ControlSystem {
 
   /** Every command not yet settled (settles, never rejects). */
   readonly #inFlight = new Set<Promise<void>>();
+
+  /** Resolved by a stop's {@link #releaseInFlight}: state commands still queued for their turn take it at once. */
+  #releaseTurns = releaseSignal();
+
+  /**
+   * The stop's one place for what is still in flight (fix15ab): state commands still queued for
+   * their turn take it now (the closed gate refuses them before they act, their refusal recorded);
+   * then every command and system action the runner has not answered is answered and hands the
+   * entry it owes to the writer ({@link AuditedCommandRunner.releaseInFlight}); their callers
+   * settle before this resolves (at most {@link STOP_CLOSE_MARGIN_MS} / 4, within the margin).
+   */
+  async #releaseInFlight(): Promise<void> {
+    if (this.#inFlight.size === 0 && this.#commands.inFlight === 0) return;
+    this.#releaseTurns.release();
+    // The queued commands enter the runner on the next turns of the event loop.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    const released = this.#commands.releaseInFlight(
+      new KilnError(
+        "KILN_LIFECYCLE",
+        "The control system stopped while the command was in flight: it was answered before it finished, so what became of it is unknown (a device or store call it made may still complete).",
+        { details: { released: true } },
+      ),
+    );
+    if (released > 0)
+      this.#logger.error(
+        { released },
+        "commands still in flight at stop were answered KILN_LIFECYCLE and their entries recorded",
+      );
+    const settled = await settleWithin(
+      this.#clock,
+      this.#settled(),
+      Math.min(this.#options.lifecycleTimeoutMs, STOP_CLOSE_MARGIN_MS / 4),
+    );
+    if (settled === "timeout")
+      this.#logger.error({ inFlight: this.#inFlight.size }, "commands still unanswered after the stop released them");
+  }
 
   #track<TResult>(command: Promise<TResult>): Promise<TResult> {
     const settled = command.then(
@@ -2301,7 +2361,7 @@ export class ControlSystem {
    * Aborts `process` on the system's own account (`stop()`): the abort and its safe-state writes
    * are recorded as a `recipe.abort` entry of the system principal (ADR 0042).
    */
-  #systemAbort(process: RecipeProcess, reason: string): Promise<ProcessResult> {
+  #systemAbort(process: RecipeProcess, reason: string): Promise<readonly ProcessProblem[]> {
     return this.#commands.runSystemAction(
       {
         action: "recipe.abort",
@@ -2309,14 +2369,28 @@ export class ControlSystem {
         reason,
         newValue: { processId: process.id, safeState: this.#options.machine.safeState },
       },
-      () => process.abort(reason),
-      (result) => problemsOf(result.problems),
+      // Answered once its effect is done (the safe state written or halted, the machine at its
+      // end state), not after the process record's save: its `:fail` names what the safe state met
+      // before the writer closes, however slow the save (fix15ab, adv15 H1).
+      async () => {
+        // The executor halts its active process (the one the stop aborts); another (none) is aborted as before.
+        if (this.#recipes.active === process) return (await this.#recipes.halt(reason))?.problems ?? [];
+        return (await process.abort(reason)).problems;
+      },
+      (problems) => problemsOf(problems),
     );
   }
 
   #unwire(): void {
     for (const dispose of this.#disposers.splice(0)) dispose();
   }
+}
+
+/** A one-shot signal: `released` resolves once `release()` is called. */
+function releaseSignal(): { readonly released: Promise<void>; release(): void } {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  return { released, release };
 }
 
 /** What a state command may do with its turn (see `#stateCommand`). */

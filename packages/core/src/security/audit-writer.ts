@@ -553,12 +553,13 @@ export class AuditWriter {
    * {@link open}, an entry recorded is reported dropped at once. A command waiting for the store
    * (its intent's store call in {@link commit}, its entry's in {@link record}) is released: the
    * commit answers `closed`, the record returns (fix15aa). close() goes on in the background;
-   * an entry reported here that its flush still stores is logged, not reported again. Returns the
-   * count reported. Idempotent.
+   * an entry reported here that its flush still stores is logged, not reported again. After a
+   * close that finished, only the entries whose own store call is still out are reported (and
+   * their commands released): stop() calls it whatever the close did, so no entry is counted
+   * after it returns (fix15ab). Returns the count reported. Idempotent.
    */
   giveUpClose(reason: string): number {
-    if (this.#gaveUp !== undefined || this.#closed) return 0;
-    this.#gaveUp = reason;
+    if (this.#gaveUp !== undefined) return 0;
     // Commands waiting for the store are released (refused, their entries reported below or
     // when recorded from now on), never left pending until the store answers (fix15aa).
     this.#givenUp.release();
@@ -566,9 +567,21 @@ export class AuditWriter {
     const take = (entry: AuditEntry): void => {
       if (this.#gaveUpIds.has(entry.id)) return;
       this.#gaveUpIds.add(entry.id);
-      if (isIntentRefusal(entry)) this.#dropReports.reportRefusalDrop(entry, reason);
-      else count++;
+      if (isIntentRefusal(entry)) {
+        // Dropped at the stop like any other (as one recorded after the give-up is): counted there too.
+        this.#dropReports.countAtStop(1);
+        this.#dropReports.reportRefusalDrop(entry, reason);
+      } else count++;
     };
+    if (this.#closed) {
+      // The close finished, but an entry's own store call is still out (a hung call of a denial's
+      // record, not in the backlog: fix15ab, adv15 H2). Its outcome is unknown: counted dropped at
+      // the stop now, never later as "while stopped"; stored after all, it is logged.
+      for (const entry of this.#pending) take(entry);
+      this.#reportGivenUp(count, reason);
+      return count;
+    }
+    this.#gaveUp = reason;
     for (const item of this.#backlog) {
       if (item.journaled || item.entry === undefined || this.#reservedIds.has(item.entry.id)) continue;
       if (!isSummary(item.entry)) take(item.entry);
@@ -583,12 +596,15 @@ export class AuditWriter {
     this.#overflow.clear();
     for (const run of this.#coalesced.values()) count += run.count;
     this.#coalesced.clear();
-    if (count > 0) {
-      this.#dropReports.countAtStop(count);
-      this.#logger.error({ count }, `${reason}: audit entries held only in memory reported dropped`);
-      this.#dropReports.reportDrop(count, reason);
-    }
+    this.#reportGivenUp(count, reason);
     return count;
+  }
+
+  #reportGivenUp(count: number, reason: string): void {
+    if (count === 0) return;
+    this.#dropReports.countAtStop(count);
+    this.#logger.error({ count }, `${reason}: audit entries held only in memory reported dropped`);
+    this.#dropReports.reportDrop(count, reason);
   }
 
   /** An entry recorded after stop() gave up on {@link close}: reported dropped at once. */

@@ -194,6 +194,12 @@ export class AuditedCommandRunner {
   readonly #newId: () => string;
   /** Makes the entries durable: the backlog, its journal and reserve, the store calls, the command gate. */
   readonly #writer: AuditWriter;
+  /**
+   * Every command and system action not yet answered, whatever it waits on (its turn at the
+   * writer, a store call, a device write, a store port, a process save): what
+   * {@link releaseInFlight} settles at the end of a stop (fix15ab).
+   */
+  readonly #inFlight = new Set<CommandFlight>();
 
   /** @throws RangeError when `backlog.maxEntries` is not a positive integer. */
   constructor(options: AuditedCommandRunnerOptions) {
@@ -224,6 +230,30 @@ export class AuditedCommandRunner {
     return this.#writer.status();
   }
 
+  /** Commands and system actions run by this runner and not yet answered. */
+  get inFlight(): number {
+    return this.#inFlight.size;
+  }
+
+  /**
+   * The stop's one rule for what is still in flight before the audit writer closes (fix15ab): every
+   * command and system action not yet answered, whatever it waits on, is answered now and hands
+   * the entry it still owes to the writer, so the writer's close stores it, journals it or
+   * counts it dropped at the stop: a command whose `allowed` entry was committed (or a system
+   * action) gets its `<id>:fail` (`failed`, naming `error`: its outcome is unknown), one not
+   * committed its refusal entry (`<id>:refusal` when its intent was offered). Its caller gets
+   * `error` (`KILN_LIFECYCLE`), or the answer already decided when its last entry was handed to
+   * the writer already (a denial waiting for its store call). What the command goes on doing in
+   * the background records nothing more (logged): it never acts again through this runner (a
+   * commit refuses), and a late entry never counts after the stop. Returns the count released.
+   */
+  releaseInFlight(error: KilnError): number {
+    const flights = [...this.#inFlight];
+    this.#inFlight.clear();
+    for (const flight of flights) flight.release(error);
+    return flights.length;
+  }
+
   /**
    * Authorizes and runs `command`, auditing the outcome.
    * @returns what `execute` returned.
@@ -235,8 +265,10 @@ export class AuditedCommandRunner {
   async run<TResult>(command: AuditedCommand<TResult>): Promise<TResult> {
     // Read once: the audit and every check below see the same principal.
     const read = snapshotPrincipal(command.principal);
+    const flight = new CommandFlight();
+    this.#inFlight.add(flight);
     try {
-      return await this.#run(command, read);
+      return (await flight.answer(this.#run(command, read, flight))) as TResult;
     } catch (error) {
       // The one place a refusal reaches its caller: cut to what the caller may know (review 15e).
       // The audit entry keeps the full reason.
@@ -249,10 +281,16 @@ export class AuditedCommandRunner {
           command.permission.startsWith("recipe.") ? command.target : undefined,
         ),
       );
+    } finally {
+      this.#inFlight.delete(flight);
     }
   }
 
-  async #run<TResult>(command: AuditedCommand<TResult>, read: PrincipalSnapshot): Promise<TResult> {
+  async #run<TResult>(
+    command: AuditedCommand<TResult>,
+    read: PrincipalSnapshot,
+    flight: CommandFlight,
+  ): Promise<TResult> {
     const at = this.#options.clock.now();
     const action = command.action ?? command.permission;
     const source = typeof read.source === "string" ? read.source : this.#options.source;
@@ -330,9 +368,24 @@ export class AuditedCommandRunner {
     // the entries of its refusal or failure: they are handed to the writer (journaled when there
     // is a journal) and stored in the background (adversarial review 15y, L6).
     const guarded = !this.#unguarded.has(action) && command.safetyFunction !== true;
+    // Released by the stop (fix15ab): its entry was handed then; nothing later is recorded for it.
+    const unreleased = (recorded: AuditEntry): boolean => {
+      if (flight.released === undefined) return true;
+      this.#logger.error(
+        { id: recorded.id, action: recorded.action, outcome: recorded.outcome },
+        "an entry of a command the stop released was not recorded (the stop recorded what it owed)",
+      );
+      return false;
+    };
     const record = (recorded: AuditEntry): Promise<void> =>
-      guarded ? this.#writer.record(recorded) : this.#writer.recordFollowing(recorded);
+      !unreleased(recorded)
+        ? Promise.resolve()
+        : guarded
+          ? this.#writer.record(recorded)
+          : this.#writer.recordFollowing(recorded);
     if (refusedBeforeRun !== undefined) {
+      // Its last entry goes to the writer now: released meanwhile, its caller gets this refusal.
+      flight.decided = { error: refusedBeforeRun };
       await record({
         ...entry(),
         outcome: outcomeOf(refusedBeforeRun),
@@ -417,6 +470,7 @@ export class AuditedCommandRunner {
         // The gate may have closed for safety functions meanwhile (the stop is about to close the
         // writer): refused before it acts, so nothing acts whose entry the writer cannot take.
         if (this.#writer.gateAll && this.#writer.gate !== undefined) throw this.#writer.gate;
+        if (flight.released !== undefined) throw flight.released;
         state.committed = "yes";
         // Handed to the writer now, before the effect; the command's answer waits for it to be
         // journaled (never for the store) once the effect is done.
@@ -424,9 +478,10 @@ export class AuditedCommandRunner {
         return;
       }
       if (this.#writer.gate !== undefined) throw this.#writer.gate;
+      if (flight.released !== undefined) throw flight.released;
       const outcome = await this.#writer.serial(async () => {
         // Re-checked at the commit point: the machine state (or the lifecycle) may have changed while waiting.
-        if (this.#writer.gate !== undefined) return "closed" as const;
+        if (this.#writer.gate !== undefined || flight.released !== undefined) return "closed" as const;
         if (!stillAllowed()) return "forbidden" as const;
         // `state.offered` is set by #commit only when the intent is handed to the store.
         const committed = await this.#writer.commit(allowed, state);
@@ -435,12 +490,17 @@ export class AuditedCommandRunner {
           // joins the backlog: refusals naming an intent stay bounded (ADR 0013 addendum).
           refusal = refusalError();
           const reason = reasonOf(refusal, comment);
-          publishRefusal(reason);
-          await this.#writer.recordNow(outcomeEntry({ outcome: "denied", reason }));
+          const refused = outcomeEntry({ outcome: "denied", reason });
+          if (unreleased(refused)) {
+            publishRefusal(reason);
+            await this.#writer.recordNow(refused);
+          }
         }
         return committed;
       });
       refusal = refusalError();
+      // Released while its intent was offered (fix15ab): it never runs, whatever the store answered.
+      if (flight.released !== undefined) throw flight.released;
       if (outcome === "closed") throw this.#writer.gate ?? refusal;
       if (outcome === "forbidden") {
         throw authorizer.forbidden(
@@ -478,10 +538,39 @@ export class AuditedCommandRunner {
         at: this.#options.clock.now(),
         ...fields,
       };
+      if (!unreleased(following)) return;
       // A `:fail` is published as `command-fail` whatever path makes it (adversarial review adv15r, M2).
       void (`:${suffix}` === FAIL_ID_SUFFIX
         ? this.#writer.recordFail(following, (recorded) => this.#writer.recordFollowing(recorded))
         : this.#writer.recordFollowing(following));
+    };
+    // Released by the stop before it answered (fix15ab): the entry it owes goes to the writer now,
+    // before the writer closes; its caller is answered with `error`.
+    flight.owe = (error) => {
+      const reason = reasonOf(error, comment);
+      if (state.committed === "yes") {
+        if (followed.has(FAIL_ID_SUFFIX.slice(1))) return;
+        followed.add(FAIL_ID_SUFFIX.slice(1));
+        // What it met before (its safe state's problems), then the stop: one `:fail`.
+        const before = heldFail;
+        heldFail = undefined;
+        void this.#writer.recordFail(
+          {
+            ...withOld(entry(), oldValue),
+            id: `${base.id}${FAIL_ID_SUFFIX}`,
+            refersTo: base.id,
+            at: this.#options.clock.now(),
+            outcome: "failed",
+            reason: before === undefined ? reason : `${before.reason ?? ""}; then ${reason}`,
+          },
+          (recorded) => this.#writer.recordFollowing(recorded),
+        );
+      } else if (state.committed === "no") {
+        state.committed = "refused";
+        const refused = outcomeEntry({ outcome: outcomeOf(error), reason });
+        if (state.offered) publishRefusal(reason);
+        void this.#writer.recordFollowing(refused);
+      }
     };
     const context: CommandContext = {
       principal,
@@ -527,6 +616,7 @@ export class AuditedCommandRunner {
       if (commentProblem !== undefined) throw new KilnValidationError(`${action} command`, [commentProblem]);
       oldValue = storableAuditValue(await command.readOldValue?.());
       if (command.commit !== "in-execute") await commit();
+      if (flight.released !== undefined) throw flight.released;
       executing = true;
       result = await command.execute(context);
       executing = false;
@@ -534,6 +624,8 @@ export class AuditedCommandRunner {
       executing = false;
       if (state.committed === "refused") throw error;
       const reason = reasonOf(error, comment);
+      // Its last entry goes to the writer now: released meanwhile, its caller gets this error.
+      flight.decided = { error };
       if (state.committed === "yes") {
         // The `allowed` entry is durable and append-only: what happened after it is an entry of
         // its own naming it (deterministic id, as a refusal's: ADR 0013 addendum), so the trail
@@ -561,13 +653,15 @@ export class AuditedCommandRunner {
             outcome: before?.outcome === "failed" ? "failed" : outcome,
             reason: before === undefined ? reason : `${before.reason ?? ""}; then ${reason}`,
           };
-          await (cancelled ? record(following) : this.#writer.recordFail(following, record));
+          if (unreleased(following)) await (cancelled ? record(following) : this.#writer.recordFail(following, record));
         }
         throw error;
       }
       await record(outcomeEntry({ outcome: outcomeOf(error), reason }));
       throw error;
     }
+    // Its last entries go to the writer now: released meanwhile, its caller gets its result.
+    flight.decided = { value: result };
     await allowedRecorded;
     if (heldFail !== undefined) {
       followUp(FAIL_ID_SUFFIX.slice(1), heldFail);
@@ -619,8 +713,12 @@ export class AuditedCommandRunner {
     // The action never waits for the store: its entries follow (journaled before it answers
     // when there is a journal), and close() waits for them.
     const recorded = this.#writer.recordFollowing(entry);
-    const failed = (cause: unknown): Promise<void> =>
-      recorded.then(() =>
+    const flight = new CommandFlight();
+    let failRecorded = false;
+    const failed = (cause: unknown): Promise<void> => {
+      if (failRecorded) return recorded;
+      failRecorded = true;
+      return recorded.then(() =>
         this.#writer.recordFail(
           {
             ...entry,
@@ -632,16 +730,32 @@ export class AuditedCommandRunner {
           (recorded) => this.#writer.recordFollowing(recorded),
         ),
       );
-    let result: TResult;
+    };
+    // Released by the stop while its effect is still under way (a process save, a device write
+    // within its timeout): its `:fail` (outcome unknown) goes to the writer now (fix15ab).
+    flight.owe = (error) => void failed(error);
+    const run = async (): Promise<TResult> => {
+      let result: TResult;
+      try {
+        result = await effect();
+      } catch (error) {
+        if (flight.released !== undefined) throw error;
+        flight.decided = { error };
+        await failed(error);
+        throw error;
+      }
+      if (flight.released !== undefined) return result;
+      flight.decided = { value: result };
+      const problem = problemOf(result);
+      await (problem === undefined ? recorded : failed(problem));
+      return result;
+    };
+    this.#inFlight.add(flight);
     try {
-      result = await effect();
-    } catch (error) {
-      await failed(error);
-      throw error;
+      return (await flight.answer(run())) as TResult;
+    } finally {
+      this.#inFlight.delete(flight);
     }
-    const problem = problemOf(result);
-    await (problem === undefined ? recorded : failed(problem));
-    return result;
   }
 
   /** {@inheritDoc AuditWriter.flush} */
@@ -670,5 +784,42 @@ export class AuditedCommandRunner {
   /** {@inheritDoc AuditWriter.giveUpClose} */
   giveUpClose(reason: string): number {
     return this.#writer.giveUpClose(reason);
+  }
+}
+
+/**
+ * One command or system action in flight (fix15ab): how the stop answers it and hands the entry
+ * it owes to the writer ({@link AuditedCommandRunner.releaseInFlight}).
+ */
+class CommandFlight {
+  /** The stop's error once released: nothing more is recorded for it, and it does not act. */
+  released: KilnError | undefined;
+  /** Its answer, once its last entry is on its way to the writer: released then, its caller gets this. */
+  decided: { readonly value: unknown } | { readonly error: unknown } | undefined;
+  /** Hands the entry it owes when released now (set by the command as it goes; nothing before). */
+  owe: (error: KilnError) => void = () => undefined;
+  #answer!: (outcome: { readonly value: unknown } | { readonly error: unknown }) => void;
+  readonly #released = new Promise<{ readonly value: unknown } | { readonly error: unknown }>(
+    (resolve) => (this.#answer = resolve),
+  );
+
+  /** `work`'s outcome, or the stop's answer when released first. */
+  async answer(work: Promise<unknown>): Promise<unknown> {
+    const outcome = await Promise.race([
+      work.then(
+        (value) => ({ value }),
+        (error: unknown) => ({ error }),
+      ),
+      this.#released,
+    ]);
+    if ("error" in outcome) throw outcome.error;
+    return outcome.value;
+  }
+
+  release(error: KilnError): void {
+    if (this.released !== undefined) return;
+    this.released = error;
+    if (this.decided === undefined) this.owe(error);
+    this.#answer(this.decided ?? { error });
   }
 }
