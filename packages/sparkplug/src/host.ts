@@ -540,17 +540,20 @@ interface EdgeNodeState {
   /** While awaiting-rebirth: since when and why. */
   awaiting: { readonly since: number; readonly reason: string } | undefined;
   /**
-   * The bdSeq of an NDEATH read on the death watch (a session of its own that is never held)
-   * while the NDEATH of the main session, behind what the broker queued before it, is not taken
-   * yet: a birth of that bdSeq taken later is dead at once, its data stored as history only
-   * (ADR 0043, amendment fix19o).
+   * An NDEATH read on the death watch (a session of its own that is never held) while the NDEATH
+   * of the main session, behind what the broker queued before it, is not taken yet: the first
+   * birth of its bdSeq taken later is dead at once (`spent` then: a later birth of that bdSeq is
+   * not, an edge node may reuse its bdSeq), its data stored as history only (ADR 0043,
+   * amendments fix19o, fix19v).
    */
-  deathAhead: number | undefined;
+  deathAhead: WatchedDeath | undefined;
   /**
-   * The last NDEATH the main session took, stale or not (`<bdSeq>@<payload timestamp>`): the
-   * watch's copy of it, read after, is not ahead of anything (adversarial review adv19p, H1).
+   * NDEATHs the main session took before the watch's copy came (`<bdSeq>@<payload timestamp>`,
+   * oldest first, at most {@link DEATHS_TAKEN_KEPT}): each is consumed by one copy read on the
+   * watch, which is then not ahead of anything (adv19p, H1), and never matches a later death
+   * (an edge node that reuses its bdSeq and Will sends the same bytes each time: adv19r, H1).
    */
-  deathTaken: string | undefined;
+  readonly deathsTaken: string[];
   /** Host time of the last NDEATH of its current birth taken, on either session. */
   lastDeathAt: number | undefined;
   /**
@@ -558,13 +561,40 @@ interface EdgeNodeState {
    * since when, why, and when the request went out (undefined while `rebirthIntervalMs` holds it
    * back). Declared offline `rebirthTimeoutMs` after the request if no NBIRTH came.
    */
-  verify: { readonly since: number; readonly reason: string; requestedAt: number | undefined } | undefined;
+  verify:
+    | {
+        readonly since: number;
+        readonly reason: string;
+        /** When the first request went out, with the held time then (the timeout counts only while the host reads). */
+        requested: ReadingClock | undefined;
+      }
+    | undefined;
   /**
    * While offline: asked for a rebirth after a hold (it died during it, or its death was read on
    * the watch first), again every `rebirthIntervalMs` until this host time (its answer may have
    * been dropped too, the broker's queue for the host still full when it came).
    */
-  reaskUntil?: number;
+  reaskSince?: ReadingClock;
+}
+
+/** An NDEATH read on the death watch ahead of the main session (see `EdgeNodeState.deathAhead`). */
+interface WatchedDeath {
+  readonly bdSeq: number;
+  /** `<bdSeq>@<payload timestamp>`: the main session's copy of it has the same. */
+  readonly key: string;
+  /** Host time it was read. */
+  readonly at: number;
+  /** A birth of its bdSeq was made dead by it already. */
+  spent: boolean;
+}
+
+/**
+ * A moment in host time and the host's held time then (see `SparkplugHost.#heldMs`): the time
+ * since it during which the host could read from the broker is `now - at - (heldMs - held)`.
+ */
+interface ReadingClock {
+  readonly at: number;
+  readonly held: number;
 }
 
 /** What the host acknowledges to one edge node in its current birth (ADR 0037). */
@@ -627,6 +657,8 @@ const SUPPRESSED_REPORT_MS = 1_000;
 const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
 /** How often the host looks at edge nodes awaiting a rebirth asked for after a possible loss, ms (at most). */
 const VERIFY_SWEEP_MS = 250;
+/** NDEATHs of one edge node the main session took whose watch copy has not come yet (see `EdgeNodeState.deathsTaken`). */
+const DEATHS_TAKEN_KEPT = 8;
 /**
  * An edge node that loses the host's trust right after being born {@link FLAP_LOSSES} times
  * within this many ms is named in `health().problems` as flapping.
@@ -824,6 +856,20 @@ export class SparkplugHost {
    */
   readonly #reask = new Map<EdgeNodeState, string>();
   #verifyTimer: TimerHandle | undefined;
+  /**
+   * NDEATHs read on the death watch for edge nodes the host did not know yet (their NBIRTH may
+   * still wait for the held main session), by `<group>/<edge node>#<bdSeq>`, oldest first, at
+   * most `limits.maxEdgeNodes`: a birth of that bdSeq taken later is dead at once, as for a
+   * known edge node (ADR 0043, amendment fix19v; adv19r H1).
+   */
+  readonly #unknownDeaths = new OldestFirstIndex<string, WatchedDeath>();
+  /** Host time the host held its broker sessions in all, the sessions ended (see {@link #heldMs}). */
+  #heldBefore = 0;
+  /**
+   * The last hold's end, while births taken may still be ones the broker queued before or
+   * during it: an edge node first born then is verified like those online at its end (fix19v).
+   */
+  #aftermath: { readonly reason: string; readonly since: ReadingClock } | undefined;
 
   /**
    * Checks the options; connects nothing (see {@link SparkplugHost.start}).
@@ -1082,7 +1128,7 @@ export class SparkplugHost {
       !session.client.connected ||
       (session.farewellEchoed === true &&
         [...this.#nodes.values()].every(
-          (node) => node.state !== "online" && !(node.deathAhead !== undefined && node.deathAhead === node.bdSeq),
+          (node) => node.state !== "online" && !(node.deathAhead !== undefined && node.deathAhead.bdSeq === node.bdSeq),
         ));
     if (done()) return Promise.resolve();
     return new Promise<void>((resolve) => {
@@ -1154,7 +1200,7 @@ export class SparkplugHost {
         );
       if (node.verify !== undefined)
         problems.push(
-          `edge node ${name} unverified since ${new Date(node.verify.since).toISOString()} (${node.verify.reason}): its live values are uncertain until it answers the rebirth request${node.verify.requestedAt === undefined ? " (not sent yet: rebirthIntervalMs)" : ""}; declared offline if no NBIRTH comes within rebirthTimeoutMs`,
+          `edge node ${name} unverified since ${new Date(node.verify.since).toISOString()} (${node.verify.reason}): its live values are uncertain until it answers the rebirth request${node.verify.requested === undefined ? " (not sent yet: rebirthIntervalMs)" : ""}; declared offline if no NBIRTH comes within rebirthTimeoutMs of the host reading from the broker (time held not counted)`,
         );
       while (node.trustLost.length > 0 && node.trustLost[0]!.at < now - FLAP_WINDOW_MS) node.trustLost.shift();
       // A birth refused for a reason of its own (too large, a name twice...) is refused again at
@@ -1427,6 +1473,8 @@ export class SparkplugHost {
   #endLostSession(session: Session): void {
     // stop() may have ended it meanwhile (and marks the live values itself).
     if (session.closing || this.#session !== session) return;
+    if (session.heldSince !== undefined) this.#heldBefore += Math.max(0, this.#clock.now() - session.heldSince);
+    session.heldSince = undefined;
     this.#session = undefined;
     session.closing = true;
     session.client.end(true);
@@ -1638,7 +1686,7 @@ export class SparkplugHost {
         lastBirthRefusal: undefined,
         awaiting: undefined,
         deathAhead: undefined,
-        deathTaken: undefined,
+        deathsTaken: [],
         lastDeathAt: undefined,
         verify: undefined,
       };
@@ -2198,9 +2246,24 @@ export class SparkplugHost {
     this.#indexAliases(node, undefined, node.birth);
     this.#heldMetrics += birthSize(node.birth) - birthSize(before);
     // Its NDEATH was read on the death watch before this birth was taken (both while the main
-    // session was held): the birth is stored, and the edge node is dead at once (fix19o).
-    const dead = node.deathAhead === bdSeq;
-    if (!dead) node.deathAhead = undefined;
+    // session was held): the birth is stored, and the edge node is dead at once (fix19o); also
+    // when the host did not know the edge node when the watch read it (fix19v). Once: an edge
+    // node that reuses its bdSeq (Eclipse Tahu) may be born again after that death, so it is
+    // asked for a rebirth, and the next birth of that bdSeq is taken.
+    const nodeKey = `${node.groupId}/${node.edgeNodeId}`;
+    const early = this.#unknownDeaths.get(`${nodeKey}#${bdSeq}`);
+    if (early !== undefined) {
+      this.#unknownDeaths.delete(`${nodeKey}#${bdSeq}`);
+      if (node.deathAhead === undefined || node.deathAhead.bdSeq !== bdSeq || node.deathAhead.spent)
+        node.deathAhead = early;
+    }
+    const ahead = node.deathAhead;
+    const dead = ahead !== undefined && ahead.bdSeq === bdSeq && !ahead.spent;
+    if (dead) ahead.spent = true;
+    else node.deathAhead = undefined;
+    // The first birth of an edge node taken after a hold may be one the broker queued before a
+    // death it dropped: verified like the edge nodes online when the hold ended (fix19v).
+    const aftermath = node.births === 0 && !dead ? this.#inAftermath() : undefined;
     // The answer to a request after a possible loss (or any birth): the births restate everything.
     if (node.verify !== undefined) {
       node.verify = undefined;
@@ -2209,7 +2272,11 @@ export class SparkplugHost {
     this.#setNodeState(node, "online", `NBIRTH bdSeq ${bdSeq}`);
     this.#take(node, undefined, node.birth, payload, topic, true);
     this.#markAbsent(before, node.birth, `NBIRTH bdSeq ${bdSeq} of ${node.groupId}/${node.edgeNodeId}`);
-    if (dead) this.#nodeDied(node, `NDEATH bdSeq ${bdSeq} (read on the death watch before this NBIRTH was taken)`);
+    if (dead) {
+      const reason = `NDEATH bdSeq ${bdSeq} (read on the death watch at ${new Date(ahead.at).toISOString()}, before this NBIRTH was taken)`;
+      this.#nodeDied(node, reason);
+      this.#reaskOffline(node, `${reason}: asked to be born again in case this NBIRTH came after it`);
+    } else if (aftermath !== undefined) this.#unverified(node, `its first NBIRTH was taken after ${aftermath}`);
   }
 
   #onDeviceBirth(node: EdgeNodeState, deviceId: string, topic: string, bytes: Uint8Array): void {
@@ -2398,8 +2465,23 @@ export class SparkplugHost {
     // the watch read ahead is only ahead of a birth that comes BEFORE it on the main session. One
     // that comes before its birth here (a forged death for the next bdSeq, sent while the edge
     // node was dead) says nothing about that later birth (adversarial review adv19p, H1).
-    if (node.deathAhead === bdSeq) node.deathAhead = undefined;
-    node.deathTaken = deathKey(bdSeq, payload);
+    // The watch's copy is consumed here if it came first, else this one waits for it (once).
+    const key = deathKey(bdSeq, payload);
+    let watchedFirst = false;
+    const unknownKey = `${node.groupId}/${node.edgeNodeId}#${bdSeq}`;
+    const early = this.#unknownDeaths.get(unknownKey);
+    if (early !== undefined) {
+      this.#unknownDeaths.delete(unknownKey);
+      watchedFirst = early.key === key;
+    }
+    if (node.deathAhead?.bdSeq === bdSeq) {
+      watchedFirst ||= node.deathAhead.key === key;
+      node.deathAhead = undefined;
+    }
+    if (!watchedFirst) {
+      node.deathsTaken.push(key);
+      if (node.deathsTaken.length > DEATHS_TAKEN_KEPT) node.deathsTaken.shift();
+    }
     // A death whose bdSeq is not the current birth's belongs to an older session (a Will the
     // broker delivered late): it must not take the new session down.
     if (node.bdSeq !== undefined && bdSeq !== node.bdSeq) {
@@ -2453,8 +2535,7 @@ export class SparkplugHost {
       return;
     }
     if (parsed.type !== "NDEATH" || !this.#groups.has(parsed.groupId)) return;
-    const node = this.#nodes.get(`${parsed.groupId}/${parsed.edgeNodeId}`);
-    if (node === undefined) return;
+    if (parsed.edgeNodeId.length > NAME_KEPT_MAX) return;
     let payload: SparkplugPayload;
     try {
       payload = decodePayload(bytes);
@@ -2463,11 +2544,29 @@ export class SparkplugHost {
     }
     const bdSeq = bdSeqOf(payload);
     if (typeof bdSeq === "string") return;
+    const now = this.#clock.now();
+    const death: WatchedDeath = { bdSeq, key: deathKey(bdSeq, payload), at: now, spent: false };
+    const nodeKey = `${parsed.groupId}/${parsed.edgeNodeId}`;
+    const node = this.#nodes.get(nodeKey);
+    if (node === undefined) {
+      // Not known yet: its NBIRTH may wait on the held main session, and the broker may drop
+      // this death from there. Kept for that birth (adversarial review adv19r, H1).
+      const key = `${nodeKey}#${bdSeq}`;
+      this.#unknownDeaths.delete(key);
+      this.#unknownDeaths.add(key, death);
+      while (this.#unknownDeaths.size > this.#limits.maxEdgeNodes) this.#unknownDeaths.shift();
+      return;
+    }
     // The main session took this very death first (the two sessions' copies race): it is in its
-    // place in that session's order already, not ahead of a later birth (adv19p, H1).
-    if (node.deathTaken === deathKey(bdSeq, payload)) return;
-    node.deathAhead = bdSeq;
-    node.lastDeathAt = this.#clock.now();
+    // place in that session's order already, not ahead of a later birth (adv19p, H1). Consumed:
+    // a later death with the same bytes (an edge node reusing bdSeq and Will) is a new one.
+    const taken = node.deathsTaken.indexOf(death.key);
+    if (taken >= 0) {
+      node.deathsTaken.splice(taken, 1);
+      return;
+    }
+    node.deathAhead = death;
+    node.lastDeathAt = now;
     if (node.bdSeq === bdSeq && node.state !== "offline")
       this.#nodeDied(node, `NDEATH bdSeq ${bdSeq} (read on the death watch)`);
   }
@@ -2481,7 +2580,7 @@ export class SparkplugHost {
    */
   #historyOnly(node: EdgeNodeState): boolean {
     if (node.lastSeq === undefined || node.birth === undefined) return false;
-    return node.state === "offline" && node.deathAhead !== undefined && node.deathAhead === node.bdSeq;
+    return node.state === "offline" && node.deathAhead !== undefined && node.deathAhead.bdSeq === node.bdSeq;
   }
 
   /** Takes a data message of a session in {@link #historyOnly}: stored as history, then marked stale again. */
@@ -2517,10 +2616,52 @@ export class SparkplugHost {
       this.#tagsOf(node, undefined),
       `edge node ${node.groupId}/${node.edgeNodeId} unverified: ${reason}; a rebirth is asked for`,
     );
-    const verify: NonNullable<EdgeNodeState["verify"]> = { since: now, reason, requestedAt: undefined };
+    const verify: NonNullable<EdgeNodeState["verify"]> = { since: now, reason, requested: undefined };
     node.verify = verify;
     this.#verifying.add(node);
-    if (this.#requestRebirth(node, "messages-maybe-lost", reason)) verify.requestedAt = now;
+    if (this.#requestRebirth(node, "messages-maybe-lost", reason)) verify.requested = this.#readingClock();
+    this.#scheduleVerify();
+  }
+
+  /**
+   * Host time the host held its broker connection (see {@link Session.heldSince}) since it
+   * started, the current hold included: while held it reads nothing, so an answer it asked for
+   * may wait for it at the broker. The rebirth timeout counts only the rest (adv19r, M3).
+   */
+  #heldMs(now = this.#clock.now()): number {
+    const since = this.#session?.heldSince;
+    return this.#heldBefore + (since === undefined ? 0 : Math.max(0, now - since));
+  }
+
+  #readingClock(): ReadingClock {
+    const now = this.#clock.now();
+    return { at: now, held: this.#heldMs(now) };
+  }
+
+  /** Time since `from` during which the host read from the broker (not held), ms. */
+  #readingSince(from: ReadingClock): number {
+    const now = this.#clock.now();
+    return now - from.at - (this.#heldMs(now) - from.held);
+  }
+
+  /** The last hold's reason while its aftermath lasts (`rebirthTimeoutMs` of reading after its end), else undefined. */
+  #inAftermath(): string | undefined {
+    const aftermath = this.#aftermath;
+    if (aftermath === undefined) return undefined;
+    if (this.#readingSince(aftermath.since) < (this.#options.rebirthTimeoutMs ?? 10_000)) return aftermath.reason;
+    this.#aftermath = undefined;
+    return undefined;
+  }
+
+  /**
+   * Asks an offline edge node for a rebirth, again every `rebirthIntervalMs` for
+   * `rebirthTimeoutMs` of reading: it may have been born again in a message the broker dropped,
+   * or after a death the host took for its birth's.
+   */
+  #reaskOffline(node: EdgeNodeState, reason: string): void {
+    this.#reask.set(node, reason);
+    node.reaskSince = this.#readingClock();
+    this.#requestRebirth(node, "messages-maybe-lost", reason);
     this.#scheduleVerify();
   }
 
@@ -2528,8 +2669,10 @@ export class SparkplugHost {
   #onHoldEnd(session: Session): void {
     const since = session.heldSince;
     session.heldSince = undefined;
+    if (since !== undefined) this.#heldBefore += Math.max(0, this.#clock.now() - since);
     if (this.#session !== session || session.closing || this.#stopping || since === undefined) return;
     const reason = `the host held its broker connection from ${new Date(since).toISOString()} (its store or queue was behind): messages the broker held for it meanwhile may have been lost`;
+    this.#aftermath = { reason: `a hold (${reason})`, since: this.#readingClock() };
     // Its own STATE offline (an old session's Will delivered late, retained) may have been among
     // them: said online again (same timestamp, idempotent for edge nodes), so the retained STATE
     // is not left offline while this host runs.
@@ -2541,11 +2684,8 @@ export class SparkplugHost {
       else if (
         node.state === "offline" &&
         (node.deathAhead !== undefined || (node.lastDeathAt !== undefined && node.lastDeathAt >= since))
-      ) {
-        this.#reask.set(node, reason);
-        node.reaskUntil = this.#clock.now() + (this.#options.rebirthTimeoutMs ?? 10_000);
-        this.#requestRebirth(node, "messages-maybe-lost", reason);
-      }
+      )
+        this.#reaskOffline(node, reason);
     }
     this.#scheduleVerify();
   }
@@ -2574,7 +2714,8 @@ export class SparkplugHost {
     const due = (node: EdgeNodeState): boolean =>
       node.lastRebirthAt === undefined || now - node.lastRebirthAt >= interval;
     for (const [node, reason] of [...this.#reask]) {
-      if (node.state !== "offline" || now >= (node.reaskUntil ?? 0)) this.#reask.delete(node);
+      if (node.state !== "offline" || node.reaskSince === undefined || this.#readingSince(node.reaskSince) >= timeout)
+        this.#reask.delete(node);
       else if (due(node)) this.#requestRebirth(node, "messages-maybe-lost", reason);
     }
     for (const node of [...this.#verifying]) {
@@ -2584,12 +2725,13 @@ export class SparkplugHost {
         this.#verifying.delete(node);
         continue;
       }
-      if (verify.requestedAt === undefined) {
-        if (this.#requestRebirth(node, "messages-maybe-lost", verify.reason)) verify.requestedAt = now;
-      } else if (now - verify.requestedAt >= timeout) {
+      if (verify.requested === undefined) {
+        if (this.#requestRebirth(node, "messages-maybe-lost", verify.reason)) verify.requested = this.#readingClock();
+      } else if (this.#readingSince(verify.requested) >= timeout) {
+        const held = now - verify.requested.at - this.#readingSince(verify.requested);
         this.#nodeDied(
           node,
-          `no NBIRTH within rebirthTimeoutMs (${timeout} ms) of the rebirth request sent because ${verify.reason}`,
+          `no NBIRTH within rebirthTimeoutMs (${timeout} ms) of the host reading from the broker after the rebirth request sent ${new Date(verify.requested.at).toISOString()} because ${verify.reason} (counted only while the host read: ${Math.round(held)} ms it held its broker connection since are not counted)`,
         );
         node.lastSeq = undefined;
       } else if (due(node)) this.#requestRebirth(node, "messages-maybe-lost", verify.reason);
