@@ -199,6 +199,23 @@ export interface SparkplugHostOptions {
    * @throws KilnValidationError (KILN_VALIDATION) naming `mqtt.connectTimeout` or `mqtt.keepalive`.
    */
   readonly mqtt?: Omit<IClientOptions, "will" | "clean" | "reconnectPeriod">;
+  /**
+   * MQTT login of the death watch only (the host's second session, subscribed to the groups'
+   * NDEATH; ADR 0043, amendments fix19o, fix19v): `username`, `password` and `clientId` given
+   * here replace those of `mqtt` for it; everything else is taken from `mqtt`. Without a
+   * `clientId` here the watch uses `<mqtt.clientId>-deaths` (or one MQTT.js makes up).
+   *
+   * Needed where the broker derives the client id from the login (mosquitto
+   * `use_username_as_clientid true`, or `use_identity_as_username` / `use_subject_as_username`
+   * with `use_username_as_clientid`): both sessions logging in as one user get one client id,
+   * and each connect ends the other session. The host names that in its link reason and health
+   * ("death watch replaced the main session") and retries on its growing backoff; give the
+   * watch a user of its own, allowed to read `spBv1.0/<group>/NDEATH/+`.
+   * @throws KilnValidationError (KILN_VALIDATION) naming `deathWatchMqtt` when it is not an
+   *   object, or `deathWatchMqtt.<field>` for another field or a value that is not a string
+   *   (`password`: a string or a Buffer).
+   */
+  readonly deathWatchMqtt?: Pick<IClientOptions, "username" | "password" | "clientId">;
   /** How long one connect attempt may take, in ms, from 1 to 3,600,000 (1 hour). @default 10000 */
   readonly connectTimeoutMs?: number;
   /**
@@ -645,6 +662,10 @@ interface Session {
   watch?: MqttClient;
   /** Host time at which the inbox began holding MQTT.js, while it does. */
   heldSince?: number;
+  /** Host time the death watch's CONNECT was started (see {@link SparkplugHost.#watchReplacedMain}). */
+  watchConnectingAt?: number;
+  /** Host time the main session's connection closed. */
+  mainClosedAt?: number;
 }
 
 const DEFAULT_MAX_PAYLOAD_BYTES = 4_194_304;
@@ -659,6 +680,10 @@ const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
 const VERIFY_SWEEP_MS = 250;
 /** NDEATHs of one edge node the main session took whose watch copy has not come yet (see `EdgeNodeState.deathsTaken`). */
 const DEATHS_TAKEN_KEPT = 8;
+/** The main session closed this soon after its death watch began to connect is taken as replaced by it. */
+const WATCH_REPLACED_WITHIN_MS = 2_000;
+/** Sessions in a row so replaced before the host names it (see `SparkplugHost.#watchReplacedMain`). */
+const WATCH_REPLACED_AFTER = 2;
 /**
  * An edge node that loses the host's trust right after being born {@link FLAP_LOSSES} times
  * within this many ms is named in `health().problems` as flapping.
@@ -863,6 +888,8 @@ export class SparkplugHost {
    * known edge node (ADR 0043, amendment fix19v; adv19r H1).
    */
   readonly #unknownDeaths = new OldestFirstIndex<string, WatchedDeath>();
+  /** Sessions in a row whose main session the broker closed as its own death watch connected (see {@link #watchReplacedMain}). */
+  #watchReplacements = 0;
   /** Host time the host held its broker sessions in all, the sessions ended (see {@link #heldMs}). */
   #heldBefore = 0;
   /**
@@ -913,6 +940,25 @@ export class SparkplugHost {
       ]),
       ...mqttTimingIssues(options.mqtt),
     );
+    const watchLogin: unknown = options.deathWatchMqtt;
+    if (watchLogin !== undefined) {
+      if (typeof watchLogin !== "object" || watchLogin === null || Array.isArray(watchLogin))
+        issues.push({ path: "deathWatchMqtt", message: "must be an object of username, password, clientId" });
+      else
+        for (const [field, value] of Object.entries(watchLogin)) {
+          if (!["username", "password", "clientId"].includes(field))
+            issues.push({
+              path: `deathWatchMqtt.${field}`,
+              message: "is not a death watch login field (username, password, clientId)",
+            });
+          else if (
+            value !== undefined &&
+            typeof value !== "string" &&
+            !(field === "password" && Buffer.isBuffer(value))
+          )
+            issues.push({ path: `deathWatchMqtt.${field}`, message: "must be a string" });
+        }
+    }
     const skew = options.maxClockSkewMs;
     if (skew !== undefined && (!Number.isFinite(skew) || skew < 0)) {
       issues.push({ path: "maxClockSkewMs", message: "must be a finite number of ms from 0" });
@@ -1355,7 +1401,10 @@ export class SparkplugHost {
       client.on("message", (topic, payload, packet) => inbox.receive({ topic, payload, retained: packet.retain }));
       client.handleMessage = (_packet, callback) => inbox.ready(() => callback());
       client.on("error", (error: Error) => void (session.lastError = error.message));
-      client.once("close", () => this.#onSessionLost(session, client));
+      client.once("close", () => {
+        session.mainClosedAt ??= this.#clock.now();
+        this.#onSessionLost(session, client);
+      });
       // Before the groups are followed, so every death the main session may see, the watch sees too.
       await raceAbort(this.#openWatch(session), signal, "Sparkplug host death watch");
       // [tck-id-host-topic-phid-birth-sub-required], [tck-id-message-flow-phid-sparkplug-subscription]:
@@ -1375,13 +1424,47 @@ export class SparkplugHost {
       else this.#problems.delete("subscription-qos");
       // [tck-id-host-topic-phid-birth-required], [tck-id-host-topic-phid-birth-qos], [-retain]: STATE online.
       await raceAbort(this.#publishOnline(session), signal, "Sparkplug host STATE");
+      this.#watchReplacements = 0;
+      this.#problems.delete("watch-replaced-main");
     } catch (error) {
       session.closing = true;
       if (this.#session === session) this.#session = undefined;
       client.end(true);
       session.watch?.end(true);
+      const replaced = this.#watchReplacedMain(session);
+      if (replaced !== undefined)
+        throw new KilnError("KILN_CONNECTION_FAILED", replaced, { retryable: true, cause: error });
       throw error;
     }
+  }
+
+  /**
+   * Why the main session was lost, when the broker closed it as the host's own death watch
+   * connected, {@link WATCH_REPLACED_AFTER} sessions in a row: the broker gave both one client id
+   * although the host gives them two (adversarial review adv19r, M1: mosquitto
+   * `use_username_as_clientid true` makes it the username, the same for both), and each CONNECT
+   * ends the other's session, for ever. Undefined otherwise (the count starts again at each
+   * session that opens). A broker that restarts closes the watch too; twice in a row at the
+   * watch's connect is not a coincidence.
+   */
+  #watchReplacedMain(session: Session): string | undefined {
+    const { mainClosedAt, watchConnectingAt } = session;
+    if (
+      mainClosedAt === undefined ||
+      watchConnectingAt === undefined ||
+      mainClosedAt < watchConnectingAt ||
+      mainClosedAt - watchConnectingAt > WATCH_REPLACED_WITHIN_MS ||
+      session.lastError === "Keepalive timeout"
+    )
+      return undefined;
+    this.#watchReplacements++;
+    if (this.#watchReplacements < WATCH_REPLACED_AFTER) return undefined;
+    const user = this.#options.mqtt ?? {};
+    const watchLogin = this.#options.deathWatchMqtt ?? {};
+    const login = user.username === undefined ? "the same login" : `the same username "${user.username}"`;
+    const text = `the host's death watch replaced its main session at the broker: the broker closed the main session ${mainClosedAt - watchConnectingAt} ms after the death watch began to connect, ${this.#watchReplacements} sessions in a row. The host gives the two sessions different client ids (${JSON.stringify(user.clientId ?? "made up by MQTT.js")} and ${JSON.stringify(watchLogin.clientId ?? (user.clientId === undefined ? "made up by MQTT.js" : `${user.clientId}-deaths`))}), so the broker likely derives client ids from the login (mosquitto use_username_as_clientid, with use_identity_as_username or use_subject_as_username for certificates) and both log in with ${login}: each connect ends the other's session. Give the death watch a login of its own (option deathWatchMqtt: { username, password }, a user allowed to read spBv1.0/<group>/NDEATH/+), or turn that broker setting off; retrying on the growing backoff`;
+    this.#problems.set("watch-replaced-main", text);
+    return text;
   }
 
   /**
@@ -1396,14 +1479,21 @@ export class SparkplugHost {
    */
   async #openWatch(session: Session): Promise<void> {
     const connect = await mqttConnect();
-    const user = this.#options.mqtt ?? {};
+    const own = this.#options.deathWatchMqtt ?? {};
+    const user = {
+      ...this.#options.mqtt,
+      ...(own.username === undefined ? {} : { username: own.username }),
+      ...(own.password === undefined ? {} : { password: own.password }),
+    };
+    const clientId = own.clientId ?? (user.clientId === undefined ? undefined : `${user.clientId}-deaths`);
+    session.watchConnectingAt = this.#clock.now();
     const watch = connect(this.#options.brokerUrl, {
       ...sessionOptions(user, {
         ...(this.#options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: this.#options.connectTimeoutMs }),
         maxPayloadBytes: this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES,
         will: undefined,
       }),
-      ...(user.clientId === undefined ? {} : { clientId: `${user.clientId}-deaths` }),
+      ...(clientId === undefined ? {} : { clientId }),
     });
     session.watch = watch;
     watch.on("error", () => undefined);
@@ -1425,7 +1515,7 @@ export class SparkplugHost {
       watch.once("connect", onConnect);
       watch.once("close", onClose);
     });
-    this.#takeover.follow(watch, user.clientId === undefined ? undefined : `${user.clientId}-deaths`);
+    this.#takeover.follow(watch, clientId);
     watch.on("message", (topic, payload, packet) => this.#onWatchedDeath(session, topic, payload, packet.retain));
     watch.once("close", () => this.#onSessionLost(session, watch));
     const filters: Record<string, GroupSubscription> = {};
