@@ -324,6 +324,41 @@ describe.skipIf(!mosquitto.available)(
       expect(host.latest(TEMP)?.sample.quality.severity).not.toBe("good");
     });
 
+    // H1, the fallback: the deaths kept for unknown edge nodes are bounded (limits.maxEdgeNodes);
+    // an edge node whose death was pushed out, first born after the hold, is verified like those
+    // online when the hold ended: asked for a rebirth, offline without one.
+    test("an unknown edge node whose kept death was pushed out by others is verified after the hold and declared offline without an answer", async () => {
+      const fleet = await heldFleet({ limits: { maxEdgeNodes: 3 } });
+      const { broker, host, flood, gated } = fleet;
+      await holdHost(fleet);
+      const victim = await RawEdgeNode.connect(broker.url, GROUP, VICTIM, 1);
+      cleanups.push(() => victim.close());
+      await victim.nbirth(1, [{ name: "temp", alias: 1, timestamp: Date.now(), datatype: "Double", value: 21 }]);
+      fleet.flooder.qos = 1;
+      await flood(60, 16);
+      victim.client.stream.destroy();
+      await sleep(300);
+      // Deaths of other edge nodes the host does not know: the victim's is the oldest kept, pushed out.
+      const forger = await connectAsync(broker.url, { reconnectPeriod: 0 });
+      cleanups.push(() => forger.endAsync(true));
+      for (let index = 0; index < 5; index++)
+        await forger.publishAsync(
+          sparkplugTopic({ type: "NDEATH", groupId: GROUP, edgeNodeId: `ghost-${index}` }),
+          Buffer.from(RawEdgeNode.deathBytes(1)),
+          { qos: 0 },
+        );
+      await sleep(300);
+      await flood(20, 16);
+      fleet.flooder.qos = 0;
+      gated.release();
+      await eventually(() => victimState(host)?.births === 1, 20_000, "the victim's NBIRTH taken after the hold");
+      await eventually(
+        () => victimState(host)?.state === "offline" && host.latest(TEMP)?.sample.quality.severity !== "good",
+        8_000,
+        `victim offline (state ${victimState(host)?.state})`,
+      );
+    });
+
     // H1 sibling: an edge node that reuses one bdSeq and one Will payload in every session (Eclipse
     // Tahu's sparkplug-client) sends the very same NDEATH each time: the death the main session
     // took the first time stayed "already taken" and the watch ignored the second one.
