@@ -2309,6 +2309,7 @@ export class SparkplugHost {
     }
     node.bdSeq = bdSeq;
     node.lastSeq = payload.seq;
+    const firstBirth = node.births === 0;
     node.births++;
     this.#endAcks(node);
     const awaitAcks = payload.metrics.find((metric) => metric.name === AWAIT_ACKS_METRIC)?.value;
@@ -2353,7 +2354,7 @@ export class SparkplugHost {
     else node.deathAhead = undefined;
     // The first birth of an edge node taken after a hold may be one the broker queued before a
     // death it dropped: verified like the edge nodes online when the hold ended (fix19v).
-    const aftermath = node.births === 0 && !dead ? this.#inAftermath() : undefined;
+    const aftermath = firstBirth && !dead ? this.#inAftermath() : undefined;
     // The answer to a request after a possible loss (or any birth): the births restate everything.
     if (node.verify !== undefined) {
       node.verify = undefined;

@@ -330,6 +330,11 @@ describe.skipIf(!mosquitto.available)(
     test("an unknown edge node whose kept death was pushed out by others is verified after the hold and declared offline without an answer", async () => {
       const fleet = await heldFleet({ limits: { maxEdgeNodes: 3 } });
       const { broker, host, flood, gated } = fleet;
+      const offline: string[] = [];
+      host.events.on("edge-node-change", (change) => {
+        if (change.edgeNodeId === VICTIM && change.deviceId === undefined && change.state === "offline")
+          offline.push(change.reason);
+      });
       await holdHost(fleet);
       const victim = await RawEdgeNode.connect(broker.url, GROUP, VICTIM, 1);
       cleanups.push(() => victim.close());
@@ -357,6 +362,8 @@ describe.skipIf(!mosquitto.available)(
         8_000,
         `victim offline (state ${victimState(host)?.state})`,
       );
+      expect(offline[0]).toContain("no NBIRTH within rebirthTimeoutMs");
+      expect(offline[0]).toContain("its first NBIRTH was taken after a hold");
     });
 
     // H1 sibling: an edge node that reuses one bdSeq and one Will payload in every session (Eclipse
