@@ -1383,7 +1383,12 @@ export class SparkplugHost {
       // were missed while the host was away.
       for (const node of this.#nodes.values()) {
         if (node.state === "online") this.#setNodeState(node, "awaiting-rebirth", "the host reconnected to the broker");
+        // Deaths read on, or taken by, the sessions before: their other copies, and what they
+        // were ahead of, went with those sessions (a clean session gets nothing of them).
+        node.deathAhead = undefined;
+        node.deathsTaken.length = 0;
       }
+      while (this.#unknownDeaths.shift() !== undefined);
       // Messages are taken in order, a few ms of work per turn of the event loop (ADR 0030,
       // amendment 19i). Backpressure: MQTT.js reads the next packet only when its callback runs;
       // the inbox holds it past its bounds and while the writer is congested, and takes no
