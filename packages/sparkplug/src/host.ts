@@ -139,8 +139,11 @@ export interface SparkplugHostOptions {
    * data, a birth). Every edge node online then is asked (again every `rebirthIntervalMs` until it
    * answers), its live values are uncertain and it is named in `health().problems` as unverified;
    * its data is taken as usual. No NBIRTH within this time of the first request sent, and it is
-   * declared `offline` with its devices (stale marks stored). Deaths themselves are read on a
-   * second MQTT session that is never held (ADR 0043, amendment fix19o).
+   * declared `offline` with its devices (stale marks stored). The time counts only while the host
+   * reads from the broker: time it holds its connection again (its store behind), the answer
+   * waiting at the broker, is not counted (ADR 0043, amendment fix19v). An edge node whose first
+   * NBIRTH comes within this time after a hold is asked the same way. Deaths themselves are read
+   * on a second MQTT session that is never held (ADR 0043, amendment fix19o).
    * From 1 to 3,600,000 (1 hour).
    * @throws KilnValidationError (KILN_VALIDATION) naming `rebirthTimeoutMs` otherwise.
    * @default 10000
