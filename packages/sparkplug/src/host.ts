@@ -139,8 +139,11 @@ export interface SparkplugHostOptions {
    * data, a birth). Every edge node online then is asked (again every `rebirthIntervalMs` until it
    * answers), its live values are uncertain and it is named in `health().problems` as unverified;
    * its data is taken as usual. No NBIRTH within this time of the first request sent, and it is
-   * declared `offline` with its devices (stale marks stored). Deaths themselves are read on a
-   * second MQTT session that is never held (ADR 0043, amendment fix19o).
+   * declared `offline` with its devices (stale marks stored). The time counts only while the host
+   * reads from the broker: time it holds its connection again (its store behind), the answer
+   * waiting at the broker, is not counted (ADR 0043, amendment fix19v). An edge node whose first
+   * NBIRTH comes within this time after a hold is asked the same way. Deaths themselves are read
+   * on a second MQTT session that is never held (ADR 0043, amendment fix19o).
    * From 1 to 3,600,000 (1 hour).
    * @throws KilnValidationError (KILN_VALIDATION) naming `rebirthTimeoutMs` otherwise.
    * @default 10000
@@ -199,6 +202,23 @@ export interface SparkplugHostOptions {
    * @throws KilnValidationError (KILN_VALIDATION) naming `mqtt.connectTimeout` or `mqtt.keepalive`.
    */
   readonly mqtt?: Omit<IClientOptions, "will" | "clean" | "reconnectPeriod">;
+  /**
+   * MQTT login of the death watch only (the host's second session, subscribed to the groups'
+   * NDEATH; ADR 0043, amendments fix19o, fix19v): `username`, `password` and `clientId` given
+   * here replace those of `mqtt` for it; everything else is taken from `mqtt`. Without a
+   * `clientId` here the watch uses `<mqtt.clientId>-deaths` (or one MQTT.js makes up).
+   *
+   * Needed where the broker derives the client id from the login (mosquitto
+   * `use_username_as_clientid true`, or `use_identity_as_username` / `use_subject_as_username`
+   * with `use_username_as_clientid`): both sessions logging in as one user get one client id,
+   * and each connect ends the other session. The host names that in its link reason and health
+   * ("death watch replaced the main session") and retries on its growing backoff; give the
+   * watch a user of its own, allowed to read `spBv1.0/<group>/NDEATH/+`.
+   * @throws KilnValidationError (KILN_VALIDATION) naming `deathWatchMqtt` when it is not an
+   *   object, or `deathWatchMqtt.<field>` for another field or a value that is not a string
+   *   (`password`: a string or a Buffer).
+   */
+  readonly deathWatchMqtt?: Pick<IClientOptions, "username" | "password" | "clientId">;
   /** How long one connect attempt may take, in ms, from 1 to 3,600,000 (1 hour). @default 10000 */
   readonly connectTimeoutMs?: number;
   /**
@@ -540,17 +560,20 @@ interface EdgeNodeState {
   /** While awaiting-rebirth: since when and why. */
   awaiting: { readonly since: number; readonly reason: string } | undefined;
   /**
-   * The bdSeq of an NDEATH read on the death watch (a session of its own that is never held)
-   * while the NDEATH of the main session, behind what the broker queued before it, is not taken
-   * yet: a birth of that bdSeq taken later is dead at once, its data stored as history only
-   * (ADR 0043, amendment fix19o).
+   * An NDEATH read on the death watch (a session of its own that is never held) while the NDEATH
+   * of the main session, behind what the broker queued before it, is not taken yet: the first
+   * birth of its bdSeq taken later is dead at once (`spent` then: a later birth of that bdSeq is
+   * not, an edge node may reuse its bdSeq), its data stored as history only (ADR 0043,
+   * amendments fix19o, fix19v).
    */
-  deathAhead: number | undefined;
+  deathAhead: WatchedDeath | undefined;
   /**
-   * The last NDEATH the main session took, stale or not (`<bdSeq>@<payload timestamp>`): the
-   * watch's copy of it, read after, is not ahead of anything (adversarial review adv19p, H1).
+   * NDEATHs the main session took before the watch's copy came (`<bdSeq>@<payload timestamp>`,
+   * oldest first, at most {@link DEATHS_TAKEN_KEPT}): each is consumed by one copy read on the
+   * watch, which is then not ahead of anything (adv19p, H1), and never matches a later death
+   * (an edge node that reuses its bdSeq and Will sends the same bytes each time: adv19r, H1).
    */
-  deathTaken: string | undefined;
+  readonly deathsTaken: string[];
   /** Host time of the last NDEATH of its current birth taken, on either session. */
   lastDeathAt: number | undefined;
   /**
@@ -558,13 +581,40 @@ interface EdgeNodeState {
    * since when, why, and when the request went out (undefined while `rebirthIntervalMs` holds it
    * back). Declared offline `rebirthTimeoutMs` after the request if no NBIRTH came.
    */
-  verify: { readonly since: number; readonly reason: string; requestedAt: number | undefined } | undefined;
+  verify:
+    | {
+        readonly since: number;
+        readonly reason: string;
+        /** When the first request went out, with the held time then (the timeout counts only while the host reads). */
+        requested: ReadingClock | undefined;
+      }
+    | undefined;
   /**
    * While offline: asked for a rebirth after a hold (it died during it, or its death was read on
    * the watch first), again every `rebirthIntervalMs` until this host time (its answer may have
    * been dropped too, the broker's queue for the host still full when it came).
    */
-  reaskUntil?: number;
+  reaskSince?: ReadingClock;
+}
+
+/** An NDEATH read on the death watch ahead of the main session (see `EdgeNodeState.deathAhead`). */
+interface WatchedDeath {
+  readonly bdSeq: number;
+  /** `<bdSeq>@<payload timestamp>`: the main session's copy of it has the same. */
+  readonly key: string;
+  /** Host time it was read. */
+  readonly at: number;
+  /** A birth of its bdSeq was made dead by it already. */
+  spent: boolean;
+}
+
+/**
+ * A moment in host time and the host's held time then (see `SparkplugHost.#heldMs`): the time
+ * since it during which the host could read from the broker is `now - at - (heldMs - held)`.
+ */
+interface ReadingClock {
+  readonly at: number;
+  readonly held: number;
 }
 
 /** What the host acknowledges to one edge node in its current birth (ADR 0037). */
@@ -615,6 +665,10 @@ interface Session {
   watch?: MqttClient;
   /** Host time at which the inbox began holding MQTT.js, while it does. */
   heldSince?: number;
+  /** Host time the death watch's CONNECT was started (see {@link SparkplugHost.#watchReplacedMain}). */
+  watchConnectingAt?: number;
+  /** Host time the main session's connection closed. */
+  mainClosedAt?: number;
 }
 
 const DEFAULT_MAX_PAYLOAD_BYTES = 4_194_304;
@@ -627,6 +681,12 @@ const SUPPRESSED_REPORT_MS = 1_000;
 const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
 /** How often the host looks at edge nodes awaiting a rebirth asked for after a possible loss, ms (at most). */
 const VERIFY_SWEEP_MS = 250;
+/** NDEATHs of one edge node the main session took whose watch copy has not come yet (see `EdgeNodeState.deathsTaken`). */
+const DEATHS_TAKEN_KEPT = 8;
+/** The main session closed this soon after its death watch began to connect is taken as replaced by it. */
+const WATCH_REPLACED_WITHIN_MS = 2_000;
+/** Sessions in a row so replaced before the host names it (see `SparkplugHost.#watchReplacedMain`). */
+const WATCH_REPLACED_AFTER = 2;
 /**
  * An edge node that loses the host's trust right after being born {@link FLAP_LOSSES} times
  * within this many ms is named in `health().problems` as flapping.
@@ -824,6 +884,22 @@ export class SparkplugHost {
    */
   readonly #reask = new Map<EdgeNodeState, string>();
   #verifyTimer: TimerHandle | undefined;
+  /**
+   * NDEATHs read on the death watch for edge nodes the host did not know yet (their NBIRTH may
+   * still wait for the held main session), by `<group>/<edge node>#<bdSeq>`, oldest first, at
+   * most `limits.maxEdgeNodes`: a birth of that bdSeq taken later is dead at once, as for a
+   * known edge node (ADR 0043, amendment fix19v; adv19r H1).
+   */
+  readonly #unknownDeaths = new OldestFirstIndex<string, WatchedDeath>();
+  /** Sessions in a row whose main session the broker closed as its own death watch connected (see {@link #watchReplacedMain}). */
+  #watchReplacements = 0;
+  /** Host time the host held its broker sessions in all, the sessions ended (see {@link #heldMs}). */
+  #heldBefore = 0;
+  /**
+   * The last hold's end, while births taken may still be ones the broker queued before or
+   * during it: an edge node first born then is verified like those online at its end (fix19v).
+   */
+  #aftermath: { readonly reason: string; readonly since: ReadingClock } | undefined;
 
   /**
    * Checks the options; connects nothing (see {@link SparkplugHost.start}).
@@ -867,6 +943,25 @@ export class SparkplugHost {
       ]),
       ...mqttTimingIssues(options.mqtt),
     );
+    const watchLogin: unknown = options.deathWatchMqtt;
+    if (watchLogin !== undefined) {
+      if (typeof watchLogin !== "object" || watchLogin === null || Array.isArray(watchLogin))
+        issues.push({ path: "deathWatchMqtt", message: "must be an object of username, password, clientId" });
+      else
+        for (const [field, value] of Object.entries(watchLogin)) {
+          if (!["username", "password", "clientId"].includes(field))
+            issues.push({
+              path: `deathWatchMqtt.${field}`,
+              message: "is not a death watch login field (username, password, clientId)",
+            });
+          else if (
+            value !== undefined &&
+            typeof value !== "string" &&
+            !(field === "password" && Buffer.isBuffer(value))
+          )
+            issues.push({ path: `deathWatchMqtt.${field}`, message: "must be a string" });
+        }
+    }
     const skew = options.maxClockSkewMs;
     if (skew !== undefined && (!Number.isFinite(skew) || skew < 0)) {
       issues.push({ path: "maxClockSkewMs", message: "must be a finite number of ms from 0" });
@@ -1082,7 +1177,7 @@ export class SparkplugHost {
       !session.client.connected ||
       (session.farewellEchoed === true &&
         [...this.#nodes.values()].every(
-          (node) => node.state !== "online" && !(node.deathAhead !== undefined && node.deathAhead === node.bdSeq),
+          (node) => node.state !== "online" && !(node.deathAhead !== undefined && node.deathAhead.bdSeq === node.bdSeq),
         ));
     if (done()) return Promise.resolve();
     return new Promise<void>((resolve) => {
@@ -1154,7 +1249,7 @@ export class SparkplugHost {
         );
       if (node.verify !== undefined)
         problems.push(
-          `edge node ${name} unverified since ${new Date(node.verify.since).toISOString()} (${node.verify.reason}): its live values are uncertain until it answers the rebirth request${node.verify.requestedAt === undefined ? " (not sent yet: rebirthIntervalMs)" : ""}; declared offline if no NBIRTH comes within rebirthTimeoutMs`,
+          `edge node ${name} unverified since ${new Date(node.verify.since).toISOString()} (${node.verify.reason}): its live values are uncertain until it answers the rebirth request${node.verify.requested === undefined ? " (not sent yet: rebirthIntervalMs)" : ""}; declared offline if no NBIRTH comes within rebirthTimeoutMs of the host reading from the broker (time held not counted)`,
         );
       while (node.trustLost.length > 0 && node.trustLost[0]!.at < now - FLAP_WINDOW_MS) node.trustLost.shift();
       // A birth refused for a reason of its own (too large, a name twice...) is refused again at
@@ -1291,7 +1386,12 @@ export class SparkplugHost {
       // were missed while the host was away.
       for (const node of this.#nodes.values()) {
         if (node.state === "online") this.#setNodeState(node, "awaiting-rebirth", "the host reconnected to the broker");
+        // Deaths read on, or taken by, the sessions before: their other copies, and what they
+        // were ahead of, went with those sessions (a clean session gets nothing of them).
+        node.deathAhead = undefined;
+        node.deathsTaken.length = 0;
       }
+      while (this.#unknownDeaths.shift() !== undefined);
       // Messages are taken in order, a few ms of work per turn of the event loop (ADR 0030,
       // amendment 19i). Backpressure: MQTT.js reads the next packet only when its callback runs;
       // the inbox holds it past its bounds and while the writer is congested, and takes no
@@ -1309,7 +1409,10 @@ export class SparkplugHost {
       client.on("message", (topic, payload, packet) => inbox.receive({ topic, payload, retained: packet.retain }));
       client.handleMessage = (_packet, callback) => inbox.ready(() => callback());
       client.on("error", (error: Error) => void (session.lastError = error.message));
-      client.once("close", () => this.#onSessionLost(session, client));
+      client.once("close", () => {
+        session.mainClosedAt ??= this.#clock.now();
+        this.#onSessionLost(session, client);
+      });
       // Before the groups are followed, so every death the main session may see, the watch sees too.
       await raceAbort(this.#openWatch(session), signal, "Sparkplug host death watch");
       // [tck-id-host-topic-phid-birth-sub-required], [tck-id-message-flow-phid-sparkplug-subscription]:
@@ -1329,13 +1432,47 @@ export class SparkplugHost {
       else this.#problems.delete("subscription-qos");
       // [tck-id-host-topic-phid-birth-required], [tck-id-host-topic-phid-birth-qos], [-retain]: STATE online.
       await raceAbort(this.#publishOnline(session), signal, "Sparkplug host STATE");
+      this.#watchReplacements = 0;
+      this.#problems.delete("watch-replaced-main");
     } catch (error) {
       session.closing = true;
       if (this.#session === session) this.#session = undefined;
       client.end(true);
       session.watch?.end(true);
+      const replaced = this.#watchReplacedMain(session);
+      if (replaced !== undefined)
+        throw new KilnError("KILN_CONNECTION_FAILED", replaced, { retryable: true, cause: error });
       throw error;
     }
+  }
+
+  /**
+   * Why the main session was lost, when the broker closed it as the host's own death watch
+   * connected, {@link WATCH_REPLACED_AFTER} sessions in a row: the broker gave both one client id
+   * although the host gives them two (adversarial review adv19r, M1: mosquitto
+   * `use_username_as_clientid true` makes it the username, the same for both), and each CONNECT
+   * ends the other's session, for ever. Undefined otherwise (the count starts again at each
+   * session that opens). A broker that restarts closes the watch too; twice in a row at the
+   * watch's connect is not a coincidence.
+   */
+  #watchReplacedMain(session: Session): string | undefined {
+    const { mainClosedAt, watchConnectingAt } = session;
+    if (
+      mainClosedAt === undefined ||
+      watchConnectingAt === undefined ||
+      mainClosedAt < watchConnectingAt ||
+      mainClosedAt - watchConnectingAt > WATCH_REPLACED_WITHIN_MS ||
+      session.lastError === "Keepalive timeout"
+    )
+      return undefined;
+    this.#watchReplacements++;
+    if (this.#watchReplacements < WATCH_REPLACED_AFTER) return undefined;
+    const user = this.#options.mqtt ?? {};
+    const watchLogin = this.#options.deathWatchMqtt ?? {};
+    const login = user.username === undefined ? "the same login" : `the same username "${user.username}"`;
+    const text = `the host's death watch replaced its main session at the broker: the broker closed the main session ${mainClosedAt - watchConnectingAt} ms after the death watch began to connect, ${this.#watchReplacements} sessions in a row. The host gives the two sessions different client ids (${JSON.stringify(user.clientId ?? "made up by MQTT.js")} and ${JSON.stringify(watchLogin.clientId ?? (user.clientId === undefined ? "made up by MQTT.js" : `${user.clientId}-deaths`))}), so the broker likely derives client ids from the login (mosquitto use_username_as_clientid, with use_identity_as_username or use_subject_as_username for certificates) and both log in with ${login}: each connect ends the other's session. Give the death watch a login of its own (option deathWatchMqtt: { username, password }, a user allowed to read spBv1.0/<group>/NDEATH/+), or turn that broker setting off; retrying on the growing backoff`;
+    this.#problems.set("watch-replaced-main", text);
+    return text;
   }
 
   /**
@@ -1350,14 +1487,21 @@ export class SparkplugHost {
    */
   async #openWatch(session: Session): Promise<void> {
     const connect = await mqttConnect();
-    const user = this.#options.mqtt ?? {};
+    const own = this.#options.deathWatchMqtt ?? {};
+    const user = {
+      ...this.#options.mqtt,
+      ...(own.username === undefined ? {} : { username: own.username }),
+      ...(own.password === undefined ? {} : { password: own.password }),
+    };
+    const clientId = own.clientId ?? (user.clientId === undefined ? undefined : `${user.clientId}-deaths`);
+    session.watchConnectingAt = this.#clock.now();
     const watch = connect(this.#options.brokerUrl, {
       ...sessionOptions(user, {
         ...(this.#options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: this.#options.connectTimeoutMs }),
         maxPayloadBytes: this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES,
         will: undefined,
       }),
-      ...(user.clientId === undefined ? {} : { clientId: `${user.clientId}-deaths` }),
+      ...(clientId === undefined ? {} : { clientId }),
     });
     session.watch = watch;
     watch.on("error", () => undefined);
@@ -1379,7 +1523,7 @@ export class SparkplugHost {
       watch.once("connect", onConnect);
       watch.once("close", onClose);
     });
-    this.#takeover.follow(watch, user.clientId === undefined ? undefined : `${user.clientId}-deaths`);
+    this.#takeover.follow(watch, clientId);
     watch.on("message", (topic, payload, packet) => this.#onWatchedDeath(session, topic, payload, packet.retain));
     watch.once("close", () => this.#onSessionLost(session, watch));
     const filters: Record<string, GroupSubscription> = {};
@@ -1427,6 +1571,8 @@ export class SparkplugHost {
   #endLostSession(session: Session): void {
     // stop() may have ended it meanwhile (and marks the live values itself).
     if (session.closing || this.#session !== session) return;
+    if (session.heldSince !== undefined) this.#heldBefore += Math.max(0, this.#clock.now() - session.heldSince);
+    session.heldSince = undefined;
     this.#session = undefined;
     session.closing = true;
     session.client.end(true);
@@ -1638,7 +1784,7 @@ export class SparkplugHost {
         lastBirthRefusal: undefined,
         awaiting: undefined,
         deathAhead: undefined,
-        deathTaken: undefined,
+        deathsTaken: [],
         lastDeathAt: undefined,
         verify: undefined,
       };
@@ -2171,6 +2317,7 @@ export class SparkplugHost {
     }
     node.bdSeq = bdSeq;
     node.lastSeq = payload.seq;
+    const firstBirth = node.births === 0;
     node.births++;
     this.#endAcks(node);
     const awaitAcks = payload.metrics.find((metric) => metric.name === AWAIT_ACKS_METRIC)?.value;
@@ -2198,9 +2345,24 @@ export class SparkplugHost {
     this.#indexAliases(node, undefined, node.birth);
     this.#heldMetrics += birthSize(node.birth) - birthSize(before);
     // Its NDEATH was read on the death watch before this birth was taken (both while the main
-    // session was held): the birth is stored, and the edge node is dead at once (fix19o).
-    const dead = node.deathAhead === bdSeq;
-    if (!dead) node.deathAhead = undefined;
+    // session was held): the birth is stored, and the edge node is dead at once (fix19o); also
+    // when the host did not know the edge node when the watch read it (fix19v). Once: an edge
+    // node that reuses its bdSeq (Eclipse Tahu) may be born again after that death, so it is
+    // asked for a rebirth, and the next birth of that bdSeq is taken.
+    const nodeKey = `${node.groupId}/${node.edgeNodeId}`;
+    const early = this.#unknownDeaths.get(`${nodeKey}#${bdSeq}`);
+    if (early !== undefined) {
+      this.#unknownDeaths.delete(`${nodeKey}#${bdSeq}`);
+      if (node.deathAhead === undefined || node.deathAhead.bdSeq !== bdSeq || node.deathAhead.spent)
+        node.deathAhead = early;
+    }
+    const ahead = node.deathAhead;
+    const dead = ahead !== undefined && ahead.bdSeq === bdSeq && !ahead.spent;
+    if (dead) ahead.spent = true;
+    else node.deathAhead = undefined;
+    // The first birth of an edge node taken after a hold may be one the broker queued before a
+    // death it dropped: verified like the edge nodes online when the hold ended (fix19v).
+    const aftermath = firstBirth && !dead ? this.#inAftermath() : undefined;
     // The answer to a request after a possible loss (or any birth): the births restate everything.
     if (node.verify !== undefined) {
       node.verify = undefined;
@@ -2209,7 +2371,11 @@ export class SparkplugHost {
     this.#setNodeState(node, "online", `NBIRTH bdSeq ${bdSeq}`);
     this.#take(node, undefined, node.birth, payload, topic, true);
     this.#markAbsent(before, node.birth, `NBIRTH bdSeq ${bdSeq} of ${node.groupId}/${node.edgeNodeId}`);
-    if (dead) this.#nodeDied(node, `NDEATH bdSeq ${bdSeq} (read on the death watch before this NBIRTH was taken)`);
+    if (dead) {
+      const reason = `NDEATH bdSeq ${bdSeq} (read on the death watch at ${new Date(ahead.at).toISOString()}, before this NBIRTH was taken)`;
+      this.#nodeDied(node, reason);
+      this.#reaskOffline(node, `${reason}: asked to be born again in case this NBIRTH came after it`);
+    } else if (aftermath !== undefined) this.#unverified(node, `its first NBIRTH was taken after ${aftermath}`);
   }
 
   #onDeviceBirth(node: EdgeNodeState, deviceId: string, topic: string, bytes: Uint8Array): void {
@@ -2398,8 +2564,23 @@ export class SparkplugHost {
     // the watch read ahead is only ahead of a birth that comes BEFORE it on the main session. One
     // that comes before its birth here (a forged death for the next bdSeq, sent while the edge
     // node was dead) says nothing about that later birth (adversarial review adv19p, H1).
-    if (node.deathAhead === bdSeq) node.deathAhead = undefined;
-    node.deathTaken = deathKey(bdSeq, payload);
+    // The watch's copy is consumed here if it came first, else this one waits for it (once).
+    const key = deathKey(bdSeq, payload);
+    let watchedFirst = false;
+    const unknownKey = `${node.groupId}/${node.edgeNodeId}#${bdSeq}`;
+    const early = this.#unknownDeaths.get(unknownKey);
+    if (early !== undefined) {
+      this.#unknownDeaths.delete(unknownKey);
+      watchedFirst = early.key === key;
+    }
+    if (node.deathAhead?.bdSeq === bdSeq) {
+      watchedFirst ||= node.deathAhead.key === key;
+      node.deathAhead = undefined;
+    }
+    if (!watchedFirst) {
+      node.deathsTaken.push(key);
+      if (node.deathsTaken.length > DEATHS_TAKEN_KEPT) node.deathsTaken.shift();
+    }
     // A death whose bdSeq is not the current birth's belongs to an older session (a Will the
     // broker delivered late): it must not take the new session down.
     if (node.bdSeq !== undefined && bdSeq !== node.bdSeq) {
@@ -2453,8 +2634,7 @@ export class SparkplugHost {
       return;
     }
     if (parsed.type !== "NDEATH" || !this.#groups.has(parsed.groupId)) return;
-    const node = this.#nodes.get(`${parsed.groupId}/${parsed.edgeNodeId}`);
-    if (node === undefined) return;
+    if (parsed.edgeNodeId.length > NAME_KEPT_MAX) return;
     let payload: SparkplugPayload;
     try {
       payload = decodePayload(bytes);
@@ -2463,11 +2643,29 @@ export class SparkplugHost {
     }
     const bdSeq = bdSeqOf(payload);
     if (typeof bdSeq === "string") return;
+    const now = this.#clock.now();
+    const death: WatchedDeath = { bdSeq, key: deathKey(bdSeq, payload), at: now, spent: false };
+    const nodeKey = `${parsed.groupId}/${parsed.edgeNodeId}`;
+    const node = this.#nodes.get(nodeKey);
+    if (node === undefined) {
+      // Not known yet: its NBIRTH may wait on the held main session, and the broker may drop
+      // this death from there. Kept for that birth (adversarial review adv19r, H1).
+      const key = `${nodeKey}#${bdSeq}`;
+      this.#unknownDeaths.delete(key);
+      this.#unknownDeaths.add(key, death);
+      while (this.#unknownDeaths.size > this.#limits.maxEdgeNodes) this.#unknownDeaths.shift();
+      return;
+    }
     // The main session took this very death first (the two sessions' copies race): it is in its
-    // place in that session's order already, not ahead of a later birth (adv19p, H1).
-    if (node.deathTaken === deathKey(bdSeq, payload)) return;
-    node.deathAhead = bdSeq;
-    node.lastDeathAt = this.#clock.now();
+    // place in that session's order already, not ahead of a later birth (adv19p, H1). Consumed:
+    // a later death with the same bytes (an edge node reusing bdSeq and Will) is a new one.
+    const taken = node.deathsTaken.indexOf(death.key);
+    if (taken >= 0) {
+      node.deathsTaken.splice(taken, 1);
+      return;
+    }
+    node.deathAhead = death;
+    node.lastDeathAt = now;
     if (node.bdSeq === bdSeq && node.state !== "offline")
       this.#nodeDied(node, `NDEATH bdSeq ${bdSeq} (read on the death watch)`);
   }
@@ -2481,7 +2679,7 @@ export class SparkplugHost {
    */
   #historyOnly(node: EdgeNodeState): boolean {
     if (node.lastSeq === undefined || node.birth === undefined) return false;
-    return node.state === "offline" && node.deathAhead !== undefined && node.deathAhead === node.bdSeq;
+    return node.state === "offline" && node.deathAhead !== undefined && node.deathAhead.bdSeq === node.bdSeq;
   }
 
   /** Takes a data message of a session in {@link #historyOnly}: stored as history, then marked stale again. */
@@ -2517,10 +2715,52 @@ export class SparkplugHost {
       this.#tagsOf(node, undefined),
       `edge node ${node.groupId}/${node.edgeNodeId} unverified: ${reason}; a rebirth is asked for`,
     );
-    const verify: NonNullable<EdgeNodeState["verify"]> = { since: now, reason, requestedAt: undefined };
+    const verify: NonNullable<EdgeNodeState["verify"]> = { since: now, reason, requested: undefined };
     node.verify = verify;
     this.#verifying.add(node);
-    if (this.#requestRebirth(node, "messages-maybe-lost", reason)) verify.requestedAt = now;
+    if (this.#requestRebirth(node, "messages-maybe-lost", reason)) verify.requested = this.#readingClock();
+    this.#scheduleVerify();
+  }
+
+  /**
+   * Host time the host held its broker connection (see {@link Session.heldSince}) since it
+   * started, the current hold included: while held it reads nothing, so an answer it asked for
+   * may wait for it at the broker. The rebirth timeout counts only the rest (adv19r, M3).
+   */
+  #heldMs(now = this.#clock.now()): number {
+    const since = this.#session?.heldSince;
+    return this.#heldBefore + (since === undefined ? 0 : Math.max(0, now - since));
+  }
+
+  #readingClock(): ReadingClock {
+    const now = this.#clock.now();
+    return { at: now, held: this.#heldMs(now) };
+  }
+
+  /** Time since `from` during which the host read from the broker (not held), ms. */
+  #readingSince(from: ReadingClock): number {
+    const now = this.#clock.now();
+    return now - from.at - (this.#heldMs(now) - from.held);
+  }
+
+  /** The last hold's reason while its aftermath lasts (`rebirthTimeoutMs` of reading after its end), else undefined. */
+  #inAftermath(): string | undefined {
+    const aftermath = this.#aftermath;
+    if (aftermath === undefined) return undefined;
+    if (this.#readingSince(aftermath.since) < (this.#options.rebirthTimeoutMs ?? 10_000)) return aftermath.reason;
+    this.#aftermath = undefined;
+    return undefined;
+  }
+
+  /**
+   * Asks an offline edge node for a rebirth, again every `rebirthIntervalMs` for
+   * `rebirthTimeoutMs` of reading: it may have been born again in a message the broker dropped,
+   * or after a death the host took for its birth's.
+   */
+  #reaskOffline(node: EdgeNodeState, reason: string): void {
+    this.#reask.set(node, reason);
+    node.reaskSince = this.#readingClock();
+    this.#requestRebirth(node, "messages-maybe-lost", reason);
     this.#scheduleVerify();
   }
 
@@ -2528,8 +2768,10 @@ export class SparkplugHost {
   #onHoldEnd(session: Session): void {
     const since = session.heldSince;
     session.heldSince = undefined;
+    if (since !== undefined) this.#heldBefore += Math.max(0, this.#clock.now() - since);
     if (this.#session !== session || session.closing || this.#stopping || since === undefined) return;
     const reason = `the host held its broker connection from ${new Date(since).toISOString()} (its store or queue was behind): messages the broker held for it meanwhile may have been lost`;
+    this.#aftermath = { reason: `a hold (${reason})`, since: this.#readingClock() };
     // Its own STATE offline (an old session's Will delivered late, retained) may have been among
     // them: said online again (same timestamp, idempotent for edge nodes), so the retained STATE
     // is not left offline while this host runs.
@@ -2541,11 +2783,8 @@ export class SparkplugHost {
       else if (
         node.state === "offline" &&
         (node.deathAhead !== undefined || (node.lastDeathAt !== undefined && node.lastDeathAt >= since))
-      ) {
-        this.#reask.set(node, reason);
-        node.reaskUntil = this.#clock.now() + (this.#options.rebirthTimeoutMs ?? 10_000);
-        this.#requestRebirth(node, "messages-maybe-lost", reason);
-      }
+      )
+        this.#reaskOffline(node, reason);
     }
     this.#scheduleVerify();
   }
@@ -2574,7 +2813,8 @@ export class SparkplugHost {
     const due = (node: EdgeNodeState): boolean =>
       node.lastRebirthAt === undefined || now - node.lastRebirthAt >= interval;
     for (const [node, reason] of [...this.#reask]) {
-      if (node.state !== "offline" || now >= (node.reaskUntil ?? 0)) this.#reask.delete(node);
+      if (node.state !== "offline" || node.reaskSince === undefined || this.#readingSince(node.reaskSince) >= timeout)
+        this.#reask.delete(node);
       else if (due(node)) this.#requestRebirth(node, "messages-maybe-lost", reason);
     }
     for (const node of [...this.#verifying]) {
@@ -2584,12 +2824,13 @@ export class SparkplugHost {
         this.#verifying.delete(node);
         continue;
       }
-      if (verify.requestedAt === undefined) {
-        if (this.#requestRebirth(node, "messages-maybe-lost", verify.reason)) verify.requestedAt = now;
-      } else if (now - verify.requestedAt >= timeout) {
+      if (verify.requested === undefined) {
+        if (this.#requestRebirth(node, "messages-maybe-lost", verify.reason)) verify.requested = this.#readingClock();
+      } else if (this.#readingSince(verify.requested) >= timeout) {
+        const held = now - verify.requested.at - this.#readingSince(verify.requested);
         this.#nodeDied(
           node,
-          `no NBIRTH within rebirthTimeoutMs (${timeout} ms) of the rebirth request sent because ${verify.reason}`,
+          `no NBIRTH within rebirthTimeoutMs (${timeout} ms) of the host reading from the broker after the rebirth request sent ${new Date(verify.requested.at).toISOString()} because ${verify.reason} (counted only while the host read: ${Math.round(held)} ms it held its broker connection since are not counted)`,
         );
         node.lastSeq = undefined;
       } else if (due(node)) this.#requestRebirth(node, "messages-maybe-lost", verify.reason);

@@ -1,4 +1,4 @@
-import { KilnError, type Sample, type Store } from "@kiln/core";
+import { KilnError, MemoryStore, type Sample, type Store } from "@kiln/core";
 import type { SampleWriteResult } from "@kiln/core/driver-kit";
 import mqtt from "mqtt";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
@@ -324,5 +324,25 @@ describe("Sparkplug host: what it cannot read, store or keep up with", () => {
         { path: "store" },
         { path: "rebirthTimeoutMs" },
       ]);
+    // adv19r M1: the death watch's own login.
+    const store = new MemoryStore();
+    for (const [deathWatchMqtt, path] of [
+      ["scada", "deathWatchMqtt"],
+      [{ username: 7 }, "deathWatchMqtt.username"],
+      [{ password: 7 }, "deathWatchMqtt.password"],
+      [{ keepalive: 5 }, "deathWatchMqtt.keepalive"],
+    ] as const)
+      expect(paths({ brokerUrl: "mqtt://x", hostId: "h", groups: ["g"], store, deathWatchMqtt })).toMatchObject([
+        { path },
+      ]);
+    expect(
+      paths({
+        brokerUrl: "mqtt://x",
+        hostId: "h",
+        groups: ["g"],
+        store,
+        deathWatchMqtt: { username: "u", password: Buffer.from("p"), clientId: "c" },
+      }),
+    ).toBe("accepted");
   });
 });

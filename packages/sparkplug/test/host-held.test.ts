@@ -269,6 +269,240 @@ describe.skipIf(!mosquitto.available)("a host held by a slow store, messages dro
   });
 });
 
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Holds the host: its store held and enough small messages to congest its writer (the broker drops nothing yet). */
+async function holdHost(fleet: Awaited<ReturnType<typeof heldFleet>>): Promise<void> {
+  fleet.gated.hold();
+  await fleet.flood(150, 16);
+  await eventually(() => fleet.host.health().samples.queued >= 100, 5_000, "writer congested");
+  // Messages that come while it is congested: the host holds MQTT.js on them (once they arrived).
+  await fleet.flood(20, 16);
+  await sleep(200);
+}
+
+// Adversarial review adv19r (fresh pass on fix19o-fix19t, own mosquitto): deaths the watch read
+// were lost, and the rebirth timeout ran while the host itself held the answers.
+describe.skipIf(!mosquitto.available)(
+  "deaths the watch reads are never lost; the rebirth timeout counts only while the host reads (adv19r)",
+  () => {
+    // H1: the watch dropped the death of an edge node the host did not know yet (its NBIRTH still
+    // waited for the held main session); the broker dropped the NDEATH from the held queue, and
+    // the NBIRTH taken after the hold showed the dead node online and good for ever.
+    test("an edge node unknown to the host, born and dead while it is held, its NDEATH dropped by the broker, ends offline, its metric not good", async () => {
+      const fleet = await heldFleet();
+      const { broker, host, flood, gated } = fleet;
+      const offline: string[] = [];
+      host.events.on("edge-node-change", (change) => {
+        if (change.edgeNodeId === VICTIM && change.deviceId === undefined && change.state === "offline")
+          offline.push(change.reason);
+      });
+      await holdHost(fleet);
+      const victim = await RawEdgeNode.connect(broker.url, GROUP, VICTIM, 1);
+      cleanups.push(() => victim.close());
+      await victim.nbirth(1, [{ name: "temp", alias: 1, timestamp: Date.now(), datatype: "Double", value: 21 }]);
+      // QoS 1 messages the held host does not acknowledge: past the broker's 10 in flight and 20
+      // queued for it, what follows at QoS 1 (the victim's Will) is dropped.
+      fleet.flooder.qos = 1;
+      await flood(60, 16);
+      victim.client.stream.destroy();
+      await sleep(300);
+      await flood(20, 16);
+      fleet.flooder.qos = 0;
+      gated.release();
+      await eventually(() => victimState(host)?.births === 1, 20_000, "the victim's NBIRTH taken after the hold");
+      await eventually(
+        () => victimState(host)?.state === "offline" && host.latest(TEMP)?.sample.quality.severity !== "good",
+        3_000,
+        `victim offline and its metric not good (state ${victimState(host)?.state}, temp ${host.latest(TEMP)?.sample.quality.severity})`,
+      );
+      // Dead at once by the death the watch read (not only after an unanswered rebirth request).
+      expect(offline[0]).toContain("read on the death watch");
+      // Not brought back by anything later: it is dead.
+      await sleep(1_000);
+      expect(victimState(host)?.state).toBe("offline");
+      expect(host.latest(TEMP)?.sample.quality.severity).not.toBe("good");
+    });
+
+    // H1, the fallback: the deaths kept for unknown edge nodes are bounded (limits.maxEdgeNodes);
+    // an edge node whose death was pushed out, first born after the hold, is verified like those
+    // online when the hold ended: asked for a rebirth, offline without one.
+    test("an unknown edge node whose kept death was pushed out by others is verified after the hold and declared offline without an answer", async () => {
+      const fleet = await heldFleet({ limits: { maxEdgeNodes: 3 } });
+      const { broker, host, flood, gated } = fleet;
+      const offline: string[] = [];
+      host.events.on("edge-node-change", (change) => {
+        if (change.edgeNodeId === VICTIM && change.deviceId === undefined && change.state === "offline")
+          offline.push(change.reason);
+      });
+      await holdHost(fleet);
+      const victim = await RawEdgeNode.connect(broker.url, GROUP, VICTIM, 1);
+      cleanups.push(() => victim.close());
+      await victim.nbirth(1, [{ name: "temp", alias: 1, timestamp: Date.now(), datatype: "Double", value: 21 }]);
+      fleet.flooder.qos = 1;
+      await flood(60, 16);
+      victim.client.stream.destroy();
+      await sleep(300);
+      // Deaths of other edge nodes the host does not know: the victim's is the oldest kept, pushed out.
+      const forger = await connectAsync(broker.url, { reconnectPeriod: 0 });
+      cleanups.push(() => forger.endAsync(true));
+      for (let index = 0; index < 5; index++)
+        await forger.publishAsync(
+          sparkplugTopic({ type: "NDEATH", groupId: GROUP, edgeNodeId: `ghost-${index}` }),
+          Buffer.from(RawEdgeNode.deathBytes(1)),
+          { qos: 0 },
+        );
+      await sleep(300);
+      await flood(20, 16);
+      fleet.flooder.qos = 0;
+      gated.release();
+      await eventually(() => victimState(host)?.births === 1, 20_000, "the victim's NBIRTH taken after the hold");
+      await eventually(
+        () => victimState(host)?.state === "offline" && host.latest(TEMP)?.sample.quality.severity !== "good",
+        8_000,
+        `victim offline (state ${victimState(host)?.state})`,
+      );
+      expect(offline[0]).toContain("no NBIRTH within rebirthTimeoutMs");
+      expect(offline[0]).toContain("its first NBIRTH was taken after a hold");
+    });
+
+    // H1 sibling: an edge node that reuses one bdSeq and one Will payload in every session (Eclipse
+    // Tahu's sparkplug-client) sends the very same NDEATH each time: the death the main session
+    // took the first time stayed "already taken" and the watch ignored the second one.
+    test("an edge node that reuses one bdSeq and one Will (Eclipse Tahu) and dies again while the host is held is taken offline by the watch", async () => {
+      const fleet = await heldFleet();
+      const { broker, host, gated } = fleet;
+      const will = RawEdgeNode.deathBytes(0);
+      const session = async (temp: number) => {
+        const node = await RawEdgeNode.connect(broker.url, GROUP, VICTIM, 0, { deathPayload: will });
+        cleanups.push(() => node.close());
+        await node.nbirth(0, [{ name: "temp", alias: 1, timestamp: Date.now(), datatype: "Double", value: temp }]);
+        return node;
+      };
+      const first = await session(21);
+      await eventually(() => host.latest(TEMP)?.sample.value === 21, 5_000, "first session born");
+      first.client.stream.destroy();
+      await eventually(() => victimState(host)?.state === "offline", 5_000, "first death");
+      await sleep(300);
+      const second = await session(22);
+      await eventually(
+        () => victimState(host)?.state === "online" && host.latest(TEMP)?.sample.value === 22,
+        5_000,
+        "second session born",
+      );
+      await holdHost(fleet);
+      second.client.stream.destroy();
+      await eventually(
+        () => victimState(host)?.state === "offline" && host.latest(TEMP)?.sample.quality.severity !== "good",
+        5_000,
+        `second death read on the watch while the host is held (state ${victimState(host)?.state})`,
+      );
+      gated.release();
+    });
+
+    // H1 sibling: a death read ahead made every later birth of its bdSeq dead at once until the
+    // main session took its copy, which the broker had dropped: an edge node reusing its bdSeq
+    // (Eclipse Tahu) and born again after that death stayed offline for good.
+    test("an edge node that reuses its bdSeq, dead and born again while the host is held (its NDEATH dropped), ends online once it answers the rebirth request", async () => {
+      const fleet = await heldFleet();
+      const { broker, host, flood, gated } = fleet;
+      const will = RawEdgeNode.deathBytes(0);
+      let temp = 21;
+      const session = async () => {
+        const node = await RawEdgeNode.connect(broker.url, GROUP, VICTIM, 0, { deathPayload: will });
+        cleanups.push(() => node.close());
+        const birth = () =>
+          node.nbirth(0, [{ name: "temp", alias: 1, timestamp: Date.now(), datatype: "Double", value: temp }]);
+        node.client.on("message", () => void birth().catch(() => undefined));
+        await node.client.subscribeAsync(sparkplugTopic({ type: "NCMD", groupId: GROUP, edgeNodeId: VICTIM }), {
+          qos: 1,
+        });
+        await birth();
+        return node;
+      };
+      const first = await session();
+      await eventually(() => host.latest(TEMP)?.sample.value === 21, 5_000, "first session born");
+      await holdHost(fleet);
+      fleet.flooder.qos = 1;
+      await flood(60, 16);
+      first.client.stream.destroy();
+      await eventually(() => victimState(host)?.state === "offline", 5_000, "its death read on the watch");
+      await flood(20, 16);
+      fleet.flooder.qos = 0;
+      temp = 22;
+      await session();
+      gated.release();
+      await eventually(
+        () =>
+          victimState(host)?.state === "online" &&
+          host.latest(TEMP)?.sample.value === 22 &&
+          host.latest(TEMP)?.sample.quality.severity === "good",
+        15_000,
+        `victim online with temp 22 good (state ${victimState(host)?.state}, temp ${String(host.latest(TEMP)?.sample.value)})`,
+      );
+    });
+
+    // M3: the timeout ran while the host was held again, its answer queued for it at the broker,
+    // so edge nodes were declared offline in waves.
+    test("rebirthTimeoutMs counts only while the host reads: an answer queued behind a second hold does not declare the edge node offline", async () => {
+      const fleet = await heldFleet({ rebirthTimeoutMs: 1_500 });
+      const { broker, host, gated, flooder } = fleet;
+      // The flooder answers rebirth requests too (it floods in the second hold).
+      flooder.client.on("message", () =>
+        setTimeout(
+          () =>
+            void flooder
+              .nbirth(0, [{ name: "blob", alias: 1, timestamp: Date.now(), datatype: "String", value: "" }])
+              .catch(() => undefined),
+          300,
+        ),
+      );
+      await flooder.client.subscribeAsync(sparkplugTopic({ type: "NCMD", groupId: GROUP, edgeNodeId: FLOODER }), {
+        qos: 1,
+      });
+      const victim = await RawEdgeNode.connect(broker.url, GROUP, VICTIM, 1);
+      cleanups.push(() => victim.close());
+      let temp = 21;
+      const birth = () =>
+        victim.nbirth(1, [{ name: "temp", alias: 1, timestamp: Date.now(), datatype: "Double", value: temp }]);
+      const requests: number[] = [];
+      // Answers each rebirth request 300 ms later, as an edge node busy with its births may.
+      victim.client.on("message", () => {
+        requests.push(Date.now());
+        setTimeout(() => void birth().catch(() => undefined), 300);
+      });
+      await victim.client.subscribeAsync(sparkplugTopic({ type: "NCMD", groupId: GROUP, edgeNodeId: VICTIM }), {
+        qos: 1,
+      });
+      await birth();
+      await eventually(() => host.latest(TEMP)?.sample.value === 21, 5_000, "victim born");
+      const offline: string[] = [];
+      host.events.on("edge-node-change", (change) => {
+        if (change.edgeNodeId === VICTIM && change.deviceId === undefined && change.state === "offline")
+          offline.push(change.reason);
+      });
+      await holdHost(fleet);
+      gated.release();
+      await eventually(() => requests.length > 0, 10_000, "a rebirth asked for after the hold");
+      temp = 22;
+      // Held again before the answer comes, for twice rebirthTimeoutMs.
+      await holdHost(fleet);
+      await sleep(3_000);
+      expect(offline).toEqual([]);
+      gated.release();
+      await eventually(
+        () =>
+          victimState(host)?.state === "online" &&
+          host.latest(TEMP)?.sample.value === 22 &&
+          host.latest(TEMP)?.sample.quality.severity === "good",
+        10_000,
+        "victim online, its answer taken",
+      );
+      expect(offline).toEqual([]);
+    });
+  },
+);
+
 // Adversarial review adv19k M2: a store stall longer than 1.5 × keepalive ends the host's session
 // (held, MQTT.js reads no PINGRESP). Kept on purpose (the Will tells edge nodes to keep their data;
 // ADR 0043, amendment fix19q), but named for its cause: before, health blamed the broker.

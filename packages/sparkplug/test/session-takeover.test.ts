@@ -1,6 +1,10 @@
 // Issue 19, adversarial review adv19p M2: two clients with one MQTT client id (two hosts given the
 // same mqtt.clientId, a client using a host's "<clientId>-deaths", two edge nodes) end each other's
 // session at every reconnect. Against the test's own mosquitto.
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { MemoryStore } from "@kiln/core";
 import type { DriverStatusChange } from "@kiln/core/driver-kit";
 import mqtt from "mqtt";
@@ -9,6 +13,7 @@ import { SparkplugHost } from "../src/host";
 import { mosquittoAvailability, startMosquitto } from "../src/testing/index";
 import { edgeFixture } from "./support/edge-fixture";
 import { eventually } from "./support/host-harness";
+import { configuredBroker } from "./support/limited-broker";
 
 const mosquitto = mosquittoAvailability();
 if (!mosquitto.available) console.log(`session-takeover.test.ts skipped: ${mosquitto.reason}`);
@@ -131,3 +136,88 @@ describe.skipIf(!mosquitto.available)("a session taken over by another client (a
     expect(connects - before).toBeLessThan(12);
   });
 });
+
+/** A password file line for `user` (mosquitto_passwd's hash). */
+function passwordLine(user: string, password: string): string {
+  const dir = mkdtempSync(path.join(tmpdir(), "kiln-passwd-"));
+  try {
+    const file = path.join(dir, "passwd");
+    execFileSync("mosquitto_passwd", ["-b", "-c", file, user, password]);
+    return readFileSync(file, "utf8");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// Adversarial review adv19r, M1: with mosquitto's `use_username_as_clientid true` the broker gives
+// every session of one username the username as its client id, so the host's main session and
+// its death watch (same credentials) take each other over at every connect; the host never came
+// up and nothing named the cause.
+// mosquitto_passwd comes with mosquitto; without it the broker's password file cannot be made.
+const passwdTool = spawnSync("mosquitto_passwd", ["-h"]).error === undefined;
+if (mosquitto.available && !passwdTool) console.log("session-takeover.test.ts: adv19r M1 skipped: no mosquitto_passwd");
+
+describe.skipIf(!mosquitto.available || !passwdTool)(
+  "a broker that makes client ids from usernames (adv19r M1)",
+  () => {
+    async function usernameBroker() {
+      const passwd = passwordLine("scada", "s3cret") + passwordLine("scada-deaths", "s3cret-d");
+      const broker = await configuredBroker(["use_username_as_clientid true", "password_file {dir}/passwd"], {
+        passwd,
+      });
+      cleanups.push(() => broker.stop());
+      return broker;
+    }
+
+    function usernameHost(url: string, deathWatchMqtt?: { username: string; password: string }) {
+      const made = new SparkplugHost({
+        brokerUrl: url,
+        hostId: "host-u",
+        groups: ["plant-user"],
+        store: new MemoryStore(),
+        stopLingerMs: 50,
+        drainTimeoutMs: 1_000,
+        reconnect: RECONNECT,
+        mqtt: { username: "scada", password: "s3cret" },
+        ...(deathWatchMqtt === undefined ? {} : { deathWatchMqtt }),
+      });
+      const connects: number[] = [];
+      const reasons: string[] = [];
+      made.events.on("link-change", (change) => {
+        if (change.to === "connected") connects.push(Date.now());
+        if (change.reason !== undefined) reasons.push(change.reason);
+      });
+      cleanups.push(() => made.stop());
+      return { host: made, connects, reasons };
+    }
+
+    test("the host's two sessions replacing each other are named, with the hint, and retried on a growing backoff", async () => {
+      const { url } = await usernameBroker();
+      const { host, reasons } = usernameHost(url);
+      await host.start();
+      const attempts: number[] = [];
+      host.events.on("link-change", (change) => void (change.to === "reconnecting" && attempts.push(Date.now())));
+      const started = Date.now();
+      await new Promise((resolve) => setTimeout(resolve, WINDOW_MS));
+      const named = (text: string | undefined) =>
+        text !== undefined && text.includes("death watch") && text.includes("use_username_as_clientid");
+      expect(reasons.some(named), reasons.slice(-3).join("\n")).toBe(true);
+      expect(host.health().problems.some(named), host.health().problems.join("\n")).toBe(true);
+      // At the cap (2.4 s less jitter) a handful of attempts in the last half of the window, not one per step.
+      const late = attempts.filter((at) => at >= started + WINDOW_MS / 2).length;
+      console.log(`username as client id: ${attempts.length} losses, ${late} in the last ${WINDOW_MS / 2} ms`);
+      expect(late).toBeLessThanOrEqual(4);
+    });
+
+    test("with deathWatchMqtt credentials of its own the watch has its own client id and the host comes up and stays", async () => {
+      const { url } = await usernameBroker();
+      const { host, connects } = usernameHost(url, { username: "scada-deaths", password: "s3cret-d" });
+      await host.start();
+      await host.whenConnected();
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      expect(host.health().link).toBe("connected");
+      expect(connects.length).toBe(1);
+      expect(host.health().problems).toEqual([]);
+    });
+  },
+);

@@ -81,6 +81,8 @@ export class RawEdgeNode {
   readonly edgeNodeId: string;
   /** The seq of the next message (set it to make a gap). */
   seq = 0;
+  /** The QoS of its births, data and DDEATHs (a broker bounds the QoS 1 messages in flight to a client). */
+  qos: 0 | 1 = 0;
 
   private constructor(client: MqttClient, groupId: string, edgeNodeId: string) {
     this.client = client;
@@ -90,14 +92,16 @@ export class RawEdgeNode {
 
   /**
    * Connects with NDEATH (bdSeq) as the Will, QoS 1, not retained (`retainWill`: retained, as a
-   * non-conformant edge node does); MQTT 3.1.1 unless `protocolVersion` says 5.
+   * non-conformant edge node does); MQTT 3.1.1 unless `protocolVersion` says 5. `deathPayload`:
+   * the Will's payload as given (Eclipse Tahu's sparkplug-client builds it once, with bdSeq 0 and
+   * one timestamp, and sends the same bytes in every session).
    */
   static async connect(
     url: string,
     groupId: string,
     edgeNodeId: string,
     bdSeq = 0,
-    options: { protocolVersion?: 4 | 5; retainWill?: boolean } = {},
+    options: { protocolVersion?: 4 | 5; retainWill?: boolean; deathPayload?: Uint8Array } = {},
   ): Promise<RawEdgeNode> {
     const client = await mqtt.connectAsync(url, {
       clean: true,
@@ -105,7 +109,7 @@ export class RawEdgeNode {
       ...(options.protocolVersion === undefined ? {} : { protocolVersion: options.protocolVersion }),
       will: {
         topic: sparkplugTopic({ type: "NDEATH", groupId, edgeNodeId }),
-        payload: Buffer.from(RawEdgeNode.deathBytes(bdSeq)),
+        payload: Buffer.from(options.deathPayload ?? RawEdgeNode.deathBytes(bdSeq)),
         qos: 1,
         retain: options.retainWill ?? false,
       },
@@ -127,7 +131,7 @@ export class RawEdgeNode {
   }
 
   async #publish(topic: string, payload: SparkplugPayload, omitDatatype = false): Promise<void> {
-    await this.client.publishAsync(topic, Buffer.from(encodePayload(payload, { omitDatatype })), { qos: 0 });
+    await this.client.publishAsync(topic, Buffer.from(encodePayload(payload, { omitDatatype })), { qos: this.qos });
   }
 
   /** NBIRTH with seq 0, bdSeq, `Node Control/Rebirth` and `metrics`. */
