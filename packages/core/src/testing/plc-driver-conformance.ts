@@ -508,6 +508,9 @@ export function plcDriverAbortConformance(options: PlcDriverConformanceOptions):
         const stall = feature(fixture, "stall");
         expect(writable.length > 0).toBe(true);
         await driver.connect();
+        // Once first, so a driver that reads what it needs about the tag on its first write (an OPC
+        // UA node's DataType) sends the write request itself after the stall.
+        await driver.write(writable[0]!.tag, writable[0]!.value);
         await stall();
         const controller = new AbortController();
         const writing = rejection(driver.write(writable[0]!.tag, writable[0]!.value, controller.signal));
