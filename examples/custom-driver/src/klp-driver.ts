@@ -120,7 +120,21 @@ export class KlpDriver implements PlcDriver {
     }
     const [address] = klpAddressesOf([tag]);
     this.#assertConnected();
-    const reply = await this.#request(`WRITE ${address} ${encodeKlpValue(value)}`, signal);
+    // The driver contract: a failure says whether the request may have reached the device. Once the
+    // line is written it may have been applied (aborted, connection lost before the reply): the core
+    // then holds the tag's later writes behind it and audits it unconfirmed, never "not taken".
+    const sent = signal?.aborted !== true;
+    let reply: string;
+    try {
+      reply = await this.#request(`WRITE ${address} ${encodeKlpValue(value)}`, signal);
+    } catch (error) {
+      if (!KilnError.is(error)) throw error;
+      throw new KilnError(error.code, error.message, {
+        cause: error.cause ?? error,
+        retryable: sent ? false : error.retryable,
+        details: { ...error.details, sent },
+      });
+    }
     if (reply !== "OK") {
       throw new KilnError("KILN_WRITE_REJECTED", `KLP device refused the write of "${tag.name}": ${reply}`, {
         details: { tag: tag.name, klpCode: Number(reply.split(" ")[1]) },

@@ -25,7 +25,14 @@ import {
   severityOfStatusCode,
   type SubscriptionOptions,
 } from "@kiln/core/driver-kit";
-import { ConnectionLifecycle, raceAbort, reconnectDelay, TagListCache, type Disposer } from "@kiln/core/driver-kit";
+import {
+  abortError,
+  ConnectionLifecycle,
+  raceAbort,
+  reconnectDelay,
+  TagListCache,
+  type Disposer,
+} from "@kiln/core/driver-kit";
 import type { DataValue, NodeId, ReadValueIdOptions } from "node-opcua-client";
 import type { Connection, OutstandingRequest, ServerInfo, ServiceFaultAnswer } from "./opcua-connection";
 import type { ConnectErrorContext } from "./opcua-errors";
@@ -259,7 +266,11 @@ export class OpcuaDriver implements PlcDriver {
       this.#orphans.clear();
       const connection = this.#connection;
       this.#connection = undefined;
-      if (connection) await this.#dispose(connection);
+      // Bounded like a rebuild's upkeep: a stalled link must not hold close() (and the system's
+      // stop) for the whole requestMs, up to 60 s (adv13 M1).
+      if (connection) {
+        await this.#dispose(connection, Math.min(this.#options.timeouts.requestMs, this.#silenceBound(connection)));
+      }
       await this.#repairing;
       this.#dataTypes.clear();
     }, "closed by the application");
@@ -277,6 +288,7 @@ export class OpcuaDriver implements PlcDriver {
    *   (retryable) when the call as a whole fails.
    */
   async read(requested: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
+    const lifetime = this.#lifecycle.signal;
     const connection = this.#requireConnection();
     if (requested.length === 0) return [];
     const plan = this.#planFor(requested, connection);
@@ -285,13 +297,18 @@ export class OpcuaDriver implements PlcDriver {
     const tags = requested.slice();
     let results: DataValue[][];
     try {
+      // Ended by the caller's signal, or by close() (KILN_ABORTED at once, adv13 M1).
       results = await raceAbort(
-        asApplicationCall(() =>
-          Promise.all(
-            plan.chunks.map((chunk) => connection.session.read(chunk.nodesToRead as ReadValueIdOptions[], 0)),
+        raceAbort(
+          asApplicationCall(() =>
+            Promise.all(
+              plan.chunks.map((chunk) => connection.session.read(chunk.nodesToRead as ReadValueIdOptions[], 0)),
+            ),
           ),
+          signal,
+          "the OPC UA read",
         ),
-        signal,
+        lifetime,
         "the OPC UA read",
       );
     } catch (error) {
@@ -364,6 +381,29 @@ export class OpcuaDriver implements PlcDriver {
       }
       throw new KilnValidationError(`write to ${tag.name}`, [{ path: "value", message: problem }]);
     }
+    // Whether a WriteRequest of this call may have reached the server: every failure says so in
+    // `details.sent` (the driver contract; docs/adr/0022, amendment fix13y).
+    let sent = false;
+    try {
+      await this.#writeChecked(tag, plain, signal, (value) => (sent = value));
+    } catch (error) {
+      throw error instanceof KilnValidationError ? error : this.#rt.withWriteSent(error, sent);
+    }
+  }
+
+  /**
+   * `write` after the value's checks. `sending(true)` right before a WriteRequest is handed to
+   * `session.write`; `sending(false)` once it is known not applied (the server answered it, refused
+   * it with a service fault, or node-opcua failed it before the wire).
+   */
+  async #writeChecked(
+    tag: Tag,
+    plain: ReturnType<typeof plainTagValue>,
+    signal: AbortSignal | undefined,
+    sending: (sent: boolean) => void,
+  ): Promise<void> {
+    // Aborted by close(): a call still out then rejects KILN_ABORTED at once (adv13 M1).
+    const lifetime = this.#lifecycle.signal;
     const connection = this.#requireConnection();
     const address = this.#addressesOf([tag])[0]!;
     const unbound = this.#rt.namespaceProblem(address, connection);
@@ -387,23 +427,38 @@ export class OpcuaDriver implements PlcDriver {
     }
     const send = async (target: OpcuaWriteTarget): Promise<number> => {
       const variant = this.#rt.variantForWrite(plain, target, tag, address.text);
+      // Ended before it is sent: nothing goes out (raceAbort alone would still send it).
+      if (signal?.aborted) throw abortError(signal, "the OPC UA write");
+      if (lifetime.aborted) throw abortError(lifetime, "the OPC UA write");
+      sending(true);
       try {
         const status = await raceAbort(
-          asApplicationCall(() =>
-            connection.session.write({ nodeId, attributeId: this.#rt.AttributeIds.Value, value: { value: variant } }),
+          raceAbort(
+            asApplicationCall(() =>
+              connection.session.write({ nodeId, attributeId: this.#rt.AttributeIds.Value, value: { value: variant } }),
+            ),
+            signal,
+            "the OPC UA write",
           ),
-          signal,
+          lifetime,
           "the OPC UA write",
         );
+        // Answered: applied (Good) or refused with this status, either way known.
+        sending(false);
         return status.value;
       } catch (error) {
+        if (this.#rt.writeNotApplied(error)) sending(false);
         throw this.#requestError(error, "write");
       }
     };
     const discover = (): Promise<OpcuaWriteTarget> =>
       raceAbort(
-        asApplicationCall(() => this.#dataTypeOf(connection, nodeId, tag, address.text)),
-        signal,
+        raceAbort(
+          asApplicationCall(() => this.#dataTypeOf(connection, nodeId, tag, address.text)),
+          signal,
+          "the OPC UA write",
+        ),
+        lifetime,
         "the OPC UA write",
       );
     const target = await discover();
@@ -1373,15 +1428,19 @@ export class OpcuaDriver implements PlcDriver {
   }
 
   /**
-   * Disconnects `connection`, first closing its session with its subscriptions (each step bounded
-   * by `boundMs`: `timeouts.requestMs` for the application's `close()`, the link stall bound for a
-   * rebuild's upkeep) unless node-opcua is re-opening its channel (then nothing can reach the
+   * Disconnects `connection`, first closing its session with its subscriptions (both steps
+   * together bounded by `boundMs`: the link stall bound, capped at `timeouts.requestMs`, for the
+   * application's `close()` and a rebuild's upkeep; `timeouts.requestMs` otherwise) unless node-opcua is re-opening its channel (then nothing can reach the
    * server and the client must stop dialling at once). Resolves to whether the session was closed.
    */
   async #dispose(connection: Connection, boundMs = this.#options.timeouts.requestMs): Promise<boolean> {
     this.#unwatchLink(connection);
     connection.client.removeAllListeners();
     connection.session.removeAllListeners();
+    // One budget for both steps: on a stalled link the disconnect waits for the CloseSession
+    // still out, so bounding each step alone took twice the bound (adv13 M1). An abandoned step
+    // still ends in node-opcua, at the CloseSession's own requestMs timeout at the latest.
+    const until = this.#clock.now() + boundMs;
     const bound = async <T>(promise: Promise<T>): Promise<boolean> => {
       const deadline = new AbortController();
       const done = await Promise.race([
@@ -1389,7 +1448,7 @@ export class OpcuaDriver implements PlcDriver {
           () => true,
           () => false,
         ),
-        this.#clock.sleep(boundMs, deadline.signal).then(
+        this.#clock.sleep(Math.max(0, until - this.#clock.now()), deadline.signal).then(
           () => false,
           () => false,
         ),

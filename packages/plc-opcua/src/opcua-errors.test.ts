@@ -1,6 +1,15 @@
 import { KilnError } from "@kiln/core";
 import { describe, expect, test } from "vitest";
-import { connectError, redact, requestError, statusNameOf, statusOfError } from "./opcua-errors";
+import { StatusCodes } from "node-opcua-client";
+import {
+  connectError,
+  redact,
+  requestError,
+  statusNameOf,
+  statusOfError,
+  withWriteSent,
+  writeNotApplied,
+} from "./opcua-errors";
 
 const context = {
   endpointUrl: "opc.tcp://plc:4840",
@@ -154,5 +163,45 @@ describe("requestError", () => {
     expect(
       requestError(new Error("BadInvalidArgument (0x80ab0000) sessionTimeout out of range"), "subscribe"),
     ).toMatchObject({ code: "KILN_DEVICE_ERROR", retryable: false });
+  });
+});
+
+describe("writeNotApplied and withWriteSent (docs/adr/0022, amendment fix13y)", () => {
+  const fault = (statusCode: { readonly value: number }): Error =>
+    Object.assign(new Error("ServiceFault"), {
+      response: { responseHeader: { serviceResult: { value: statusCode.value } } },
+    });
+
+  test("a service fault the server answered is not applied, except a timeout fault", () => {
+    expect(writeNotApplied(fault(StatusCodes.BadSessionIdInvalid))).toBe(true);
+    expect(writeNotApplied(fault(StatusCodes.BadTooManyOperations))).toBe(true);
+    expect(writeNotApplied(fault(StatusCodes.BadTimeout))).toBe(false);
+    expect(writeNotApplied(fault(StatusCodes.BadRequestTimeout))).toBe(false);
+  });
+
+  test("node-opcua's failures before the wire are not applied; a lost answer may have been", () => {
+    expect(writeNotApplied(new Error("Invalid Channel BadConnectionClosed"))).toBe(true);
+    expect(
+      writeNotApplied(new Error("Session has been closed and should not be used to perform a transaction anymore")),
+    ).toBe(true);
+    expect(writeNotApplied(new Error("Connection Break"))).toBe(false);
+    expect(writeNotApplied(new Error("Transaction has timed out ( timeout = 3000 ms , request = WriteRequest)"))).toBe(
+      false,
+    );
+    expect(writeNotApplied(new KilnError("KILN_ABORTED", "aborted"))).toBe(false);
+  });
+
+  test("withWriteSent: sent true is not retryable and says so; sent false keeps retryable", () => {
+    const lost = new KilnError("KILN_CONNECTION_FAILED", "lost.", { retryable: true, details: { operation: "write" } });
+    const sent = withWriteSent(lost, true) as KilnError;
+    expect(sent).toMatchObject({
+      code: "KILN_CONNECTION_FAILED",
+      retryable: false,
+      details: { operation: "write", sent: true },
+    });
+    expect(sent.message).toMatch(/may have applied it/);
+    const notSent = withWriteSent(lost, false) as KilnError;
+    expect(notSent).toMatchObject({ retryable: true, details: { sent: false } });
+    expect(notSent.message).toMatch(/not sent/);
   });
 });

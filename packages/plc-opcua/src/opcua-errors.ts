@@ -278,3 +278,53 @@ export function requestError(error: unknown, operation: string, secret?: string)
     details,
   });
 }
+
+/**
+ * node-opcua's own failures of a request it never put on the wire: the session or channel was
+ * already unusable when the request was made (`Invalid Channel`, a closed session, no secure
+ * channel or transport), or the request waited for a repair that then failed or was disposed.
+ */
+const FAILED_BEFORE_THE_WIRE =
+  /Invalid Channel|should not be used to perform a transaction|waiting for reconnection|No SecureChannel|Invalid client state|Socket is closed ! while processing|Transport disconnected or channel not opened|^Client not connected/;
+
+/**
+ * Whether a WriteRequest handed to node-opcua's `session.write` is known not to have been
+ * applied by the server (docs/adr/0022, amendment fix13y): node-opcua failed it before it went out
+ * ({@link FAILED_BEFORE_THE_WIRE}), or the server answered the whole request with a service fault
+ * (a Bad `serviceResult` on the response: the service was not executed), except a timeout fault,
+ * after which the server may still have applied it. Anything else (a timeout, a connection lost
+ * or broken by the link watchdog while the request was out, an abort, an unknown error) may have
+ * reached the server: `false`.
+ */
+export function writeNotApplied(error: unknown): boolean {
+  if (typeof error !== "object" || error === null || KilnError.is(error)) return false;
+  const response = (error as { response?: { responseHeader?: { serviceResult?: { value?: unknown } } } }).response;
+  const serviceResult = response?.responseHeader?.serviceResult?.value;
+  if (typeof serviceResult === "number" && serviceResult !== 0) {
+    return !TIMEOUT_STATUSES.has(statusNameOf(serviceResult));
+  }
+  const message = (error as { message?: unknown }).message;
+  return typeof message === "string" && FAILED_BEFORE_THE_WIRE.test(message.trim());
+}
+
+/**
+ * `error` with `details.sent` (the driver contract, `PlcDriver.write`): `false` when the write
+ * request never reached the server or the server refused it unapplied; `true` when it may have
+ * been applied (it was sent and its answer is unknown), then not `retryable` (repeating a write
+ * that may have landed can apply it twice) and its message says so. Errors other than
+ * `KilnError` are returned as they are.
+ */
+export function withWriteSent(error: unknown, sent: boolean): unknown {
+  if (!KilnError.is(error)) return error;
+  if (error.details.sent === sent && (!sent || !error.retryable)) return error;
+  const message = sent
+    ? `${error.message} The write was sent: the server may have applied it.`
+    : error.message.includes("not sent")
+      ? error.message
+      : `${error.message} (not sent)`;
+  return new KilnError(error.code, message, {
+    cause: error.cause ?? error,
+    retryable: sent ? false : error.retryable,
+    details: { ...error.details, sent },
+  });
+}

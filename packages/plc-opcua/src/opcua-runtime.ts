@@ -40,6 +40,8 @@ export {
   isAuthenticationFailure,
   redact,
   requestError,
+  withWriteSent,
+  writeNotApplied,
   serverCertificateUntrusted,
   statusOfError,
 } from "./opcua-errors";

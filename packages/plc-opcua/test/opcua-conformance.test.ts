@@ -5,6 +5,7 @@ import { defineTags } from "@kiln/core";
 import { plcDriverConformance } from "@kiln/core/testing";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { OpcuaDriver, OpcuaSimulator } from "../src/index";
+import { TcpProxy } from "./support/tcp-proxy";
 
 // The PlcDriver contract every driver meets, against a real OPC UA server on loopback.
 const tags = defineTags({
@@ -44,16 +45,16 @@ for (const subscribe of [true, false]) {
     capabilities: { subscribe: true, browse: true },
     groups: { subscribe },
     features: { missing: true, unreachable: true },
-    unsupported: {
-      stall:
-        "OpcuaSimulator (a node-opcua server) has no switch to stop answering requests while keeping the session open",
-    },
     factory: async () => {
       round++;
+      // Through a TCP proxy that can stop forwarding the server's answers (the stall cases, fix13y):
+      // the session stays open, requests reach the server, nothing comes back.
+      const proxy = new TcpProxy(simulator.port);
+      const endpointUrl = await proxy.start();
       // Each fixture writes values that differ from what the previous one left behind.
       return {
         driver: new OpcuaDriver({
-          endpointUrl: simulator.endpointUrl,
+          endpointUrl,
           pki: { dir: pkiDir, trustedServerCertificates: [simulator.certificateFile] },
         }),
         readable: [tags.get("reactor.pressure"), tags.get("reactor.count"), tags.get("valve.open")],
@@ -79,6 +80,8 @@ for (const subscribe of [true, false]) {
           await simulator.stop();
           await simulator.start();
         },
+        stall: () => proxy.muteServer(),
+        cleanup: () => proxy.close(),
       };
     },
   });

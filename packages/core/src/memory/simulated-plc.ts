@@ -165,7 +165,19 @@ export class SimulatedPlc implements PlcDriver {
       throw new KilnError("KILN_TAG_NOT_WRITABLE", `Tag "${tag.name}" is read-only.`, { details: { tag: tag.name } });
     }
     this.#assertConnected();
-    await this.#latency(signal);
+    const alreadyAborted = signal?.aborted === true;
+    try {
+      await this.#latency(signal);
+    } catch (error) {
+      // Ended while "on the wire" (a hang, latency): it may have landed, as the driver contract
+      // says with `details.sent: true` (PlcDriver.write; the conformance suite checks it).
+      if (alreadyAborted || !KilnError.is(error)) throw error;
+      throw new KilnError(error.code, error.message, {
+        cause: error.cause ?? error,
+        retryable: error.retryable,
+        details: { ...error.details, sent: true },
+      });
+    }
     this.#assertConnected();
     if (!this.#tags.has(tag.name)) {
       throw new KilnError("KILN_WRITE_REJECTED", `Simulated PLC has no tag "${tag.name}".`, {

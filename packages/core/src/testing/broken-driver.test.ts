@@ -162,6 +162,7 @@ const CAUGHT_BY: Record<Exclude<BrokenRule, "none">, readonly string[]> = {
     "connect aborted while in progress rejects promptly with KILN_ABORTED",
     "read with an already-aborted signal rejects with KILN_ABORTED",
     "a read the device does not answer rejects promptly when its signal aborts",
+    "a write sent to a device that does not answer says it may have landed (details.sent true) when its signal aborts",
   ],
   "plain-errors": [
     "connect to an unreachable endpoint rejects with a retryable KILN_CONNECTION_FAILED",
@@ -175,6 +176,7 @@ const CAUGHT_BY: Record<Exclude<BrokenRule, "none">, readonly string[]> = {
   "write-abort-ignored": [
     "write with an already-aborted signal rejects with KILN_ABORTED and writes nothing",
     "a write the device does not answer rejects promptly when its signal aborts",
+    "a write sent to a device that does not answer says it may have landed (details.sent true) when its signal aborts",
   ],
   "read-after-close": [
     "close while a read is in flight settles the read; one settling after close rejects typed or carries no good sample",

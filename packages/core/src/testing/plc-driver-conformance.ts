@@ -500,6 +500,36 @@ export function plcDriverAbortConformance(options: PlcDriverConformanceOptions):
       expect(await codeWithin(writing, promptMs)).toBe("KILN_ABORTED");
     });
 
+    define(
+      options,
+      "a write sent to a device that does not answer says it may have landed (details.sent true) when its signal aborts",
+      async (fixture) => {
+        const { driver, writable } = fixture;
+        const stall = feature(fixture, "stall");
+        expect(writable.length > 0).toBe(true);
+        await driver.connect();
+        // Once first, so a driver that reads what it needs about the tag on its first write (an OPC
+        // UA node's DataType) sends the write request itself after the stall.
+        await driver.write(writable[0]!.tag, writable[0]!.value);
+        await stall();
+        const controller = new AbortController();
+        const writing = rejection(driver.write(writable[0]!.tag, writable[0]!.value, controller.signal));
+        // Time for the request to go out; the device may have taken it, its answer never comes.
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        controller.abort();
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const error = await Promise.race([
+          writing,
+          new Promise((resolve) => (timer = setTimeout(() => resolve(`still pending after ${promptMs} ms`), promptMs))),
+        ]).finally(() => clearTimeout(timer));
+        // The core holds the tag's later writes behind it and audits it `:landed` (PlcDriver.write).
+        expect(KilnError.is(error) ? { code: error.code, sent: error.details.sent } : String(error)).toEqual({
+          code: "KILN_ABORTED",
+          sent: true,
+        });
+      },
+    );
+
     define(options, "a read the device does not answer rejects promptly when its signal aborts", async (fixture) => {
       const { driver, readable } = fixture;
       const stall = feature(fixture, "stall");
