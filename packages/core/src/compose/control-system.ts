@@ -1304,15 +1304,19 @@ export class ControlSystem {
    * cancelled before its first effect and the answer comes at once: `status: "aborted"`,
    * `stepsCompleted: 0`, `persisted: false`; that `startRecipe` rejects with `KILN_ABORTED`. `reason` is
    * the operator's comment (recorded with the entry, a string of at most 1000 characters);
-   * without one the process ends with "aborted by operator" and the entry has no comment.
+   * without one the process ends with "aborted by operator" and the entry has no comment. The
+   * command is done (its entry, and a `:fail` naming a safe-state write that failed) once the abort's
+   * effect is: the safe state written or halted and the machine at its end state; the promise
+   * resolves with the process's result once its record is saved (a stop meanwhile never turns a done
+   * abort into a failed one; ADR 0013, amendment fix15ab).
    * @throws `KILN_FORBIDDEN`, `KILN_VALIDATION` (a bad `reason`), `KILN_NOT_FOUND` (no process).
    */
-  abortProcess(principal: Principal, reason?: string): Promise<ProcessResult> {
-    return this.#command(
+  async abortProcess(principal: Principal, reason?: string): Promise<ProcessResult> {
+    const done = await this.#command(
       snapshotPrincipal(principal),
       "recipe.abort",
       this.#activeId(),
-      async (command) => {
+      async (command): Promise<ProcessResult | RecipeProcess> => {
         // A start in progress, its process not active yet (the last one may still be ending):
         // cancelled before its first effect, answered at once (adversarial review 15-2, H1).
         if (this.#recipes.pendingId !== undefined) {
@@ -1323,9 +1327,15 @@ export class ControlSystem {
         return this.#onActive(
           command,
           async (active) => {
-            const result = await active.abort(reason ?? "aborted by operator");
-            recordSafeStateFailure(command, result.problems);
-            return result;
+            // The command is done once its effect is (the safe state written or halted, the
+            // machine at its end state): the process record's save that follows is not part of
+            // it, so a slow save never makes a stop answer a done abort KILN_LIFECYCLE and record
+            // it failed (adv15b M2, as the stop's own abort since fix15ab).
+            const why = reason ?? "aborted by operator";
+            const halted = this.#recipes.active === active ? await this.#recipes.halt(why) : undefined;
+            const problems = halted?.problems ?? (await active.abort(why)).problems;
+            recordSafeStateFailure(command, problems);
+            return active;
           },
           (active) => {
             // Its effect is done (safe state written, machine back at rest): a second abort
@@ -1343,6 +1353,8 @@ export class ControlSystem {
         ...(reason === undefined ? {} : { comment: reason }),
       },
     );
+    // The caller's answer is the process's result, once its record is saved.
+    return "finished" in done ? done.finished : done;
   }
 
   /**

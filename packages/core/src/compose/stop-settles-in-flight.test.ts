@@ -260,4 +260,71 @@ describe("stop() settles everything still in flight before it returns, whatever 
     await sleep(500);
     expect(h.drops).toEqual([]);
   }, 20_000);
+
+  test.each([
+    ["with a journal", true],
+    ["(sibling) without one", false],
+  ])(
+    "adv15b M1: after a stop that gave up on the audit writer (%s), a command issued once stop() returned counts as dropped while stopped, never at the stop",
+    async (_, journal) => {
+      const h = await harness({ drainTimeoutMs: 1_000, auditTimeoutMs: 2_500, journal });
+      h.hangAudit(() => true);
+      const before = [track(h.system.writeTag(viewer, "h.sp", 1)), track(h.system.writeTag(admin, "h.sp", 2))];
+      await sleep(100);
+      const stop = await stopped(h.system);
+      for (const outcome of before) expect(outcome.code).not.toBe("pending");
+      const atReturn = h.system.health().audit;
+      const after = [
+        track(h.system.writeTag(viewer, "h.sp", 3)),
+        track(h.system.writeTag(admin, "h.sp", 4)),
+        track(h.system.writeTag(admin, "v.t0", 4)),
+      ];
+      await sleep(500);
+      expect(after.map((outcome) => outcome.code)).toEqual(["KILN_FORBIDDEN", "KILN_LIFECYCLE", "KILN_LIFECYCLE"]);
+      const later = h.system.health().audit;
+      // What stop() said when it returned stands; the three later commands are counted as what they are.
+      expect(later.droppedAtStop).toBe(atReturn.droppedAtStop);
+      expect(later.droppedWhileStopped ?? 0).toBe((atReturn.droppedWhileStopped ?? 0) + 3);
+      expect(stop.tookMs).toBeLessThan(4_000);
+    },
+    20_000,
+  );
+
+  test("adv15b M2: an operator's abort whose effect is done is recorded allowed, never released as failed, when only the process record's save is slow at a stop", async () => {
+    let saveMs = 0;
+    const h = await harness({ deviceTimeoutMs: 2_000, drainTimeoutMs: 1_000, processSaveMs: () => saveMs });
+    await h.system.startRecipe(admin, { name: "r", version: 1, steps: [{ wait: { durationMs: 60_000 } }] });
+    await sleep(150);
+    saveMs = 3_000;
+    const abort = track(h.system.abortProcess(admin, "user"));
+    await sleep(50);
+    const stop = await stopped(h.system);
+    const entries = h.stored.filter((item) => item.entry.action === "recipe.abort" && item.entry.principal === "ada");
+    expect(entries.map((item) => item.entry.outcome)).toEqual(["allowed"]);
+    expect(entries[0]!.at).toBeLessThanOrEqual(stop.at);
+    expect(h.system.health().audit.droppedAtStop).toBe(0);
+    // The caller's answer is the process's result once the save is done: aborted, not refused.
+    await sleep(3_500);
+    expect(abort.code).toBe("ok");
+    expect(
+      h.stored.filter((item) => item.entry.action === "recipe.abort" && item.entry.principal === "ada"),
+    ).toHaveLength(1);
+  }, 20_000);
+
+  test("(sibling of adv15b M2) an operator's abort with the device hung: its safe state halted at the stop, the :fail names it, before stop() returns", async () => {
+    const h = await harness({ deviceTimeoutMs: 4_000, drainTimeoutMs: 1_000 });
+    await h.system.startRecipe(admin, { name: "r", version: 1, steps: [{ wait: { durationMs: 60_000 } }] });
+    await sleep(150);
+    h.hangDevice();
+    const abort = track(h.system.abortProcess(admin, "user"));
+    await sleep(50);
+    const stop = await stopped(h.system);
+    expect(abort.code).not.toBe("pending");
+    const fail = h.stored.find(
+      (item) =>
+        item.entry.action === "recipe.abort" && item.entry.principal === "ada" && item.entry.id.endsWith(":fail"),
+    );
+    expect(fail?.at).toBeLessThanOrEqual(stop.at);
+    expect(fail?.entry.reason).toContain("v.t0");
+  }, 20_000);
 });

@@ -607,10 +607,18 @@ export class AuditWriter {
     this.#dropReports.reportDrop(count, reason);
   }
 
-  /** An entry recorded after stop() gave up on {@link close}: reported dropped at once. */
+  /**
+   * An entry recorded after stop() gave up on {@link close}: reported dropped at once; counted at
+   * the stop while it lasts, as one of a command issued while stopped once it is over (what stop()
+   * counted when it returned stands: adv15b M1).
+   */
   #dropAfterGiveUp(entry: AuditEntry): void {
     if (this.#gaveUpIds.has(entry.id)) return;
     this.#gaveUpIds.add(entry.id);
+    if (this.#stopped) {
+      this.#dropReports.dropWhileClosed(entry);
+      return;
+    }
     const what = `${entry.action} on ${entry.target} by ${entry.principal} (${entry.outcome}, entry ${entry.id})`;
     this.#dropReports.countAtStop(1);
     this.#logger.error(
