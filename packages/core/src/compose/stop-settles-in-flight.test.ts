@@ -327,4 +327,31 @@ describe("stop() settles everything still in flight before it returns, whatever 
     expect(fail?.at).toBeLessThanOrEqual(stop.at);
     expect(fail?.entry.reason).toContain("v.t0");
   }, 20_000);
+
+  test("adv15b L1: after a clean stop, health's audit backlog counts the journaled entries the next start records; 0 once it has", async () => {
+    const h = await harness({ drainTimeoutMs: 500, journal: true });
+    // The audit store fails fast (retryable): the writer's close is clean, the entries stay journaled.
+    const record = h.store.audit.record.bind(h.store.audit);
+    let down = true;
+    h.store.audit.record = async (entry: AuditEntry) => {
+      if (down) throw new KilnError("KILN_STORE_UNAVAILABLE", "down", { retryable: true });
+      return record(entry);
+    };
+    const outcomes = Array.from({ length: 6 }, (_, index) =>
+      track(h.system.writeTag(index % 2 === 0 ? admin : viewer, "h.sp", index)),
+    );
+    await sleep(300);
+    await h.system.stop();
+    for (const outcome of outcomes) expect(outcome.code).not.toBe("pending");
+    const audit = h.system.health().audit;
+    expect(audit.droppedAtStop).toBe(0);
+    expect(audit.durableBacklog).toBe(true);
+    expect(audit.backlog).toBeGreaterThanOrEqual(6);
+    down = false;
+    const before = h.stored.length;
+    await h.system.start();
+    await expect.poll(() => h.system.health().audit.backlog, { timeout: 5_000 }).toBe(0);
+    expect(h.stored.length - before).toBeGreaterThanOrEqual(audit.backlog);
+    await h.system.stop();
+  }, 20_000);
 });

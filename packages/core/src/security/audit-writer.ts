@@ -107,6 +107,8 @@ export class AuditWriter {
   #setAside = 0;
   /** Set by the stop once it is over (see {@link refuseCommits}), until {@link open}. */
   #stopped = false;
+  /** Entries journaled (or reserved) when {@link close} emptied the backlog: the next start records them. */
+  #keptForNextStart = 0;
   #lastError: unknown;
   /**
    * Entries dropped (`drop-oldest` at the limit, a damaged journal, tombstones an earlier version
@@ -202,9 +204,12 @@ export class AuditWriter {
     });
   }
 
-  /** Entries waiting to be recorded because the audit log failed (journaled or in memory). */
+  /**
+   * Entries waiting to be recorded because the audit log failed (journaled or in memory). After
+   * {@link close}: the journaled ones the next start records (adv15b L1), until {@link open}.
+   */
   get backlog(): number {
-    return this.#entriesInBacklog();
+    return this.#entriesInBacklog() + this.#keptForNextStart;
   }
 
   /** Entries dropped because the backlog was full, since construction. */
@@ -229,7 +234,7 @@ export class AuditWriter {
   status(): AuditWriterStatus {
     const head = this.#backlog.find((item) => item.entry !== undefined);
     return {
-      backlog: this.#entriesInBacklog(),
+      backlog: this.backlog,
       dropped: this.#dropReports.dropped,
       skipped: this.#skipped,
       skippedNotKept: this.#skippedNotKept,
@@ -336,6 +341,7 @@ export class AuditWriter {
    */
   open(): Promise<void> {
     this.#closed = false;
+    this.#keptForNextStart = 0;
     this.#stopped = false;
     this.#dropReports.reopen();
     this.#gaveUp = undefined;
@@ -513,6 +519,13 @@ export class AuditWriter {
         this.#dropReports.countAtStop(others);
         this.#dropReports.reportDrop(others, "the control system stopped before the audit store took them");
       }
+      // Journaled (or reserved) entries wait for the next start: still the backlog health reports.
+      this.#keptForNextStart = this.#backlog.filter(
+        (item) =>
+          item.entry !== undefined &&
+          (item.journaled || this.#reservedIds.has(item.entry.id)) &&
+          !this.#gaveUpIds.has(item.entry.id),
+      ).length;
       this.#backlog.length = 0;
       // The journal is closed, never opened here: a closed runner holds no journal and no lock,
       // so another system in this process (or the next start) can take it.
