@@ -334,7 +334,7 @@ describe("stop() settles everything still in flight before it returns, whatever 
     const record = h.store.audit.record.bind(h.store.audit);
     let down = true;
     h.store.audit.record = async (entry: AuditEntry) => {
-      if (down) throw new KilnError("KILN_STORE_UNAVAILABLE", "down", { retryable: true });
+      if (down) throw new KilnError("KILN_STORE_ERROR", "down", { retryable: true });
       return record(entry);
     };
     const outcomes = Array.from({ length: 6 }, (_, index) =>
