@@ -13,6 +13,8 @@ const SUSPECT_AFTER = 3;
 
 interface Followed {
   readonly clientId: string | undefined;
+  /** The session's MQTT username: the client id a broker that derives ids from logins gives it. */
+  readonly username: string | undefined;
   readonly connectedAt: number;
   takenOver: boolean;
   /** MQTT.js's own keepalive ended it (the broker did not answer, or the client read nothing): not the broker's close. */
@@ -53,7 +55,14 @@ export class SessionTakeover {
 
   /** Follows `client`, whose session was just accepted (CONNACK) under `clientId` (undefined: made up by MQTT.js). */
   follow(client: MqttClient, clientId: string | undefined): void {
-    const followed: Followed = { clientId, connectedAt: this.#clock.now(), takenOver: false, timedOut: false };
+    const username = (client.options as { username?: unknown } | undefined)?.username;
+    const followed: Followed = {
+      clientId,
+      username: typeof username === "string" && username !== "" ? username : undefined,
+      connectedAt: this.#clock.now(),
+      takenOver: false,
+      timedOut: false,
+    };
     this.#followed.set(client, followed);
     this.#current = { client, followed };
     client.on("disconnect", (packet: { reasonCode?: number }) => {
@@ -85,7 +94,10 @@ export class SessionTakeover {
         `client id ${id} in use by another client: the broker ended this session after ${lasted} ms (MQTT 5 DISCONNECT 0x8E Session taken over); two clients with one client id end each other's session at every reconnect: give each its own mqtt.clientId (a host also uses "<clientId>-deaths")`,
       );
     }
-    if (followed.clientId === undefined || followed.timedOut) return undefined;
+    // Without a client id given, MQTT.js makes one up that is nobody else's, unless the broker
+    // derives client ids from logins (mosquitto use_username_as_clientid): then two clients with
+    // one login end each other's session as two with one client id do (adv19 M3).
+    if ((followed.clientId === undefined && followed.username === undefined) || followed.timedOut) return undefined;
     const suspected = this.#shortLosses >= SUSPECT_AFTER;
     if (lasted >= (suspected ? this.#clearAfterMs : SHORT_SESSION_MS)) {
       this.#shortLosses = 0;
@@ -93,6 +105,10 @@ export class SessionTakeover {
     }
     this.#shortLosses++;
     if (this.#shortLosses < SUSPECT_AFTER) return undefined;
+    if (followed.clientId === undefined)
+      return this.#say(
+        `login ${JSON.stringify(followed.username)} likely in use by another client: the broker closed ${suspected ? "this session" : `${this.#shortLosses} sessions in a row`} within ${suspected ? `${lasted} ms` : `${SHORT_SESSION_MS / 1_000} s`} of accepting it, without a reason, as a broker that derives client ids from logins (mosquitto use_username_as_clientid; use_identity_as_username or use_subject_as_username with certificates) ends the older session of a login at every new CONNECT: give each client its own login (a host's death watch its own too: deathWatchMqtt), or turn that broker setting off${alternative === undefined ? "" : `; or: the session ended${alternative}`}`,
+      );
     return this.#say(
       `client id ${id} likely in use by another client: the broker closed ${suspected ? "this session" : `${this.#shortLosses} sessions in a row`} within ${suspected ? `${lasted} ms` : `${SHORT_SESSION_MS / 1_000} s`} of accepting it, without a reason (MQTT 3.1.1 has none, and mosquitto sends none even over MQTT 5), as a broker ends the older session of a client id at every new CONNECT: give each client its own mqtt.clientId (a host also uses "<clientId>-deaths")${alternative === undefined ? "" : `; or: the session ended${alternative}`}`,
     );

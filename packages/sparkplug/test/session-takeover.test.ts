@@ -219,5 +219,29 @@ describe.skipIf(!mosquitto.available || !passwdTool)(
       expect(connects.length).toBe(1);
       expect(host.health().problems).toEqual([]);
     });
+
+    test("adv19 M3: two hosts with one login (no client id given) take each other over: named with the login and the hint, retried on a growing backoff", async () => {
+      const { url } = await usernameBroker();
+      const watch = { username: "scada-deaths", password: "s3cret-d" };
+      const first = usernameHost(url, watch);
+      await first.host.start();
+      await first.host.whenConnected();
+      // A second host with the same logins (say a standby started by mistake as a primary).
+      const second = usernameHost(url, watch);
+      await second.host.start();
+      const named = (text: string | undefined) =>
+        text !== undefined && text.includes('login "scada"') && text.includes("use_username_as_clientid");
+      await eventually(
+        () => [...first.reasons, ...second.reasons].some(named),
+        WINDOW_MS,
+        "the shared login named in a link reason",
+      );
+      const problems = () => [...first.host.health().problems, ...second.host.health().problems];
+      const before = first.connects.length + second.connects.length;
+      await new Promise((resolve) => setTimeout(resolve, WINDOW_MS / 2));
+      // On the capped backoff, not a reconnect per second each (adv19: about one per second for ever).
+      expect(first.connects.length + second.connects.length - before).toBeLessThanOrEqual(8);
+      expect(problems().some(named) || [...first.reasons, ...second.reasons].some(named)).toBe(true);
+    });
   },
 );
