@@ -578,6 +578,54 @@ describe.skipIf(!mosquitto.available)("every death copy pairs with exactly one c
       expect(host.latest(TEMP)?.sample.quality.severity).not.toBe("good");
     });
 
+  // MEDIUM-1: the death read ahead stayed "spent" while its main copy (dropped) never came, so the
+  // live edge node's data was taken as history only, and never asked about again, for good.
+  test("a live edge node reusing its bdSeq that misses the rebirth requests after a death read ahead is asked again while its data comes, and ends online", async () => {
+    const fleet = await heldFleet();
+    const { broker, host, flood, gated, flooder } = fleet;
+    const will = RawEdgeNode.deathBytes(0);
+    let temp = 21;
+    const session = async (answer: boolean) => {
+      const node = await RawEdgeNode.connect(broker.url, GROUP, VICTIM, 0, { deathPayload: will });
+      cleanups.push(() => node.close());
+      const birth = () =>
+        node.nbirth(0, [{ name: "temp", alias: 1, timestamp: Date.now(), datatype: "Double", value: temp }]);
+      node.client.on("message", () => void birth().catch(() => undefined));
+      const subscribe = () =>
+        node.client.subscribeAsync(sparkplugTopic({ type: "NCMD", groupId: GROUP, edgeNodeId: VICTIM }), { qos: 1 });
+      if (answer) await subscribe();
+      await birth();
+      return { node, subscribe };
+    };
+    const first = await session(true);
+    await eventually(() => host.latest(TEMP)?.sample.value === 21, 5_000, "first session born");
+    await holdHost(fleet);
+    flooder.qos = 1;
+    await flood(60, 16);
+    first.node.client.stream.destroy();
+    await eventually(() => victimState(host)?.state === "offline", 5_000, "its death read on the watch");
+    await flood(20, 16);
+    flooder.qos = 0;
+    temp = 22;
+    // Born again, but deaf to NCMD at first (reconnecting): it misses the requests after the hold.
+    const second = await session(false);
+    const data = setInterval(() => {
+      temp += 0.01;
+      void second.node
+        .ndata([{ alias: 1, timestamp: Date.now(), datatype: "Double", value: temp }])
+        .catch(() => undefined);
+    }, 200);
+    cleanups.push(async () => clearInterval(data));
+    gated.release();
+    await sleep(3_000);
+    await second.subscribe();
+    await eventually(
+      () => victimState(host)?.state === "online" && host.latest(TEMP)?.sample.quality.severity === "good",
+      10_000,
+      `victim online and good once it hears the requests (state ${victimState(host)?.state})`,
+    );
+  });
+
   // HIGH-2: two deaths in one hold, nothing dropped, left a death "taken" whose watch copy had come
   // already: the node's next death, read on the watch in a later hold, was swallowed by it.
   test("after two deaths of an edge node reusing its bdSeq and Will in one hold, its next death in a later hold is taken offline by the watch", async () => {
