@@ -1259,6 +1259,10 @@ export class SparkplugHost {
         problems.push(
           `edge node ${name} unverified since ${new Date(node.verify.since).toISOString()} (${node.verify.reason}): its live values are uncertain until it answers the rebirth request${node.verify.requested === undefined ? " (not sent yet: rebirthIntervalMs)" : ""}; declared offline if no NBIRTH comes within rebirthTimeoutMs of the host reading from the broker (time held not counted)`,
         );
+      if (this.#historyOnly(node))
+        problems.push(
+          `edge node ${name} offline: its NDEATH was read on the death watch before the main session's copy, so its data is taken as history only until it is born again (a rebirth is asked for; after rebirthTimeoutMs of reading without that copy, as data before a birth, every rebirthIntervalMs)`,
+        );
       while (node.trustLost.length > 0 && node.trustLost[0]!.at < now - FLAP_WINDOW_MS) node.trustLost.shift();
       // A birth refused for a reason of its own (too large, a name twice...) is refused again at
       // every rebirth: that is the cause to name, not a duplicate edge node id.

@@ -616,8 +616,17 @@ describe.skipIf(!mosquitto.available)("every death copy pairs with exactly one c
         .catch(() => undefined);
     }, 200);
     cleanups.push(async () => clearInterval(data));
+    const named: string[] = [];
+    const watchProblems = setInterval(() => {
+      for (const problem of host.health().problems)
+        if (problem.includes(VICTIM) && problem.includes("history only")) named.push(problem);
+    }, 50);
+    cleanups.push(async () => clearInterval(watchProblems));
     gated.release();
     await sleep(3_000);
+    clearInterval(watchProblems);
+    // Named while its data is taken as history only.
+    expect(named.length).toBeGreaterThan(0);
     await second.subscribe();
     await eventually(
       () => victimState(host)?.state === "online" && host.latest(TEMP)?.sample.quality.severity === "good",
