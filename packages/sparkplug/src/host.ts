@@ -560,20 +560,24 @@ interface EdgeNodeState {
   /** While awaiting-rebirth: since when and why. */
   awaiting: { readonly since: number; readonly reason: string } | undefined;
   /**
-   * An NDEATH read on the death watch (a session of its own that is never held) while the NDEATH
-   * of the main session, behind what the broker queued before it, is not taken yet: the first
-   * birth of its bdSeq taken later is dead at once (`spent` then: a later birth of that bdSeq is
-   * not, an edge node may reuse its bdSeq), its data stored as history only (ADR 0043,
-   * amendments fix19o, fix19v).
+   * NDEATHs read on the death watch (a session of its own that is never held) whose copy the main
+   * session, behind what the broker queued before it, has not taken yet (oldest first, at most
+   * {@link DEATHS_TAKEN_KEPT}). Each is consumed by exactly one main-session copy with its key,
+   * never by another death of its bdSeq (adv19, HIGH-1). While one is outstanding: the first birth
+   * of its bdSeq taken is dead at once (`spent` then: a later birth of that bdSeq is not, an edge
+   * node may reuse its bdSeq), its data stored as history only, and any other birth taken is
+   * verified, not trusted. One whose main copy did not come within `rebirthTimeoutMs` of reading is
+   * dropped: the broker dropped that copy (ADR 0043, amendments fix19o, fix19v, fix19w).
    */
-  deathAhead: WatchedDeath | undefined;
+  readonly deathsAhead: WatchedDeath[];
   /**
-   * NDEATHs the main session took before the watch's copy came (`<bdSeq>@<payload timestamp>`,
-   * oldest first, at most {@link DEATHS_TAKEN_KEPT}): each is consumed by one copy read on the
-   * watch, which is then not ahead of anything (adv19p, H1), and never matches a later death
-   * (an edge node that reuses its bdSeq and Will sends the same bytes each time: adv19r, H1).
+   * NDEATHs the main session took before the watch's copy came (oldest first, at most
+   * {@link DEATHS_TAKEN_KEPT}): each is consumed by one copy read on the watch with its key, which
+   * is then not ahead of anything (adv19p, H1), and never matches a later death (an edge node that
+   * reuses its bdSeq and Will sends the same bytes each time: adv19r, H1). Dropped when no watch
+   * copy came within `rebirthTimeoutMs` of reading (the watch was not subscribed then).
    */
-  readonly deathsTaken: string[];
+  readonly deathsTaken: { readonly key: string; readonly read: ReadingClock }[];
   /** Host time of the last NDEATH of its current birth taken, on either session. */
   lastDeathAt: number | undefined;
   /**
@@ -597,15 +601,19 @@ interface EdgeNodeState {
   reaskSince?: ReadingClock;
 }
 
-/** An NDEATH read on the death watch ahead of the main session (see `EdgeNodeState.deathAhead`). */
+/** An NDEATH read on the death watch ahead of the main session (see `EdgeNodeState.deathsAhead`). */
 interface WatchedDeath {
   readonly bdSeq: number;
   /** `<bdSeq>@<payload timestamp>`: the main session's copy of it has the same. */
   readonly key: string;
   /** Host time it was read. */
   readonly at: number;
+  /** When it was read, with the held time then (its main copy is awaited `rebirthTimeoutMs` of reading). */
+  readonly read: ReadingClock;
   /** A birth of its bdSeq was made dead by it already. */
   spent: boolean;
+  /** A birth taken while it was outstanding was verified for it already (once, so no loop of requests). */
+  checked: boolean;
 }
 
 /**
@@ -1177,7 +1185,7 @@ export class SparkplugHost {
       !session.client.connected ||
       (session.farewellEchoed === true &&
         [...this.#nodes.values()].every(
-          (node) => node.state !== "online" && !(node.deathAhead !== undefined && node.deathAhead.bdSeq === node.bdSeq),
+          (node) => node.state !== "online" && !node.deathsAhead.some((death) => death.bdSeq === node.bdSeq),
         ));
     if (done()) return Promise.resolve();
     return new Promise<void>((resolve) => {
@@ -1250,6 +1258,10 @@ export class SparkplugHost {
       if (node.verify !== undefined)
         problems.push(
           `edge node ${name} unverified since ${new Date(node.verify.since).toISOString()} (${node.verify.reason}): its live values are uncertain until it answers the rebirth request${node.verify.requested === undefined ? " (not sent yet: rebirthIntervalMs)" : ""}; declared offline if no NBIRTH comes within rebirthTimeoutMs of the host reading from the broker (time held not counted)`,
+        );
+      if (this.#historyOnly(node))
+        problems.push(
+          `edge node ${name} offline: its NDEATH was read on the death watch before the main session's copy, so its data is taken as history only until it is born again (a rebirth is asked for; after rebirthTimeoutMs of reading without that copy, as data before a birth, every rebirthIntervalMs)`,
         );
       while (node.trustLost.length > 0 && node.trustLost[0]!.at < now - FLAP_WINDOW_MS) node.trustLost.shift();
       // A birth refused for a reason of its own (too large, a name twice...) is refused again at
@@ -1388,7 +1400,7 @@ export class SparkplugHost {
         if (node.state === "online") this.#setNodeState(node, "awaiting-rebirth", "the host reconnected to the broker");
         // Deaths read on, or taken by, the sessions before: their other copies, and what they
         // were ahead of, went with those sessions (a clean session gets nothing of them).
-        node.deathAhead = undefined;
+        node.deathsAhead.length = 0;
         node.deathsTaken.length = 0;
       }
       while (this.#unknownDeaths.shift() !== undefined);
@@ -1783,7 +1795,7 @@ export class SparkplugHost {
         trustLost: [],
         lastBirthRefusal: undefined,
         awaiting: undefined,
-        deathAhead: undefined,
+        deathsAhead: [],
         deathsTaken: [],
         lastDeathAt: undefined,
         verify: undefined,
@@ -2353,13 +2365,17 @@ export class SparkplugHost {
     const early = this.#unknownDeaths.get(`${nodeKey}#${bdSeq}`);
     if (early !== undefined) {
       this.#unknownDeaths.delete(`${nodeKey}#${bdSeq}`);
-      if (node.deathAhead === undefined || node.deathAhead.bdSeq !== bdSeq || node.deathAhead.spent)
-        node.deathAhead = early;
+      this.#keepAhead(node, early);
     }
-    const ahead = node.deathAhead;
-    const dead = ahead !== undefined && ahead.bdSeq === bdSeq && !ahead.spent;
+    this.#pruneDeaths(node);
+    const ahead = node.deathsAhead.find((death) => death.bdSeq === bdSeq && !death.spent);
+    const dead = ahead !== undefined;
     if (dead) ahead.spent = true;
-    else node.deathAhead = undefined;
+    // A death read on the watch whose main copy has not come yet may be behind this birth on the
+    // main session (a birth of the session it ended): this birth is verified, not trusted, once
+    // per such death (adv19, HIGH-1).
+    const unpaired = dead ? [] : node.deathsAhead.filter((death) => !death.checked);
+    for (const death of unpaired) death.checked = true;
     // The first birth of an edge node taken after a hold may be one the broker queued before a
     // death it dropped: verified like the edge nodes online when the hold ended (fix19v).
     const aftermath = firstBirth && !dead ? this.#inAftermath() : undefined;
@@ -2375,7 +2391,12 @@ export class SparkplugHost {
       const reason = `NDEATH bdSeq ${bdSeq} (read on the death watch at ${new Date(ahead.at).toISOString()}, before this NBIRTH was taken)`;
       this.#nodeDied(node, reason);
       this.#reaskOffline(node, `${reason}: asked to be born again in case this NBIRTH came after it`);
-    } else if (aftermath !== undefined) this.#unverified(node, `its first NBIRTH was taken after ${aftermath}`);
+    } else if (unpaired.length > 0)
+      this.#unverified(
+        node,
+        `its NBIRTH was taken while ${unpaired.map((death) => `NDEATH bdSeq ${death.bdSeq} read on the death watch at ${new Date(death.at).toISOString()}`).join(", ")} had not come on the main session (this NBIRTH may be one sent before it)`,
+      );
+    else if (aftermath !== undefined) this.#unverified(node, `its first NBIRTH was taken after ${aftermath}`);
   }
 
   #onDeviceBirth(node: EdgeNodeState, deviceId: string, topic: string, bytes: Uint8Array): void {
@@ -2573,12 +2594,16 @@ export class SparkplugHost {
       this.#unknownDeaths.delete(unknownKey);
       watchedFirst = early.key === key;
     }
-    if (node.deathAhead?.bdSeq === bdSeq) {
-      watchedFirst ||= node.deathAhead.key === key;
-      node.deathAhead = undefined;
+    this.#pruneDeaths(node);
+    // Pairs with exactly one watch copy of this very death (its key), never with another death of
+    // its bdSeq (an edge node that reuses its bdSeq dies with it again: adv19, HIGH-1).
+    const ahead = node.deathsAhead.findIndex((death) => death.key === key);
+    if (ahead >= 0) {
+      node.deathsAhead.splice(ahead, 1);
+      watchedFirst = true;
     }
     if (!watchedFirst) {
-      node.deathsTaken.push(key);
+      node.deathsTaken.push({ key, read: this.#readingClock() });
       if (node.deathsTaken.length > DEATHS_TAKEN_KEPT) node.deathsTaken.shift();
     }
     // A death whose bdSeq is not the current birth's belongs to an older session (a Will the
@@ -2644,7 +2669,14 @@ export class SparkplugHost {
     const bdSeq = bdSeqOf(payload);
     if (typeof bdSeq === "string") return;
     const now = this.#clock.now();
-    const death: WatchedDeath = { bdSeq, key: deathKey(bdSeq, payload), at: now, spent: false };
+    const death: WatchedDeath = {
+      bdSeq,
+      key: deathKey(bdSeq, payload),
+      at: now,
+      read: this.#readingClock(),
+      spent: false,
+      checked: false,
+    };
     const nodeKey = `${parsed.groupId}/${parsed.edgeNodeId}`;
     const node = this.#nodes.get(nodeKey);
     if (node === undefined) {
@@ -2659,12 +2691,13 @@ export class SparkplugHost {
     // The main session took this very death first (the two sessions' copies race): it is in its
     // place in that session's order already, not ahead of a later birth (adv19p, H1). Consumed:
     // a later death with the same bytes (an edge node reusing bdSeq and Will) is a new one.
-    const taken = node.deathsTaken.indexOf(death.key);
+    this.#pruneDeaths(node);
+    const taken = node.deathsTaken.findIndex((entry) => entry.key === death.key);
     if (taken >= 0) {
       node.deathsTaken.splice(taken, 1);
       return;
     }
-    node.deathAhead = death;
+    this.#keepAhead(node, death);
     node.lastDeathAt = now;
     if (node.bdSeq === bdSeq && node.state !== "offline")
       this.#nodeDied(node, `NDEATH bdSeq ${bdSeq} (read on the death watch)`);
@@ -2672,14 +2705,35 @@ export class SparkplugHost {
 
   /**
    * Whether the edge node's messages are taken as history only: its NDEATH was read ahead on the
-   * watch (offline, `deathAhead` is its birth's bdSeq) and the main session still delivers what
+   * watch (offline, a death of its birth's bdSeq in `deathsAhead`) and the main session still delivers what
    * the session sent before it. That data, of the birth the host holds and checked by `seq`, is
    * stored, never shown live, and marked stale again after it; a gap or a DBIRTH ends this (what
    * follows is discarded, as after any gap).
    */
   #historyOnly(node: EdgeNodeState): boolean {
-    if (node.lastSeq === undefined || node.birth === undefined) return false;
-    return node.state === "offline" && node.deathAhead !== undefined && node.deathAhead.bdSeq === node.bdSeq;
+    if (node.lastSeq === undefined || node.birth === undefined || node.state !== "offline") return false;
+    this.#pruneDeaths(node);
+    return node.deathsAhead.some((death) => death.bdSeq === node.bdSeq);
+  }
+
+  /** Keeps a death read on the watch until its main copy comes (see `EdgeNodeState.deathsAhead`). */
+  #keepAhead(node: EdgeNodeState, death: WatchedDeath): void {
+    node.deathsAhead.push(death);
+    if (node.deathsAhead.length > DEATHS_TAKEN_KEPT) node.deathsAhead.shift();
+  }
+
+  /**
+   * Drops the deaths of an edge node whose other copy did not come within `rebirthTimeoutMs` of
+   * the host reading since (held time not counted): the broker dropped it (the main session's, from
+   * its queue while the host was held) or never sent it (the watch's, not subscribed then). So no
+   * entry outlives the hold it came in to pair with, or swallow, a later death (adv19, HIGH-2).
+   */
+  #pruneDeaths(node: EdgeNodeState): void {
+    const timeout = this.#options.rebirthTimeoutMs ?? 10_000;
+    while (node.deathsAhead.length > 0 && this.#readingSince(node.deathsAhead[0]!.read) >= timeout)
+      node.deathsAhead.shift();
+    while (node.deathsTaken.length > 0 && this.#readingSince(node.deathsTaken[0]!.read) >= timeout)
+      node.deathsTaken.shift();
   }
 
   /** Takes a data message of a session in {@link #historyOnly}: stored as history, then marked stale again. */
@@ -2782,7 +2836,7 @@ export class SparkplugHost {
       // it may have been born again in a message the broker dropped.
       else if (
         node.state === "offline" &&
-        (node.deathAhead !== undefined || (node.lastDeathAt !== undefined && node.lastDeathAt >= since))
+        (node.deathsAhead.length > 0 || (node.lastDeathAt !== undefined && node.lastDeathAt >= since))
       )
         this.#reaskOffline(node, reason);
     }

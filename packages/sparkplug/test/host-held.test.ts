@@ -540,3 +540,147 @@ describe.skipIf(!mosquitto.available)("a store stall past the keepalive (adv19k 
     gated.release();
   });
 });
+
+// Adversarial review adv19 (fix19v): the watch kept one death read ahead per edge node, and the
+// main session's copy of any death of that bdSeq cleared it. Two deaths of an edge node reusing
+// its bdSeq (Eclipse Tahu) in one hold collapsed into one.
+describe.skipIf(!mosquitto.available)("every death copy pairs with exactly one copy of the same death (adv19)", () => {
+  const tahuSession = async (url: string, temp: number, will: Uint8Array | undefined) => {
+    const node = await RawEdgeNode.connect(url, GROUP, VICTIM, 0, will === undefined ? {} : { deathPayload: will });
+    cleanups.push(() => node.close());
+    await node.nbirth(0, [{ name: "temp", alias: 1, timestamp: Date.now(), datatype: "Double", value: temp }]);
+    return node;
+  };
+
+  // HIGH-1: D1 queued, NBIRTH2 queued, D2 dropped by the broker; the watch read D1 and D2.
+  for (const variant of ["one Will", "a fresh Will per session"] as const)
+    test(`an edge node reusing its bdSeq (${variant}) dead, born and dead again while the host is held, its second NDEATH dropped, ends offline, its metric not good`, async () => {
+      const fleet = await heldFleet();
+      const { broker, host, flood, gated } = fleet;
+      const will = variant === "one Will" ? RawEdgeNode.deathBytes(0) : undefined;
+      const first = await tahuSession(broker.url, 21, will);
+      await eventually(() => host.latest(TEMP)?.sample.value === 21, 5_000, "first session born");
+      await holdHost(fleet);
+      first.client.stream.destroy();
+      await eventually(() => victimState(host)?.state === "offline", 5_000, "first death read on the watch");
+      await sleep(300);
+      const second = await tahuSession(broker.url, 22, will);
+      await sleep(200);
+      fleet.flooder.qos = 1;
+      await flood(80, 16);
+      second.client.stream.destroy();
+      await sleep(1_000);
+      fleet.flooder.qos = 0;
+      gated.release();
+      await eventually(() => victimState(host)?.births === 2, 20_000, "the second NBIRTH taken after the hold");
+      await sleep(4_000);
+      expect(victimState(host)?.state).toBe("offline");
+      expect(host.latest(TEMP)?.sample.quality.severity).not.toBe("good");
+    });
+
+  // MEDIUM-1: the death read ahead stayed "spent" while its main copy (dropped) never came, so the
+  // live edge node's data was taken as history only, and never asked about again, for good.
+  test("a live edge node reusing its bdSeq that misses the rebirth requests after a death read ahead is asked again while its data comes, and ends online", async () => {
+    const fleet = await heldFleet();
+    const { broker, host, flood, gated, flooder } = fleet;
+    const will = RawEdgeNode.deathBytes(0);
+    let temp = 21;
+    const session = async (answer: boolean) => {
+      const node = await RawEdgeNode.connect(broker.url, GROUP, VICTIM, 0, { deathPayload: will });
+      cleanups.push(() => node.close());
+      const birth = () =>
+        node.nbirth(0, [{ name: "temp", alias: 1, timestamp: Date.now(), datatype: "Double", value: temp }]);
+      node.client.on("message", () => void birth().catch(() => undefined));
+      const subscribe = () =>
+        node.client.subscribeAsync(sparkplugTopic({ type: "NCMD", groupId: GROUP, edgeNodeId: VICTIM }), { qos: 1 });
+      if (answer) await subscribe();
+      await birth();
+      return { node, subscribe };
+    };
+    const first = await session(true);
+    await eventually(() => host.latest(TEMP)?.sample.value === 21, 5_000, "first session born");
+    await holdHost(fleet);
+    flooder.qos = 1;
+    await flood(60, 16);
+    first.node.client.stream.destroy();
+    await eventually(() => victimState(host)?.state === "offline", 5_000, "its death read on the watch");
+    await flood(20, 16);
+    flooder.qos = 0;
+    temp = 22;
+    // Born again, but deaf to NCMD at first (reconnecting): it misses the requests after the hold.
+    const second = await session(false);
+    const data = setInterval(() => {
+      temp += 0.01;
+      void second.node
+        .ndata([{ alias: 1, timestamp: Date.now(), datatype: "Double", value: temp }])
+        .catch(() => undefined);
+    }, 200);
+    cleanups.push(async () => clearInterval(data));
+    const named: string[] = [];
+    const watchProblems = setInterval(() => {
+      for (const problem of host.health().problems)
+        if (problem.includes(VICTIM) && problem.includes("history only")) named.push(problem);
+    }, 50);
+    cleanups.push(async () => clearInterval(watchProblems));
+    gated.release();
+    await sleep(3_000);
+    clearInterval(watchProblems);
+    // Named while its data is taken as history only.
+    expect(named.length).toBeGreaterThan(0);
+    await second.subscribe();
+    await eventually(
+      () => victimState(host)?.state === "online" && host.latest(TEMP)?.sample.quality.severity === "good",
+      10_000,
+      `victim online and good once it hears the requests (state ${victimState(host)?.state})`,
+    );
+  });
+
+  // HIGH-2: two deaths in one hold, nothing dropped, left a death "taken" whose watch copy had come
+  // already: the node's next death, read on the watch in a later hold, was swallowed by it.
+  test("after two deaths of an edge node reusing its bdSeq and Will in one hold, its next death in a later hold is taken offline by the watch", async () => {
+    const fleet = await heldFleet();
+    const { broker, host, flood, gated, flooder } = fleet;
+    // The flooder answers rebirth requests (it floods in the second hold).
+    flooder.client.on(
+      "message",
+      () =>
+        void flooder
+          .nbirth(0, [{ name: "blob", alias: 1, timestamp: Date.now(), datatype: "String", value: "" }])
+          .catch(() => undefined),
+    );
+    await flooder.client.subscribeAsync(sparkplugTopic({ type: "NCMD", groupId: GROUP, edgeNodeId: FLOODER }), {
+      qos: 1,
+    });
+    const will = RawEdgeNode.deathBytes(0);
+    const first = await tahuSession(broker.url, 21, will);
+    await eventually(() => host.latest(TEMP)?.sample.value === 21, 5_000, "first session born");
+    await holdHost(fleet);
+    first.client.stream.destroy();
+    await sleep(300);
+    const second = await tahuSession(broker.url, 22, will);
+    await sleep(300);
+    second.client.stream.destroy();
+    await sleep(500);
+    gated.release();
+    await eventually(() => victimState(host)?.state === "offline", 5_000, "offline after the first hold");
+    await sleep(3_000);
+    const third = await tahuSession(broker.url, 23, will);
+    await eventually(
+      () => host.latest(TEMP)?.sample.value === 23 && victimState(host)?.state === "online",
+      10_000,
+      "third session online",
+    );
+    await sleep(3_000);
+    await holdHost(fleet);
+    fleet.flooder.qos = 1;
+    await flood(80, 16);
+    third.client.stream.destroy();
+    await eventually(
+      () => victimState(host)?.state === "offline" && host.latest(TEMP)?.sample.quality.severity !== "good",
+      5_000,
+      `third death read on the watch while the host is held (state ${victimState(host)?.state})`,
+    );
+    fleet.flooder.qos = 0;
+    gated.release();
+  });
+});
