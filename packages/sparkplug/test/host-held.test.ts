@@ -264,14 +264,7 @@ describe.skipIf(!mosquitto.available)("a host held by a slow store, messages dro
         await watcher.endAsync();
       }
     };
-    const t0 = Date.now();
-    let last: unknown;
-    for (let i = 0; i < 40; i++) {
-      last = await retained();
-      if ((last as { online: boolean }).online) break;
-      await sleep(250);
-    }
-    console.log("DEBUG", JSON.stringify(last), "ts", timestamp, "state", JSON.stringify(host.health().state), "link", host.health().link, "ms", Date.now() - t0, "problems", host.health().problems.join(" | ").slice(0, 600));
+    await eventually(async () => (await retained()).online, 10_000, "retained STATE online");
     expect(await retained()).toEqual({ online: true, timestamp });
   });
 });
