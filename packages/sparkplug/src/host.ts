@@ -673,6 +673,8 @@ interface Session {
   watch?: MqttClient;
   /** Host time at which the inbox began holding MQTT.js, while it does. */
   heldSince?: number;
+  /** When the host last said online again on this session after a seq gap (`#restateOnline`, ms). */
+  restatedAt?: number;
   /** Host time the death watch's CONNECT was started (see {@link SparkplugHost.#watchReplacedMain}). */
   watchConnectingAt?: number;
   /** Host time the main session's connection closed. */
@@ -1536,11 +1538,29 @@ export class SparkplugHost {
       watch.once("close", onClose);
     });
     this.#takeover.follow(watch, clientId);
-    watch.on("message", (topic, payload, packet) => this.#onWatchedDeath(session, topic, payload, packet.retain));
+    watch.on("message", (topic, payload, packet) => {
+      if (topic === this.#stateTopic) {
+        if (this.#session === session && !session.closing) this.#onOwnState(session, topic, payload);
+      } else this.#onWatchedDeath(session, topic, payload, packet.retain);
+    });
     watch.once("close", () => this.#onSessionLost(session, watch));
     const filters: Record<string, GroupSubscription> = {};
     for (const id of this.#groups) filters[`${SPARKPLUG_NAMESPACE}/${id}/NDEATH/+`] = this.#groupSubscription(0);
     await subscribeChecked(watch, filters, "Sparkplug host death watch");
+    // Its own STATE on the watch too, which is never held: a STATE offline (an old session's Will,
+    // retained) the broker drops from the main session's full queue, held or merely slow, would
+    // otherwise leave the retained STATE offline while the host runs. Optional: a watch login
+    // allowed to read only the NDEATH topics still works (the main session's copy, a hold's end and
+    // a seq gap restate it then).
+    try {
+      await subscribeChecked(watch, { [this.#stateTopic]: { qos: 1 } }, "Sparkplug host death watch");
+      this.#problems.delete("watch-state");
+    } catch (error) {
+      this.#problems.set(
+        "watch-state",
+        `the death watch may not read the host's own STATE topic ${this.#stateTopic} (${(error as Error).message}): a STATE offline the broker drops for the main session is restated only after a hold or a seq gap; allow the watch's login to read it`,
+      );
+    }
   }
 
   /**
@@ -1882,12 +1902,29 @@ export class SparkplugHost {
     }
   }
 
+  /**
+   * A seq gap says messages the broker had for the host were dropped (a full queue for a slow
+   * reader drops them whether or not the host held its connection): its own STATE offline (an old
+   * session's Will, retained) may have been among them, and the retained STATE would then say
+   * offline while it runs. It says online again (same timestamp: idempotent for edge nodes), at
+   * most once a second (as after a hold, adv19k H2).
+   */
+  #restateOnline(): void {
+    const session = this.#session;
+    if (session === undefined || !session.online || session.closing || this.#stopping) return;
+    const now = this.#clock.now();
+    if (session.restatedAt !== undefined && now - session.restatedAt < 1_000) return;
+    session.restatedAt = now;
+    void this.#publishOnline(session).catch(() => undefined);
+  }
+
   /** Checks `seq` against the last one (0–255, wrapping); on a gap, distrusts the node. */
   #checkSeq(node: EdgeNodeState, payload: SparkplugPayload, topic: string): boolean {
     const seq = payload.seq;
     const expected = node.lastSeq === undefined ? undefined : (node.lastSeq + 1) % 256;
     if (seq === undefined || expected === undefined || seq !== expected) {
       node.seqGaps++;
+      if (seq !== undefined && expected !== undefined) this.#restateOnline();
       this.#distrust(
         node,
         "seq-gap",
