@@ -529,7 +529,8 @@ export class AuditedCommandRunner {
     // refusal, never only the first (adversarial review 15j, M4).
     let executing = false;
     let heldFail: Pick<AuditEntry, "outcome" | "reason"> | undefined;
-    const followUp = (suffix: string, fields: Pick<AuditEntry, "outcome" | "reason">): void => {
+    /** Records the `<id>:<suffix>` entry telling what became of the command; `released`: the one a stop's release owes. */
+    const followUp = (suffix: string, fields: Pick<AuditEntry, "outcome" | "reason">, released = false): void => {
       followed.add(suffix);
       const following: AuditEntry = {
         ...withOld(entry(), oldValue),
@@ -538,7 +539,8 @@ export class AuditedCommandRunner {
         at: this.#options.clock.now(),
         ...fields,
       };
-      if (!unreleased(following)) return;
+      // A command the stop released records only the entry the release owes (`owe` below).
+      if (!released && !unreleased(following)) return;
       // A `:fail` is published as `command-fail` whatever path makes it (adversarial review adv15r, M2).
       void (`:${suffix}` === FAIL_ID_SUFFIX
         ? this.#writer.recordFail(following, (recorded) => this.#writer.recordFollowing(recorded))
@@ -550,20 +552,13 @@ export class AuditedCommandRunner {
       const reason = reasonOf(error, comment);
       if (state.committed === "yes") {
         if (followed.has(FAIL_ID_SUFFIX.slice(1))) return;
-        followed.add(FAIL_ID_SUFFIX.slice(1));
         // What it met before (its safe state's problems), then the stop: one `:fail`.
         const before = heldFail;
         heldFail = undefined;
-        void this.#writer.recordFail(
-          {
-            ...withOld(entry(), oldValue),
-            id: `${base.id}${FAIL_ID_SUFFIX}`,
-            refersTo: base.id,
-            at: this.#options.clock.now(),
-            outcome: "failed",
-            reason: before === undefined ? reason : `${before.reason ?? ""}; then ${reason}`,
-          },
-          (recorded) => this.#writer.recordFollowing(recorded),
+        followUp(
+          FAIL_ID_SUFFIX.slice(1),
+          { outcome: "failed", reason: before === undefined ? reason : `${before.reason ?? ""}; then ${reason}` },
+          true,
         );
       } else if (state.committed === "no") {
         state.committed = "refused";
