@@ -44,6 +44,7 @@ import type { AuditWriterStatus } from "./audit-writer-status";
 import { DenialOverflowCounts } from "./audit-denial-overflow";
 import { COALESCED_KINDS, CoalescedRuns } from "./audit-coalesced-runs";
 import { AuditJournalFailures, type JournalFailure } from "./audit-journal-failures";
+import { PoisonEvidence } from "./audit-poison-rule";
 
 /**
  * The share of `maxEntries` that entries of commands that did not run (`denied`, `failed`) may
@@ -64,6 +65,11 @@ interface BacklogItem {
   storedCountAtFailure?: number;
   /** When it was queued (the runner's clock), for health's `waitingMs`; recovered entries: when recovered. */
   since?: number;
+  /**
+   * Stored already, as the poison rule's probe of the store while an earlier entry held the head:
+   * at the head it leaves the backlog without being stored again (fix15ad).
+   */
+  stored?: boolean;
   /** Already reported by `audit-record-fail` (queued while the store failed, or when it began to fail). */
   reported?: boolean;
   /**
@@ -179,6 +185,8 @@ export class AuditWriter {
   #storedCount = 0;
   /** Set by {@link close} for its flush: a suspect head with no evidence against it is tried once more. */
   #lastChance = false;
+  /** The store's answers, against which a suspect head is judged (the poison rule, fix15ad). */
+  readonly #poison = new PoisonEvidence();
 
   /** @throws RangeError when `backlog.maxEntries` is not a positive integer. */
   constructor(options: AuditedCommandRunnerOptions) {
@@ -767,6 +775,7 @@ export class AuditWriter {
     try {
       await this.#options.audit.record(entry);
       this.#storedCount++;
+      this.#poison.took(entry.id);
       if (this.#gaveUpIds.has(entry.id))
         this.#logger.warn(
           { id: entry.id, action: entry.action },
@@ -798,6 +807,7 @@ export class AuditWriter {
         return "skipped";
       }
       this.#lastError = error;
+      if (!KilnError.is(error)) this.#poison.failed(entry.id);
       // The store's own word that it is not answering (a timeout, an open breaker, a lost
       // connection: a KilnError) gates commands off it until the background retry finds it back.
       // An error it did not classify may be about the entry (a poison entry): commands still
@@ -856,14 +866,24 @@ export class AuditWriter {
         // Refused for good (or set aside) earlier, but not yet kept aside: only the append is retried.
         if (!(await this.#keepAside(head.aside.entry, head.aside.error, head))) return false;
         keptAside = true;
+      } else if (head.entry !== undefined && head.stored === true) {
+        // Stored already as the probe of an earlier suspect head: it only leaves the backlog.
       } else if (head.entry !== undefined) {
         // A follow-up naming its intent (a refusal, a `:fail`) follows the poison rule too: held
         // at the head for good, one the store refuses with a plain Error blocked every later
         // guarded command without a journal (adv15r, M3). Set aside, it is recorded again without
         // its values and reason (#keepAside), so the trail still says what became of the command.
         if (head.failures >= POISON_ATTEMPTS) {
-          const probe = this.#backlog.find((item, index) => index > 0 && item.entry !== undefined)?.entry;
-          if (probe !== undefined && (await this.#store(probe)) === "retry") return false;
+          const probeItem = this.#backlog.find(
+            (item, index) => index > 0 && item.entry !== undefined && item.stored !== true && item.aside === undefined,
+          );
+          const probe = probeItem?.entry;
+          if (probe !== undefined) {
+            const probed = await this.#store(probe);
+            if (probed === "retry") return false;
+            // Stored: not stored again when it reaches the head (a store need not dedupe by id).
+            if (probed === "stored") probeItem!.stored = true;
+          }
           // Without a probe, and the store took no entry since the head failed, there is no
           // evidence that the store takes others: the head holds the queue until another entry
           // comes (health names it), not retried meanwhile (each failure would count towards the
@@ -879,6 +899,11 @@ export class AuditWriter {
           if (result === "retry") {
             if (KilnError.is(this.#lastError) || !evidence) return false;
             head.failures++;
+            head.storedCountAtFailure = this.#storedCount;
+            // Proven the cause only against the store's record on other entries: a flaky store
+            // that fails some calls whatever their content needs many more failures in a row
+            // (see PoisonEvidence), so it never sets an innocent entry aside (fix15ad).
+            if (!this.#poison.provenCause(head.entry.id, head.failures, head.entry.refersTo)) return false;
             setAside = true;
           }
         } else {
