@@ -155,6 +155,8 @@ export class AuditWriter {
   readonly #summaries: AuditSummaryEntries;
   /** Set by {@link close} until {@link open}: the store is not called (it is being closed or closed). */
   #closed = false;
+  /** Set as {@link close} begins, until {@link open}: no new entry of a late settle is taken (see {@link accepting}). */
+  #closing = false;
   /** Set by {@link refuseCommits} until {@link open}: guarded commands not yet committed are refused. */
   #gate: KilnError | undefined;
   /**
@@ -267,6 +269,15 @@ export class AuditWriter {
         : {}),
     };
   }
+  /**
+   * Whether an entry handed to {@link recordFollowing} now is still stored or journaled by this
+   * run: false once {@link close} has begun (it waits only for entries handed before), until
+   * {@link open}.
+   */
+  get accepting(): boolean {
+    return !this.#closing;
+  }
+
   /** The command gate's error while it is closed (see {@link refuseCommits}), else undefined. */
   get gate(): KilnError | undefined {
     return this.#gate;
@@ -349,6 +360,7 @@ export class AuditWriter {
    */
   open(): Promise<void> {
     this.#closed = false;
+    this.#closing = false;
     this.#keptForNextStart = 0;
     this.#stopped = false;
     this.#dropReports.reopen();
@@ -481,6 +493,7 @@ export class AuditWriter {
    * trail may show that command `allowed`; it did not run. Never rejects.
    */
   async close(): Promise<void> {
+    this.#closing = true;
     // Entries of system actions (the abort at stop) still on their way to the writer.
     while (this.#systemRecords.size > 0) await Promise.all(this.#systemRecords);
     this.#lastChance = true;
