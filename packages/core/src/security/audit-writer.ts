@@ -70,6 +70,8 @@ interface BacklogItem {
    * at the head it leaves the backlog without being stored again (fix15ad).
    */
   stored?: boolean;
+  /** A drain's store call for it is out: `drop-oldest` never evicts it then (it may be stored: fix15ad). */
+  storing?: boolean;
   /** Already reported by `audit-record-fail` (queued while the store failed, or when it began to fail). */
   reported?: boolean;
   /**
@@ -366,6 +368,7 @@ export class AuditWriter {
     this.#dropReports.reopen();
     this.#gaveUp = undefined;
     this.#gaveUpIds = new Set();
+    this.#gaveUpCounted = new Map();
     this.#givenUp = giveUpSignal();
     this.#gate = undefined;
     this.#gateAll = false;
@@ -573,6 +576,13 @@ export class AuditWriter {
   #gaveUpIds = new Set<string>();
 
   /**
+   * Of {@link #gaveUpIds}, the entries counted dropped whose store call may still land (their own
+   * call was out, or the close going on in the background may store them), with the count each
+   * added: one the store then takes is taken back out of the counts (fix15ad).
+   */
+  #gaveUpCounted = new Map<string, number>();
+
+  /**
    * Settles when stop() gives up on {@link close}: what a command waits for on the store (its
    * intent's store call, its entry's) is released then, so no command outlives the stop (fix15aa).
    */
@@ -601,6 +611,7 @@ export class AuditWriter {
     const take = (entry: AuditEntry): void => {
       if (this.#gaveUpIds.has(entry.id)) return;
       this.#gaveUpIds.add(entry.id);
+      this.#gaveUpCounted.set(entry.id, 1);
       if (isIntentRefusal(entry)) {
         // Dropped at the stop like any other (as one recorded after the give-up is): counted there too.
         this.#dropReports.countAtStop(1);
@@ -789,7 +800,17 @@ export class AuditWriter {
       await this.#options.audit.record(entry);
       this.#storedCount++;
       this.#poison.took(entry.id);
-      if (this.#gaveUpIds.has(entry.id))
+      const counted = this.#gaveUpCounted.get(entry.id);
+      if (counted !== undefined) {
+        // Counted dropped at the stop, stored after all: the counts say what is missing, so it is
+        // taken back out of them (fix15ad). The `audit-entry-drop` event published then stands.
+        this.#gaveUpCounted.delete(entry.id);
+        this.#dropReports.uncount(counted, entry.id.endsWith(REFUSAL_ID_SUFFIX));
+        this.#logger.warn(
+          { id: entry.id, action: entry.action },
+          "an audit entry reported dropped when the stop gave up on the audit writer was stored after all; taken back out of the drop counts",
+        );
+      } else if (this.#gaveUpIds.has(entry.id))
         this.#logger.warn(
           { id: entry.id, action: entry.action },
           "an audit entry reported dropped when the stop gave up on the audit writer was stored after all",
@@ -892,7 +913,7 @@ export class AuditWriter {
           );
           const probe = probeItem?.entry;
           if (probe !== undefined) {
-            const probed = await this.#store(probe);
+            const probed = await this.#storing(probeItem!, () => this.#store(probe));
             if (probed === "retry") return false;
             // Stored: not stored again when it reaches the head (a store need not dedupe by id).
             if (probed === "stored") probeItem!.stored = true;
@@ -906,7 +927,7 @@ export class AuditWriter {
           if (!evidence && !this.#lastChance) return false;
           // The store takes entries. One more try of the head tells an entry it fails on from a
           // store that has just come back: only a failure it again cannot classify sets it aside.
-          const result = await this.#store(head.entry, { item: head });
+          const result = await this.#storing(head, () => this.#store(head.entry!, { item: head }));
           if (result === "held") return false;
           keptAside = result === "skipped";
           if (result === "retry") {
@@ -920,7 +941,7 @@ export class AuditWriter {
             setAside = true;
           }
         } else {
-          const result = await this.#store(head.entry, { item: head });
+          const result = await this.#storing(head, () => this.#store(head.entry!, { item: head }));
           if (result === "held") return false;
           keptAside = result === "skipped";
           if (result === "retry") {
@@ -944,6 +965,16 @@ export class AuditWriter {
         return false;
       });
       if (held) return false;
+    }
+  }
+
+  /** Runs a store call for `item`, marked {@link BacklogItem.storing} meanwhile (see {@link #evictOldest}). */
+  async #storing<T>(item: BacklogItem, call: () => Promise<T>): Promise<T> {
+    item.storing = true;
+    try {
+      return await call();
+    } finally {
+      item.storing = false;
     }
   }
 
@@ -1295,22 +1326,30 @@ export class AuditWriter {
     let journalReleases = 0;
     while (this.#entriesInBacklog() > this.#maxEntries) {
       const oldest = this.#backlog[0]!;
-      if (oldest.entry !== undefined && isIntentRefusal(oldest.entry)) {
+      // A drop count must equal what is missing (fix15ad): an entry whose store call is out may
+      // yet be stored, so it is not evicted (like a refusal); one the store took already (the
+      // poison rule's probe) leaves the backlog uncounted.
+      if (oldest.storing === true || (oldest.entry !== undefined && isIntentRefusal(oldest.entry))) {
         // Kept: the oldest other entry goes instead, when it is only in memory (the journal
         // releases its oldest record only); otherwise the backlog holds it beyond the limit.
         const index = this.#backlog.findIndex(
-          (item, at) => at > 0 && item.entry !== undefined && !item.journaled && !isIntentRefusal(item.entry),
+          (item, at) =>
+            at > 0 &&
+            item.entry !== undefined &&
+            !item.journaled &&
+            item.storing !== true &&
+            !isIntentRefusal(item.entry),
         );
         if (index < 0) break;
         const item = this.#backlog.splice(index, 1)[0]!;
         evicted.add(item);
-        droppedEntries.push(item.entry!);
+        if (item.stored !== true) droppedEntries.push(item.entry!);
         continue;
       }
       this.#backlog.shift();
       evicted.add(oldest);
       if (oldest.journaled) journalReleases++;
-      if (oldest.entry !== undefined) droppedEntries.push(oldest.entry);
+      if (oldest.entry !== undefined && oldest.stored !== true) droppedEntries.push(oldest.entry);
     }
     // A summary evicted is not one entry lost but every command it counts: its count (and span)
     // is folded into the new tally, so the trail's counts still add up to what is missing
