@@ -59,6 +59,17 @@ export class AuditDropReports {
     this.#droppedAtStop += count;
   }
 
+  /**
+   * `count` entries counted dropped at the stop were stored after all (a store call that answered
+   * late): taken back out of `dropped` and `droppedAtStop` (and `refusalsDropped` for the refusal
+   * of an offered intent), so each count equals what is missing from the store (fix15ad).
+   */
+  uncount(count: number, refusal: boolean): void {
+    this.#dropped = Math.max(0, this.#dropped - count);
+    this.#droppedAtStop = Math.max(0, this.#droppedAtStop - count);
+    if (refusal) this.#refusalsDropped = Math.max(0, this.#refusalsDropped - 1);
+  }
+
   /** A start: the counts of the last stop begin again (`dropped` and `refusalsDropped` do not). */
   reopen(): void {
     this.#droppedAtStop = 0;

@@ -123,6 +123,13 @@ export const CANCEL_ID_SUFFIX = ":cancel";
  */
 export const FAIL_ID_SUFFIX = ":fail";
 
+/**
+ * Appended to a command's event id to make the id of the entry recording that a command the stop
+ * released (its `:fail` saying its outcome is unknown) completed after all, while the audit
+ * writer was still open (ADR 0013, amendment fix15ad).
+ */
+export const LANDED_ID_SUFFIX = ":landed";
+
 /** A command's own word that it was cancelled before its first effect: `KILN_ABORTED` with `details.cancelled`. */
 export function cancelledBeforeEffect(error: unknown): boolean {
   return KilnError.is(error, "KILN_ABORTED") && error.details["cancelled"] === true;

@@ -44,6 +44,7 @@ import type { AuditWriterStatus } from "./audit-writer-status";
 import { DenialOverflowCounts } from "./audit-denial-overflow";
 import { COALESCED_KINDS, CoalescedRuns } from "./audit-coalesced-runs";
 import { AuditJournalFailures, type JournalFailure } from "./audit-journal-failures";
+import { PoisonEvidence } from "./audit-poison-rule";
 
 /**
  * The share of `maxEntries` that entries of commands that did not run (`denied`, `failed`) may
@@ -64,6 +65,13 @@ interface BacklogItem {
   storedCountAtFailure?: number;
   /** When it was queued (the runner's clock), for health's `waitingMs`; recovered entries: when recovered. */
   since?: number;
+  /**
+   * Stored already, as the poison rule's probe of the store while an earlier entry held the head:
+   * at the head it leaves the backlog without being stored again (fix15ad).
+   */
+  stored?: boolean;
+  /** A drain's store call for it is out: `drop-oldest` never evicts it then (it may be stored: fix15ad). */
+  storing?: boolean;
   /** Already reported by `audit-record-fail` (queued while the store failed, or when it began to fail). */
   reported?: boolean;
   /**
@@ -149,6 +157,8 @@ export class AuditWriter {
   readonly #summaries: AuditSummaryEntries;
   /** Set by {@link close} until {@link open}: the store is not called (it is being closed or closed). */
   #closed = false;
+  /** Set as {@link close} begins, until {@link open}: no new entry of a late settle is taken (see {@link accepting}). */
+  #closing = false;
   /** Set by {@link refuseCommits} until {@link open}: guarded commands not yet committed are refused. */
   #gate: KilnError | undefined;
   /**
@@ -179,6 +189,8 @@ export class AuditWriter {
   #storedCount = 0;
   /** Set by {@link close} for its flush: a suspect head with no evidence against it is tried once more. */
   #lastChance = false;
+  /** The store's answers, against which a suspect head is judged (the poison rule, fix15ad). */
+  readonly #poison = new PoisonEvidence();
 
   /** @throws RangeError when `backlog.maxEntries` is not a positive integer. */
   constructor(options: AuditedCommandRunnerOptions) {
@@ -259,6 +271,15 @@ export class AuditWriter {
         : {}),
     };
   }
+  /**
+   * Whether an entry handed to {@link recordFollowing} now is still stored or journaled by this
+   * run: false once {@link close} has begun (it waits only for entries handed before), until
+   * {@link open}.
+   */
+  get accepting(): boolean {
+    return !this.#closing;
+  }
+
   /** The command gate's error while it is closed (see {@link refuseCommits}), else undefined. */
   get gate(): KilnError | undefined {
     return this.#gate;
@@ -341,11 +362,13 @@ export class AuditWriter {
    */
   open(): Promise<void> {
     this.#closed = false;
+    this.#closing = false;
     this.#keptForNextStart = 0;
     this.#stopped = false;
     this.#dropReports.reopen();
     this.#gaveUp = undefined;
     this.#gaveUpIds = new Set();
+    this.#gaveUpCounted = new Map();
     this.#givenUp = giveUpSignal();
     this.#gate = undefined;
     this.#gateAll = false;
@@ -473,6 +496,7 @@ export class AuditWriter {
    * trail may show that command `allowed`; it did not run. Never rejects.
    */
   async close(): Promise<void> {
+    this.#closing = true;
     // Entries of system actions (the abort at stop) still on their way to the writer.
     while (this.#systemRecords.size > 0) await Promise.all(this.#systemRecords);
     this.#lastChance = true;
@@ -552,6 +576,13 @@ export class AuditWriter {
   #gaveUpIds = new Set<string>();
 
   /**
+   * Of {@link #gaveUpIds}, the entries counted dropped whose store call may still land (their own
+   * call was out, or the close going on in the background may store them), with the count each
+   * added: one the store then takes is taken back out of the counts (fix15ad).
+   */
+  #gaveUpCounted = new Map<string, number>();
+
+  /**
    * Settles when stop() gives up on {@link close}: what a command waits for on the store (its
    * intent's store call, its entry's) is released then, so no command outlives the stop (fix15aa).
    */
@@ -580,6 +611,7 @@ export class AuditWriter {
     const take = (entry: AuditEntry): void => {
       if (this.#gaveUpIds.has(entry.id)) return;
       this.#gaveUpIds.add(entry.id);
+      this.#gaveUpCounted.set(entry.id, 1);
       if (isIntentRefusal(entry)) {
         // Dropped at the stop like any other (as one recorded after the give-up is): counted there too.
         this.#dropReports.countAtStop(1);
@@ -767,7 +799,18 @@ export class AuditWriter {
     try {
       await this.#options.audit.record(entry);
       this.#storedCount++;
-      if (this.#gaveUpIds.has(entry.id))
+      this.#poison.took(entry.id);
+      const counted = this.#gaveUpCounted.get(entry.id);
+      if (counted !== undefined) {
+        // Counted dropped at the stop, stored after all: the counts say what is missing, so it is
+        // taken back out of them (fix15ad). The `audit-entry-drop` event published then stands.
+        this.#gaveUpCounted.delete(entry.id);
+        this.#dropReports.uncount(counted, entry.id.endsWith(REFUSAL_ID_SUFFIX));
+        this.#logger.warn(
+          { id: entry.id, action: entry.action },
+          "an audit entry reported dropped when the stop gave up on the audit writer was stored after all; taken back out of the drop counts",
+        );
+      } else if (this.#gaveUpIds.has(entry.id))
         this.#logger.warn(
           { id: entry.id, action: entry.action },
           "an audit entry reported dropped when the stop gave up on the audit writer was stored after all",
@@ -798,6 +841,7 @@ export class AuditWriter {
         return "skipped";
       }
       this.#lastError = error;
+      if (!KilnError.is(error)) this.#poison.failed(entry.id);
       // The store's own word that it is not answering (a timeout, an open breaker, a lost
       // connection: a KilnError) gates commands off it until the background retry finds it back.
       // An error it did not classify may be about the entry (a poison entry): commands still
@@ -856,14 +900,24 @@ export class AuditWriter {
         // Refused for good (or set aside) earlier, but not yet kept aside: only the append is retried.
         if (!(await this.#keepAside(head.aside.entry, head.aside.error, head))) return false;
         keptAside = true;
+      } else if (head.entry !== undefined && head.stored === true) {
+        // Stored already as the probe of an earlier suspect head: it only leaves the backlog.
       } else if (head.entry !== undefined) {
         // A follow-up naming its intent (a refusal, a `:fail`) follows the poison rule too: held
         // at the head for good, one the store refuses with a plain Error blocked every later
         // guarded command without a journal (adv15r, M3). Set aside, it is recorded again without
         // its values and reason (#keepAside), so the trail still says what became of the command.
         if (head.failures >= POISON_ATTEMPTS) {
-          const probe = this.#backlog.find((item, index) => index > 0 && item.entry !== undefined)?.entry;
-          if (probe !== undefined && (await this.#store(probe)) === "retry") return false;
+          const probeItem = this.#backlog.find(
+            (item, index) => index > 0 && item.entry !== undefined && item.stored !== true && item.aside === undefined,
+          );
+          const probe = probeItem?.entry;
+          if (probe !== undefined) {
+            const probed = await this.#storing(probeItem!, () => this.#store(probe));
+            if (probed === "retry") return false;
+            // Stored: not stored again when it reaches the head (a store need not dedupe by id).
+            if (probed === "stored") probeItem!.stored = true;
+          }
           // Without a probe, and the store took no entry since the head failed, there is no
           // evidence that the store takes others: the head holds the queue until another entry
           // comes (health names it), not retried meanwhile (each failure would count towards the
@@ -873,16 +927,21 @@ export class AuditWriter {
           if (!evidence && !this.#lastChance) return false;
           // The store takes entries. One more try of the head tells an entry it fails on from a
           // store that has just come back: only a failure it again cannot classify sets it aside.
-          const result = await this.#store(head.entry, { item: head });
+          const result = await this.#storing(head, () => this.#store(head.entry!, { item: head }));
           if (result === "held") return false;
           keptAside = result === "skipped";
           if (result === "retry") {
             if (KilnError.is(this.#lastError) || !evidence) return false;
             head.failures++;
+            head.storedCountAtFailure = this.#storedCount;
+            // Proven the cause only against the store's record on other entries: a flaky store
+            // that fails some calls whatever their content needs many more failures in a row
+            // (see PoisonEvidence), so it never sets an innocent entry aside (fix15ad).
+            if (!this.#poison.provenCause(head.entry.id, head.failures, head.entry.refersTo)) return false;
             setAside = true;
           }
         } else {
-          const result = await this.#store(head.entry, { item: head });
+          const result = await this.#storing(head, () => this.#store(head.entry!, { item: head }));
           if (result === "held") return false;
           keptAside = result === "skipped";
           if (result === "retry") {
@@ -906,6 +965,16 @@ export class AuditWriter {
         return false;
       });
       if (held) return false;
+    }
+  }
+
+  /** Runs a store call for `item`, marked {@link BacklogItem.storing} meanwhile (see {@link #evictOldest}). */
+  async #storing<T>(item: BacklogItem, call: () => Promise<T>): Promise<T> {
+    item.storing = true;
+    try {
+      return await call();
+    } finally {
+      item.storing = false;
     }
   }
 
@@ -1257,22 +1326,30 @@ export class AuditWriter {
     let journalReleases = 0;
     while (this.#entriesInBacklog() > this.#maxEntries) {
       const oldest = this.#backlog[0]!;
-      if (oldest.entry !== undefined && isIntentRefusal(oldest.entry)) {
+      // A drop count must equal what is missing (fix15ad): an entry whose store call is out may
+      // yet be stored, so it is not evicted (like a refusal); one the store took already (the
+      // poison rule's probe) leaves the backlog uncounted.
+      if (oldest.storing === true || (oldest.entry !== undefined && isIntentRefusal(oldest.entry))) {
         // Kept: the oldest other entry goes instead, when it is only in memory (the journal
         // releases its oldest record only); otherwise the backlog holds it beyond the limit.
         const index = this.#backlog.findIndex(
-          (item, at) => at > 0 && item.entry !== undefined && !item.journaled && !isIntentRefusal(item.entry),
+          (item, at) =>
+            at > 0 &&
+            item.entry !== undefined &&
+            !item.journaled &&
+            item.storing !== true &&
+            !isIntentRefusal(item.entry),
         );
         if (index < 0) break;
         const item = this.#backlog.splice(index, 1)[0]!;
         evicted.add(item);
-        droppedEntries.push(item.entry!);
+        if (item.stored !== true) droppedEntries.push(item.entry!);
         continue;
       }
       this.#backlog.shift();
       evicted.add(oldest);
       if (oldest.journaled) journalReleases++;
-      if (oldest.entry !== undefined) droppedEntries.push(oldest.entry);
+      if (oldest.entry !== undefined && oldest.stored !== true) droppedEntries.push(oldest.entry);
     }
     // A summary evicted is not one entry lost but every command it counts: its count (and span)
     // is folded into the new tally, so the trail's counts still add up to what is missing

@@ -15,6 +15,7 @@ import {
   REFUSAL_ID_SUFFIX,
   CANCEL_ID_SUFFIX,
   FAIL_ID_SUFFIX,
+  LANDED_ID_SUFFIX,
   cancelledBeforeEffect,
   reasonOf,
   checkTarget,
@@ -655,6 +656,19 @@ export class AuditedCommandRunner {
       await record(outcomeEntry({ outcome: outcomeOf(error), reason }));
       throw error;
     }
+    // Released by the stop and completed after all: its `:fail` said the outcome is unknown. While
+    // the writer still takes entries (the stop has not begun closing it) the trail says it ran;
+    // after that nothing opens the journal of a stopped system (review 15s), and the `:fail` stands
+    // (ADR 0013, amendment fix15ad).
+    if (flight.released !== undefined && state.committed === "yes")
+      this.#recordLanded({
+        ...withOld(entry(), oldValue),
+        id: `${base.id}${LANDED_ID_SUFFIX}`,
+        refersTo: base.id,
+        outcome: "allowed",
+        at: this.#options.clock.now(),
+        reason: `${base.action} completed after the control system's stop released it: the outcome its ${FAIL_ID_SUFFIX} entry called unknown is that it ran`,
+      });
     // Its last entries go to the writer now: released meanwhile, its caller gets its result.
     flight.decided = { value: result };
     await allowedRecorded;
@@ -751,6 +765,23 @@ export class AuditedCommandRunner {
     } finally {
       this.#inFlight.delete(flight);
     }
+  }
+
+  /**
+   * A command the stop released completed after all (fix15ad): its `<id>:landed` entry is handed
+   * to the writer while it still takes entries; once the writer is closing it is not recorded
+   * (the trail keeps the `:fail` saying the outcome is unknown because the system stopped) and the
+   * completion is logged as an error, never silent.
+   */
+  #recordLanded(landed: AuditEntry): void {
+    if (this.#writer.accepting) {
+      void this.#writer.recordFollowing(landed);
+      return;
+    }
+    this.#logger.error(
+      { id: landed.refersTo, action: landed.action, target: landed.target },
+      "a command the stop released completed after the audit writer closed: not recorded; its :fail entry says its outcome is unknown",
+    );
   }
 
   /** {@inheritDoc AuditWriter.flush} */
