@@ -1910,6 +1910,12 @@ export class SparkplugHost {
       }
       node.state = state;
       node.awaiting = state === "awaiting-rebirth" ? { since: now, reason } : undefined;
+      // A stream the host no longer takes has no seq to judge what follows by: the next message
+      // it takes is an NBIRTH's. Kept, it would judge a later session's data by this one's seq,
+      // and data on the history-only path (a death read ahead on the watch, #historyOnly) could
+      // pass as this session's (ADR 0043, amendment fix19x). A death read ahead keeps it: the
+      // session's data still queued on the main session is judged by it.
+      if (state === "awaiting-rebirth") node.lastSeq = undefined;
       this.#indexNode(node);
       // Its numbering holds for one birth only (ADR 0037).
       if (state !== "online") this.#endAcks(node);
