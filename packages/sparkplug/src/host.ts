@@ -463,6 +463,10 @@ export interface SparkplugHostEvents {
    * is counted in {@link SparkplugHostEdgeNodeHealth.rebirthsSuppressed}, and reported with
    * `suppressed` true at most once per `rebirthIntervalMs`, and never more than once a second, per edge node:
    * an edge node that keeps sending after a gap is not one event per message (review adv19k).
+   * A request waiting its turn (`maxOutstandingRebirths`, ADR 0043 amendment fix19x) is reported
+   * once, with `suppressed` true and the detail saying so, and counted in
+   * {@link SparkplugHostEdgeNodeHealth.rebirthsPaced}; it is reported again (`suppressed` false)
+   * when it is sent.
    */
   "rebirth-request": {
     /** The Sparkplug group. */

@@ -3,7 +3,7 @@
 // a rebirth (ADR 0043, fix19o); the answers were a new birth wave, which held the host again: the
 // rebirth requests never stopped while the fleet sent nothing else. Rebirth requests are now paced
 // (`maxOutstandingRebirths`, ADR 0043 amendment fix19x). Against the test's own mosquitto.
-import { MemoryStore, type Sample } from "@kiln/core";
+import { KilnValidationError, MemoryStore, type Sample } from "@kiln/core";
 import type { SampleWriteResult } from "@kiln/core/driver-kit";
 import { connectAsync } from "mqtt";
 import { afterEach, describe, expect, test, vi } from "vitest";
@@ -208,5 +208,22 @@ describe.skipIf(!mosquitto.available)("rebirth requests paced to what the store 
     expect(spread[4]! - spread[3]!).toBeGreaterThanOrEqual(1_000);
     expect(host.health().edgeNodes.reduce((sum, node) => sum + node.rebirthsRequested, 0)).toBe(NODES);
     expect(host.health().problems.some((problem) => problem.includes("waits its turn"))).toBe(false);
+  });
+
+  test("maxOutstandingRebirths must be a whole number from 1 to 100,000: otherwise KILN_VALIDATION naming it", () => {
+    const base = { brokerUrl: "mqtt://127.0.0.1:1", hostId: "v", groups: [GROUP], store: new MemoryStore() };
+    for (const bad of [0, 1.5, -1, 100_001, Number.NaN]) {
+      let caught: unknown;
+      try {
+        new SparkplugHost({ ...base, maxOutstandingRebirths: bad });
+      } catch (error) {
+        caught = error;
+      }
+      expect(caught).toBeInstanceOf(KilnValidationError);
+      expect((caught as KilnValidationError).issues).toEqual([
+        { path: "maxOutstandingRebirths", message: "must be a whole number from 1 to 100,000" },
+      ]);
+    }
+    expect(() => new SparkplugHost({ ...base, maxOutstandingRebirths: 1 })).not.toThrow();
   });
 });
