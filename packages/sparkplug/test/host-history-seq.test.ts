@@ -50,7 +50,7 @@ async function stored(store: MemoryStore): Promise<unknown[]> {
 }
 
 describe.skipIf(!mosquitto.available)(
-  "data on the history-only path is judged by its own session's seq (adv19 LOW-1)",
+  "data on the history-only path is judged by its own session's seq (adv19 LOW-1) (needs mosquitto)",
   () => {
     test("after a seq gap, a death read ahead on the watch: data whose seq follows the pre-gap one is not stored as history", async () => {
       const broker = await aclFleet();

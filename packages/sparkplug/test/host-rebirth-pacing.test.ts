@@ -117,113 +117,116 @@ async function quiet(counter: { times: number[] }, quietMs: number, timeoutMs: n
   return (counter.times.at(-1) ?? started) - started;
 }
 
-describe.skipIf(!mosquitto.available)("rebirth requests paced to what the store absorbs (adv19 MEDIUM-2)", () => {
-  test("a wave of 40 edge node births into a slow store settles: requests stop, are bounded, every node online, each birth stored once", async () => {
-    const NODES = 40;
-    const METRICS = 20;
-    const { host, store, counter, fleet } = await fleetWave(NODES, METRICS, {});
-    // With the fleet sending nothing but answers, the requests must stop (3 s without one) within 30 s.
-    const lastAfter = await quiet(counter, 3_000, 30_000);
-    const requests = counter.times.length;
-    console.info(`rebirth pacing: ${requests} rebirth requests, the last ${lastAfter} ms after the wave`);
-    expect(requests).toBeLessThanOrEqual(2 * NODES);
-    await eventually(
-      () =>
-        host.health().edgeNodes.filter((node) => node.state === "online").length === NODES &&
-        !host.health().problems.some((problem) => problem.includes("unverified")),
-      10_000,
-      "every edge node online",
-    );
-    await eventually(() => host.health().samples.queued === 0, 10_000, "store caught up");
-    const health = host.health();
-    expect(health.edgeNodes.reduce((sum, node) => sum + node.rebirthsRequested, 0)).toBe(requests);
-    for (const [index, edge] of fleet.entries()) {
-      const tag = qualifiedTagName({ groupId: GROUP, edgeNodeId: `n${index}`, deviceId: undefined, metric: "m0" });
-      const rows = await store.samples.readSamples({ tag, from: 0, to: 4_102_444_799_999 });
-      // One value per birth (stale marks carry none), and the newest good.
-      expect(rows.filter((row) => row.value !== null).length).toBe(edge.births());
-      expect(host.latest(tag)?.sample.quality.severity).toBe("good");
-    }
-  });
-
-  test("edge nodes that do not answer: at most maxOutstandingRebirths requests out; the others wait their turn, not good, named and counted, and go out as turns are freed by rebirthTimeoutMs", async () => {
-    const broker = await configuredBroker([]);
-    cleanups.push(() => broker.stop());
-    const host = new SparkplugHost({
-      brokerUrl: broker.url,
-      hostId: `pace2-${Math.random().toString(16).slice(2, 8)}`,
-      groups: [GROUP],
-      store: new MemoryStore(),
-      registerTags: false,
-      stopLingerMs: 100,
-      rebirthIntervalMs: 60_000,
-      rebirthTimeoutMs: 1_500,
-      maxOutstandingRebirths: 2,
-    });
-    cleanups.push(() => host.stop());
-    await host.start();
-    await host.whenConnected();
-    const counter = await rebirthCounter(broker.url);
-    cleanups.push(() => counter.close());
-    const NODES = 6;
-    const silent = await Promise.all(
-      Array.from({ length: NODES }, (_, index) => RawEdgeNode.connect(broker.url, GROUP, `q${index}`, 0)),
-    );
-    for (const raw of silent) cleanups.push(() => raw.close());
-    const now = Date.now();
-    for (const raw of silent)
-      await raw.nbirth(0, [{ name: "v", alias: 1, timestamp: now, datatype: "Double", value: 1 }]);
-    await eventually(
-      () => host.health().edgeNodes.filter((node) => node.state === "online").length === NODES,
-      5_000,
-      "online",
-    );
-    // Each loses trust at once (a seq gap), and none answers.
-    const gapAt = Date.now();
-    for (const raw of silent) {
-      raw.seq = 7;
-      await raw.ndata([{ alias: 1, timestamp: now + 1, datatype: "Double", value: 2 }]);
-    }
-    await eventually(
-      () => host.health().edgeNodes.every((node) => node.state === "awaiting-rebirth"),
-      5_000,
-      "distrusted",
-    );
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    expect(counter.times.length).toBe(2);
-    const health = host.health();
-    expect(health.edgeNodes.reduce((sum, node) => sum + node.rebirthsPaced, 0)).toBe(NODES - 2);
-    expect(health.problems.filter((problem) => problem.includes("waits its turn for a rebirth request"))).toHaveLength(
-      NODES - 2,
-    );
-    for (let index = 0; index < NODES; index++) {
-      const tag = qualifiedTagName({ groupId: GROUP, edgeNodeId: `q${index}`, deviceId: undefined, metric: "v" });
-      expect(host.latest(tag)?.sample.quality.severity).not.toBe("good");
-    }
-    // Each turn is freed rebirthTimeoutMs after its request: two more go out every 1.5 s.
-    await eventually(() => counter.times.length === NODES, 10_000, "every request sent");
-    const spread = counter.times.map((at) => at - gapAt);
-    console.info(`rebirth pacing, silent edge nodes: requests at ${spread.join(", ")} ms after the gaps`);
-    expect(spread[2]! - spread[1]!).toBeGreaterThanOrEqual(1_000);
-    expect(spread[4]! - spread[3]!).toBeGreaterThanOrEqual(1_000);
-    expect(host.health().edgeNodes.reduce((sum, node) => sum + node.rebirthsRequested, 0)).toBe(NODES);
-    expect(host.health().problems.some((problem) => problem.includes("waits its turn"))).toBe(false);
-  });
-
-  test("maxOutstandingRebirths must be a whole number from 1 to 100,000: otherwise KILN_VALIDATION naming it", () => {
-    const base = { brokerUrl: "mqtt://127.0.0.1:1", hostId: "v", groups: [GROUP], store: new MemoryStore() };
-    for (const bad of [0, 1.5, -1, 100_001, Number.NaN]) {
-      let caught: unknown;
-      try {
-        new SparkplugHost({ ...base, maxOutstandingRebirths: bad });
-      } catch (error) {
-        caught = error;
+describe.skipIf(!mosquitto.available)(
+  "rebirth requests paced to what the store absorbs (adv19 MEDIUM-2) (needs mosquitto)",
+  () => {
+    test("a wave of 40 edge node births into a slow store settles: requests stop, are bounded, every node online, each birth stored once", async () => {
+      const NODES = 40;
+      const METRICS = 20;
+      const { host, store, counter, fleet } = await fleetWave(NODES, METRICS, {});
+      // With the fleet sending nothing but answers, the requests must stop (3 s without one) within 30 s.
+      const lastAfter = await quiet(counter, 3_000, 30_000);
+      const requests = counter.times.length;
+      console.info(`rebirth pacing: ${requests} rebirth requests, the last ${lastAfter} ms after the wave`);
+      expect(requests).toBeLessThanOrEqual(2 * NODES);
+      await eventually(
+        () =>
+          host.health().edgeNodes.filter((node) => node.state === "online").length === NODES &&
+          !host.health().problems.some((problem) => problem.includes("unverified")),
+        10_000,
+        "every edge node online",
+      );
+      await eventually(() => host.health().samples.queued === 0, 10_000, "store caught up");
+      const health = host.health();
+      expect(health.edgeNodes.reduce((sum, node) => sum + node.rebirthsRequested, 0)).toBe(requests);
+      for (const [index, edge] of fleet.entries()) {
+        const tag = qualifiedTagName({ groupId: GROUP, edgeNodeId: `n${index}`, deviceId: undefined, metric: "m0" });
+        const rows = await store.samples.readSamples({ tag, from: 0, to: 4_102_444_799_999 });
+        // One value per birth (stale marks carry none), and the newest good.
+        expect(rows.filter((row) => row.value !== null).length).toBe(edge.births());
+        expect(host.latest(tag)?.sample.quality.severity).toBe("good");
       }
-      expect(caught).toBeInstanceOf(KilnValidationError);
-      expect((caught as KilnValidationError).issues).toEqual([
-        { path: "maxOutstandingRebirths", message: "must be a whole number from 1 to 100,000" },
-      ]);
-    }
-    expect(() => new SparkplugHost({ ...base, maxOutstandingRebirths: 1 })).not.toThrow();
-  });
-});
+    });
+
+    test("edge nodes that do not answer: at most maxOutstandingRebirths requests out; the others wait their turn, not good, named and counted, and go out as turns are freed by rebirthTimeoutMs", async () => {
+      const broker = await configuredBroker([]);
+      cleanups.push(() => broker.stop());
+      const host = new SparkplugHost({
+        brokerUrl: broker.url,
+        hostId: `pace2-${Math.random().toString(16).slice(2, 8)}`,
+        groups: [GROUP],
+        store: new MemoryStore(),
+        registerTags: false,
+        stopLingerMs: 100,
+        rebirthIntervalMs: 60_000,
+        rebirthTimeoutMs: 1_500,
+        maxOutstandingRebirths: 2,
+      });
+      cleanups.push(() => host.stop());
+      await host.start();
+      await host.whenConnected();
+      const counter = await rebirthCounter(broker.url);
+      cleanups.push(() => counter.close());
+      const NODES = 6;
+      const silent = await Promise.all(
+        Array.from({ length: NODES }, (_, index) => RawEdgeNode.connect(broker.url, GROUP, `q${index}`, 0)),
+      );
+      for (const raw of silent) cleanups.push(() => raw.close());
+      const now = Date.now();
+      for (const raw of silent)
+        await raw.nbirth(0, [{ name: "v", alias: 1, timestamp: now, datatype: "Double", value: 1 }]);
+      await eventually(
+        () => host.health().edgeNodes.filter((node) => node.state === "online").length === NODES,
+        5_000,
+        "online",
+      );
+      // Each loses trust at once (a seq gap), and none answers.
+      const gapAt = Date.now();
+      for (const raw of silent) {
+        raw.seq = 7;
+        await raw.ndata([{ alias: 1, timestamp: now + 1, datatype: "Double", value: 2 }]);
+      }
+      await eventually(
+        () => host.health().edgeNodes.every((node) => node.state === "awaiting-rebirth"),
+        5_000,
+        "distrusted",
+      );
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(counter.times.length).toBe(2);
+      const health = host.health();
+      expect(health.edgeNodes.reduce((sum, node) => sum + node.rebirthsPaced, 0)).toBe(NODES - 2);
+      expect(
+        health.problems.filter((problem) => problem.includes("waits its turn for a rebirth request")),
+      ).toHaveLength(NODES - 2);
+      for (let index = 0; index < NODES; index++) {
+        const tag = qualifiedTagName({ groupId: GROUP, edgeNodeId: `q${index}`, deviceId: undefined, metric: "v" });
+        expect(host.latest(tag)?.sample.quality.severity).not.toBe("good");
+      }
+      // Each turn is freed rebirthTimeoutMs after its request: two more go out every 1.5 s.
+      await eventually(() => counter.times.length === NODES, 10_000, "every request sent");
+      const spread = counter.times.map((at) => at - gapAt);
+      console.info(`rebirth pacing, silent edge nodes: requests at ${spread.join(", ")} ms after the gaps`);
+      expect(spread[2]! - spread[1]!).toBeGreaterThanOrEqual(1_000);
+      expect(spread[4]! - spread[3]!).toBeGreaterThanOrEqual(1_000);
+      expect(host.health().edgeNodes.reduce((sum, node) => sum + node.rebirthsRequested, 0)).toBe(NODES);
+      expect(host.health().problems.some((problem) => problem.includes("waits its turn"))).toBe(false);
+    });
+
+    test("maxOutstandingRebirths must be a whole number from 1 to 100,000: otherwise KILN_VALIDATION naming it", () => {
+      const base = { brokerUrl: "mqtt://127.0.0.1:1", hostId: "v", groups: [GROUP], store: new MemoryStore() };
+      for (const bad of [0, 1.5, -1, 100_001, Number.NaN]) {
+        let caught: unknown;
+        try {
+          new SparkplugHost({ ...base, maxOutstandingRebirths: bad });
+        } catch (error) {
+          caught = error;
+        }
+        expect(caught).toBeInstanceOf(KilnValidationError);
+        expect((caught as KilnValidationError).issues).toEqual([
+          { path: "maxOutstandingRebirths", message: "must be a whole number from 1 to 100,000" },
+        ]);
+      }
+      expect(() => new SparkplugHost({ ...base, maxOutstandingRebirths: 1 })).not.toThrow();
+    });
+  },
+);
