@@ -174,6 +174,11 @@ export class HostSampleWriter {
     return this.#accepted;
   }
 
+  /** Samples the writer may still take before it is {@link congested} (0 when it is). */
+  get room(): number {
+    return Math.max(0, Math.ceil(this.#maxQueued / 2) - this.#held);
+  }
+
   /** True while the host should stop reading from the broker (half the bound or more is held). */
   get congested(): boolean {
     return this.#held >= this.#maxQueued / 2;

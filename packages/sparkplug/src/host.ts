@@ -150,6 +150,24 @@ export interface SparkplugHostOptions {
    */
   readonly rebirthTimeoutMs?: number;
   /**
+   * Rebirth requests (NCMD `Node Control/Rebirth`) out at once, to different edge nodes, at most
+   * (ADR 0043, amendment fix19x). A request is out from when it is sent until the edge node's
+   * answer (its NBIRTH and the DBIRTHs taken after it) is settled in the store, or for
+   * `rebirthTimeoutMs` of the host reading from the broker without that. A request to another edge
+   * node is also held while the births already asked for, and this one's (as large as its last),
+   * would take the writer to where the host stops reading from the broker (half of
+   * `batching.maxQueuedSamples`); one request is always let out when none is. A request held so
+   * waits its turn, oldest first: counted in `rebirthsPaced`, reported once by `rebirth-request`
+   * with `suppressed`, named in `health().problems` while it waits; the edge node's live values
+   * stay stale or uncertain meanwhile (never good), and `rebirthTimeoutMs` starts only once it is
+   * sent. Without this, a fleet-wide birth wave into a store slower than the wave held the host, each
+   * hold's end asked every edge node for a rebirth, and the answers held it again, for ever.
+   * A whole number from 1 to 100,000.
+   * @throws KilnValidationError (KILN_VALIDATION) naming `maxOutstandingRebirths` otherwise.
+   * @default 16
+   */
+  readonly maxOutstandingRebirths?: number;
+  /**
    * The shortest interval between two acknowledgements (NCMD `Kiln/Stored Through`, ADR 0037) to
    * one edge node, in ms. Only edge nodes whose NBIRTH declares `Kiln/Await Acks` get them.
    * From 0 to 3,600,000 (1 hour). @default 1000
@@ -312,6 +330,12 @@ export interface SparkplugHostEdgeNodeHealth {
   readonly rebirthsRequested: number;
   /** Rebirth requests held back by `rebirthIntervalMs`. */
   readonly rebirthsSuppressed: number;
+  /**
+   * Rebirth requests that waited their turn (`maxOutstandingRebirths`, or the store's room for
+   * the births already asked for), counted once per wait; each is sent (then counted in
+   * `rebirthsRequested`) when its turn comes, or dropped if a birth came first.
+   */
+  readonly rebirthsPaced: number;
   /** Messages whose `seq` was not the last one + 1 (mod 256). */
   readonly seqGaps: number;
   /**
@@ -439,6 +463,10 @@ export interface SparkplugHostEvents {
    * is counted in {@link SparkplugHostEdgeNodeHealth.rebirthsSuppressed}, and reported with
    * `suppressed` true at most once per `rebirthIntervalMs`, and never more than once a second, per edge node:
    * an edge node that keeps sending after a gap is not one event per message (review adv19k).
+   * A request waiting its turn (`maxOutstandingRebirths`, ADR 0043 amendment fix19x) is reported
+   * once, with `suppressed` true and the detail saying so, and counted in
+   * {@link SparkplugHostEdgeNodeHealth.rebirthsPaced}; it is reported again (`suppressed` false)
+   * when it is sent.
    */
   "rebirth-request": {
     /** The Sparkplug group. */
@@ -545,6 +573,7 @@ interface EdgeNodeState {
   births: number;
   rebirthsRequested: number;
   rebirthsSuppressed: number;
+  rebirthsPaced: number;
   seqGaps: number;
   dataBeforeBirth: number;
   unknownAliases: number;
@@ -893,6 +922,20 @@ export class SparkplugHost {
    * back (they may have been born again in a message the broker dropped), with the reason.
    */
   readonly #reask = new Map<EdgeNodeState, string>();
+  /**
+   * Rebirth requests out (see `maxOutstandingRebirths`): when each was sent (reading clock), the
+   * samples its answer is expected to bring, and once its NBIRTH is taken, the writer's count of
+   * accepted samples its births are stored through (the slot is free once settled past it).
+   */
+  readonly #rebirthsOut = new Map<
+    EdgeNodeState,
+    { readonly sent: ReadingClock; readonly size: number; storedThrough: number | undefined }
+  >();
+  /** Rebirth requests waiting their turn, oldest first (insertion order), each the last reason asked. */
+  readonly #rebirthsWaiting = new Map<
+    EdgeNodeState,
+    { reason: SparkplugRebirthReason; detail: string; readonly since: number }
+  >();
   #verifyTimer: TimerHandle | undefined;
   /**
    * NDEATHs read on the death watch for edge nodes the host did not know yet (their NBIRTH may
@@ -972,6 +1015,9 @@ export class SparkplugHost {
             issues.push({ path: `deathWatchMqtt.${field}`, message: "must be a string" });
         }
     }
+    const outstanding = options.maxOutstandingRebirths;
+    if (outstanding !== undefined && (!Number.isSafeInteger(outstanding) || outstanding < 1 || outstanding > 100_000))
+      issues.push({ path: "maxOutstandingRebirths", message: "must be a whole number from 1 to 100,000" });
     const skew = options.maxClockSkewMs;
     if (skew !== undefined && (!Number.isFinite(skew) || skew < 0)) {
       issues.push({ path: "maxClockSkewMs", message: "must be a finite number of ms from 0" });
@@ -1259,7 +1305,12 @@ export class SparkplugHost {
         );
       if (node.verify !== undefined)
         problems.push(
-          `edge node ${name} unverified since ${new Date(node.verify.since).toISOString()} (${node.verify.reason}): its live values are uncertain until it answers the rebirth request${node.verify.requested === undefined ? " (not sent yet: rebirthIntervalMs)" : ""}; declared offline if no NBIRTH comes within rebirthTimeoutMs of the host reading from the broker (time held not counted)`,
+          `edge node ${name} unverified since ${new Date(node.verify.since).toISOString()} (${node.verify.reason}): its live values are uncertain until it answers the rebirth request${node.verify.requested === undefined ? " (not sent yet: rebirthIntervalMs, or waiting its turn: maxOutstandingRebirths)" : ""}; declared offline if no NBIRTH comes within rebirthTimeoutMs of the host reading from the broker (time held not counted)`,
+        );
+      const waiting = this.#rebirthsWaiting.get(node);
+      if (waiting !== undefined)
+        problems.push(
+          `edge node ${name} waits its turn for a rebirth request since ${new Date(waiting.since).toISOString()} (${waiting.reason}: ${waiting.detail}): ${this.#rebirthsOut.size} requests out (maxOutstandingRebirths ${this.#maxOutstandingRebirths}), ${this.#writer.held} samples held by the writer; its live values are not good until it is born again`,
         );
       if (this.#historyOnly(node))
         problems.push(
@@ -1288,6 +1339,7 @@ export class SparkplugHost {
       births: node.births,
       rebirthsRequested: node.rebirthsRequested,
       rebirthsSuppressed: node.rebirthsSuppressed,
+      rebirthsPaced: node.rebirthsPaced,
       seqGaps: node.seqGaps,
       dataBeforeBirth: node.dataBeforeBirth,
       unknownAliases: node.unknownAliases,
@@ -1406,6 +1458,9 @@ export class SparkplugHost {
         node.deathsTaken.length = 0;
       }
       while (this.#unknownDeaths.shift() !== undefined);
+      // Rebirth requests of the sessions before: their answers went with them.
+      this.#rebirthsOut.clear();
+      this.#rebirthsWaiting.clear();
       // Messages are taken in order, a few ms of work per turn of the event loop (ADR 0030,
       // amendment 19i). Backpressure: MQTT.js reads the next packet only when its callback runs;
       // the inbox holds it past its bounds and while the writer is congested, and takes no
@@ -1804,6 +1859,7 @@ export class SparkplugHost {
         births: 0,
         rebirthsRequested: 0,
         rebirthsSuppressed: 0,
+        rebirthsPaced: 0,
         seqGaps: 0,
         dataBeforeBirth: 0,
         unknownAliases: 0,
@@ -1858,6 +1914,12 @@ export class SparkplugHost {
       }
       node.state = state;
       node.awaiting = state === "awaiting-rebirth" ? { since: now, reason } : undefined;
+      // A stream the host no longer takes has no seq to judge what follows by: the next message
+      // it takes is an NBIRTH's. Kept, it would judge a later session's data by this one's seq,
+      // and data on the history-only path (a death read ahead on the watch, #historyOnly) could
+      // pass as this session's (ADR 0043, amendment fix19x). A death read ahead keeps it: the
+      // session's data still queued on the main session is judged by it.
+      if (state === "awaiting-rebirth") node.lastSeq = undefined;
       this.#indexNode(node);
       // Its numbering holds for one birth only (ADR 0037).
       if (state !== "online") this.#endAcks(node);
@@ -1946,7 +2008,13 @@ export class SparkplugHost {
     this.#requestRebirth(node, reason, detail);
   }
 
-  /** Asks the edge node for a rebirth; true when an NCMD went out (not held back by `rebirthIntervalMs`). */
+  /**
+   * Asks the edge node for a rebirth; true when an NCMD went out (not held back by
+   * `rebirthIntervalMs`, nor waiting its turn). The one place that decides whether a request goes
+   * out: every rebirth request of the host comes here. Paced (ADR 0043, amendment fix19x): a
+   * request to an edge node with none out waits its turn while `maxOutstandingRebirths` are out,
+   * or while the births asked for would congest the writer, or while others wait before it.
+   */
   #requestRebirth(node: EdgeNodeState, reason: SparkplugRebirthReason, detail: string): boolean {
     const session = this.#session;
     const now = this.#clock.now();
@@ -1956,7 +2024,105 @@ export class SparkplugHost {
     // id that was forgotten (its state made again by each) do not send a request each.
     const last = node.lastRebirthAt ?? this.#rebirthSentAt.get(key);
     const suppressed = session === undefined || this.#stopping || (last !== undefined && now - last < interval);
-    if (suppressed) {
+    if (!suppressed && !this.#rebirthsOut.has(node)) {
+      this.#releaseRebirths();
+      const waiting = this.#rebirthsWaiting.get(node);
+      if (waiting !== undefined || this.#rebirthsWaiting.size > 0 || !this.#rebirthTurn(node)) {
+        if (waiting !== undefined) {
+          waiting.reason = reason;
+          waiting.detail = detail;
+          return false;
+        }
+        this.#rebirthsWaiting.set(node, { reason, detail, since: now });
+        node.rebirthsPaced++;
+        void this.#bus.publish("rebirth-request", {
+          groupId: node.groupId,
+          edgeNodeId: node.edgeNodeId,
+          reason,
+          detail: `${detail} (waiting its turn: ${this.#rebirthsOut.size} rebirth requests out, maxOutstandingRebirths ${this.#maxOutstandingRebirths}; ${this.#writer.held} samples held by the writer)`,
+          suppressed: true,
+        });
+        this.#scheduleVerify();
+        return false;
+      }
+    }
+    return this.#sendRebirth(node, reason, detail, suppressed);
+  }
+
+  get #maxOutstandingRebirths(): number {
+    return this.#options.maxOutstandingRebirths ?? 16;
+  }
+
+  /** Samples the edge node's answer to a rebirth request is expected to bring: its current births. */
+  #birthSamples(node: EdgeNodeState): number {
+    let size = birthSize(node.birth);
+    for (const device of node.devices.values()) if (device.online) size += birthSize(device.birth);
+    return size;
+  }
+
+  /**
+   * Whether a request to `node` may go out now (see `maxOutstandingRebirths`): fewer than the bound
+   * are out, and the births asked for and not yet taken, with this one's, fit in the writer before
+   * it congests. With none out, one always may (so a birth larger than that room still goes).
+   */
+  #rebirthTurn(node: EdgeNodeState): boolean {
+    if (this.#rebirthsOut.size === 0) return true;
+    if (this.#rebirthsOut.size >= this.#maxOutstandingRebirths) return false;
+    let expected = this.#birthSamples(node);
+    for (const out of this.#rebirthsOut.values()) if (out.storedThrough === undefined) expected += out.size;
+    return expected <= this.#writer.room;
+  }
+
+  /**
+   * Frees the slots of requests whose answer is settled in the store, or that had
+   * `rebirthTimeoutMs` of the host reading without one, or whose edge node was forgotten.
+   */
+  #releaseRebirths(): void {
+    if (this.#rebirthsOut.size === 0) return;
+    const timeout = this.#options.rebirthTimeoutMs ?? 10_000;
+    for (const [node, out] of this.#rebirthsOut) {
+      const stored = out.storedThrough !== undefined && this.#settledThrough >= out.storedThrough;
+      if (
+        stored ||
+        this.#readingSince(out.sent) >= timeout ||
+        this.#nodes.get(`${node.groupId}/${node.edgeNodeId}`) !== node
+      )
+        this.#rebirthsOut.delete(node);
+    }
+  }
+
+  /**
+   * Sends the requests waiting their turn while turns are free, oldest first. A request whose need
+   * has gone (the edge node was born again meanwhile, or forgotten) is dropped, not sent.
+   */
+  #pumpRebirths(): void {
+    this.#releaseRebirths();
+    if (this.#rebirthsWaiting.size === 0 || this.#session === undefined || this.#stopping) return;
+    for (const [node, wanted] of this.#rebirthsWaiting) {
+      const forgotten = this.#nodes.get(`${node.groupId}/${node.edgeNodeId}`) !== node;
+      const answered =
+        wanted.reason !== "samples-dropped" &&
+        node.state === "online" &&
+        node.verify === undefined &&
+        !this.#reask.has(node);
+      if (forgotten || answered || this.#rebirthsOut.has(node)) {
+        this.#rebirthsWaiting.delete(node);
+        continue;
+      }
+      if (!this.#rebirthTurn(node)) return;
+      this.#rebirthsWaiting.delete(node);
+      this.#sendRebirth(node, wanted.reason, wanted.detail, false);
+    }
+  }
+
+  /** Sends an NCMD rebirth request now (or counts it held back when `suppressed`); see {@link #requestRebirth}. */
+  #sendRebirth(node: EdgeNodeState, reason: SparkplugRebirthReason, detail: string, suppressed: boolean): boolean {
+    const session = this.#session;
+    const now = this.#clock.now();
+    const interval = this.#options.rebirthIntervalMs ?? 5_000;
+    const key = `${node.groupId}/${node.edgeNodeId}`;
+    const held = suppressed || session === undefined;
+    if (held) {
       node.rebirthsSuppressed++;
       const reported = node.suppressedReportedAt;
       if (reported !== undefined && now - reported < Math.max(interval, SUPPRESSED_REPORT_MS)) return false;
@@ -1972,6 +2138,16 @@ export class SparkplugHost {
         this.#rebirthSentAt.delete(old.key);
       }
       node.rebirthsRequested++;
+      this.#rebirthsWaiting.delete(node);
+      if (!this.#rebirthsOut.has(node))
+        this.#rebirthsOut.set(node, {
+          sent: this.#readingClock(),
+          size: this.#birthSamples(node),
+          storedThrough: undefined,
+        });
+      // A request that waited its turn: the rebirth timeout of an unverified edge node starts now.
+      if (node.verify !== undefined && node.verify.requested === undefined)
+        node.verify.requested = this.#readingClock();
       // [tck-id-operational-behavior-host-reordering-rebirth]; NCMD QoS 0, not retained
       // ([tck-id-topics-ncmd-mqtt]), with a timestamp ([tck-id-topics-ncmd-timestamp]).
       const bytes = encodePayload(
@@ -1989,9 +2165,9 @@ export class SparkplugHost {
       edgeNodeId: node.edgeNodeId,
       reason,
       detail,
-      suppressed,
+      suppressed: held,
     });
-    return !suppressed;
+    return !held;
   }
 
   #discard(payload: SparkplugPayload): void {
@@ -2423,6 +2599,7 @@ export class SparkplugHost {
     }
     this.#setNodeState(node, "online", `NBIRTH bdSeq ${bdSeq}`);
     this.#take(node, undefined, node.birth, payload, topic, true);
+    this.#birthTaken(node, true);
     this.#markAbsent(before, node.birth, `NBIRTH bdSeq ${bdSeq} of ${node.groupId}/${node.edgeNodeId}`);
     if (dead) {
       const reason = `NDEATH bdSeq ${bdSeq} (read on the death watch at ${new Date(ahead.at).toISOString()}, before this NBIRTH was taken)`;
@@ -2475,6 +2652,7 @@ export class SparkplugHost {
     this.#indexAliases(node, deviceId, birth);
     this.#setNodeState(node, "online", "DBIRTH", { deviceId });
     this.#take(node, deviceId, birth, payload, topic, true);
+    this.#birthTaken(node, false);
     this.#markAbsent(before, birth, `DBIRTH of device ${deviceId} of ${node.groupId}/${node.edgeNodeId}`);
   }
 
@@ -2545,9 +2723,21 @@ export class SparkplugHost {
     node.ack = undefined;
   }
 
+  /**
+   * A birth of the edge node was taken (pushed to the writer): the request out to it, if any, is
+   * answered once the writer settles what it has accepted so far (an NBIRTH starts the answer;
+   * each DBIRTH after it moves the mark on), and its turn goes to the next waiting.
+   */
+  #birthTaken(node: EdgeNodeState, nodeBirth: boolean): void {
+    const out = this.#rebirthsOut.get(node);
+    if (out === undefined || (!nodeBirth && out.storedThrough === undefined)) return;
+    out.storedThrough = this.#writer.accepted;
+  }
+
   /** The writer settled every sample before `through`: what each edge node's DDATA that covers is acked. */
   #onSettled(through: number): void {
     this.#settledThrough = through;
+    if (this.#rebirthsOut.size + this.#rebirthsWaiting.size > 0) this.#pumpRebirths();
     for (const node of this.#nodes.values()) {
       const ack = node.ack;
       if (ack === undefined || ack.blocked) continue;
@@ -2882,7 +3072,11 @@ export class SparkplugHost {
 
   /** Runs {@link #verifySweep} soon while an edge node awaits the rebirth it was asked for. */
   #scheduleVerify(): void {
-    if (this.#verifyTimer !== undefined || this.#verifying.size + this.#reask.size === 0) return;
+    if (
+      this.#verifyTimer !== undefined ||
+      this.#verifying.size + this.#reask.size + this.#rebirthsOut.size + this.#rebirthsWaiting.size === 0
+    )
+      return;
     const timeout = this.#options.rebirthTimeoutMs ?? 10_000;
     this.#verifyTimer = this.#clock.setTimeout(
       () => {
@@ -2896,6 +3090,7 @@ export class SparkplugHost {
   /** Sends the requests held back, and declares offline who did not answer within `rebirthTimeoutMs`. */
   #verifySweep(): void {
     if (this.#stopping) return;
+    this.#pumpRebirths();
     const now = this.#clock.now();
     const timeout = this.#options.rebirthTimeoutMs ?? 10_000;
     // Asked again every rebirthIntervalMs while the time allows: the broker's queue for the host

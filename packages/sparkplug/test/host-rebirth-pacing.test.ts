@@ -1,0 +1,232 @@
+// Issue 19, adversarial review adv19 MEDIUM-2: a fleet-wide birth wave into a store slower than the
+// wave held the host (its writer congested), and every hold's end asked every edge node online for
+// a rebirth (ADR 0043, fix19o); the answers were a new birth wave, which held the host again: the
+// rebirth requests never stopped while the fleet sent nothing else. Rebirth requests are now paced
+// (`maxOutstandingRebirths`, ADR 0043 amendment fix19x). Against the test's own mosquitto.
+import { KilnValidationError, MemoryStore, type Sample } from "@kiln/core";
+import type { SampleWriteResult } from "@kiln/core/driver-kit";
+import { connectAsync } from "mqtt";
+import { afterEach, describe, expect, test, vi } from "vitest";
+import { SparkplugHost, type SparkplugHostOptions } from "../src/host";
+import { qualifiedTagName } from "../src/host-tag-names";
+import { decodePayload, type SparkplugMetric } from "../src/payload";
+import { mosquittoAvailability } from "../src/testing/index";
+import { sparkplugTopic } from "../src/topic";
+import { RawEdgeNode, eventually } from "./support/host-harness";
+import { configuredBroker } from "./support/limited-broker";
+
+const GROUP = "plant-pace";
+const mosquitto = mosquittoAvailability();
+if (!mosquitto.available) console.log(`host-rebirth-pacing.test.ts skipped: ${mosquitto.reason}`);
+
+vi.setConfig({ testTimeout: 120_000 });
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+});
+
+/** A memory store whose every `writeBatch` takes `delayMs` more. */
+function slowStore(delayMs: number): MemoryStore {
+  const store = new MemoryStore();
+  const write = store.samples.writeBatch.bind(store.samples);
+  store.samples.writeBatch = async (batch: readonly Sample[]): Promise<SampleWriteResult | void> => {
+    await new Promise((resolve) => setTimeout(resolve, delayMs));
+    return write(batch);
+  };
+  return store;
+}
+
+/** An edge node of `metrics` Double metrics that answers every rebirth request with its NBIRTH; counts its births. */
+async function answeringNode(url: string, id: string, metrics: number) {
+  const node = await RawEdgeNode.connect(url, GROUP, id, 0);
+  let births = 0;
+  const birth = () => {
+    births++;
+    const now = Date.now();
+    const values: SparkplugMetric[] = Array.from({ length: metrics }, (_, index) => ({
+      name: `m${index}`,
+      alias: index + 1,
+      timestamp: now,
+      datatype: "Double",
+      value: births * 1_000 + index,
+    }));
+    return node.nbirth(0, values);
+  };
+  node.client.on("message", () => void birth());
+  await node.client.subscribeAsync(sparkplugTopic({ type: "NCMD", groupId: GROUP, edgeNodeId: id }), { qos: 0 });
+  return { node, birth, births: () => births };
+}
+
+/** Counts the NCMD `Node Control/Rebirth` the broker carries to the group's edge nodes, with their times. */
+async function rebirthCounter(url: string) {
+  const client = await connectAsync(url, { clean: true, reconnectPeriod: 0 });
+  const times: number[] = [];
+  client.on("message", (_topic, payload) => {
+    const decoded = decodePayload(payload);
+    if (decoded.metrics.some((metric) => metric.name === "Node Control/Rebirth")) times.push(Date.now());
+  });
+  await client.subscribeAsync(`spBv1.0/${GROUP}/NCMD/+`, { qos: 0 });
+  return { times, close: () => client.endAsync(true) };
+}
+
+async function fleetWave(nodes: number, metrics: number, extra: Partial<SparkplugHostOptions>) {
+  const broker = await configuredBroker([]);
+  cleanups.push(() => broker.stop());
+  const store = slowStore(40);
+  const host = new SparkplugHost({
+    brokerUrl: broker.url,
+    hostId: `pace-${Math.random().toString(16).slice(2, 8)}`,
+    groups: [GROUP],
+    store,
+    registerTags: false,
+    stopLingerMs: 100,
+    drainTimeoutMs: 2_000,
+    rebirthIntervalMs: 500,
+    rebirthTimeoutMs: 4_000,
+    // A store that takes 50 samples per 40 ms write, twice at once (~2,500 samples/s), and holds
+    // the broker from 150 samples behind: a wave of 40 births of 22 samples (880) holds it.
+    batching: { maxDelayMs: 5, maxBatchSize: 50, maxQueuedSamples: 300 },
+    ...extra,
+  });
+  cleanups.push(() => host.stop());
+  await host.start();
+  await host.whenConnected();
+  const counter = await rebirthCounter(broker.url);
+  cleanups.push(() => counter.close());
+  const fleet = await Promise.all(
+    Array.from({ length: nodes }, (_, index) => answeringNode(broker.url, `n${index}`, metrics)),
+  );
+  for (const edge of fleet) cleanups.push(() => edge.node.close());
+  // The wave: every edge node births within half a second (as after a broker restart).
+  for (const edge of fleet) {
+    await edge.birth();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  return { host, store, counter, fleet };
+}
+
+/** Waits until no rebirth request went out for `quietMs`, at most `timeoutMs`; returns when the last went out. */
+async function quiet(counter: { times: number[] }, quietMs: number, timeoutMs: number): Promise<number> {
+  const started = Date.now();
+  await eventually(
+    () => Date.now() - (counter.times.at(-1) ?? started) >= quietMs,
+    timeoutMs,
+    `rebirth requests stopping (${counter.times.length} so far)`,
+  );
+  return (counter.times.at(-1) ?? started) - started;
+}
+
+describe.skipIf(!mosquitto.available)(
+  "rebirth requests paced to what the store absorbs (adv19 MEDIUM-2) (needs mosquitto)",
+  () => {
+    test("a wave of 40 edge node births into a slow store settles: requests stop, are bounded, every node online, each birth stored once", async () => {
+      const NODES = 40;
+      const METRICS = 20;
+      const { host, store, counter, fleet } = await fleetWave(NODES, METRICS, {});
+      // With the fleet sending nothing but answers, the requests must stop (3 s without one) within 30 s.
+      const lastAfter = await quiet(counter, 3_000, 30_000);
+      const requests = counter.times.length;
+      console.info(`rebirth pacing: ${requests} rebirth requests, the last ${lastAfter} ms after the wave`);
+      expect(requests).toBeLessThanOrEqual(2 * NODES);
+      await eventually(
+        () =>
+          host.health().edgeNodes.filter((node) => node.state === "online").length === NODES &&
+          !host.health().problems.some((problem) => problem.includes("unverified")),
+        10_000,
+        "every edge node online",
+      );
+      await eventually(() => host.health().samples.queued === 0, 10_000, "store caught up");
+      const health = host.health();
+      expect(health.edgeNodes.reduce((sum, node) => sum + node.rebirthsRequested, 0)).toBe(requests);
+      for (const [index, edge] of fleet.entries()) {
+        const tag = qualifiedTagName({ groupId: GROUP, edgeNodeId: `n${index}`, deviceId: undefined, metric: "m0" });
+        const rows = await store.samples.readSamples({ tag, from: 0, to: 4_102_444_799_999 });
+        // One value per birth (stale marks carry none), and the newest good.
+        expect(rows.filter((row) => row.value !== null).length).toBe(edge.births());
+        expect(host.latest(tag)?.sample.quality.severity).toBe("good");
+      }
+    });
+
+    test("edge nodes that do not answer: at most maxOutstandingRebirths requests out; the others wait their turn, not good, named and counted, and go out as turns are freed by rebirthTimeoutMs", async () => {
+      const broker = await configuredBroker([]);
+      cleanups.push(() => broker.stop());
+      const host = new SparkplugHost({
+        brokerUrl: broker.url,
+        hostId: `pace2-${Math.random().toString(16).slice(2, 8)}`,
+        groups: [GROUP],
+        store: new MemoryStore(),
+        registerTags: false,
+        stopLingerMs: 100,
+        rebirthIntervalMs: 60_000,
+        rebirthTimeoutMs: 1_500,
+        maxOutstandingRebirths: 2,
+      });
+      cleanups.push(() => host.stop());
+      await host.start();
+      await host.whenConnected();
+      const counter = await rebirthCounter(broker.url);
+      cleanups.push(() => counter.close());
+      const NODES = 6;
+      const silent = await Promise.all(
+        Array.from({ length: NODES }, (_, index) => RawEdgeNode.connect(broker.url, GROUP, `q${index}`, 0)),
+      );
+      for (const raw of silent) cleanups.push(() => raw.close());
+      const now = Date.now();
+      for (const raw of silent)
+        await raw.nbirth(0, [{ name: "v", alias: 1, timestamp: now, datatype: "Double", value: 1 }]);
+      await eventually(
+        () => host.health().edgeNodes.filter((node) => node.state === "online").length === NODES,
+        5_000,
+        "online",
+      );
+      // Each loses trust at once (a seq gap), and none answers.
+      const gapAt = Date.now();
+      for (const raw of silent) {
+        raw.seq = 7;
+        await raw.ndata([{ alias: 1, timestamp: now + 1, datatype: "Double", value: 2 }]);
+      }
+      await eventually(
+        () => host.health().edgeNodes.every((node) => node.state === "awaiting-rebirth"),
+        5_000,
+        "distrusted",
+      );
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(counter.times.length).toBe(2);
+      const health = host.health();
+      expect(health.edgeNodes.reduce((sum, node) => sum + node.rebirthsPaced, 0)).toBe(NODES - 2);
+      expect(
+        health.problems.filter((problem) => problem.includes("waits its turn for a rebirth request")),
+      ).toHaveLength(NODES - 2);
+      for (let index = 0; index < NODES; index++) {
+        const tag = qualifiedTagName({ groupId: GROUP, edgeNodeId: `q${index}`, deviceId: undefined, metric: "v" });
+        expect(host.latest(tag)?.sample.quality.severity).not.toBe("good");
+      }
+      // Each turn is freed rebirthTimeoutMs after its request: two more go out every 1.5 s.
+      await eventually(() => counter.times.length === NODES, 10_000, "every request sent");
+      const spread = counter.times.map((at) => at - gapAt);
+      console.info(`rebirth pacing, silent edge nodes: requests at ${spread.join(", ")} ms after the gaps`);
+      expect(spread[2]! - spread[1]!).toBeGreaterThanOrEqual(1_000);
+      expect(spread[4]! - spread[3]!).toBeGreaterThanOrEqual(1_000);
+      expect(host.health().edgeNodes.reduce((sum, node) => sum + node.rebirthsRequested, 0)).toBe(NODES);
+      expect(host.health().problems.some((problem) => problem.includes("waits its turn"))).toBe(false);
+    });
+
+    test("maxOutstandingRebirths must be a whole number from 1 to 100,000: otherwise KILN_VALIDATION naming it", () => {
+      const base = { brokerUrl: "mqtt://127.0.0.1:1", hostId: "v", groups: [GROUP], store: new MemoryStore() };
+      for (const bad of [0, 1.5, -1, 100_001, Number.NaN]) {
+        let caught: unknown;
+        try {
+          new SparkplugHost({ ...base, maxOutstandingRebirths: bad });
+        } catch (error) {
+          caught = error;
+        }
+        expect(caught).toBeInstanceOf(KilnValidationError);
+        expect((caught as KilnValidationError).issues).toEqual([
+          { path: "maxOutstandingRebirths", message: "must be a whole number from 1 to 100,000" },
+        ]);
+      }
+      expect(() => new SparkplugHost({ ...base, maxOutstandingRebirths: 1 })).not.toThrow();
+    });
+  },
+);
