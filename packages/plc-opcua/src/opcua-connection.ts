@@ -28,6 +28,7 @@ import type { ResolvedOpcuaDriverOptions } from "./opcua-driver-options";
 import { connectError, isConnectionLoss, statusOfError } from "./opcua-errors";
 import { markReplayedNotifications } from "./opcua-replayed-notifications";
 import { isApplicationRequest, markApplicationRequests } from "./opcua-request-origin";
+import { endRequestsWith } from "./opcua-session-lifetime";
 import { effectiveKeepAliveMs, linkSilenceMs } from "./opcua-subscription-timing";
 import type { SubscriptionConnection } from "./opcua-tag-subscription";
 
@@ -136,6 +137,11 @@ export interface OpcuaConnectionSettings {
    * an attempt sent into a link still stalled fails as soon as node-opcua's own would.
    */
   readonly connectStageMs?: number;
+  /**
+   * The driver's lifetime (aborted by `close()`): every request on the session ends with
+   * `KILN_ABORTED` when it aborts ({@link endRequestsWith}).
+   */
+  readonly lifetime?: AbortSignal;
 }
 
 /**
@@ -207,6 +213,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       refuseSubscriptionTransfers(session);
       markReplayedNotifications(session);
       markApplicationRequests(session);
+      if (settings.lifetime) endRequestsWith(session, settings.lifetime);
       try {
         const readAt = clock.now();
         const info = await readServerInfo(session, options.limits);

@@ -593,6 +593,7 @@ export class OpcuaDriver implements PlcDriver {
         secret: this.#secret,
         clock: this.#clock,
         generation: () => ++this.#generations,
+        lifetime: this.#lifecycle.signal,
         ...(connectStageMs === undefined ? {} : { connectStageMs }),
       },
       signal,
