@@ -340,6 +340,11 @@ export interface TrackedTransports {
   latest: IClientTransport | undefined;
   /** The bound {@link setConnectStageMs} asked for: applied when a connect attempt starts. */
   stageMs: number | undefined;
+  /**
+   * Whether the last connect attempt that failed ran into its stage bound ({@link attemptTimedOut})
+   * rather than being refused or reset at once; undefined before any failed.
+   */
+  lastFailureTimedOut: boolean | undefined;
 }
 
 const transportsOf = new WeakMap<OPCUAClient, TrackedTransports>();
@@ -357,9 +362,17 @@ export function trackedTransports(): TrackedTransports {
       create: (transportSettings) => {
         const transport = defaultClientTransportFactory.create(transportSettings);
         const connect = transport.connect.bind(transport);
-        transport.connect = (...args: Parameters<IClientTransport["connect"]>) => {
+        transport.connect = (endpointUrl: string, callback: (error?: Error | null) => void) => {
           applyStageMs(transport, tracked.stageMs);
-          return connect(...args);
+          const startedAt = performance.now();
+          const boundMs = (transport as unknown as { timeout?: unknown }).timeout;
+          return connect(endpointUrl, (error?: Error | null) => {
+            if (error) {
+              const tookMs = performance.now() - startedAt;
+              tracked.lastFailureTimedOut = typeof boundMs === "number" && attemptTimedOut(tookMs, boundMs);
+            }
+            callback(error);
+          });
         };
         tracked.latest = transport;
         return transport;
@@ -367,8 +380,28 @@ export function trackedTransports(): TrackedTransports {
     },
     latest: undefined,
     stageMs: undefined,
+    lastFailureTimedOut: undefined,
   };
   return tracked;
+}
+
+/**
+ * Whether a failed connect attempt that took `tookMs` ran into its stage bound `boundMs` (docs/adr/0022,
+ * amendment fix13z): node-opcua ends a TCP connect unanswered after half the bound and a HEL/ACK
+ * unanswered after the whole bound, so an attempt that failed sooner than nine tenths of half the
+ * bound was refused or reset (ECONNREFUSED, a port closed while the server restarts) and must not
+ * grow the bound.
+ */
+export function attemptTimedOut(tookMs: number, boundMs: number): boolean {
+  return tookMs >= 0.45 * boundMs;
+}
+
+/**
+ * Whether `client`'s last failed connect attempt timed out at its stage bound
+ * ({@link attemptTimedOut}); false when none failed or it was refused at once.
+ */
+export function lastConnectTimedOut(client: OPCUAClient): boolean {
+  return transportsOf.get(client)?.lastFailureTimedOut === true;
 }
 
 /** Sets `transport`'s connect stage bound; left as it is while node-opcua's handshake timer is armed (it asserts). */

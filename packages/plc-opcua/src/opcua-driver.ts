@@ -682,8 +682,10 @@ export class OpcuaDriver implements PlcDriver {
       );
       // The next attempt's stages get twice as long (at most connectMs): set on the transport
       // node-opcua's next retry reuses, so a link whose round trip grew past the bound reconnects
-      // with its session (docs/adr/0022, amendment fix13x: adv13v MEDIUM-1).
-      connection.failedConnectAttempts++;
+      // with its session (docs/adr/0022, amendment fix13x: adv13v MEDIUM-1). Only after an attempt
+      // that timed out at its bound: a refusal or reset says nothing about the link's round trip
+      // (amendment fix13z).
+      if (this.#rt.lastConnectTimedOut(client)) connection.failedConnectAttempts++;
       this.#silenceBound(connection);
     });
     client.on("receive_response", (response: unknown) => {

@@ -27,6 +27,7 @@ export {
   appliedConnectStageMs,
   connectStageMs,
   isRepairResponse,
+  lastConnectTimedOut,
   linkRequestKind,
   onServiceFault,
   openOpcuaConnection,
