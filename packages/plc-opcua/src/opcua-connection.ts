@@ -29,6 +29,7 @@ import { connectError, isConnectionLoss, statusOfError } from "./opcua-errors";
 import { markReplayedNotifications } from "./opcua-replayed-notifications";
 import { isApplicationRequest, markApplicationRequests } from "./opcua-request-origin";
 import { endRequestsWith } from "./opcua-session-lifetime";
+import { trackWireFates } from "./opcua-wire-fate";
 import { effectiveKeepAliveMs, linkSilenceMs } from "./opcua-subscription-timing";
 import type { SubscriptionConnection } from "./opcua-tag-subscription";
 
@@ -207,6 +208,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
     transportsOf.set(client, transports);
     relayServiceFaults(client);
     const opened = client;
+    trackWireFates(opened, (listener) => onServiceFault(opened, listener));
     const attempt = (async () => {
       await opened.connect(endpointUrl);
       const session = await opened.createSession(identity);

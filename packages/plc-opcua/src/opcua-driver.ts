@@ -431,11 +431,21 @@ export class OpcuaDriver implements PlcDriver {
       if (signal?.aborted) throw abortError(signal, "the OPC UA write");
       if (lifetime.aborted) throw abortError(lifetime, "the OPC UA write");
       sending(true);
+      // The WriteRequest node-opcua builds: whether it went on the wire decides `sent` (fix13z).
+      let request: object | undefined;
       try {
         const status = await raceAbort(
           raceAbort(
-            asApplicationCall(() =>
-              connection.session.write({ nodeId, attributeId: this.#rt.AttributeIds.Value, value: { value: variant } }),
+            asApplicationCall(
+              () =>
+                connection.session.write({
+                  nodeId,
+                  attributeId: this.#rt.AttributeIds.Value,
+                  value: { value: variant },
+                }),
+              (sent) => {
+                if (sent.constructor.name === "WriteRequest") request = sent;
+              },
             ),
             signal,
             "the OPC UA write",
@@ -447,7 +457,7 @@ export class OpcuaDriver implements PlcDriver {
         sending(false);
         return status.value;
       } catch (error) {
-        if (this.#rt.writeNotApplied(error)) sending(false);
+        if (this.#rt.writeNotApplied(error, request && this.#rt.wireFate(request))) sending(false);
         throw this.#requestError(error, "write");
       }
     };
