@@ -94,7 +94,7 @@ export interface Connection extends SubscriptionConnection {
   silenceBoundMs: number;
   /** The bound of each connect stage of node-opcua's reconnect attempts, ms (`connectStageMs`). */
   connectStageMs: number;
-  /** node-opcua's reconnect attempts failed since the channel was last open: each doubles {@link connectStageMs}. */
+  /** node-opcua's reconnect attempts that timed out at their bound since the channel was last open: each doubles {@link connectStageMs}. */
   failedConnectAttempts: number;
 }
 
