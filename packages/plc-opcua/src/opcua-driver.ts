@@ -1170,6 +1170,8 @@ export class OpcuaDriver implements PlcDriver {
       const reason = `reading it failed (${this.#requestError(error, "namespace table read").message})`;
       info = { namespaceArray: undefined, namespacesUnread: reason, limits: connection.limits };
     }
+    // Ended by close() (KILN_ABORTED, fix13z): nothing to apply, log or schedule.
+    if (this.#lifecycle.signal.aborted) return false;
     if (this.#connection !== undefined && this.#connection !== connection) return false;
     const changed = this.#applyServerInfo(connection, info);
     if (info.namespaceArray === undefined) {
@@ -1370,7 +1372,8 @@ export class OpcuaDriver implements PlcDriver {
     const disposed = this.#dispose(old, Math.min(this.#options.timeouts.requestMs, this.#silenceBound(old)));
     let failures: unknown[] = [];
     let losses = this.#losses;
-    let rebuildAttempts = 0;
+    // Rebuild attempts that timed out at their stage bound (a refused one does not grow it, fix13z).
+    let rebuildTimeouts = 0;
     void this.#lifecycle.reconnect({
       reason,
       delayFirst,
@@ -1381,16 +1384,23 @@ export class OpcuaDriver implements PlcDriver {
             "the old OPC UA session could not be closed; the server deletes its subscriptions when their lifetime ends",
           );
         }
-        // Each stage bounded as node-opcua's own reconnect attempts were, doubling per failure up
-        // to connectMs: an attempt into a link still stalled fails soon (adv13s L2: it waited the
+        // Each stage bounded as node-opcua's own reconnect attempts were, doubling per attempt that
+        // timed out at it (not per refusal, fix13z) up to connectMs: an attempt into a link still stalled fails soon (adv13s L2: it waited the
         // full connectMs), a link slower than measured still connects after a few.
         const stageMs = this.#rt.connectStageMs(
           old.keepAliveMs,
           old.responseMs,
           this.#options.timeouts.connectMs,
-          old.failedConnectAttempts + rebuildAttempts++,
+          old.failedConnectAttempts + rebuildTimeouts,
         );
-        const connection = await this.#open(lifetime, stageMs);
+        const startedAt = performance.now();
+        let connection: Connection;
+        try {
+          connection = await this.#open(lifetime, stageMs);
+        } catch (error) {
+          if (this.#rt.attemptTimedOut(performance.now() - startedAt, stageMs)) rebuildTimeouts++;
+          throw error;
+        }
         if (lifetime.aborted) {
           await this.#dispose(connection);
           return;

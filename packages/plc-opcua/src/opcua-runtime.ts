@@ -26,6 +26,7 @@ export { wireFate } from "./opcua-wire-fate";
 export {
   adaptKeepAlive,
   appliedConnectStageMs,
+  attemptTimedOut,
   connectStageMs,
   isRepairResponse,
   lastConnectTimedOut,
