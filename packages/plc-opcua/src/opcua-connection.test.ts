@@ -22,6 +22,7 @@ import { createServer, type Socket } from "node:net";
 import { describe, expect, test } from "vitest";
 import {
   applyStageMs,
+  attemptTimedOut,
   connectStageMs,
   isRepairResponse,
   linkRequestKind,
@@ -301,6 +302,38 @@ describe("the connect stage bound reaches node-opcua's transport only between at
     } finally {
       for (const socket of sockets) socket.destroy();
       await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});
+
+// fix13z (adversarial review of fix13, LOW): the stage bound grew on every failed attempt, refusals included.
+describe("trackedTransports: whether a failed attempt timed out at its bound", () => {
+  test("a refused connection is no timeout; a HEL/ACK left unanswered is", async () => {
+    const sockets: Socket[] = [];
+    const silent = createServer((socket) => sockets.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+    const closedPort = (closed.address() as { port: number }).port;
+    await new Promise((resolve) => closed.close(resolve));
+    try {
+      const tracked = trackedTransports();
+      tracked.stageMs = 600;
+      const connect = (port: number) => {
+        const transport = tracked.factory.create({});
+        return new Promise<Error | undefined>((resolve) =>
+          transport.connect(`opc.tcp://127.0.0.1:${port}`, (error) => resolve(error ?? undefined)),
+        ).finally(() => transport.dispose());
+      };
+      expect(await connect(closedPort)).toBeInstanceOf(Error);
+      expect(tracked.lastFailureTimedOut).toBe(false);
+      expect(await connect((silent.address() as { port: number }).port)).toBeInstanceOf(Error);
+      expect(tracked.lastFailureTimedOut).toBe(true);
+      expect(attemptTimedOut(50, 2_000)).toBe(false);
+      expect(attemptTimedOut(1_000, 2_000)).toBe(true);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
     }
   });
 });

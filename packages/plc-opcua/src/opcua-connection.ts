@@ -28,6 +28,8 @@ import type { ResolvedOpcuaDriverOptions } from "./opcua-driver-options";
 import { connectError, isConnectionLoss, statusOfError } from "./opcua-errors";
 import { markReplayedNotifications } from "./opcua-replayed-notifications";
 import { isApplicationRequest, markApplicationRequests } from "./opcua-request-origin";
+import { endRequestsWith } from "./opcua-session-lifetime";
+import { trackWireFates } from "./opcua-wire-fate";
 import { effectiveKeepAliveMs, linkSilenceMs } from "./opcua-subscription-timing";
 import type { SubscriptionConnection } from "./opcua-tag-subscription";
 
@@ -92,7 +94,7 @@ export interface Connection extends SubscriptionConnection {
   silenceBoundMs: number;
   /** The bound of each connect stage of node-opcua's reconnect attempts, ms (`connectStageMs`). */
   connectStageMs: number;
-  /** node-opcua's reconnect attempts failed since the channel was last open: each doubles {@link connectStageMs}. */
+  /** node-opcua's reconnect attempts that timed out at their bound since the channel was last open: each doubles {@link connectStageMs}. */
   failedConnectAttempts: number;
 }
 
@@ -136,6 +138,11 @@ export interface OpcuaConnectionSettings {
    * an attempt sent into a link still stalled fails as soon as node-opcua's own would.
    */
   readonly connectStageMs?: number;
+  /**
+   * The driver's lifetime (aborted by `close()`): every request on the session ends with
+   * `KILN_ABORTED` when it aborts ({@link endRequestsWith}).
+   */
+  readonly lifetime?: AbortSignal;
 }
 
 /**
@@ -201,12 +208,14 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
     transportsOf.set(client, transports);
     relayServiceFaults(client);
     const opened = client;
+    trackWireFates(opened, (listener) => onServiceFault(opened, listener));
     const attempt = (async () => {
       await opened.connect(endpointUrl);
       const session = await opened.createSession(identity);
       refuseSubscriptionTransfers(session);
       markReplayedNotifications(session);
       markApplicationRequests(session);
+      if (settings.lifetime) endRequestsWith(session, settings.lifetime);
       try {
         const readAt = clock.now();
         const info = await readServerInfo(session, options.limits);
@@ -333,6 +342,11 @@ export interface TrackedTransports {
   latest: IClientTransport | undefined;
   /** The bound {@link setConnectStageMs} asked for: applied when a connect attempt starts. */
   stageMs: number | undefined;
+  /**
+   * Whether the last connect attempt that failed ran into its stage bound ({@link attemptTimedOut})
+   * rather than being refused or reset at once; undefined before any failed.
+   */
+  lastFailureTimedOut: boolean | undefined;
 }
 
 const transportsOf = new WeakMap<OPCUAClient, TrackedTransports>();
@@ -350,9 +364,17 @@ export function trackedTransports(): TrackedTransports {
       create: (transportSettings) => {
         const transport = defaultClientTransportFactory.create(transportSettings);
         const connect = transport.connect.bind(transport);
-        transport.connect = (...args: Parameters<IClientTransport["connect"]>) => {
+        transport.connect = (endpointUrl: string, callback: (error?: Error | null) => void) => {
           applyStageMs(transport, tracked.stageMs);
-          return connect(...args);
+          const startedAt = performance.now();
+          const boundMs = (transport as unknown as { timeout?: unknown }).timeout;
+          return connect(endpointUrl, (error?: Error | null) => {
+            if (error) {
+              const tookMs = performance.now() - startedAt;
+              tracked.lastFailureTimedOut = typeof boundMs === "number" && attemptTimedOut(tookMs, boundMs);
+            }
+            callback(error);
+          });
         };
         tracked.latest = transport;
         return transport;
@@ -360,8 +382,28 @@ export function trackedTransports(): TrackedTransports {
     },
     latest: undefined,
     stageMs: undefined,
+    lastFailureTimedOut: undefined,
   };
   return tracked;
+}
+
+/**
+ * Whether a failed connect attempt that took `tookMs` ran into its stage bound `boundMs` (docs/adr/0022,
+ * amendment fix13z): node-opcua ends a TCP connect unanswered after half the bound and a HEL/ACK
+ * unanswered after the whole bound, so an attempt that failed sooner than nine tenths of half the
+ * bound was refused or reset (ECONNREFUSED, a port closed while the server restarts) and must not
+ * grow the bound.
+ */
+export function attemptTimedOut(tookMs: number, boundMs: number): boolean {
+  return tookMs >= 0.45 * boundMs;
+}
+
+/**
+ * Whether `client`'s last failed connect attempt timed out at its stage bound
+ * ({@link attemptTimedOut}); false when none failed or it was refused at once.
+ */
+export function lastConnectTimedOut(client: OPCUAClient): boolean {
+  return transportsOf.get(client)?.lastFailureTimedOut === true;
 }
 
 /** Sets `transport`'s connect stage bound; left as it is while node-opcua's handshake timer is armed (it asserts). */

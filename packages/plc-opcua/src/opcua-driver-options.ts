@@ -157,8 +157,9 @@ export const opcuaDriverOptionsSchema = z
  *   `browse`, `subscribe`) have one: requests the driver or node-opcua send on their own behalf
  *   (keep-alives, re-creations, retries, deletes) never hold the bound; so with nothing in flight the bound is at most
  *   `2 × keep-alive + requestMs`, and it is never widened. Each stage (TCP, HEL/ACK) of a
- *   reconnect attempt is bounded by `2 × keep-alive + 2 × response time`, doubled per failed
- *   attempt in a row, at most `connectMs` (docs/adr/0022, amendments fix13e, fix13f, fix13g, fix13u).
+ *   reconnect attempt is bounded by `2 × keep-alive + 2 × response time`, doubled per
+ *   attempt in a row that timed out at it (a refusal or reset does not grow it), at most `connectMs`
+ *   (docs/adr/0022, amendments fix13e, fix13f, fix13g, fix13u, fix13z).
  * - `connectionStrategy`: `maxRetry` (attempts of the first connect; once connected, the driver
  *   reconnects until `close()`), `initialDelayMs`, `maxDelayMs` (greater than `initialDelayMs`:
  *   node-opcua's backoff refuses equal delays; `KILN_VALIDATION` at `connectionStrategy.maxDelayMs`

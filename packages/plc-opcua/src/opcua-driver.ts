@@ -431,11 +431,21 @@ export class OpcuaDriver implements PlcDriver {
       if (signal?.aborted) throw abortError(signal, "the OPC UA write");
       if (lifetime.aborted) throw abortError(lifetime, "the OPC UA write");
       sending(true);
+      // The WriteRequest node-opcua builds: whether it went on the wire decides `sent` (fix13z).
+      let request: object | undefined;
       try {
         const status = await raceAbort(
           raceAbort(
-            asApplicationCall(() =>
-              connection.session.write({ nodeId, attributeId: this.#rt.AttributeIds.Value, value: { value: variant } }),
+            asApplicationCall(
+              () =>
+                connection.session.write({
+                  nodeId,
+                  attributeId: this.#rt.AttributeIds.Value,
+                  value: { value: variant },
+                }),
+              (sent) => {
+                if (sent.constructor.name === "WriteRequest") request = sent;
+              },
             ),
             signal,
             "the OPC UA write",
@@ -447,7 +457,7 @@ export class OpcuaDriver implements PlcDriver {
         sending(false);
         return status.value;
       } catch (error) {
-        if (this.#rt.writeNotApplied(error)) sending(false);
+        if (this.#rt.writeNotApplied(error, request && this.#rt.wireFate(request))) sending(false);
         throw this.#requestError(error, "write");
       }
     };
@@ -593,6 +603,7 @@ export class OpcuaDriver implements PlcDriver {
         secret: this.#secret,
         clock: this.#clock,
         generation: () => ++this.#generations,
+        lifetime: this.#lifecycle.signal,
         ...(connectStageMs === undefined ? {} : { connectStageMs }),
       },
       signal,
@@ -681,8 +692,10 @@ export class OpcuaDriver implements PlcDriver {
       );
       // The next attempt's stages get twice as long (at most connectMs): set on the transport
       // node-opcua's next retry reuses, so a link whose round trip grew past the bound reconnects
-      // with its session (docs/adr/0022, amendment fix13x: adv13v MEDIUM-1).
-      connection.failedConnectAttempts++;
+      // with its session (docs/adr/0022, amendment fix13x: adv13v MEDIUM-1). Only after an attempt
+      // that timed out at its bound: a refusal or reset says nothing about the link's round trip
+      // (amendment fix13z).
+      if (this.#rt.lastConnectTimedOut(client)) connection.failedConnectAttempts++;
       this.#silenceBound(connection);
     });
     client.on("receive_response", (response: unknown) => {
@@ -1157,6 +1170,8 @@ export class OpcuaDriver implements PlcDriver {
       const reason = `reading it failed (${this.#requestError(error, "namespace table read").message})`;
       info = { namespaceArray: undefined, namespacesUnread: reason, limits: connection.limits };
     }
+    // Ended by close() (KILN_ABORTED, fix13z): nothing to apply, log or schedule.
+    if (this.#lifecycle.signal.aborted) return false;
     if (this.#connection !== undefined && this.#connection !== connection) return false;
     const changed = this.#applyServerInfo(connection, info);
     if (info.namespaceArray === undefined) {
@@ -1357,7 +1372,8 @@ export class OpcuaDriver implements PlcDriver {
     const disposed = this.#dispose(old, Math.min(this.#options.timeouts.requestMs, this.#silenceBound(old)));
     let failures: unknown[] = [];
     let losses = this.#losses;
-    let rebuildAttempts = 0;
+    // Rebuild attempts that timed out at their stage bound (a refused one does not grow it, fix13z).
+    let rebuildTimeouts = 0;
     void this.#lifecycle.reconnect({
       reason,
       delayFirst,
@@ -1368,16 +1384,23 @@ export class OpcuaDriver implements PlcDriver {
             "the old OPC UA session could not be closed; the server deletes its subscriptions when their lifetime ends",
           );
         }
-        // Each stage bounded as node-opcua's own reconnect attempts were, doubling per failure up
-        // to connectMs: an attempt into a link still stalled fails soon (adv13s L2: it waited the
+        // Each stage bounded as node-opcua's own reconnect attempts were, doubling per attempt that
+        // timed out at it (not per refusal, fix13z) up to connectMs: an attempt into a link still stalled fails soon (adv13s L2: it waited the
         // full connectMs), a link slower than measured still connects after a few.
         const stageMs = this.#rt.connectStageMs(
           old.keepAliveMs,
           old.responseMs,
           this.#options.timeouts.connectMs,
-          old.failedConnectAttempts + rebuildAttempts++,
+          old.failedConnectAttempts + rebuildTimeouts,
         );
-        const connection = await this.#open(lifetime, stageMs);
+        const startedAt = performance.now();
+        let connection: Connection;
+        try {
+          connection = await this.#open(lifetime, stageMs);
+        } catch (error) {
+          if (this.#rt.attemptTimedOut(performance.now() - startedAt, stageMs)) rebuildTimeouts++;
+          throw error;
+        }
         if (lifetime.aborted) {
           await this.#dispose(connection);
           return;

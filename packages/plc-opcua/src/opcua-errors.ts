@@ -294,10 +294,17 @@ const FAILED_BEFORE_THE_WIRE =
  * (a Bad `serviceResult` on the response: the service was not executed), except a timeout fault,
  * after which the server may still have applied it. Anything else (a timeout, a connection lost
  * or broken by the link watchdog while the request was out, an abort, an unknown error) may have
- * reached the server: `false`.
+ * reached the server: `false`. `fate`, what the wire says about this WriteRequest
+ * (`opcua-wire-fate.ts`), decides first for an error node-opcua gave (not Kiln's own abort or
+ * deadline, after which node-opcua may still send a request it holds): never put on a channel
+ * (held during a repair and failed from there), or last answered with a session refusal
+ * (BadSessionIdInvalid, BadSessionClosed, BadSessionNotActivated: the server checks the session
+ * before it executes anything) is not applied, whatever the error node-opcua relays for it then
+ * (the repair's own failure, "Cannot recreate session"...; docs/adr/0022, amendment fix13z).
  */
-export function writeNotApplied(error: unknown): boolean {
+export function writeNotApplied(error: unknown, fate?: "unsent" | "sent" | "refused"): boolean {
   if (typeof error !== "object" || error === null || KilnError.is(error)) return false;
+  if (fate === "unsent" || fate === "refused") return true;
   const response = (error as { response?: { responseHeader?: { serviceResult?: { value?: unknown } } } }).response;
   const serviceResult = response?.responseHeader?.serviceResult?.value;
   if (typeof serviceResult === "number" && serviceResult !== 0) {

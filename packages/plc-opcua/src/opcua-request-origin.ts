@@ -12,7 +12,11 @@ import type { ClientSession } from "node-opcua-client";
  * bound. The rule is by origin, not by request type: a CreateMonitoredItems of `subscribe()` is
  * the application's, the same request re-creating an item is upkeep.
  */
-const applicationCall = new AsyncLocalStorage<{ open: boolean; readonly purpose?: string }>();
+const applicationCall = new AsyncLocalStorage<{
+  open: boolean;
+  readonly purpose?: string;
+  readonly onRequest?: (request: object) => void;
+}>();
 
 /** Requests a session was asked to send inside an application's call (marked before node-opcua may queue them). */
 const applicationRequests = new WeakSet<object>();
@@ -25,9 +29,11 @@ const upkeepPurposes = new WeakMap<object, string>();
  * {@link markApplicationRequests} is asked to send while it runs (also later in the call's
  * promise chain) counts as the application's. Timers and callbacks the call leaves behind (a
  * retry, a watchdog) inherit the context but not the origin: it ends when `call` settles.
+ * `onRequest` is given each request the call asks the session to send (a write keeps its
+ * WriteRequest to tell later whether it went on the wire, docs/adr/0022 amendment fix13z).
  */
-export async function asApplicationCall<T>(call: () => Promise<T>): Promise<T> {
-  const scope = { open: true };
+export async function asApplicationCall<T>(call: () => Promise<T>, onRequest?: (request: object) => void): Promise<T> {
+  const scope = onRequest ? { open: true, onRequest } : { open: true };
   try {
     return await applicationCall.run(scope, call);
   } finally {
@@ -64,6 +70,7 @@ export function markApplicationRequests(session: ClientSession): void {
   target.performMessageTransaction = function (this: unknown, request: object, ...rest: unknown[]): unknown {
     const scope = applicationCall.getStore();
     if (scope?.open === true) {
+      scope.onRequest?.(request);
       if (scope.purpose === undefined) applicationRequests.add(request);
       else upkeepPurposes.set(request, scope.purpose);
     }

@@ -22,11 +22,14 @@ export {
 } from "node-opcua-client";
 export { OPCUACertificateManager } from "node-opcua-certificate-manager";
 export { browseVariables } from "./opcua-browse";
+export { wireFate } from "./opcua-wire-fate";
 export {
   adaptKeepAlive,
   appliedConnectStageMs,
+  attemptTimedOut,
   connectStageMs,
   isRepairResponse,
+  lastConnectTimedOut,
   linkRequestKind,
   onServiceFault,
   openOpcuaConnection,

@@ -68,3 +68,48 @@ test("a failed reconnect attempt names the stage bound it was given: the time it
     await driver.close();
   }
 }, 60_000);
+
+// Adversarial review of fix13 (LOW): the bound doubled after every failed attempt, also after an
+// instant refusal (connection refused or reset: the port closed while the server restarts), so a
+// few refusals left the next attempt into a slow link with connectMs instead of the start value.
+// It now doubles only after an attempt that timed out at its bound (docs/adr/0022, amendment fix13z).
+test("refused attempts leave the stage bound at its start value; timed-out ones double it", async () => {
+  const refusing = new TcpProxy(simulator.port);
+  const driver = new OpcuaDriver({
+    endpointUrl: await refusing.start(),
+    security: { mode: "None" },
+    pki: { dir: path.join(dir, "client") },
+    connectionStrategy: { maxRetry: 1_000, initialDelayMs: 200, maxDelayMs: 400, randomisationFactor: 0 },
+    timeouts: { keepAliveMs: 1_000, connectMs: 15_000, requestMs: 10_000 },
+  });
+  const failures: { at: number; boundMs: number; delayMs: number }[] = [];
+  driver.onStatusChange((change) => {
+    const match = /timed out after (\d+) ms\); retrying in (\d+) ms/.exec(change.reason ?? "");
+    if (match) failures.push({ at: Date.now(), boundMs: Number(match[1]), delayMs: Number(match[2]) });
+  });
+  try {
+    refusing.latencyMs = 0;
+    await driver.connect();
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    // Every new connection is accepted and reset at once: four refused attempts.
+    refusing.drop();
+    await waitFor(() => failures.length >= 4, { what: "four refused attempts", timeoutMs: 20_000 });
+    const start = failures[0]!.boundMs;
+    expect(failures.slice(0, 4).map((failure) => failure.boundMs)).toEqual([start, start, start, start]);
+    // Then a slow link (HEL/ACK 10 s): the first attempt times out at the start value, the next at twice it.
+    const refused = failures.length;
+    refusing.latencyMs = 5_000;
+    refusing.restore();
+    await waitFor(() => failures.length >= refused + 2, { what: "two timed-out attempts", timeoutMs: 40_000 });
+    const [first, second] = failures.slice(refused, refused + 2) as [(typeof failures)[0], (typeof failures)[0]];
+    expect(first.boundMs).toBe(start);
+    expect(Math.abs(second.boundMs - 2 * start)).toBeLessThanOrEqual(2);
+    const tookMs = second.at - first.at - first.delayMs;
+    expect(Math.abs(tookMs - second.boundMs)).toBeLessThan(600);
+  } finally {
+    refusing.latencyMs = 0;
+    refusing.restore();
+    await driver.close();
+    await refusing.close();
+  }
+}, 80_000);

@@ -70,16 +70,19 @@ export class TcpProxy {
    * `encodingId` (e.g. `ObjectIds.CreateSubscriptionRequest_Encoding_DefaultBinary`), that message
    * and every byte after it, both directions, open and new connections, are held as by
    * {@link pause} (`"hold"`: {@link restore} delivers them, a TCP path that resumes) or swallowed
-   * as by {@link blackhole} (`"swallow"`). Nothing is closed. Resolves once it happened. Needs
+   * as by {@link blackhole} (`"swallow"`); with `"mute"` that message and every later one from the
+   * client still reach the server but its answers are swallowed, as by {@link muteServer} (a server
+   * that stops answering). Nothing is closed. Resolves once it happened. Needs
    * security mode None (the body is read in clear).
    */
-  freezeOnRequest(encodingId: number, mode: "hold" | "swallow" = "hold"): Promise<void> {
+  freezeOnRequest(encodingId: number, mode: "hold" | "swallow" | "mute" = "hold"): Promise<void> {
     return new Promise((resolve) => {
       this.#freezeOn = {
         encodingId,
         frozen: () => {
           this.#freezeOn = undefined;
           if (mode === "hold") this.pause();
+          else if (mode === "mute") this.muteServer();
           else this.blackhole();
           resolve();
         },
