@@ -1280,6 +1280,15 @@ export class ModbusRequestQueue {
             typeof failure === "number" && (entry.strayRisk === true || this.#strayExceptionPossible(entry));
           // Not connected: the request never went on the wire (one that did was failed by fail() first).
           if (failure === "disconnected") this.#countUnsure(entry, -1);
+          // Never written by the client (an RTU line busy with noise, ADR 0041 fix12z): nothing was sent, so no
+          // answer is owed and no anomaly seen; the line's own noise made the scope suspect already.
+          if (KilnError.is(error) && error.details.sent === false) {
+            this.#countUnsure(entry, -1);
+            if (entry.fenceFor !== undefined) this.#fenceFailed(entry, error);
+            this.#settle(entry, false, error);
+            finish();
+            return;
+          }
           if (entry.fenceFor !== undefined) {
             // An exception answers the fence unless an exception of its function may still be on its way.
             // Nor while one is owed by a device that answers out of order: it may be that answer.
