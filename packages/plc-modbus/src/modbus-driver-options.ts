@@ -1,6 +1,6 @@
 import { z } from "zod";
 import type { Clock, Logger } from "@kiln/core";
-import { MAX_DRIVER_DURATION_MS } from "@kiln/core/driver-kit";
+import { MAX_DRIVER_DURATION_MS, isLogger } from "@kiln/core/driver-kit";
 import { MODBUS_AREAS, MODBUS_BYTE_ORDERS, type ModbusByteOrder } from "./modbus-address";
 import type { ModbusClient } from "./modbus-client";
 import type { ModbusAddressRange, ModbusReadLimits } from "./modbus-read-planner";
@@ -336,7 +336,7 @@ export const modbusDriverOptionsSchema = z
       })
       .default({ enabled: true, initialDelayMs: 250, maxDelayMs: 30_000, multiplier: 2, jitter: 0.2 }),
     clock: z.custom<Clock>((value) => typeof value === "object" && value !== null).optional(),
-    logger: z.custom<Logger>((value) => typeof value === "object" && value !== null).optional(),
+    logger: z.custom<Logger>(isLogger, "must be a Logger (debug, info, warn, error and child functions)").optional(),
     clientFactory: z.custom<() => ModbusClient>((value) => typeof value === "function").optional(),
     random: z.custom<() => number>((value) => typeof value === "function").optional(),
   })

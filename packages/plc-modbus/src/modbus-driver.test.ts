@@ -148,6 +148,12 @@ describe("ModbusDriver: lifecycle", () => {
       { transport: { kind: "rtu", path: "/dev/ttyUSB0", lateAnswerGuard: false } },
       /Unrecognized key: "lateAnswerGuard"/,
     ],
+    [
+      "a logger without child (adv fix12z L4: a TypeError at construction before)",
+      { logger: { debug() {}, info() {}, warn() {}, error() {} } },
+      /logger: must be a Logger/,
+    ],
+    ["a logger that is a function", { logger: () => undefined }, /logger: must be a Logger/],
   ])("refuses %s with KILN_VALIDATION naming it", (_case, extra, message) => {
     let caught: unknown;
     try {

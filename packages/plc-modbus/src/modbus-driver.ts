@@ -232,7 +232,7 @@ export class ModbusDriver implements PlcDriver {
     this.#clientFactory =
       this.#options.clientFactory ??
       (transport.kind === "rtu"
-        ? createModbusRtuClient
+        ? () => createModbusRtuClient({ requestTimeoutMs: this.#options.requestTimeoutMs })
         : () =>
             createModbusTcpClient({
               requestTimeoutMs: this.#options.requestTimeoutMs,

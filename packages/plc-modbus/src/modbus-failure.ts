@@ -70,7 +70,9 @@ export function modbusDisconnectedError(reason: string, cause?: unknown): KilnEr
 /**
  * Converts whatever modbus-serial rejected with into a Kiln error: exception responses become
  * `KILN_DEVICE_ERROR` with `details.modbus` = the exception code; modbus-serial's own timeout becomes
- * `KILN_TIMEOUT`; "port not open" becomes `KILN_CONNECTION_FAILED`; anything else (CRC, length, unexpected
+ * `KILN_TIMEOUT`; "port not open" becomes `KILN_CONNECTION_FAILED`; a request the client never wrote (`notSent`:
+ * the RTU client's "line busy (noise)") becomes a retryable `KILN_DEVICE_ERROR` with `details.sent: false`
+ * (`details.lineBusy` for noise); anything else (CRC, length, unexpected
  * reply) becomes a retryable `KILN_DEVICE_ERROR`.
  */
 export function kilnErrorFromModbus(error: unknown, what: string): KilnError {
@@ -89,6 +91,15 @@ export function kilnErrorFromModbus(error: unknown, what: string): KilnError {
   if (record.errno === "ETIMEDOUT") return modbusTimeoutError(0, what);
   if (record.errno === "ECONNREFUSED" || record.name === "PortNotOpenError" || message === "Port Not Open") {
     return modbusDisconnectedError(`port not open during ${what}`, error);
+  }
+  // Never written (the RTU client: the line stayed noisy past the point an answer could still come in time, or
+  // a newer request took the line): nothing reached the device; retryable, not counted against the unit.
+  if (record.notSent === true) {
+    return new KilnError("KILN_DEVICE_ERROR", `${what} was not sent: ${message}.`, {
+      retryable: true,
+      cause: error,
+      details: { sent: false, ...(record.lineBusy === true ? { lineBusy: true } : {}) },
+    });
   }
   // An answer that does not match its request (modbus-tcp-client, modbus-rtu-client): with several requests
   // in flight, `pipelineDesync` says the device's transaction ids cannot be trusted.

@@ -227,6 +227,12 @@ export const TRANSACTION_ID_PROOFS = 3;
 
 /** Expired owed answers kept as evidence of an out-of-order device (see `ModbusRequestQueue.#lateEvidence`). */
 const EXPIRED_OWED = 32;
+/**
+ * Answers taken in a row, each with the answer stream proven aligned and no answer owed, after which a device seen
+ * answering out of order is no longer taken to (ADR 0041, amendment fix12z): the classification releases no hold
+ * (nothing is owed), it only stops holding the next lost answer's shape for every unit until the forget horizon.
+ */
+const OUT_OF_ORDER_DECAY_ANSWERS = 20;
 
 /** The longest wait (ms) before the answer stream is resynchronised for want of a fence (see `#noFence`). */
 const NO_FENCE_MAX_BACKOFF_MS = 60_000;
@@ -292,6 +298,8 @@ export class ModbusRequestQueue {
    * the answers still owed and an owed answer frees its shape only when it has come (see `#heldByOwed`).
    */
   #outOfOrder = false;
+  /** Answers taken in a row while `#outOfOrder`, aligned and with nothing owed (see {@link OUT_OF_ORDER_DECAY_ANSWERS}). */
+  #cleanAnswers = 0;
   /**
    * Shapes (exception shapes prefixed `!`) of the requests sent since the answer stream was last proven aligned,
    * with how many of each (one that failed as not connected was never on the wire and is taken back).
@@ -366,6 +374,10 @@ export class ModbusRequestQueue {
    */
   newConnection(): void {
     this.#connection++;
+    // The out-of-order classification belongs to a connection, like the holds it causes (fix12z): a new one
+    // starts where the driver started, with the time bound, until it shows out-of-order answers itself.
+    this.#outOfOrder = false;
+    this.#cleanAnswers = 0;
     this.#resyncAsked = false;
     this.#resyncPending = false;
     this.#resyncReason = undefined;
@@ -558,15 +570,37 @@ export class ModbusRequestQueue {
       // Shapeless (a dropped answer of any request): evidence only when no request went since the proof.
       for (const unsure of this.#unsure.values()) if (unsure.size > 0) return;
       this.#outOfOrder = true;
+      this.#cleanAnswers = 0;
       return;
     }
     if (answer.shape !== undefined ? this.#sentUnsure(answer.shape) : this.#sentUnsure(`!${answer.exceptionShape}`))
       return;
     this.#outOfOrder = true;
+    this.#cleanAnswers = 0;
+  }
+
+  /**
+   * A request took its own answer (not a fence's, not a possible repeat). On a device seen answering out of order,
+   * {@link OUT_OF_ORDER_DECAY_ANSWERS} such answers in a row, each with the stream aligned and nothing owed, end
+   * the classification: with nothing owed no hold is released by it, and a later lost answer holds its shape only
+   * until its late bound again (the state before the first out-of-order answer). Before, one overtaken late answer
+   * classified the device for the driver's life, and each later lost answer held its shape, for every unit, until
+   * the forget horizon (adv fix12z M1).
+   */
+  #answeredInOrder(): void {
+    if (!this.#outOfOrder) return;
+    if (this.#unaligned.size > 0 || this.#owedCount() > 0) {
+      this.#cleanAnswers = 0;
+      return;
+    }
+    if (++this.#cleanAnswers < OUT_OF_ORDER_DECAY_ANSWERS) return;
+    this.#outOfOrder = false;
+    this.#cleanAnswers = 0;
   }
 
   #anomaly(reason: string, onTheWireSuspect = true, scope = ""): void {
     if (this.#guardMs <= 0 || this.idsProven) return;
+    this.#cleanAnswers = 0;
     this.#anomalies++;
     if (onTheWireSuspect) this.#anomalyAt = this.#sent;
     this.#alignmentReason = reason;
@@ -1267,8 +1301,11 @@ export class ModbusRequestQueue {
             // request of its shape may take it (adv12 fix12e H2).
             this.#startQuiet(entry);
             this.#anomaly(`${entry.what} got ${doubt.split(":")[0]}`, true, entry.scope);
-          } else if (entry.fence !== undefined && entry.fenceFor === undefined)
-            this.#idleFence.set(entry.scope, entry.fence);
+          } else {
+            if (entry.fence !== undefined && entry.fenceFor === undefined)
+              this.#idleFence.set(entry.scope, entry.fence);
+            if (entry.fenceFor === undefined) this.#answeredInOrder();
+          }
           this.#settle(entry, true, value);
           finish();
         },
@@ -1280,6 +1317,15 @@ export class ModbusRequestQueue {
             typeof failure === "number" && (entry.strayRisk === true || this.#strayExceptionPossible(entry));
           // Not connected: the request never went on the wire (one that did was failed by fail() first).
           if (failure === "disconnected") this.#countUnsure(entry, -1);
+          // Never written by the client (an RTU line busy with noise, ADR 0041 fix12z): nothing was sent, so no
+          // answer is owed and no anomaly seen; the line's own noise made the scope suspect already.
+          if (KilnError.is(error) && error.details.sent === false) {
+            this.#countUnsure(entry, -1);
+            if (entry.fenceFor !== undefined) this.#fenceFailed(entry, error);
+            this.#settle(entry, false, error);
+            finish();
+            return;
+          }
           if (entry.fenceFor !== undefined) {
             // An exception answers the fence unless an exception of its function may still be on its way.
             // Nor while one is owed by a device that answers out of order: it may be that answer.

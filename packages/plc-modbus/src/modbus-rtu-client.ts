@@ -79,6 +79,10 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
   #outOfStep = false;
   #quietMs = 50;
   #turnaroundMs = 5;
+  /** The driver's request timeout (ms), see {@link ModbusRtuClient.setRequestTimeout}. */
+  #timeoutMs = 1000;
+  /** Counts `transact` calls: only the newest may write (one request on the line at a time). */
+  #turn = 0;
   /** How long the last answer took from its request's send to its last byte (ms). */
   #latencyMs = 0;
   /** The last whole frame seen on the line (an answer taken, refused, or no request waited for) and when. */
@@ -149,7 +153,28 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
     this.#events.on("stray", listener);
   }
 
+  /**
+   * Sets the driver's request timeout (ms): a request not on the line by then minus the time its answer needs
+   * (the quiet time and the turnaround) is never written, and rejects "line busy" with `notSent` instead.
+   * Without it, the default of 1000 ms (the driver's default `requestTimeoutMs`) applies.
+   */
+  setRequestTimeout(timeoutMs: number): void {
+    this.#timeoutMs = timeoutMs;
+  }
+
+  /**
+   * Sends one request and waits for its answer, strictly one request on the line at a time: a request arriving
+   * while an earlier one is still on the line abandons that one (its caller gave up: the queue sends the next
+   * only after the previous finished or timed out), and one still waiting for the line to go quiet is superseded
+   * and never written. After any fault the line must be quiet for the quiet time before anything is written; if
+   * it is not quiet in time for an answer to come before the request's timeout, the request rejects at once with
+   * a retryable "line busy (noise)" error carrying `notSent: true`, and is never written later (ADR 0041, amendment
+   * fix12z: before, such requests waited without bound and went out back to back when the noise stopped).
+   */
   protected override async transact(pduBytes: Buffer): Promise<Buffer> {
+    const turn = ++this.#turn;
+    const calledAt = performance.now();
+    const deadline = calledAt + this.#timeoutMs;
     const port = this.#port;
     if (!port?.isOpen) throw Object.assign(new Error("Port Not Open"), { name: "PortNotOpenError" });
     // The caller gave up on the previous request (its timeout): its answer may still come.
@@ -157,7 +182,16 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
       this.#settle(this.#pending, new Error("abandoned"));
       this.#outOfStep = true;
     }
-    if (this.#outOfStep) await this.#resync();
+    if (this.#outOfStep) {
+      // The answer must still fit before the timeout: a guarded answer is taken after a quiet time.
+      const latest = deadline - this.#quietMs - this.#turnaroundMs;
+      const outcome = await this.#resync(latest, () => this.#turn !== turn);
+      if (outcome !== "quiet") throw this.#notWritten(outcome, performance.now() - calledAt);
+    }
+    if (this.#turn !== turn) throw this.#notWritten("superseded", performance.now() - calledAt);
+    if (!port.isOpen || this.#port !== port) {
+      throw Object.assign(new Error("Port Not Open"), { name: "PortNotOpenError" });
+    }
     this.#reportStray();
     const request = rtuRequest(this.#unitId, pduBytes);
     const key = ModbusAnswerRepeats.keyOf(request.unitId, pduBytes);
@@ -168,14 +202,33 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
     });
   }
 
-  /** Waits until no byte has arrived for the quiet time, then discards what is buffered. */
-  async #resync(): Promise<void> {
+  /** The rejection of a request that was never written: `notSent`, retryable, naming why. */
+  #notWritten(why: "busy" | "superseded", waitedMs: number): Error {
+    const message =
+      why === "busy"
+        ? `line busy (noise): bytes kept arriving for ${Math.round(waitedMs)} ms and the line was not quiet ` +
+          `(${this.#quietMs} ms without a byte) in time for an answer within the request timeout ` +
+          `(${this.#timeoutMs} ms); the request was not written`
+        : "superseded: a newer request took the line while this one waited for it to go quiet; it was not written";
+    return Object.assign(new Error(message), { notSent: true, lineBusy: why === "busy" });
+  }
+
+  /**
+   * Waits until no byte has arrived for the quiet time, then discards what is buffered: `"quiet"`. Gives up with
+   * `"busy"` as soon as the line cannot be quiet by `latest` (`performance.now()` time), and with `"superseded"`
+   * when `superseded()` says a newer request took the line; the buffer is left alone then.
+   */
+  async #resync(latest: number, superseded: () => boolean): Promise<"quiet" | "busy" | "superseded"> {
     for (;;) {
-      const wait = this.#lastByteAt + this.#quietMs - performance.now();
-      if (wait <= 0) break;
-      await new Promise((resolve) => setTimeout(resolve, wait));
+      if (superseded()) return "superseded";
+      const quietAt = this.#lastByteAt + this.#quietMs;
+      const now = performance.now();
+      if (quietAt <= now) break;
+      if (quietAt > latest) return "busy";
+      await new Promise((resolve) => setTimeout(resolve, quietAt - now));
     }
     this.#buffer = Buffer.alloc(0);
+    return "quiet";
   }
 
   #receive(data: Buffer): void {
@@ -305,7 +358,12 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
   }
 }
 
-/** Creates the RTU client for a serial transport. */
-export function createModbusRtuClient(): ModbusClient {
-  return new ModbusRtuClient();
+/**
+ * Creates the RTU client for a serial transport.
+ * @param options.requestTimeoutMs The driver's request timeout (ms), see {@link ModbusRtuClient.setRequestTimeout}.
+ */
+export function createModbusRtuClient(options: { readonly requestTimeoutMs?: number } = {}): ModbusClient {
+  const client = new ModbusRtuClient();
+  if (options.requestTimeoutMs !== undefined) client.setRequestTimeout(options.requestTimeoutMs);
+  return client;
 }

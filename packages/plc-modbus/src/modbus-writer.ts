@@ -128,7 +128,9 @@ export class ModbusWriter {
         );
       }
     } catch (error) {
-      throw withSent(this.#writeError(error, tag, what), call.sent);
+      // A client that says it never wrote the request (`details.sent: false`) is believed over `call.sent`.
+      const written = call.sent && !(KilnError.is(error) && error.details.sent === false);
+      throw withSent(this.#writeError(error, tag, what), written);
     }
   }
 

@@ -61,7 +61,9 @@ export type RawAnswer =
       /** A function is called when the answer is sent (a gateway stamping the newest request's unit id). */
       readonly unitId?: number | (() => number);
     }
-  | { readonly kind: "silent" };
+  | { readonly kind: "silent" }
+  /** Closes the connection at once, without answering (a device or gateway dropping the link). */
+  | { readonly kind: "reset" };
 
 /** Holding and input register `address` of `unitId` hold `1000 * unitId + address`; coils alternate. */
 export function rawRegister(unitId: number, address: number): number {
@@ -99,6 +101,10 @@ export async function startRawTcpDevice(
         requests.push(request);
         const reply = answer(request);
         if (reply.kind === "silent") continue;
+        if (reply.kind === "reset") {
+          socket.destroy();
+          return;
+        }
         const delay = reply.delayMs ?? 0;
         const duplicate = reply.kind === "normal" ? reply.duplicateAfterMs : undefined;
         if (duplicate !== undefined)
@@ -154,7 +160,7 @@ export async function startRawTcpDevice(
   };
 }
 
-function build(request: RawRequest, reply: Exclude<RawAnswer, { kind: "silent" }>): Buffer {
+function build(request: RawRequest, reply: Exclude<RawAnswer, { kind: "silent" } | { kind: "reset" }>): Buffer {
   let pdu: Buffer;
   if (reply.kind === "exception") pdu = Buffer.from([request.functionCode | 0x80, reply.code]);
   else if (request.functionCode === 3 || request.functionCode === 4) {

@@ -39,6 +39,8 @@ export class RtuLineDevice {
    */
   repeatAfter: (request: Buffer) => number = () => 0;
   requests = 0;
+  /** Every request frame with a valid CRC this device received, with when (`performance.now()`). */
+  readonly received: { readonly at: number; readonly frame: Buffer }[] = [];
   /** The last frame this device put on the line (what a repeater would repeat). */
   lastSent: Buffer | undefined;
   #busy = false;
@@ -75,6 +77,19 @@ export class RtuLineDevice {
     for (const request of held) this.#answer(request);
   }
 
+  /**
+   * Puts random bytes on the line every 20 ms for `durationMs` (line noise, or a device babbling); resolves when
+   * it stops.
+   */
+  async babble(durationMs: number): Promise<void> {
+    const end = performance.now() + durationMs;
+    while (performance.now() < end) {
+      if (this.#port.isOpen)
+        this.#port.write(Buffer.from([0x55, 0xaa, 0x13].map((byte) => byte ^ (Math.random() * 256))));
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
   /** Puts `frame` on the line now, unasked (a repeater's or radio modem's own retransmission). */
   write(frame: Buffer): void {
     this.lastSent = frame;
@@ -103,6 +118,7 @@ export class RtuLineDevice {
       this.#buffer = this.#buffer.subarray(length);
       if (request.readUInt16LE(length - 2) !== crc16(request.subarray(0, length - 2))) continue;
       const index = this.requests++;
+      this.received.push({ at: performance.now(), frame: Buffer.from(request) });
       const unitId = request[0]!;
       if (this.#busy || this.#busyUnits.has(unitId)) continue;
       if (this.#paused) this.#held.push(Buffer.from(request));

@@ -1,5 +1,5 @@
 import type { Clock, Logger } from "@kiln/core";
-import { MAX_DRIVER_DURATION_MS } from "@kiln/core/driver-kit";
+import { MAX_DRIVER_DURATION_MS, isLogger } from "@kiln/core/driver-kit";
 import { z } from "zod";
 
 /** A duration option in whole ms, 1 ms to 1 hour (core's driver bound: no timer overflows, review 13j L2). */
@@ -9,13 +9,6 @@ const positiveMs = z
   .positive()
   .max(MAX_DRIVER_DURATION_MS, `must be at most ${MAX_DRIVER_DURATION_MS} (1 hour)`);
 const limit = z.number().int().positive().optional();
-
-const isLogger = (value: unknown): value is Logger =>
-  typeof value === "object" &&
-  value !== null &&
-  ["debug", "info", "warn", "error", "child"].every(
-    (method) => typeof (value as Record<string, unknown>)[method] === "function",
-  );
 
 const isClock = (value: unknown): value is Clock =>
   typeof value === "object" &&

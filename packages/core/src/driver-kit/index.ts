@@ -1,3 +1,4 @@
+export { isLogger, type LogMethod, type Logger } from "../ports/logger";
 export { abortError, onAbort, raceAbort, untilAbort } from "./abort";
 export { MAX_DRIVER_DURATION_MS, checkBackoff, reconnectDelay, type ReconnectBackoff } from "./backoff";
 export type { RetryInfo, RetryJitter, RetryPolicyOptions } from "../resilience/retry";

@@ -19,3 +19,19 @@ export interface Logger {
   /** A logger that adds `bindings` to every line. */
   child(bindings: Record<string, unknown>): Logger;
 }
+
+/** The methods every {@link Logger} has. */
+const LOGGER_METHODS = ["debug", "info", "warn", "error", "child"] as const;
+
+/**
+ * Whether `value` is a {@link Logger}: an object with the functions `debug`, `info`, `warn`, `error` and `child`.
+ * Drivers validate their `logger` option with it, so a logger missing one is refused up front (`KILN_VALIDATION`
+ * naming `logger`) instead of throwing a `TypeError` at first use.
+ */
+export function isLogger(value: unknown): value is Logger {
+  return (
+    typeof value === "object" &&
+    value !== null &&
+    LOGGER_METHODS.every((method) => typeof (value as Record<string, unknown>)[method] === "function")
+  );
+}
