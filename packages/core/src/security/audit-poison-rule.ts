@@ -35,6 +35,15 @@ export class PoisonEvidence {
     this.#push(id, true);
   }
 
+  /**
+   * The store refused the entry `id` for good (a definite answer about its content): it answered,
+   * so for the rate it counts as a take; without it a poison head with only refused entries
+   * behind it was never proven the cause (fix15ae, adv15 HIGH-1).
+   */
+  answered(id: string): void {
+    this.#push(id, true);
+  }
+
   /** The store failed the entry `id` with an error it did not classify. */
   failed(id: string): void {
     this.#push(id, false);
