@@ -717,7 +717,7 @@ export class AuditWriter {
       // evicted for it at the limit with refuse-commands (issue 15).
       if (
         journal !== undefined &&
-        (this.#mayEvict() || this.#entriesInBacklog() < this.#maxEntries) &&
+        (this.#canEvictNow() || this.#entriesInBacklog() < this.#maxEntries) &&
         (await this.#enqueue(entry, { journaledOnly: true }))
       ) {
         this.#continueDrain();
@@ -1287,7 +1287,7 @@ export class AuditWriter {
   #mustCoalesce(entry: AuditEntry): boolean {
     if (entry.id.endsWith(REFUSAL_ID_SUFFIX)) return false;
     if (this.#coalesced.size > 0) return true;
-    return !this.#mayEvict() && this.#entriesInBacklog() >= this.#maxEntries;
+    return !this.#canEvictNow() && this.#entriesInBacklog() >= this.#maxEntries;
   }
 
   /**
@@ -1331,7 +1331,7 @@ export class AuditWriter {
     let moved = false;
     for (const [key, run] of this.#coalesced) {
       // drop-oldest that can count a drop durably again (runs began while it could not) makes room itself.
-      if (!this.#mayEvict() && this.#entriesInBacklog() >= this.#maxEntries) break;
+      if (!this.#canEvictNow() && this.#entriesInBacklog() >= this.#maxEntries) break;
       this.#coalesced.delete(key);
       await this.#append(this.#summaries.coalescedEntry(run));
       moved = true;
@@ -1356,6 +1356,27 @@ export class AuditWriter {
     if (this.#whenFull !== "drop-oldest") return false;
     if (this.#options.backlog?.path === undefined) return true;
     return this.#reserve !== undefined && !this.#journalFailures.has("reserve");
+  }
+
+  /**
+   * Whether an entry beyond `maxEntries` would be evicted now ({@link #evictOldest}): `drop-oldest`
+   * may evict ({@link #mayEvict}), and the oldest entry may go (its store call is not out, it is
+   * not a refusal of an offered intent) or an entry held only in memory behind it may. With a
+   * journal every entry behind the head is journaled and the journal releases oldest first, so
+   * while the head's store call is out nothing can be evicted: the limit is then kept as with
+   * `refuse-commands` (a command's entry is stored directly or the command refused; other entries
+   * are coalesced or counted), never by growing the backlog (fix15ae, adv15 MEDIUM-2: 6,474
+   * entries at `maxEntries` 20 behind a hanging store).
+   */
+  #canEvictNow(): boolean {
+    if (!this.#mayEvict()) return false;
+    const head = this.#backlog[0];
+    if (head === undefined) return true;
+    if (head.storing !== true && (head.entry === undefined || !isIntentRefusal(head.entry))) return true;
+    return this.#backlog.some(
+      (item, at) =>
+        at > 0 && item.entry !== undefined && !item.journaled && item.storing !== true && !isIntentRefusal(item.entry),
+    );
   }
 
   /**
