@@ -887,7 +887,8 @@ export class AuditWriter {
    * The rule for a poison entry (ADR 0013 addendum): a head entry that failed
    * {@link POISON_ATTEMPTS} times with an error the store did not classify is suspect. Its next
    * try stores another entry first (the next in the backlog), or uses the store having taken
-   * another entry since (a command's own); when the store takes that one and then fails the head
+   * another entry since (a command's own); a probe refused for good is kept aside once and the
+   * next one tried (fix15ae); when the store takes (or refuses for good) one and then fails the head
    * again (an error it does not classify), the head is about its own content: it is set aside
    * (kept in a `<journal>.set-aside` file when there is a journal, reported by `audit-entry-skip`
    * with its id and error) and the queue moves on; a follow-up entry (`refersTo`) is then
