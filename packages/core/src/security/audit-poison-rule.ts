@@ -8,7 +8,8 @@
  * upper estimate of the store's rate of unclassified failures on other entries. An innocent head
  * fails `F` times in a row by chance with probability about `q^F`, so the head is set aside only
  * when that is at most {@link CHANCE}, and never before {@link MIN_FAILURES} failures (the last one
- * after the store took another entry: the caller's evidence). A store that has failed no other
+ * after the store answered about another entry, a take or a for-good refusal: the caller's
+ * evidence, fix15ae). A store that has failed no other
  * entry in the window sets aside after {@link MIN_FAILURES} failures, as before; one that fails
  * 30 % of calls needs about 20 in a row. Known limit: a store that has failed no other entry in the
  * window yet (its first failures) is taken as reliable, so a flaky store's very first failing
@@ -35,6 +36,15 @@ export class PoisonEvidence {
     this.#push(id, true);
   }
 
+  /**
+   * The store refused the entry `id` for good (a definite answer about its content): it answered,
+   * so for the rate it counts as a take; without it a poison head with only refused entries
+   * behind it was never proven the cause (fix15ae, adv15 HIGH-1).
+   */
+  answered(id: string): void {
+    this.#push(id, true);
+  }
+
   /** The store failed the entry `id` with an error it did not classify. */
   failed(id: string): void {
     this.#push(id, false);
@@ -42,7 +52,8 @@ export class PoisonEvidence {
 
   /**
    * Whether the head entry `id`, which failed `failures` times in a row with an unclassified
-   * error (the last after the store took another entry), is proven to be the cause: `q^failures`
+   * error (the last after the store answered about another entry: took it, or refused it for
+   * good), is proven to be the cause: `q^failures`
    * is at most {@link CHANCE}, `q` the upper estimate of the store's rate of unclassified
    * failures on entries other than `id` and `related` (the entry it refers to, if any).
    */

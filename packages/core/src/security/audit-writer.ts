@@ -61,8 +61,11 @@ interface BacklogItem {
   readonly journaled: boolean;
   /** Failures of this entry at the head with an error the store did not classify (see {@link POISON_ATTEMPTS}). */
   failures: number;
-  /** Entries the store had taken (the runner's count) when this one last failed: a later count means it takes others. */
-  storedCountAtFailure?: number;
+  /**
+   * Entries the store had answered (taken, or refused for good: the runner's count) when this one
+   * last failed: a later count means it answers about others (fix15ae).
+   */
+  answeredCountAtFailure?: number;
   /** When it was queued (the runner's clock), for health's `waitingMs`; recovered entries: when recovered. */
   since?: number;
   /**
@@ -70,6 +73,12 @@ interface BacklogItem {
    * at the head it leaves the backlog without being stored again (fix15ad).
    */
   stored?: boolean;
+  /**
+   * Refused for good as the poison rule's probe and kept aside already (counted in `skipped`, one
+   * set-aside line): at the head it leaves the backlog, its journal record released durably, never
+   * probed, stored or counted again; `drop-oldest` evicts it uncounted (fix15ae, adv15 HIGH-1).
+   */
+  skipped?: boolean;
   /** A drain's store call for it is out: `drop-oldest` never evicts it then (it may be stored: fix15ad). */
   storing?: boolean;
   /** Already reported by `audit-record-fail` (queued while the store failed, or when it began to fail). */
@@ -87,6 +96,12 @@ interface BacklogItem {
  * breaker threshold (5 by default), so the probe is tried while the breaker still lets it through.
  */
 const POISON_ATTEMPTS = 2;
+
+/**
+ * Probes a suspect head's turn tries at most: the next entries not yet answered, until the store
+ * takes one (those it refuses for good are kept aside as they would be at the head: fix15ae).
+ */
+const PROBES_PER_TURN = 4;
 
 /** The background retry's schedule when the host gives none. */
 const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
@@ -185,8 +200,11 @@ export class AuditWriter {
   #storeFailingSince: number | undefined;
   /** When the store last took an entry (the runner's clock, ms). */
   #storeTookAt: number | undefined;
-  /** Entries the store took since construction (the poison rule's evidence that it takes others). */
-  #storedCount = 0;
+  /**
+   * Entries the store answered since construction: took, or refused for good (the poison rule's
+   * evidence that it is alive and judges entries by their content: fix15ae).
+   */
+  #answeredCount = 0;
   /** Set by {@link close} for its flush: a suspect head with no evidence against it is tried once more. */
   #lastChance = false;
   /** The store's answers, against which a suspect head is judged (the poison rule, fix15ad). */
@@ -699,7 +717,7 @@ export class AuditWriter {
       // evicted for it at the limit with refuse-commands (issue 15).
       if (
         journal !== undefined &&
-        (this.#mayEvict() || this.#entriesInBacklog() < this.#maxEntries) &&
+        (this.#canEvictNow() || this.#entriesInBacklog() < this.#maxEntries) &&
         (await this.#enqueue(entry, { journaledOnly: true }))
       ) {
         this.#continueDrain();
@@ -798,7 +816,7 @@ export class AuditWriter {
   ): Promise<"stored" | "skipped" | "held" | "retry"> {
     try {
       await this.#options.audit.record(entry);
-      this.#storedCount++;
+      this.#answeredCount++;
       this.#poison.took(entry.id);
       const counted = this.#gaveUpCounted.get(entry.id);
       if (counted !== undefined) {
@@ -827,6 +845,11 @@ export class AuditWriter {
       // (not a KilnError) keeps the entry and is retried: never lost for want of a classification.
       if (refusedForGood(error)) {
         this.#storeFailingSince = undefined;
+        // The store answered about this entry's content: evidence that it is alive, as a take is
+        // (fix15ae, adv15 HIGH-1: not counted, a poison head with only refused entries behind it
+        // was never proven the cause and held the trail).
+        this.#answeredCount++;
+        this.#poison.answered(entry.id);
         if (options.notRun === true) {
           const refusal = new KilnError(
             "KILN_AUDIT_UNAVAILABLE",
@@ -864,7 +887,8 @@ export class AuditWriter {
    * The rule for a poison entry (ADR 0013 addendum): a head entry that failed
    * {@link POISON_ATTEMPTS} times with an error the store did not classify is suspect. Its next
    * try stores another entry first (the next in the backlog), or uses the store having taken
-   * another entry since (a command's own); when the store takes that one and then fails the head
+   * another entry since (a command's own); a probe refused for good is kept aside once and the
+   * next one tried (fix15ae); when the store takes (or refuses for good) one and then fails the head
    * again (an error it does not classify), the head is about its own content: it is set aside
    * (kept in a `<journal>.set-aside` file when there is a journal, reported by `audit-entry-skip`
    * with its id and error) and the queue moves on; a follow-up entry (`refersTo`) is then
@@ -902,28 +926,42 @@ export class AuditWriter {
         keptAside = true;
       } else if (head.entry !== undefined && head.stored === true) {
         // Stored already as the probe of an earlier suspect head: it only leaves the backlog.
+      } else if (head.entry !== undefined && head.skipped === true) {
+        // Refused for good as a probe and kept aside then: it leaves, its journal record for good.
+        keptAside = true;
       } else if (head.entry !== undefined) {
         // A follow-up naming its intent (a refusal, a `:fail`) follows the poison rule too: held
         // at the head for good, one the store refuses with a plain Error blocked every later
         // guarded command without a journal (adv15r, M3). Set aside, it is recorded again without
         // its values and reason (#keepAside), so the trail still says what became of the command.
         if (head.failures >= POISON_ATTEMPTS) {
-          const probeItem = this.#backlog.find(
-            (item, index) => index > 0 && item.entry !== undefined && item.stored !== true && item.aside === undefined,
-          );
-          const probe = probeItem?.entry;
-          if (probe !== undefined) {
-            const probed = await this.#storing(probeItem!, () => this.#store(probe));
-            if (probed === "retry") return false;
+          // Probes: the next entries not yet answered. One refused for good is kept aside (once: it
+          // is marked, fix15ae) and is the store's answer too; the next is then tried, so a probe
+          // the store takes is found when there is one (at most PROBES_PER_TURN a turn).
+          let probed = false;
+          for (let tries = 0; tries < PROBES_PER_TURN; tries++) {
+            const probeItem = this.#backlog.find(
+              (item, index) =>
+                index > 0 &&
+                item.entry !== undefined &&
+                item.stored !== true &&
+                item.skipped !== true &&
+                item.aside === undefined,
+            );
+            if (probeItem === undefined) break;
+            const answer = await this.#storing(probeItem, () => this.#store(probeItem.entry!, { item: probeItem }));
+            if (answer === "retry") return false;
+            probed = true;
             // Stored: not stored again when it reaches the head (a store need not dedupe by id).
-            if (probed === "stored") probeItem!.stored = true;
+            // Skipped (kept aside) or held (its set-aside append failed): not probed again.
+            if (answer === "stored") break;
           }
           // Without a probe, and the store took no entry since the head failed, there is no
           // evidence that the store takes others: the head holds the queue until another entry
           // comes (health names it), not retried meanwhile (each failure would count towards the
           // audit breaker, which then refuses every command). At close it is tried once more (a
           // store that came back takes it), never set aside on that try.
-          const evidence = probe !== undefined || this.#storedCount !== head.storedCountAtFailure;
+          const evidence = probed || this.#answeredCount !== head.answeredCountAtFailure;
           if (!evidence && !this.#lastChance) return false;
           // The store takes entries. One more try of the head tells an entry it fails on from a
           // store that has just come back: only a failure it again cannot classify sets it aside.
@@ -933,7 +971,7 @@ export class AuditWriter {
           if (result === "retry") {
             if (KilnError.is(this.#lastError) || !evidence) return false;
             head.failures++;
-            head.storedCountAtFailure = this.#storedCount;
+            head.answeredCountAtFailure = this.#answeredCount;
             // Proven the cause only against the store's record on other entries: a flaky store
             // that fails some calls whatever their content needs many more failures in a row
             // (see PoisonEvidence), so it never sets an innocent entry aside (fix15ad).
@@ -945,7 +983,7 @@ export class AuditWriter {
           if (result === "held") return false;
           keptAside = result === "skipped";
           if (result === "retry") {
-            head.storedCountAtFailure = this.#storedCount;
+            head.answeredCountAtFailure = this.#answeredCount;
             if (!KilnError.is(this.#lastError)) head.failures++;
             if (head.failures < POISON_ATTEMPTS) return false;
             continue;
@@ -968,11 +1006,23 @@ export class AuditWriter {
     }
   }
 
-  /** Runs a store call for `item`, marked {@link BacklogItem.storing} meanwhile (see {@link #evictOldest}). */
-  async #storing<T>(item: BacklogItem, call: () => Promise<T>): Promise<T> {
+  /**
+   * Runs a store call for `item`, marked {@link BacklogItem.storing} meanwhile (see
+   * {@link #evictOldest}); its answer is marked on it ({@link BacklogItem.stored},
+   * {@link BacklogItem.skipped}) before `storing` is cleared, in the same turn: an eviction
+   * between the answer and the drain's removal of the entry (an enqueue holding the writer) then
+   * drops it uncounted, never counting an entry the store has (fix15ae, adv15 MEDIUM-1).
+   */
+  async #storing(
+    item: BacklogItem,
+    call: () => Promise<"stored" | "skipped" | "held" | "retry">,
+  ): Promise<"stored" | "skipped" | "held" | "retry"> {
     item.storing = true;
     try {
-      return await call();
+      const answer = await call();
+      if (answer === "stored") item.stored = true;
+      else if (answer === "skipped") item.skipped = true;
+      return answer;
     } finally {
       item.storing = false;
     }
@@ -1238,7 +1288,7 @@ export class AuditWriter {
   #mustCoalesce(entry: AuditEntry): boolean {
     if (entry.id.endsWith(REFUSAL_ID_SUFFIX)) return false;
     if (this.#coalesced.size > 0) return true;
-    return !this.#mayEvict() && this.#entriesInBacklog() >= this.#maxEntries;
+    return !this.#canEvictNow() && this.#entriesInBacklog() >= this.#maxEntries;
   }
 
   /**
@@ -1282,7 +1332,7 @@ export class AuditWriter {
     let moved = false;
     for (const [key, run] of this.#coalesced) {
       // drop-oldest that can count a drop durably again (runs began while it could not) makes room itself.
-      if (!this.#mayEvict() && this.#entriesInBacklog() >= this.#maxEntries) break;
+      if (!this.#canEvictNow() && this.#entriesInBacklog() >= this.#maxEntries) break;
       this.#coalesced.delete(key);
       await this.#append(this.#summaries.coalescedEntry(run));
       moved = true;
@@ -1307,6 +1357,27 @@ export class AuditWriter {
     if (this.#whenFull !== "drop-oldest") return false;
     if (this.#options.backlog?.path === undefined) return true;
     return this.#reserve !== undefined && !this.#journalFailures.has("reserve");
+  }
+
+  /**
+   * Whether an entry beyond `maxEntries` would be evicted now ({@link #evictOldest}): `drop-oldest`
+   * may evict ({@link #mayEvict}), and the oldest entry may go (its store call is not out, it is
+   * not a refusal of an offered intent) or an entry held only in memory behind it may. With a
+   * journal every entry behind the head is journaled and the journal releases oldest first, so
+   * while the head's store call is out nothing can be evicted: the limit is then kept as with
+   * `refuse-commands` (a command's entry is stored directly or the command refused; other entries
+   * are coalesced or counted), never by growing the backlog (fix15ae, adv15 MEDIUM-2: 6,474
+   * entries at `maxEntries` 20 behind a hanging store).
+   */
+  #canEvictNow(): boolean {
+    if (!this.#mayEvict()) return false;
+    const head = this.#backlog[0];
+    if (head === undefined) return true;
+    if (head.storing !== true && (head.entry === undefined || !isIntentRefusal(head.entry))) return true;
+    return this.#backlog.some(
+      (item, at) =>
+        at > 0 && item.entry !== undefined && !item.journaled && item.storing !== true && !isIntentRefusal(item.entry),
+    );
   }
 
   /**
@@ -1343,13 +1414,16 @@ export class AuditWriter {
         if (index < 0) break;
         const item = this.#backlog.splice(index, 1)[0]!;
         evicted.add(item);
-        if (item.stored !== true) droppedEntries.push(item.entry!);
+        if (item.stored !== true && item.skipped !== true) droppedEntries.push(item.entry!);
         continue;
       }
       this.#backlog.shift();
       evicted.add(oldest);
       if (oldest.journaled) journalReleases++;
-      if (oldest.entry !== undefined && oldest.stored !== true) droppedEntries.push(oldest.entry);
+      // Stored or kept aside already (its answer came, the drain has not removed it yet): uncounted.
+      if (oldest.entry !== undefined && oldest.stored !== true && oldest.skipped !== true) {
+        droppedEntries.push(oldest.entry);
+      }
     }
     // A summary evicted is not one entry lost but every command it counts: its count (and span)
     // is folded into the new tally, so the trail's counts still add up to what is missing
