@@ -133,6 +133,10 @@ export const opcuaDriverOptionsSchema = z
  *   certificates (`trusted/`, `rejected/`); created on first connect. @default `~/.kiln/opcua/pki`
  * - `pki.trustedServerCertificates`: server certificates to trust, as file paths (PEM or DER),
  *   PEM text or DER bytes. An unknown server certificate is otherwise rejected.
+ * - The files these options name (`pki.trustedServerCertificates[i]` given as a path,
+ *   `identity.certificateFile`, `identity.privateKeyFile`) are read at each `connect()`, before
+ *   anything is dialled: one that cannot be read fails it `KILN_VALIDATION` (not retryable, so
+ *   the control system does not re-dial it) at its field path.
  * - `pki.automaticallyAcceptUnknownCertificate`: trust any server certificate on first sight.
  *   Convenient on a lab bench; never in production. @default false
  * - Every duration option (`timeouts.*`, `connectionStrategy.*DelayMs`, `subscriptions.*Ms`,
