@@ -3,7 +3,7 @@ import { readFile } from "node:fs/promises";
 const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/;
 
 /** True when `bytes` (or text) is PEM armoured. */
-function isPem(text: string): boolean {
+export function isPem(text: string): boolean {
   return text.trimStart().startsWith("-----BEGIN");
 }
 

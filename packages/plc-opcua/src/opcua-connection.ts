@@ -21,9 +21,9 @@ import {
   type IClientTransport,
   type IClientTransportFactory,
 } from "node-opcua-transport";
-import { KilnError, type Clock } from "@kiln/core";
+import { KilnError, KilnValidationError, type Clock, type ValidationIssue } from "@kiln/core";
 import { raceAbort } from "@kiln/core/driver-kit";
-import { certificateDer, privateKeyPem } from "./opcua-certificates";
+import { certificateDer, isPem, privateKeyPem } from "./opcua-certificates";
 import type { ResolvedOpcuaDriverOptions } from "./opcua-driver-options";
 import { connectError, isConnectionLoss, statusOfError } from "./opcua-errors";
 import { markReplayedNotifications } from "./opcua-replayed-notifications";
@@ -149,6 +149,9 @@ export interface OpcuaConnectionSettings {
  * Opens the secure channel and the session, and reads the server's namespace array and
  * operation limits; node-opcua gets the complete connection strategy (keep-alive, repair).
  *
+ * @throws KilnValidationError `KILN_VALIDATION` (not retryable) when a file the options name cannot
+ *   be read, before anything is dialled, naming the field (`pki.trustedServerCertificates[i]`,
+ *   `identity.certificateFile`, `identity.privateKeyFile`).
  * @throws KilnError `KILN_AUTHENTICATION_FAILED`, `KILN_CONNECTION_FAILED` (retryable when the
  *   server cannot be reached or does not answer within `timeouts.connectMs`), `KILN_ABORTED`
  *   when `signal` aborts first. Everything opened is released on failure.
@@ -164,6 +167,9 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
     pkiDir: pkiDir,
     secret: secret,
   };
+  // Before anything is opened: a file named in the options that cannot be read is a
+  // configuration error, not a connection failure to retry (docs/adr/0022, amendment fix13d).
+  const { trusted, identity } = await configuredFiles(options);
   const certificateManager = new OPCUACertificateManager({
     rootFolder: pkiDir,
     automaticallyAcceptUnknownCertificate: pki.automaticallyAcceptUnknownCertificate,
@@ -171,10 +177,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
   let client: OPCUAClient | undefined;
   try {
     await certificateManager.initialize();
-    for (const certificate of pki.trustedServerCertificates) {
-      await certificateManager.trustCertificate(await certificateDer(certificate));
-    }
-    const identity = await identityOf(options.identity);
+    for (const certificate of trusted) await certificateManager.trustCertificate(certificate);
     const transports = trackedTransports();
     client = OPCUAClient.create({
       applicationName: options.applicationName,
@@ -506,19 +509,69 @@ export function linkRequestKind(request: unknown): "publish" | "application" | "
   return isApplicationRequest(request) ? "application" : "upkeep";
 }
 
-async function identityOf(identity: ResolvedOpcuaDriverOptions["identity"]): Promise<UserIdentityInfo> {
-  switch (identity.type) {
-    case "anonymous":
-      return { type: UserTokenType.Anonymous };
-    case "username":
-      return { type: UserTokenType.UserName, userName: identity.userName, password: identity.password };
-    case "certificate":
-      return {
-        type: UserTokenType.Certificate,
-        certificateData: await certificateDer(identity.certificateFile),
-        privateKey: await privateKeyPem(identity.privateKeyFile),
-      };
+/**
+ * The trusted server certificates and the user identity of `options`, with every file they name
+ * read (`pki.trustedServerCertificates[i]` given as a path, `identity.certificateFile`,
+ * `identity.privateKeyFile`). Read at each connect, not at construction: a file provisioned after
+ * the driver was made (a secret mounted later) is found.
+ *
+ * @throws KilnValidationError `KILN_VALIDATION`, not retryable, one issue per file that cannot be
+ *   read, at its field path, with the file and the reason (`ENOENT`, `EACCES`, ...): re-dialling
+ *   would fail the same way until the configuration or the file changes.
+ */
+async function configuredFiles(
+  options: ResolvedOpcuaDriverOptions,
+): Promise<{ readonly trusted: readonly Buffer[]; readonly identity: UserIdentityInfo }> {
+  const issues: ValidationIssue[] = [];
+  const read = async <T>(field: string, file: string, load: () => Promise<T>): Promise<T | undefined> => {
+    try {
+      return await load();
+    } catch (error) {
+      const reason = (error as { code?: unknown }).code ?? (error as { message?: unknown }).message;
+      issues.push({ path: field, message: `the file ${file} cannot be read (${String(reason)})` });
+      return undefined;
+    }
+  };
+  const trusted: Buffer[] = [];
+  for (const [index, certificate] of options.pki.trustedServerCertificates.entries()) {
+    const der = await read(`pki.trustedServerCertificates[${index}]`, describeSource(certificate), () =>
+      certificateDer(certificate),
+    );
+    if (der) trusted.push(der);
   }
+  let identity: UserIdentityInfo;
+  const option = options.identity;
+  switch (option.type) {
+    case "anonymous":
+      identity = { type: UserTokenType.Anonymous };
+      break;
+    case "username":
+      identity = { type: UserTokenType.UserName, userName: option.userName, password: option.password };
+      break;
+    case "certificate": {
+      const certificateData = await read("identity.certificateFile", option.certificateFile, () =>
+        certificateDer(option.certificateFile),
+      );
+      const privateKey = await read("identity.privateKeyFile", option.privateKeyFile, () =>
+        privateKeyPem(option.privateKeyFile),
+      );
+      identity = { type: UserTokenType.Certificate, certificateData: certificateData!, privateKey: privateKey! };
+      break;
+    }
+  }
+  if (issues.length > 0) {
+    throw new KilnValidationError("OPC UA driver options", issues, {
+      retryable: false,
+      details: { endpointUrl: options.endpointUrl },
+    });
+  }
+  return { trusted, identity };
+}
+
+/** A trusted certificate as named in an issue: its path, or what kind of value it is. */
+function describeSource(source: string | Uint8Array): string {
+  if (typeof source !== "string") return `given as ${source.byteLength} bytes`;
+  return isPem(source) ? "given as PEM text" : source;
 }
 
 /** Namespace 0, whose index is fixed by the standard. */

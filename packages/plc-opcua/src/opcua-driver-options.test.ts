@@ -55,6 +55,10 @@ describe("opcuaDriverOptionsSchema", () => {
     [{ endpointUrl: "opc.tcp://plc:4840", random: 0.5 }, "random"],
     [{ endpointUrl: "opc.tcp://plc:4840", colour: "red" }, ""],
     [{ endpointUrl: "tcp://plc:4840" }, "endpointUrl"],
+    // adv13 (fresh review) LOW-1: a port out of 1..65535 threw a raw TypeError from new URL.
+    [{ endpointUrl: "opc.tcp://plc:99999" }, "endpointUrl"],
+    [{ endpointUrl: "opc.tcp://plc:0" }, "endpointUrl"],
+    [{ endpointUrl: "opc.tcp://pl%zzc:4840" }, "endpointUrl"],
     [
       { endpointUrl: "opc.tcp://plc:4840", subscriptions: { maxPublishingIntervalMs: 2_000, keepAliveMs: 5_000 } },
       "subscriptions.keepAliveMs",
@@ -101,6 +105,20 @@ describe("opcuaDriverOptionsSchema", () => {
     }
     expect(error).toMatchObject({ code: "KILN_VALIDATION" });
     expect(JSON.stringify((error as { details?: unknown }).details)).toContain("connectionStrategy.maxDelayMs");
+  });
+
+  test("the driver refuses a port out of 1..65535 with KILN_VALIDATION at endpointUrl, not a TypeError (adv13 LOW-1)", () => {
+    for (const endpointUrl of ["opc.tcp://h:99999", "opc.tcp://h:65536"]) {
+      let error: unknown;
+      try {
+        new OpcuaDriver({ endpointUrl });
+      } catch (caught) {
+        error = caught;
+      }
+      expect(error).toMatchObject({ code: "KILN_VALIDATION", details: { issues: [{ path: "endpointUrl" }] } });
+      expect((error as Error).message).toMatch(/port .*1.*65535/);
+    }
+    expect(() => new OpcuaDriver({ endpointUrl: "opc.tcp://h:65535" })).not.toThrow();
   });
 
   test("validation messages never echo a password", () => {

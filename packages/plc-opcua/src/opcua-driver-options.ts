@@ -17,6 +17,24 @@ const isClock = (value: unknown): value is Clock =>
     (method) => typeof (value as Record<string, unknown>)[method] === "function",
   );
 
+/** An `opc.tcp://host[:port]` URL's port, when given, is 1..65535 (TCP; the scheme has no default of 0). */
+function endpointPortInRange(url: string): boolean {
+  const port = /^opc\.tcp:\/\/[^/:\s]+:(\d+)/i.exec(url)?.[1];
+  return port === undefined || (Number(port) >= 1 && Number(port) <= 65535);
+}
+
+/** The URL parses as the driver parses it (WHATWG URL with the scheme swapped for http). */
+function endpointParses(url: string): boolean {
+  // The regex and the port rule report their own cases, once.
+  if (!/^opc\.tcp:\/\//i.test(url) || !endpointPortInRange(url)) return true;
+  try {
+    new URL(url.replace(/^opc\.tcp:/i, "http:"));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * zod schema of {@link OpcuaDriverOptions}. Parsing applies every default; the driver's
  * constructor runs it and throws `KilnValidationError` naming each bad field.
@@ -25,7 +43,9 @@ export const opcuaDriverOptionsSchema = z
   .object({
     endpointUrl: z
       .string()
-      .regex(/^opc\.tcp:\/\/[^/:\s]+(:\d+)?(\/.*)?$/i, "must be an opc.tcp:// URL, e.g. opc.tcp://10.0.0.5:4840"),
+      .regex(/^opc\.tcp:\/\/[^/:\s]+(:\d+)?(\/.*)?$/i, "must be an opc.tcp:// URL, e.g. opc.tcp://10.0.0.5:4840")
+      .refine(endpointPortInRange, "its port must be a whole number from 1 to 65535")
+      .refine(endpointParses, "must be a valid URL (host name characters), e.g. opc.tcp://10.0.0.5:4840"),
     name: z.string().min(1).optional(),
     security: z
       .object({
@@ -123,7 +143,7 @@ export const opcuaDriverOptionsSchema = z
 /**
  * Options of {@link OpcuaDriver}, as a user writes them (defaults not yet applied).
  *
- * - `endpointUrl`: `opc.tcp://host:port[/path]`.
+ * - `endpointUrl`: `opc.tcp://host:port[/path]`, port 1 to 65535 (`KILN_VALIDATION` otherwise).
  * - `name`: the connection's name in events and breakers. @default `opcua:<host:port>`
  * - `security.mode`: `None`, `Sign` or `SignAndEncrypt`. @default "SignAndEncrypt"
  * - `security.policy`: `Basic256Sha256`, `Aes128_Sha256_RsaOaep` or `Aes256_Sha256_RsaPss`. Ignored with mode `None`. @default "Basic256Sha256"
@@ -133,6 +153,10 @@ export const opcuaDriverOptionsSchema = z
  *   certificates (`trusted/`, `rejected/`); created on first connect. @default `~/.kiln/opcua/pki`
  * - `pki.trustedServerCertificates`: server certificates to trust, as file paths (PEM or DER),
  *   PEM text or DER bytes. An unknown server certificate is otherwise rejected.
+ * - The files these options name (`pki.trustedServerCertificates[i]` given as a path,
+ *   `identity.certificateFile`, `identity.privateKeyFile`) are read at each `connect()`, before
+ *   anything is dialled: one that cannot be read fails it `KILN_VALIDATION` (not retryable, so
+ *   the control system does not re-dial it) at its field path.
  * - `pki.automaticallyAcceptUnknownCertificate`: trust any server certificate on first sight.
  *   Convenient on a lab bench; never in production. @default false
  * - Every duration option (`timeouts.*`, `connectionStrategy.*DelayMs`, `subscriptions.*Ms`,

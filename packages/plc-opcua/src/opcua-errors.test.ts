@@ -172,11 +172,31 @@ describe("writeNotApplied and withWriteSent (docs/adr/0022, amendment fix13y)", 
       response: { responseHeader: { serviceResult: { value: statusCode.value } } },
     });
 
-  test("a service fault the server answered is not applied, except a timeout fault", () => {
-    expect(writeNotApplied(fault(StatusCodes.BadSessionIdInvalid))).toBe(true);
-    expect(writeNotApplied(fault(StatusCodes.BadTooManyOperations))).toBe(true);
-    expect(writeNotApplied(fault(StatusCodes.BadTimeout))).toBe(false);
-    expect(writeNotApplied(fault(StatusCodes.BadRequestTimeout))).toBe(false);
+  test("only a service fault that refuses the request before execution is not applied (fix13d)", () => {
+    for (const refusal of [
+      StatusCodes.BadSessionIdInvalid,
+      StatusCodes.BadSessionClosed,
+      StatusCodes.BadSecureChannelIdInvalid,
+      StatusCodes.BadTooManyOperations,
+      StatusCodes.BadNothingToDo,
+      StatusCodes.BadUserAccessDenied,
+      StatusCodes.BadTcpServerTooBusy,
+      StatusCodes.BadServerTooBusy,
+      StatusCodes.BadRequestTooLarge,
+    ]) {
+      expect(writeNotApplied(fault(refusal))).toBe(true);
+    }
+    for (const mayHaveActed of [
+      StatusCodes.BadTimeout,
+      StatusCodes.BadRequestTimeout,
+      StatusCodes.BadInternalError,
+      StatusCodes.BadUnexpectedError,
+      StatusCodes.BadOutOfMemory,
+      StatusCodes.BadShutdown,
+      StatusCodes.BadEncodingLimitsExceeded,
+    ]) {
+      expect(writeNotApplied(fault(mayHaveActed))).toBe(false);
+    }
   });
 
   test("node-opcua's failures before the wire are not applied; a lost answer may have been", () => {
@@ -202,6 +222,6 @@ describe("writeNotApplied and withWriteSent (docs/adr/0022, amendment fix13y)", 
     expect(sent.message).toMatch(/may have applied it/);
     const notSent = withWriteSent(lost, false) as KilnError;
     expect(notSent).toMatchObject({ retryable: true, details: { sent: false } });
-    expect(notSent.message).toMatch(/not sent/);
+    expect(notSent.message).toMatch(/\(not applied\)$/);
   });
 });

@@ -288,19 +288,73 @@ const FAILED_BEFORE_THE_WIRE =
   /Invalid Channel|should not be used to perform a transaction|waiting for reconnection|No SecureChannel|Invalid client state|Socket is closed ! while processing|Transport disconnected or channel not opened|^Client not connected/;
 
 /**
+ * Service results with which a server refuses a whole request before executing any of it: only
+ * these prove a write was not applied (docs/adr/0022, amendment fix13d). Every other fault,
+ * BadInternalError, BadUnexpectedError, BadOutOfMemory, BadShutdown, BadTimeout..., may come after
+ * the server acted (node-opcua's own server answers BadInternalError when a variable's setter
+ * throws after storing the value). Sources, OPC UA Part 4 §7.34 "Common StatusCodes" and §5.6.2
+ * (the request header's session is checked first), Part 6 §6.7 / §7.1.5:
+ * - BadSessionIdInvalid, BadSessionClosed, BadSessionNotActivated: the session of the request
+ *   header is unknown, closed or not yet activated (Part 4 §5.6.2, §7.34);
+ * - BadSecureChannelIdInvalid, BadSecureChannelClosed, BadSecureChannelTokenUnknown: the message
+ *   was refused by the channel layer, below any service (Part 6 §6.7);
+ * - BadIdentityTokenInvalid, BadIdentityTokenRejected, BadSecurityChecksFailed,
+ *   BadUserAccessDenied: the server refused the caller (as a service result, for the whole
+ *   request; Part 4 §7.34);
+ * - BadNothingToDo ("nothing to do"), BadTooManyOperations ("could not be processed because it
+ *   specified too many operations"), BadServiceUnsupported: the request is not processed
+ *   (Part 4 §7.34);
+ * - BadServerTooBusy, BadTcpServerTooBusy ("cannot process the request because it is too busy"),
+ *   BadRequestTooLarge ("the request message size exceeds limits set by the server"),
+ *   BadDecodingError (the server could not decode the request; a client-side decoding failure has
+ *   no response to carry a service result): the request was never handed to a service (Part 4
+ *   §7.34, Part 6 §7.1.5).
+ * BadEncodingLimitsExceeded is left out on purpose: its text ("encoding/decoding limits")
+ * covers encoding the response too, which comes after the write was executed.
+ */
+const REFUSED_BEFORE_EXECUTION: ReadonlySet<string> = new Set([
+  "BadSessionIdInvalid",
+  "BadSessionClosed",
+  "BadSessionNotActivated",
+  "BadSecureChannelIdInvalid",
+  "BadSecureChannelClosed",
+  "BadSecureChannelTokenUnknown",
+  "BadIdentityTokenInvalid",
+  "BadIdentityTokenRejected",
+  "BadSecurityChecksFailed",
+  "BadUserAccessDenied",
+  "BadNothingToDo",
+  "BadTooManyOperations",
+  "BadServiceUnsupported",
+  "BadServerTooBusy",
+  "BadTcpServerTooBusy",
+  "BadRequestTooLarge",
+  "BadDecodingError",
+]);
+
+/**
+ * Whether a service result (its name, as {@link statusNameOf} gives it) means the server refused
+ * the whole request before executing any of it ({@link REFUSED_BEFORE_EXECUTION}): the one rule
+ * for "a write answered with this fault was not applied", used by {@link writeNotApplied} and by
+ * the wire-fate tracker (`opcua-wire-fate.ts`).
+ */
+export function refusedBeforeExecution(statusName: string): boolean {
+  return REFUSED_BEFORE_EXECUTION.has(statusName);
+}
+
+/**
  * Whether a WriteRequest handed to node-opcua's `session.write` is known not to have been
- * applied by the server (docs/adr/0022, amendment fix13y): node-opcua failed it before it went out
- * ({@link FAILED_BEFORE_THE_WIRE}), or the server answered the whole request with a service fault
- * (a Bad `serviceResult` on the response: the service was not executed), except a timeout fault,
- * after which the server may still have applied it. Anything else (a timeout, a connection lost
- * or broken by the link watchdog while the request was out, an abort, an unknown error) may have
- * reached the server: `false`. `fate`, what the wire says about this WriteRequest
- * (`opcua-wire-fate.ts`), decides first for an error node-opcua gave (not Kiln's own abort or
- * deadline, after which node-opcua may still send a request it holds): never put on a channel
- * (held during a repair and failed from there), or last answered with a session refusal
- * (BadSessionIdInvalid, BadSessionClosed, BadSessionNotActivated: the server checks the session
- * before it executes anything) is not applied, whatever the error node-opcua relays for it then
- * (the repair's own failure, "Cannot recreate session"...; docs/adr/0022, amendment fix13z).
+ * applied by the server (docs/adr/0022, amendments fix13y, fix13d): node-opcua failed it before it
+ * went out ({@link FAILED_BEFORE_THE_WIRE}), or the server answered the whole request with a
+ * service fault that refuses it before execution ({@link refusedBeforeExecution}). Any other
+ * service fault (BadInternalError, BadTimeout...: the server may have acted before it faulted), a
+ * timeout, a connection lost or broken by the link watchdog while the request was out, an abort,
+ * an unknown error may have reached the server and been applied: `false`. `fate`, what the wire
+ * says about this WriteRequest (`opcua-wire-fate.ts`), decides first for an error node-opcua gave
+ * (not Kiln's own abort or deadline, after which node-opcua may still send a request it holds):
+ * never put on a channel (held during a repair and failed from there), or last answered with a
+ * refusal before execution, is not applied, whatever the error node-opcua relays for it then (the
+ * repair's own failure, "Cannot recreate session"...; docs/adr/0022, amendment fix13z).
  */
 export function writeNotApplied(error: unknown, fate?: "unsent" | "sent" | "refused"): boolean {
   if (typeof error !== "object" || error === null || KilnError.is(error)) return false;
@@ -308,7 +362,7 @@ export function writeNotApplied(error: unknown, fate?: "unsent" | "sent" | "refu
   const response = (error as { response?: { responseHeader?: { serviceResult?: { value?: unknown } } } }).response;
   const serviceResult = response?.responseHeader?.serviceResult?.value;
   if (typeof serviceResult === "number" && serviceResult !== 0) {
-    return !TIMEOUT_STATUSES.has(statusNameOf(serviceResult));
+    return refusedBeforeExecution(statusNameOf(serviceResult));
   }
   const message = (error as { message?: unknown }).message;
   return typeof message === "string" && FAILED_BEFORE_THE_WIRE.test(message.trim());
@@ -316,9 +370,11 @@ export function writeNotApplied(error: unknown, fate?: "unsent" | "sent" | "refu
 
 /**
  * `error` with `details.sent` (the driver contract, `PlcDriver.write`): `false` when the write
- * request never reached the server or the server refused it unapplied; `true` when it may have
- * been applied (it was sent and its answer is unknown), then not `retryable` (repeating a write
- * that may have landed can apply it twice) and its message says so. Errors other than
+ * request never reached the server or the server refused it before executing it, and its message
+ * ends "(not applied)"; `true` when it may have been applied (it was sent and its answer is
+ * unknown, or the server faulted it after it may have acted), then not `retryable` (repeating a
+ * write that may have landed can apply it twice) and its message says the server may have
+ * applied it. Errors other than
  * `KilnError` are returned as they are.
  */
 export function withWriteSent(error: unknown, sent: boolean): unknown {
@@ -326,9 +382,9 @@ export function withWriteSent(error: unknown, sent: boolean): unknown {
   if (error.details.sent === sent && (!sent || !error.retryable)) return error;
   const message = sent
     ? `${error.message} The write was sent: the server may have applied it.`
-    : error.message.includes("not sent")
+    : error.message.includes("(not applied)")
       ? error.message
-      : `${error.message} (not sent)`;
+      : `${error.message} (not applied)`;
   return new KilnError(error.code, message, {
     cause: error.cause ?? error,
     retryable: sent ? false : error.retryable,

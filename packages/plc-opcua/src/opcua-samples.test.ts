@@ -32,6 +32,29 @@ describe("sampleFromDataValue", () => {
     expect(sampleFromDataValue(level, none, NOW).timestamp).toBe(NOW);
   });
 
+  // adv13 (fresh review) LOW-3: OPC UA's MinDateTime (1601-01-01, DateTime 0: "no time") was used
+  // as the sample time; through the core the tag turned uncertain, "stamped on receipt".
+  test("a source timestamp of MinDateTime (1601-01-01) is absent: the server timestamp is used", () => {
+    const dataValue = new DataValue({
+      value: { dataType: DataType.Double, value: 10 },
+      sourceTimestamp: new Date(Date.UTC(1601, 0, 1)),
+      serverTimestamp: new Date(NOW - 7),
+    });
+    expect(sampleFromDataValue(level, dataValue, NOW)).toMatchObject({
+      timestamp: NOW - 7,
+      quality: { severity: "good" },
+    });
+  });
+
+  test("sibling: source and server timestamps both MinDateTime (or before it): receipt time", () => {
+    const dataValue = new DataValue({
+      value: { dataType: DataType.Double, value: 10 },
+      sourceTimestamp: new Date(Date.UTC(1601, 0, 1)),
+      serverTimestamp: new Date(Date.UTC(1600, 5, 1)),
+    });
+    expect(sampleFromDataValue(level, dataValue, NOW).timestamp).toBe(NOW);
+  });
+
   test("an uncertain status keeps the value and the exact code", () => {
     const dataValue = new DataValue({
       value: { dataType: DataType.Double, value: 3 },

@@ -63,6 +63,16 @@ describe("the wire fate of a write (docs/adr/0022, amendment fix13z)", () => {
     client.emit("send_request", other);
     fault({ requestHandle: 11, statusName: "BadTimeout" });
     expect(wireFate(other)).toBe("sent");
+    // One rule with writeNotApplied (fix13d): a fault after the server may have acted stays "sent",
+    // any refusal before execution (not only a session one) is "refused".
+    const faulted = writeRequest(12);
+    client.emit("send_request", faulted);
+    fault({ requestHandle: 12, statusName: "BadInternalError" });
+    expect(wireFate(faulted)).toBe("sent");
+    const tooMany = writeRequest(13);
+    client.emit("send_request", tooMany);
+    fault({ requestHandle: 13, statusName: "BadTooManyOperations" });
+    expect(wireFate(tooMany)).toBe("refused");
     // Other requests are not tracked.
     const read = new ReadRequest({ nodesToRead: [] });
     client.emit("send_request", read);

@@ -1,21 +1,12 @@
 import type { OPCUAClient } from "node-opcua-client";
-
-/**
- * Session faults with which a server refuses a request before executing it (OPC UA Part 4 §7.34,
- * §5.6.2: the session of the request header is checked first): a write answered with one was not
- * applied.
- */
-const SESSION_REFUSALS: ReadonlySet<string> = new Set([
-  "BadSessionIdInvalid",
-  "BadSessionClosed",
-  "BadSessionNotActivated",
-]);
+import { refusedBeforeExecution } from "./opcua-errors";
 
 /**
  * What the wire says about a WriteRequest: `"unsent"` (node-opcua never put it on a secure
  * channel: it held it while repairing and failed it from there), `"sent"` (on the wire, no answer
- * known), `"refused"` (the server's last answer to it was a session refusal, {@link SESSION_REFUSALS}:
- * not applied; node-opcua re-sends it after a repair, which makes it `"sent"` again).
+ * known), `"refused"` (the server's last answer to it was a fault refusing it before execution,
+ * `refusedBeforeExecution` of `opcua-errors.ts`, the same rule as `writeNotApplied`: not
+ * applied; node-opcua re-sends it after a repair, which makes it `"sent"` again).
  */
 export type WireFate = "unsent" | "sent" | "refused";
 
@@ -24,7 +15,7 @@ const fates = new WeakMap<object, "sent" | "refused">();
 /**
  * Records the {@link WireFate} of every WriteRequest `client` sends: node-opcua's `send_request`
  * (emitted as the request is chunked onto the channel, each re-send included) and the ServiceFault
- * answers `onFault` relays, matched by request handle (docs/adr/0022, amendment fix13z).
+ * answers `onFault` relays, matched by request handle (docs/adr/0022, amendments fix13z, fix13d).
  */
 export function trackWireFates(
   client: OPCUAClient,
@@ -48,7 +39,7 @@ export function trackWireFates(
     const request = outstanding.get(fault.requestHandle);
     if (request === undefined) return;
     outstanding.delete(fault.requestHandle);
-    if (SESSION_REFUSALS.has(fault.statusName)) fates.set(request, "refused");
+    if (refusedBeforeExecution(fault.statusName)) fates.set(request, "refused");
   });
 }
 
