@@ -289,8 +289,9 @@ export interface SparkplugLiveMetric {
  * next birth, after which it sends again what was not acknowledged (ADR 0037). `birth-refused`: an
  * NBIRTH or DBIRTH refused whole (see {@link SparkplugHostEdgeNodeHealth.birthsRefused}).
  * `death-refused`: an NDEATH with no `bdSeq`, or one that is not an integer 0–255 (Sparkplug B
- * 3.0: bdSeq is 0–255), so it cannot be paired with a birth: counted in `messages.malformed`, and
- * the edge node's live values are marked stale until its next NBIRTH. `messages-maybe-lost`: the
+ * 3.0: bdSeq is 0–255), so it cannot be paired with a birth, or an NDEATH (or an online device's
+ * DDEATH) that cannot be decoded at all: counted in `messages.malformed`, and the edge node's live
+ * values are marked stale until its next NBIRTH. `messages-maybe-lost`: the
  * host held back reading from the broker (its store or queue was behind) and the broker may have
  * dropped messages meanwhile; the edge node's live values are uncertain until its NBIRTH, and it is
  * declared offline if none comes within `rebirthTimeoutMs` (ADR 0043, amendment fix19o).
@@ -2796,7 +2797,10 @@ export class SparkplugHost {
 
   #onNodeDeath(node: EdgeNodeState, topic: string, bytes: Uint8Array): void {
     const payload = this.#decode(topic, bytes);
-    if (payload === undefined) return;
+    if (payload === undefined) {
+      this.#untrustedDeath(node, topic, "NDEATH", "main");
+      return;
+    }
     const bdSeq = bdSeqOf(payload);
     // A death that cannot be paired with a birth (no bdSeq, or one outside 0–255) is malformed:
     // counted and refused, and, since it may be the edge node's own (it died), the edge node is
@@ -2891,6 +2895,8 @@ export class SparkplugHost {
     try {
       payload = decodePayload(bytes);
     } catch {
+      const node = this.#nodes.get(`${parsed.groupId}/${parsed.edgeNodeId}`);
+      if (node !== undefined) this.#untrustedDeath(node, topic, "NDEATH", "watch");
       return;
     }
     const bdSeq = bdSeqOf(payload);
@@ -2928,6 +2934,28 @@ export class SparkplugHost {
     node.lastDeathAt = now;
     if (node.bdSeq === bdSeq && node.state !== "offline")
       this.#nodeDied(node, `NDEATH bdSeq ${bdSeq} (read on the death watch)`);
+  }
+
+  /**
+   * A death on a known edge node's (or online device's) topic that cannot be decoded (adversarial
+   * review adv19, HIGH-2): the one rule for the main session's NDEATH and DDEATH and the death
+   * watch's NDEATH. It may be the edge node's own (its Will, encoded by another schema or a buggy
+   * encoder), and nothing follows a Will to show the loss, so it is a death the host cannot trust,
+   * as one without bdSeq: on the main session (where it is counted in `messages.malformed` and
+   * reported) the edge node is distrusted (`death-refused`: awaiting-rebirth, its live values and
+   * its devices' stale with the reason, named in `health().problems`, a rebirth asked for). The
+   * watch's copy, read ahead of what the main session still holds, is not counted (the main
+   * session counts its own copy); it makes an online edge node unverified (its values uncertain,
+   * a rebirth asked for, offline without an answer within `rebirthTimeoutMs`), so a main copy the
+   * broker drops still leaves nothing good.
+   */
+  #untrustedDeath(node: EdgeNodeState, topic: string, type: "NDEATH" | "DDEATH", via: "main" | "watch"): void {
+    const detail = `${topic}: an ${type} that cannot be decoded${via === "watch" ? " (read on the death watch)" : ""}: refused; the edge node is distrusted until its next NBIRTH`;
+    if (via === "watch") {
+      if (node.verify === undefined) this.#unverified(node, detail);
+      return;
+    }
+    this.#distrust(node, "death-refused", detail);
   }
 
   /**
@@ -3126,7 +3154,11 @@ export class SparkplugHost {
 
   #onDeviceDeath(node: EdgeNodeState, deviceId: string, topic: string, bytes: Uint8Array): void {
     const payload = this.#decode(topic, bytes);
-    if (payload === undefined) return;
+    if (payload === undefined) {
+      if (node.state === "online" && node.devices.get(deviceId)?.online === true)
+        this.#untrustedDeath(node, topic, "DDEATH", "main");
+      return;
+    }
     if (this.#historyOnly(node)) {
       if (!this.#checkSeq(node, payload, topic)) {
         node.lastSeq = undefined;
