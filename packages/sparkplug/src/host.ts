@@ -1306,7 +1306,7 @@ export class SparkplugHost {
         );
       if (node.verify !== undefined)
         problems.push(
-          `edge node ${name} unverified since ${new Date(node.verify.since).toISOString()} (${node.verify.reason}): its live values are uncertain until it answers the rebirth request${node.verify.requested === undefined ? " (not sent yet: rebirthIntervalMs, or waiting its turn: maxOutstandingRebirths)" : ""}; declared offline if no NBIRTH comes within rebirthTimeoutMs of the host reading from the broker (time held not counted)`,
+          `edge node ${name} unverified since ${new Date(node.verify.since).toISOString()} (${node.verify.reason}): its live values, and the data taken meanwhile (shown and stored), are uncertain until it answers the rebirth request${node.verify.requested === undefined ? " (not sent yet: rebirthIntervalMs, or waiting its turn: maxOutstandingRebirths)" : ""}; declared offline if no NBIRTH comes within rebirthTimeoutMs of the host reading from the broker (time held not counted)`,
         );
       const waiting = this.#rebirthsWaiting.get(node);
       if (waiting !== undefined)
@@ -3011,11 +3011,12 @@ export class SparkplugHost {
 
   /**
    * The host may have missed the edge node's messages (a DDEATH, data, a birth): every live value
-   * it holds of the edge node turns uncertain (live view only: a value received afterwards is
-   * current and shown good; the stored mark follows if it is declared offline), a rebirth is asked
-   * for, and without an NBIRTH `rebirthTimeoutMs` after the request it is declared offline, its
-   * devices too (ADR 0043, amendment fix19o). It stays `online` meanwhile: its deaths are read on
-   * the death watch, which is never held, and its data is taken as usual.
+   * it holds of the edge node turns uncertain (live view only; the stored mark follows if it is
+   * declared offline), a rebirth is asked for, and without an NBIRTH `rebirthTimeoutMs` after the
+   * request it is declared offline, its devices too (ADR 0043, amendment fix19o). It stays `online`
+   * meanwhile: its deaths are read on the death watch, which is never held, and its data is taken,
+   * but shown and stored uncertain with the reason until its NBIRTH (it may come under an alias map
+   * the host missed; amendment fix19y).
    */
   #unverified(node: EdgeNodeState, reason: string): void {
     if (node.state !== "online") return;
@@ -3521,6 +3522,14 @@ export class SparkplugHost {
     const live: SparkplugLiveMetric[] = [];
     const now = this.#clock.now();
     const infos: (MetricInfo | undefined)[] = [];
+    // While the edge node is unverified (the host knows it may have missed its messages: a birth of
+    // a new alias map among them), its data is taken, shown and stored, but never good: uncertain
+    // with the reason until its NBIRTH answers the rebirth request (ADR 0043, amendment fix19y;
+    // adversarial review adv19, HIGH-1). A birth restates its values by name, so it is taken as is.
+    const unverified =
+      !isBirth && node.verify !== undefined
+        ? `edge node ${node.groupId}/${node.edgeNodeId} unverified since ${new Date(node.verify.since).toISOString()} (${node.verify.reason}): taken uncertain until its NBIRTH answers the rebirth request`
+        : undefined;
     for (const metric of payload.metrics) {
       const byAlias = !isBirth && metric.alias !== undefined ? birth.byAlias.get(metric.alias) : undefined;
       const info =
@@ -3585,11 +3594,15 @@ export class SparkplugHost {
           );
         continue;
       }
+      const given = qualityOfMetric(metric.properties, value === null);
       const sample: Sample = {
         tag: info.tag,
         value,
         timestamp,
-        quality: qualityOfMetric(metric.properties, value === null),
+        quality:
+          unverified !== undefined && given.severity === "good"
+            ? quality("uncertain", unverified, QualityCodes.Uncertain)
+            : given,
       };
       let steppedBack = false;
       if (metric.isTransient === true) this.#counts.transient++;
