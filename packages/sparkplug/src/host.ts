@@ -2093,6 +2093,23 @@ export class SparkplugHost {
   }
 
   /**
+   * The edge node's current NDEATH was taken: a rebirth request still waiting its turn is dropped,
+   * and one out whose answer has not begun frees its turn, so the dead do not hold back the living
+   * (adversarial review adv19, MEDIUM-2; ADR 0043, amendment fix19y). Except the deliberate re-ask
+   * of an offline edge node after a hold (`#reask`): it may have been born again in a message the
+   * broker dropped.
+   */
+  #endRebirthTurn(node: EdgeNodeState): void {
+    if (this.#reask.has(node)) return;
+    this.#rebirthsWaiting.delete(node);
+    const out = this.#rebirthsOut.get(node);
+    if (out !== undefined && out.storedThrough === undefined) {
+      this.#rebirthsOut.delete(node);
+      this.#pumpRebirths();
+    }
+  }
+
+  /**
    * Sends the requests waiting their turn while turns are free, oldest first. A request whose need
    * has gone (the edge node was born again meanwhile, or forgotten) is dropped, not sent.
    */
@@ -2849,6 +2866,7 @@ export class SparkplugHost {
     }
     node.lastDeathAt = this.#clock.now();
     this.#nodeDied(node, `NDEATH bdSeq ${String(bdSeq)}`);
+    this.#endRebirthTurn(node);
     node.lastSeq = undefined;
     this.#session?.onFarewellProgress?.();
   }
@@ -2932,8 +2950,10 @@ export class SparkplugHost {
     }
     this.#keepAhead(node, death);
     node.lastDeathAt = now;
-    if (node.bdSeq === bdSeq && node.state !== "offline")
+    if (node.bdSeq === bdSeq && node.state !== "offline") {
       this.#nodeDied(node, `NDEATH bdSeq ${bdSeq} (read on the death watch)`);
+      this.#endRebirthTurn(node);
+    }
   }
 
   /**
