@@ -157,11 +157,15 @@ export interface SparkplugHostOptions {
    * node is also held while the births already asked for, and this one's (as large as its last),
    * would take the writer to where the host stops reading from the broker (half of
    * `batching.maxQueuedSamples`); one request is always let out when none is. A request held so
-   * waits its turn, oldest first: counted in `rebirthsPaced`, reported once by `rebirth-request`
+   * waits its turn, oldest first (edge nodes that answered their last request before those that
+   * did not: amendment fix19y): counted in `rebirthsPaced`, reported once by `rebirth-request`
    * with `suppressed`, named in `health().problems` while it waits; the edge node's live values
    * stay stale or uncertain meanwhile (never good), and `rebirthTimeoutMs` starts only once it is
    * sent. Without this, a fleet-wide birth wave into a store slower than the wave held the host, each
    * hold's end asked every edge node for a rebirth, and the answers held it again, for ever.
+   * A request that held its turn for `rebirthTimeoutMs` unanswered doubles that edge node's
+   * `rebirthIntervalMs` (up to 64 times), until its next NBIRTH, so edge nodes that never answer
+   * cannot keep the turns from those that do.
    * A whole number from 1 to 100,000.
    * @throws KilnValidationError (KILN_VALIDATION) naming `maxOutstandingRebirths` otherwise.
    * @default 16
@@ -575,6 +579,12 @@ interface EdgeNodeState {
   rebirthsRequested: number;
   rebirthsSuppressed: number;
   rebirthsPaced: number;
+  /**
+   * Rebirth requests in a row whose turn ended unanswered (`rebirthTimeoutMs`), since its last
+   * NBIRTH: its `rebirthIntervalMs` doubles with each, up to {@link REBIRTH_BACKOFF_MAX} times,
+   * and it waits its turn behind edge nodes that answered (adv19 MEDIUM-1; amendment fix19y).
+   */
+  unansweredRebirths: number;
   seqGaps: number;
   dataBeforeBirth: number;
   unknownAliases: number;
@@ -718,6 +728,8 @@ const MARK_SLICE_MS = 5;
 const MARK_STEP = 500;
 /** The shortest spacing of `rebirth-request` events for held-back requests, per edge node, in ms. */
 const SUPPRESSED_REPORT_MS = 1_000;
+/** The most a run of unanswered rebirth requests stretches an edge node's `rebirthIntervalMs`. */
+const REBIRTH_BACKOFF_MAX = 64;
 const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
 /** How often the host looks at edge nodes awaiting a rebirth asked for after a possible loss, ms (at most). */
 const VERIFY_SWEEP_MS = 250;
@@ -1861,6 +1873,7 @@ export class SparkplugHost {
         rebirthsRequested: 0,
         rebirthsSuppressed: 0,
         rebirthsPaced: 0,
+        unansweredRebirths: 0,
         seqGaps: 0,
         dataBeforeBirth: 0,
         unknownAliases: 0,
@@ -2019,7 +2032,7 @@ export class SparkplugHost {
   #requestRebirth(node: EdgeNodeState, reason: SparkplugRebirthReason, detail: string): boolean {
     const session = this.#session;
     const now = this.#clock.now();
-    const interval = this.#options.rebirthIntervalMs ?? 5_000;
+    const interval = this.#rebirthInterval(node);
     const key = `${node.groupId}/${node.edgeNodeId}`;
     // The last request is also kept apart from the edge node's state, so messages on an edge node
     // id that was forgotten (its state made again by each) do not send a request each.
@@ -2048,6 +2061,15 @@ export class SparkplugHost {
       }
     }
     return this.#sendRebirth(node, reason, detail, suppressed);
+  }
+
+  /**
+   * `rebirthIntervalMs` for this edge node: doubled for each request in a row whose turn ended
+   * unanswered, at most {@link REBIRTH_BACKOFF_MAX} times (amendment fix19y).
+   */
+  #rebirthInterval(node: EdgeNodeState): number {
+    const base = this.#options.rebirthIntervalMs ?? 5_000;
+    return base * Math.min(2 ** node.unansweredRebirths, REBIRTH_BACKOFF_MAX);
   }
 
   get #maxOutstandingRebirths(): number {
@@ -2083,12 +2105,17 @@ export class SparkplugHost {
     const timeout = this.#options.rebirthTimeoutMs ?? 10_000;
     for (const [node, out] of this.#rebirthsOut) {
       const stored = out.storedThrough !== undefined && this.#settledThrough >= out.storedThrough;
+      const unanswered = !stored && out.storedThrough === undefined && this.#readingSince(out.sent) >= timeout;
       if (
         stored ||
+        unanswered ||
         this.#readingSince(out.sent) >= timeout ||
         this.#nodes.get(`${node.groupId}/${node.edgeNodeId}`) !== node
-      )
+      ) {
         this.#rebirthsOut.delete(node);
+        // Held a turn for nothing: asked less often, and after those that answer (adv19 MEDIUM-1).
+        if (unanswered && node.unansweredRebirths < 30) node.unansweredRebirths++;
+      }
     }
   }
 
@@ -2116,7 +2143,12 @@ export class SparkplugHost {
   #pumpRebirths(): void {
     this.#releaseRebirths();
     if (this.#rebirthsWaiting.size === 0 || this.#session === undefined || this.#stopping) return;
-    for (const [node, wanted] of this.#rebirthsWaiting) {
+    // Oldest first, but edge nodes that answered their last request before those that did not
+    // (adv19 MEDIUM-1): a fleet of nodes that never answer cannot starve an honest one.
+    const order = [...this.#rebirthsWaiting].sort(
+      ([a], [b]) => Number(a.unansweredRebirths > 0) - Number(b.unansweredRebirths > 0),
+    );
+    for (const [node, wanted] of order) {
       const forgotten = this.#nodes.get(`${node.groupId}/${node.edgeNodeId}`) !== node;
       const answered =
         wanted.reason !== "samples-dropped" &&
@@ -2562,6 +2594,7 @@ export class SparkplugHost {
     node.lastSeq = payload.seq;
     const firstBirth = node.births === 0;
     node.births++;
+    node.unansweredRebirths = 0;
     this.#endAcks(node);
     const awaitAcks = payload.metrics.find((metric) => metric.name === AWAIT_ACKS_METRIC)?.value;
     if (
@@ -3146,7 +3179,7 @@ export class SparkplugHost {
     // may still have been full when an answer came (the inbox is empty before the broker's is).
     const interval = this.#options.rebirthIntervalMs ?? 5_000;
     const due = (node: EdgeNodeState): boolean =>
-      node.lastRebirthAt === undefined || now - node.lastRebirthAt >= interval;
+      node.lastRebirthAt === undefined || now - node.lastRebirthAt >= Math.max(interval, this.#rebirthInterval(node));
     for (const [node, reason] of [...this.#reask]) {
       if (node.state !== "offline" || node.reaskSince === undefined || this.#readingSince(node.reaskSince) >= timeout)
         this.#reask.delete(node);

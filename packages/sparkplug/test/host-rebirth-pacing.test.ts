@@ -325,3 +325,63 @@ describe.skipIf(!mosquitto.available)(
     });
   },
 );
+
+describe.skipIf(!mosquitto.available)(
+  "edge nodes that never answer do not starve one that does (adv19 second pass, MEDIUM-1; ADR 0043 amendment fix19y) (needs mosquitto)",
+  () => {
+    test("six edge nodes keep sending data after a gap and never answer: once their requests went unanswered, an honest node's gap is asked within one rebirthTimeoutMs, ahead of them", async () => {
+      const broker = await configuredBroker([]);
+      cleanups.push(() => broker.stop());
+      const host = new SparkplugHost({
+        brokerUrl: broker.url,
+        hostId: "pace-starve",
+        groups: [GROUP],
+        store: new MemoryStore(),
+        registerTags: false,
+        stopLingerMs: 100,
+        rebirthIntervalMs: 300,
+        rebirthTimeoutMs: 1_500,
+        maxOutstandingRebirths: 2,
+      });
+      cleanups.push(() => host.stop());
+      await host.start();
+      await host.whenConnected();
+      const counter = await rebirthCounter(broker.url);
+      cleanups.push(() => counter.close());
+      const value = () => [{ name: "v", alias: 1, timestamp: Date.now(), datatype: "Double" as const, value: 1 }];
+      const silent: RawEdgeNode[] = [];
+      for (let index = 0; index < 6; index++) {
+        const node = await RawEdgeNode.connect(broker.url, GROUP, `silent-${index}`, 0);
+        cleanups.push(() => node.close());
+        await node.nbirth(0, value());
+        silent.push(node);
+      }
+      const honest = await answeringNode(broker.url, "honest", 1);
+      cleanups.push(() => honest.node.close());
+      await honest.birth();
+      await eventually(() => host.health().edgeNodes.filter((node) => node.state === "online").length === 7);
+      for (const node of silent) node.seq = 9; // a gap each; then data every 100 ms, never a birth
+      let stop = false;
+      const sending = (async () => {
+        while (!stop) {
+          for (const node of silent) await node.ndata(value());
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      })();
+      cleanups.push(async () => {
+        stop = true;
+        await sending;
+      });
+      // Every silent node's first request held its turn unanswered (3 rounds of 2 × 1.5 s).
+      await new Promise((resolve) => setTimeout(resolve, 5_500));
+      const births = honest.births();
+      const gapAt = Date.now();
+      honest.node.seq = 9;
+      await honest.node.ndata(value());
+      await eventually(() => honest.births() > births, 10_000, "the honest node asked");
+      const waited = Date.now() - gapAt;
+      console.log(`honest edge node asked ${waited} ms after its gap (rebirthTimeoutMs 1500, 6 silent, 2 turns)`);
+      expect(waited).toBeLessThan(2_500);
+    });
+  },
+);
