@@ -2098,7 +2098,8 @@ export class SparkplugHost {
 
   /**
    * Frees the slots of requests whose answer is settled in the store, or that had
-   * `rebirthTimeoutMs` of the host reading without one, or whose edge node was forgotten.
+   * `rebirthTimeoutMs` of the host reading without one (with no answer begun, that edge node's
+   * `unansweredRebirths` grows: amendment fix19y), or whose edge node was forgotten.
    */
   #releaseRebirths(): void {
     if (this.#rebirthsOut.size === 0) return;
@@ -2108,7 +2109,6 @@ export class SparkplugHost {
       const unanswered = !stored && out.storedThrough === undefined && this.#readingSince(out.sent) >= timeout;
       if (
         stored ||
-        unanswered ||
         this.#readingSince(out.sent) >= timeout ||
         this.#nodes.get(`${node.groupId}/${node.edgeNodeId}`) !== node
       ) {
