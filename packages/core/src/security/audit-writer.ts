@@ -1051,13 +1051,17 @@ export class AuditWriter {
     call: () => Promise<"stored" | "skipped" | "held" | "retry">,
   ): Promise<"stored" | "skipped" | "held" | "retry"> {
     item.storing = true;
+    let mayLand = false;
     try {
       const answer = await call();
       if (answer === "stored") item.stored = true;
       else if (answer === "skipped") item.skipped = true;
+      // Timed out: the abandoned call may still land, so the entry stays marked (never evicted and
+      // counted) until a later call for it answers (fix15af, adv15b MEDIUM-B).
+      else if (answer === "retry") mayLand = KilnError.is(this.#lastError) && this.#lastError.code === "KILN_TIMEOUT";
       return answer;
     } finally {
-      item.storing = false;
+      item.storing = mayLand;
     }
   }
 
