@@ -1,4 +1,4 @@
-import { abortError } from "@kiln/core/driver-kit";
+import { abortError, onAbort } from "@kiln/core/driver-kit";
 import type { ClientSession } from "node-opcua-client";
 
 type Callback = (error: Error | null, response?: unknown) => void;
@@ -32,9 +32,11 @@ export function endRequestsWith(session: ClientSession, lifetime: AbortSignal): 
       settled = true;
       callback(abortError(lifetime, what));
     };
-    lifetime.addEventListener("abort", ended, { once: true });
+    // One listener on the driver's signal however many requests are in flight (Publish, reads,
+    // upkeep): `onAbort` fans out, so more than ten never trip MaxListenersExceededWarning.
+    const stopWaiting = onAbort(lifetime, ended);
     return send.call(this, request, (error, response) => {
-      lifetime.removeEventListener("abort", ended);
+      stopWaiting();
       if (settled) return;
       settled = true;
       callback(error, response);

@@ -1,0 +1,77 @@
+import { KilnError } from "@kiln/core";
+import type { ClientSession } from "node-opcua-client";
+import { afterEach, describe, expect, it } from "vitest";
+import { endRequestsWith } from "./opcua-session-lifetime";
+
+type Callback = (error: Error | null, response?: unknown) => void;
+
+class ReadRequest {}
+class CloseSessionRequest {}
+
+/** A session stand-in that holds every request's callback until the test answers it. */
+interface Transactions {
+  performMessageTransaction(request: object, callback: Callback): unknown;
+}
+function heldSession(): { session: Transactions; held: Callback[]; wrap: (lifetime: AbortSignal) => void } {
+  const held: Callback[] = [];
+  const session: Transactions = {
+    performMessageTransaction(_request: object, callback: Callback): void {
+      held.push(callback);
+    },
+  };
+  return { session, held, wrap: (lifetime) => endRequestsWith(session as unknown as ClientSession, lifetime) };
+}
+
+const warnings: Error[] = [];
+const onWarning = (warning: Error): void => void warnings.push(warning);
+afterEach(() => {
+  process.off("warning", onWarning);
+  warnings.length = 0;
+});
+
+describe("endRequestsWith", () => {
+  it("holds one listener on the driver's signal however many requests are out, and ends them all at close", async () => {
+    process.on("warning", onWarning);
+    const { session, held, wrap } = heldSession();
+    const lifetime = new AbortController();
+    wrap(lifetime.signal);
+    const outcomes: (Error | null)[] = [];
+    for (let i = 0; i < 25; i++) {
+      session.performMessageTransaction(new ReadRequest(), (error) => void outcomes.push(error));
+    }
+    expect(held).toHaveLength(25);
+    // Node emits process warnings on the next tick.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(warnings.filter((warning) => warning.name === "MaxListenersExceededWarning")).toEqual([]);
+
+    lifetime.abort();
+    expect(outcomes).toHaveLength(25);
+    expect(outcomes.every((error) => KilnError.is(error) && error.code === "KILN_ABORTED")).toBe(true);
+    // An answer node-opcua delivers afterwards is ignored: each caller is answered once.
+    held[0]!(null, {});
+    expect(outcomes).toHaveLength(25);
+  });
+
+  it("answers a request normally when it settles before close, and close then leaves it alone", () => {
+    const { session, held, wrap } = heldSession();
+    const lifetime = new AbortController();
+    wrap(lifetime.signal);
+    const outcomes: unknown[] = [];
+    session.performMessageTransaction(new ReadRequest(), (error, response) => void outcomes.push(error ?? response));
+    held[0]!(null, "answer");
+    lifetime.abort();
+    expect(outcomes).toEqual(["answer"]);
+  });
+
+  it("passes CloseSession through after close, and fails any other request at once", () => {
+    const { session, held, wrap } = heldSession();
+    const lifetime = new AbortController();
+    wrap(lifetime.signal);
+    lifetime.abort();
+    const outcomes: unknown[] = [];
+    session.performMessageTransaction(new ReadRequest(), (error) => void outcomes.push(error));
+    session.performMessageTransaction(new CloseSessionRequest(), () => undefined);
+    expect(held).toHaveLength(1);
+    expect(KilnError.is(outcomes[0]) && outcomes[0].code).toBe("KILN_ABORTED");
+  });
+});
