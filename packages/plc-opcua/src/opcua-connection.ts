@@ -218,7 +218,8 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       refuseSubscriptionTransfers(session);
       markReplayedNotifications(session);
       markApplicationRequests(session);
-      if (settings.lifetime) endRequestsWith(session, settings.lifetime);
+      if (settings.lifetime)
+        endRequestsWith(session, settings.lifetime, { requestMs: timeouts.requestMs, applies: isApplicationRequest, clock });
       try {
         const readAt = clock.now();
         const info = await readServerInfo(session, options.limits);

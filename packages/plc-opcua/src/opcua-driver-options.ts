@@ -162,7 +162,9 @@ export const opcuaDriverOptionsSchema = z
  * - Every duration option (`timeouts.*`, `connectionStrategy.*DelayMs`, `subscriptions.*Ms`,
  *   `monitoredItemRetry.*DelayMs`) is a whole number of ms from 1 to 3,600,000 (1 hour,
  *   `MAX_DRIVER_DURATION_MS`: Node timers overflow past 2^31 − 1 ms and fire at once).
- * - `timeouts`: `connectMs` (whole `connect()`), `requestMs` (each service call), `sessionMs`
+ * - `timeouts`: `connectMs` (whole `connect()`), `requestMs` (each service call of the
+ *   application's `read`, `write`, `browse`, `subscribe`: unanswered after it, the call fails
+ *   `KILN_TIMEOUT`; below node-opcua's 5 s minimum the driver ends it itself, amendment fix13ae), `sessionMs`
  *   (session timeout requested; the driver adapts to a shorter one the server grants), `keepAliveMs`
  *   (session keep-alive: dead-session and stalled-link detection; `min(keepAliveMs, granted session
  *   timeout / 2)` in effect). A link on which the server answers nothing (no response, no service

@@ -1,4 +1,5 @@
 import { KilnError } from "@kiln/core";
+import { SimulatedClock } from "@kiln/core/testing";
 import type { ClientSession } from "node-opcua-client";
 import { afterEach, describe, expect, it } from "vitest";
 import { endRequestsWith } from "./opcua-session-lifetime";
@@ -12,14 +13,22 @@ class CloseSessionRequest {}
 interface Transactions {
   performMessageTransaction(request: object, callback: Callback): unknown;
 }
-function heldSession(): { session: Transactions; held: Callback[]; wrap: (lifetime: AbortSignal) => void } {
+function heldSession(): {
+  session: Transactions;
+  held: Callback[];
+  wrap: (lifetime: AbortSignal, bound?: Parameters<typeof endRequestsWith>[2]) => void;
+} {
   const held: Callback[] = [];
   const session: Transactions = {
     performMessageTransaction(_request: object, callback: Callback): void {
       held.push(callback);
     },
   };
-  return { session, held, wrap: (lifetime) => endRequestsWith(session as unknown as ClientSession, lifetime) };
+  return {
+    session,
+    held,
+    wrap: (lifetime, bound) => endRequestsWith(session as unknown as ClientSession, lifetime, bound),
+  };
 }
 
 const warnings: Error[] = [];
@@ -73,5 +82,45 @@ describe("endRequestsWith", () => {
     session.performMessageTransaction(new CloseSessionRequest(), () => undefined);
     expect(held).toHaveLength(1);
     expect(KilnError.is(outcomes[0]) && outcomes[0].code).toBe("KILN_ABORTED");
+  });
+
+  describe("timeouts.requestMs below node-opcua's 5 s minimum (amendment fix13ae)", () => {
+    const application = new ReadRequest();
+    const upkeep = new ReadRequest();
+    function bounded(requestMs: number): { session: Transactions; held: Callback[]; clock: SimulatedClock } {
+      const { session, held, wrap } = heldSession();
+      const clock = new SimulatedClock();
+      wrap(new AbortController().signal, { requestMs, applies: (request) => request === application, clock });
+      return { session, held, clock };
+    }
+
+    it("ends an application request unanswered after requestMs with node-opcua's words for a timeout; a later answer is ignored", async () => {
+      const { session, held, clock } = bounded(1_000);
+      const outcomes: unknown[] = [];
+      session.performMessageTransaction(application, (error, response) => void outcomes.push(error ?? response));
+      await clock.advance(999);
+      expect(outcomes).toEqual([]);
+      await clock.advance(1);
+      expect(outcomes).toHaveLength(1);
+      expect((outcomes[0] as Error).message).toMatch(
+        /^Transaction has timed out \(timeout = 1000 ms, timeouts\.requestMs/,
+      );
+      held[0]!(null, "late");
+      expect(outcomes).toHaveLength(1);
+    });
+
+    it("leaves upkeep requests, answered requests and requestMs of 5 s or more to node-opcua", async () => {
+      const { session, held, clock } = bounded(1_000);
+      const outcomes: unknown[] = [];
+      session.performMessageTransaction(upkeep, (error, response) => void outcomes.push(error ?? response));
+      session.performMessageTransaction(application, (error, response) => void outcomes.push(error ?? response));
+      held[1]!(null, "in time");
+      await clock.advance(10_000);
+      expect(outcomes).toEqual(["in time"]);
+      const slow = bounded(5_000);
+      slow.session.performMessageTransaction(application, (error) => void outcomes.push(error));
+      await slow.clock.advance(60_000);
+      expect(outcomes).toEqual(["in time"]);
+    });
   });
 });

@@ -1,3 +1,4 @@
+import type { Clock } from "@kiln/core";
 import { abortError, onAbort } from "@kiln/core/driver-kit";
 import type { ClientSession } from "node-opcua-client";
 
@@ -15,7 +16,33 @@ type Transaction = (this: unknown, request: object, callback: Callback) => unkno
  * bounded by its dispose budget. What node-opcua still holds for an ended request is released
  * when `close()` disconnects the client (its answer, if any, is ignored).
  */
-export function endRequestsWith(session: ClientSession, lifetime: AbortSignal): void {
+/**
+ * node-opcua's shortest request timeout, ms (`ClientSecureChannelLayer.minTransactionTimeout`): it
+ * raises every smaller `timeoutHint` to this.
+ */
+export const NODE_OPCUA_MIN_TRANSACTION_MS = 5_000;
+
+/** The application's request bound {@link endRequestsWith} enforces where node-opcua would not. */
+export interface RequestBound {
+  /** `timeouts.requestMs`, ms. */
+  readonly requestMs: number;
+  /** Whether `request` was sent by an application's call (`isApplicationRequest`), known once it was handed on. */
+  readonly applies: (request: object) => boolean;
+  readonly clock: Clock;
+}
+
+/**
+ * Also, with `bound` and `bound.requestMs` below {@link NODE_OPCUA_MIN_TRANSACTION_MS}, ends each
+ * request of an application's call (`read`, `write`, `browse`, `subscribe`) that has no answer
+ * `requestMs` after it was handed to the session, with node-opcua's own words for a timeout
+ * ("Transaction has timed out"), so it is classified as every other request timeout is
+ * (`KILN_TIMEOUT`, retryable; a write's fate by the wire-fate tracker): node-opcua raises smaller
+ * timeouts to 5 s, and the driver promises `timeouts.requestMs` (adv13 finding; docs/adr/0022,
+ * amendment fix13ae). Upkeep and Publish requests keep node-opcua's timeouts: the link watchdog
+ * bounds them.
+ */
+export function endRequestsWith(session: ClientSession, lifetime: AbortSignal, bound?: RequestBound): void {
+  const timed = bound !== undefined && bound.requestMs < NODE_OPCUA_MIN_TRANSACTION_MS ? bound : undefined;
   const target = session as unknown as { performMessageTransaction: Transaction };
   const send = target.performMessageTransaction;
   target.performMessageTransaction = function (this: unknown, request: object, callback: Callback): unknown {
@@ -35,11 +62,27 @@ export function endRequestsWith(session: ClientSession, lifetime: AbortSignal): 
     // One listener on the driver's signal however many requests are in flight (Publish, reads,
     // upkeep): `onAbort` fans out, so more than ten never trip MaxListenersExceededWarning.
     const stopWaiting = onAbort(lifetime, ended);
-    return send.call(this, request, (error, response) => {
+    let timer: ReturnType<Clock["setTimeout"]> | undefined;
+    const sent = send.call(this, request, (error, response) => {
       stopWaiting();
+      if (timer !== undefined) timed!.clock.clearTimeout(timer);
       if (settled) return;
       settled = true;
       callback(error, response);
     });
+    // Marked as the application's by the inner wrapper while it was handed on (markApplicationRequests).
+    if (timed !== undefined && !settled && timed.applies(request)) {
+      timer = timed.clock.setTimeout(() => {
+        if (settled) return;
+        settled = true;
+        stopWaiting();
+        callback(
+          new Error(
+            `Transaction has timed out (timeout = ${timed.requestMs} ms, timeouts.requestMs; request = ${typeof name === "string" ? name : "request"})`,
+          ),
+        );
+      }, timed.requestMs);
+    }
+    return sent;
   };
 }
