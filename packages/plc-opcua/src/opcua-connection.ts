@@ -219,7 +219,11 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       markReplayedNotifications(session);
       markApplicationRequests(session);
       if (settings.lifetime)
-        endRequestsWith(session, settings.lifetime, { requestMs: timeouts.requestMs, applies: isApplicationRequest, clock });
+        endRequestsWith(session, settings.lifetime, {
+          requestMs: timeouts.requestMs,
+          applies: isApplicationRequest,
+          clock,
+        });
       try {
         const readAt = clock.now();
         const info = await readServerInfo(session, options.limits);
