@@ -76,6 +76,23 @@ async function connected(): Promise<OpcuaDriver> {
   return driver;
 }
 
+/** Makes the server answer every WriteRequest with a service fault `status` (nothing applied). */
+function refuseWholeWrite(status: unknown): void {
+  const refusing = server as unknown as {
+    _apply_on_SessionObject: (
+      response: typeof WriteResponse,
+      message: unknown,
+      channel: unknown,
+      action: (session: unknown, sendResponse: unknown, sendError: (code: unknown) => void) => void,
+    ) => void;
+    _on_WriteRequest?: (message: unknown, channel: unknown) => void;
+  };
+  refusing._on_WriteRequest = (message, channel) =>
+    refusing._apply_on_SessionObject(WriteResponse, message, channel, (_session, _send, sendError) =>
+      sendError(status),
+    );
+}
+
 async function writeError(driver: OpcuaDriver, value: number): Promise<KilnError> {
   const error = await driver.write(tags.get("w"), value).then(
     () => undefined,
@@ -104,23 +121,28 @@ describe("a write the server faulted (adv13 fresh review MEDIUM-1)", () => {
     const driver = await connected();
     try {
       // The server refuses the whole WriteRequest as node-opcua does over its maxNodesPerWrite.
-      const refusing = server as unknown as {
-        _apply_on_SessionObject: (
-          response: typeof WriteResponse,
-          message: unknown,
-          channel: unknown,
-          action: (session: unknown, sendResponse: unknown, sendError: (code: unknown) => void) => void,
-        ) => void;
-        _on_WriteRequest?: (message: unknown, channel: unknown) => void;
-      };
-      refusing._on_WriteRequest = (message, channel) =>
-        refusing._apply_on_SessionObject(WriteResponse, message, channel, (_session, _send, sendError) =>
-          sendError(StatusCodes.BadTooManyOperations),
-        );
+      refuseWholeWrite(StatusCodes.BadTooManyOperations);
       const error = await writeError(driver, 3);
       expect(applied).toEqual([]);
       expect(error).toMatchObject({ details: { sent: false, statusName: "BadTooManyOperations" } });
       expect(error.message).toMatch(/\(not applied\)/);
+    } finally {
+      await driver.close();
+    }
+  }, 30_000);
+
+  test("sibling: the whole WriteRequest refused BadUserAccessDenied: not applied, not retryable, the session kept", async () => {
+    const driver = await connected();
+    try {
+      refuseWholeWrite(StatusCodes.BadUserAccessDenied);
+      const error = await writeError(driver, 4);
+      expect(applied).toEqual([]);
+      expect(error).toMatchObject({ retryable: false, details: { sent: false, statusName: "BadUserAccessDenied" } });
+      expect(error.message).toMatch(/\(not applied\)/);
+      // The session is not lost over it: the next write (the server answering again) is applied.
+      delete (server as unknown as Record<string, unknown>)._on_WriteRequest;
+      await driver.write(tags.get("w"), 5);
+      expect(applied).toEqual([5]);
     } finally {
       await driver.close();
     }
