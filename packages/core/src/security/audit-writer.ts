@@ -59,13 +59,17 @@ interface BacklogItem {
   readonly entry: AuditEntry | undefined;
   /** True when the entry is in the journal (then it is the journal's oldest unreleased record once it reaches the front). */
   readonly journaled: boolean;
-  /** Failures of this entry at the head with an error the store did not classify (see {@link POISON_ATTEMPTS}). */
+  /** Failures of this entry at the head: an error the store did not classify, a timeout or a retryable KilnError, never an open breaker (see {@link POISON_ATTEMPTS}, fix15af). */
   failures: number;
   /**
    * Entries the store had answered (taken, or refused for good: the runner's count) when this one
    * last failed: a later count means it answers about others (fix15ae).
    */
   answeredCountAtFailure?: number;
+  /** Its failed store calls as the poison rule's probe: the probe chosen is one that failed fewest (fix15af). */
+  probeFailures?: number;
+  /** The error of its last failed store call (a KilnError, a timeout: retried without a probe, fix15af). */
+  lastError?: unknown;
   /** When it was queued (the runner's clock), for health's `waitingMs`; recovered entries: when recovered. */
   since?: number;
   /**
@@ -96,6 +100,11 @@ interface BacklogItem {
  * breaker threshold (5 by default), so the probe is tried while the breaker still lets it through.
  */
 const POISON_ATTEMPTS = 2;
+
+/** Whether `error` is an open breaker's refusal: no answer of the store, never evidence (fix15af). */
+function isBreakerOpen(error: unknown): boolean {
+  return KilnError.is(error) && error.code === "KILN_CIRCUIT_OPEN";
+}
 
 /**
  * Probes a suspect head's turn tries at most: the next entries not yet answered, until the store
@@ -864,7 +873,9 @@ export class AuditWriter {
         return "skipped";
       }
       this.#lastError = error;
-      if (!KilnError.is(error)) this.#poison.failed(entry.id);
+      // A timeout or other retryable KilnError is evidence too (fix15af, adv15b HIGH-A: a store
+      // that hangs on one entry's content was never judged). An open breaker is no answer of the store.
+      if (!isBreakerOpen(error)) this.#poison.failed(entry.id);
       // The store's own word that it is not answering (a timeout, an open breaker, a lost
       // connection: a KilnError) gates commands off it until the background retry finds it back.
       // An error it did not classify may be about the entry (a poison entry): commands still
@@ -939,18 +950,32 @@ export class AuditWriter {
           // is marked, fix15ae) and is the store's answer too; the next is then tried, so a probe
           // the store takes is found when there is one (at most PROBES_PER_TURN a turn).
           let probed = false;
+          let probeFailed = false;
+          const tried = new Set<BacklogItem>();
           for (let tries = 0; tries < PROBES_PER_TURN; tries++) {
-            const probeItem = this.#backlog.find(
-              (item, index) =>
-                index > 0 &&
-                item.entry !== undefined &&
-                item.stored !== true &&
-                item.skipped !== true &&
-                item.aside === undefined,
-            );
+            // The first entry that failed fewest times as a probe: one the store hangs on is not
+            // chosen again and again, each failure would make the store look flaky (fix15af).
+            let probeItem: BacklogItem | undefined;
+            for (let index = 1; index < this.#backlog.length; index++) {
+              const item = this.#backlog[index]!;
+              if (tried.has(item) || item.entry === undefined || item.stored === true) continue;
+              if (item.skipped === true || item.aside !== undefined) continue;
+              if (probeItem === undefined || (item.probeFailures ?? 0) < (probeItem.probeFailures ?? 0))
+                probeItem = item;
+              if ((probeItem.probeFailures ?? 0) === 0) break;
+            }
             if (probeItem === undefined) break;
+            tried.add(probeItem);
             const answer = await this.#storing(probeItem, () => this.#store(probeItem.entry!, { item: probeItem }));
-            if (answer === "retry") return false;
+            if (answer === "retry") {
+              probeItem.probeFailures = (probeItem.probeFailures ?? 0) + 1;
+              // A probe that timed out (the store's own word, a KilnError) may be about its own
+              // content too: the next is tried (fix15af, adv15b HIGH-A). An open breaker, or an
+              // error the store did not classify, ends the turn as before.
+              probeFailed = true;
+              if (!KilnError.is(this.#lastError) || isBreakerOpen(this.#lastError)) return false;
+              continue;
+            }
             probed = true;
             // Stored: not stored again when it reaches the head (a store need not dedupe by id).
             // Skipped (kept aside) or held (its set-aside append failed): not probed again.
@@ -962,14 +987,19 @@ export class AuditWriter {
           // audit breaker, which then refuses every command). At close it is tried once more (a
           // store that came back takes it), never set aside on that try.
           const evidence = probed || this.#answeredCount !== head.answeredCountAtFailure;
-          if (!evidence && !this.#lastChance) return false;
+          // Every probe failed too: the store is failing, not the head (an outage: nothing set aside).
+          if (!evidence && probeFailed) return false;
+          // A head that failed with the store's own word (a timeout): with no other entry to probe
+          // with, it is retried, the retry that finds a store back; never set aside on that try.
+          if (!evidence && !this.#lastChance && !KilnError.is(head.lastError)) return false;
           // The store takes entries. One more try of the head tells an entry it fails on from a
           // store that has just come back: only a failure it again cannot classify sets it aside.
           const result = await this.#storing(head, () => this.#store(head.entry!, { item: head }));
           if (result === "held") return false;
           keptAside = result === "skipped";
           if (result === "retry") {
-            if (KilnError.is(this.#lastError) || !evidence) return false;
+            head.lastError = this.#lastError;
+            if (!evidence || isBreakerOpen(this.#lastError)) return false;
             head.failures++;
             head.answeredCountAtFailure = this.#answeredCount;
             // Proven the cause only against the store's record on other entries: a flaky store
@@ -984,7 +1014,10 @@ export class AuditWriter {
           keptAside = result === "skipped";
           if (result === "retry") {
             head.answeredCountAtFailure = this.#answeredCount;
-            if (!KilnError.is(this.#lastError)) head.failures++;
+            head.lastError = this.#lastError;
+            // Timeouts and retryable KilnErrors count too (fix15af): a store that fails everything
+            // is told apart by the probes, which then fail as well.
+            if (!isBreakerOpen(this.#lastError)) head.failures++;
             if (head.failures < POISON_ATTEMPTS) return false;
             continue;
           }
@@ -1018,13 +1051,17 @@ export class AuditWriter {
     call: () => Promise<"stored" | "skipped" | "held" | "retry">,
   ): Promise<"stored" | "skipped" | "held" | "retry"> {
     item.storing = true;
+    let mayLand = false;
     try {
       const answer = await call();
       if (answer === "stored") item.stored = true;
       else if (answer === "skipped") item.skipped = true;
+      // Timed out: the abandoned call may still land, so the entry stays marked (never evicted and
+      // counted) until a later call for it answers (fix15af, adv15b MEDIUM-B).
+      else if (answer === "retry") mayLand = KilnError.is(this.#lastError) && this.#lastError.code === "KILN_TIMEOUT";
       return answer;
     } finally {
-      item.storing = false;
+      item.storing = mayLand;
     }
   }
 
