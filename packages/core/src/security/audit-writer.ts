@@ -68,8 +68,20 @@ interface BacklogItem {
   answeredCountAtFailure?: number;
   /** Its failed store calls as the poison rule's probe: the probe chosen is one that failed fewest (fix15af). */
   probeFailures?: number;
-  /** The error of its last failed store call (a KilnError, a timeout: retried without a probe, fix15af). */
+  /**
+   * The error of its last failed store call, set by that call itself (fix15ag: never the writer's
+   * shared last error, which a concurrent command's call may have set meanwhile).
+   */
   lastError?: unknown;
+  /** It failed with an error the store did not classify (not a KilnError): may be about its content. */
+  unclassified?: boolean;
+  /**
+   * It is suspected of holding the trail (health's `blockedBy`): it failed with an error the store
+   * did not classify, or failed again after the store answered about another entry. A head that
+   * only failed with the store's own word (a timeout, a retryable KilnError) while nothing else was
+   * answered is waiting on an outage, not held by its content (fix15ag).
+   */
+  suspect?: boolean;
   /** When it was queued (the runner's clock), for health's `waitingMs`; recovered entries: when recovered. */
   since?: number;
   /**
@@ -293,8 +305,16 @@ export class AuditWriter {
       ...(this.#storeTookAt === undefined ? {} : { storeTookAt: this.#storeTookAt }),
       ...(head?.since === undefined ? {} : { waitingMs: Math.max(0, this.#options.clock.now() - head.since) }),
       reportedWaiting: this.#backlog.reduce((count, item) => count + (item.reported === true ? 1 : 0), 0),
-      ...(head !== undefined && head.failures > 0
-        ? { blockedBy: { id: head.entry!.id, failures: head.failures, error: reasonOf(this.#lastError, undefined) } }
+      // Only a suspect head holds the trail: one that only timed out while the store answered
+      // nothing else waits on an outage, and health says where the entries are (fix15ag).
+      ...(head !== undefined && head.failures > 0 && head.suspect === true
+        ? {
+            blockedBy: {
+              id: head.entry!.id,
+              failures: head.failures,
+              error: reasonOf(head.lastError ?? this.#lastError, undefined),
+            },
+          }
         : {}),
     };
   }
@@ -873,6 +893,8 @@ export class AuditWriter {
         return "skipped";
       }
       this.#lastError = error;
+      // The call's own error, on its item: read by the drain that made the call (fix15ag).
+      if (options.item !== undefined) options.item.lastError = error;
       // A timeout or other retryable KilnError is evidence too (fix15af, adv15b HIGH-A: a store
       // that hangs on one entry's content was never judged). An open breaker is no answer of the store.
       if (!isBreakerOpen(error)) this.#poison.failed(entry.id);
@@ -973,7 +995,7 @@ export class AuditWriter {
               // content too: the next is tried (fix15af, adv15b HIGH-A). An open breaker, or an
               // error the store did not classify, ends the turn as before.
               probeFailed = true;
-              if (!KilnError.is(this.#lastError) || isBreakerOpen(this.#lastError)) return false;
+              if (!KilnError.is(probeItem.lastError) || isBreakerOpen(probeItem.lastError)) return false;
               continue;
             }
             probed = true;
@@ -987,8 +1009,12 @@ export class AuditWriter {
           // audit breaker, which then refuses every command). At close it is tried once more (a
           // store that came back takes it), never set aside on that try.
           const evidence = probed || this.#answeredCount !== head.answeredCountAtFailure;
-          // Every probe failed too: the store is failing, not the head (an outage: nothing set aside).
-          if (!evidence && probeFailed) return false;
+          // Every probe failed too: the store is failing, not the head (an outage: nothing set
+          // aside). A head suspected only for timeouts is no longer suspected (fix15ag).
+          if (!evidence && probeFailed) {
+            head.suspect = head.unclassified === true;
+            return false;
+          }
           // A head that failed with the store's own word (a timeout): with no other entry to probe
           // with, it is retried, the retry that finds a store back; never set aside on that try.
           if (!evidence && !this.#lastChance && !KilnError.is(head.lastError)) return false;
@@ -998,9 +1024,14 @@ export class AuditWriter {
           if (result === "held") return false;
           keptAside = result === "skipped";
           if (result === "retry") {
-            head.lastError = this.#lastError;
-            if (!evidence || isBreakerOpen(this.#lastError)) return false;
+            if (!KilnError.is(head.lastError)) head.unclassified = true;
+            if (!evidence || isBreakerOpen(head.lastError)) {
+              if (head.unclassified === true) head.suspect = true;
+              return false;
+            }
             head.failures++;
+            // Failed again after the store answered about another entry: suspect (fix15ag).
+            head.suspect = true;
             head.answeredCountAtFailure = this.#answeredCount;
             // Proven the cause only against the store's record on other entries: a flaky store
             // that fails some calls whatever their content needs many more failures in a row
@@ -1014,10 +1045,11 @@ export class AuditWriter {
           keptAside = result === "skipped";
           if (result === "retry") {
             head.answeredCountAtFailure = this.#answeredCount;
-            head.lastError = this.#lastError;
             // Timeouts and retryable KilnErrors count too (fix15af): a store that fails everything
-            // is told apart by the probes, which then fail as well.
-            if (!isBreakerOpen(this.#lastError)) head.failures++;
+            // is told apart by the probes, which then fail as well. Only an unclassified error
+            // makes the head suspect by itself (fix15ag).
+            if (!KilnError.is(head.lastError)) head.unclassified = head.suspect = true;
+            if (!isBreakerOpen(head.lastError)) head.failures++;
             if (head.failures < POISON_ATTEMPTS) return false;
             continue;
           }
@@ -1058,7 +1090,7 @@ export class AuditWriter {
       else if (answer === "skipped") item.skipped = true;
       // Timed out: the abandoned call may still land, so the entry stays marked (never evicted and
       // counted) until a later call for it answers (fix15af, adv15b MEDIUM-B).
-      else if (answer === "retry") mayLand = KilnError.is(this.#lastError) && this.#lastError.code === "KILN_TIMEOUT";
+      else if (answer === "retry") mayLand = KilnError.is(item.lastError) && item.lastError.code === "KILN_TIMEOUT";
       return answer;
     } finally {
       item.storing = mayLand;
@@ -1085,7 +1117,7 @@ export class AuditWriter {
    */
   async #setEntryAside(item: BacklogItem): Promise<boolean> {
     this.#setAside++;
-    const cause = reasonOf(this.#lastError, undefined);
+    const cause = reasonOf(item.lastError ?? this.#lastError, undefined);
     return this.#keepAside(
       item.entry!,
       `it failed ${item.failures} times (${cause}) while the audit store took other entries; set aside so it does ` +
