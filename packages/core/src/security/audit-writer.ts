@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { appendFile, rm, stat } from "node:fs/promises";
+import { appendFile, readFile, rm, stat } from "node:fs/promises";
 import { KilnError } from "../domain/errors";
 import type { KilnEvents } from "../events/catalogue";
 import type { AuditEntry } from "@kiln/core/driver-kit";
@@ -1859,6 +1859,23 @@ export class AuditWriter {
    * and health names it until it is kept (adversarial review 15x, F1).
    * @returns false when it was held so (nothing counted, nothing to release), else true.
    */
+  /**
+   * The entries `<journal>.set-aside` holds, each as its exact JSON line (what {@link #keepAside}
+   * appended): a journal record replayed after a crash that is one of them was kept aside already.
+   * Matched by content, not by id alone: a follow-up recorded again without its values has the
+   * same id. When the file cannot be read, nothing is matched (kept aside twice, never lost).
+   */
+  async #keptAsideEntries(path: string): Promise<Set<string>> {
+    try {
+      const text = await readFile(`${path}.set-aside`, "utf8");
+      return new Set(text.split("\n").filter((line) => line.length > 0));
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== "ENOENT")
+        this.#logger.warn({ path, error: String(error) }, "the audit set-aside file could not be read at open");
+      return new Set();
+    }
+  }
+
   async #keepAside(entry: AuditEntry, error: unknown, item?: BacklogItem): Promise<boolean> {
     const path = this.#options.backlog?.path;
     let kept = false;
@@ -1988,13 +2005,25 @@ export class AuditWriter {
             "dropped by drop-oldest in an earlier run (journal tombstones found at open)",
           );
         }
+        // Kept aside in an earlier run (a probe mid-backlog, or a head before its release was
+        // durable) and then a crash: its record is released unread in its place, never kept
+        // aside and counted again (fix15ag, adv15b LOW-C).
+        const keptAside = await this.#keptAsideEntries(path);
+        let alreadyKept = 0;
         this.#backlog.unshift(
-          ...recovered.map((item) =>
-            item.entry !== undefined && tombstoned.has(item.entry.id)
-              ? { entry: undefined, journaled: true, failures: 0 }
-              : item,
-          ),
+          ...recovered.map((item) => {
+            if (item.entry === undefined) return item;
+            if (tombstoned.has(item.entry.id)) return { entry: undefined, journaled: true, failures: 0 };
+            if (!keptAside.has(encodeExactJson(item.entry))) return item;
+            alreadyKept++;
+            return { entry: undefined, journaled: true, failures: 0 };
+          }),
         );
+        if (alreadyKept > 0)
+          this.#logger.warn(
+            { path, count: alreadyKept },
+            "audit journal records already kept aside in an earlier run are released unread (not kept aside again)",
+          );
         this.#reportDamage(path, { ...recovery, undecodable });
         await this.#openReserve(path);
         // Drops found at this open (tombstones, damage) are made durable with the reserve's counts.
