@@ -28,10 +28,11 @@ async function setup(maxEntries: number) {
       query: store.audit.query,
       record: async (entry: AuditEntry) => {
         if (state.mode === "down") throw new KilnError("KILN_TIMEOUT", "audit store timed out", { retryable: true });
-        // entry-1 fails twice unclassified, then the store times out on it.
+        // entry-1 fails twice unclassified, then its breaker is open: no answer, so it stays (a
+        // timeout is evidence about its content since fix15af).
         if (state.mode === "poison" && entry.id === "entry-1") {
           if (++state.poisonCalls <= 2) throw new Error("cannot store this entry");
-          throw new KilnError("KILN_TIMEOUT", "audit store timed out", { retryable: true });
+          throw new KilnError("KILN_CIRCUIT_OPEN", "audit store breaker open", { retryable: false });
         }
         if (state.mode === "hang") await new Promise<void>((resolve) => state.hung.push(resolve));
         await store.audit.record(entry);
@@ -89,7 +90,7 @@ describe("a drop count equals what is missing from the store (fix15ad)", () => {
     const { runner, state, trip, entries } = await setup(3);
     state.mode = "down";
     for (const value of [1, 2, 3]) await trip(value);
-    // The head fails twice with an error the store does not classify, then the store times out:
+    // The head fails twice with an error the store does not classify, then its breaker is open:
     // the probe behind it (entry-2) was stored, the head stays.
     state.mode = "poison";
     expect(await runner.flush()).toBe(false);

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { appendFile, rm, stat } from "node:fs/promises";
+import { appendFile, readFile, rm, stat } from "node:fs/promises";
 import { KilnError } from "../domain/errors";
 import type { KilnEvents } from "../events/catalogue";
 import type { AuditEntry } from "@kiln/core/driver-kit";
@@ -59,13 +59,29 @@ interface BacklogItem {
   readonly entry: AuditEntry | undefined;
   /** True when the entry is in the journal (then it is the journal's oldest unreleased record once it reaches the front). */
   readonly journaled: boolean;
-  /** Failures of this entry at the head with an error the store did not classify (see {@link POISON_ATTEMPTS}). */
+  /** Failures of this entry at the head: an error the store did not classify, a timeout or a retryable KilnError, never an open breaker (see {@link POISON_ATTEMPTS}, fix15af). */
   failures: number;
   /**
    * Entries the store had answered (taken, or refused for good: the runner's count) when this one
    * last failed: a later count means it answers about others (fix15ae).
    */
   answeredCountAtFailure?: number;
+  /** Its failed store calls as the poison rule's probe: the probe chosen is one that failed fewest (fix15af). */
+  probeFailures?: number;
+  /**
+   * The error of its last failed store call, set by that call itself (fix15ag: never the writer's
+   * shared last error, which a concurrent command's call may have set meanwhile).
+   */
+  lastError?: unknown;
+  /** It failed with an error the store did not classify (not a KilnError): may be about its content. */
+  unclassified?: boolean;
+  /**
+   * It is suspected of holding the trail (health's `blockedBy`): it failed with an error the store
+   * did not classify, or failed again after the store answered about another entry. A head that
+   * only failed with the store's own word (a timeout, a retryable KilnError) while nothing else was
+   * answered is waiting on an outage, not held by its content (fix15ag).
+   */
+  suspect?: boolean;
   /** When it was queued (the runner's clock), for health's `waitingMs`; recovered entries: when recovered. */
   since?: number;
   /**
@@ -96,6 +112,11 @@ interface BacklogItem {
  * breaker threshold (5 by default), so the probe is tried while the breaker still lets it through.
  */
 const POISON_ATTEMPTS = 2;
+
+/** Whether `error` is an open breaker's refusal: no answer of the store, never evidence (fix15af). */
+function isBreakerOpen(error: unknown): boolean {
+  return KilnError.is(error) && error.code === "KILN_CIRCUIT_OPEN";
+}
 
 /**
  * Probes a suspect head's turn tries at most: the next entries not yet answered, until the store
@@ -284,8 +305,16 @@ export class AuditWriter {
       ...(this.#storeTookAt === undefined ? {} : { storeTookAt: this.#storeTookAt }),
       ...(head?.since === undefined ? {} : { waitingMs: Math.max(0, this.#options.clock.now() - head.since) }),
       reportedWaiting: this.#backlog.reduce((count, item) => count + (item.reported === true ? 1 : 0), 0),
-      ...(head !== undefined && head.failures > 0
-        ? { blockedBy: { id: head.entry!.id, failures: head.failures, error: reasonOf(this.#lastError, undefined) } }
+      // Only a suspect head holds the trail: one that only timed out while the store answered
+      // nothing else waits on an outage, and health says where the entries are (fix15ag).
+      ...(head !== undefined && head.failures > 0 && head.suspect === true
+        ? {
+            blockedBy: {
+              id: head.entry!.id,
+              failures: head.failures,
+              error: reasonOf(head.lastError ?? this.#lastError, undefined),
+            },
+          }
         : {}),
     };
   }
@@ -864,7 +893,11 @@ export class AuditWriter {
         return "skipped";
       }
       this.#lastError = error;
-      if (!KilnError.is(error)) this.#poison.failed(entry.id);
+      // The call's own error, on its item: read by the drain that made the call (fix15ag).
+      if (options.item !== undefined) options.item.lastError = error;
+      // A timeout or other retryable KilnError is evidence too (fix15af, adv15b HIGH-A: a store
+      // that hangs on one entry's content was never judged). An open breaker is no answer of the store.
+      if (!isBreakerOpen(error)) this.#poison.failed(entry.id);
       // The store's own word that it is not answering (a timeout, an open breaker, a lost
       // connection: a KilnError) gates commands off it until the background retry finds it back.
       // An error it did not classify may be about the entry (a poison entry): commands still
@@ -939,18 +972,32 @@ export class AuditWriter {
           // is marked, fix15ae) and is the store's answer too; the next is then tried, so a probe
           // the store takes is found when there is one (at most PROBES_PER_TURN a turn).
           let probed = false;
+          let probeFailed = false;
+          const tried = new Set<BacklogItem>();
           for (let tries = 0; tries < PROBES_PER_TURN; tries++) {
-            const probeItem = this.#backlog.find(
-              (item, index) =>
-                index > 0 &&
-                item.entry !== undefined &&
-                item.stored !== true &&
-                item.skipped !== true &&
-                item.aside === undefined,
-            );
+            // The first entry that failed fewest times as a probe: one the store hangs on is not
+            // chosen again and again, each failure would make the store look flaky (fix15af).
+            let probeItem: BacklogItem | undefined;
+            for (let index = 1; index < this.#backlog.length; index++) {
+              const item = this.#backlog[index]!;
+              if (tried.has(item) || item.entry === undefined || item.stored === true) continue;
+              if (item.skipped === true || item.aside !== undefined) continue;
+              if (probeItem === undefined || (item.probeFailures ?? 0) < (probeItem.probeFailures ?? 0))
+                probeItem = item;
+              if ((probeItem.probeFailures ?? 0) === 0) break;
+            }
             if (probeItem === undefined) break;
+            tried.add(probeItem);
             const answer = await this.#storing(probeItem, () => this.#store(probeItem.entry!, { item: probeItem }));
-            if (answer === "retry") return false;
+            if (answer === "retry") {
+              probeItem.probeFailures = (probeItem.probeFailures ?? 0) + 1;
+              // A probe that timed out (the store's own word, a KilnError) may be about its own
+              // content too: the next is tried (fix15af, adv15b HIGH-A). An open breaker, or an
+              // error the store did not classify, ends the turn as before.
+              probeFailed = true;
+              if (!KilnError.is(probeItem.lastError) || isBreakerOpen(probeItem.lastError)) return false;
+              continue;
+            }
             probed = true;
             // Stored: not stored again when it reaches the head (a store need not dedupe by id).
             // Skipped (kept aside) or held (its set-aside append failed): not probed again.
@@ -962,15 +1009,29 @@ export class AuditWriter {
           // audit breaker, which then refuses every command). At close it is tried once more (a
           // store that came back takes it), never set aside on that try.
           const evidence = probed || this.#answeredCount !== head.answeredCountAtFailure;
-          if (!evidence && !this.#lastChance) return false;
+          // Every probe failed too: the store is failing, not the head (an outage: nothing set
+          // aside). A head suspected only for timeouts is no longer suspected (fix15ag).
+          if (!evidence && probeFailed) {
+            head.suspect = head.unclassified === true;
+            return false;
+          }
+          // A head that failed with the store's own word (a timeout): with no other entry to probe
+          // with, it is retried, the retry that finds a store back; never set aside on that try.
+          if (!evidence && !this.#lastChance && !KilnError.is(head.lastError)) return false;
           // The store takes entries. One more try of the head tells an entry it fails on from a
           // store that has just come back: only a failure it again cannot classify sets it aside.
           const result = await this.#storing(head, () => this.#store(head.entry!, { item: head }));
           if (result === "held") return false;
           keptAside = result === "skipped";
           if (result === "retry") {
-            if (KilnError.is(this.#lastError) || !evidence) return false;
+            if (!KilnError.is(head.lastError)) head.unclassified = true;
+            if (!evidence || isBreakerOpen(head.lastError)) {
+              if (head.unclassified === true) head.suspect = true;
+              return false;
+            }
             head.failures++;
+            // Failed again after the store answered about another entry: suspect (fix15ag).
+            head.suspect = true;
             head.answeredCountAtFailure = this.#answeredCount;
             // Proven the cause only against the store's record on other entries: a flaky store
             // that fails some calls whatever their content needs many more failures in a row
@@ -984,7 +1045,11 @@ export class AuditWriter {
           keptAside = result === "skipped";
           if (result === "retry") {
             head.answeredCountAtFailure = this.#answeredCount;
-            if (!KilnError.is(this.#lastError)) head.failures++;
+            // Timeouts and retryable KilnErrors count too (fix15af): a store that fails everything
+            // is told apart by the probes, which then fail as well. Only an unclassified error
+            // makes the head suspect by itself (fix15ag).
+            if (!KilnError.is(head.lastError)) head.unclassified = head.suspect = true;
+            if (!isBreakerOpen(head.lastError)) head.failures++;
             if (head.failures < POISON_ATTEMPTS) return false;
             continue;
           }
@@ -1018,13 +1083,17 @@ export class AuditWriter {
     call: () => Promise<"stored" | "skipped" | "held" | "retry">,
   ): Promise<"stored" | "skipped" | "held" | "retry"> {
     item.storing = true;
+    let mayLand = false;
     try {
       const answer = await call();
       if (answer === "stored") item.stored = true;
       else if (answer === "skipped") item.skipped = true;
+      // Timed out: the abandoned call may still land, so the entry stays marked (never evicted and
+      // counted) until a later call for it answers (fix15af, adv15b MEDIUM-B).
+      else if (answer === "retry") mayLand = KilnError.is(item.lastError) && item.lastError.code === "KILN_TIMEOUT";
       return answer;
     } finally {
-      item.storing = false;
+      item.storing = mayLand;
     }
   }
 
@@ -1048,7 +1117,7 @@ export class AuditWriter {
    */
   async #setEntryAside(item: BacklogItem): Promise<boolean> {
     this.#setAside++;
-    const cause = reasonOf(this.#lastError, undefined);
+    const cause = reasonOf(item.lastError ?? this.#lastError, undefined);
     return this.#keepAside(
       item.entry!,
       `it failed ${item.failures} times (${cause}) while the audit store took other entries; set aside so it does ` +
@@ -1790,6 +1859,23 @@ export class AuditWriter {
    * and health names it until it is kept (adversarial review 15x, F1).
    * @returns false when it was held so (nothing counted, nothing to release), else true.
    */
+  /**
+   * The entries `<journal>.set-aside` holds, each as its exact JSON line (what {@link #keepAside}
+   * appended): a journal record replayed after a crash that is one of them was kept aside already.
+   * Matched by content, not by id alone: a follow-up recorded again without its values has the
+   * same id. When the file cannot be read, nothing is matched (kept aside twice, never lost).
+   */
+  async #keptAsideEntries(path: string): Promise<Set<string>> {
+    try {
+      const text = await readFile(`${path}.set-aside`, "utf8");
+      return new Set(text.split("\n").filter((line) => line.length > 0));
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== "ENOENT")
+        this.#logger.warn({ path, error: String(error) }, "the audit set-aside file could not be read at open");
+      return new Set();
+    }
+  }
+
   async #keepAside(entry: AuditEntry, error: unknown, item?: BacklogItem): Promise<boolean> {
     const path = this.#options.backlog?.path;
     let kept = false;
@@ -1919,13 +2005,25 @@ export class AuditWriter {
             "dropped by drop-oldest in an earlier run (journal tombstones found at open)",
           );
         }
+        // Kept aside in an earlier run (a probe mid-backlog, or a head before its release was
+        // durable) and then a crash: its record is released unread in its place, never kept
+        // aside and counted again (fix15ag, adv15b LOW-C).
+        const keptAside = await this.#keptAsideEntries(path);
+        let alreadyKept = 0;
         this.#backlog.unshift(
-          ...recovered.map((item) =>
-            item.entry !== undefined && tombstoned.has(item.entry.id)
-              ? { entry: undefined, journaled: true, failures: 0 }
-              : item,
-          ),
+          ...recovered.map((item) => {
+            if (item.entry === undefined) return item;
+            if (tombstoned.has(item.entry.id)) return { entry: undefined, journaled: true, failures: 0 };
+            if (!keptAside.has(encodeExactJson(item.entry))) return item;
+            alreadyKept++;
+            return { entry: undefined, journaled: true, failures: 0 };
+          }),
         );
+        if (alreadyKept > 0)
+          this.#logger.warn(
+            { path, count: alreadyKept },
+            "audit journal records already kept aside in an earlier run are released unread (not kept aside again)",
+          );
         this.#reportDamage(path, { ...recovery, undecodable });
         await this.#openReserve(path);
         // Drops found at this open (tombstones, damage) are made durable with the reserve's counts.
