@@ -164,7 +164,9 @@ export const opcuaDriverOptionsSchema = z
  *   `MAX_DRIVER_DURATION_MS`: Node timers overflow past 2^31 − 1 ms and fire at once).
  * - `timeouts`: `connectMs` (whole `connect()`), `requestMs` (each service call of the
  *   application's `read`, `write`, `browse`, `subscribe`: unanswered after it, the call fails
- *   `KILN_TIMEOUT`; below node-opcua's 5 s minimum the driver ends it itself, amendment fix13ae), `sessionMs`
+ *   `KILN_TIMEOUT`; below node-opcua's 5 s minimum the driver ends the Read and Write requests
+ *   itself, while `browse` and `subscribe` wait at least 5 s: their answers name server resources,
+ *   amendment fix13ae), `sessionMs`
  *   (session timeout requested; the driver adapts to a shorter one the server grants), `keepAliveMs`
  *   (session keep-alive: dead-session and stalled-link detection; `min(keepAliveMs, granted session
  *   timeout / 2)` in effect). A link on which the server answers nothing (no response, no service

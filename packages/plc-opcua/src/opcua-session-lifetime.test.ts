@@ -8,6 +8,8 @@ type Callback = (error: Error | null, response?: unknown) => void;
 
 class ReadRequest {}
 class CloseSessionRequest {}
+class CreateSubscriptionRequest {}
+class BrowseNextRequest {}
 
 /** A session stand-in that holds every request's callback until the test answers it. */
 interface Transactions {
@@ -90,7 +92,7 @@ describe("endRequestsWith", () => {
     function bounded(requestMs: number): { session: Transactions; held: Callback[]; clock: SimulatedClock } {
       const { session, held, wrap } = heldSession();
       const clock = new SimulatedClock();
-      wrap(new AbortController().signal, { requestMs, applies: (request) => request === application, clock });
+      wrap(new AbortController().signal, { requestMs, applies: (request) => request !== upkeep, clock });
       return { session, held, clock };
     }
 
@@ -109,13 +111,19 @@ describe("endRequestsWith", () => {
       expect(outcomes).toHaveLength(1);
     });
 
-    it("leaves upkeep requests, answered requests and requestMs of 5 s or more to node-opcua", async () => {
+    it("leaves upkeep requests, answered requests, requests whose answer holds a server resource and requestMs of 5 s or more to node-opcua", async () => {
       const { session, held, clock } = bounded(1_000);
       const outcomes: unknown[] = [];
       session.performMessageTransaction(upkeep, (error, response) => void outcomes.push(error ?? response));
       session.performMessageTransaction(application, (error, response) => void outcomes.push(error ?? response));
       held[1]!(null, "in time");
       await clock.advance(10_000);
+      expect(outcomes).toEqual(["in time"]);
+      // A CreateSubscription's or BrowseNext's late answer holds a server resource: never dropped.
+      const resourceful = bounded(1_000);
+      for (const request of [new CreateSubscriptionRequest(), new BrowseNextRequest()])
+        resourceful.session.performMessageTransaction(request, (error) => void outcomes.push(error));
+      await resourceful.clock.advance(60_000);
       expect(outcomes).toEqual(["in time"]);
       const slow = bounded(5_000);
       slow.session.performMessageTransaction(application, (error) => void outcomes.push(error));

@@ -32,14 +32,25 @@ export interface RequestBound {
 }
 
 /**
+ * The requests {@link endRequestsWith} may end at `requestMs` when node-opcua would wait longer:
+ * those whose answer holds nothing the server keeps for the client. A late CreateSubscription
+ * answer names a subscription the server made, a late Browse/BrowseNext or HistoryRead answer a
+ * continuation point it holds: dropped, each would stay on the server (a small PLC's 2 subscription
+ * slots filled by orphans; every later browse refused BadNoContinuationPoints; adversarial review
+ * adv13 after fix13ae, MEDIUM-1 and MEDIUM-2), so those keep node-opcua's 5 s minimum.
+ */
+const BOUNDED_REQUESTS: ReadonlySet<unknown> = new Set(["ReadRequest", "WriteRequest"]);
+
+/**
  * Also, with `bound` and `bound.requestMs` below {@link NODE_OPCUA_MIN_TRANSACTION_MS}, ends each
- * request of an application's call (`read`, `write`, `browse`, `subscribe`) that has no answer
- * `requestMs` after it was handed to the session, with node-opcua's own words for a timeout
- * ("Transaction has timed out"), so it is classified as every other request timeout is
- * (`KILN_TIMEOUT`, retryable; a write's fate by the wire-fate tracker): node-opcua raises smaller
- * timeouts to 5 s, and the driver promises `timeouts.requestMs` (adv13 finding; docs/adr/0022,
- * amendment fix13ae). Upkeep and Publish requests keep node-opcua's timeouts: the link watchdog
- * bounds them.
+ * Read and Write request of an application's call (`read`, `write`, and the reads of `write`)
+ * that has no answer `requestMs` after it was handed to the session, with node-opcua's own words
+ * for a timeout ("Transaction has timed out"), so it is classified as every other request timeout
+ * is (`KILN_TIMEOUT`, retryable; a write `sent: true`, may have been applied): node-opcua raises
+ * smaller timeouts to 5 s, and the driver promises `timeouts.requestMs` (adv13 finding;
+ * docs/adr/0022, amendment fix13ae). Requests whose answer holds a server resource
+ * ({@link BOUNDED_REQUESTS}: `subscribe`, `browse`), and upkeep and Publish requests, keep
+ * node-opcua's timeouts; the link watchdog bounds the upkeep.
  */
 export function endRequestsWith(session: ClientSession, lifetime: AbortSignal, bound?: RequestBound): void {
   const timed = bound !== undefined && bound.requestMs < NODE_OPCUA_MIN_TRANSACTION_MS ? bound : undefined;
@@ -71,7 +82,7 @@ export function endRequestsWith(session: ClientSession, lifetime: AbortSignal, b
       callback(error, response);
     });
     // Marked as the application's by the inner wrapper while it was handed on (markApplicationRequests).
-    if (timed !== undefined && !settled && timed.applies(request)) {
+    if (timed !== undefined && !settled && BOUNDED_REQUESTS.has(name) && timed.applies(request)) {
       timer = timed.clock.setTimeout(() => {
         if (settled) return;
         settled = true;

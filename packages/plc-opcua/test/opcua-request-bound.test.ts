@@ -28,16 +28,24 @@ let port: number;
 const applied: number[] = [];
 
 type Handler = (this: OPCUAServer, message: { request: object }, channel: unknown) => void;
+type Service = "_on_ReadRequest" | "_on_WriteRequest" | "_on_CreateSubscriptionRequest";
 
-/** Holds, for `SLOW_MS`, every request of `kind` whose text names the Slow node; others pass at once. */
-function slowFor(kind: "_on_ReadRequest" | "_on_WriteRequest"): void {
+/** Holds, for `delayMs`, every request of `kind` whose text names the Slow node (any, with `all`); others pass at once. */
+function slowFor(kind: Service, delayMs = SLOW_MS, all = false): void {
   const target = server as unknown as Record<string, Handler>;
   const original = (OPCUAServer.prototype as unknown as Record<string, Handler>)[kind]!;
   target[kind] = function (message, channel) {
-    const names = JSON.stringify(message.request);
-    if (names.includes("s=Slow")) setTimeout(() => original.call(this, message, channel), SLOW_MS);
+    if (all || JSON.stringify(message.request).includes("s=Slow"))
+      setTimeout(() => original.call(this, message, channel), delayMs);
     else original.call(this, message, channel);
   };
+}
+
+/** Subscriptions the server holds now, all sessions together. */
+function serverSubscriptions(): number {
+  const sessions = (server.engine as unknown as { _sessions: Record<string, { currentSubscriptionCount: number }> })
+    ._sessions;
+  return Object.values(sessions).reduce((sum, session) => sum + session.currentSubscriptionCount, 0);
 }
 
 beforeAll(async () => {
@@ -140,6 +148,24 @@ describe("timeouts.requestMs below node-opcua's 5 s minimum (adv13)", () => {
       expect(applied).toEqual([5]);
     } finally {
       delete (server as unknown as Record<string, unknown>)._on_WriteRequest;
+      await driver.close();
+    }
+  }, 30_000);
+
+  test("sibling: a CreateSubscription answered after requestMs is taken, not dropped: one subscription on the server, none orphaned (adv13 after fix13ae, MEDIUM-1)", async () => {
+    const driver = await connected(REQUEST_MS);
+    try {
+      slowFor("_on_CreateSubscriptionRequest", 1_500, true);
+      const values: unknown[] = [];
+      await driver.subscribe([tags.get("quick")], { samplingIntervalMs: 500 }, (samples) => {
+        for (const sample of samples) values.push(sample.value);
+      });
+      delete (server as unknown as Record<string, unknown>)._on_CreateSubscriptionRequest;
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      expect(serverSubscriptions()).toBe(1);
+      expect(values).toContain(42);
+    } finally {
+      delete (server as unknown as Record<string, unknown>)._on_CreateSubscriptionRequest;
       await driver.close();
     }
   }, 30_000);
