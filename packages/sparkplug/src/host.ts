@@ -157,11 +157,15 @@ export interface SparkplugHostOptions {
    * node is also held while the births already asked for, and this one's (as large as its last),
    * would take the writer to where the host stops reading from the broker (half of
    * `batching.maxQueuedSamples`); one request is always let out when none is. A request held so
-   * waits its turn, oldest first: counted in `rebirthsPaced`, reported once by `rebirth-request`
+   * waits its turn, oldest first (edge nodes that answered their last request before those that
+   * did not: amendment fix19y): counted in `rebirthsPaced`, reported once by `rebirth-request`
    * with `suppressed`, named in `health().problems` while it waits; the edge node's live values
    * stay stale or uncertain meanwhile (never good), and `rebirthTimeoutMs` starts only once it is
    * sent. Without this, a fleet-wide birth wave into a store slower than the wave held the host, each
    * hold's end asked every edge node for a rebirth, and the answers held it again, for ever.
+   * A request that held its turn for `rebirthTimeoutMs` unanswered doubles that edge node's
+   * `rebirthIntervalMs` (up to 64 times), until its next NBIRTH, so edge nodes that never answer
+   * cannot keep the turns from those that do.
    * A whole number from 1 to 100,000.
    * @throws KilnValidationError (KILN_VALIDATION) naming `maxOutstandingRebirths` otherwise.
    * @default 16
@@ -289,8 +293,9 @@ export interface SparkplugLiveMetric {
  * next birth, after which it sends again what was not acknowledged (ADR 0037). `birth-refused`: an
  * NBIRTH or DBIRTH refused whole (see {@link SparkplugHostEdgeNodeHealth.birthsRefused}).
  * `death-refused`: an NDEATH with no `bdSeq`, or one that is not an integer 0–255 (Sparkplug B
- * 3.0: bdSeq is 0–255), so it cannot be paired with a birth: counted in `messages.malformed`, and
- * the edge node's live values are marked stale until its next NBIRTH. `messages-maybe-lost`: the
+ * 3.0: bdSeq is 0–255), so it cannot be paired with a birth, or an NDEATH (or an online device's
+ * DDEATH) that cannot be decoded at all: counted in `messages.malformed`, and the edge node's live
+ * values are marked stale until its next NBIRTH. `messages-maybe-lost`: the
  * host held back reading from the broker (its store or queue was behind) and the broker may have
  * dropped messages meanwhile; the edge node's live values are uncertain until its NBIRTH, and it is
  * declared offline if none comes within `rebirthTimeoutMs` (ADR 0043, amendment fix19o).
@@ -574,6 +579,12 @@ interface EdgeNodeState {
   rebirthsRequested: number;
   rebirthsSuppressed: number;
   rebirthsPaced: number;
+  /**
+   * Rebirth requests in a row whose turn ended unanswered (`rebirthTimeoutMs`), since its last
+   * NBIRTH: its `rebirthIntervalMs` doubles with each, up to {@link REBIRTH_BACKOFF_MAX} times,
+   * and it waits its turn behind edge nodes that answered (adv19 MEDIUM-1; amendment fix19y).
+   */
+  unansweredRebirths: number;
   seqGaps: number;
   dataBeforeBirth: number;
   unknownAliases: number;
@@ -717,6 +728,8 @@ const MARK_SLICE_MS = 5;
 const MARK_STEP = 500;
 /** The shortest spacing of `rebirth-request` events for held-back requests, per edge node, in ms. */
 const SUPPRESSED_REPORT_MS = 1_000;
+/** The most a run of unanswered rebirth requests stretches an edge node's `rebirthIntervalMs`. */
+const REBIRTH_BACKOFF_MAX = 64;
 const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
 /** How often the host looks at edge nodes awaiting a rebirth asked for after a possible loss, ms (at most). */
 const VERIFY_SWEEP_MS = 250;
@@ -1305,7 +1318,7 @@ export class SparkplugHost {
         );
       if (node.verify !== undefined)
         problems.push(
-          `edge node ${name} unverified since ${new Date(node.verify.since).toISOString()} (${node.verify.reason}): its live values are uncertain until it answers the rebirth request${node.verify.requested === undefined ? " (not sent yet: rebirthIntervalMs, or waiting its turn: maxOutstandingRebirths)" : ""}; declared offline if no NBIRTH comes within rebirthTimeoutMs of the host reading from the broker (time held not counted)`,
+          `edge node ${name} unverified since ${new Date(node.verify.since).toISOString()} (${node.verify.reason}): its live values, and the data taken meanwhile (shown and stored), are uncertain until it answers the rebirth request${node.verify.requested === undefined ? " (not sent yet: rebirthIntervalMs, or waiting its turn: maxOutstandingRebirths)" : ""}; declared offline if no NBIRTH comes within rebirthTimeoutMs of the host reading from the broker (time held not counted)`,
         );
       const waiting = this.#rebirthsWaiting.get(node);
       if (waiting !== undefined)
@@ -1860,6 +1873,7 @@ export class SparkplugHost {
         rebirthsRequested: 0,
         rebirthsSuppressed: 0,
         rebirthsPaced: 0,
+        unansweredRebirths: 0,
         seqGaps: 0,
         dataBeforeBirth: 0,
         unknownAliases: 0,
@@ -2018,7 +2032,7 @@ export class SparkplugHost {
   #requestRebirth(node: EdgeNodeState, reason: SparkplugRebirthReason, detail: string): boolean {
     const session = this.#session;
     const now = this.#clock.now();
-    const interval = this.#options.rebirthIntervalMs ?? 5_000;
+    const interval = this.#rebirthInterval(node);
     const key = `${node.groupId}/${node.edgeNodeId}`;
     // The last request is also kept apart from the edge node's state, so messages on an edge node
     // id that was forgotten (its state made again by each) do not send a request each.
@@ -2049,6 +2063,15 @@ export class SparkplugHost {
     return this.#sendRebirth(node, reason, detail, suppressed);
   }
 
+  /**
+   * `rebirthIntervalMs` for this edge node: doubled for each request in a row whose turn ended
+   * unanswered, at most {@link REBIRTH_BACKOFF_MAX} times (amendment fix19y).
+   */
+  #rebirthInterval(node: EdgeNodeState): number {
+    const base = this.#options.rebirthIntervalMs ?? 5_000;
+    return base * Math.min(2 ** node.unansweredRebirths, REBIRTH_BACKOFF_MAX);
+  }
+
   get #maxOutstandingRebirths(): number {
     return this.#options.maxOutstandingRebirths ?? 16;
   }
@@ -2075,19 +2098,41 @@ export class SparkplugHost {
 
   /**
    * Frees the slots of requests whose answer is settled in the store, or that had
-   * `rebirthTimeoutMs` of the host reading without one, or whose edge node was forgotten.
+   * `rebirthTimeoutMs` of the host reading without one (with no answer begun, that edge node's
+   * `unansweredRebirths` grows: amendment fix19y), or whose edge node was forgotten.
    */
   #releaseRebirths(): void {
     if (this.#rebirthsOut.size === 0) return;
     const timeout = this.#options.rebirthTimeoutMs ?? 10_000;
     for (const [node, out] of this.#rebirthsOut) {
       const stored = out.storedThrough !== undefined && this.#settledThrough >= out.storedThrough;
+      const unanswered = !stored && out.storedThrough === undefined && this.#readingSince(out.sent) >= timeout;
       if (
         stored ||
         this.#readingSince(out.sent) >= timeout ||
         this.#nodes.get(`${node.groupId}/${node.edgeNodeId}`) !== node
-      )
+      ) {
         this.#rebirthsOut.delete(node);
+        // Held a turn for nothing: asked less often, and after those that answer (adv19 MEDIUM-1).
+        if (unanswered && node.unansweredRebirths < 30) node.unansweredRebirths++;
+      }
+    }
+  }
+
+  /**
+   * The edge node's current NDEATH was taken: a rebirth request still waiting its turn is dropped,
+   * and one out whose answer has not begun frees its turn, so the dead do not hold back the living
+   * (adversarial review adv19, MEDIUM-2; ADR 0043, amendment fix19y). Except the deliberate re-ask
+   * of an offline edge node after a hold (`#reask`): it may have been born again in a message the
+   * broker dropped.
+   */
+  #endRebirthTurn(node: EdgeNodeState): void {
+    if (this.#reask.has(node)) return;
+    this.#rebirthsWaiting.delete(node);
+    const out = this.#rebirthsOut.get(node);
+    if (out !== undefined && out.storedThrough === undefined) {
+      this.#rebirthsOut.delete(node);
+      this.#pumpRebirths();
     }
   }
 
@@ -2098,7 +2143,12 @@ export class SparkplugHost {
   #pumpRebirths(): void {
     this.#releaseRebirths();
     if (this.#rebirthsWaiting.size === 0 || this.#session === undefined || this.#stopping) return;
-    for (const [node, wanted] of this.#rebirthsWaiting) {
+    // Oldest first, but edge nodes that answered their last request before those that did not
+    // (adv19 MEDIUM-1): a fleet of nodes that never answer cannot starve an honest one.
+    const order = [...this.#rebirthsWaiting].sort(
+      ([a], [b]) => Number(a.unansweredRebirths > 0) - Number(b.unansweredRebirths > 0),
+    );
+    for (const [node, wanted] of order) {
       const forgotten = this.#nodes.get(`${node.groupId}/${node.edgeNodeId}`) !== node;
       const answered =
         wanted.reason !== "samples-dropped" &&
@@ -2544,6 +2594,7 @@ export class SparkplugHost {
     node.lastSeq = payload.seq;
     const firstBirth = node.births === 0;
     node.births++;
+    node.unansweredRebirths = 0;
     this.#endAcks(node);
     const awaitAcks = payload.metrics.find((metric) => metric.name === AWAIT_ACKS_METRIC)?.value;
     if (
@@ -2796,7 +2847,10 @@ export class SparkplugHost {
 
   #onNodeDeath(node: EdgeNodeState, topic: string, bytes: Uint8Array): void {
     const payload = this.#decode(topic, bytes);
-    if (payload === undefined) return;
+    if (payload === undefined) {
+      this.#untrustedDeath(node, topic, "NDEATH", "main");
+      return;
+    }
     const bdSeq = bdSeqOf(payload);
     // A death that cannot be paired with a birth (no bdSeq, or one outside 0–255) is malformed:
     // counted and refused, and, since it may be the edge node's own (it died), the edge node is
@@ -2845,6 +2899,7 @@ export class SparkplugHost {
     }
     node.lastDeathAt = this.#clock.now();
     this.#nodeDied(node, `NDEATH bdSeq ${String(bdSeq)}`);
+    this.#endRebirthTurn(node);
     node.lastSeq = undefined;
     this.#session?.onFarewellProgress?.();
   }
@@ -2891,6 +2946,8 @@ export class SparkplugHost {
     try {
       payload = decodePayload(bytes);
     } catch {
+      const node = this.#nodes.get(`${parsed.groupId}/${parsed.edgeNodeId}`);
+      if (node !== undefined) this.#untrustedDeath(node, topic, "NDEATH", "watch");
       return;
     }
     const bdSeq = bdSeqOf(payload);
@@ -2926,8 +2983,32 @@ export class SparkplugHost {
     }
     this.#keepAhead(node, death);
     node.lastDeathAt = now;
-    if (node.bdSeq === bdSeq && node.state !== "offline")
+    if (node.bdSeq === bdSeq && node.state !== "offline") {
       this.#nodeDied(node, `NDEATH bdSeq ${bdSeq} (read on the death watch)`);
+      this.#endRebirthTurn(node);
+    }
+  }
+
+  /**
+   * A death on a known edge node's (or online device's) topic that cannot be decoded (adversarial
+   * review adv19, HIGH-2): the one rule for the main session's NDEATH and DDEATH and the death
+   * watch's NDEATH. It may be the edge node's own (its Will, encoded by another schema or a buggy
+   * encoder), and nothing follows a Will to show the loss, so it is a death the host cannot trust,
+   * as one without bdSeq: on the main session (where it is counted in `messages.malformed` and
+   * reported) the edge node is distrusted (`death-refused`: awaiting-rebirth, its live values and
+   * its devices' stale with the reason, named in `health().problems`, a rebirth asked for). The
+   * watch's copy, read ahead of what the main session still holds, is not counted (the main
+   * session counts its own copy); it makes an online edge node unverified (its values uncertain,
+   * a rebirth asked for, offline without an answer within `rebirthTimeoutMs`), so a main copy the
+   * broker drops still leaves nothing good.
+   */
+  #untrustedDeath(node: EdgeNodeState, topic: string, type: "NDEATH" | "DDEATH", via: "main" | "watch"): void {
+    const detail = `${topic}: an ${type} that cannot be decoded${via === "watch" ? " (read on the death watch)" : ""}: refused; the edge node is distrusted until its next NBIRTH`;
+    if (via === "watch") {
+      if (node.verify === undefined) this.#unverified(node, detail);
+      return;
+    }
+    this.#distrust(node, "death-refused", detail);
   }
 
   /**
@@ -2983,11 +3064,12 @@ export class SparkplugHost {
 
   /**
    * The host may have missed the edge node's messages (a DDEATH, data, a birth): every live value
-   * it holds of the edge node turns uncertain (live view only: a value received afterwards is
-   * current and shown good; the stored mark follows if it is declared offline), a rebirth is asked
-   * for, and without an NBIRTH `rebirthTimeoutMs` after the request it is declared offline, its
-   * devices too (ADR 0043, amendment fix19o). It stays `online` meanwhile: its deaths are read on
-   * the death watch, which is never held, and its data is taken as usual.
+   * it holds of the edge node turns uncertain (live view only; the stored mark follows if it is
+   * declared offline), a rebirth is asked for, and without an NBIRTH `rebirthTimeoutMs` after the
+   * request it is declared offline, its devices too (ADR 0043, amendment fix19o). It stays `online`
+   * meanwhile: its deaths are read on the death watch, which is never held, and its data is taken,
+   * but shown and stored uncertain with the reason until its NBIRTH (it may come under an alias map
+   * the host missed; amendment fix19y).
    */
   #unverified(node: EdgeNodeState, reason: string): void {
     if (node.state !== "online") return;
@@ -3097,7 +3179,7 @@ export class SparkplugHost {
     // may still have been full when an answer came (the inbox is empty before the broker's is).
     const interval = this.#options.rebirthIntervalMs ?? 5_000;
     const due = (node: EdgeNodeState): boolean =>
-      node.lastRebirthAt === undefined || now - node.lastRebirthAt >= interval;
+      node.lastRebirthAt === undefined || now - node.lastRebirthAt >= Math.max(interval, this.#rebirthInterval(node));
     for (const [node, reason] of [...this.#reask]) {
       if (node.state !== "offline" || node.reaskSince === undefined || this.#readingSince(node.reaskSince) >= timeout)
         this.#reask.delete(node);
@@ -3126,7 +3208,11 @@ export class SparkplugHost {
 
   #onDeviceDeath(node: EdgeNodeState, deviceId: string, topic: string, bytes: Uint8Array): void {
     const payload = this.#decode(topic, bytes);
-    if (payload === undefined) return;
+    if (payload === undefined) {
+      if (node.state === "online" && node.devices.get(deviceId)?.online === true)
+        this.#untrustedDeath(node, topic, "DDEATH", "main");
+      return;
+    }
     if (this.#historyOnly(node)) {
       if (!this.#checkSeq(node, payload, topic)) {
         node.lastSeq = undefined;
@@ -3489,6 +3575,14 @@ export class SparkplugHost {
     const live: SparkplugLiveMetric[] = [];
     const now = this.#clock.now();
     const infos: (MetricInfo | undefined)[] = [];
+    // While the edge node is unverified (the host knows it may have missed its messages: a birth of
+    // a new alias map among them), its data is taken, shown and stored, but never good: uncertain
+    // with the reason until its NBIRTH answers the rebirth request (ADR 0043, amendment fix19y;
+    // adversarial review adv19, HIGH-1). A birth restates its values by name, so it is taken as is.
+    const unverified =
+      !isBirth && node.verify !== undefined
+        ? `edge node ${node.groupId}/${node.edgeNodeId} unverified since ${new Date(node.verify.since).toISOString()} (${node.verify.reason}): taken uncertain until its NBIRTH answers the rebirth request`
+        : undefined;
     for (const metric of payload.metrics) {
       const byAlias = !isBirth && metric.alias !== undefined ? birth.byAlias.get(metric.alias) : undefined;
       const info =
@@ -3553,11 +3647,15 @@ export class SparkplugHost {
           );
         continue;
       }
+      const given = qualityOfMetric(metric.properties, value === null);
       const sample: Sample = {
         tag: info.tag,
         value,
         timestamp,
-        quality: qualityOfMetric(metric.properties, value === null),
+        quality:
+          unverified !== undefined && given.severity === "good"
+            ? quality("uncertain", unverified, QualityCodes.Uncertain)
+            : given,
       };
       let steppedBack = false;
       if (metric.isTransient === true) this.#counts.transient++;
