@@ -44,6 +44,7 @@ import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatype
 import { decodeHostState, encodeHostState } from "./host-state";
 import { qualityOfMetric, tagValueOfMetric } from "./host-samples";
 import { durationIssues, mqttTimingIssues } from "./duration-options";
+import { FifoQueue } from "./fifo-queue";
 import { HostInbox } from "./host-inbox";
 import { HostSampleWriter, type SparkplugHostBatching } from "./host-sample-writer";
 import { OldestFirstIndex } from "./oldest-first-index";
@@ -422,6 +423,20 @@ export interface SparkplugHostHealth {
     readonly mistyped: number;
     readonly outOfOrder: number;
     readonly futureDated: number;
+    /**
+     * Samples held now: data of unverified edge nodes (the host may have missed a birth with a
+     * new alias map), not stored, not acknowledged and not shown, until the NBIRTH answering the
+     * rebirth request says how they decode (ADR 0043, amendment fix19z). Counted in `received`
+     * only once released or refused.
+     */
+    readonly held: number;
+    /**
+     * Held samples stored uncertain (with the reason) instead of good: their edge node was
+     * declared offline, died or was not born again in time, its device was not born again after
+     * its NBIRTH, the host stopped, or the hold's bound was reached (oldest first). Held samples
+     * whose alias decoding the NBIRTH changed are refused and counted in `discarded`.
+     */
+    readonly heldUncertain: number;
   };
   /**
    * Store call failures: each failed attempt of a write or tag registration, timeouts and
@@ -639,6 +654,27 @@ interface EdgeNodeState {
    * been dropped too, the broker's queue for the host still full when it came).
    */
   reaskSince?: ReadingClock;
+  /** Its data held while it was unverified, oldest first (see {@link HeldMessage}). */
+  held: HeldMessage[];
+}
+
+/**
+ * A data message of an edge node taken while it was unverified (`verify` set: the host may have
+ * missed its messages, a birth with a new alias map among them): held, not stored, acknowledged
+ * or shown, until the NBIRTH answering the rebirth request (a device's: its DBIRTH after it) shows
+ * whether the alias map it was decoded with still holds (ADR 0043, amendment fix19z).
+ */
+interface HeldMessage {
+  readonly deviceId: string | undefined;
+  /** The birth its aliases were decoded with. */
+  readonly birth: Birth;
+  readonly payload: SparkplugPayload;
+  readonly topic: string;
+  /** Why the edge node was unverified when it came. */
+  readonly reason: string;
+  /** A device's message, once its edge node's NBIRTH came: since when it awaits the device's DBIRTH. */
+  awaitingDeviceBirth: ReadingClock | undefined;
+  released: boolean;
 }
 
 /** An NDEATH read on the death watch ahead of the main session (see `EdgeNodeState.deathsAhead`). */
@@ -885,6 +921,7 @@ export class SparkplugHost {
     mistyped: 0,
     outOfOrder: 0,
     futureDated: 0,
+    heldUncertain: 0,
     storeErrors: 0,
   };
   #problems = new Map<string, string>();
@@ -904,6 +941,10 @@ export class SparkplugHost {
   };
   /** Metrics of all current births together (checked against `limits.maxMetrics`). */
   #heldMetrics = 0;
+  /** Samples of {@link HeldMessage}s not yet released or refused, all edge nodes together. */
+  #heldSamples = 0;
+  /** Every held message, oldest first (released ones are skipped): the bound releases from here. */
+  readonly #heldOrder = new FifoQueue<{ readonly node: EdgeNodeState; readonly message: HeldMessage }>();
   /** Offline edge nodes and devices forgotten to make room under a cap (ADR 0030, amendment "release"). */
   #forgotten = { edgeNodes: 0, devices: 0 };
   /**
@@ -1174,6 +1215,7 @@ export class SparkplugHost {
       const session = this.#session;
       if (session === undefined) return;
       await session.inbox?.flush();
+      this.#settleAllHeld("the host stopped before an NBIRTH verified it");
       // The marks of the host's stop (below), pushed now so the writer stores them while the
       // final acks and the goodbye take their time; a value taken after them gets its own.
       await this.#markAllStale("host stopped");
@@ -1209,6 +1251,7 @@ export class SparkplugHost {
     // ("host stopped"), 1 µs after it, before the writer drains. Otherwise history would read the
     // last value good across the host's downtime, whatever the edge node did meanwhile (ADR 0043,
     // amendment 19u).
+    this.#settleAllHeld("the host stopped before an NBIRTH verified it");
     await this.#markAllStale("host stopped");
     // One budget for both waits on the store: the final acks' and this drain's.
     await this.#writer.drain(Math.max(0, drainUntil - this.#clock.now()));
@@ -1318,7 +1361,7 @@ export class SparkplugHost {
         );
       if (node.verify !== undefined)
         problems.push(
-          `edge node ${name} unverified since ${new Date(node.verify.since).toISOString()} (${node.verify.reason}): its live values, and the data taken meanwhile (shown and stored), are uncertain until it answers the rebirth request${node.verify.requested === undefined ? " (not sent yet: rebirthIntervalMs, or waiting its turn: maxOutstandingRebirths)" : ""}; declared offline if no NBIRTH comes within rebirthTimeoutMs of the host reading from the broker (time held not counted)`,
+          `edge node ${name} unverified since ${new Date(node.verify.since).toISOString()} (${node.verify.reason}): its live values are uncertain and its data is held (${heldSize(node)} samples: not stored, acknowledged or shown) until it answers the rebirth request${node.verify.requested === undefined ? " (not sent yet: rebirthIntervalMs, or waiting its turn: maxOutstandingRebirths)" : ""}; declared offline if no NBIRTH comes within rebirthTimeoutMs of the host reading from the broker (time held not counted)`,
         );
       const waiting = this.#rebirthsWaiting.get(node);
       if (waiting !== undefined)
@@ -1388,6 +1431,8 @@ export class SparkplugHost {
         mistyped: this.#counts.mistyped,
         outOfOrder: this.#counts.outOfOrder,
         futureDated: this.#counts.futureDated,
+        held: this.#heldSamples,
+        heldUncertain: this.#counts.heldUncertain,
       },
       storeErrors: this.#counts.storeErrors,
       storeBreaker: breaker,
@@ -1874,6 +1919,7 @@ export class SparkplugHost {
         rebirthsSuppressed: 0,
         rebirthsPaced: 0,
         unansweredRebirths: 0,
+        held: [],
         seqGaps: 0,
         dataBeforeBirth: 0,
         unknownAliases: 0,
@@ -1917,6 +1963,7 @@ export class SparkplugHost {
         node.verify = undefined;
         this.#verifying.delete(node);
       }
+      if (state === "offline") this.#settleHeld(node, `${reason}: offline before an NBIRTH verified it`);
       if (node.state === "online" && state === "awaiting-rebirth") {
         // Trimmed here, not only in health(): bounded however long health() is not called.
         while (
@@ -2078,7 +2125,8 @@ export class SparkplugHost {
 
   /** Samples the edge node's answer to a rebirth request is expected to bring: its current births. */
   #birthSamples(node: EdgeNodeState): number {
-    let size = birthSize(node.birth);
+    // Its answer releases what it holds too (amendment fix19z).
+    let size = birthSize(node.birth) + heldSize(node);
     for (const device of node.devices.values()) if (device.online) size += birthSize(device.birth);
     return size;
   }
@@ -2487,6 +2535,7 @@ export class SparkplugHost {
 
   /** Forgets an edge node not online with its devices and metrics (O(what it holds)). */
   #forgetNode(node: EdgeNodeState): void {
+    this.#settleHeld(node, "its edge node was forgotten before an NBIRTH verified it");
     this.#endAcks(node);
     this.#verifying.delete(node);
     this.#reask.delete(node);
@@ -2649,6 +2698,8 @@ export class SparkplugHost {
       this.#verifying.delete(node);
     }
     this.#setNodeState(node, "online", `NBIRTH bdSeq ${bdSeq}`);
+    // What it sent while unverified, decoded by the aliases this NBIRTH confirms, is good (fix19z).
+    this.#verifyHeld(node, undefined, node.birth, `its NBIRTH bdSeq ${bdSeq}`);
     this.#take(node, undefined, node.birth, payload, topic, true);
     this.#birthTaken(node, true);
     this.#markAbsent(before, node.birth, `NBIRTH bdSeq ${bdSeq} of ${node.groupId}/${node.edgeNodeId}`);
@@ -2702,6 +2753,7 @@ export class SparkplugHost {
     node.devices.set(deviceId, { online: true, birth });
     this.#indexAliases(node, deviceId, birth);
     this.#setNodeState(node, "online", "DBIRTH", { deviceId });
+    if (node.verify === undefined) this.#verifyHeld(node, deviceId, birth, `its DBIRTH of device ${deviceId}`);
     this.#take(node, deviceId, birth, payload, topic, true);
     this.#birthTaken(node, false);
     this.#markAbsent(before, birth, `DBIRTH of device ${deviceId} of ${node.groupId}/${node.edgeNodeId}`);
@@ -2741,6 +2793,7 @@ export class SparkplugHost {
     }
     const ack = node.ack;
     const counted = ack !== undefined && deviceId !== undefined && !ack.blocked;
+    const held = node.verify !== undefined && decodesWhole(birth, payload);
     if (counted) {
       // Acked by the number the edge node put in it, never by a count of what arrived (ADR 0037):
       // anything but exactly the next one is a gap, even one the 0–255 seq wraps over.
@@ -2756,15 +2809,177 @@ export class SparkplugHost {
         return;
       }
     }
-    this.#take(node, deviceId, birth, payload, topic, false);
+    if (held) this.#hold(node, deviceId, birth, payload, topic);
+    else this.#take(node, deviceId, birth, payload, topic, false);
     if (ack !== undefined && deviceId !== undefined && node.state === "online") {
       if (!counted) this.#requestRebirth(node, "samples-dropped", `${topic}: acks stopped since samples were dropped`);
       else {
         ack.received++;
-        ack.tickets.push({ message: ack.received, ticket: this.#writer.accepted });
+        // A held message is never acknowledged in this birth (nor anything after it): the edge
+        // node sends it again after its NBIRTH, the same row as the one released (fix19z).
+        ack.tickets.push({ message: ack.received, ticket: held ? Number.POSITIVE_INFINITY : this.#writer.accepted });
         if (this.#writer.accepted <= this.#settledThrough) this.#onSettled(this.#settledThrough);
       }
     }
+  }
+
+  // ---- data held while unverified (ADR 0043, amendment fix19z) --------------------------------
+
+  /**
+   * Holds a data message of an unverified edge node (see {@link HeldMessage}). Its live values
+   * stay as {@link #unverified} left them (uncertain, the reason named). Bounded: past a quarter
+   * of `batching.maxQueuedSamples` held (half the writer's room before it congests, so releasing
+   * them all at once with the births does not congest it by itself), the oldest held messages,
+   * any edge node's, are stored uncertain ({@link #releaseHeld}), counted. The rebirth pacing
+   * counts an edge node's held samples as part of its answer (`maxOutstandingRebirths`).
+   */
+  #hold(
+    node: EdgeNodeState,
+    deviceId: string | undefined,
+    birth: Birth,
+    payload: SparkplugPayload,
+    topic: string,
+  ): void {
+    const message: HeldMessage = {
+      deviceId,
+      birth,
+      payload,
+      topic,
+      reason: node.verify?.reason ?? "unverified",
+      awaitingDeviceBirth: undefined,
+      released: false,
+    };
+    node.held.push(message);
+    this.#heldOrder.push({ node, message });
+    this.#heldSamples += payload.metrics.length;
+    const bound = Math.max(1, Math.floor((this.#options.batching?.maxQueuedSamples ?? 200_000) / 4));
+    while (this.#heldSamples > bound) {
+      const oldest = this.#heldOrder.shift();
+      if (oldest === undefined) break;
+      if (oldest.message.released) continue;
+      this.#releaseHeld(
+        oldest.node,
+        oldest.message,
+        undefined,
+        `more than ${bound} samples held (half of batching.maxQueuedSamples): the oldest stored without waiting`,
+      );
+      oldest.node.held = oldest.node.held.filter((each) => !each.released);
+    }
+    this.#scheduleVerify();
+  }
+
+  /**
+   * Releases a held message: with `verifiedBy` (the birth that answered, of the same edge node or
+   * device), each metric whose alias (or name) decodes to the same name and datatype in it as in
+   * the birth it was decoded with is stored good, as the edge node sent it (the edge node's own
+   * replay of it, `awaitHostAcks`, is then the same row); one whose decoding changed is refused
+   * and counted in `discarded` (never stored under a guessed name or type). Without it, every
+   * metric is stored uncertain naming `why`, counted in `heldUncertain`. Stored as history: the
+   * live view is the birth's (or stays stale).
+   */
+  #releaseHeld(node: EdgeNodeState, message: HeldMessage, verifiedBy: Birth | undefined, why: string): void {
+    if (message.released) return;
+    message.released = true;
+    const { payload } = message;
+    this.#heldSamples -= payload.metrics.length;
+    const historical = (metric: SparkplugMetric): SparkplugMetric =>
+      metric.isHistorical === true ? metric : { ...metric, isHistorical: true };
+    if (verifiedBy === undefined) {
+      this.#counts.heldUncertain += payload.metrics.length;
+      const reason = `${message.topic}: held while edge node ${node.groupId}/${node.edgeNodeId} was unverified (${message.reason}); ${why}: stored uncertain`;
+      this.#take(
+        node,
+        message.deviceId,
+        message.birth,
+        { ...payload, metrics: payload.metrics.map(historical) },
+        message.topic,
+        false,
+        reason,
+      );
+      return;
+    }
+    const kept: SparkplugMetric[] = [];
+    const changed: string[] = [];
+    for (const metric of payload.metrics) {
+      const before = metricOf(message.birth, metric);
+      const after = metricOf(verifiedBy, metric);
+      if (
+        before !== undefined &&
+        after !== undefined &&
+        before.name === after.name &&
+        before.datatype === after.datatype
+      )
+        kept.push(historical(metric));
+      else
+        changed.push(
+          `${metric.alias !== undefined ? `alias ${String(metric.alias)}` : `metric ${String(metric.name)}`} (${before === undefined ? "?" : `${before.name} ${before.datatype}`} → ${after === undefined ? "not in the birth" : `${after.name} ${after.datatype}`})`,
+        );
+    }
+    if (changed.length > 0) {
+      const count = payload.metrics.length - kept.length;
+      this.#counts.samples += count;
+      this.#counts.discarded += count;
+      void this.#bus.publish("message-reject", {
+        topic: message.topic,
+        message: `${message.topic}: held while edge node ${node.groupId}/${node.edgeNodeId} was unverified (${message.reason}); ${why} decodes ${changed.join(", ")} otherwise: ${count} of its metrics refused (counted in samples.discarded)`,
+      });
+    }
+    if (kept.length > 0)
+      this.#take(node, message.deviceId, message.birth, { ...payload, metrics: kept }, message.topic, false);
+  }
+
+  /**
+   * A birth of the edge node answered (verify ended by an NBIRTH, or a DBIRTH after it): the held
+   * messages it covers (`deviceId` undefined: the edge node's own; else that device's) are
+   * released against `birth`. After an NBIRTH, a device's held messages await its DBIRTH:
+   * stored uncertain if the next NBIRTH, its death or `rebirthTimeoutMs` of reading comes first.
+   */
+  #verifyHeld(node: EdgeNodeState, deviceId: string | undefined, birth: Birth, what: string): void {
+    if (node.held.length === 0) return;
+    for (const message of node.held) {
+      if (deviceId !== undefined) {
+        if (message.deviceId === deviceId && message.awaitingDeviceBirth !== undefined)
+          this.#releaseHeld(node, message, birth, what);
+      } else if (message.deviceId === undefined) this.#releaseHeld(node, message, birth, what);
+      else if (message.awaitingDeviceBirth !== undefined)
+        this.#releaseHeld(node, message, undefined, `device ${message.deviceId} was not born again before ${what}`);
+      else message.awaitingDeviceBirth = this.#readingClock();
+    }
+    node.held = node.held.filter((message) => !message.released);
+    if (this.#heldSamples === 0) while (this.#heldOrder.shift() !== undefined);
+    this.#scheduleVerify();
+  }
+
+  /** Stores every message the edge node holds uncertain, naming `why` (see {@link #releaseHeld}). */
+  #settleHeld(node: EdgeNodeState, why: string): void {
+    if (node.held.length === 0) return;
+    for (const message of node.held) this.#releaseHeld(node, message, undefined, why);
+    node.held = [];
+    if (this.#heldSamples === 0) while (this.#heldOrder.shift() !== undefined);
+  }
+
+  /** Every edge node's held messages stored uncertain, naming `why`. */
+  #settleAllHeld(why: string): void {
+    if (this.#heldSamples === 0) return;
+    for (const node of this.#nodes.values()) this.#settleHeld(node, why);
+  }
+
+  /** Devices' held messages that awaited their DBIRTH for `rebirthTimeoutMs` of reading: stored uncertain. */
+  #sweepHeld(timeout: number): void {
+    if (this.#heldSamples === 0) return;
+    for (const node of this.#nodes.values()) {
+      if (!node.held.some((message) => message.awaitingDeviceBirth !== undefined)) continue;
+      for (const message of node.held)
+        if (message.awaitingDeviceBirth !== undefined && this.#readingSince(message.awaitingDeviceBirth) >= timeout)
+          this.#releaseHeld(
+            node,
+            message,
+            undefined,
+            `device ${String(message.deviceId)} not born again within rebirthTimeoutMs (${timeout} ms) of its edge node's NBIRTH`,
+          );
+      node.held = node.held.filter((message) => !message.released);
+    }
+    if (this.#heldSamples === 0) while (this.#heldOrder.shift() !== undefined);
   }
 
   // ---- acknowledgements (ADR 0037) -----------------------------------------------------------
@@ -2912,6 +3127,8 @@ export class SparkplugHost {
    * still held are checked by it and stored as history ({@link #historyOnly}).
    */
   #nodeDied(node: EdgeNodeState, reason: string): void {
+    // Before the stale marks, so they land after what it held.
+    this.#settleHeld(node, `${reason}: offline before an NBIRTH verified it`);
     const now = this.#clock.now();
     if (node.state !== "offline") node.offlineSince = now;
     for (const [deviceId, device] of node.devices) {
@@ -3156,7 +3373,8 @@ export class SparkplugHost {
   #scheduleVerify(): void {
     if (
       this.#verifyTimer !== undefined ||
-      this.#verifying.size + this.#reask.size + this.#rebirthsOut.size + this.#rebirthsWaiting.size === 0
+      (this.#verifying.size + this.#reask.size + this.#rebirthsOut.size + this.#rebirthsWaiting.size === 0 &&
+        this.#heldSamples === 0)
     )
       return;
     const timeout = this.#options.rebirthTimeoutMs ?? 10_000;
@@ -3175,6 +3393,7 @@ export class SparkplugHost {
     this.#pumpRebirths();
     const now = this.#clock.now();
     const timeout = this.#options.rebirthTimeoutMs ?? 10_000;
+    this.#sweepHeld(timeout);
     // Asked again every rebirthIntervalMs while the time allows: the broker's queue for the host
     // may still have been full when an answer came (the inbox is empty before the broker's is).
     const interval = this.#options.rebirthIntervalMs ?? 5_000;
@@ -3570,19 +3789,12 @@ export class SparkplugHost {
     payload: SparkplugPayload,
     topic: string,
     isBirth: boolean,
+    unverified?: string,
   ): void {
     const samples: Sample[] = [];
     const live: SparkplugLiveMetric[] = [];
     const now = this.#clock.now();
     const infos: (MetricInfo | undefined)[] = [];
-    // While the edge node is unverified (the host knows it may have missed its messages: a birth of
-    // a new alias map among them), its data is taken, shown and stored, but never good: uncertain
-    // with the reason until its NBIRTH answers the rebirth request (ADR 0043, amendment fix19y;
-    // adversarial review adv19, HIGH-1). A birth restates its values by name, so it is taken as is.
-    const unverified =
-      !isBirth && node.verify !== undefined
-        ? `edge node ${node.groupId}/${node.edgeNodeId} unverified since ${new Date(node.verify.since).toISOString()} (${node.verify.reason}): taken uncertain until its NBIRTH answers the rebirth request`
-        : undefined;
     for (const metric of payload.metrics) {
       const byAlias = !isBirth && metric.alias !== undefined ? birth.byAlias.get(metric.alias) : undefined;
       const info =
@@ -3746,6 +3958,30 @@ export class SparkplugHost {
     if (live.length > 0 && this.#bus.listenerCount("live-update") > 0)
       void this.#bus.publish("live-update", { metrics: live });
   }
+}
+
+/**
+ * The birth's metric a data metric names: by its alias when it has one (and no other name than
+ * the alias's), else by its name. The rule {@link SparkplugHost} decodes data by.
+ */
+function metricOf(birth: Birth, metric: SparkplugMetric): MetricInfo | undefined {
+  if (metric.alias !== undefined) {
+    const info = birth.byAlias.get(metric.alias);
+    return info !== undefined && metric.name !== undefined && metric.name !== info.name ? undefined : info;
+  }
+  return metric.name === undefined ? undefined : birth.byName.get(metric.name);
+}
+
+/** Samples the edge node holds (see `HeldMessage`). */
+function heldSize(node: EdgeNodeState): number {
+  let size = 0;
+  for (const message of node.held) if (!message.released) size += message.payload.metrics.length;
+  return size;
+}
+
+/** Whether every metric of a data message is one the birth announced (else it is refused whole). */
+function decodesWhole(birth: Birth, payload: SparkplugPayload): boolean {
+  return payload.metrics.every((metric) => metricOf(birth, metric) !== undefined);
 }
 
 /** Whether two samples of one tag at one time are the same reading (value and quality), as a store sees a re-delivery. */
