@@ -139,8 +139,10 @@ export interface SparkplugHostOptions {
    * was behind), the broker may have dropped what it queued for the host meanwhile (a DDEATH,
    * data, a birth). Every edge node online then is asked (again every `rebirthIntervalMs` until it
    * answers), its live values are uncertain and it is named in `health().problems` as unverified;
-   * its data is taken as usual. No NBIRTH within this time of the first request sent, and it is
-   * declared `offline` with its devices (stale marks stored). The time counts only while the host
+   * its data is held (not stored, acknowledged or shown) until its NBIRTH, then stored good where
+   * that birth decodes it the same (ADR 0043, amendment fix19z). No NBIRTH within this time of the
+   * first request sent, and it is declared `offline` with its devices (stale marks stored, after
+   * the data it held, stored uncertain). The time counts only while the host
    * reads from the broker: time it holds its connection again (its store behind), the answer
    * waiting at the broker, is not counted (ADR 0043, amendment fix19v). An edge node whose first
    * NBIRTH comes within this time after a hold is asked the same way. Deaths themselves are read
@@ -298,8 +300,9 @@ export interface SparkplugLiveMetric {
  * DDEATH) that cannot be decoded at all: counted in `messages.malformed`, and the edge node's live
  * values are marked stale until its next NBIRTH. `messages-maybe-lost`: the
  * host held back reading from the broker (its store or queue was behind) and the broker may have
- * dropped messages meanwhile; the edge node's live values are uncertain until its NBIRTH, and it is
- * declared offline if none comes within `rebirthTimeoutMs` (ADR 0043, amendment fix19o).
+ * dropped messages meanwhile; the edge node's live values are uncertain and its data held until its
+ * NBIRTH, and it is declared offline if none comes within `rebirthTimeoutMs` (ADR 0043, amendments
+ * fix19o, fix19z).
  */
 export type SparkplugRebirthReason =
   | "seq-gap"
@@ -3284,9 +3287,9 @@ export class SparkplugHost {
    * it holds of the edge node turns uncertain (live view only; the stored mark follows if it is
    * declared offline), a rebirth is asked for, and without an NBIRTH `rebirthTimeoutMs` after the
    * request it is declared offline, its devices too (ADR 0043, amendment fix19o). It stays `online`
-   * meanwhile: its deaths are read on the death watch, which is never held, and its data is taken,
-   * but shown and stored uncertain with the reason until its NBIRTH (it may come under an alias map
-   * the host missed; amendment fix19y).
+   * meanwhile: its deaths are read on the death watch, which is never held, and its data is held
+   * until its NBIRTH ({@link #hold}: it may come under an alias map the host missed; amendment
+   * fix19z).
    */
   #unverified(node: EdgeNodeState, reason: string): void {
     if (node.state !== "online") return;
