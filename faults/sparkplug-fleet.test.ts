@@ -68,6 +68,9 @@ function hostSummary(health: HostCounters | undefined): Record<string, number> |
     discarded: health.samples.discarded,
     dropped: health.samples.dropped,
     conflicts: health.samples.conflicts,
+    // Data of unverified edge nodes held until their NBIRTH, and of it stored uncertain (ADR 0043, fix19z).
+    held: health.samples.held,
+    heldUncertain: health.samples.heldUncertain,
     storeErrors: health.storeErrors,
     seqGaps: nodes.reduce((sum, node) => sum + node.seqGaps, 0),
     dataBeforeBirth: nodes.reduce((sum, node) => sum + node.dataBeforeBirth, 0),
