@@ -437,9 +437,17 @@ export interface SparkplugHostHealth {
      * Held samples stored uncertain (with the reason) instead of good: their edge node was
      * declared offline, died or was not born again in time, its device was not born again after
      * its NBIRTH, the host stopped, or the hold's bound was reached (oldest first). Held samples
-     * whose alias decoding the NBIRTH changed are refused and counted in `discarded`.
+     * whose alias decoding the NBIRTH changed are refused and counted in `discarded`. Not those
+     * of an edge node that awaits acks: see `heldReturned`.
      */
     readonly heldUncertain: number;
+    /**
+     * Held samples of an edge node that awaits acks (`awaitHostAcks`, ADR 0037) not stored for
+     * the reasons of `heldUncertain`: they were never acknowledged, so the edge node keeps them
+     * and sends them again after its next birth, by name, to be stored good then (an uncertain
+     * row stored now would make that copy a conflict). Not lost; counted in `received`.
+     */
+    readonly heldReturned: number;
   };
   /**
    * Store call failures: each failed attempt of a write or tag registration, timeouts and
@@ -675,6 +683,11 @@ interface HeldMessage {
   readonly topic: string;
   /** Why the edge node was unverified when it came. */
   readonly reason: string;
+  /**
+   * Numbered for acks (`awaitHostAcks`, ADR 0037): never acknowledged, so its edge node keeps it
+   * and sends it again after its next birth, by name.
+   */
+  readonly acked: boolean;
   /** A device's message, once its edge node's NBIRTH came: since when it awaits the device's DBIRTH. */
   awaitingDeviceBirth: ReadingClock | undefined;
   released: boolean;
@@ -925,6 +938,7 @@ export class SparkplugHost {
     outOfOrder: 0,
     futureDated: 0,
     heldUncertain: 0,
+    heldReturned: 0,
     storeErrors: 0,
   };
   #problems = new Map<string, string>();
@@ -1436,6 +1450,7 @@ export class SparkplugHost {
         futureDated: this.#counts.futureDated,
         held: this.#heldSamples,
         heldUncertain: this.#counts.heldUncertain,
+        heldReturned: this.#counts.heldReturned,
       },
       storeErrors: this.#counts.storeErrors,
       storeBreaker: breaker,
@@ -2812,7 +2827,7 @@ export class SparkplugHost {
         return;
       }
     }
-    if (held) this.#hold(node, deviceId, birth, payload, topic);
+    if (held) this.#hold(node, deviceId, birth, payload, topic, counted);
     else this.#take(node, deviceId, birth, payload, topic, false);
     if (ack !== undefined && deviceId !== undefined && node.state === "online") {
       if (!counted) this.#requestRebirth(node, "samples-dropped", `${topic}: acks stopped since samples were dropped`);
@@ -2842,12 +2857,14 @@ export class SparkplugHost {
     birth: Birth,
     payload: SparkplugPayload,
     topic: string,
+    acked: boolean,
   ): void {
     const message: HeldMessage = {
       deviceId,
       birth,
       payload,
       topic,
+      acked,
       reason: node.verify?.reason ?? "unverified",
       awaitingDeviceBirth: undefined,
       released: false,
@@ -2877,7 +2894,8 @@ export class SparkplugHost {
    * the birth it was decoded with is stored good, as the edge node sent it (the edge node's own
    * replay of it, `awaitHostAcks`, is then the same row); one whose decoding changed is refused
    * and counted in `discarded` (never stored under a guessed name or type). Without it, every
-   * metric is stored uncertain naming `why`, counted in `heldUncertain`. Stored as history: the
+   * metric is stored uncertain naming `why`, counted in `heldUncertain`, unless its edge node
+   * awaits acks for it: then it is left to the edge node (`heldReturned`). Stored as history: the
    * live view is the birth's (or stays stale).
    */
   #releaseHeld(node: EdgeNodeState, message: HeldMessage, verifiedBy: Birth | undefined, why: string): void {
@@ -2887,6 +2905,13 @@ export class SparkplugHost {
     this.#heldSamples -= payload.metrics.length;
     const historical = (metric: SparkplugMetric): SparkplugMetric =>
       metric.isHistorical === true ? metric : { ...metric, isHistorical: true };
+    if (verifiedBy === undefined && message.acked) {
+      // Never acknowledged: its edge node sends it again after its next birth, by name, and that
+      // copy is stored good. An uncertain row now would make that copy a conflict (fix19z).
+      this.#counts.samples += payload.metrics.length;
+      this.#counts.heldReturned += payload.metrics.length;
+      return;
+    }
     if (verifiedBy === undefined) {
       this.#counts.heldUncertain += payload.metrics.length;
       const reason = `${message.topic}: held while edge node ${node.groupId}/${node.edgeNodeId} was unverified (${message.reason}); ${why}: stored uncertain`;

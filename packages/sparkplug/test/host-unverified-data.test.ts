@@ -10,6 +10,7 @@
 import { MemoryStore, type Sample } from "@kiln/core";
 import type { SampleWriteResult } from "@kiln/core/driver-kit";
 import { afterEach, describe, expect, test, vi } from "vitest";
+import { AWAIT_ACKS_METRIC, MESSAGE_NUMBER_METRIC } from "../src/edge-node";
 import { SparkplugHost } from "../src/host";
 import { qualifiedTagName } from "../src/host-tag-names";
 import { mosquittoAvailability } from "../src/testing/index";
@@ -298,6 +299,50 @@ describe.skipIf(!mosquitto.available)(
       expect(value.quality.reason).toContain("stored uncertain");
       expect(all.at(-1)).toMatchObject({ value: null, quality: { severity: "bad" } });
       expect(host.health().samples).toMatchObject({ held: 0, heldUncertain: 1 });
+    });
+    test("sibling: an edge node awaiting acks dies before it answers: what it held is not stored (never acknowledged, the edge node sends it again after its next birth, stored good then, no conflict)", async () => {
+      const { host, store, url } = await watchOnlyHost("unver6");
+      const edge = await RawEdgeNode.connect(url, GROUP, "a", 0);
+      cleanups.push(() => edge.close());
+      const now = Date.now();
+      const births = async (bdSeq: number) => {
+        await edge.nbirth(bdSeq, [{ name: AWAIT_ACKS_METRIC, timestamp: now, datatype: "UInt64", value: 0 }]);
+        await edge.dbirth("d1", [
+          { name: "temp", alias: 1, timestamp: now, datatype: "Double", value: 21 },
+          { name: MESSAGE_NUMBER_METRIC, alias: 2, timestamp: now, datatype: "UInt64", value: 0, isTransient: true },
+        ]);
+      };
+      await births(0);
+      await eventually(() => host.latest(tag("a", "temp", "d1"))?.sample.quality.severity === "good");
+      await undecodableDeath(edge);
+      await eventually(() => host.health().problems.some((problem) => problem.includes(`${GROUP}/a unverified`)));
+      await edge.ddata("d1", [
+        { alias: 1, timestamp: now + 1, datatype: "Double", value: 950 },
+        { alias: 2, timestamp: now + 1, datatype: "UInt64", value: 1, isTransient: true },
+      ]);
+      await eventually(() => host.health().samples.held === 2, 5_000, "held");
+      // Its own NDEATH (bdSeq 0): no answer will come in this session.
+      await edge.client.publishAsync(
+        sparkplugTopic({ type: "NDEATH", groupId: GROUP, edgeNodeId: "a" }),
+        Buffer.from(RawEdgeNode.deathBytes(0)),
+      );
+      await eventually(() => host.health().samples.held === 0, 5_000, "settled");
+      expect(host.health().samples).toMatchObject({ heldReturned: 2, heldUncertain: 0 });
+      await settle(100);
+      expect((await rows(store, tag("a", "temp", "d1"))).filter((row) => row.startsWith("950/"))).toEqual([]);
+      // Born again (a new session), it sends the unacknowledged sample again by name, as history:
+      // stored good, once.
+      await births(1);
+      await edge.ddata("d1", [
+        { name: "temp", timestamp: now + 1, datatype: "Double", value: 950, isHistorical: true },
+        { alias: 2, timestamp: now + 2, datatype: "UInt64", value: 1, isTransient: true },
+      ]);
+      // (Here that NBIRTH is itself verified, its NDEATH having been read only on the watch: the
+      // replay is held until the next NBIRTH answers, then stored.)
+      await eventually(() => host.health().samples.held === 2, 5_000, "replay held");
+      await births(1);
+      await eventually(async () => (await rows(store, tag("a", "temp", "d1"))).includes("950/good"), 5_000, "stored");
+      expect(host.health().samples.conflicts).toBe(0);
     });
   },
 );
