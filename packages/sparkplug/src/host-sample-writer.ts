@@ -28,7 +28,9 @@ export interface SparkplugHostBatching {
    * never dropped for this bound (a stale mark, a value restated after one: history would read
    * the last value good across a loss of trust, ADR 0043, amendment fix19n): at most one or two
    * per tag per loss of trust, they may take the count past it by about the number of live
-   * metrics (`limits.maxMetrics` at most) while reading from the broker stays paused.
+   * metrics (`limits.maxMetrics` at most) while reading from the broker stays paused. A quarter of
+   * it bounds the data the host holds for unverified edge nodes until their NBIRTH (beyond it the
+   * oldest is stored uncertain; ADR 0043, amendment fix19z).
    * @default 200000
    */
   readonly maxQueuedSamples?: number;

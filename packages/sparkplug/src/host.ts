@@ -44,6 +44,7 @@ import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatype
 import { decodeHostState, encodeHostState } from "./host-state";
 import { qualityOfMetric, tagValueOfMetric } from "./host-samples";
 import { durationIssues, mqttTimingIssues } from "./duration-options";
+import { FifoQueue } from "./fifo-queue";
 import { HostInbox } from "./host-inbox";
 import { HostSampleWriter, type SparkplugHostBatching } from "./host-sample-writer";
 import { OldestFirstIndex } from "./oldest-first-index";
@@ -138,8 +139,10 @@ export interface SparkplugHostOptions {
    * was behind), the broker may have dropped what it queued for the host meanwhile (a DDEATH,
    * data, a birth). Every edge node online then is asked (again every `rebirthIntervalMs` until it
    * answers), its live values are uncertain and it is named in `health().problems` as unverified;
-   * its data is taken as usual. No NBIRTH within this time of the first request sent, and it is
-   * declared `offline` with its devices (stale marks stored). The time counts only while the host
+   * its data is held (not stored, acknowledged or shown) until its NBIRTH, then stored good where
+   * that birth decodes it the same (ADR 0043, amendment fix19z). No NBIRTH within this time of the
+   * first request sent, and it is declared `offline` with its devices (stale marks stored, after
+   * the data it held, stored uncertain). The time counts only while the host
    * reads from the broker: time it holds its connection again (its store behind), the answer
    * waiting at the broker, is not counted (ADR 0043, amendment fix19v). An edge node whose first
    * NBIRTH comes within this time after a hold is asked the same way. Deaths themselves are read
@@ -157,11 +160,15 @@ export interface SparkplugHostOptions {
    * node is also held while the births already asked for, and this one's (as large as its last),
    * would take the writer to where the host stops reading from the broker (half of
    * `batching.maxQueuedSamples`); one request is always let out when none is. A request held so
-   * waits its turn, oldest first: counted in `rebirthsPaced`, reported once by `rebirth-request`
+   * waits its turn, oldest first (edge nodes that answered their last request before those that
+   * did not: amendment fix19y): counted in `rebirthsPaced`, reported once by `rebirth-request`
    * with `suppressed`, named in `health().problems` while it waits; the edge node's live values
    * stay stale or uncertain meanwhile (never good), and `rebirthTimeoutMs` starts only once it is
    * sent. Without this, a fleet-wide birth wave into a store slower than the wave held the host, each
    * hold's end asked every edge node for a rebirth, and the answers held it again, for ever.
+   * A request that held its turn for `rebirthTimeoutMs` unanswered doubles that edge node's
+   * `rebirthIntervalMs` (up to 64 times), until its next NBIRTH, so edge nodes that never answer
+   * cannot keep the turns from those that do.
    * A whole number from 1 to 100,000.
    * @throws KilnValidationError (KILN_VALIDATION) naming `maxOutstandingRebirths` otherwise.
    * @default 16
@@ -289,11 +296,13 @@ export interface SparkplugLiveMetric {
  * next birth, after which it sends again what was not acknowledged (ADR 0037). `birth-refused`: an
  * NBIRTH or DBIRTH refused whole (see {@link SparkplugHostEdgeNodeHealth.birthsRefused}).
  * `death-refused`: an NDEATH with no `bdSeq`, or one that is not an integer 0–255 (Sparkplug B
- * 3.0: bdSeq is 0–255), so it cannot be paired with a birth: counted in `messages.malformed`, and
- * the edge node's live values are marked stale until its next NBIRTH. `messages-maybe-lost`: the
+ * 3.0: bdSeq is 0–255), so it cannot be paired with a birth, or an NDEATH (or an online device's
+ * DDEATH) that cannot be decoded at all: counted in `messages.malformed`, and the edge node's live
+ * values are marked stale until its next NBIRTH. `messages-maybe-lost`: the
  * host held back reading from the broker (its store or queue was behind) and the broker may have
- * dropped messages meanwhile; the edge node's live values are uncertain until its NBIRTH, and it is
- * declared offline if none comes within `rebirthTimeoutMs` (ADR 0043, amendment fix19o).
+ * dropped messages meanwhile; the edge node's live values are uncertain and its data held until its
+ * NBIRTH, and it is declared offline if none comes within `rebirthTimeoutMs` (ADR 0043, amendments
+ * fix19o, fix19z).
  */
 export type SparkplugRebirthReason =
   | "seq-gap"
@@ -417,6 +426,28 @@ export interface SparkplugHostHealth {
     readonly mistyped: number;
     readonly outOfOrder: number;
     readonly futureDated: number;
+    /**
+     * Samples held now: data of unverified edge nodes (the host may have missed a birth with a
+     * new alias map), not stored, not acknowledged and not shown, until the NBIRTH answering the
+     * rebirth request says how they decode (ADR 0043, amendment fix19z). Counted in `received`
+     * only once released or refused.
+     */
+    readonly held: number;
+    /**
+     * Held samples stored uncertain (with the reason) instead of good: their edge node was
+     * declared offline, died or was not born again in time, its device was not born again after
+     * its NBIRTH, the host stopped, or the hold's bound was reached (oldest first). Held samples
+     * whose alias decoding the NBIRTH changed are refused and counted in `discarded`. Not those
+     * of an edge node that awaits acks: see `heldReturned`.
+     */
+    readonly heldUncertain: number;
+    /**
+     * Held samples of an edge node that awaits acks (`awaitHostAcks`, ADR 0037) not stored for
+     * the reasons of `heldUncertain`: they were never acknowledged, so the edge node keeps them
+     * and sends them again after its next birth, by name, to be stored good then (an uncertain
+     * row stored now would make that copy a conflict). Not lost; counted in `received`.
+     */
+    readonly heldReturned: number;
   };
   /**
    * Store call failures: each failed attempt of a write or tag registration, timeouts and
@@ -574,6 +605,12 @@ interface EdgeNodeState {
   rebirthsRequested: number;
   rebirthsSuppressed: number;
   rebirthsPaced: number;
+  /**
+   * Rebirth requests in a row whose turn ended unanswered (`rebirthTimeoutMs`), since its last
+   * NBIRTH: its `rebirthIntervalMs` doubles with each, up to {@link REBIRTH_BACKOFF_MAX} times,
+   * and it waits its turn behind edge nodes that answered (adv19 MEDIUM-1; amendment fix19y).
+   */
+  unansweredRebirths: number;
   seqGaps: number;
   dataBeforeBirth: number;
   unknownAliases: number;
@@ -628,6 +665,32 @@ interface EdgeNodeState {
    * been dropped too, the broker's queue for the host still full when it came).
    */
   reaskSince?: ReadingClock;
+  /** Its data held while it was unverified, oldest first (see {@link HeldMessage}). */
+  held: HeldMessage[];
+}
+
+/**
+ * A data message of an edge node taken while it was unverified (`verify` set: the host may have
+ * missed its messages, a birth with a new alias map among them): held, not stored, acknowledged
+ * or shown, until the NBIRTH answering the rebirth request (a device's: its DBIRTH after it) shows
+ * whether the alias map it was decoded with still holds (ADR 0043, amendment fix19z).
+ */
+interface HeldMessage {
+  readonly deviceId: string | undefined;
+  /** The birth its aliases were decoded with. */
+  readonly birth: Birth;
+  readonly payload: SparkplugPayload;
+  readonly topic: string;
+  /** Why the edge node was unverified when it came. */
+  readonly reason: string;
+  /**
+   * Numbered for acks (`awaitHostAcks`, ADR 0037): never acknowledged, so its edge node keeps it
+   * and sends it again after its next birth, by name.
+   */
+  readonly acked: boolean;
+  /** A device's message, once its edge node's NBIRTH came: since when it awaits the device's DBIRTH. */
+  awaitingDeviceBirth: ReadingClock | undefined;
+  released: boolean;
 }
 
 /** An NDEATH read on the death watch ahead of the main session (see `EdgeNodeState.deathsAhead`). */
@@ -717,6 +780,8 @@ const MARK_SLICE_MS = 5;
 const MARK_STEP = 500;
 /** The shortest spacing of `rebirth-request` events for held-back requests, per edge node, in ms. */
 const SUPPRESSED_REPORT_MS = 1_000;
+/** The most a run of unanswered rebirth requests stretches an edge node's `rebirthIntervalMs`. */
+const REBIRTH_BACKOFF_MAX = 64;
 const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
 /** How often the host looks at edge nodes awaiting a rebirth asked for after a possible loss, ms (at most). */
 const VERIFY_SWEEP_MS = 250;
@@ -872,6 +937,8 @@ export class SparkplugHost {
     mistyped: 0,
     outOfOrder: 0,
     futureDated: 0,
+    heldUncertain: 0,
+    heldReturned: 0,
     storeErrors: 0,
   };
   #problems = new Map<string, string>();
@@ -891,6 +958,10 @@ export class SparkplugHost {
   };
   /** Metrics of all current births together (checked against `limits.maxMetrics`). */
   #heldMetrics = 0;
+  /** Samples of {@link HeldMessage}s not yet released or refused, all edge nodes together. */
+  #heldSamples = 0;
+  /** Every held message, oldest first (released ones are skipped): the bound releases from here. */
+  readonly #heldOrder = new FifoQueue<{ readonly node: EdgeNodeState; readonly message: HeldMessage }>();
   /** Offline edge nodes and devices forgotten to make room under a cap (ADR 0030, amendment "release"). */
   #forgotten = { edgeNodes: 0, devices: 0 };
   /**
@@ -1161,6 +1232,7 @@ export class SparkplugHost {
       const session = this.#session;
       if (session === undefined) return;
       await session.inbox?.flush();
+      this.#settleAllHeld("the host stopped before an NBIRTH verified it");
       // The marks of the host's stop (below), pushed now so the writer stores them while the
       // final acks and the goodbye take their time; a value taken after them gets its own.
       await this.#markAllStale("host stopped");
@@ -1196,6 +1268,7 @@ export class SparkplugHost {
     // ("host stopped"), 1 µs after it, before the writer drains. Otherwise history would read the
     // last value good across the host's downtime, whatever the edge node did meanwhile (ADR 0043,
     // amendment 19u).
+    this.#settleAllHeld("the host stopped before an NBIRTH verified it");
     await this.#markAllStale("host stopped");
     // One budget for both waits on the store: the final acks' and this drain's.
     await this.#writer.drain(Math.max(0, drainUntil - this.#clock.now()));
@@ -1305,7 +1378,7 @@ export class SparkplugHost {
         );
       if (node.verify !== undefined)
         problems.push(
-          `edge node ${name} unverified since ${new Date(node.verify.since).toISOString()} (${node.verify.reason}): its live values are uncertain until it answers the rebirth request${node.verify.requested === undefined ? " (not sent yet: rebirthIntervalMs, or waiting its turn: maxOutstandingRebirths)" : ""}; declared offline if no NBIRTH comes within rebirthTimeoutMs of the host reading from the broker (time held not counted)`,
+          `edge node ${name} unverified since ${new Date(node.verify.since).toISOString()} (${node.verify.reason}): its live values are uncertain and its data is held (${heldSize(node)} samples: not stored, acknowledged or shown) until it answers the rebirth request${node.verify.requested === undefined ? " (not sent yet: rebirthIntervalMs, or waiting its turn: maxOutstandingRebirths)" : ""}; declared offline if no NBIRTH comes within rebirthTimeoutMs of the host reading from the broker (time held not counted)`,
         );
       const waiting = this.#rebirthsWaiting.get(node);
       if (waiting !== undefined)
@@ -1375,6 +1448,9 @@ export class SparkplugHost {
         mistyped: this.#counts.mistyped,
         outOfOrder: this.#counts.outOfOrder,
         futureDated: this.#counts.futureDated,
+        held: this.#heldSamples,
+        heldUncertain: this.#counts.heldUncertain,
+        heldReturned: this.#counts.heldReturned,
       },
       storeErrors: this.#counts.storeErrors,
       storeBreaker: breaker,
@@ -1860,6 +1936,8 @@ export class SparkplugHost {
         rebirthsRequested: 0,
         rebirthsSuppressed: 0,
         rebirthsPaced: 0,
+        unansweredRebirths: 0,
+        held: [],
         seqGaps: 0,
         dataBeforeBirth: 0,
         unknownAliases: 0,
@@ -1903,6 +1981,7 @@ export class SparkplugHost {
         node.verify = undefined;
         this.#verifying.delete(node);
       }
+      if (state === "offline") this.#settleHeld(node, `${reason}: offline before an NBIRTH verified it`);
       if (node.state === "online" && state === "awaiting-rebirth") {
         // Trimmed here, not only in health(): bounded however long health() is not called.
         while (
@@ -2018,7 +2097,7 @@ export class SparkplugHost {
   #requestRebirth(node: EdgeNodeState, reason: SparkplugRebirthReason, detail: string): boolean {
     const session = this.#session;
     const now = this.#clock.now();
-    const interval = this.#options.rebirthIntervalMs ?? 5_000;
+    const interval = this.#rebirthInterval(node);
     const key = `${node.groupId}/${node.edgeNodeId}`;
     // The last request is also kept apart from the edge node's state, so messages on an edge node
     // id that was forgotten (its state made again by each) do not send a request each.
@@ -2049,13 +2128,23 @@ export class SparkplugHost {
     return this.#sendRebirth(node, reason, detail, suppressed);
   }
 
+  /**
+   * `rebirthIntervalMs` for this edge node: doubled for each request in a row whose turn ended
+   * unanswered, at most {@link REBIRTH_BACKOFF_MAX} times (amendment fix19y).
+   */
+  #rebirthInterval(node: EdgeNodeState): number {
+    const base = this.#options.rebirthIntervalMs ?? 5_000;
+    return base * Math.min(2 ** node.unansweredRebirths, REBIRTH_BACKOFF_MAX);
+  }
+
   get #maxOutstandingRebirths(): number {
     return this.#options.maxOutstandingRebirths ?? 16;
   }
 
   /** Samples the edge node's answer to a rebirth request is expected to bring: its current births. */
   #birthSamples(node: EdgeNodeState): number {
-    let size = birthSize(node.birth);
+    // Its answer releases what it holds too (amendment fix19z).
+    let size = birthSize(node.birth) + heldSize(node);
     for (const device of node.devices.values()) if (device.online) size += birthSize(device.birth);
     return size;
   }
@@ -2075,19 +2164,41 @@ export class SparkplugHost {
 
   /**
    * Frees the slots of requests whose answer is settled in the store, or that had
-   * `rebirthTimeoutMs` of the host reading without one, or whose edge node was forgotten.
+   * `rebirthTimeoutMs` of the host reading without one (with no answer begun, that edge node's
+   * `unansweredRebirths` grows: amendment fix19y), or whose edge node was forgotten.
    */
   #releaseRebirths(): void {
     if (this.#rebirthsOut.size === 0) return;
     const timeout = this.#options.rebirthTimeoutMs ?? 10_000;
     for (const [node, out] of this.#rebirthsOut) {
       const stored = out.storedThrough !== undefined && this.#settledThrough >= out.storedThrough;
+      const unanswered = !stored && out.storedThrough === undefined && this.#readingSince(out.sent) >= timeout;
       if (
         stored ||
         this.#readingSince(out.sent) >= timeout ||
         this.#nodes.get(`${node.groupId}/${node.edgeNodeId}`) !== node
-      )
+      ) {
         this.#rebirthsOut.delete(node);
+        // Held a turn for nothing: asked less often, and after those that answer (adv19 MEDIUM-1).
+        if (unanswered && node.unansweredRebirths < 30) node.unansweredRebirths++;
+      }
+    }
+  }
+
+  /**
+   * The edge node's current NDEATH was taken: a rebirth request still waiting its turn is dropped,
+   * and one out whose answer has not begun frees its turn, so the dead do not hold back the living
+   * (adversarial review adv19, MEDIUM-2; ADR 0043, amendment fix19y). Except the deliberate re-ask
+   * of an offline edge node after a hold (`#reask`): it may have been born again in a message the
+   * broker dropped.
+   */
+  #endRebirthTurn(node: EdgeNodeState): void {
+    if (this.#reask.has(node)) return;
+    this.#rebirthsWaiting.delete(node);
+    const out = this.#rebirthsOut.get(node);
+    if (out !== undefined && out.storedThrough === undefined) {
+      this.#rebirthsOut.delete(node);
+      this.#pumpRebirths();
     }
   }
 
@@ -2098,7 +2209,12 @@ export class SparkplugHost {
   #pumpRebirths(): void {
     this.#releaseRebirths();
     if (this.#rebirthsWaiting.size === 0 || this.#session === undefined || this.#stopping) return;
-    for (const [node, wanted] of this.#rebirthsWaiting) {
+    // Oldest first, but edge nodes that answered their last request before those that did not
+    // (adv19 MEDIUM-1): a fleet of nodes that never answer cannot starve an honest one.
+    const order = [...this.#rebirthsWaiting].sort(
+      ([a], [b]) => Number(a.unansweredRebirths > 0) - Number(b.unansweredRebirths > 0),
+    );
+    for (const [node, wanted] of order) {
       const forgotten = this.#nodes.get(`${node.groupId}/${node.edgeNodeId}`) !== node;
       const answered =
         wanted.reason !== "samples-dropped" &&
@@ -2437,6 +2553,7 @@ export class SparkplugHost {
 
   /** Forgets an edge node not online with its devices and metrics (O(what it holds)). */
   #forgetNode(node: EdgeNodeState): void {
+    this.#settleHeld(node, "its edge node was forgotten before an NBIRTH verified it");
     this.#endAcks(node);
     this.#verifying.delete(node);
     this.#reask.delete(node);
@@ -2544,6 +2661,7 @@ export class SparkplugHost {
     node.lastSeq = payload.seq;
     const firstBirth = node.births === 0;
     node.births++;
+    node.unansweredRebirths = 0;
     this.#endAcks(node);
     const awaitAcks = payload.metrics.find((metric) => metric.name === AWAIT_ACKS_METRIC)?.value;
     if (
@@ -2598,6 +2716,8 @@ export class SparkplugHost {
       this.#verifying.delete(node);
     }
     this.#setNodeState(node, "online", `NBIRTH bdSeq ${bdSeq}`);
+    // What it sent while unverified, decoded by the aliases this NBIRTH confirms, is good (fix19z).
+    this.#verifyHeld(node, undefined, node.birth, `its NBIRTH bdSeq ${bdSeq}`);
     this.#take(node, undefined, node.birth, payload, topic, true);
     this.#birthTaken(node, true);
     this.#markAbsent(before, node.birth, `NBIRTH bdSeq ${bdSeq} of ${node.groupId}/${node.edgeNodeId}`);
@@ -2651,6 +2771,7 @@ export class SparkplugHost {
     node.devices.set(deviceId, { online: true, birth });
     this.#indexAliases(node, deviceId, birth);
     this.#setNodeState(node, "online", "DBIRTH", { deviceId });
+    if (node.verify === undefined) this.#verifyHeld(node, deviceId, birth, `its DBIRTH of device ${deviceId}`);
     this.#take(node, deviceId, birth, payload, topic, true);
     this.#birthTaken(node, false);
     this.#markAbsent(before, birth, `DBIRTH of device ${deviceId} of ${node.groupId}/${node.edgeNodeId}`);
@@ -2690,6 +2811,7 @@ export class SparkplugHost {
     }
     const ack = node.ack;
     const counted = ack !== undefined && deviceId !== undefined && !ack.blocked;
+    const held = node.verify !== undefined && decodesWhole(birth, payload);
     if (counted) {
       // Acked by the number the edge node put in it, never by a count of what arrived (ADR 0037):
       // anything but exactly the next one is a gap, even one the 0–255 seq wraps over.
@@ -2705,15 +2827,187 @@ export class SparkplugHost {
         return;
       }
     }
-    this.#take(node, deviceId, birth, payload, topic, false);
+    if (held) this.#hold(node, deviceId, birth, payload, topic, counted);
+    else this.#take(node, deviceId, birth, payload, topic, false);
     if (ack !== undefined && deviceId !== undefined && node.state === "online") {
       if (!counted) this.#requestRebirth(node, "samples-dropped", `${topic}: acks stopped since samples were dropped`);
       else {
         ack.received++;
-        ack.tickets.push({ message: ack.received, ticket: this.#writer.accepted });
+        // A held message is never acknowledged in this birth (nor anything after it): the edge
+        // node sends it again after its NBIRTH, the same row as the one released (fix19z).
+        ack.tickets.push({ message: ack.received, ticket: held ? Number.POSITIVE_INFINITY : this.#writer.accepted });
         if (this.#writer.accepted <= this.#settledThrough) this.#onSettled(this.#settledThrough);
       }
     }
+  }
+
+  // ---- data held while unverified (ADR 0043, amendment fix19z) --------------------------------
+
+  /**
+   * Holds a data message of an unverified edge node (see {@link HeldMessage}). Its live values
+   * stay as {@link #unverified} left them (uncertain, the reason named). Bounded: past a quarter
+   * of `batching.maxQueuedSamples` held (half the writer's room before it congests, so releasing
+   * them all at once with the births does not congest it by itself), the oldest held messages,
+   * any edge node's, are stored uncertain ({@link #releaseHeld}), counted. The rebirth pacing
+   * counts an edge node's held samples as part of its answer (`maxOutstandingRebirths`).
+   */
+  #hold(
+    node: EdgeNodeState,
+    deviceId: string | undefined,
+    birth: Birth,
+    payload: SparkplugPayload,
+    topic: string,
+    acked: boolean,
+  ): void {
+    const message: HeldMessage = {
+      deviceId,
+      birth,
+      payload,
+      topic,
+      acked,
+      reason: node.verify?.reason ?? "unverified",
+      awaitingDeviceBirth: undefined,
+      released: false,
+    };
+    node.held.push(message);
+    this.#heldOrder.push({ node, message });
+    this.#heldSamples += payload.metrics.length;
+    const bound = Math.max(1, Math.floor((this.#options.batching?.maxQueuedSamples ?? 200_000) / 4));
+    while (this.#heldSamples > bound) {
+      const oldest = this.#heldOrder.shift();
+      if (oldest === undefined) break;
+      if (oldest.message.released) continue;
+      this.#releaseHeld(
+        oldest.node,
+        oldest.message,
+        undefined,
+        `more than ${bound} samples held (half of batching.maxQueuedSamples): the oldest stored without waiting`,
+      );
+      oldest.node.held = oldest.node.held.filter((each) => !each.released);
+    }
+    this.#scheduleVerify();
+  }
+
+  /**
+   * Releases a held message: with `verifiedBy` (the birth that answered, of the same edge node or
+   * device), each metric whose alias (or name) decodes to the same name and datatype in it as in
+   * the birth it was decoded with is stored good, as the edge node sent it (the edge node's own
+   * replay of it, `awaitHostAcks`, is then the same row); one whose decoding changed is refused
+   * and counted in `discarded` (never stored under a guessed name or type). Without it, every
+   * metric is stored uncertain naming `why`, counted in `heldUncertain`, unless its edge node
+   * awaits acks for it: then it is left to the edge node (`heldReturned`). Stored as history: the
+   * live view is the birth's (or stays stale).
+   */
+  #releaseHeld(node: EdgeNodeState, message: HeldMessage, verifiedBy: Birth | undefined, why: string): void {
+    if (message.released) return;
+    message.released = true;
+    const { payload } = message;
+    this.#heldSamples -= payload.metrics.length;
+    const historical = (metric: SparkplugMetric): SparkplugMetric =>
+      metric.isHistorical === true ? metric : { ...metric, isHistorical: true };
+    if (verifiedBy === undefined && message.acked) {
+      // Never acknowledged: its edge node sends it again after its next birth, by name, and that
+      // copy is stored good. An uncertain row now would make that copy a conflict (fix19z).
+      this.#counts.samples += payload.metrics.length;
+      this.#counts.heldReturned += payload.metrics.length;
+      return;
+    }
+    if (verifiedBy === undefined) {
+      this.#counts.heldUncertain += payload.metrics.length;
+      const reason = `${message.topic}: held while edge node ${node.groupId}/${node.edgeNodeId} was unverified (${message.reason}); ${why}: stored uncertain`;
+      this.#take(
+        node,
+        message.deviceId,
+        message.birth,
+        { ...payload, metrics: payload.metrics.map(historical) },
+        message.topic,
+        false,
+        reason,
+      );
+      return;
+    }
+    const kept: SparkplugMetric[] = [];
+    const changed: string[] = [];
+    for (const metric of payload.metrics) {
+      const before = metricOf(message.birth, metric);
+      const after = metricOf(verifiedBy, metric);
+      if (
+        before !== undefined &&
+        after !== undefined &&
+        before.name === after.name &&
+        before.datatype === after.datatype
+      )
+        kept.push(historical(metric));
+      else
+        changed.push(
+          `${metric.alias !== undefined ? `alias ${String(metric.alias)}` : `metric ${String(metric.name)}`} (${before === undefined ? "?" : `${before.name} ${before.datatype}`} → ${after === undefined ? "not in the birth" : `${after.name} ${after.datatype}`})`,
+        );
+    }
+    if (changed.length > 0) {
+      const count = payload.metrics.length - kept.length;
+      this.#counts.samples += count;
+      this.#counts.discarded += count;
+      void this.#bus.publish("message-reject", {
+        topic: message.topic,
+        message: `${message.topic}: held while edge node ${node.groupId}/${node.edgeNodeId} was unverified (${message.reason}); ${why} decodes ${changed.join(", ")} otherwise: ${count} of its metrics refused (counted in samples.discarded)`,
+      });
+    }
+    if (kept.length > 0)
+      this.#take(node, message.deviceId, message.birth, { ...payload, metrics: kept }, message.topic, false);
+  }
+
+  /**
+   * A birth of the edge node answered (verify ended by an NBIRTH, or a DBIRTH after it): the held
+   * messages it covers (`deviceId` undefined: the edge node's own; else that device's) are
+   * released against `birth`. After an NBIRTH, a device's held messages await its DBIRTH:
+   * stored uncertain if the next NBIRTH, its death or `rebirthTimeoutMs` of reading comes first.
+   */
+  #verifyHeld(node: EdgeNodeState, deviceId: string | undefined, birth: Birth, what: string): void {
+    if (node.held.length === 0) return;
+    for (const message of node.held) {
+      if (deviceId !== undefined) {
+        if (message.deviceId === deviceId && message.awaitingDeviceBirth !== undefined)
+          this.#releaseHeld(node, message, birth, what);
+      } else if (message.deviceId === undefined) this.#releaseHeld(node, message, birth, what);
+      else if (message.awaitingDeviceBirth !== undefined)
+        this.#releaseHeld(node, message, undefined, `device ${message.deviceId} was not born again before ${what}`);
+      else message.awaitingDeviceBirth = this.#readingClock();
+    }
+    node.held = node.held.filter((message) => !message.released);
+    if (this.#heldSamples === 0) while (this.#heldOrder.shift() !== undefined);
+    this.#scheduleVerify();
+  }
+
+  /** Stores every message the edge node holds uncertain, naming `why` (see {@link #releaseHeld}). */
+  #settleHeld(node: EdgeNodeState, why: string): void {
+    if (node.held.length === 0) return;
+    for (const message of node.held) this.#releaseHeld(node, message, undefined, why);
+    node.held = [];
+    if (this.#heldSamples === 0) while (this.#heldOrder.shift() !== undefined);
+  }
+
+  /** Every edge node's held messages stored uncertain, naming `why`. */
+  #settleAllHeld(why: string): void {
+    if (this.#heldSamples === 0) return;
+    for (const node of this.#nodes.values()) this.#settleHeld(node, why);
+  }
+
+  /** Devices' held messages that awaited their DBIRTH for `rebirthTimeoutMs` of reading: stored uncertain. */
+  #sweepHeld(timeout: number): void {
+    if (this.#heldSamples === 0) return;
+    for (const node of this.#nodes.values()) {
+      if (!node.held.some((message) => message.awaitingDeviceBirth !== undefined)) continue;
+      for (const message of node.held)
+        if (message.awaitingDeviceBirth !== undefined && this.#readingSince(message.awaitingDeviceBirth) >= timeout)
+          this.#releaseHeld(
+            node,
+            message,
+            undefined,
+            `device ${String(message.deviceId)} not born again within rebirthTimeoutMs (${timeout} ms) of its edge node's NBIRTH`,
+          );
+      node.held = node.held.filter((message) => !message.released);
+    }
+    if (this.#heldSamples === 0) while (this.#heldOrder.shift() !== undefined);
   }
 
   // ---- acknowledgements (ADR 0037) -----------------------------------------------------------
@@ -2796,7 +3090,10 @@ export class SparkplugHost {
 
   #onNodeDeath(node: EdgeNodeState, topic: string, bytes: Uint8Array): void {
     const payload = this.#decode(topic, bytes);
-    if (payload === undefined) return;
+    if (payload === undefined) {
+      this.#untrustedDeath(node, topic, "NDEATH", "main");
+      return;
+    }
     const bdSeq = bdSeqOf(payload);
     // A death that cannot be paired with a birth (no bdSeq, or one outside 0–255) is malformed:
     // counted and refused, and, since it may be the edge node's own (it died), the edge node is
@@ -2845,6 +3142,7 @@ export class SparkplugHost {
     }
     node.lastDeathAt = this.#clock.now();
     this.#nodeDied(node, `NDEATH bdSeq ${String(bdSeq)}`);
+    this.#endRebirthTurn(node);
     node.lastSeq = undefined;
     this.#session?.onFarewellProgress?.();
   }
@@ -2857,6 +3155,8 @@ export class SparkplugHost {
    * still held are checked by it and stored as history ({@link #historyOnly}).
    */
   #nodeDied(node: EdgeNodeState, reason: string): void {
+    // Before the stale marks, so they land after what it held.
+    this.#settleHeld(node, `${reason}: offline before an NBIRTH verified it`);
     const now = this.#clock.now();
     if (node.state !== "offline") node.offlineSince = now;
     for (const [deviceId, device] of node.devices) {
@@ -2891,6 +3191,8 @@ export class SparkplugHost {
     try {
       payload = decodePayload(bytes);
     } catch {
+      const node = this.#nodes.get(`${parsed.groupId}/${parsed.edgeNodeId}`);
+      if (node !== undefined) this.#untrustedDeath(node, topic, "NDEATH", "watch");
       return;
     }
     const bdSeq = bdSeqOf(payload);
@@ -2926,8 +3228,32 @@ export class SparkplugHost {
     }
     this.#keepAhead(node, death);
     node.lastDeathAt = now;
-    if (node.bdSeq === bdSeq && node.state !== "offline")
+    if (node.bdSeq === bdSeq && node.state !== "offline") {
       this.#nodeDied(node, `NDEATH bdSeq ${bdSeq} (read on the death watch)`);
+      this.#endRebirthTurn(node);
+    }
+  }
+
+  /**
+   * A death on a known edge node's (or online device's) topic that cannot be decoded (adversarial
+   * review adv19, HIGH-2): the one rule for the main session's NDEATH and DDEATH and the death
+   * watch's NDEATH. It may be the edge node's own (its Will, encoded by another schema or a buggy
+   * encoder), and nothing follows a Will to show the loss, so it is a death the host cannot trust,
+   * as one without bdSeq: on the main session (where it is counted in `messages.malformed` and
+   * reported) the edge node is distrusted (`death-refused`: awaiting-rebirth, its live values and
+   * its devices' stale with the reason, named in `health().problems`, a rebirth asked for). The
+   * watch's copy, read ahead of what the main session still holds, is not counted (the main
+   * session counts its own copy); it makes an online edge node unverified (its values uncertain,
+   * a rebirth asked for, offline without an answer within `rebirthTimeoutMs`), so a main copy the
+   * broker drops still leaves nothing good.
+   */
+  #untrustedDeath(node: EdgeNodeState, topic: string, type: "NDEATH" | "DDEATH", via: "main" | "watch"): void {
+    const detail = `${topic}: an ${type} that cannot be decoded${via === "watch" ? " (read on the death watch)" : ""}: refused; the edge node is distrusted until its next NBIRTH`;
+    if (via === "watch") {
+      if (node.verify === undefined) this.#unverified(node, detail);
+      return;
+    }
+    this.#distrust(node, "death-refused", detail);
   }
 
   /**
@@ -2983,11 +3309,12 @@ export class SparkplugHost {
 
   /**
    * The host may have missed the edge node's messages (a DDEATH, data, a birth): every live value
-   * it holds of the edge node turns uncertain (live view only: a value received afterwards is
-   * current and shown good; the stored mark follows if it is declared offline), a rebirth is asked
-   * for, and without an NBIRTH `rebirthTimeoutMs` after the request it is declared offline, its
-   * devices too (ADR 0043, amendment fix19o). It stays `online` meanwhile: its deaths are read on
-   * the death watch, which is never held, and its data is taken as usual.
+   * it holds of the edge node turns uncertain (live view only; the stored mark follows if it is
+   * declared offline), a rebirth is asked for, and without an NBIRTH `rebirthTimeoutMs` after the
+   * request it is declared offline, its devices too (ADR 0043, amendment fix19o). It stays `online`
+   * meanwhile: its deaths are read on the death watch, which is never held, and its data is held
+   * until its NBIRTH ({@link #hold}: it may come under an alias map the host missed; amendment
+   * fix19z).
    */
   #unverified(node: EdgeNodeState, reason: string): void {
     if (node.state !== "online") return;
@@ -3074,7 +3401,8 @@ export class SparkplugHost {
   #scheduleVerify(): void {
     if (
       this.#verifyTimer !== undefined ||
-      this.#verifying.size + this.#reask.size + this.#rebirthsOut.size + this.#rebirthsWaiting.size === 0
+      (this.#verifying.size + this.#reask.size + this.#rebirthsOut.size + this.#rebirthsWaiting.size === 0 &&
+        this.#heldSamples === 0)
     )
       return;
     const timeout = this.#options.rebirthTimeoutMs ?? 10_000;
@@ -3093,11 +3421,12 @@ export class SparkplugHost {
     this.#pumpRebirths();
     const now = this.#clock.now();
     const timeout = this.#options.rebirthTimeoutMs ?? 10_000;
+    this.#sweepHeld(timeout);
     // Asked again every rebirthIntervalMs while the time allows: the broker's queue for the host
     // may still have been full when an answer came (the inbox is empty before the broker's is).
     const interval = this.#options.rebirthIntervalMs ?? 5_000;
     const due = (node: EdgeNodeState): boolean =>
-      node.lastRebirthAt === undefined || now - node.lastRebirthAt >= interval;
+      node.lastRebirthAt === undefined || now - node.lastRebirthAt >= Math.max(interval, this.#rebirthInterval(node));
     for (const [node, reason] of [...this.#reask]) {
       if (node.state !== "offline" || node.reaskSince === undefined || this.#readingSince(node.reaskSince) >= timeout)
         this.#reask.delete(node);
@@ -3126,7 +3455,11 @@ export class SparkplugHost {
 
   #onDeviceDeath(node: EdgeNodeState, deviceId: string, topic: string, bytes: Uint8Array): void {
     const payload = this.#decode(topic, bytes);
-    if (payload === undefined) return;
+    if (payload === undefined) {
+      if (node.state === "online" && node.devices.get(deviceId)?.online === true)
+        this.#untrustedDeath(node, topic, "DDEATH", "main");
+      return;
+    }
     if (this.#historyOnly(node)) {
       if (!this.#checkSeq(node, payload, topic)) {
         node.lastSeq = undefined;
@@ -3484,6 +3817,7 @@ export class SparkplugHost {
     payload: SparkplugPayload,
     topic: string,
     isBirth: boolean,
+    unverified?: string,
   ): void {
     const samples: Sample[] = [];
     const live: SparkplugLiveMetric[] = [];
@@ -3553,11 +3887,15 @@ export class SparkplugHost {
           );
         continue;
       }
+      const given = qualityOfMetric(metric.properties, value === null);
       const sample: Sample = {
         tag: info.tag,
         value,
         timestamp,
-        quality: qualityOfMetric(metric.properties, value === null),
+        quality:
+          unverified !== undefined && given.severity === "good"
+            ? quality("uncertain", unverified, QualityCodes.Uncertain)
+            : given,
       };
       let steppedBack = false;
       if (metric.isTransient === true) this.#counts.transient++;
@@ -3648,6 +3986,30 @@ export class SparkplugHost {
     if (live.length > 0 && this.#bus.listenerCount("live-update") > 0)
       void this.#bus.publish("live-update", { metrics: live });
   }
+}
+
+/**
+ * The birth's metric a data metric names: by its alias when it has one (and no other name than
+ * the alias's), else by its name. The rule {@link SparkplugHost} decodes data by.
+ */
+function metricOf(birth: Birth, metric: SparkplugMetric): MetricInfo | undefined {
+  if (metric.alias !== undefined) {
+    const info = birth.byAlias.get(metric.alias);
+    return info !== undefined && metric.name !== undefined && metric.name !== info.name ? undefined : info;
+  }
+  return metric.name === undefined ? undefined : birth.byName.get(metric.name);
+}
+
+/** Samples the edge node holds (see `HeldMessage`). */
+function heldSize(node: EdgeNodeState): number {
+  let size = 0;
+  for (const message of node.held) if (!message.released) size += message.payload.metrics.length;
+  return size;
+}
+
+/** Whether every metric of a data message is one the birth announced (else it is refused whole). */
+function decodesWhole(birth: Birth, payload: SparkplugPayload): boolean {
+  return payload.metrics.every((metric) => metricOf(birth, metric) !== undefined);
 }
 
 /** Whether two samples of one tag at one time are the same reading (value and quality), as a store sees a re-delivery. */

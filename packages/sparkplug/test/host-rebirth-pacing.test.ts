@@ -62,12 +62,16 @@ async function answeringNode(url: string, id: string, metrics: number) {
 async function rebirthCounter(url: string) {
   const client = await connectAsync(url, { clean: true, reconnectPeriod: 0 });
   const times: number[] = [];
-  client.on("message", (_topic, payload) => {
+  const nodes: string[] = [];
+  client.on("message", (topic, payload) => {
     const decoded = decodePayload(payload);
-    if (decoded.metrics.some((metric) => metric.name === "Node Control/Rebirth")) times.push(Date.now());
+    if (decoded.metrics.some((metric) => metric.name === "Node Control/Rebirth")) {
+      times.push(Date.now());
+      nodes.push(topic.split("/").at(-1)!);
+    }
   });
   await client.subscribeAsync(`spBv1.0/${GROUP}/NCMD/+`, { qos: 0 });
-  return { times, close: () => client.endAsync(true) };
+  return { times, nodes, close: () => client.endAsync(true) };
 }
 
 async function fleetWave(nodes: number, metrics: number, extra: Partial<SparkplugHostOptions>) {
@@ -227,6 +231,157 @@ describe.skipIf(!mosquitto.available)(
         ]);
       }
       expect(() => new SparkplugHost({ ...base, maxOutstandingRebirths: 1 })).not.toThrow();
+    });
+  },
+);
+
+describe.skipIf(!mosquitto.available)(
+  "the dead hold no rebirth turn (adv19 second pass, MEDIUM-2; ADR 0043 amendment fix19y) (needs mosquitto)",
+  () => {
+    /** A host asking one edge node at a time, a rebirth counter, and `count` born edge nodes that never answer. */
+    async function pacedFleet(count: number) {
+      const broker = await configuredBroker([]);
+      cleanups.push(() => broker.stop());
+      const host = new SparkplugHost({
+        brokerUrl: broker.url,
+        hostId: "pace-dead",
+        groups: [GROUP],
+        store: new MemoryStore(),
+        registerTags: false,
+        stopLingerMs: 100,
+        rebirthIntervalMs: 60_000,
+        rebirthTimeoutMs: 8_000,
+        maxOutstandingRebirths: 1,
+      });
+      cleanups.push(() => host.stop());
+      await host.start();
+      await host.whenConnected();
+      const counter = await rebirthCounter(broker.url);
+      cleanups.push(() => counter.close());
+      const value = () => [{ name: "v", alias: 1, timestamp: Date.now(), datatype: "Double" as const, value: 1 }];
+      const nodes: RawEdgeNode[] = [];
+      for (let index = 0; index < count; index++) {
+        const node = await RawEdgeNode.connect(broker.url, GROUP, `dead-${index}`, 0);
+        cleanups.push(() => node.close());
+        await node.nbirth(0, value());
+        nodes.push(node);
+      }
+      const honest = await answeringNode(broker.url, "honest", 1);
+      cleanups.push(() => honest.node.close());
+      await honest.birth();
+      await eventually(() => host.health().edgeNodes.filter((node) => node.state === "online").length === count + 1);
+      return { host, counter, nodes, honest, value };
+    }
+
+    test("edge nodes waiting their turn (and the one out) die: their requests are dropped, and an honest node's gap is asked at once, not after every dead one's rebirthTimeoutMs", async () => {
+      const { host, counter, nodes, honest, value } = await pacedFleet(4);
+      // A gap each: the first is asked (once the request is seen: edge nodes' messages on separate
+      // connections may reach the host in any order), the others wait their turn.
+      for (const node of nodes) {
+        node.seq = 9;
+        await node.ndata(value());
+        if (node === nodes[0]) await eventually(() => counter.nodes.includes("dead-0"), 5_000, "the first asked");
+      }
+      await eventually(
+        () => host.health().problems.filter((problem) => problem.includes("waits its turn")).length === 3,
+        5_000,
+        "three waiting",
+      );
+      const asked = counter.times.length;
+      // The waiting ones first, then the one out (dying first, it would give its turn to the next).
+      for (const node of [...nodes.slice(1), nodes[0]!]) await node.ndeath(0);
+      await eventually(
+        () => host.health().edgeNodes.filter((node) => node.state === "offline").length === 4,
+        5_000,
+        "dead",
+      );
+      expect(host.health().problems.join("\n")).not.toContain("waits its turn");
+      const births = honest.births();
+      const gapAt = Date.now();
+      honest.node.seq = 9;
+      await honest.node.ndata(value());
+      await eventually(() => honest.births() > births, 5_000, "the honest node asked and born again");
+      expect(Date.now() - gapAt).toBeLessThan(2_000);
+      // Only the honest node was asked after the deaths.
+      expect(counter.nodes.slice(asked)).toEqual(["honest"]);
+    });
+
+    test("sibling: a node whose request is out dies alone: its turn is freed for the next waiting node at once", async () => {
+      const { host, counter, nodes, value } = await pacedFleet(2);
+      for (const node of nodes) {
+        node.seq = 9;
+        await node.ndata(value());
+        if (node === nodes[0]) await eventually(() => counter.nodes.includes("dead-0"), 5_000, "the first asked");
+      }
+      await eventually(
+        () => host.health().problems.some((problem) => problem.includes("waits its turn")),
+        5_000,
+        "one waits",
+      );
+      const diedAt = Date.now();
+      await nodes[0]!.ndeath(0); // the one out
+      await eventually(() => counter.nodes.includes("dead-1"), 5_000, "the waiting node asked");
+      expect(counter.times.at(-1)! - diedAt).toBeLessThan(2_000);
+    });
+  },
+);
+
+describe.skipIf(!mosquitto.available)(
+  "edge nodes that never answer do not starve one that does (adv19 second pass, MEDIUM-1; ADR 0043 amendment fix19y) (needs mosquitto)",
+  () => {
+    test("six edge nodes keep sending data after a gap and never answer: once their requests went unanswered, an honest node's gap is asked within one rebirthTimeoutMs, ahead of them", async () => {
+      const broker = await configuredBroker([]);
+      cleanups.push(() => broker.stop());
+      const host = new SparkplugHost({
+        brokerUrl: broker.url,
+        hostId: "pace-starve",
+        groups: [GROUP],
+        store: new MemoryStore(),
+        registerTags: false,
+        stopLingerMs: 100,
+        rebirthIntervalMs: 300,
+        rebirthTimeoutMs: 1_500,
+        maxOutstandingRebirths: 2,
+      });
+      cleanups.push(() => host.stop());
+      await host.start();
+      await host.whenConnected();
+      const counter = await rebirthCounter(broker.url);
+      cleanups.push(() => counter.close());
+      const value = () => [{ name: "v", alias: 1, timestamp: Date.now(), datatype: "Double" as const, value: 1 }];
+      const silent: RawEdgeNode[] = [];
+      for (let index = 0; index < 6; index++) {
+        const node = await RawEdgeNode.connect(broker.url, GROUP, `silent-${index}`, 0);
+        cleanups.push(() => node.close());
+        await node.nbirth(0, value());
+        silent.push(node);
+      }
+      const honest = await answeringNode(broker.url, "honest", 1);
+      cleanups.push(() => honest.node.close());
+      await honest.birth();
+      await eventually(() => host.health().edgeNodes.filter((node) => node.state === "online").length === 7);
+      for (const node of silent) node.seq = 9; // a gap each; then data every 100 ms, never a birth
+      let stop = false;
+      const sending = (async () => {
+        while (!stop) {
+          for (const node of silent) await node.ndata(value());
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      })();
+      cleanups.push(async () => {
+        stop = true;
+        await sending;
+      });
+      // Every silent node's first request held its turn unanswered (3 rounds of 2 × 1.5 s).
+      await new Promise((resolve) => setTimeout(resolve, 5_500));
+      const births = honest.births();
+      const gapAt = Date.now();
+      honest.node.seq = 9;
+      await honest.node.ndata(value());
+      await eventually(() => honest.births() > births, 10_000, "the honest node asked");
+      const waited = Date.now() - gapAt;
+      console.log(`honest edge node asked ${waited} ms after its gap (rebirthTimeoutMs 1500, 6 silent, 2 turns)`);
+      expect(waited).toBeLessThan(2_500);
     });
   },
 );
