@@ -1236,12 +1236,19 @@ export class ModbusDriver implements PlcDriver {
     unitId: number,
     shape: string,
     kind: string,
-  ): Pick<ModbusRequestOptions, "shape" | "exceptionShape" | "scope"> {
+  ): Pick<ModbusRequestOptions, "shape" | "exceptionShape" | "scope" | "unit"> {
     const transport = this.#options.transport;
-    const unit = transport.kind === "tcp" && transport.lateAnswerGuard ? "" : `${unitId}/`;
+    const unitless = transport.kind === "tcp" && transport.lateAnswerGuard;
+    const unit = unitless ? "" : `${unitId}/`;
     // On RTU each unit is its own answer stream (`ModbusRequestOptions.scope`): fenced and proven on its own.
     const scope = transport.kind === "rtu" ? { scope: String(unitId) } : {};
-    return { shape: `${unit}${shape}`, exceptionShape: `${unit}${kind}`, ...scope };
+    // Unit-less shapes carry the unit beside them: a held shape blocking another unit resynchronises at once.
+    return {
+      shape: `${unit}${shape}`,
+      exceptionShape: `${unit}${kind}`,
+      ...scope,
+      ...(unitless ? { unit: unitId } : {}),
+    };
   }
 
   /**
@@ -1303,6 +1310,7 @@ export class ModbusDriver implements PlcDriver {
           return {
             shape: shape!,
             ...(exceptionShape === undefined ? {} : { exceptionShape }),
+            unit: fence.unitId,
             run: () => {
               const client = this.#client;
               if (!client || this.status !== "connected") return Promise.reject(modbusDisconnectedError("fence"));

@@ -115,6 +115,8 @@ interface Owed {
   readonly sentAt: number;
   /** Its request, in words. */
   readonly what: string;
+  /** The unit its request addressed (see {@link ModbusRequestOptions.unit}), if known. */
+  readonly unit: number | undefined;
 }
 
 /** A change of {@link ModbusRequestQueue.alignment}. */
@@ -136,6 +138,8 @@ export interface ModbusFence {
   readonly shape: string;
   /** The shape of an exception answer to it (like {@link ModbusRequestOptions.exceptionShape}). */
   readonly exceptionShape?: string;
+  /** The unit it reads at (like {@link ModbusRequestOptions.unit}). */
+  readonly unit?: number;
 }
 
 interface Entry {
@@ -154,6 +158,8 @@ interface Entry {
   readonly shape: string | undefined;
   /** The shape of an exception answer to it; see {@link ModbusRequestOptions.exceptionShape}. */
   readonly exceptionShape?: string | undefined;
+  /** The unit it addresses; see {@link ModbusRequestOptions.unit}. */
+  readonly unit?: number | undefined;
   /** Sent while a late answer of its exception shape could still come (see `#strayExceptions`). */
   strayRisk?: boolean;
   /** Order in which it went on the wire (set by #execute). */
@@ -217,6 +223,15 @@ export interface ModbusRequestOptions {
    * @default ""
    */
   readonly scope?: string;
+  /**
+   * The unit (Modbus unit id) the request addresses, when its shape leaves the unit out (TCP with the late-answer
+   * guard). Only bounds a held shape's reach: on a device seen answering out of order, a shape held by a lost answer
+   * of one unit that blocks a request of another unit makes the queue resynchronise the link at once (see
+   * {@link ModbusRequestQueueOptions.onResync}) instead of at the forget horizon, so the unit that lost the answer
+   * costs the others one reconnect, not `resyncAfterMs` of refused reads (ADR 0041, amendment fix12aa).
+   * Undefined: the hold lasts until the answer comes or the horizon, as before.
+   */
+  readonly unit?: number;
 }
 
 /**
@@ -707,8 +722,16 @@ export class ModbusRequestQueue {
     const releaseAt = this.#releaseAt(owed);
     const shape = owed.shape === undefined ? "any shape" : `shape ${owed.shape}`;
     let release: string;
+    // Another unit's request blocked: the shape leaves the unit out (TCP with the guard), so one unit's lost answer
+    // would refuse every unit's reads of its size until the horizon. Resynchronising proves the release at once (no
+    // answer of a closed connection can come on the new one); the unit that owes the answer waits for the horizon,
+    // so an answer that is only late frees its shape without a reconnect (ADR 0041, amendment fix12aa).
+    const otherUnit = head.unit !== undefined && owed.unit !== undefined && head.unit !== owed.unit;
     if (releaseAt === undefined) release = "held until that answer comes (no forget horizon)";
-    else if (releaseAt > now)
+    else if (otherUnit && !this.#resyncAsked) {
+      release = `it blocks a request to unit ${head.unit}, not only unit ${owed.unit}'s: the link is resynchronised now to release it (closing and reopening the connection, after which no answer of the old one can come), as soon as no request is on the wire (no other request is sent before)`;
+      this.#resyncReason ??= `resynchronising the link: the answer to ${owed.what} (${shape}), owed by a device that answers out of order since ${new Date(owed.sentAt).toISOString()}, has not come, and its shape blocks unit ${head.unit}'s requests`;
+    } else if (releaseAt > now)
       release = `released when it comes, or at ${new Date(releaseAt).toISOString()} by resynchronising the link (closing and reopening the connection, after which no answer of the old one can come)`;
     else {
       release = `its forget horizon passed at ${new Date(releaseAt).toISOString()}: the link is resynchronised to release it as soon as no request is on the wire (no other request is sent before)`;
@@ -806,6 +829,7 @@ export class ModbusRequestQueue {
         exceptionShape: options.exceptionShape,
         fence: options.fence,
         scope: options.scope ?? "",
+        unit: options.unit,
         resolve: resolve as (value: unknown) => void,
         reject,
         settled: false,
@@ -1022,6 +1046,7 @@ export class ModbusRequestQueue {
       scope: head.scope,
       shape: fence.shape,
       exceptionShape: fence.exceptionShape,
+      unit: fence.unit,
       resolve: () => undefined,
       reject: () => undefined,
       settled: false,
@@ -1151,6 +1176,7 @@ export class ModbusRequestQueue {
       fence: entry.fenceFor !== undefined,
       sentAt: entry.sentAt ?? now,
       what: entry.what,
+      unit: entry.unit,
     });
     this.#owed.sort((a, b) => a.until - b.until);
     this.#ledger(this.#quiet, entry.shape, until);
