@@ -625,14 +625,15 @@ export class ModbusDriver implements PlcDriver {
         } else await this.#readRequest(state, request);
       }
     };
+    // Probes wait while the read runs: one slipping in between two of its requests would hold the line a
+    // whole request timeout in the middle of the read. Taken before the first request is queued, so the queue
+    // never sees the read's first request settle (a held shape) with no read in progress (fix12aa).
+    const releaseProbes = this.#queue.holdBackground();
     const workers = Math.min(this.#queue.maxInFlight, order.length);
     const work = (workers <= 1 ? worker() : Promise.all(Array.from({ length: workers }, worker))).then(() => {
       this.#learnRefusals(state);
       this.#learnBlocks(state);
     });
-    // Probes wait while the read runs: one slipping in between two of its requests would hold the line a
-    // whole request timeout in the middle of the read.
-    const releaseProbes = this.#queue.holdBackground();
     try {
       if (left === undefined || budget === undefined) await work;
       else {
