@@ -625,14 +625,15 @@ export class ModbusDriver implements PlcDriver {
         } else await this.#readRequest(state, request);
       }
     };
+    // Probes wait while the read runs: one slipping in between two of its requests would hold the line a
+    // whole request timeout in the middle of the read. Taken before the first request is queued, so the queue
+    // never sees the read's first request settle (a held shape) with no read in progress (fix12aa).
+    const releaseProbes = this.#queue.holdBackground();
     const workers = Math.min(this.#queue.maxInFlight, order.length);
     const work = (workers <= 1 ? worker() : Promise.all(Array.from({ length: workers }, worker))).then(() => {
       this.#learnRefusals(state);
       this.#learnBlocks(state);
     });
-    // Probes wait while the read runs: one slipping in between two of its requests would hold the line a
-    // whole request timeout in the middle of the read.
-    const releaseProbes = this.#queue.holdBackground();
     try {
       if (left === undefined || budget === undefined) await work;
       else {
@@ -1236,12 +1237,19 @@ export class ModbusDriver implements PlcDriver {
     unitId: number,
     shape: string,
     kind: string,
-  ): Pick<ModbusRequestOptions, "shape" | "exceptionShape" | "scope"> {
+  ): Pick<ModbusRequestOptions, "shape" | "exceptionShape" | "scope" | "unit"> {
     const transport = this.#options.transport;
-    const unit = transport.kind === "tcp" && transport.lateAnswerGuard ? "" : `${unitId}/`;
+    const unitless = transport.kind === "tcp" && transport.lateAnswerGuard;
+    const unit = unitless ? "" : `${unitId}/`;
     // On RTU each unit is its own answer stream (`ModbusRequestOptions.scope`): fenced and proven on its own.
     const scope = transport.kind === "rtu" ? { scope: String(unitId) } : {};
-    return { shape: `${unit}${shape}`, exceptionShape: `${unit}${kind}`, ...scope };
+    // Unit-less shapes carry the unit beside them: a held shape blocking another unit resynchronises at once.
+    return {
+      shape: `${unit}${shape}`,
+      exceptionShape: `${unit}${kind}`,
+      ...scope,
+      ...(unitless ? { unit: unitId } : {}),
+    };
   }
 
   /**
@@ -1303,6 +1311,7 @@ export class ModbusDriver implements PlcDriver {
           return {
             shape: shape!,
             ...(exceptionShape === undefined ? {} : { exceptionShape }),
+            unit: fence.unitId,
             run: () => {
               const client = this.#client;
               if (!client || this.status !== "connected") return Promise.reject(modbusDisconnectedError("fence"));

@@ -115,6 +115,8 @@ interface Owed {
   readonly sentAt: number;
   /** Its request, in words. */
   readonly what: string;
+  /** The unit its request addressed (see {@link ModbusRequestOptions.unit}), if known. */
+  readonly unit: number | undefined;
 }
 
 /** A change of {@link ModbusRequestQueue.alignment}. */
@@ -136,6 +138,8 @@ export interface ModbusFence {
   readonly shape: string;
   /** The shape of an exception answer to it (like {@link ModbusRequestOptions.exceptionShape}). */
   readonly exceptionShape?: string;
+  /** The unit it reads at (like {@link ModbusRequestOptions.unit}). */
+  readonly unit?: number;
 }
 
 interface Entry {
@@ -154,6 +158,8 @@ interface Entry {
   readonly shape: string | undefined;
   /** The shape of an exception answer to it; see {@link ModbusRequestOptions.exceptionShape}. */
   readonly exceptionShape?: string | undefined;
+  /** The unit it addresses; see {@link ModbusRequestOptions.unit}. */
+  readonly unit?: number | undefined;
   /** Sent while a late answer of its exception shape could still come (see `#strayExceptions`). */
   strayRisk?: boolean;
   /** Order in which it went on the wire (set by #execute). */
@@ -217,6 +223,16 @@ export interface ModbusRequestOptions {
    * @default ""
    */
   readonly scope?: string;
+  /**
+   * The unit (Modbus unit id) the request addresses, when its shape leaves the unit out (TCP with the late-answer
+   * guard). Only bounds a held shape's reach: on a device seen answering out of order, a shape held by a lost answer
+   * of one unit that blocks a request of another unit, two late bounds after the lost request was sent, makes the
+   * queue resynchronise the link in the next pause between reads (see {@link ModbusRequestQueueOptions.onResync})
+   * instead of at the forget horizon, so the unit that lost the answer costs the others one reconnect, not
+   * `resyncAfterMs` of refused reads (ADR 0041, amendment fix12aa).
+   * Undefined: the hold lasts until the answer comes or the horizon, as before.
+   */
+  readonly unit?: number;
 }
 
 /**
@@ -233,6 +249,14 @@ const EXPIRED_OWED = 32;
  * (nothing is owed), it only stops holding the next lost answer's shape for every unit until the forget horizon.
  */
 const OUT_OF_ORDER_DECAY_ANSWERS = 20;
+
+/**
+ * Late bounds (`timeoutMs + lateAnswerGuardMs`) after its request's send past which an owed answer whose shape blocks
+ * another unit's request makes the queue resynchronise the link in the next pause between reads, instead of at the
+ * forget horizon (ADR 0041, amendment fix12aa). Before it, the answer may only be late (a slow unit): it frees its
+ * shape when it comes, and no reconnect is spent on it.
+ */
+const OTHER_UNIT_RESYNC_BOUNDS = 2;
 
 /** The longest wait (ms) before the answer stream is resynchronised for want of a fence (see `#noFence`). */
 const NO_FENCE_MAX_BACKOFF_MS = 60_000;
@@ -338,6 +362,11 @@ export class ModbusRequestQueue {
   /** Why a resync is due (a held shape passed its forget horizon), until it is asked (see `#resyncIfIdle`). */
   #resyncReason: string | undefined;
   /**
+   * Why a resync is wanted in the next pause between reads (a held shape blocked another unit's request, see
+   * `#heldError`): unlike `#resyncReason` it admits requests meanwhile, so the rest of the read goes on.
+   */
+  #idleResyncReason: string | undefined;
+  /**
    * Scopes for which no fence of a distinct shape could be built (every size inside the reads that answered has an
    * unsure shape), with when their unsure shapes are forgotten (see `#unstick`): without it such a scope stayed
    * suspect for good, every request failing unsent (adv12s H2). Backoff: the late bound, doubled per time in a row
@@ -375,12 +404,18 @@ export class ModbusRequestQueue {
   newConnection(): void {
     this.#connection++;
     // The out-of-order classification belongs to a connection, like the holds it causes (fix12z): a new one
-    // starts where the driver started, with the time bound, until it shows out-of-order answers itself.
-    this.#outOfOrder = false;
-    this.#cleanAnswers = 0;
+    // starts where the driver started, with the time bound, until it shows out-of-order answers itself. Not after a
+    // resynchronisation this queue asked for: it was asked because the device answers out of order, and a new
+    // connection starting unclassified would take a slow unit's answer later than the late bound for another
+    // request's, on every resync (fix12aa); the classification still ends by its decay.
+    if (!this.#resyncAsked) {
+      this.#outOfOrder = false;
+      this.#cleanAnswers = 0;
+    }
     this.#resyncAsked = false;
     this.#resyncPending = false;
     this.#resyncReason = undefined;
+    this.#idleResyncReason = undefined;
     void this.#pump();
   }
 
@@ -392,15 +427,20 @@ export class ModbusRequestQueue {
    * shape held for ever (ADR 0041, amendment fix12y).
    */
   #resyncIfIdle(): void {
-    const reason = this.#resyncReason;
     const onResync = this.#onResync;
-    if (reason === undefined || onResync === undefined || this.#resyncAsked) return;
+    if (onResync === undefined || this.#resyncAsked) return;
     // Nothing on the wire is enough: requests queued meanwhile were not admitted (`#resyncDue`), so a driver whose
     // reads run back to back, or overlap, resynchronises too (adv12z F3); the caller fails them, retryable.
     if (this.#inFlight.size > 0 || this.#fencing) return;
+    // A resync for a held shape that blocked another unit waits for a true pause (no read in progress, nothing
+    // queued), so it fails no request; reads back to back leave it to the forget horizon.
+    const idle = this.#queue.length === 0 && this.#holds === 0;
+    const reason = this.#resyncReason ?? (idle ? this.#idleResyncReason : undefined);
+    if (reason === undefined) return;
     this.#resyncAsked = true;
     this.#resyncPending = true;
     this.#resyncReason = undefined;
+    this.#idleResyncReason = undefined;
     queueMicrotask(() => {
       try {
         onResync(reason);
@@ -707,8 +747,20 @@ export class ModbusRequestQueue {
     const releaseAt = this.#releaseAt(owed);
     const shape = owed.shape === undefined ? "any shape" : `shape ${owed.shape}`;
     let release: string;
+    // Another unit's request blocked: the shape leaves the unit out (TCP with the guard), so one unit's lost answer
+    // would refuse every unit's reads of its size until the horizon. Resynchronising proves the release at once (no
+    // answer of a closed connection can come on the new one); the unit that owes the answer waits for the horizon,
+    // so an answer that is only late frees its shape without a reconnect (ADR 0041, amendment fix12aa).
+    const otherUnit = head.unit !== undefined && owed.unit !== undefined && head.unit !== owed.unit;
     if (releaseAt === undefined) release = "held until that answer comes (no forget horizon)";
-    else if (releaseAt > now)
+    else if (otherUnit && releaseAt > now && !this.#resyncAsked) {
+      const earlyAt = owed.sentAt + OTHER_UNIT_RESYNC_BOUNDS * (this.#timeoutMs + this.#guardMs);
+      if (now >= earlyAt) {
+        release = `it blocks a request to unit ${head.unit}, not only unit ${owed.unit}'s, so the link is resynchronised in the next pause between reads to release it (closing and reopening the connection, after which no answer of the old one can come), at the latest at ${new Date(releaseAt).toISOString()}`;
+        this.#idleResyncReason ??= `resynchronising the link: the answer to ${owed.what} (${shape}), owed by a device that answers out of order since ${new Date(owed.sentAt).toISOString()}, has not come, and its shape blocks unit ${head.unit}'s requests`;
+      } else
+        release = `released when it comes; as it blocks a request to unit ${head.unit}, not only unit ${owed.unit}'s, the link is resynchronised in the first pause between reads after ${new Date(earlyAt).toISOString()} if it has not come by then (at the latest at ${new Date(releaseAt).toISOString()})`;
+    } else if (releaseAt > now)
       release = `released when it comes, or at ${new Date(releaseAt).toISOString()} by resynchronising the link (closing and reopening the connection, after which no answer of the old one can come)`;
     else {
       release = `its forget horizon passed at ${new Date(releaseAt).toISOString()}: the link is resynchronised to release it as soon as no request is on the wire (no other request is sent before)`;
@@ -806,6 +858,7 @@ export class ModbusRequestQueue {
         exceptionShape: options.exceptionShape,
         fence: options.fence,
         scope: options.scope ?? "",
+        unit: options.unit,
         resolve: resolve as (value: unknown) => void,
         reject,
         settled: false,
@@ -1022,6 +1075,7 @@ export class ModbusRequestQueue {
       scope: head.scope,
       shape: fence.shape,
       exceptionShape: fence.exceptionShape,
+      unit: fence.unit,
       resolve: () => undefined,
       reject: () => undefined,
       settled: false,
@@ -1151,6 +1205,7 @@ export class ModbusRequestQueue {
       fence: entry.fenceFor !== undefined,
       sentAt: entry.sentAt ?? now,
       what: entry.what,
+      unit: entry.unit,
     });
     this.#owed.sort((a, b) => a.until - b.until);
     this.#ledger(this.#quiet, entry.shape, until);

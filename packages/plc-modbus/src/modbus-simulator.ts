@@ -35,8 +35,19 @@ export interface ModbusSimulatorOptions {
   readonly unitId?: number;
   /** Byte order of tags that do not give one. @default "ABCD" */
   readonly byteOrder?: ModbusByteOrder;
-  /** Answer exception 2 (illegal data address) for any address no tag occupies, like a real device. @default false */
+  /**
+   * Answer like a real device for what no tag covers: exception 2 (illegal data address) for any address of a served
+   * unit no tag occupies, and for a unit no tag names (nor `unitId`) what `unservedUnits` says. @default false
+   */
   readonly strict?: boolean;
+  /**
+   * With `strict`, how a request to a unit that no tag names (nor `unitId`) is answered: `"gateway"` with exception
+   * 0x0B, gateway target device failed to respond (what a TCP-to-serial gateway answers when no device on its line
+   * answers that unit; Modbus application protocol v1.1b3, section 7), `"silent"` not at all (a device given a request
+   * for another unit id on a line it shares). Without `strict` every unit is served (memory created on first use).
+   * @default "gateway"
+   */
+  readonly unservedUnits?: "gateway" | "silent";
   /** Time source of the signal generators. @default new SystemClock() */
   readonly clock?: Clock;
 }
@@ -119,7 +130,8 @@ const MAX_MBAP_LENGTH = 254;
  * demos and benchmarks. It answers like a device (Modbus application protocol v1.1b3): function codes 1-6,
  * 15, 16 and 22; exception 01 for any other function code or a frame too short for its function, 03 for an
  * illegal quantity (0, more than 125 registers or 2000 bits read, 123 registers or 1968 coils written, a
- * byte count that does not match), 02 for addresses past 65535 (and, when `strict`, any unmapped address).
+ * byte count that does not match, a request longer or shorter than its fields imply), 02 for addresses past 65535
+ * (and, when `strict`, any unmapped address; a unit no tag names gets 0x0B or silence, see `unservedUnits`).
  * Requests on one connection are answered independently, by transaction id, so pipelined requests work.
  * It accepts writes (a written tag keeps its value) and injects faults: exceptions, silence (per address or
  * per unit), late replies, connection resets and dropped connections.
@@ -134,6 +146,9 @@ export class ModbusSimulator {
   readonly #host: string;
   readonly #clock: Clock;
   readonly #strict: boolean;
+  readonly #unservedUnits: "gateway" | "silent";
+  /** Units a tag names, and the default unit (see {@link ModbusSimulatorOptions.unservedUnits}). */
+  readonly #servedUnits = new Set<number>();
   readonly #entries: Entry[] = [];
   readonly #byName = new Map<string, Entry>();
   readonly #index = new Map<string, Entry[]>();
@@ -154,10 +169,12 @@ export class ModbusSimulator {
     this.#port = options.port ?? 0;
     this.#clock = options.clock ?? new SystemClock();
     this.#strict = options.strict ?? false;
+    this.#unservedUnits = options.unservedUnits ?? "gateway";
     // Duck-typed rather than instanceof, so a catalog from a second copy of @kiln/core works too.
     const tags = isTagList(options.tags) ? options.tags : options.tags.list();
     const defaultUnit = options.unitId ?? 1;
     const defaultOrder = options.byteOrder ?? "ABCD";
+    this.#servedUnits.add(defaultUnit);
     const origin = this.#clock.now();
     for (const tag of tags) {
       const address = modbusTagAddress(tag);
@@ -171,6 +188,7 @@ export class ModbusSimulator {
         pinned: false,
       };
       this.#entries.push(entry);
+      this.#servedUnits.add(entry.unitId);
       this.#byName.set(tag.name, entry);
       for (let offset = 0; offset < address.count; offset++) {
         const key = this.#key(entry.unitId, address.area, address.address + offset);
@@ -519,15 +537,21 @@ export class ModbusSimulator {
       pdu: Buffer.from([(functionCode | 0x80) & 0xff, code]),
       delayMs: 0,
     });
+    if (this.#strict && !this.#servedUnits.has(unitId))
+      return this.#unservedUnits === "gateway" ? exception(0x0b) : { kind: "timeout" };
     const shape = PDU_SHAPES[functionCode];
     if (!shape || pdu.length < shape.minLength) return exception(1);
+    // A request longer than its function's fields (an FC 6 with a trailing byte, an FC 16 with more data than its
+    // byte count) is malformed: its implied length is wrong, exception 3, nothing executed (Modbus application
+    // protocol v1.1b3, section 7: "illegal data value ... the implied length is incorrect").
+    if (!shape.byteCount && pdu.length !== shape.minLength) return exception(3);
     const address = pdu.readUInt16BE(1);
     const quantity = shape.single ? 1 : pdu.readUInt16BE(3);
     if (quantity < 1 || quantity > shape.maxQuantity) return exception(3);
     if (shape.byteCount) {
       const byteCount = pdu.readUInt8(5);
       const expected = shape.area === "coil" ? Math.ceil(quantity / 8) : quantity * 2;
-      if (byteCount !== expected || pdu.length < 6 + byteCount) return exception(3);
+      if (byteCount !== expected || pdu.length !== 6 + byteCount) return exception(3);
     }
     if (functionCode === 5) {
       const value = pdu.readUInt16BE(3);

@@ -254,7 +254,9 @@ export class ModbusWriter {
     }
     // Read-modify-write is not atomic on the device: the caller holds the register's lock (#inRegisterOrder).
     // Read the way a scan reads (shape and fence): a late answer to a read of one register fits this one.
-    const current = await this.#request.read(unitId, "holding-register", address.address, 1, call.what, call.signal);
+    // Named as the read it is: a timeout said "No reply to write of ..." although no write had gone out (fix12aa).
+    const readWhat = `the read half of the ${call.what} (the register is read before its bit is written; nothing written yet)`;
+    const current = await this.#request.read(unitId, "holding-register", address.address, 1, readWhat, call.signal);
     const doubt = answerDoubt(current);
     if (doubt !== undefined) {
       // Writing a word back that may be another register's would change the register's other bits.

@@ -248,6 +248,33 @@ describe("ModbusSimulator answers like a device", () => {
     expect(await rawExchange(port, [22, 0, 12, 0xff, 0x00, 0x00, 0x05])).toEqual([22, 0, 12, 0xff, 0x00, 0x00, 0x05]);
   });
 
+  it("refuses a request longer than its fields imply (an FC 6 with a trailing byte) with exception 03, unexecuted (fix12aa)", async () => {
+    // Before: FC 6 with a trailing byte wrote the register and echoed it, as if well formed.
+    const simulator = new ModbusSimulator({ tags, initialValues: { speed: 9 } });
+    const { port } = await started(simulator);
+    expect(await rawExchange(port, [6, 0, 12, 0, 5, 0xaa])).toEqual([0x86, 3]);
+    expect(simulator.getValue("speed")).toBe(9);
+    // Siblings: FC 3 with a trailing byte, FC 16 with more data than its byte count, FC 22 with one byte too many.
+    expect(await rawExchange(port, [3, 0, 12, 0, 1, 0])).toEqual([0x83, 3]);
+    expect(await rawExchange(port, [16, 0, 12, 0, 1, 2, 0, 5, 0])).toEqual([0x90, 3]);
+    expect(await rawExchange(port, [22, 0, 12, 0xff, 0x00, 0x00, 0x05, 0])).toEqual([0x96, 3]);
+    expect(simulator.getValue("speed")).toBe(9);
+    expect(await rawExchange(port, [6, 0, 12, 0, 5])).toEqual([6, 0, 12, 0, 5]);
+    expect(simulator.getValue("speed")).toBe(5);
+  });
+
+  it("in strict mode a unit no tag names gets 0x0B like a gateway, or no answer like a device (fix12aa)", async () => {
+    // Before: exception 2 (illegal data address), which a driver learns as a hole in a live unit's map.
+    const gateway = await started(new ModbusSimulator({ tags, strict: true }));
+    expect(await rawExchange(gateway.port, [3, 0, 12, 0, 1], 9)).toEqual([0x83, 0x0b]);
+    expect(await rawExchange(gateway.port, [3, 0, 12, 0, 1], 1)).toEqual([3, 2, 0, 0]);
+    const device = await started(new ModbusSimulator({ tags, strict: true, unservedUnits: "silent" }));
+    expect(await rawExchange(device.port, [3, 0, 12, 0, 1], 9)).toBeUndefined();
+    // Not strict: every unit is served, as before.
+    const loose = await started(new ModbusSimulator({ tags }));
+    expect(await rawExchange(loose.port, [3, 0, 12, 0, 1], 9)).toEqual([3, 2, 0, 0]);
+  });
+
   it("injects silence per unit, late replies and connection resets", async () => {
     const simulator = new ModbusSimulator({ tags, initialValues: { speed: 9, remote: -7 } });
     const { port } = await started(simulator);

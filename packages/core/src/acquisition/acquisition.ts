@@ -207,6 +207,8 @@ export class Acquisition {
   #firstScanDone: () => void = () => undefined;
   /** Counts the driver's drops and our stops, so a subscribe that completes after one is disposed. */
   #epoch = 0;
+  /** The driver's endpoints (`driver.endpoints()`) last seen offline (see `#checkEndpoints`). */
+  readonly #offlineEndpoints = new Set<string>();
   /** Driver replies on their way into the current value table, in arrival order. */
   readonly #replies: SlicedQueue;
   readonly #instruments:
@@ -456,6 +458,55 @@ export class Acquisition {
       this.#logger.warn({ error: this.#lastError, group: group.name }, "scan read failed");
     } finally {
       this.#sweepStale(group);
+      this.#checkEndpoints();
+    }
+  }
+
+  /**
+   * Publishes `plc-endpoint-change` for each endpoint of the driver (`driver.endpoints()`, optional) that went
+   * offline or came back since the last read: a unit behind a gateway going offline is otherwise seen only in
+   * `health()`, not as an event like the connection's own changes. An endpoint first seen offline is reported; one
+   * that leaves the list while offline (a condition that ended) is reported online.
+   */
+  #checkEndpoints(): void {
+    const { driver, bus, clock } = this.#options;
+    if (!driver.endpoints) return;
+    let endpoints;
+    try {
+      endpoints = driver.endpoints();
+    } catch (error) {
+      this.#logger.warn({ error: describe(error) }, "driver.endpoints() failed");
+      return;
+    }
+    const seen = new Set<string>();
+    for (const endpoint of endpoints) {
+      seen.add(endpoint.endpoint);
+      const wasOffline = this.#offlineEndpoints.has(endpoint.endpoint);
+      if ((endpoint.state === "offline") === wasOffline) continue;
+      if (endpoint.state === "offline") this.#offlineEndpoints.add(endpoint.endpoint);
+      else this.#offlineEndpoints.delete(endpoint.endpoint);
+      void bus.publish("plc-endpoint-change", {
+        at: clock.now(),
+        driver: driver.name,
+        endpoint: endpoint.endpoint,
+        from: wasOffline ? "offline" : "online",
+        to: endpoint.state,
+        ...(endpoint.state === "offline" && endpoint.lastError !== undefined ? { reason: endpoint.lastError } : {}),
+        ...(endpoint.state === "offline" && endpoint.nextProbeAt !== undefined
+          ? { nextProbeAt: endpoint.nextProbeAt }
+          : {}),
+      });
+    }
+    for (const endpoint of [...this.#offlineEndpoints]) {
+      if (seen.has(endpoint)) continue;
+      this.#offlineEndpoints.delete(endpoint);
+      void bus.publish("plc-endpoint-change", {
+        at: clock.now(),
+        driver: driver.name,
+        endpoint,
+        from: "offline",
+        to: "online",
+      });
     }
   }
 

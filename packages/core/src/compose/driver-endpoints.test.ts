@@ -64,4 +64,47 @@ describe("a driver that reports endpoint health", () => {
     expect(system.health().acquisition).not.toHaveProperty("endpoints");
     await system.stop();
   });
+
+  test("an endpoint going offline, coming back, or leaving the list while offline publishes plc-endpoint-change", async () => {
+    const clock = new SimulatedClock({ start: Date.UTC(2026, 10, 30) });
+    const plc = new GatewayPlc({ tags, clock });
+    const system = createControlSystem({
+      machineId: "gw",
+      tags,
+      driver: plc,
+      store: new MemoryStore({ clock }),
+      clock,
+      scanGroups: { default: { periodMs: 1_000 } },
+    });
+    const events: { endpoint: string; from: string; to: string; reason?: string; nextProbeAt?: number }[] = [];
+    system.bus.on("plc-endpoint-change", ({ endpoint, from, to, reason, nextProbeAt }) => {
+      events.push({
+        endpoint,
+        from,
+        to,
+        ...(reason === undefined ? {} : { reason }),
+        ...(nextProbeAt === undefined ? {} : { nextProbeAt }),
+      });
+    });
+    await system.start();
+    await clock.advance(2_000);
+    expect(events).toEqual([]);
+    const nextProbeAt = clock.now() + 4_000;
+    plc.unit2 = { endpoint: "unit 2", state: "offline", consecutiveFailures: 3, lastError: "no reply", nextProbeAt };
+    await clock.advance(2_000);
+    expect(events).toEqual([{ endpoint: "unit 2", from: "online", to: "offline", reason: "no reply", nextProbeAt }]);
+    plc.unit2 = { endpoint: "unit 2", state: "online", consecutiveFailures: 0 };
+    await clock.advance(2_000);
+    expect(events.at(-1)).toEqual({ endpoint: "unit 2", from: "offline", to: "online" });
+    // Sibling: an endpoint that exists only while offline (a held shape) and leaves the list is reported online.
+    plc.unit2 = { endpoint: "held shape holding-register/2", state: "offline", consecutiveFailures: 1 };
+    await clock.advance(2_000);
+    plc.unit2 = { endpoint: "unit 2", state: "online", consecutiveFailures: 0 };
+    await clock.advance(2_000);
+    expect(events.slice(2)).toEqual([
+      { endpoint: "held shape holding-register/2", from: "online", to: "offline" },
+      { endpoint: "held shape holding-register/2", from: "offline", to: "online" },
+    ]);
+    await system.stop();
+  });
 });

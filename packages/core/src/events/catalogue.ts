@@ -70,6 +70,21 @@ export interface KilnEvents {
   /** Communication with a PLC is back; fresh values follow. */
   "plc-connection-restore": EventBase & { readonly driver: string; readonly downtimeMs: number };
   /**
+   * One endpoint behind a connected driver (a Modbus unit behind a gateway, an answer stream, ...; the driver's
+   * optional `endpoints()`) went `offline` or came back `online`, while the connection itself stayed up. Seen after
+   * each scan read, so at most one scan period late. `reason`: the endpoint's last error when it went offline;
+   * `nextProbeAt`: when the driver probes it next (ms since the epoch). An endpoint that leaves the driver's list
+   * while offline (a condition that ended) is reported `online`.
+   */
+  "plc-endpoint-change": EventBase & {
+    readonly driver: string;
+    readonly endpoint: string;
+    readonly from: "online" | "offline";
+    readonly to: "online" | "offline";
+    readonly reason?: string;
+    readonly nextProbeAt?: number;
+  };
+  /**
    * The host's wall clock stepped by `stepMs` (negative: back), an NTP correction or an operator
    * setting the time. Scans, staleness and timeouts run on monotonic time and go on unchanged;
    * samples stamped by the host (receive time) jump by the step. Reported once per step.

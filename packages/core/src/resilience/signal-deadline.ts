@@ -1,4 +1,6 @@
+import { KilnError } from "../domain/errors";
 import type { Clock } from "../ports/clock";
+import { SystemClock } from "../runtime/system-clock";
 
 interface Deadline {
   readonly clock: Clock;
@@ -44,4 +46,49 @@ export function signalTimeLeft(signal: AbortSignal | undefined): number | undefi
   const deadline = signal === undefined ? undefined : deadlines.get(signal);
   if (deadline === undefined) return undefined;
   return Math.max(0, deadline.at - deadline.clock.now());
+}
+
+/** Options of {@link deadlineSignal}. */
+export interface DeadlineSignalOptions {
+  /** The clock the deadline is counted on. @default a new `SystemClock` */
+  readonly clock?: Clock;
+  /** A signal of the caller's own: the returned signal aborts with it too (then with its reason). */
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * An `AbortSignal` that aborts `timeoutMs` ms from now (on `options.clock`) with a `KILN_TIMEOUT` `KilnError`, and
+ * carries that deadline, so a driver called directly can return what it finished in time instead of failing the
+ * whole call: `driver.read(tags, deadlineSignal(2_000))` returns the samples answered before the
+ * deadline good and the rest bad, where `AbortSignal.timeout(2_000)` (whose deadline a driver cannot see) makes it
+ * reject `KILN_ABORTED`, discarding them. Through a control system this is done for you (the port policy's timeout).
+ *
+ * @param timeoutMs - The time budget, ms (finite, ≥ 0).
+ * @throws RangeError when `timeoutMs` is negative or not finite.
+ * @example
+ * const samples = await driver.read(tags.list(), deadlineSignal(1_500));
+ */
+export function deadlineSignal(timeoutMs: number, options: DeadlineSignalOptions = {}): AbortSignal {
+  if (!Number.isFinite(timeoutMs) || timeoutMs < 0)
+    throw new RangeError(`deadlineSignal: timeoutMs must be a finite number ≥ 0 (got ${timeoutMs})`);
+  const clock = options.clock ?? new SystemClock();
+  const controller = new AbortController();
+  const outer = options.signal;
+  const timer = clock.setTimeout(() => {
+    outer?.removeEventListener("abort", onOuterAbort);
+    controller.abort(
+      new KilnError("KILN_TIMEOUT", `The caller's deadline of ${timeoutMs} ms passed.`, {
+        retryable: true,
+        details: { timeoutMs },
+      }),
+    );
+  }, timeoutMs);
+  const onOuterAbort = (): void => {
+    clock.clearTimeout(timer);
+    controller.abort(outer?.reason);
+  };
+  if (outer?.aborted) onOuterAbort();
+  else outer?.addEventListener("abort", onOuterAbort, { once: true });
+  setSignalDeadline(controller.signal, clock, clock.now() + timeoutMs);
+  return controller.signal;
 }
