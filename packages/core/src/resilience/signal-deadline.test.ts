@@ -16,13 +16,23 @@ describe("deadlineSignal", () => {
     expect(KilnError.is(signal.reason, "KILN_TIMEOUT")).toBe(true);
   });
 
-  test("an already aborted caller signal aborts it at once with its reason; bad budgets are RangeErrors", () => {
+  test("an already aborted caller signal aborts it at once with its reason; a bad budget is KILN_VALIDATION naming timeoutMs", () => {
     const own = new AbortController();
     own.abort("stop");
     const signal = deadlineSignal(10, { clock: new SimulatedClock(), signal: own.signal });
     expect(signal.aborted).toBe(true);
     expect(signal.reason).toBe("stop");
-    expect(() => deadlineSignal(Number.NaN)).toThrow(RangeError);
-    expect(() => deadlineSignal(Infinity)).toThrow(RangeError);
+    for (const bad of [Number.NaN, Infinity, -1]) {
+      const error = (() => {
+        try {
+          deadlineSignal(bad);
+        } catch (caught) {
+          return caught;
+        }
+        return undefined;
+      })();
+      expect(KilnError.is(error, "KILN_VALIDATION")).toBe(true);
+      expect((error as KilnError).message).toMatch(/timeoutMs: must be a finite number of ms ≥ 0/);
+    }
   });
 });

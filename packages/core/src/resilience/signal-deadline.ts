@@ -1,4 +1,4 @@
-import { KilnError } from "../domain/errors";
+import { KilnError, KilnValidationError } from "../domain/errors";
 import type { Clock } from "../ports/clock";
 import { SystemClock } from "../runtime/system-clock";
 
@@ -64,13 +64,16 @@ export interface DeadlineSignalOptions {
  * reject `KILN_ABORTED`, discarding them. Through a control system this is done for you (the port policy's timeout).
  *
  * @param timeoutMs - The time budget, ms (finite, ≥ 0).
- * @throws RangeError when `timeoutMs` is negative or not finite.
+ * @throws KilnValidationError (`KILN_VALIDATION`) naming `timeoutMs` when it is negative or not finite;
+ *   nothing is started.
  * @example
  * const samples = await driver.read(tags.list(), deadlineSignal(1_500));
  */
 export function deadlineSignal(timeoutMs: number, options: DeadlineSignalOptions = {}): AbortSignal {
   if (!Number.isFinite(timeoutMs) || timeoutMs < 0)
-    throw new RangeError(`deadlineSignal: timeoutMs must be a finite number ≥ 0 (got ${timeoutMs})`);
+    throw new KilnValidationError("deadlineSignal", [
+      { path: "timeoutMs", message: `must be a finite number of ms ≥ 0 (got ${String(timeoutMs)})` },
+    ]);
   const clock = options.clock ?? new SystemClock();
   const controller = new AbortController();
   const outer = options.signal;
