@@ -52,7 +52,7 @@ export async function certificateDer(source: string | Uint8Array): Promise<Buffe
       throw new PkiContentError(
         labels.length > 0
           ? `it holds no certificate (PEM ${labels.map((label) => `"${label}"`).join(", ")}; a "CERTIFICATE" block is needed)`
-          : "it holds no complete PEM block (a \"CERTIFICATE\" block is needed)",
+          : 'it holds no complete PEM block (a "CERTIFICATE" block is needed)',
       );
     }
     der = certificate.der;
@@ -102,7 +102,7 @@ export function privateKeyOf(pem: string): KeyObject {
   }
 }
 
-/** True when `privateKeyPem` is the key of the certificate `der`. */
+/** True when `key` is the private key of the certificate `der` (DER bytes). */
 export function keyMatchesCertificate(der: Buffer, key: KeyObject): boolean {
   try {
     return new X509Certificate(der).checkPrivateKey(key);
