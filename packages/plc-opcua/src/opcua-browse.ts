@@ -7,14 +7,15 @@ import {
   NodeClassMask,
   ObjectIds,
   ReferenceTypeIds,
-  browseAll,
   resolveNodeId,
   type BrowseDescriptionOptions,
+  type BrowseResult,
+  type ClientSession,
   type NodeId,
   type ReferenceDescription,
 } from "node-opcua-client";
 import type { Connection } from "./opcua-connection";
-import { statusNameOf } from "./opcua-errors";
+import { isTransientStatus, statusNameOf } from "./opcua-errors";
 import { formatNodeAddress } from "./opcua-node-id";
 import { tagDataTypeOf } from "./opcua-values";
 
@@ -29,8 +30,21 @@ const ATTRIBUTES_PER_VARIABLE = 4;
  * array of known length proposes `arrayLength`, docs/adr/0038-array-tags.md). Each result
  * carries an `nsu=` address.
  *
- * @throws KilnError `KILN_NOT_FOUND` when the server refuses to browse the root itself
- *   (BadNodeIdUnknown: no such node), with `details.statusName`.
+ * The list is complete or the browse fails: a node the server does not browse Good (a folder
+ * answered BadUserAccessDenied or BadNoContinuationPoints, a BrowseNext refused) fails the whole
+ * browse, never dropping its subtree silently. Nodes a server refused BadNoContinuationPoints
+ * while this browse held continuation points are browsed again once those are done. Every
+ * continuation point the browse still holds when it fails is released (BrowseNext with
+ * releaseContinuationPoints), so a failed browse leaves none on the server (docs/adr/0022,
+ * amendment fix13af).
+ *
+ * @throws KilnError `KILN_NOT_FOUND` when the server answers the root itself BadNodeIdUnknown or
+ *   BadNodeIdInvalid (no such node), with `details.statusName`.
+ * @throws KilnError `KILN_DEVICE_ERROR` when the server does not browse a node Good (the root
+ *   with any other status, or any node below it), with `details.node`, `details.statusCode`,
+ *   `details.statusName`: retryable for a shortage (BadNoContinuationPoints,
+ *   BadContinuationPointInvalid, BadServerTooBusy, BadResourceUnavailable...) or a node that
+ *   vanished during the browse, not retryable otherwise (BadUserAccessDenied...).
  */
 export async function browseVariables(
   connection: Connection,
@@ -57,17 +71,9 @@ export async function browseVariables(
         nodeClassMask: NodeClassMask.Object | NodeClassMask.Variable,
         resultMask: 0x3f,
       }));
-      const results = await browseAll(connection.session, descriptions);
-      const rootResult = frontier[0] === rootId ? results[0] : undefined;
-      if (rootResult && !rootResult.statusCode.isGood()) {
-        const statusCode = rootResult.statusCode.value >>> 0;
-        const statusName = statusNameOf(statusCode);
-        throw new KilnError("KILN_NOT_FOUND", `The OPC UA server cannot browse ${rootId.toString()} (${statusName}).`, {
-          details: { root: rootId.toString(), statusCode, statusName },
-        });
-      }
-      for (const result of results) {
-        for (const reference of result.references ?? []) {
+      const results = await browseComplete(connection.session, descriptions, rootId);
+      for (const references of results) {
+        for (const reference of references) {
           const child = reference.nodeId as unknown as NodeId;
           const key = child.toString();
           if (visited.has(key) || reference.referenceTypeId.toString() === hasProperty) continue;
@@ -81,6 +87,123 @@ export async function browseVariables(
     frontier = next;
   }
   return describeVariables(connection, variables, generation);
+}
+
+const NOT_FOUND = new Set(["BadNodeIdUnknown", "BadNodeIdInvalid"]);
+/** Refusals a later browse may not meet: a shortage of the server or a node that changed meanwhile. */
+const RETRYABLE_BROWSE = new Set([
+  "BadNoContinuationPoints",
+  "BadContinuationPointInvalid",
+  "BadTimeout",
+  "BadRequestTimeout",
+  "BadNodeIdUnknown",
+]);
+
+/** The error of a node the server did not browse Good. */
+function browseRefused(node: NodeId, rootId: NodeId, code: number): KilnError {
+  const statusCode = code >>> 0;
+  const statusName = statusNameOf(statusCode);
+  const details = { root: rootId.toString(), node: node.toString(), statusCode, statusName };
+  const isRoot = node.toString() === rootId.toString();
+  if (isRoot && NOT_FOUND.has(statusName)) {
+    return new KilnError("KILN_NOT_FOUND", `The OPC UA server cannot browse ${rootId.toString()} (${statusName}).`, {
+      details,
+    });
+  }
+  return new KilnError(
+    "KILN_DEVICE_ERROR",
+    `The OPC UA server did not browse ${node.toString()} (${statusName})${isRoot ? "" : ` under ${rootId.toString()}`}; the browse is incomplete, so no list is returned.`,
+    { retryable: RETRYABLE_BROWSE.has(statusName) || isTransientStatus(statusName), details },
+  );
+}
+
+/**
+ * Browses every node of `descriptions` to its last reference: Browse, then BrowseNext on each
+ * continuation point until none is left. Returns the references of each node, in order. Throws
+ * {@link browseRefused}'s error for the first node or continuation point not answered Good; a node
+ * refused BadNoContinuationPoints is browsed again after the continuation points this call held
+ * are done (only then can the server have one free). Every continuation point still held when it
+ * throws is released, best effort, without waiting.
+ */
+async function browseComplete(
+  session: ClientSession,
+  descriptions: readonly BrowseDescriptionOptions[],
+  rootId: NodeId,
+): Promise<ReferenceDescription[][]> {
+  const references: ReferenceDescription[][] = descriptions.map(() => []);
+  const nodes = descriptions.map((description) => description.nodeId as NodeId);
+  const nodeOf = (index: number): NodeId => nodes[index]!;
+  let toBrowse = descriptions.map((_, index) => index);
+  while (toBrowse.length > 0) {
+    const results: BrowseResult[] = await session.browse(toBrowse.map((index) => descriptions[index]!));
+    if (results.length !== toBrowse.length) {
+      throw new KilnError(
+        "KILN_DEVICE_ERROR",
+        `The OPC UA server answered a Browse of ${toBrowse.length} nodes with ${results.length} results.`,
+        { retryable: true, details: { root: rootId.toString() } },
+      );
+    }
+    /** Continuation points the server holds for this browse, with the node each continues. */
+    let held: { index: number; point: Buffer }[] = [];
+    const redo: number[] = [];
+    let refused: KilnError | undefined;
+    results.forEach((result, position) => {
+      const index = toBrowse[position]!;
+      if (result.statusCode.isGood()) {
+        references[index]!.push(...(result.references ?? []));
+        if (result.continuationPoint?.length) held.push({ index, point: result.continuationPoint });
+      } else if (statusNameOf(result.statusCode.value) === "BadNoContinuationPoints") {
+        redo.push(index);
+      } else {
+        refused ??= browseRefused(nodeOf(index), rootId, result.statusCode.value);
+      }
+    });
+    // Without a point of its own to give back, a browse refused for lack of points fails.
+    if (!refused && redo.length > 0 && held.length === 0) {
+      refused = browseRefused(nodeOf(redo[0]!), rootId, results[toBrowse.indexOf(redo[0]!)]!.statusCode.value);
+    }
+    try {
+      if (refused) throw refused;
+      while (held.length > 0) {
+        const sent = held;
+        const next: BrowseResult[] = await session.browseNext(
+          sent.map((entry) => entry.point),
+          false,
+        );
+        if (next.length !== sent.length) {
+          throw new KilnError(
+            "KILN_DEVICE_ERROR",
+            `The OPC UA server answered a BrowseNext of ${sent.length} continuation points with ${next.length} results.`,
+            { retryable: true, details: { root: rootId.toString() } },
+          );
+        }
+        held = [];
+        next.forEach((result, position) => {
+          const { index } = sent[position]!;
+          if (!result.statusCode.isGood()) {
+            refused ??= browseRefused(nodeOf(index), rootId, result.statusCode.value);
+            return;
+          }
+          references[index]!.push(...(result.references ?? []));
+          if (result.continuationPoint?.length) held.push({ index, point: result.continuationPoint });
+        });
+        if (refused) throw refused;
+      }
+    } catch (error) {
+      if (held.length > 0) {
+        // The server holds a point for each until its session ends: give them back.
+        session
+          .browseNext(
+            held.map((entry) => entry.point),
+            true,
+          )
+          .catch(() => undefined);
+      }
+      throw error;
+    }
+    toBrowse = redo;
+  }
+  return references;
 }
 
 async function describeVariables(

@@ -23,7 +23,14 @@ import {
 } from "node-opcua-transport";
 import { KilnError, KilnValidationError, type Clock, type ValidationIssue } from "@kiln/core";
 import { raceAbort } from "@kiln/core/driver-kit";
-import { certificateDer, isPem, privateKeyPem } from "./opcua-certificates";
+import {
+  certificateDer,
+  isPem,
+  keyMatchesCertificate,
+  PkiContentError,
+  privateKeyOf,
+  privateKeyPem,
+} from "./opcua-certificates";
 import type { ResolvedOpcuaDriverOptions } from "./opcua-driver-options";
 import { connectError, isConnectionLoss, statusOfError } from "./opcua-errors";
 import { markReplayedNotifications } from "./opcua-replayed-notifications";
@@ -520,8 +527,15 @@ export function linkRequestKind(request: unknown): "publish" | "application" | "
  * `identity.privateKeyFile`). Read at each connect, not at construction: a file provisioned after
  * the driver was made (a secret mounted later) is found.
  *
+ * Each is parsed too: a trusted certificate or the identity certificate must be a PEM block
+ * labelled `CERTIFICATE` or DER that parses as an X.509 certificate, the identity key an
+ * unencrypted private key matching the identity certificate. A file that holds something else (a
+ * private key listed as a trusted certificate, garbage) is never handed to node-opcua: it would
+ * file a key in `pki/trusted/certs/` (docs/adr/0022, amendment fix13af).
+ *
  * @throws KilnValidationError `KILN_VALIDATION`, not retryable, one issue per file that cannot be
- *   read, at its field path, with the file and the reason (`ENOENT`, `EACCES`, ...): re-dialling
+ *   read or does not hold what its field needs, at its field path, with the file and the reason
+ *   (`ENOENT`, `EACCES`, "it holds no certificate (PEM "PRIVATE KEY"...)", ...): re-dialling
  *   would fail the same way until the configuration or the file changes.
  */
 async function configuredFiles(
@@ -532,6 +546,10 @@ async function configuredFiles(
     try {
       return await load();
     } catch (error) {
+      if (error instanceof PkiContentError) {
+        issues.push({ path: field, message: `${file} cannot be used: ${error.message}` });
+        return undefined;
+      }
       const reason = (error as { code?: unknown }).code ?? (error as { message?: unknown }).message;
       issues.push({ path: field, message: `the file ${file} cannot be read (${String(reason)})` });
       return undefined;
@@ -560,6 +578,12 @@ async function configuredFiles(
       const privateKey = await read("identity.privateKeyFile", option.privateKeyFile, () =>
         privateKeyPem(option.privateKeyFile),
       );
+      if (certificateData && privateKey && !keyMatchesCertificate(certificateData, privateKeyOf(privateKey))) {
+        issues.push({
+          path: "identity.privateKeyFile",
+          message: `${option.privateKeyFile} is not the private key of the certificate ${option.certificateFile} (identity.certificateFile)`,
+        });
+      }
       identity = { type: UserTokenType.Certificate, certificateData: certificateData!, privateKey: privateKey! };
       break;
     }

@@ -488,7 +488,9 @@ export class OpcuaDriver implements PlcDriver {
   /**
    * Delivers value changes of `tags` through one OPC UA subscription until the returned
    * disposer is called. Sampling interval, queue size and (absolute, numeric tags only)
-   * deadband come from `options`. Items the server refuses are reported `bad` and retried.
+   * deadband come from `options`. Items the server refuses, one by one or in a CreateMonitoredItems
+   * refused as a whole or not answered (BadTooManyMonitoredItems, BadTimeout...), are reported
+   * `bad` with the status and the reason, and retried on `monitoredItemRetry`.
    * The driver re-creates the subscription itself after a reconnect. When the server refuses to
    * re-create it (BadTooManySubscriptions, a timeout...), every tag of the call is delivered
    * `bad` with the server's status code and the reason, the repair's status change says so
@@ -545,9 +547,15 @@ export class OpcuaDriver implements PlcDriver {
    * folder, without the Server object), following hierarchical references through objects and
    * folders. Each result carries an `nsu=` address ready for a tag definition.
    *
+   * The list is complete or the call fails: a subtree the server does not browse is never left
+   * out silently, and a failed browse releases its continuation points.
+   *
    * @throws KilnValidationError when `root` is not a NodeId; `KILN_NOT_FOUND` when its
-   *   namespace is not on the server or the node does not exist (BadNodeIdUnknown, in
-   *   `details.statusName`), rather than an empty list.
+   *   namespace is not on the server or the node does not exist (BadNodeIdUnknown or
+   *   BadNodeIdInvalid, in `details.statusName`), rather than an empty list;
+   *   `KILN_DEVICE_ERROR` when the server does not browse a node Good (the root with another
+   *   status, or any node below it: `details.node`, `details.statusName`), retryable for a
+   *   shortage (BadNoContinuationPoints, BadServerTooBusy...), not for BadUserAccessDenied.
    */
   async browse(root?: string): Promise<BrowsedVariable[]> {
     const connection = this.#requireConnection();

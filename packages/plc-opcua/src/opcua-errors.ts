@@ -103,6 +103,11 @@ export interface ConnectErrorContext {
   readonly secret?: string;
 }
 
+/** True for a Bad status of a transient shortage of the server ({@link TRANSIENT_STATUSES}): a later request may pass. */
+export function isTransientStatus(statusName: string): boolean {
+  return TRANSIENT_STATUSES.has(statusName);
+}
+
 /**
  * Turns a failure to open a connection or session into the Kiln error a user can act on:
  * `KILN_AUTHENTICATION_FAILED` (not retryable) for a refused identity, a non-retryable

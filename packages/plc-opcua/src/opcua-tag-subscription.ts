@@ -737,7 +737,7 @@ export class OpcuaTagSubscription {
       for (let start = 0; start < entries.length; start += batchSize) {
         if (this.#closed || subscription !== this.#subscription) return;
         const batch = entries.slice(start, start + batchSize);
-        refusedFilter = (await this.#createBatch(subscription, batch, deadband)) || refusedFilter;
+        refusedFilter = (await this.#createBatch(connection, subscription, batch, deadband)) || refusedFilter;
       }
     }
     if (refusedFilter && !this.#closed) {
@@ -748,7 +748,12 @@ export class OpcuaTagSubscription {
   }
 
   /** Creates one batch of items. Returns true when the server refused some for their deadband filter. */
-  async #createBatch(subscription: ClientSubscription, batch: Entry[], deadband: number | undefined): Promise<boolean> {
+  async #createBatch(
+    connection: SubscriptionConnection,
+    subscription: ClientSubscription,
+    batch: Entry[],
+    deadband: number | undefined,
+  ): Promise<boolean> {
     const attempt = this.#nextAttempt++;
     for (const entry of batch) entry.attempt = attempt;
     const parameters: MonitoringParametersOptions = {
@@ -785,6 +790,7 @@ export class OpcuaTagSubscription {
           ? "creating OPC UA monitored items failed; will retry"
           : "creating OPC UA monitored items got no answer; re-creating the subscription",
       );
+      this.#batchFailed(connection, batch, failure, answered);
       // Without an answer the server may hold items nobody knows: only a fresh subscription is certain.
       if (!answered && subscription === this.#subscription) this.#dropSubscription();
       return false;
@@ -865,6 +871,31 @@ export class OpcuaTagSubscription {
     const statusName = statusNameOf(code);
     this.#context.logger.warn({ tag: entry.tag.name, address: entry.address.text, statusName }, `${what}; will retry`);
     this.#emitFailure(entry, badSample(entry.tag, code, statusName, this.#context.clock.now()));
+  }
+
+  /**
+   * A CreateMonitoredItems of `batch` failed as a whole: refused with a ServiceFault
+   * (BadTooManyMonitoredItems, BadTooManyOperations, BadServerTooBusy...) or not answered. Every
+   * tag of the batch is delivered `bad` with the service result (BadTimeout without one) and the
+   * reason, once per distinct status, before the retry on the monitored-item backoff, as a
+   * per-item refusal is. Not when the session is gone meanwhile: the connection loss reports the
+   * tags (last value `uncertain`), and a repair re-creates them (docs/adr/0022, amendment fix13af).
+   */
+  #batchFailed(connection: SubscriptionConnection, batch: readonly Entry[], failure: Error, answered: boolean): void {
+    if (this.#closed) return;
+    const current = this.#context.connection();
+    if (!current || current.session !== connection.session) return;
+    if ((connection.session as unknown as { isReconnecting?: boolean }).isReconnecting === true) return;
+    const status = statusOfError(failure);
+    if (!answered && status !== undefined && !TIMEOUTS.has(status.statusName)) return;
+    const code = (answered && status ? status.statusCode : QualityCodes.BadTimeout) >>> 0;
+    const reason = answered
+      ? `the OPC UA server refused creating its monitored item (CreateMonitoredItems refused as a whole: ${statusNameOf(code)}); retrying`
+      : `no answer from the OPC UA server to CreateMonitoredItems (${status?.statusName ?? firstLine(failure)}); re-creating the subscription and retrying`;
+    const now = this.#context.clock.now();
+    for (const entry of batch) {
+      if (entry.reportedStatus !== code) this.#emitFailure(entry, badSample(entry.tag, code, reason, now));
+    }
   }
 
   /**
@@ -1059,6 +1090,13 @@ function unguessableClientHandles(subscription: ClientSubscription): void {
  */
 function opensNewSession(expiries: number): boolean {
   return expiries === 2 || expiries === 4 || expiries === 8 || (expiries > 0 && expiries % 16 === 0);
+}
+
+/** Statuses of a request that got no answer in time (the session itself may be fine). */
+const TIMEOUTS = new Set(["BadTimeout", "BadRequestTimeout"]);
+
+function firstLine(error: Error): string {
+  return (error.message.split("\n")[0] ?? "").trim();
 }
 
 /** True when `error` does not prove the server refused the request: it may have carried it out. */
