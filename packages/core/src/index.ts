@@ -92,7 +92,6 @@ export {
   type MetricSnapshot,
 } from "./memory/memory-metrics";
 export { SystemClock } from "./runtime/system-clock";
-export { deadlineSignal, type DeadlineSignalOptions } from "./resilience/signal-deadline";
 export { silentLogger } from "./runtime/silent-logger";
 
 // Alarms (ISA-18.2)

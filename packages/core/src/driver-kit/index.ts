@@ -7,7 +7,7 @@ export type { RetryInfo, RetryJitter, RetryPolicyOptions } from "../resilience/r
 export { guardIngest, type GuardedIngest } from "./guarded-ingest";
 export type { PortBreakerSettings, PortPolicy } from "../compose/port-policies";
 export type { PortCall } from "../resilience/guarded-ports";
-export { signalTimeLeft } from "../resilience/signal-deadline";
+export { deadlineSignal, signalTimeLeft, type DeadlineSignalOptions } from "../resilience/signal-deadline";
 export { coerceToTagType, type TagTypeCoercion } from "./coerce-to-tag-type";
 export { ConnectionLifecycle, type ConnectionLifecycleOptions, type ReconnectOptions } from "./connection-lifecycle";
 export { TagListCache } from "./tag-list-cache";

@@ -1,5 +1,5 @@
 import { KilnError, KilnValidationError } from "../domain/errors";
-import type { Clock } from "../ports/clock";
+import type { Clock } from "@kiln/core";
 import { SystemClock } from "../runtime/system-clock";
 
 interface Deadline {
