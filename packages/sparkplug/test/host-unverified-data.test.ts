@@ -278,6 +278,41 @@ describe.skipIf(!mosquitto.available)(
       expect(host.health().samples.heldUncertain).toBe(5);
     });
 
+    test("sibling: a long hold past its bound keeps its counts: thousands of releases from the front, the rest released good in order", async () => {
+      // The bound releases the oldest held message each time; its edge node's list is compacted
+      // lazily (a filter per release was quadratic). What health names held must stay exact.
+      const { host, store, url } = await watchOnlyHost("unver7", { maxQueuedSamples: 400 });
+      const edge = await RawEdgeNode.connect(url, GROUP, "m", 0);
+      cleanups.push(() => edge.close());
+      await edge.nbirth(0, [{ name: "temp", alias: 1, timestamp: Date.now(), datatype: "Double", value: 1 }]);
+      await eventually(() => host.latest(tag("m", "temp"))?.sample.quality.severity === "good");
+      await undecodableDeath(edge);
+      await eventually(() => host.health().problems.some((problem) => problem.includes(`${GROUP}/m unverified`)));
+      const start = Date.now();
+      const sent = 2_600;
+      for (let index = 0; index < sent; index++)
+        await edge.ndata([{ alias: 1, timestamp: start + index, datatype: "Double", value: 10_000 + index }]);
+      await eventually(
+        () => host.health().samples.held + host.health().samples.heldUncertain === sent,
+        20_000,
+        "taken",
+      );
+      expect(host.health().samples).toMatchObject({ held: 100, heldUncertain: sent - 100 });
+      expect(host.health().problems.find((problem) => problem.includes(`${GROUP}/m unverified`))).toContain(
+        "(100 samples",
+      );
+      await edge.nbirth(0, [{ name: "temp", alias: 1, timestamp: Date.now(), datatype: "Double", value: 2 }]);
+      await eventually(() => host.health().samples.held === 0, 5_000, "released");
+      const ours = async () => (await rows(store, tag("m", "temp"))).filter((row) => /^1\d{4}\//.test(row));
+      await eventually(async () => (await ours()).length === sent, 10_000, "stored");
+      const stored = await ours();
+      expect(stored.filter((row) => row.endsWith("/uncertain"))).toHaveLength(sent - 100);
+      expect(stored.slice(sent - 100)).toEqual(
+        Array.from({ length: 100 }, (_, index) => `${10_000 + sent - 100 + index}/good`),
+      );
+      expect(host.health().samples.heldUncertain).toBe(sent - 100);
+    });
+
     test("no NBIRTH within rebirthTimeoutMs: the held data is stored uncertain with the reason before the edge node's stale mark", async () => {
       const { host, store, url } = await watchOnlyHost("unver5", { rebirthTimeoutMs: 600 });
       const edge = await RawEdgeNode.connect(url, GROUP, "t", 0);
