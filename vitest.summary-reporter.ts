@@ -38,7 +38,7 @@ export default class SummaryReporter implements Reporter {
 }
 
 /** How many of the slowest test files the summary names. */
-const SLOWEST = 12;
+const SLOWEST = 30;
 
 /** One line per slowest test file: `slow 52.1 s plc-opcua: packages/plc-opcua/test/x.test.ts`. */
 function slowest(testModules: readonly TestModule[]): string[] {
