@@ -1,6 +1,7 @@
 import { KilnValidationError } from "../domain/errors";
 import { GOOD, quality } from "../domain/quality";
 import { defineTags } from "../domain/tags";
+import { AGGREGATES } from "../ports/sample-history";
 import { expectKilnError, group } from "./conformance-runner";
 import type { StoreGroupConformanceOptions } from "./store-conformance";
 import type { Quality, QualitySeverity, Sample, Store, TagValue } from "@kiln/core";
@@ -131,20 +132,8 @@ function withHistory(options: StoreGroupConformanceOptions, body: HistoryTest): 
   };
 }
 
-const ALL: AggregateName[] = [
-  "Count",
-  "Minimum",
-  "Maximum",
-  "Start",
-  "End",
-  "Delta",
-  "Average",
-  "TimeAverage",
-  "Total",
-  "DurationGood",
-  "PercentGood",
-  "Interpolative",
-];
+/** Every aggregate Kiln defines: a store declaring `capabilities.aggregates` answers each. */
+const ALL: AggregateName[] = [...AGGREGATES];
 
 /**
  * `HistoryQueries` (stores declaring `capabilities.aggregates`): golden vectors derived by hand
