@@ -735,10 +735,11 @@ describe("stop() with an in-memory backlog while awaiting acks reports exactly w
       .reduce((sum, message) => sum + samplesOf(message), 0);
     expect(lost).toBeGreaterThan(0);
     // Before: every record the backlog still held, the acknowledged ones behind a resent one too.
-    expect(stopped()).toBe(lost);
-    expect(node.health().storeAndForward!.samplesDropped).toBe(lost);
+    // A change taken just before stop() may still wait unsent (no DDATA carries it): lost too.
     const health = node.health().storeAndForward!;
-    expect(health.backlogSamples + health.acknowledgement!.unacknowledgedSamples).toBe(lost);
+    expect(health.acknowledgement!.unacknowledgedSamples).toBe(lost);
+    expect(stopped()).toBe(lost + health.backlogSamples);
+    expect(health.samplesDropped).toBe(lost + health.backlogSamples);
   }, 30_000);
 
   test("without a rebirth, an ack of a prefix: the drop at stop() is exactly the samples of the DDATA after it", async () => {
@@ -753,7 +754,11 @@ describe("stop() with an in-memory backlog while awaiting acks reports exactly w
       .filter((message) => numberOf(message) > acked)
       .reduce((sum, message) => sum + samplesOf(message), 0);
     expect(lost).toBeGreaterThan(0);
-    expect(stopped()).toBe(lost);
+    // A change taken just before stop() may still wait unsent (no DDATA carries it, seen under
+    // load): lost too, and reported in the same drop.
+    const health = node.health().storeAndForward!;
+    expect(health.acknowledgement!.unacknowledgedSamples).toBe(lost);
+    expect(stopped()).toBe(lost + health.backlogSamples);
     expect(acknowledgement(node).samplesAcknowledged).toBe(
       ddata.filter((message) => numberOf(message) <= acked).reduce((sum, message) => sum + samplesOf(message), 0),
     );
