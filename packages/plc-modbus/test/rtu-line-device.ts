@@ -79,15 +79,24 @@ export class RtuLineDevice {
 
   /**
    * Puts random bytes on the line every 20 ms for `durationMs` (line noise, or a device babbling); resolves when
-   * it stops.
+   * it stops, with the longest silence between two bursts (ms). This device runs on the test's event loop, so on
+   * a loaded machine a burst can come late: a silence as long as a client's quiet time is a real pause in the
+   * noise, and a client may rightly use it.
    */
-  async babble(durationMs: number): Promise<void> {
+  async babble(durationMs: number): Promise<{ readonly longestSilenceMs: number }> {
     const end = performance.now() + durationMs;
+    let last: number | undefined;
+    let longestSilenceMs = 0;
     while (performance.now() < end) {
-      if (this.#port.isOpen)
+      if (this.#port.isOpen) {
         this.#port.write(Buffer.from([0x55, 0xaa, 0x13].map((byte) => byte ^ (Math.random() * 256))));
+        const now = performance.now();
+        if (last !== undefined) longestSilenceMs = Math.max(longestSilenceMs, now - last);
+        last = now;
+      }
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
+    return { longestSilenceMs };
   }
 
   /** Puts `frame` on the line now, unasked (a repeater's or radio modem's own retransmission). */
