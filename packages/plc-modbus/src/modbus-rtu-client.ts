@@ -219,11 +219,20 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
    * when `superseded()` says a newer request took the line; the buffer is left alone then.
    */
   async #resync(latest: number, superseded: () => boolean): Promise<"quiet" | "busy" | "superseded"> {
+    let polled = false;
     for (;;) {
       if (superseded()) return "superseded";
       const quietAt = this.#lastByteAt + this.#quietMs;
       const now = performance.now();
-      if (quietAt <= now) break;
+      if (quietAt <= now) {
+        if (polled) break;
+        // A timer that fires late (a busy event loop) runs before the loop reads the bytes waiting on the port:
+        // let it read them once before taking the line for quiet.
+        polled = true;
+        await new Promise((resolve) => setImmediate(resolve));
+        continue;
+      }
+      polled = false;
       if (quietAt > latest) return "busy";
       await new Promise((resolve) => setTimeout(resolve, quietAt - now));
     }
