@@ -82,7 +82,17 @@ export interface HostCounters {
   readonly storeErrors: number;
   readonly edgeNodes: Record<
     string,
-    Pick<SparkplugHostEdgeNodeHealth, "state" | "births" | "seqGaps" | "dataBeforeBirth">
+    Pick<
+      SparkplugHostEdgeNodeHealth,
+      | "state"
+      | "births"
+      | "seqGaps"
+      | "dataBeforeBirth"
+      | "rebirthsRequested"
+      | "rebirthsSuppressed"
+      | "rebirthsPaced"
+      | "staleDeaths"
+    >
   >;
 }
 
@@ -96,7 +106,16 @@ function counters(): HostCounters {
     edgeNodes: Object.fromEntries(
       health.edgeNodes.map((node) => [
         node.edgeNodeId,
-        { state: node.state, births: node.births, seqGaps: node.seqGaps, dataBeforeBirth: node.dataBeforeBirth },
+        {
+          state: node.state,
+          births: node.births,
+          seqGaps: node.seqGaps,
+          dataBeforeBirth: node.dataBeforeBirth,
+          rebirthsRequested: node.rebirthsRequested,
+          rebirthsSuppressed: node.rebirthsSuppressed,
+          rebirthsPaced: node.rebirthsPaced,
+          staleDeaths: node.staleDeaths,
+        },
       ]),
     ),
   };
