@@ -15,6 +15,7 @@ import {
   type NodeId,
   type UserIdentityInfo,
 } from "node-opcua-client";
+import { createConnection, type Socket } from "node:net";
 import { OPCUACertificateManager } from "node-opcua-certificate-manager";
 import {
   defaultClientTransportFactory,
@@ -31,6 +32,7 @@ import {
   privateKeyOf,
   privateKeyPem,
 } from "./opcua-certificates";
+import { parseEndpointUrl, type OpcTcpEndpoint } from "./opcua-endpoint-url";
 import type { ResolvedOpcuaDriverOptions } from "./opcua-driver-options";
 import { connectError, isConnectionLoss, statusOfError } from "./opcua-errors";
 import { markReplayedNotifications } from "./opcua-replayed-notifications";
@@ -185,7 +187,8 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
   try {
     await certificateManager.initialize();
     for (const certificate of trusted) await certificateManager.trustCertificate(certificate);
-    const transports = trackedTransports();
+    const endpoint = parseEndpointUrl(endpointUrl) as OpcTcpEndpoint;
+    const transports = trackedTransports(endpoint);
     client = OPCUAClient.create({
       applicationName: options.applicationName,
       ...(options.applicationUri ? { applicationUri: options.applicationUri } : {}),
@@ -220,7 +223,8 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
     const opened = client;
     trackWireFates(opened, (listener) => onServiceFault(opened, listener));
     const attempt = (async () => {
-      await opened.connect(endpointUrl);
+      // An IPv6 zone is left out of what node-opcua parses; the socket keeps it (socketsTo).
+      await opened.connect(endpoint.clientUrl);
       const session = await opened.createSession(identity);
       refuseSubscriptionTransfers(session);
       markReplayedNotifications(session);
@@ -373,11 +377,12 @@ const transportsOf = new WeakMap<OPCUAClient, TrackedTransports>();
  * assertion thrown from the driver's link check (a timer callback) ended the process
  * (adversarial review adv13b, HIGH-1).
  */
-export function trackedTransports(): TrackedTransports {
+export function trackedTransports(endpoint?: OpcTcpEndpoint): TrackedTransports {
   const tracked: TrackedTransports = {
     factory: {
       create: (transportSettings) => {
         const transport = defaultClientTransportFactory.create(transportSettings);
+        if (endpoint?.ipv6 === true) socketsTo(transport, endpoint);
         const connect = transport.connect.bind(transport);
         transport.connect = (endpointUrl: string, callback: (error?: Error | null) => void) => {
           applyStageMs(transport, tracked.stageMs);
@@ -400,6 +405,33 @@ export function trackedTransports(): TrackedTransports {
     lastFailureTimedOut: undefined,
   };
   return tracked;
+}
+
+/**
+ * Makes `transport` open its TCP socket to `endpoint`'s IPv6 address. node-opcua's transport hands
+ * the URL's WHATWG host to `net.createConnection`, brackets included (`[::1]`), which looks it up
+ * as a name and fails ENOTFOUND: no IPv6 literal URL ever connected (adversarial review adv13,
+ * LOW). The transport installs the socket it created synchronously in `connect()`, before the
+ * name lookup ran; the one it is given instead goes to the address without brackets (and with its
+ * zone), with the settings node-opcua's own socket had (its stage bound, Nagle, keep-alive, the
+ * half-bound connect timeout that breaks the attempt). Only IPv6 literal endpoints take this path.
+ */
+function socketsTo(transport: IClientTransport, endpoint: OpcTcpEndpoint): void {
+  const internals = transport as unknown as {
+    timeout: number;
+    _install_socket: (socket: Socket) => void;
+    forceConnectionBreak: () => void;
+  };
+  const install = internals._install_socket.bind(transport);
+  internals._install_socket = (unreachable: Socket) => {
+    unreachable.destroy();
+    const timeout = internals.timeout;
+    const socket = createConnection({ host: endpoint.socketHost, port: endpoint.port, timeout });
+    socket.setNoDelay(false);
+    socket.setKeepAlive(true, timeout >> 1);
+    socket.setTimeout(timeout >> 1, () => internals.forceConnectionBreak());
+    install(socket);
+  };
 }
 
 /**
