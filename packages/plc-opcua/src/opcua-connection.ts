@@ -220,12 +220,15 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
     });
     transportsOf.set(client, transports);
     relayServiceFaults(client);
+    let openedSession: ClientSession | undefined;
+    releaseLateContinuationPoints(client, () => openedSession);
     const opened = client;
     trackWireFates(opened, (listener) => onServiceFault(opened, listener));
     const attempt = (async () => {
       // An IPv6 zone is left out of what node-opcua parses; the socket keeps it (socketsTo).
       await opened.connect(endpoint.clientUrl);
       const session = await opened.createSession(identity);
+      openedSession = session;
       refuseSubscriptionTransfers(session);
       markReplayedNotifications(session);
       markApplicationRequests(session);
@@ -533,6 +536,64 @@ function relayServiceFaults(client: OPCUAClient): void {
         statusName: response.responseHeader.serviceResult.name,
       };
       (client as unknown as FaultEmitter).emit(SERVICE_FAULT_EVENT, answer);
+    });
+  };
+}
+
+/** Timed-out Browse/BrowseNext requests remembered per channel at most (a late answer comes soon or never). */
+const LATE_BROWSE_MEMORY = 256;
+
+/**
+ * Gives back the continuation points a Browse or BrowseNext answer names when node-opcua had
+ * already failed its request on its own transaction timeout (at least 5 s,
+ * `ClientSecureChannelLayer.minTransactionTimeout`). node-opcua drops such a late answer; the
+ * driver's browse, failing on the timeout, releases only the points it knew, and a server that
+ * issues a new point for each page (Part 4 §5.8.3 leaves that to the server) had consumed the one
+ * sent and made a new one, which stayed until the session ended: with few points per session
+ * (small PLCs: 1–5) every later browse was refused BadNoContinuationPoints (docs/adr/0022,
+ * amendment fix13ag). The secure channel emits `timed_out_request` with the request and `message`
+ * with every decoded answer before it settles its request; the points of an answer to a request
+ * that timed out are released with BrowseNext `releaseContinuationPoints: true` on `session()`,
+ * best effort. Installed on every channel the client opens, like {@link relayServiceFaults}.
+ */
+function releaseLateContinuationPoints(client: OPCUAClient, session: () => ClientSession | undefined): void {
+  type Channel = { on(event: "message" | "timed_out_request", listener: (message: unknown) => void): unknown };
+  const internals = client as unknown as { _install_secure_channel_event_handlers?: (channel: Channel) => void };
+  const install = internals._install_secure_channel_event_handlers;
+  if (typeof install !== "function") return;
+  internals._install_secure_channel_event_handlers = function (this: unknown, channel: Channel): void {
+    install.call(this, channel);
+    const timedOut = new Set<number>();
+    channel.on("timed_out_request", (request: unknown) => {
+      const browse = request as {
+        schema?: { name?: unknown };
+        releaseContinuationPoints?: unknown;
+        requestHeader?: { requestHandle?: unknown };
+      } | null;
+      const name = browse?.schema?.name;
+      if (name !== "BrowseRequest" && name !== "BrowseNextRequest") return;
+      if (browse?.releaseContinuationPoints === true) return;
+      const handle = browse?.requestHeader?.requestHandle;
+      if (typeof handle !== "number") return;
+      timedOut.add(handle);
+      if (timedOut.size > LATE_BROWSE_MEMORY) timedOut.delete(timedOut.values().next().value!);
+    });
+    channel.on("message", (response: unknown) => {
+      const answer = response as {
+        schema?: { name?: unknown };
+        responseHeader?: { requestHandle?: unknown };
+        results?: readonly { continuationPoint?: Buffer | null }[] | null;
+      } | null;
+      const name = answer?.schema?.name;
+      if (name !== "BrowseResponse" && name !== "BrowseNextResponse") return;
+      const handle = answer?.responseHeader?.requestHandle;
+      if (typeof handle !== "number" || !timedOut.delete(handle)) return;
+      const points = (answer?.results ?? []).flatMap((result) =>
+        result.continuationPoint?.length ? [result.continuationPoint] : [],
+      );
+      const owner = session();
+      if (points.length === 0 || owner === undefined) return;
+      owner.browseNext(points, true).catch(() => undefined);
     });
   };
 }
