@@ -70,7 +70,8 @@ function driverAt(endpointUrl: string): OpcuaDriver {
     endpointUrl,
     security: { mode: "None" },
     pki: { dir: path.join(workDir, "client") },
-    timeouts: { connectMs: 5_000, requestMs: 5_000 },
+    // connectMs generous: the first connect also creates the client certificate (slow on a loaded machine).
+    timeouts: { connectMs: 30_000, requestMs: 5_000 },
     connectionStrategy: { maxRetry: 0, initialDelayMs: 100, maxDelayMs: 400 },
   });
 }
@@ -100,7 +101,7 @@ test.skipIf(!ipv6)(
       await driver.close();
     }
   },
-  30_000,
+  60_000,
 );
 
 test.skipIf(!ipv6)(
@@ -128,7 +129,7 @@ test.skipIf(!ipv6)(
       await driver.close();
     }
   },
-  30_000,
+  60_000,
 );
 
 test.skipIf(!ipv6)(
@@ -156,5 +157,5 @@ test.skipIf(!ipv6)(
       await simulator.dispose();
     }
   },
-  30_000,
+  60_000,
 );
