@@ -15,6 +15,7 @@ import {
   type NodeId,
   type UserIdentityInfo,
 } from "node-opcua-client";
+import { createConnection, type Socket } from "node:net";
 import { OPCUACertificateManager } from "node-opcua-certificate-manager";
 import {
   defaultClientTransportFactory,
@@ -31,6 +32,7 @@ import {
   privateKeyOf,
   privateKeyPem,
 } from "./opcua-certificates";
+import { parseEndpointUrl, type OpcTcpEndpoint } from "./opcua-endpoint-url";
 import type { ResolvedOpcuaDriverOptions } from "./opcua-driver-options";
 import { connectError, isConnectionLoss, statusOfError } from "./opcua-errors";
 import { markReplayedNotifications } from "./opcua-replayed-notifications";
@@ -185,7 +187,8 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
   try {
     await certificateManager.initialize();
     for (const certificate of trusted) await certificateManager.trustCertificate(certificate);
-    const transports = trackedTransports();
+    const endpoint = parseEndpointUrl(endpointUrl) as OpcTcpEndpoint;
+    const transports = trackedTransports(endpoint);
     client = OPCUAClient.create({
       applicationName: options.applicationName,
       ...(options.applicationUri ? { applicationUri: options.applicationUri } : {}),
@@ -217,11 +220,15 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
     });
     transportsOf.set(client, transports);
     relayServiceFaults(client);
+    let openedSession: ClientSession | undefined;
+    releaseLateContinuationPoints(client, () => openedSession);
     const opened = client;
     trackWireFates(opened, (listener) => onServiceFault(opened, listener));
     const attempt = (async () => {
-      await opened.connect(endpointUrl);
+      // An IPv6 zone is left out of what node-opcua parses; the socket keeps it (socketsTo).
+      await opened.connect(endpoint.clientUrl);
       const session = await opened.createSession(identity);
+      openedSession = session;
       refuseSubscriptionTransfers(session);
       markReplayedNotifications(session);
       markApplicationRequests(session);
@@ -373,11 +380,12 @@ const transportsOf = new WeakMap<OPCUAClient, TrackedTransports>();
  * assertion thrown from the driver's link check (a timer callback) ended the process
  * (adversarial review adv13b, HIGH-1).
  */
-export function trackedTransports(): TrackedTransports {
+export function trackedTransports(endpoint?: OpcTcpEndpoint): TrackedTransports {
   const tracked: TrackedTransports = {
     factory: {
       create: (transportSettings) => {
         const transport = defaultClientTransportFactory.create(transportSettings);
+        if (endpoint?.ipv6 === true) socketsTo(transport, endpoint);
         const connect = transport.connect.bind(transport);
         transport.connect = (endpointUrl: string, callback: (error?: Error | null) => void) => {
           applyStageMs(transport, tracked.stageMs);
@@ -400,6 +408,33 @@ export function trackedTransports(): TrackedTransports {
     lastFailureTimedOut: undefined,
   };
   return tracked;
+}
+
+/**
+ * Makes `transport` open its TCP socket to `endpoint`'s IPv6 address. node-opcua's transport hands
+ * the URL's WHATWG host to `net.createConnection`, brackets included (`[::1]`), which looks it up
+ * as a name and fails ENOTFOUND: no IPv6 literal URL ever connected (adversarial review adv13,
+ * LOW). The transport installs the socket it created synchronously in `connect()`, before the
+ * name lookup ran; the one it is given instead goes to the address without brackets (and with its
+ * zone), with the settings node-opcua's own socket had (its stage bound, Nagle, keep-alive, the
+ * half-bound connect timeout that breaks the attempt). Only IPv6 literal endpoints take this path.
+ */
+function socketsTo(transport: IClientTransport, endpoint: OpcTcpEndpoint): void {
+  const internals = transport as unknown as {
+    timeout: number;
+    _install_socket: (socket: Socket) => void;
+    forceConnectionBreak: () => void;
+  };
+  const install = internals._install_socket.bind(transport);
+  internals._install_socket = (unreachable: Socket) => {
+    unreachable.destroy();
+    const timeout = internals.timeout;
+    const socket = createConnection({ host: endpoint.socketHost, port: endpoint.port, timeout });
+    socket.setNoDelay(false);
+    socket.setKeepAlive(true, timeout >> 1);
+    socket.setTimeout(timeout >> 1, () => internals.forceConnectionBreak());
+    install(socket);
+  };
 }
 
 /**
@@ -501,6 +536,64 @@ function relayServiceFaults(client: OPCUAClient): void {
         statusName: response.responseHeader.serviceResult.name,
       };
       (client as unknown as FaultEmitter).emit(SERVICE_FAULT_EVENT, answer);
+    });
+  };
+}
+
+/** Timed-out Browse/BrowseNext requests remembered per channel at most (a late answer comes soon or never). */
+const LATE_BROWSE_MEMORY = 256;
+
+/**
+ * Gives back the continuation points a Browse or BrowseNext answer names when node-opcua had
+ * already failed its request on its own transaction timeout (at least 5 s,
+ * `ClientSecureChannelLayer.minTransactionTimeout`). node-opcua drops such a late answer; the
+ * driver's browse, failing on the timeout, releases only the points it knew, and a server that
+ * issues a new point for each page (Part 4 §5.8.3 leaves that to the server) had consumed the one
+ * sent and made a new one, which stayed until the session ended: with few points per session
+ * (small PLCs: 1–5) every later browse was refused BadNoContinuationPoints (docs/adr/0022,
+ * amendment fix13ag). The secure channel emits `timed_out_request` with the request and `message`
+ * with every decoded answer before it settles its request; the points of an answer to a request
+ * that timed out are released with BrowseNext `releaseContinuationPoints: true` on `session()`,
+ * best effort. Installed on every channel the client opens, like {@link relayServiceFaults}.
+ */
+function releaseLateContinuationPoints(client: OPCUAClient, session: () => ClientSession | undefined): void {
+  type Channel = { on(event: "message" | "timed_out_request", listener: (message: unknown) => void): unknown };
+  const internals = client as unknown as { _install_secure_channel_event_handlers?: (channel: Channel) => void };
+  const install = internals._install_secure_channel_event_handlers;
+  if (typeof install !== "function") return;
+  internals._install_secure_channel_event_handlers = function (this: unknown, channel: Channel): void {
+    install.call(this, channel);
+    const timedOut = new Set<number>();
+    channel.on("timed_out_request", (request: unknown) => {
+      const browse = request as {
+        schema?: { name?: unknown };
+        releaseContinuationPoints?: unknown;
+        requestHeader?: { requestHandle?: unknown };
+      } | null;
+      const name = browse?.schema?.name;
+      if (name !== "BrowseRequest" && name !== "BrowseNextRequest") return;
+      if (browse?.releaseContinuationPoints === true) return;
+      const handle = browse?.requestHeader?.requestHandle;
+      if (typeof handle !== "number") return;
+      timedOut.add(handle);
+      if (timedOut.size > LATE_BROWSE_MEMORY) timedOut.delete(timedOut.values().next().value!);
+    });
+    channel.on("message", (response: unknown) => {
+      const answer = response as {
+        schema?: { name?: unknown };
+        responseHeader?: { requestHandle?: unknown };
+        results?: readonly { continuationPoint?: Buffer | null }[] | null;
+      } | null;
+      const name = answer?.schema?.name;
+      if (name !== "BrowseResponse" && name !== "BrowseNextResponse") return;
+      const handle = answer?.responseHeader?.requestHandle;
+      if (typeof handle !== "number" || !timedOut.delete(handle)) return;
+      const points = (answer?.results ?? []).flatMap((result) =>
+        result.continuationPoint?.length ? [result.continuationPoint] : [],
+      );
+      const owner = session();
+      if (points.length === 0 || owner === undefined) return;
+      owner.browseNext(points, true).catch(() => undefined);
     });
   };
 }

@@ -1,6 +1,7 @@
 import type { Clock, Logger } from "@kiln/core";
 import { MAX_DRIVER_DURATION_MS, isLogger } from "@kiln/core/driver-kit";
 import { z } from "zod";
+import { isEndpointUrlRefusal, parseEndpointUrl } from "./opcua-endpoint-url";
 
 /** A duration option in whole ms, 1 ms to 1 hour (core's driver bound: no timer overflows, review 13j L2). */
 const positiveMs = z
@@ -17,35 +18,17 @@ const isClock = (value: unknown): value is Clock =>
     (method) => typeof (value as Record<string, unknown>)[method] === "function",
   );
 
-/** An `opc.tcp://host[:port]` URL's port, when given, is 1..65535 (TCP; the scheme has no default of 0). */
-function endpointPortInRange(url: string): boolean {
-  const port = /^opc\.tcp:\/\/[^/:\s]+:(\d+)/i.exec(url)?.[1];
-  return port === undefined || (Number(port) >= 1 && Number(port) <= 65535);
-}
-
-/** The URL parses as the driver parses it (WHATWG URL with the scheme swapped for http). */
-function endpointParses(url: string): boolean {
-  // The regex and the port rule report their own cases, once.
-  if (!/^opc\.tcp:\/\//i.test(url) || !endpointPortInRange(url)) return true;
-  try {
-    new URL(url.replace(/^opc\.tcp:/i, "http:"));
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * zod schema of {@link OpcuaDriverOptions}. Parsing applies every default; the driver's
  * constructor runs it and throws `KilnValidationError` naming each bad field.
  */
 export const opcuaDriverOptionsSchema = z
   .object({
-    endpointUrl: z
-      .string()
-      .regex(/^opc\.tcp:\/\/[^/:\s]+(:\d+)?(\/.*)?$/i, "must be an opc.tcp:// URL, e.g. opc.tcp://10.0.0.5:4840")
-      .refine(endpointPortInRange, "its port must be a whole number from 1 to 65535")
-      .refine(endpointParses, "must be a valid URL (host name characters), e.g. opc.tcp://10.0.0.5:4840"),
+    endpointUrl: z.string().superRefine((url, context) => {
+      // One rule for endpoint URLs (src/opcua-endpoint-url.ts): host name, IPv4 or bracketed IPv6, port 1..65535.
+      const parsed = parseEndpointUrl(url);
+      if (isEndpointUrlRefusal(parsed)) context.addIssue({ code: "custom", message: parsed.rule });
+    }),
     name: z.string().min(1).optional(),
     security: z
       .object({
@@ -143,7 +126,9 @@ export const opcuaDriverOptionsSchema = z
 /**
  * Options of {@link OpcuaDriver}, as a user writes them (defaults not yet applied).
  *
- * - `endpointUrl`: `opc.tcp://host:port[/path]`, port 1 to 65535 (`KILN_VALIDATION` otherwise).
+ * - `endpointUrl`: `opc.tcp://host:port[/path]`; host a name, an IPv4 address or an IPv6 address in
+ *   brackets (`opc.tcp://[fd00::5]:4840`, a zone as `%25`: `opc.tcp://[fe80::1%25eth0]:4840`); port 1 to
+ *   65535 (`KILN_VALIDATION` at `endpointUrl` naming the rule otherwise).
  * - `name`: the connection's name in events and breakers. @default `opcua:<host:port>`
  * - `security.mode`: `None`, `Sign` or `SignAndEncrypt`. @default "SignAndEncrypt"
  * - `security.policy`: `Basic256Sha256`, `Aes128_Sha256_RsaOaep` or `Aes256_Sha256_RsaPss`. Ignored with mode `None`. @default "Basic256Sha256"

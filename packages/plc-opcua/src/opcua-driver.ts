@@ -45,6 +45,7 @@ import { verifiedNamespaces } from "./opcua-namespace-table";
 import type { OpcuaNodeAddress } from "./opcua-node-id";
 import { deleteSubscriptions, heldSubscriptionIds, OrphanSubscriptionSweeper } from "./opcua-orphan-subscriptions";
 import type { ReadPlan } from "./opcua-read-plan";
+import { parseEndpointUrl, type OpcTcpEndpoint } from "./opcua-endpoint-url";
 import { asApplicationCall, upkeepPurpose } from "./opcua-request-origin";
 import { loadOpcuaRuntime, type OpcuaRuntime } from "./opcua-runtime-loader";
 import { linkSilenceMs, smoothedMaxMs } from "./opcua-subscription-timing";
@@ -179,7 +180,10 @@ export class OpcuaDriver implements PlcDriver {
    */
   constructor(options: OpcuaDriverOptions) {
     this.#options = parseOrThrow(opcuaDriverOptionsSchema, options, "OPC UA driver options");
-    const url = new URL(this.#options.endpointUrl.replace(/^opc\.tcp:/i, "http:"));
+    // The schema checked the URL (parseEndpointUrl); node-opcua is given clientUrl (an IPv6 zone left out).
+    const url = new URL(
+      (parseEndpointUrl(this.#options.endpointUrl) as OpcTcpEndpoint).clientUrl.replace(/^opc\.tcp:/i, "http:"),
+    );
     this.name = this.#options.name ?? `opcua:${url.host}`;
     this.#logger = (this.#options.logger ?? silentLogger).child({ driver: this.name });
     this.#clock = this.#options.clock ?? new SystemClock();

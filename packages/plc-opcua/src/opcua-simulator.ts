@@ -10,6 +10,7 @@ import type { DataValue, NodeId } from "node-opcua-client";
 import type { OPCUAServer } from "node-opcua-server";
 import { z } from "zod";
 import { loadOpcuaSimulatorRuntime, type OpcuaSimulatorRuntime } from "./opcua-runtime-loader";
+import { endpointUrlHost } from "./opcua-endpoint-url";
 
 /** The namespace URI the simulator's variables live in, unless told otherwise. */
 export const OPCUA_SIMULATOR_NAMESPACE_URI = "urn:kiln:opcua-simulator";
@@ -205,7 +206,7 @@ export class OpcuaSimulator {
   /** The endpoint URL clients connect to, e.g. `opc.tcp://127.0.0.1:53817`. */
   get endpointUrl(): string {
     if (this.#port === 0) throw new KilnError("KILN_LIFECYCLE", "The OPC UA simulator has not been started yet.");
-    return `opc.tcp://${this.#options.host}:${this.#port}`;
+    return `opc.tcp://${endpointUrlHost(this.#options.host)}:${this.#port}`;
   }
 
   /** The namespace URI of the simulated variables. */
