@@ -63,8 +63,12 @@ describe("a stalled link (TCP open, no bytes)", () => {
       const failed = await inFlight;
       expect(failed).toBeDefined();
       expect(failed!.at - stalledAt).toBeLessThan(REQUEST_MS + SLACK_MS);
-      expect(KilnError.is(failed!.error, "KILN_CONNECTION_FAILED") && failed!.error.retryable).toBe(true);
-      expect((failed!.error as KilnError).message).toMatch(/link stalled/);
+      // Both bounds fall due together: the request's own (requestMs, fix13ae: KILN_TIMEOUT) and the
+      // watchdog's stall (KILN_CONNECTION_FAILED naming it); which ends the read first is a race.
+      const error = failed!.error as KilnError;
+      expect(KilnError.is(error, "KILN_CONNECTION_FAILED") || KilnError.is(error, "KILN_TIMEOUT")).toBe(true);
+      expect(error.retryable).toBe(true);
+      if (KilnError.is(error, "KILN_CONNECTION_FAILED")) expect(error.message).toMatch(/link stalled/);
       // A read while it lasts fails at once with the reason.
       const refused = await driver.read(countTags.list()).catch((error: unknown) => error);
       expect(KilnError.is(refused, "KILN_CONNECTION_FAILED")).toBe(true);
