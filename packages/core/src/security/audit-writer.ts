@@ -239,6 +239,12 @@ export class AuditWriter {
   #answeredCount = 0;
   /** Store calls started since construction: each call's sequence number (fix15ah). */
   #callSeq = 0;
+  /**
+   * The latest store call (by {@link #callSeq}) the store took (refusals for good left out): a
+   * failed probe is charged to its entry only when the store took a call started after the head
+   * failed (fix15ai, see `#drainNow`).
+   */
+  #tookSeq = 0;
   /** Set by {@link close} for its flush: a suspect head with no evidence against it is tried once more. */
   #lastChance = false;
   /** The store's answers, against which a suspect head is judged (the poison rule, fix15ad). */
@@ -860,6 +866,7 @@ export class AuditWriter {
     try {
       await this.#options.audit.record(entry);
       this.#answeredCount = Math.max(this.#answeredCount, seq);
+      this.#tookSeq = Math.max(this.#tookSeq, seq);
       this.#poison.took(entry.id);
       const counted = this.#gaveUpCounted.get(entry.id);
       if (counted !== undefined) {
@@ -988,6 +995,19 @@ export class AuditWriter {
           let probed = false;
           let probeFailed = false;
           const tried = new Set<BacklogItem>();
+          // Probes the store failed this turn: charged to their entries (probeFailures: suspicion,
+          // left out of the poison rule's rate, see #underSuspicion) only when the store took an
+          // entry from a call started after the head failed (this turn's probe, or a command's own
+          // meanwhile): it was up, so what it failed was about content. Otherwise nothing shows the
+          // store up since then (an outage, or one that only refuses): their failures are the
+          // store's, no entry's, and stay in the rate (fix15ai: charged anyway, an outage's failed
+          // probes left the rate, and the one take when the store came back at the stop proved a
+          // head that had failed twice in the outage the cause).
+          const failedProbes: BacklogItem[] = [];
+          const chargeProbes = (): void => {
+            if (this.#tookSeq <= (head.answeredCountAtFailure ?? 0)) return;
+            for (const item of failedProbes) item.probeFailures = (item.probeFailures ?? 0) + 1;
+          };
           // The store took another entry since the head failed (a command's own): that is the
           // evidence already, no probe is needed; each failing probe would count towards the audit
           // breaker, which then refuses every command (fix15ah, adv15c HIGH-1 step 6).
@@ -1013,13 +1033,19 @@ export class AuditWriter {
             if (answer === "retry") {
               // An open breaker is no answer of the store: never charged to the probe (fix15ah,
               // adv15c HIGH-1 step 5), it ends the turn.
-              if (isBreakerOpen(probeItem.lastError)) return false;
-              probeItem.probeFailures = (probeItem.probeFailures ?? 0) + 1;
+              if (isBreakerOpen(probeItem.lastError)) {
+                chargeProbes();
+                return false;
+              }
+              failedProbes.push(probeItem);
               // A probe that timed out (the store's own word, a KilnError) may be about its own
               // content too: the next is tried (fix15af, adv15b HIGH-A). An error the store did
               // not classify ends the turn as before.
               probeFailed = true;
-              if (!KilnError.is(probeItem.lastError)) return false;
+              if (!KilnError.is(probeItem.lastError)) {
+                chargeProbes();
+                return false;
+              }
               continue;
             }
             probed = true;
@@ -1027,6 +1053,7 @@ export class AuditWriter {
             // Skipped (kept aside) or held (its set-aside append failed): not probed again.
             if (answer === "stored") break;
           }
+          chargeProbes();
           // Without a probe, and the store took no entry since the head failed, there is no
           // evidence that the store takes others: the head holds the queue until another entry
           // comes (health names it), not retried meanwhile (each failure would count towards the
