@@ -66,7 +66,11 @@ interface BacklogItem {
    * store answers about others (fix15ae; by call since fix15ah, see `#answeredCount`).
    */
   answeredCountAtFailure?: number;
-  /** Its failed store calls as the poison rule's probe: the probe chosen is one that failed fewest (fix15af). */
+  /**
+   * Its failed store calls as the poison rule's probe, counted only from turns in which the store
+   * took an entry from a call started after the head failed (fix15ai: an outage's are the store's):
+   * the probe chosen is one that failed fewest (fix15af); any makes it a suspect (fix15ah).
+   */
   probeFailures?: number;
   /**
    * The error of its last failed store call, set by that call itself (fix15ag: never the writer's
