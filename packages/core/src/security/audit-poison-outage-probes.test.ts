@@ -95,14 +95,6 @@ describe("an outage's failed probes are no suspicion (fix15ai)", () => {
     expect(result.skips).toBe(0);
   }, 30_000);
 
-  test("(sibling) the store took entries just before the outage: the same", async () => {
-    // Charged by "the store took an entry in the last 5 s" instead, this set the head aside too.
-    const result = await run({ tookBefore: 3 });
-    expect(result.during.probeCallsWhileDown).toBeGreaterThanOrEqual(8);
-    expect(result.during.skips).toBe(0);
-    expect(result.skips).toBe(0);
-  }, 30_000);
-
   test("(sibling) a store that refuses one entry for good while it fails the rest: only that one kept aside", async () => {
     // A refusal for good is an answer (evidence the store judges content), not a take: the
     // outage's failed probes stay in the rate and the head is not proven the cause.

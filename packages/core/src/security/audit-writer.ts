@@ -68,7 +68,8 @@ interface BacklogItem {
   answeredCountAtFailure?: number;
   /**
    * Its failed store calls as the poison rule's probe, counted only from turns in which the store
-   * took an entry from a call started after the head failed (fix15ai: an outage's are the store's):
+   * took an entry from a call started after the head failed, or within `RECENT_TAKE_MS` (fix15ai:
+   * an outage's are the store's):
    * the probe chosen is one that failed fewest (fix15af); any makes it a suspect (fix15ah).
    */
   probeFailures?: number;
@@ -1002,14 +1003,15 @@ export class AuditWriter {
           // Probes the store failed this turn: charged to their entries (probeFailures: suspicion,
           // left out of the poison rule's rate, see #underSuspicion) only when the store took an
           // entry from a call started after the head failed (this turn's probe, or a command's own
-          // meanwhile): it was up, so what it failed was about content. Otherwise nothing shows the
-          // store up since then (an outage, or one that only refuses): their failures are the
-          // store's, no entry's, and stay in the rate (fix15ai: charged anyway, an outage's failed
-          // probes left the rate, and the one take when the store came back at the stop proved a
-          // head that had failed twice in the outage the cause).
+          // meanwhile) or within RECENT_TAKE_MS: it was up, so what it failed was about content
+          // (one principal's many entries, adv15c HIGH-1, whose probes fail in turns of their own).
+          // Otherwise nothing shows the store up (an outage, or one that only refuses): their
+          // failures are the store's, no entry's, and stay in the rate (fix15ai: charged anyway,
+          // an outage's failed probes left the rate, and the one take when the store came back at
+          // the stop proved a head that had failed twice in the outage the cause).
           const failedProbes: BacklogItem[] = [];
           const chargeProbes = (): void => {
-            if (this.#tookSeq <= (head.answeredCountAtFailure ?? 0)) return;
+            if (this.#tookSeq <= (head.answeredCountAtFailure ?? 0) && !this.#storeTookRecently()) return;
             for (const item of failedProbes) item.probeFailures = (item.probeFailures ?? 0) + 1;
           };
           // The store took another entry since the head failed (a command's own): that is the
