@@ -55,14 +55,19 @@ export class PoisonEvidence {
    * error (the last after the store answered about another entry: took it, or refused it for
    * good), is proven to be the cause: `q^failures`
    * is at most {@link CHANCE}, `q` the upper estimate of the store's rate of unclassified
-   * failures on entries other than `id` and `related` (the entry it refers to, if any).
+   * failures on entries other than `id` and `related` (the entry it refers to, if any) and other
+   * than `suspects`: entries under suspicion themselves (a suspect, a probe the store failed, not
+   * answered since), whose failures are about their content as much as the store's (fix15ah,
+   * adv15c HIGH-1: twenty of one principal's entries made the store look as if it failed everything).
    */
-  provenCause(id: string, failures: number, related?: string): boolean {
+  provenCause(id: string, failures: number, related?: string, suspects?: ReadonlySet<string>): boolean {
     if (failures < MIN_FAILURES) return false;
     let others = 0;
     let otherFailures = 0;
     for (const outcome of this.#outcomes) {
       if (outcome.id === id || outcome.id === related) continue;
+      // Entries under suspicion themselves: their failures are not the store's rate on others.
+      if (suspects?.has(outcome.id) === true) continue;
       others++;
       if (!outcome.ok) otherFailures++;
     }
@@ -72,6 +77,16 @@ export class PoisonEvidence {
     // look reliable.
     const rate = Math.min(1, (otherFailures + Math.sqrt(otherFailures) + 1) / others);
     return rate ** failures <= CHANCE;
+  }
+
+  /**
+   * The entry `id` was set aside (proven the cause): its failures were about its content, so they
+   * leave the estimate of the store's rate on other entries (fix15ah, adv15c HIGH-1: each entry
+   * set aside made the next one of the same principal harder to prove).
+   */
+  setAside(id: string): void {
+    for (let index = this.#outcomes.length - 1; index >= 0; index--)
+      if (this.#outcomes[index]!.id === id) this.#outcomes.splice(index, 1);
   }
 
   #push(id: string, ok: boolean): void {

@@ -62,11 +62,16 @@ interface BacklogItem {
   /** Failures of this entry at the head: an error the store did not classify, a timeout or a retryable KilnError, never an open breaker (see {@link POISON_ATTEMPTS}, fix15af). */
   failures: number;
   /**
-   * Entries the store had answered (taken, or refused for good: the runner's count) when this one
-   * last failed: a later count means it answers about others (fix15ae).
+   * The latest store call started when this one last failed: an answer to a later call means the
+   * store answers about others (fix15ae; by call since fix15ah, see `#answeredCount`).
    */
   answeredCountAtFailure?: number;
-  /** Its failed store calls as the poison rule's probe: the probe chosen is one that failed fewest (fix15af). */
+  /**
+   * Its failed store calls as the poison rule's probe, counted only from turns in which the store
+   * took an entry from a call started after the head failed, or within `RECENT_TAKE_MS` (fix15ai:
+   * an outage's are the store's):
+   * the probe chosen is one that failed fewest (fix15af); any makes it a suspect (fix15ah).
+   */
   probeFailures?: number;
   /**
    * The error of its last failed store call, set by that call itself (fix15ag: never the writer's
@@ -123,6 +128,14 @@ function isBreakerOpen(error: unknown): boolean {
  * takes one (those it refuses for good are kept aside as they would be at the head: fix15ae).
  */
 const PROBES_PER_TURN = 4;
+
+/**
+ * How recently the store must have taken an entry for a head whose probes all failed to stay
+ * suspect (health's `blockedBy`), in ms (fix15ah, adv15c HIGH-1): the probes left were then
+ * entries it fails on too, not an outage. A store that takes nothing for longer is an outage
+ * (health says entries wait).
+ */
+const RECENT_TAKE_MS = 5_000;
 
 /** The background retry's schedule when the host gives none. */
 const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
@@ -222,10 +235,21 @@ export class AuditWriter {
   /** When the store last took an entry (the runner's clock, ms). */
   #storeTookAt: number | undefined;
   /**
-   * Entries the store answered since construction: took, or refused for good (the poison rule's
-   * evidence that it is alive and judges entries by their content: fix15ae).
+   * The latest store call (by {@link #callSeq}) the store answered: took, or refused for good (the
+   * poison rule's evidence that it is alive and judges entries by their content: fix15ae). By
+   * call, not by answer count (fix15ah): a call started before the head failed and answered after
+   * it (one started before an outage) is no evidence that the store takes others now; counted as
+   * such, with the suspects left out of the rate, an outage set an entry aside.
    */
   #answeredCount = 0;
+  /** Store calls started since construction: each call's sequence number (fix15ah). */
+  #callSeq = 0;
+  /**
+   * The latest store call (by {@link #callSeq}) the store took (refusals for good left out): a
+   * failed probe is charged to its entry only when the store took a call started after the head
+   * failed (fix15ai, see `#drainNow`).
+   */
+  #tookSeq = 0;
   /** Set by {@link close} for its flush: a suspect head with no evidence against it is tried once more. */
   #lastChance = false;
   /** The store's answers, against which a suspect head is judged (the poison rule, fix15ad). */
@@ -843,9 +867,11 @@ export class AuditWriter {
     entry: AuditEntry,
     options: { notRun?: boolean; item?: BacklogItem } = {},
   ): Promise<"stored" | "skipped" | "held" | "retry"> {
+    const seq = ++this.#callSeq;
     try {
       await this.#options.audit.record(entry);
-      this.#answeredCount++;
+      this.#answeredCount = Math.max(this.#answeredCount, seq);
+      this.#tookSeq = Math.max(this.#tookSeq, seq);
       this.#poison.took(entry.id);
       const counted = this.#gaveUpCounted.get(entry.id);
       if (counted !== undefined) {
@@ -877,7 +903,7 @@ export class AuditWriter {
         // The store answered about this entry's content: evidence that it is alive, as a take is
         // (fix15ae, adv15 HIGH-1: not counted, a poison head with only refused entries behind it
         // was never proven the cause and held the trail).
-        this.#answeredCount++;
+        this.#answeredCount = Math.max(this.#answeredCount, seq);
         this.#poison.answered(entry.id);
         if (options.notRun === true) {
           const refusal = new KilnError(
@@ -974,28 +1000,58 @@ export class AuditWriter {
           let probed = false;
           let probeFailed = false;
           const tried = new Set<BacklogItem>();
-          for (let tries = 0; tries < PROBES_PER_TURN; tries++) {
+          // Probes the store failed this turn: charged to their entries (probeFailures: suspicion,
+          // left out of the poison rule's rate, see #underSuspicion) only when the store took an
+          // entry from a call started after the head failed (this turn's probe, or a command's own
+          // meanwhile) or within RECENT_TAKE_MS: it was up, so what it failed was about content
+          // (one principal's many entries, adv15c HIGH-1, whose probes fail in turns of their own).
+          // Otherwise nothing shows the store up (an outage, or one that only refuses): their
+          // failures are the store's, no entry's, and stay in the rate (fix15ai: charged anyway,
+          // an outage's failed probes left the rate, and the one take when the store came back at
+          // the stop proved a head that had failed twice in the outage the cause).
+          const failedProbes: BacklogItem[] = [];
+          const chargeProbes = (): void => {
+            if (this.#tookSeq <= (head.answeredCountAtFailure ?? 0) && !this.#storeTookRecently()) return;
+            for (const item of failedProbes) item.probeFailures = (item.probeFailures ?? 0) + 1;
+          };
+          // The store took another entry since the head failed (a command's own): that is the
+          // evidence already, no probe is needed; each failing probe would count towards the audit
+          // breaker, which then refuses every command (fix15ah, adv15c HIGH-1 step 6).
+          const tookSince = this.#answeredCount > (head.answeredCountAtFailure ?? 0);
+          for (let tries = 0; !tookSince && tries < PROBES_PER_TURN; tries++) {
             // The first entry that failed fewest times as a probe: one the store hangs on is not
             // chosen again and again, each failure would make the store look flaky (fix15af).
+            // Among those, one of another principal than the head's first: one principal's many
+            // entries the store fails on are not each other's probes (fix15ah, adv15c HIGH-1).
+            const rank = (item: BacklogItem): number =>
+              (item.probeFailures ?? 0) * 2 + (item.entry!.principal === head.entry!.principal ? 1 : 0);
             let probeItem: BacklogItem | undefined;
             for (let index = 1; index < this.#backlog.length; index++) {
               const item = this.#backlog[index]!;
               if (tried.has(item) || item.entry === undefined || item.stored === true) continue;
               if (item.skipped === true || item.aside !== undefined) continue;
-              if (probeItem === undefined || (item.probeFailures ?? 0) < (probeItem.probeFailures ?? 0))
-                probeItem = item;
-              if ((probeItem.probeFailures ?? 0) === 0) break;
+              if (probeItem === undefined || rank(item) < rank(probeItem)) probeItem = item;
+              if (rank(probeItem) === 0) break;
             }
             if (probeItem === undefined) break;
             tried.add(probeItem);
             const answer = await this.#storing(probeItem, () => this.#store(probeItem.entry!, { item: probeItem }));
             if (answer === "retry") {
-              probeItem.probeFailures = (probeItem.probeFailures ?? 0) + 1;
+              // An open breaker is no answer of the store: never charged to the probe (fix15ah,
+              // adv15c HIGH-1 step 5), it ends the turn.
+              if (isBreakerOpen(probeItem.lastError)) {
+                chargeProbes();
+                return false;
+              }
+              failedProbes.push(probeItem);
               // A probe that timed out (the store's own word, a KilnError) may be about its own
-              // content too: the next is tried (fix15af, adv15b HIGH-A). An open breaker, or an
-              // error the store did not classify, ends the turn as before.
+              // content too: the next is tried (fix15af, adv15b HIGH-A). An error the store did
+              // not classify ends the turn as before.
               probeFailed = true;
-              if (!KilnError.is(probeItem.lastError) || isBreakerOpen(probeItem.lastError)) return false;
+              if (!KilnError.is(probeItem.lastError)) {
+                chargeProbes();
+                return false;
+              }
               continue;
             }
             probed = true;
@@ -1003,16 +1059,20 @@ export class AuditWriter {
             // Skipped (kept aside) or held (its set-aside append failed): not probed again.
             if (answer === "stored") break;
           }
+          chargeProbes();
           // Without a probe, and the store took no entry since the head failed, there is no
           // evidence that the store takes others: the head holds the queue until another entry
           // comes (health names it), not retried meanwhile (each failure would count towards the
           // audit breaker, which then refuses every command). At close it is tried once more (a
           // store that came back takes it), never set aside on that try.
-          const evidence = probed || this.#answeredCount !== head.answeredCountAtFailure;
+          const evidence = probed || this.#answeredCount > (head.answeredCountAtFailure ?? 0);
           // Every probe failed too: the store is failing, not the head (an outage: nothing set
           // aside). A head suspected only for timeouts is no longer suspected (fix15ag).
+          // Unless the store took another entry within the last turns (fix15ah, adv15c HIGH-1 step
+          // 3): the probes left are then the same principal's entries it fails on, and the head
+          // stays suspect (health's `blockedBy`), never reported as an outage.
           if (!evidence && probeFailed) {
-            head.suspect = head.unclassified === true;
+            head.suspect = head.unclassified === true || this.#storeTookRecently();
             return false;
           }
           // A head that failed with the store's own word (a timeout): with no other entry to probe
@@ -1032,11 +1092,12 @@ export class AuditWriter {
             head.failures++;
             // Failed again after the store answered about another entry: suspect (fix15ag).
             head.suspect = true;
-            head.answeredCountAtFailure = this.#answeredCount;
+            head.answeredCountAtFailure = this.#callSeq;
             // Proven the cause only against the store's record on other entries: a flaky store
             // that fails some calls whatever their content needs many more failures in a row
             // (see PoisonEvidence), so it never sets an innocent entry aside (fix15ad).
-            if (!this.#poison.provenCause(head.entry.id, head.failures, head.entry.refersTo)) return false;
+            if (!this.#poison.provenCause(head.entry.id, head.failures, head.entry.refersTo, this.#underSuspicion()))
+              return false;
             setAside = true;
           }
         } else {
@@ -1044,13 +1105,15 @@ export class AuditWriter {
           if (result === "held") return false;
           keptAside = result === "skipped";
           if (result === "retry") {
-            head.answeredCountAtFailure = this.#answeredCount;
+            head.answeredCountAtFailure = this.#callSeq;
             // Timeouts and retryable KilnErrors count too (fix15af): a store that fails everything
             // is told apart by the probes, which then fail as well. Only an unclassified error
             // makes the head suspect by itself (fix15ag).
             if (!KilnError.is(head.lastError)) head.unclassified = head.suspect = true;
             if (!isBreakerOpen(head.lastError)) head.failures++;
-            if (head.failures < POISON_ATTEMPTS) return false;
+            // Its failures as a probe count too: an entry the store failed on while it took others
+            // is not tried again and again at the head (fix15ah).
+            if (head.failures + (head.probeFailures ?? 0) < POISON_ATTEMPTS) return false;
             continue;
           }
         }
@@ -1069,6 +1132,30 @@ export class AuditWriter {
       });
       if (held) return false;
     }
+  }
+
+  /**
+   * Ids of the backlog entries under suspicion (a suspect, or a probe the store failed) and not
+   * answered since: their failures are about their own content as much as about the store, so they
+   * are left out of the poison rule's estimate of the store's failure rate (fix15ah, adv15c HIGH-1
+   * step 4: twenty entries of one principal the store fails on made it look like a store failing
+   * everything, and none was ever proven the cause).
+   */
+  #underSuspicion(): ReadonlySet<string> {
+    const ids = new Set<string>();
+    for (const item of this.#backlog) {
+      if (item.entry === undefined || item.stored === true || item.skipped === true) continue;
+      if (item.suspect === true || (item.probeFailures ?? 0) > 0 || item.failures > 0) ids.add(item.entry.id);
+    }
+    return ids;
+  }
+
+  /**
+   * Whether the store took an entry recently enough (within {@link RECENT_TAKE_MS}) that a backlog
+   * entry failing is about its content, not an outage.
+   */
+  #storeTookRecently(): boolean {
+    return this.#storeTookAt !== undefined && this.#options.clock.now() - this.#storeTookAt <= RECENT_TAKE_MS;
   }
 
   /**
@@ -1117,6 +1204,7 @@ export class AuditWriter {
    */
   async #setEntryAside(item: BacklogItem): Promise<boolean> {
     this.#setAside++;
+    if (item.entry !== undefined) this.#poison.setAside(item.entry.id);
     const cause = reasonOf(item.lastError ?? this.#lastError, undefined);
     return this.#keepAside(
       item.entry!,
@@ -1257,7 +1345,9 @@ export class AuditWriter {
   /** Denied and failed entries (summaries included) in the backlog: they may hold at most {@link #maxDenied}. */
   #deniedInBacklog(): number {
     let count = 0;
-    for (const item of this.#backlog) if (item.entry !== undefined && item.entry.outcome !== "allowed") count++;
+    for (const item of this.#backlog)
+      if (item.entry !== undefined && item.stored !== true && item.skipped !== true && item.entry.outcome !== "allowed")
+        count++;
     return count;
   }
 
@@ -1558,10 +1648,16 @@ export class AuditWriter {
     });
   }
 
-  /** Backlog items that hold an entry (not an undecodable record or a tombstone). */
+  /**
+   * Backlog items that hold an entry still waiting for the store (not an undecodable record or a
+   * tombstone): a probe the store took (or refused for good and kept aside) is done and only
+   * waits to leave in order, so it never counts against `maxEntries` (fix15ah, adv15c HIGH-1:
+   * stored probes behind a hanging head filled the limit and every command was refused).
+   */
   #entriesInBacklog(): number {
     let count = 0;
-    for (const item of this.#backlog) if (item.entry !== undefined) count++;
+    for (const item of this.#backlog)
+      if (item.entry !== undefined && item.stored !== true && item.skipped !== true) count++;
     return count;
   }
 
