@@ -401,8 +401,7 @@ export class ModbusDriver implements PlcDriver {
     const rtu = this.#options.transport.kind === "rtu";
     const listed =
       !stream.aligned &&
-      (!rtu ||
-        this.#queue.unalignedScopes.some((scope) => scope === "" || !this.#units.offline(Number(scope))));
+      (!rtu || this.#queue.unalignedScopes.some((scope) => scope === "" || !this.#units.offline(Number(scope))));
     const misaligned: EndpointHealthSnapshot[] = !listed
       ? []
       : [
@@ -1324,7 +1323,10 @@ export class ModbusDriver implements PlcDriver {
             unit: fence.unitId,
             run: () => {
               const client = this.#client;
-              if (!client || this.status !== "connected") return Promise.reject(modbusDisconnectedError("fence"));
+              if (!client || this.status !== "connected")
+                return Promise.reject(
+                  modbusDisconnectedError("before the check read that proves the answers in step could be sent"),
+                );
               client.setID(fence.unitId);
               this.#fenceUnit = fence.unitId;
               client.patientNext?.();

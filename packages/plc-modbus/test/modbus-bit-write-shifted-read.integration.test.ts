@@ -29,11 +29,20 @@ async function gateway(repeatAt: (request: RawRequest) => boolean) {
     if (request.functionCode === 6) writes.push(request.value);
     if (request.functionCode === 3 && repeatAt(request))
       // HR30's answer again (a retransmission) lands in this request's window; its own comes 15 ms later.
-      return { kind: "normal", values: [rawRegister(1, 30)], transactionId: stamp, thenOwnAfterMs: 15, ownStamped: true };
+      return {
+        kind: "normal",
+        values: [rawRegister(1, 30)],
+        transactionId: stamp,
+        thenOwnAfterMs: 15,
+        ownStamped: true,
+      };
     return { kind: "normal", delayMs: 15, transactionId: stamp };
   });
   cleanups.push(() => device.stop());
-  const driver = new ModbusDriver({ transport: { kind: "tcp", host: device.host, port: device.port }, requestTimeoutMs: 300 });
+  const driver = new ModbusDriver({
+    transport: { kind: "tcp", host: device.host, port: device.port },
+    requestTimeoutMs: 300,
+  });
   cleanups.push(() => driver.close());
   await driver.connect();
   return { driver, device, writes };
@@ -56,7 +65,16 @@ describe("a bit write's read-modify-write whose read takes another register's an
     expect((error as KilnError).retryable).toBe(true);
     expect((error as Error).message).toMatch(/mask-write/);
     // Written again once the answers are in step: HR200's own word with bit 3 set.
-    await expect.poll(async () => driver.write(tags.get("flag")!, true).then(() => true, () => false), { timeout: 5000 }).toBe(true);
+    await expect
+      .poll(
+        async () =>
+          driver.write(tags.get("flag")!, true).then(
+            () => true,
+            () => false,
+          ),
+        { timeout: 5000 },
+      )
+      .toBe(true);
     expect(writes).toEqual([rawRegister(1, 200) | 8]);
   });
 

@@ -44,7 +44,10 @@ describe.skipIf(!hasSocat)("Modbus RTU: a bit write whose read half takes a repe
       }
       return 15;
     };
-    driver = new ModbusDriver({ transport: { kind: "rtu", path: pair.master, baudRate: 19200 }, requestTimeoutMs: 300 });
+    driver = new ModbusDriver({
+      transport: { kind: "rtu", path: pair.master, baudRate: 19200 },
+      requestTimeoutMs: 300,
+    });
     await driver.connect();
     expect((await driver.read([tags.get("other")!]))[0]!.value).toBe(1030);
     const hr30 = device.lastSent;
@@ -53,14 +56,22 @@ describe.skipIf(!hasSocat)("Modbus RTU: a bit write whose read half takes a repe
     expect((await driver.read([tags.get("third")!]))[0]!.value).toBe(1010);
     repeat = hr30;
     const error = await driver.write(tags.get("flag")!, true).catch((caught: unknown) => caught);
-    const writes = () => device.received.filter(({ frame }) => frame[1] === 6).map(({ frame }) => frame.readUInt16BE(4));
+    const writes = () =>
+      device.received.filter(({ frame }) => frame[1] === 6).map(({ frame }) => frame.readUInt16BE(4));
     // Before: resolved, and the device got 1038 (HR30's 1030 with bit 3) at HR200.
     expect(writes()).toEqual([]);
     expect(KilnError.is(error, "KILN_DEVICE_ERROR")).toBe(true);
     expect((error as KilnError).details.sent).toBe(false);
     // Written once the line is in step again: HR200's own word with bit 3 set.
     await expect
-      .poll(async () => driver!.write(tags.get("flag")!, true).then(() => true, () => false), { timeout: 8000, interval: 300 })
+      .poll(
+        async () =>
+          driver!.write(tags.get("flag")!, true).then(
+            () => true,
+            () => false,
+          ),
+        { timeout: 8000, interval: 300 },
+      )
       .toBe(true);
     expect(writes()).toEqual([1208]);
   }, 30_000);

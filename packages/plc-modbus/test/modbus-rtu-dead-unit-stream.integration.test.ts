@@ -33,13 +33,18 @@ describe.skipIf(!hasSocat)("Modbus RTU: a dead unit on a multi-drop line (needs 
   it("lists no 'answer stream' entry once the dead unit is offline, while the live units read good", async () => {
     pair = await openSerialPair();
     device = await RtuLineDevice.open(pair.device, [1, 3]);
-    driver = new ModbusDriver({ transport: { kind: "rtu", path: pair.master, baudRate: 19200 }, requestTimeoutMs: 100 });
+    driver = new ModbusDriver({
+      transport: { kind: "rtu", path: pair.master, baudRate: 19200 },
+      requestTimeoutMs: 100,
+    });
     await driver.connect();
     let lastGood = false;
     let offline = false;
     for (let scan = 0; scan < 20; scan++) {
       const samples = await driver.read(tags.list());
-      lastGood = samples.filter((sample) => sample.tag !== "dead").every((sample) => sample.quality.severity === "good");
+      lastGood = samples
+        .filter((sample) => sample.tag !== "dead")
+        .every((sample) => sample.quality.severity === "good");
       offline = driver.units().some((unit) => unit.unitId === 2 && unit.state === "offline");
       if (offline && lastGood) break;
       await new Promise((resolve) => setTimeout(resolve, 100));

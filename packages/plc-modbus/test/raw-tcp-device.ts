@@ -116,7 +116,9 @@ export async function startRawTcpDevice(
           setTimeout(() => {
             const stamp = reply.kind === "normal" && reply.ownStamped === true ? reply.transactionId : undefined;
             if (!socket.destroyed)
-              socket.write(build(request, { kind: "normal", ...(stamp === undefined ? {} : { transactionId: stamp }) }));
+              socket.write(
+                build(request, { kind: "normal", ...(stamp === undefined ? {} : { transactionId: stamp }) }),
+              );
           }, own);
         const send = (): void => {
           const built = build(request, reply);
