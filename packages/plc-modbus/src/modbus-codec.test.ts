@@ -255,6 +255,13 @@ describe("integer tags on scaled 16- and 32-bit wires are exact", () => {
 describe("engineering conversion", () => {
   const plain = { scale: 1, offset: 0 };
 
+  it("reads a scaled integer as the decimal a write puts there (adv12x LOW-4: 3276.7 read back 3276.7000000000003)", () => {
+    expect(engineeringFromRaw(32767, { scale: 0.1, offset: 0 }, "float32")).toBe(3276.7);
+    expect(engineeringFromRaw(3, { scale: 0.1, offset: 0 }, "float32")).toBe(0.3);
+    expect(engineeringFromRaw(250, { scale: 0.1, offset: -5 }, "float32")).toBe(20);
+    expect(engineeringFromRaw(-32768, { scale: 0.01, offset: 0.5 }, "float64")).toBe(-327.18);
+  });
+
   it("applies raw × scale + offset", () => {
     expect(engineeringFromRaw(250, { scale: 0.1, offset: -5 }, "float32")).toBeCloseTo(20);
     expect(engineeringFromRaw(250, plain, "int16")).toBe(250);

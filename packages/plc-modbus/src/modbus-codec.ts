@@ -197,7 +197,15 @@ export function engineeringFromRaw(
   if (typeof raw === "boolean" || typeof raw === "string") return raw;
   if (dataType === "bool") return raw !== 0;
   const scaled = address.scale !== 1 || address.offset !== 0;
-  return scaled ? raw * address.scale + address.offset : raw;
+  if (!scaled) return raw;
+  if (Number.isSafeInteger(raw)) {
+    // One correctly rounded division of the exact rational, the grid a write is checked on (`exactScaled`): raw 32767
+    // at scale 0.1 reads 3276.7, which was written, not 3276.7000000000003 (32767 × 0.1 in binary; adv12x LOW-4).
+    const { numerator, denominator } = exactScaled(BigInt(raw), address);
+    const max = BigInt(Number.MAX_SAFE_INTEGER);
+    if (numerator <= max && -numerator <= max && denominator <= max) return Number(numerator) / Number(denominator);
+  }
+  return raw * address.scale + address.offset;
 }
 
 /** Whether a scale and offset are whole numbers, so a 64-bit register scales exactly in `bigint`. */

@@ -441,9 +441,12 @@ describe("ModbusDriver: write", () => {
     expect(device.holding[4]).toBe(0b1101);
     await driver.write(tags.get("mode.auto"), false);
     expect(device.holding[4]).toBe(0b1001);
+    // The register is read twice and written only when both reads agree (ADR 0041, amendment fix12ab).
     expect(device.requests.map((call) => call.method)).toEqual([
       "readHoldingRegisters",
+      "readHoldingRegisters",
       "writeRegister",
+      "readHoldingRegisters",
       "readHoldingRegisters",
       "writeRegister",
     ]);

@@ -381,7 +381,8 @@ export class ModbusDriver implements PlcDriver {
    * error, next probe), and each request block backed off as `unit <id> <block>` (e.g. `unit 1 HR100-109`,
    * always `offline`): a block that timed out `unitHealth.offlineAfter` reads in a row while its unit
    * answered other requests; and, while answers are not trusted (see {@link ModbusDriver.answerStream}),
-   * `answer stream` (`offline`, the anomaly in `lastError`); and each shape held by an answer owed by a device
+   * `answer stream` (`offline`, the anomaly in `lastError`; on Modbus RTU not while the only units not trusted
+   * are offline, which their own entries say); and each shape held by an answer owed by a device
    * that answers out of order as `held shape <shape>` (`offline`, `nextProbeAt`: when the link is resynchronised
    * to release it, see `transport.lostAnswerResyncMs`); and each request block not read within the read's deadline
    * `unitHealth.offlineAfter` reads in a row (`offline`, "not read within the read's deadline for 3 scans in a
@@ -393,7 +394,15 @@ export class ModbusDriver implements PlcDriver {
     const blocks = this.#blocks.snapshot().filter((block) => block.state === "offline");
     const stream = this.answerStream;
     const { resyncAt } = this.#queue.alignment;
-    const misaligned: EndpointHealthSnapshot[] = stream.aligned
+    // On RTU each unit is its own answer stream (scope `String(unitId)`, see `#guarded`). A dead unit's scope stays
+    // suspect (its probes carry no fence; its fence is owed before its next real read): while the unit is offline its
+    // own entry says so, and listing "answer stream" for it too was a permanent false alarm that never came back
+    // online (adv12x MEDIUM-1). Listed while any scope of a unit not offline (or with no unit) is suspect.
+    const rtu = this.#options.transport.kind === "rtu";
+    const listed =
+      !stream.aligned &&
+      (!rtu || this.#queue.unalignedScopes.some((scope) => scope === "" || !this.#units.offline(Number(scope))));
+    const misaligned: EndpointHealthSnapshot[] = !listed
       ? []
       : [
           {
@@ -1314,7 +1323,10 @@ export class ModbusDriver implements PlcDriver {
             unit: fence.unitId,
             run: () => {
               const client = this.#client;
-              if (!client || this.status !== "connected") return Promise.reject(modbusDisconnectedError("fence"));
+              if (!client || this.status !== "connected")
+                return Promise.reject(
+                  modbusDisconnectedError("before the check read that proves the answers in step could be sent"),
+                );
               client.setID(fence.unitId);
               this.#fenceUnit = fence.unitId;
               client.patientNext?.();

@@ -508,6 +508,14 @@ export class ModbusRequestQueue {
   }
 
   /**
+   * The scopes (see {@link ModbusRequestOptions.scope}; `""` for requests without one) with an anomaly since their
+   * last fence's proof: not empty exactly while {@link ModbusRequestQueue.alignment} says `aligned: false`.
+   */
+  get unalignedScopes(): readonly string[] {
+    return [...this.#unaligned];
+  }
+
+  /**
    * An answer came that no request on the wire took (the client dropped it: its transaction id belongs to
    * no request waiting, or it did not fit the fence waiting for its own). It accounts for an answer owed by
    * an earlier request of its shape (`answer`; of any shape when unknown); when none was owed it is an anomaly in itself (a duplicate, or an answer later than

@@ -179,7 +179,10 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
     if (!port?.isOpen) throw Object.assign(new Error("Port Not Open"), { name: "PortNotOpenError" });
     // The caller gave up on the previous request (its timeout): its answer may still come.
     if (this.#pending) {
-      this.#settle(this.#pending, new Error("abandoned"));
+      this.#settle(
+        this.#pending,
+        new Error("no answer in time; the request was given up before the next one went out"),
+      );
       this.#outOfStep = true;
     }
     if (this.#outOfStep) {

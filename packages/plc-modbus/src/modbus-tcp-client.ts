@@ -222,7 +222,7 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
   #abandon(transactionId: number, pending: Pending): void {
     this.#pending.delete(transactionId);
     this.#remember(transactionId, pending.request);
-    pending.reject(new Error("abandoned"));
+    pending.reject(new Error("no answer in time; the request was given up (an answer that still comes is dropped)"));
   }
 
   /**

@@ -256,7 +256,31 @@ export class ModbusWriter {
     // Read the way a scan reads (shape and fence): a late answer to a read of one register fits this one.
     // Named as the read it is: a timeout said "No reply to write of ..." although no write had gone out (fix12aa).
     const readWhat = `the read half of the ${call.what} (the register is read before its bit is written; nothing written yet)`;
-    const current = await this.#request.read(unitId, "holding-register", address.address, 1, readWhat, call.signal);
+    // Read twice, back to back, and write only when both agree (ADR 0041, amendment fix12ab). A repeated answer (a
+    // gateway's or repeater's retransmission) or an out-of-order late one can shift the answers of same-shape reads
+    // by one, with nothing on the frame to tell: the first read then holds the request before's value, another
+    // register's. The second read then holds the first one's own answer, this register's: two values that agree
+    // are this register's (or the other register held the same word, which writes the same), two that differ are
+    // refused, never written back. One more request per bit write; `bitWriteMode: "mask-write"` needs no read.
+    const first = await this.#readHalf(unitId, address.address, readWhat, call);
+    const second = await this.#readHalf(unitId, address.address, readWhat, call);
+    if (first !== second)
+      throw new KilnError(
+        "KILN_DEVICE_ERROR",
+        `The ${call.what} was not sent: its register was read twice to change one bit and the two reads disagree ` +
+          `(${first}, then ${second}). One of them may be another request's answer (a repeated or late answer ` +
+          `shifts the answers on a serial line or a gateway to one), or the device changed the register meanwhile; ` +
+          `writing the word back could change the register's other bits. Write again, or set ` +
+          `write.bitWriteMode: "mask-write" (function 22) if the device supports it.`,
+        { retryable: true, details: { sent: false, reads: [first, second] } },
+      );
+    const word = second;
+    await this.#writeRegisters(unitId, address.address, [state ? word | mask : word & ~mask & 0xffff], call);
+  }
+
+  /** One read of the register of a bit write's read-modify-write (see `#writeBit`): its word, or a refusal if doubtful. */
+  async #readHalf(unitId: number, address: number, readWhat: string, call: WriteCall): Promise<number> {
+    const current = await this.#request.read(unitId, "holding-register", address, 1, readWhat, call.signal);
     const doubt = answerDoubt(current);
     if (doubt !== undefined) {
       // Writing a word back that may be another register's would change the register's other bits.
@@ -269,7 +293,6 @@ export class ModbusWriter {
         },
       );
     }
-    const word = Number(current[0] ?? 0);
-    await this.#writeRegisters(unitId, address.address, [state ? word | mask : word & ~mask & 0xffff], call);
+    return Number(current[0] ?? 0);
   }
 }

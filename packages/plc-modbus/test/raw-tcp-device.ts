@@ -38,6 +38,8 @@ export type RawAnswer =
        * a gateway that hands a late answer it held back to the next request first, then that one's own.
        */
       readonly thenOwnAfterMs?: number;
+      /** With `thenOwnAfterMs`: that answer carries this answer's `transactionId` (a gateway stamping the newest id). */
+      readonly ownStamped?: boolean;
       /** Sends the answer without its last `cut` bytes (a frame cut short on the way; the header is intact). */
       readonly cut?: number;
       /** With `cut`: sends the whole answer right after the cut one (a gateway retrying). */
@@ -111,7 +113,13 @@ export async function startRawTcpDevice(
           setTimeout(() => socket.destroyed || socket.write(build(request, reply)), duplicate);
         const own = reply.kind === "normal" ? reply.thenOwnAfterMs : undefined;
         if (own !== undefined)
-          setTimeout(() => socket.destroyed || socket.write(build(request, { kind: "normal" })), own);
+          setTimeout(() => {
+            const stamp = reply.kind === "normal" && reply.ownStamped === true ? reply.transactionId : undefined;
+            if (!socket.destroyed)
+              socket.write(
+                build(request, { kind: "normal", ...(stamp === undefined ? {} : { transactionId: stamp }) }),
+              );
+          }, own);
         const send = (): void => {
           const built = build(request, reply);
           const trailing = reply.kind === "normal" ? (reply.trailing ?? 0) : 0;
