@@ -63,9 +63,9 @@ interface BacklogItem {
   failures: number;
   /**
    * The latest store call started when this one last failed: an answer to a later call means the
-   * store answers about others (fix15ae; by call since fix15ah, see `#answeredCount`).
+   * store answers about others (fix15ae; by call since fix15ah, see `#answeredSeq`).
    */
-  answeredCountAtFailure?: number;
+  callSeqAtFailure?: number;
   /**
    * Its failed store calls as the poison rule's probe, counted only from turns in which the store
    * took an entry from a call started after the head failed, or within `RECENT_TAKE_MS` (fix15ai:
@@ -241,7 +241,7 @@ export class AuditWriter {
    * it (one started before an outage) is no evidence that the store takes others now; counted as
    * such, with the suspects left out of the rate, an outage set an entry aside.
    */
-  #answeredCount = 0;
+  #answeredSeq = 0;
   /** Store calls started since construction: each call's sequence number (fix15ah). */
   #callSeq = 0;
   /**
@@ -870,7 +870,7 @@ export class AuditWriter {
     const seq = ++this.#callSeq;
     try {
       await this.#options.audit.record(entry);
-      this.#answeredCount = Math.max(this.#answeredCount, seq);
+      this.#answeredSeq = Math.max(this.#answeredSeq, seq);
       this.#tookSeq = Math.max(this.#tookSeq, seq);
       this.#poison.took(entry.id);
       const counted = this.#gaveUpCounted.get(entry.id);
@@ -903,7 +903,7 @@ export class AuditWriter {
         // The store answered about this entry's content: evidence that it is alive, as a take is
         // (fix15ae, adv15 HIGH-1: not counted, a poison head with only refused entries behind it
         // was never proven the cause and held the trail).
-        this.#answeredCount = Math.max(this.#answeredCount, seq);
+        this.#answeredSeq = Math.max(this.#answeredSeq, seq);
         this.#poison.answered(entry.id);
         if (options.notRun === true) {
           const refusal = new KilnError(
@@ -1011,14 +1011,14 @@ export class AuditWriter {
           // the stop proved a head that had failed twice in the outage the cause).
           const failedProbes: BacklogItem[] = [];
           const chargeProbes = (): void => {
-            if (this.#tookSeq <= (head.answeredCountAtFailure ?? 0) && !this.#storeTookRecently()) return;
+            if (this.#tookSeq <= (head.callSeqAtFailure ?? 0) && !this.#storeTookRecently()) return;
             for (const item of failedProbes) item.probeFailures = (item.probeFailures ?? 0) + 1;
           };
-          // The store took another entry since the head failed (a command's own): that is the
-          // evidence already, no probe is needed; each failing probe would count towards the audit
+          // The store answered about another entry (took it, or refused it for good) from a call
+          // started after the head failed (a command's own): that is the evidence already, no probe is needed; each failing probe would count towards the audit
           // breaker, which then refuses every command (fix15ah, adv15c HIGH-1 step 6).
-          const tookSince = this.#answeredCount > (head.answeredCountAtFailure ?? 0);
-          for (let tries = 0; !tookSince && tries < PROBES_PER_TURN; tries++) {
+          const answeredSince = this.#answeredSeq > (head.callSeqAtFailure ?? 0);
+          for (let tries = 0; !answeredSince && tries < PROBES_PER_TURN; tries++) {
             // The first entry that failed fewest times as a probe: one the store hangs on is not
             // chosen again and again, each failure would make the store look flaky (fix15af).
             // Among those, one of another principal than the head's first: one principal's many
@@ -1065,7 +1065,7 @@ export class AuditWriter {
           // comes (health names it), not retried meanwhile (each failure would count towards the
           // audit breaker, which then refuses every command). At close it is tried once more (a
           // store that came back takes it), never set aside on that try.
-          const evidence = probed || this.#answeredCount > (head.answeredCountAtFailure ?? 0);
+          const evidence = probed || this.#answeredSeq > (head.callSeqAtFailure ?? 0);
           // Every probe failed too: the store is failing, not the head (an outage: nothing set
           // aside). A head suspected only for timeouts is no longer suspected (fix15ag).
           // Unless the store took another entry within the last turns (fix15ah, adv15c HIGH-1 step
@@ -1092,7 +1092,7 @@ export class AuditWriter {
             head.failures++;
             // Failed again after the store answered about another entry: suspect (fix15ag).
             head.suspect = true;
-            head.answeredCountAtFailure = this.#callSeq;
+            head.callSeqAtFailure = this.#callSeq;
             // Proven the cause only against the store's record on other entries: a flaky store
             // that fails some calls whatever their content needs many more failures in a row
             // (see PoisonEvidence), so it never sets an innocent entry aside (fix15ad).
@@ -1105,7 +1105,7 @@ export class AuditWriter {
           if (result === "held") return false;
           keptAside = result === "skipped";
           if (result === "retry") {
-            head.answeredCountAtFailure = this.#callSeq;
+            head.callSeqAtFailure = this.#callSeq;
             // Timeouts and retryable KilnErrors count too (fix15af): a store that fails everything
             // is told apart by the probes, which then fail as well. Only an unclassified error
             // makes the head suspect by itself (fix15ag).
