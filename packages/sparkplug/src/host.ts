@@ -1385,7 +1385,7 @@ export class SparkplugHost {
         );
       if (node.verify !== undefined)
         problems.push(
-          `edge node ${name} unverified since ${new Date(node.verify.since).toISOString()} (${node.verify.reason}): its live values are uncertain and its data is held (${heldSize(node)} samples: not stored, acknowledged or shown) until it answers the rebirth request${node.verify.requested === undefined ? " (not sent yet: rebirthIntervalMs, or waiting its turn: maxOutstandingRebirths)" : ""}; declared offline if no NBIRTH comes within rebirthTimeoutMs of the host reading from the broker (time held not counted)`,
+          `edge node ${name} unverified since ${new Date(node.verify.since).toISOString()} (${node.verify.reason}): its live values are uncertain and its data is held (${node.heldSamples} samples: not stored, acknowledged or shown) until it answers the rebirth request${node.verify.requested === undefined ? " (not sent yet: rebirthIntervalMs, or waiting its turn: maxOutstandingRebirths)" : ""}; declared offline if no NBIRTH comes within rebirthTimeoutMs of the host reading from the broker (time held not counted)`,
         );
       const waiting = this.#rebirthsWaiting.get(node);
       if (waiting !== undefined)
@@ -2153,7 +2153,7 @@ export class SparkplugHost {
   /** Samples the edge node's answer to a rebirth request is expected to bring: its current births. */
   #birthSamples(node: EdgeNodeState): number {
     // Its answer releases what it holds too (amendment fix19z).
-    let size = birthSize(node.birth) + heldSize(node);
+    let size = birthSize(node.birth) + node.heldSamples;
     for (const device of node.devices.values()) if (device.online) size += birthSize(device.birth);
     return size;
   }
@@ -4014,11 +4014,6 @@ function metricOf(birth: Birth, metric: SparkplugMetric): MetricInfo | undefined
     return info !== undefined && metric.name !== undefined && metric.name !== info.name ? undefined : info;
   }
   return metric.name === undefined ? undefined : birth.byName.get(metric.name);
-}
-
-/** Samples the edge node holds (see `HeldMessage`). */
-function heldSize(node: EdgeNodeState): number {
-  return node.heldSamples;
 }
 
 /** Drops the released messages from the edge node's held list. */
