@@ -17,6 +17,7 @@ import {
   type TagValue,
   type TimerHandle,
 } from "@kiln/core";
+import { endpointUrlHost } from "@kiln/core/driver-kit";
 import type { Namespace, UAObject, UAVariable } from "node-opcua-address-space";
 import type { BaseNode, ISessionBase, ISessionContext } from "node-opcua-address-space-base";
 import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
@@ -289,12 +290,13 @@ export class OpcuaServer {
   }
 
   /**
-   * The endpoint URL clients connect to, e.g. `opc.tcp://plant-pc:4840`.
+   * The endpoint URL clients connect to, e.g. `opc.tcp://plant-pc:4840`; an IPv6 `host` in brackets
+   * (`opc.tcp://[::1]:4840`, RFC 3986 §3.2.2), as the endpoints the server advertises (GetEndpoints).
    * @throws KilnError `KILN_LIFECYCLE` before the first start.
    */
   get endpointUrl(): string {
     if (this.#namespaceIndex < 0) throw new KilnError("KILN_LIFECYCLE", "The OPC UA server has not been started yet.");
-    return `opc.tcp://${this.#options.host ?? hostname()}:${this.#port}`;
+    return `opc.tcp://${endpointUrlHost(this.#options.host ?? hostname())}:${this.#port}`;
   }
 
   /**
@@ -363,7 +365,8 @@ export class OpcuaServer {
     const server = new runtime.AuthorizingServer({
       port: this.#port,
       ...(options.host === undefined ? {} : { host: options.host }),
-      hostname: options.host ?? hostname(),
+      // node-opcua writes its endpoints' URLs (GetEndpoints) as opc.tcp://<hostname>:<port>.
+      hostname: endpointUrlHost(options.host ?? hostname()),
       nodeset_filename: [runtime.nodesets.standard],
       serverCertificateManager,
       userCertificateManager,

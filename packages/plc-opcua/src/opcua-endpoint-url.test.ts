@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { endpointUrlHost, isEndpointUrlRefusal, parseEndpointUrl } from "./opcua-endpoint-url";
+import { isEndpointUrlRefusal, parseEndpointUrl } from "./opcua-endpoint-url";
 import { opcuaDriverOptionsSchema } from "./opcua-driver-options";
 import { OpcuaDriver } from "./opcua-driver";
 
@@ -71,17 +71,5 @@ describe("parseEndpointUrl", () => {
   test("the driver is named by the URL's host and port, brackets included", () => {
     expect(new OpcuaDriver({ endpointUrl: "opc.tcp://[::1]:4840" }).name).toBe("opcua:[::1]:4840");
     expect(new OpcuaDriver({ endpointUrl: "opc.tcp://[fe80::1%25eth0]:4840" }).name).toBe("opcua:[fe80::1]:4840");
-  });
-});
-
-describe("endpointUrlHost", () => {
-  test.each([
-    ["::1", "[::1]"],
-    ["fe80::1%eth0", "[fe80::1%25eth0]"],
-    ["[::1]", "[::1]"],
-    ["127.0.0.1", "127.0.0.1"],
-    ["plant-pc", "plant-pc"],
-  ])("%s → %s", (host, written) => {
-    expect(endpointUrlHost(host)).toBe(written);
   });
 });

@@ -79,14 +79,3 @@ export function parseEndpointUrl(url: string): OpcTcpEndpoint | EndpointUrlRefus
 export function isEndpointUrlRefusal(parsed: OpcTcpEndpoint | EndpointUrlRefusal): parsed is EndpointUrlRefusal {
   return "rule" in parsed;
 }
-
-/**
- * The host part of an `opc.tcp://` URL for `host`: an IPv6 address in brackets (RFC 3986 §3.2.2;
- * a zone written `%25`), anything else as it is. A server or simulator listening on `::1` is
- * reached at `opc.tcp://[::1]:port`, never `opc.tcp://::1:port`.
- */
-export function endpointUrlHost(host: string): string {
-  if (host.startsWith("[") || !isIPv6(host)) return host;
-  const zoneAt = host.indexOf("%");
-  return zoneAt === -1 ? `[${host}]` : `[${host.slice(0, zoneAt)}%25${host.slice(zoneAt + 1)}]`;
-}

@@ -2,7 +2,14 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { type Clock, KilnError, type SignalSpec, SystemClock, type Tag, TagCatalog, type TagValue } from "@kiln/core";
-import { createSignal, parseOrThrow, type Signal, signalSpecSchema, type TagScalarValue } from "@kiln/core/driver-kit";
+import {
+  createSignal,
+  endpointUrlHost,
+  parseOrThrow,
+  type Signal,
+  signalSpecSchema,
+  type TagScalarValue,
+} from "@kiln/core/driver-kit";
 import { type TimerHandle } from "@kiln/core";
 import type { UAFolder, UAVariable } from "node-opcua-address-space";
 import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
@@ -10,7 +17,6 @@ import type { DataValue, NodeId } from "node-opcua-client";
 import type { OPCUAServer } from "node-opcua-server";
 import { z } from "zod";
 import { loadOpcuaSimulatorRuntime, type OpcuaSimulatorRuntime } from "./opcua-runtime-loader";
-import { endpointUrlHost } from "./opcua-endpoint-url";
 
 /** The namespace URI the simulator's variables live in, unless told otherwise. */
 export const OPCUA_SIMULATOR_NAMESPACE_URI = "urn:kiln:opcua-simulator";

@@ -11,6 +11,7 @@ export { deadlineSignal, signalTimeLeft, type DeadlineSignalOptions } from "../r
 export { coerceToTagType, type TagTypeCoercion } from "./coerce-to-tag-type";
 export { ConnectionLifecycle, type ConnectionLifecycleOptions, type ReconnectOptions } from "./connection-lifecycle";
 export { TagListCache } from "./tag-list-cache";
+export { endpointUrlHost } from "./url-host";
 export {
   EndpointHealth,
   type EndpointHealthOptions,
