@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { appendFile, readFile, rm, stat } from "node:fs/promises";
+import { appendFile, rm, stat } from "node:fs/promises";
 import { KilnError } from "../domain/errors";
 import type { KilnEvents } from "../events/catalogue";
 import type { AuditEntry } from "@kiln/core/driver-kit";
@@ -44,6 +44,7 @@ import type { AuditWriterStatus } from "./audit-writer-status";
 import { DenialOverflowCounts } from "./audit-denial-overflow";
 import { COALESCED_KINDS, CoalescedRuns } from "./audit-coalesced-runs";
 import { AuditJournalFailures, type JournalFailure } from "./audit-journal-failures";
+import { setAsideLinesAmong } from "./audit-set-aside-file";
 import { PoisonEvidence } from "./audit-poison-rule";
 
 /**
@@ -1942,6 +1943,22 @@ export class AuditWriter {
   }
 
   /**
+   * Which of the replayed journal `records` `<journal>.set-aside` holds, each as its exact JSON line
+   * (what {@link #keepAside} appended): a journal record replayed after a crash that is one of them
+   * was kept aside already. Matched by content, not by id alone: a follow-up recorded again without
+   * its values has the same id. The file is streamed, never read whole ({@link setAsideLinesAmong}).
+   * When it cannot be read, nothing is matched (kept aside twice, never lost).
+   */
+  async #keptAsideEntries(path: string, records: readonly string[]): Promise<Set<string>> {
+    try {
+      return await setAsideLinesAmong(`${path}.set-aside`, new Set(records));
+    } catch (error) {
+      this.#logger.warn({ path, error: String(error) }, "the audit set-aside file could not be read at open");
+      return new Set();
+    }
+  }
+
+  /**
    * An entry that leaves the backlog unstored (refused for good by the store, or set aside as a
    * poison entry) is never silently gone: appended (one JSON line, flushed) to
    * `<journal>.set-aside` when there is a journal, before its journal record is released; counted
@@ -1955,23 +1972,6 @@ export class AuditWriter {
    * and health names it until it is kept (adversarial review 15x, F1).
    * @returns false when it was held so (nothing counted, nothing to release), else true.
    */
-  /**
-   * The entries `<journal>.set-aside` holds, each as its exact JSON line (what {@link #keepAside}
-   * appended): a journal record replayed after a crash that is one of them was kept aside already.
-   * Matched by content, not by id alone: a follow-up recorded again without its values has the
-   * same id. When the file cannot be read, nothing is matched (kept aside twice, never lost).
-   */
-  async #keptAsideEntries(path: string): Promise<Set<string>> {
-    try {
-      const text = await readFile(`${path}.set-aside`, "utf8");
-      return new Set(text.split("\n").filter((line) => line.length > 0));
-    } catch (error) {
-      if ((error as { code?: unknown }).code !== "ENOENT")
-        this.#logger.warn({ path, error: String(error) }, "the audit set-aside file could not be read at open");
-      return new Set();
-    }
-  }
-
   async #keepAside(entry: AuditEntry, error: unknown, item?: BacklogItem): Promise<boolean> {
     const path = this.#options.backlog?.path;
     let kept = false;
@@ -2104,7 +2104,10 @@ export class AuditWriter {
         // Kept aside in an earlier run (a probe mid-backlog, or a head before its release was
         // durable) and then a crash: its record is released unread in its place, never kept
         // aside and counted again (fix15ag, adv15b LOW-C).
-        const keptAside = await this.#keptAsideEntries(path);
+        const replayed = recovered.flatMap((item) =>
+          item.entry === undefined || tombstoned.has(item.entry.id) ? [] : [encodeExactJson(item.entry)],
+        );
+        const keptAside = await this.#keptAsideEntries(path, replayed);
         let alreadyKept = 0;
         this.#backlog.unshift(
           ...recovered.map((item) => {
