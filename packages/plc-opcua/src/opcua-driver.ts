@@ -757,11 +757,20 @@ export class OpcuaDriver implements PlcDriver {
       if (current()) this.#logger.warn("OPC UA keep-alive failed; the session may be dead");
     });
     session.on("session_repaired_failed", (error: unknown) => {
-      // node-opcua retries a failed repair every 2 s forever; a refused identity must stop it.
+      // node-opcua retries a failed repair every 2 s forever, whatever the refusal: a refused
+      // identity stops reconnecting; any other (BadTooManySessions while another client holds the
+      // server's only slot, a session refused while the server boots) leaves its loop and reopens
+      // on the driver's capped backoff, as a refused channel does (adv13y MEDIUM-2: 21 CreateSession
+      // requests in 40 s).
       if (!current()) return;
       this.#repairProgress(connection);
-      if (this.#rt.isAuthenticationFailure(this.#rt.statusOfError(error))) this.#refused(connection, error);
-      else this.#lifecycle.attemptFailed(this.#connectError(error));
+      if (this.#rt.isAuthenticationFailure(this.#rt.statusOfError(error))) {
+        this.#refused(connection, error);
+        return;
+      }
+      const failure = this.#connectError(error);
+      this.#lifecycle.attemptFailed(failure);
+      this.#rebuild(connection, failure.message, { delayFirst: true });
     });
     session.on("session_restored", () => {
       // Also after a repair on a live channel (the server had dropped the session).
