@@ -33,6 +33,7 @@ import {
   privateKeyPem,
 } from "./opcua-certificates";
 import { parseEndpointUrl, type OpcTcpEndpoint } from "./opcua-endpoint-url";
+import { keepTrustedCertificates } from "./opcua-kept-trust";
 import type { ResolvedOpcuaDriverOptions } from "./opcua-driver-options";
 import { connectError, isConnectionLoss, statusOfError } from "./opcua-errors";
 import { markReplayedNotifications } from "./opcua-replayed-notifications";
@@ -183,6 +184,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
     rootFolder: pkiDir,
     automaticallyAcceptUnknownCertificate: pki.automaticallyAcceptUnknownCertificate,
   });
+  keepTrustedCertificates(certificateManager);
   let client: OPCUAClient | undefined;
   try {
     await certificateManager.initialize();

@@ -164,9 +164,38 @@ export function connectError(error: unknown, context: ConnectErrorContext): Kiln
 }
 
 /**
- * The error for a server certificate the client's PKI does not trust (`statusName`, e.g.
- * BadCertificateUntrusted): a non-retryable `KILN_CONNECTION_FAILED` with
- * `details.reason` `"server-certificate-untrusted"`, saying where to move the certificate.
+ * What to do about a server certificate the client's PKI refused with `statusName`, in words (OPC UA
+ * Part 4 §6.1.3, the certificate validation steps; the PKI folders of Part 12 §F.1 as node-opcua lays
+ * them out under `pkiDir`). The certificate a user trusted stays in `trusted/certs` whatever the
+ * verdict (the driver never files it in `rejected/`), so the advice names what is missing instead.
+ */
+function certificateAdvice(context: ConnectErrorContext, statusName: string | undefined): string {
+  const pki = context.pkiDir;
+  switch (statusName) {
+    case "BadCertificateChainIncomplete":
+      return `It is signed by a certificate authority the client does not have: put the CA's certificate in ${pki}/issuers/certs and its revocation list (CRL) in ${pki}/issuers/crl (or the CA's certificate in ${pki}/trusted/certs to trust every certificate it signs, its CRL in ${pki}/trusted/crl).`;
+    case "BadCertificateRevocationUnknown":
+    case "BadCertificateIssuerRevocationUnknown":
+      return `The revocation list (CRL) of the certificate authority that signed it is missing: put the CA's CRL in ${pki}/issuers/crl (${pki}/trusted/crl for a CA in trusted/certs).`;
+    case "BadCertificateRevoked":
+    case "BadCertificateIssuerRevoked":
+      return "Its certificate authority's revocation list says it is revoked: the server needs a new certificate.";
+    case "BadCertificateTimeInvalid":
+    case "BadCertificateIssuerTimeInvalid":
+      return "It (or its issuer's) is expired or not valid yet: check the server's certificate and both machines' clocks.";
+    case undefined:
+    case "BadCertificateUntrusted":
+      return `Trust it: add it to pki.trustedServerCertificates, or move it from ${pki}/rejected to ${pki}/trusted/certs.`;
+    default:
+      return `Check the server's certificate, and trust it: pki.trustedServerCertificates, or ${pki}/trusted/certs.`;
+  }
+}
+
+/**
+ * The error for a server certificate the client's PKI does not accept (`statusName`, e.g.
+ * BadCertificateUntrusted, BadCertificateChainIncomplete): a non-retryable `KILN_CONNECTION_FAILED`
+ * with `details.reason` `"server-certificate-untrusted"`, saying what to do for that status (where
+ * to put the certificate, its CA or the CA's revocation list).
  */
 export function serverCertificateUntrusted(
   context: ConnectErrorContext,
@@ -176,7 +205,7 @@ export function serverCertificateUntrusted(
 ): KilnError {
   return new KilnError(
     "KILN_CONNECTION_FAILED",
-    `The certificate of the OPC UA server at ${context.endpointUrl} is not trusted (${statusName ?? "untrusted"}). Trust it: add it to pki.trustedServerCertificates, or move it from ${context.pkiDir}/rejected to ${context.pkiDir}/trusted/certs.`,
+    `The certificate of the OPC UA server at ${context.endpointUrl} is not trusted (${statusName ?? "untrusted"}). ${certificateAdvice(context, statusName)}`,
     {
       cause,
       retryable: false,
