@@ -41,6 +41,9 @@ describe("parseEndpointUrl", () => {
     ["opc.tcp://[::1]x:4840", /opc\.tcp:\/\/ URL/],
     ["http://[::1]:4840", /opc\.tcp:\/\/ URL/],
     ["opc.tcp://pl%zzc:4840", /valid URL/],
+    // adv13y LOW-1: a zone whose %-escapes are no UTF-8 threw a raw URIError from the constructor.
+    ["opc.tcp://[fe80::1%25%C3]:4840", /zone after %25 must be an interface name/],
+    ["opc.tcp://[fe80::1%25eth%E2%82]:4840", /zone after %25 must be an interface name/],
   ])("refuses %s naming the rule", (url, rule) => {
     const parsed = parseEndpointUrl(url);
     expect(isEndpointUrlRefusal(parsed)).toBe(true);
@@ -54,7 +57,7 @@ describe("parseEndpointUrl", () => {
     expect(opcuaDriverOptionsSchema.parse({ endpointUrl: "opc.tcp://[fe80::1%25eth0]:4840" }).endpointUrl).toBe(
       "opc.tcp://[fe80::1%25eth0]:4840",
     );
-    for (const endpointUrl of ["opc.tcp://::1:4840", "opc.tcp://[::1"]) {
+    for (const endpointUrl of ["opc.tcp://::1:4840", "opc.tcp://[::1", "opc.tcp://[fe80::1%25%C3]:4840"]) {
       let error: unknown;
       try {
         new OpcuaDriver({ endpointUrl });

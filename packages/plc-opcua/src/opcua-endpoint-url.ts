@@ -63,7 +63,14 @@ export function parseEndpointUrl(url: string): OpcTcpEndpoint | EndpointUrlRefus
       return {
         rule: `the host in brackets must be an IPv6 address, with an optional zone written %25 (RFC 6874), ${EXAMPLE}`,
       };
-    socketHost = zone === undefined ? address : `${address}%${decodeURIComponent(zone)}`;
+    let decodedZone: string | undefined;
+    try {
+      decodedZone = zone === undefined ? undefined : decodeURIComponent(zone);
+    } catch {
+      // %-escapes that are no UTF-8 (`%25%C3`): not an interface name (adv13y LOW-1: a raw URIError).
+      return { rule: `the IPv6 zone after %25 must be an interface name (RFC 6874), ${EXAMPLE}` };
+    }
+    socketHost = decodedZone === undefined ? address : `${address}%${decodedZone}`;
     clientHost = `[${address}]`;
   }
   const clientUrl = `opc.tcp://${clientHost}${portText === undefined ? "" : `:${portText}`}${path}`;
