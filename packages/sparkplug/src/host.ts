@@ -427,6 +427,13 @@ export interface SparkplugHostHealth {
     readonly outOfOrder: number;
     readonly futureDated: number;
     /**
+     * Metrics with no timestamp, neither their own nor their payload's (Sparkplug 3.0 requires
+     * one on every birth and data metric): live ones taken at the host's receive time,
+     * uncertain with the reason (never good); historical ones refused (also in `discarded`).
+     * Each reported by `metric-issue` `no-timestamp` (ADR 0043, amendment fix19ab).
+     */
+    readonly untimed: number;
+    /**
      * Samples held now: data of unverified edge nodes (the host may have missed a birth with a
      * new alias map), not stored, not acknowledged and not shown, until the NBIRTH answering the
      * rebirth request says how they decode (ADR 0043, amendment fix19z). Counted in `received`
@@ -525,6 +532,11 @@ export interface SparkplugHostEvents {
    * marked uncertain. `clock-step-back`: a live value of the session received after the one shown
    * but timestamped before it (the edge node's clock stepped back): stored, counted in
    * `samples.outOfOrder`, not shown; the live value shown is marked uncertain (ADR 0043, 19u).
+   * `no-timestamp`: a metric with no timestamp of its own in a payload without one (Sparkplug
+   * 3.0 requires one on every birth and data metric): a live value is taken at the host's receive
+   * time, uncertain (`Uncertain`) with `detail` as reason, never good; a historical one cannot be
+   * placed in time and is refused (counted in `samples.discarded`). Both counted in
+   * `samples.untimed` (ADR 0043, amendment fix19ab).
    */
   "metric-issue": {
     /** The qualified tag name. */
@@ -534,7 +546,13 @@ export interface SparkplugHostEvents {
     readonly deviceId?: string;
     /** The metric name as the edge node gave it. */
     readonly metric: string;
-    readonly issue: "datatype-mismatch" | "unstorable" | "retyped" | "future-timestamp" | "clock-step-back";
+    readonly issue:
+      | "datatype-mismatch"
+      | "unstorable"
+      | "retyped"
+      | "future-timestamp"
+      | "clock-step-back"
+      | "no-timestamp";
     readonly detail: string;
   };
   /**
@@ -944,6 +962,7 @@ export class SparkplugHost {
     mistyped: 0,
     outOfOrder: 0,
     futureDated: 0,
+    untimed: 0,
     heldUncertain: 0,
     heldReturned: 0,
     storeErrors: 0,
@@ -1455,6 +1474,7 @@ export class SparkplugHost {
         mistyped: this.#counts.mistyped,
         outOfOrder: this.#counts.outOfOrder,
         futureDated: this.#counts.futureDated,
+        untimed: this.#counts.untimed,
         held: this.#heldSamples,
         heldUncertain: this.#counts.heldUncertain,
         heldReturned: this.#counts.heldReturned,
@@ -3874,6 +3894,22 @@ export class SparkplugHost {
         this.#counts.unstorable++;
         continue;
       }
+      // A metric without its own timestamp takes its payload's; with neither ([tck-id-payloads-
+      // name-birth-data-requirement] broken) the host's receive time is not the sample's time.
+      const untimed = metric.timestamp === undefined && payload.timestamp === undefined;
+      if (untimed && metric.isHistorical === true) {
+        // History that cannot be placed in time: refused, never stored at a made-up time.
+        this.#counts.untimed++;
+        this.#counts.discarded++;
+        this.#metricIssue(
+          node,
+          deviceId,
+          info,
+          "no-timestamp",
+          `${topic}: a historical value with no timestamp (neither the metric's nor the payload's): cannot be placed in time, refused`,
+        );
+        continue;
+      }
       const timestamp = metric.timestamp ?? payload.timestamp ?? now;
       // A datatype on the wire that is not the birth's: the value was encoded as another type, so
       // it is not the value meant for this metric (a Boolean sent as Int32 7). Refused.
@@ -3904,14 +3940,24 @@ export class SparkplugHost {
         continue;
       }
       const given = qualityOfMetric(metric.properties, value === null);
+      let untimedReason: string | undefined;
+      if (untimed) {
+        this.#counts.untimed++;
+        untimedReason = `${topic}: no timestamp (neither the metric's nor the payload's): taken at the host's receive time ${timeText(timestamp)}, not the time it was measured`;
+        this.#metricIssue(node, deviceId, info, "no-timestamp", untimedReason);
+      }
       const sample: Sample = {
         tag: info.tag,
         value,
         timestamp,
         quality:
-          unverified !== undefined && given.severity === "good"
-            ? quality("uncertain", unverified, QualityCodes.Uncertain)
-            : given,
+          given.severity !== "good"
+            ? given
+            : unverified !== undefined
+              ? quality("uncertain", unverified, QualityCodes.Uncertain)
+              : untimedReason !== undefined
+                ? quality("uncertain", untimedReason, QualityCodes.Uncertain)
+                : given,
       };
       let steppedBack = false;
       if (metric.isTransient === true) this.#counts.transient++;
