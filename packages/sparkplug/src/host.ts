@@ -836,6 +836,14 @@ const FLAP_KEPT = 64;
  * Metrics a birth holds in the host's memory (for `limits.maxMetrics`): at least 1, so births
  * without metrics are bounded too (review 19h, H1: devices born with none escaped every cap).
  */
+/**
+ * The order in which waiting rebirth requests get their turn (lower first; a stable sort keeps
+ * the oldest first within a rank): born before, then never answered a request in a row.
+ */
+function rebirthRank(node: EdgeNodeState): number {
+  return (node.births > 0 ? 0 : 2) + (node.unansweredRebirths > 0 ? 1 : 0);
+}
+
 function birthSize(birth: Birth | undefined): number {
   return birth === undefined ? 0 : Math.max(1, birth.byName.size, birth.byAlias.size);
 }
@@ -2238,11 +2246,11 @@ export class SparkplugHost {
   #pumpRebirths(): void {
     this.#releaseRebirths();
     if (this.#rebirthsWaiting.size === 0 || this.#session === undefined || this.#stopping) return;
-    // Oldest first, but edge nodes that answered their last request before those that did not
-    // (adv19 MEDIUM-1): a fleet of nodes that never answer cannot starve an honest one.
-    const order = [...this.#rebirthsWaiting].sort(
-      ([a], [b]) => Number(a.unansweredRebirths > 0) - Number(b.unansweredRebirths > 0),
-    );
+    // Oldest first, but edge nodes born before (known, lost trust) before never-born ids, which
+    // anyone may invent by publishing data on them (review finding M3, amendment fix19ab), and
+    // within each edge nodes that answered their last request before those that did not (adv19
+    // MEDIUM-1): neither a flood of invented ids nor nodes that never answer starve a real one.
+    const order = [...this.#rebirthsWaiting].sort(([a], [b]) => rebirthRank(a) - rebirthRank(b));
     for (const [node, wanted] of order) {
       const forgotten = this.#nodes.get(`${node.groupId}/${node.edgeNodeId}`) !== node;
       const answered =

@@ -9,7 +9,7 @@ import { connectAsync } from "mqtt";
 import { afterEach, describe, expect, test, vi } from "vitest";
 import { SparkplugHost, type SparkplugHostOptions } from "../src/host";
 import { qualifiedTagName } from "../src/host-tag-names";
-import { decodePayload, type SparkplugMetric } from "../src/payload";
+import { decodePayload, encodePayload, type SparkplugMetric } from "../src/payload";
 import { mosquittoAvailability } from "../src/testing/index";
 import { sparkplugTopic } from "../src/topic";
 import { RawEdgeNode, eventually } from "./support/host-harness";
@@ -383,5 +383,76 @@ describe.skipIf(!mosquitto.available)(
       console.log(`honest edge node asked ${waited} ms after its gap (rebirthTimeoutMs 1500, 6 silent, 2 turns)`);
       expect(waited).toBeLessThan(2_500);
     });
+  },
+);
+
+describe.skipIf(!mosquitto.available)(
+  "a flood of invented edge node ids does not starve a real one's recovery (review finding M3; ADR 0043 amendment fix19ab) (needs mosquitto)",
+  () => {
+    test.each(["a seq gap", "an unknown alias"])(
+      "twenty never-born ids send data first; a real edge node that lost trust (%s) is asked at the first free turn, ahead of them, and is online again",
+      async (cause) => {
+        const broker = await configuredBroker([]);
+        cleanups.push(() => broker.stop());
+        const host = new SparkplugHost({
+          brokerUrl: broker.url,
+          hostId: "pace-invented",
+          groups: [GROUP],
+          store: new MemoryStore(),
+          registerTags: false,
+          stopLingerMs: 100,
+          rebirthIntervalMs: 300,
+          rebirthTimeoutMs: 1_500,
+          maxOutstandingRebirths: 2,
+        });
+        cleanups.push(() => host.stop());
+        await host.start();
+        await host.whenConnected();
+        const counter = await rebirthCounter(broker.url);
+        cleanups.push(() => counter.close());
+        const real = await answeringNode(broker.url, "real", 1);
+        cleanups.push(() => real.node.close());
+        await real.birth();
+        await eventually(() => host.health().edgeNodes.find((node) => node.edgeNodeId === "real")?.state === "online");
+        // An attacker (one client) publishes data on invented edge node ids, each never born.
+        const attacker = await connectAsync(broker.url, { clean: true, reconnectPeriod: 0 });
+        cleanups.push(() => attacker.endAsync(true));
+        const invented = Array.from({ length: 20 }, (_, index) => `invented-${index}`);
+        const flood = async () => {
+          for (const id of invented)
+            await attacker.publishAsync(
+              sparkplugTopic({ type: "NDATA", groupId: GROUP, edgeNodeId: id }),
+              Buffer.from(
+                encodePayload({
+                  timestamp: Date.now(),
+                  seq: 1,
+                  metrics: [{ name: "v", timestamp: Date.now(), datatype: "Double", value: 1 }],
+                }),
+              ),
+            );
+        };
+        await flood();
+        await eventually(() => counter.nodes.filter((node) => node.startsWith("invented-")).length >= 2, 5_000);
+        const births = real.births();
+        const gapAt = Date.now();
+        if (cause === "a seq gap") real.node.seq = 9;
+        await real.node.ndata([
+          { name: "m0", alias: cause === "a seq gap" ? 1 : 99, timestamp: Date.now(), datatype: "Double", value: 2 },
+        ]);
+        await flood();
+        await eventually(() => real.births() > births, 20_000, "the real node asked");
+        const waited = Date.now() - gapAt;
+        console.log(
+          `real edge node asked ${waited} ms after its gap (rebirthTimeoutMs 1500, 20 invented ids, 2 turns)`,
+        );
+        // Before: behind 18 waiting invented ids, 9 rounds of 1.5 s.
+        expect(waited).toBeLessThan(2_500);
+        await eventually(
+          () => host.health().edgeNodes.find((node) => node.edgeNodeId === "real")?.state === "online",
+          5_000,
+          "the real node online again",
+        );
+      },
+    );
   },
 );
