@@ -184,11 +184,13 @@ export interface SparkplugHostOptions {
    * Largest payload taken from an edge node (or STATE), in bytes, checked before it is decoded:
    * a larger one is not read (a DBIRTH of hundreds of thousands of metrics would hold the event
    * loop for tens of seconds), counted in `messages.oversized`, reported by `message-reject`, and
-   * the edge node is distrusted as after a gap (rebirth request, reason `payload-too-large`). With
-   * MQTT 5 it is also sent to the broker as the CONNECT Maximum Packet Size (plus room for the
-   * topic), so the broker does not forward more. With MQTT 3.1.1 (the default) it does not bound
-   * memory: MQTT.js reads a whole packet, up to MQTT's 256 MB, before the host sees it; use
-   * `mqtt: { protocolVersion: 5 }` or the broker's own limit (mosquitto `message_size_limit`).
+   * the edge node is distrusted as after a gap (rebirth request, reason `payload-too-large`). It
+   * is not sent to the broker as an MQTT 5 CONNECT Maximum Packet Size: a broker drops, silently,
+   * a message larger than that (MQTT 5 §3.1.2.11.4), so an edge node's oversize birth or data
+   * would vanish uncounted (ADR 0043, amendment fix19ab). So it does not bound memory: MQTT.js
+   * reads a whole packet, up to MQTT's 256 MB, before the host sees it; bound that with the
+   * broker's own limit (mosquitto `message_size_limit`), which refuses at the publisher, or with
+   * `mqtt.properties.maximumPacketSize` (then what is larger is lost at the broker, uncounted).
    * @default 4194304 (4 MiB)
    */
   readonly maxPayloadBytes?: number;
@@ -1503,9 +1505,10 @@ export class SparkplugHost {
     const connect = await mqttConnect();
     const client = connect(
       this.#options.brokerUrl,
+      // No Maximum Packet Size in CONNECT: the broker would drop a larger message unseen (MQTT 5
+      // §3.1.2.11.4); the host reads it and refuses it by maxPayloadBytes, counted (fix19ab).
       sessionOptions(this.#options.mqtt ?? {}, {
         ...(this.#options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: this.#options.connectTimeoutMs }),
-        maxPayloadBytes: this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES,
         will: {
           topic: this.#stateTopic,
           payload: Buffer.from(encodeHostState({ online: false, timestamp })),
@@ -1678,7 +1681,6 @@ export class SparkplugHost {
     const watch = connect(this.#options.brokerUrl, {
       ...sessionOptions(user, {
         ...(this.#options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: this.#options.connectTimeoutMs }),
-        maxPayloadBytes: this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES,
         will: undefined,
       }),
       ...(clientId === undefined ? {} : { clientId }),
