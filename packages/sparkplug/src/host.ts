@@ -167,8 +167,10 @@ export interface SparkplugHostOptions {
    * sent. Without this, a fleet-wide birth wave into a store slower than the wave held the host, each
    * hold's end asked every edge node for a rebirth, and the answers held it again, for ever.
    * A request that held its turn for `rebirthTimeoutMs` unanswered doubles that edge node's
-   * `rebirthIntervalMs` (up to 64 times), until its next NBIRTH, so edge nodes that never answer
-   * cannot keep the turns from those that do.
+   * `rebirthIntervalMs` (up to 64 times, and never beyond `rebirthTimeoutMs`), until its next
+   * NBIRTH, and its next requests wait behind those of edge nodes that answer, so edge nodes that
+   * never answer cannot keep the turns from those that do; edge nodes born before go ahead of
+   * ids never born (anyone can invent those by publishing data on them: amendment fix19ab).
    * A whole number from 1 to 100,000.
    * @throws KilnValidationError (KILN_VALIDATION) naming `maxOutstandingRebirths` otherwise.
    * @default 16
@@ -347,6 +349,18 @@ export interface SparkplugHostEdgeNodeHealth {
    * `rebirthsRequested`) when its turn comes, or dropped if a birth came first.
    */
   readonly rebirthsPaced: number;
+  /**
+   * Rebirth requests in a row whose turn ended after `rebirthTimeoutMs` with no answer begun,
+   * since its last NBIRTH (reset by it).
+   */
+  readonly unansweredRebirths: number;
+  /**
+   * The shortest interval between two rebirth requests to it now, in ms: `rebirthIntervalMs`
+   * doubled per unanswered request in a row (`unansweredRebirths`), up to 64 times and never
+   * beyond `rebirthTimeoutMs` (or `rebirthIntervalMs` when that is larger), so an edge node whose
+   * data keeps coming is asked again at least that often (ADR 0043, amendment fix19ab).
+   */
+  readonly rebirthIntervalMs: number;
   /** Messages whose `seq` was not the last one + 1 (mod 256). */
   readonly seqGaps: number;
   /**
@@ -807,7 +821,10 @@ const MARK_SLICE_MS = 5;
 const MARK_STEP = 500;
 /** The shortest spacing of `rebirth-request` events for held-back requests, per edge node, in ms. */
 const SUPPRESSED_REPORT_MS = 1_000;
-/** The most a run of unanswered rebirth requests stretches an edge node's `rebirthIntervalMs`. */
+/**
+ * The most a run of unanswered rebirth requests stretches an edge node's `rebirthIntervalMs`
+ * (and never beyond `rebirthTimeoutMs`, or the base interval when that is larger).
+ */
 const REBIRTH_BACKOFF_MAX = 64;
 const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
 /** How often the host looks at edge nodes awaiting a rebirth asked for after a possible loss, ms (at most). */
@@ -1449,6 +1466,8 @@ export class SparkplugHost {
       rebirthsRequested: node.rebirthsRequested,
       rebirthsSuppressed: node.rebirthsSuppressed,
       rebirthsPaced: node.rebirthsPaced,
+      unansweredRebirths: node.unansweredRebirths,
+      rebirthIntervalMs: this.#rebirthInterval(node),
       seqGaps: node.seqGaps,
       dataBeforeBirth: node.dataBeforeBirth,
       unknownAliases: node.unknownAliases,
@@ -2173,7 +2192,11 @@ export class SparkplugHost {
    */
   #rebirthInterval(node: EdgeNodeState): number {
     const base = this.#options.rebirthIntervalMs ?? 5_000;
-    return base * Math.min(2 ** node.unansweredRebirths, REBIRTH_BACKOFF_MAX);
+    // At most rebirthTimeoutMs (or the base when larger): an edge node whose data keeps coming is
+    // alive, and a request it missed must not leave its data discarded for minutes (review
+    // finding M1, amendment fix19ab). Those that never answer still wait behind those that do.
+    const cap = Math.max(base, this.#options.rebirthTimeoutMs ?? 10_000);
+    return Math.min(base * Math.min(2 ** node.unansweredRebirths, REBIRTH_BACKOFF_MAX), cap);
   }
 
   get #maxOutstandingRebirths(): number {
