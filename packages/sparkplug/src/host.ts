@@ -563,12 +563,7 @@ export interface SparkplugHostEvents {
     /** The metric name as the edge node gave it. */
     readonly metric: string;
     readonly issue:
-      | "datatype-mismatch"
-      | "unstorable"
-      | "retyped"
-      | "future-timestamp"
-      | "clock-step-back"
-      | "no-timestamp";
+      "datatype-mismatch" | "unstorable" | "retyped" | "future-timestamp" | "clock-step-back" | "no-timestamp";
     readonly detail: string;
   };
   /**
