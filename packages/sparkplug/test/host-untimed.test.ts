@@ -91,7 +91,7 @@ describe("M7: a metric with no timestamp of its own and none on its payload", ()
       5_000,
       "stored",
     );
-    expect(stored.quality.severity).toBe("uncertain");
+    expect(stored?.quality.severity).toBe("uncertain");
     // A bad value stays bad: only good is downgraded.
     await ddata(rigged.edge, undefined, [
       { alias: 2, datatype: "Double", value: 6, properties: { Quality: { type: "Int32", value: 0 } } },
