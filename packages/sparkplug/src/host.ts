@@ -167,8 +167,10 @@ export interface SparkplugHostOptions {
    * sent. Without this, a fleet-wide birth wave into a store slower than the wave held the host, each
    * hold's end asked every edge node for a rebirth, and the answers held it again, for ever.
    * A request that held its turn for `rebirthTimeoutMs` unanswered doubles that edge node's
-   * `rebirthIntervalMs` (up to 64 times), until its next NBIRTH, so edge nodes that never answer
-   * cannot keep the turns from those that do.
+   * `rebirthIntervalMs` (up to 64 times, and never beyond `rebirthTimeoutMs`), until its next
+   * NBIRTH, and its next requests wait behind those of edge nodes that answer, so edge nodes that
+   * never answer cannot keep the turns from those that do; edge nodes born before go ahead of
+   * ids never born (anyone can invent those by publishing data on them: amendment fix19ab).
    * A whole number from 1 to 100,000.
    * @throws KilnValidationError (KILN_VALIDATION) naming `maxOutstandingRebirths` otherwise.
    * @default 16
@@ -184,11 +186,13 @@ export interface SparkplugHostOptions {
    * Largest payload taken from an edge node (or STATE), in bytes, checked before it is decoded:
    * a larger one is not read (a DBIRTH of hundreds of thousands of metrics would hold the event
    * loop for tens of seconds), counted in `messages.oversized`, reported by `message-reject`, and
-   * the edge node is distrusted as after a gap (rebirth request, reason `payload-too-large`). With
-   * MQTT 5 it is also sent to the broker as the CONNECT Maximum Packet Size (plus room for the
-   * topic), so the broker does not forward more. With MQTT 3.1.1 (the default) it does not bound
-   * memory: MQTT.js reads a whole packet, up to MQTT's 256 MB, before the host sees it; use
-   * `mqtt: { protocolVersion: 5 }` or the broker's own limit (mosquitto `message_size_limit`).
+   * the edge node is distrusted as after a gap (rebirth request, reason `payload-too-large`). It
+   * is not sent to the broker as an MQTT 5 CONNECT Maximum Packet Size: a broker drops, silently,
+   * a message larger than that (MQTT 5 §3.1.2.11.4), so an edge node's oversize birth or data
+   * would vanish uncounted (ADR 0043, amendment fix19ab). So it does not bound memory: MQTT.js
+   * reads a whole packet, up to MQTT's 256 MB, before the host sees it; bound that with the
+   * broker's own limit (mosquitto `message_size_limit`), which refuses at the publisher, or with
+   * `mqtt.properties.maximumPacketSize` (then what is larger is lost at the broker, uncounted).
    * @default 4194304 (4 MiB)
    */
   readonly maxPayloadBytes?: number;
@@ -345,6 +349,18 @@ export interface SparkplugHostEdgeNodeHealth {
    * `rebirthsRequested`) when its turn comes, or dropped if a birth came first.
    */
   readonly rebirthsPaced: number;
+  /**
+   * Rebirth requests in a row whose turn ended after `rebirthTimeoutMs` with no answer begun,
+   * since its last NBIRTH (reset by it).
+   */
+  readonly unansweredRebirths: number;
+  /**
+   * The shortest interval between two rebirth requests to it now, in ms: `rebirthIntervalMs`
+   * doubled per unanswered request in a row (`unansweredRebirths`), up to 64 times and never
+   * beyond `rebirthTimeoutMs` (or `rebirthIntervalMs` when that is larger), so an edge node whose
+   * data keeps coming is asked again at least that often (ADR 0043, amendment fix19ab).
+   */
+  readonly rebirthIntervalMs: number;
   /** Messages whose `seq` was not the last one + 1 (mod 256). */
   readonly seqGaps: number;
   /**
@@ -426,6 +442,13 @@ export interface SparkplugHostHealth {
     readonly mistyped: number;
     readonly outOfOrder: number;
     readonly futureDated: number;
+    /**
+     * Metrics with no timestamp, neither their own nor their payload's (Sparkplug 3.0 requires
+     * one on every birth and data metric): live ones taken at the host's receive time,
+     * uncertain with the reason (never good); historical ones refused (also in `discarded`).
+     * Each reported by `metric-issue` `no-timestamp` (ADR 0043, amendment fix19ab).
+     */
+    readonly untimed: number;
     /**
      * Samples held now: data of unverified edge nodes (the host may have missed a birth with a
      * new alias map), not stored, not acknowledged and not shown, until the NBIRTH answering the
@@ -525,6 +548,11 @@ export interface SparkplugHostEvents {
    * marked uncertain. `clock-step-back`: a live value of the session received after the one shown
    * but timestamped before it (the edge node's clock stepped back): stored, counted in
    * `samples.outOfOrder`, not shown; the live value shown is marked uncertain (ADR 0043, 19u).
+   * `no-timestamp`: a metric with no timestamp of its own in a payload without one (Sparkplug
+   * 3.0 requires one on every birth and data metric): a live value is taken at the host's receive
+   * time, uncertain (`Uncertain`) with `detail` as reason, never good; a historical one cannot be
+   * placed in time and is refused (counted in `samples.discarded`). Both counted in
+   * `samples.untimed` (ADR 0043, amendment fix19ab).
    */
   "metric-issue": {
     /** The qualified tag name. */
@@ -534,7 +562,8 @@ export interface SparkplugHostEvents {
     readonly deviceId?: string;
     /** The metric name as the edge node gave it. */
     readonly metric: string;
-    readonly issue: "datatype-mismatch" | "unstorable" | "retyped" | "future-timestamp" | "clock-step-back";
+    readonly issue:
+      "datatype-mismatch" | "unstorable" | "retyped" | "future-timestamp" | "clock-step-back" | "no-timestamp";
     readonly detail: string;
   };
   /**
@@ -787,7 +816,10 @@ const MARK_SLICE_MS = 5;
 const MARK_STEP = 500;
 /** The shortest spacing of `rebirth-request` events for held-back requests, per edge node, in ms. */
 const SUPPRESSED_REPORT_MS = 1_000;
-/** The most a run of unanswered rebirth requests stretches an edge node's `rebirthIntervalMs`. */
+/**
+ * The most a run of unanswered rebirth requests stretches an edge node's `rebirthIntervalMs`
+ * (and never beyond `rebirthTimeoutMs`, or the base interval when that is larger).
+ */
 const REBIRTH_BACKOFF_MAX = 64;
 const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
 /** How often the host looks at edge nodes awaiting a rebirth asked for after a possible loss, ms (at most). */
@@ -818,6 +850,14 @@ const FLAP_KEPT = 64;
  * Metrics a birth holds in the host's memory (for `limits.maxMetrics`): at least 1, so births
  * without metrics are bounded too (review 19h, H1: devices born with none escaped every cap).
  */
+/**
+ * The order in which waiting rebirth requests get their turn (lower first; a stable sort keeps
+ * the oldest first within a rank): born before, then never answered a request in a row.
+ */
+function rebirthRank(node: EdgeNodeState): number {
+  return (node.births > 0 ? 0 : 2) + (node.unansweredRebirths > 0 ? 1 : 0);
+}
+
 function birthSize(birth: Birth | undefined): number {
   return birth === undefined ? 0 : Math.max(1, birth.byName.size, birth.byAlias.size);
 }
@@ -944,6 +984,7 @@ export class SparkplugHost {
     mistyped: 0,
     outOfOrder: 0,
     futureDated: 0,
+    untimed: 0,
     heldUncertain: 0,
     heldReturned: 0,
     storeErrors: 0,
@@ -1420,6 +1461,8 @@ export class SparkplugHost {
       rebirthsRequested: node.rebirthsRequested,
       rebirthsSuppressed: node.rebirthsSuppressed,
       rebirthsPaced: node.rebirthsPaced,
+      unansweredRebirths: node.unansweredRebirths,
+      rebirthIntervalMs: this.#rebirthInterval(node),
       seqGaps: node.seqGaps,
       dataBeforeBirth: node.dataBeforeBirth,
       unknownAliases: node.unknownAliases,
@@ -1455,6 +1498,7 @@ export class SparkplugHost {
         mistyped: this.#counts.mistyped,
         outOfOrder: this.#counts.outOfOrder,
         futureDated: this.#counts.futureDated,
+        untimed: this.#counts.untimed,
         held: this.#heldSamples,
         heldUncertain: this.#counts.heldUncertain,
         heldReturned: this.#counts.heldReturned,
@@ -1475,9 +1519,10 @@ export class SparkplugHost {
     const connect = await mqttConnect();
     const client = connect(
       this.#options.brokerUrl,
+      // No Maximum Packet Size in CONNECT: the broker would drop a larger message unseen (MQTT 5
+      // §3.1.2.11.4); the host reads it and refuses it by maxPayloadBytes, counted (fix19ab).
       sessionOptions(this.#options.mqtt ?? {}, {
         ...(this.#options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: this.#options.connectTimeoutMs }),
-        maxPayloadBytes: this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES,
         will: {
           topic: this.#stateTopic,
           payload: Buffer.from(encodeHostState({ online: false, timestamp })),
@@ -1650,7 +1695,6 @@ export class SparkplugHost {
     const watch = connect(this.#options.brokerUrl, {
       ...sessionOptions(user, {
         ...(this.#options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: this.#options.connectTimeoutMs }),
-        maxPayloadBytes: this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES,
         will: undefined,
       }),
       ...(clientId === undefined ? {} : { clientId }),
@@ -2143,7 +2187,11 @@ export class SparkplugHost {
    */
   #rebirthInterval(node: EdgeNodeState): number {
     const base = this.#options.rebirthIntervalMs ?? 5_000;
-    return base * Math.min(2 ** node.unansweredRebirths, REBIRTH_BACKOFF_MAX);
+    // At most rebirthTimeoutMs (or the base when larger): an edge node whose data keeps coming is
+    // alive, and a request it missed must not leave its data discarded for minutes (review
+    // finding M1, amendment fix19ab). Those that never answer still wait behind those that do.
+    const cap = Math.max(base, this.#options.rebirthTimeoutMs ?? 10_000);
+    return Math.min(base * Math.min(2 ** node.unansweredRebirths, REBIRTH_BACKOFF_MAX), cap);
   }
 
   get #maxOutstandingRebirths(): number {
@@ -2218,11 +2266,11 @@ export class SparkplugHost {
   #pumpRebirths(): void {
     this.#releaseRebirths();
     if (this.#rebirthsWaiting.size === 0 || this.#session === undefined || this.#stopping) return;
-    // Oldest first, but edge nodes that answered their last request before those that did not
-    // (adv19 MEDIUM-1): a fleet of nodes that never answer cannot starve an honest one.
-    const order = [...this.#rebirthsWaiting].sort(
-      ([a], [b]) => Number(a.unansweredRebirths > 0) - Number(b.unansweredRebirths > 0),
-    );
+    // Oldest first, but edge nodes born before (known, lost trust) before never-born ids, which
+    // anyone may invent by publishing data on them (review finding M3, amendment fix19ab), and
+    // within each edge nodes that answered their last request before those that did not (adv19
+    // MEDIUM-1): neither a flood of invented ids nor nodes that never answer starve a real one.
+    const order = [...this.#rebirthsWaiting].sort(([a], [b]) => rebirthRank(a) - rebirthRank(b));
     for (const [node, wanted] of order) {
       const forgotten = this.#nodes.get(`${node.groupId}/${node.edgeNodeId}`) !== node;
       const answered =
@@ -3874,6 +3922,22 @@ export class SparkplugHost {
         this.#counts.unstorable++;
         continue;
       }
+      // A metric without its own timestamp takes its payload's; with neither ([tck-id-payloads-
+      // name-birth-data-requirement] broken) the host's receive time is not the sample's time.
+      const untimed = metric.timestamp === undefined && payload.timestamp === undefined;
+      if (untimed && metric.isHistorical === true) {
+        // History that cannot be placed in time: refused, never stored at a made-up time.
+        this.#counts.untimed++;
+        this.#counts.discarded++;
+        this.#metricIssue(
+          node,
+          deviceId,
+          info,
+          "no-timestamp",
+          `${topic}: a historical value with no timestamp (neither the metric's nor the payload's): cannot be placed in time, refused`,
+        );
+        continue;
+      }
       const timestamp = metric.timestamp ?? payload.timestamp ?? now;
       // A datatype on the wire that is not the birth's: the value was encoded as another type, so
       // it is not the value meant for this metric (a Boolean sent as Int32 7). Refused.
@@ -3904,14 +3968,24 @@ export class SparkplugHost {
         continue;
       }
       const given = qualityOfMetric(metric.properties, value === null);
+      let untimedReason: string | undefined;
+      if (untimed) {
+        this.#counts.untimed++;
+        untimedReason = `${topic}: no timestamp (neither the metric's nor the payload's): taken at the host's receive time ${timeText(timestamp)}, not the time it was measured`;
+        this.#metricIssue(node, deviceId, info, "no-timestamp", untimedReason);
+      }
       const sample: Sample = {
         tag: info.tag,
         value,
         timestamp,
         quality:
-          unverified !== undefined && given.severity === "good"
-            ? quality("uncertain", unverified, QualityCodes.Uncertain)
-            : given,
+          given.severity !== "good"
+            ? given
+            : unverified !== undefined
+              ? quality("uncertain", unverified, QualityCodes.Uncertain)
+              : untimedReason !== undefined
+                ? quality("uncertain", untimedReason, QualityCodes.Uncertain)
+                : given,
       };
       let steppedBack = false;
       if (metric.isTransient === true) this.#counts.transient++;

@@ -126,14 +126,17 @@ export function maximumPacketSize(maxPayloadBytes: number): number {
 /**
  * @internal The CONNECT options of every Kiln MQTT session (edge node and host): the caller's
  * `mqtt` options, then a clean session, no automatic reconnect (Kiln reconnects itself, with a
- * new Will) and `will`; with MQTT 5 also the Maximum Packet Size for `maxPayloadBytes`
- * ({@link maximumPacketSize}) and session expiry 0. `connectTimeoutMs` defaults to 10 s.
+ * new Will) and `will`; with MQTT 5 also session expiry 0 and, when `maxPayloadBytes` is given,
+ * the Maximum Packet Size for it ({@link maximumPacketSize}). A broker drops, silently, what is
+ * larger than that before it reaches the client (MQTT 5 §3.1.2.11.4), so a client that must count
+ * what it refuses (the host) gives none and checks the size itself. `connectTimeoutMs` defaults
+ * to 10 s.
  */
 export function sessionOptions(
   user: Omit<IClientOptions, "will" | "clean" | "reconnectPeriod">,
   session: {
     readonly connectTimeoutMs?: number;
-    readonly maxPayloadBytes: number;
+    readonly maxPayloadBytes?: number;
     readonly will: IClientOptions["will"];
   },
 ): IClientOptions {
@@ -145,7 +148,9 @@ export function sessionOptions(
     ...(user.protocolVersion === 5
       ? {
           properties: {
-            maximumPacketSize: maximumPacketSize(session.maxPayloadBytes),
+            ...(session.maxPayloadBytes === undefined
+              ? {}
+              : { maximumPacketSize: maximumPacketSize(session.maxPayloadBytes) }),
             ...user.properties,
             sessionExpiryInterval: 0,
           },

@@ -9,7 +9,7 @@ import { connectAsync } from "mqtt";
 import { afterEach, describe, expect, test, vi } from "vitest";
 import { SparkplugHost, type SparkplugHostOptions } from "../src/host";
 import { qualifiedTagName } from "../src/host-tag-names";
-import { decodePayload, type SparkplugMetric } from "../src/payload";
+import { decodePayload, encodePayload, type SparkplugMetric } from "../src/payload";
 import { mosquittoAvailability } from "../src/testing/index";
 import { sparkplugTopic } from "../src/topic";
 import { RawEdgeNode, eventually } from "./support/host-harness";
@@ -382,6 +382,149 @@ describe.skipIf(!mosquitto.available)(
       const waited = Date.now() - gapAt;
       console.log(`honest edge node asked ${waited} ms after its gap (rebirthTimeoutMs 1500, 6 silent, 2 turns)`);
       expect(waited).toBeLessThan(2_500);
+    });
+  },
+);
+
+describe.skipIf(!mosquitto.available)(
+  "a flood of invented edge node ids does not starve a real one's recovery (review finding M3; ADR 0043 amendment fix19ab) (needs mosquitto)",
+  () => {
+    test.each(["a seq gap", "an unknown alias"])(
+      "twenty never-born ids send data first; a real edge node that lost trust (%s) is asked at the first free turn, ahead of them, and is online again",
+      async (cause) => {
+        const broker = await configuredBroker([]);
+        cleanups.push(() => broker.stop());
+        const host = new SparkplugHost({
+          brokerUrl: broker.url,
+          hostId: "pace-invented",
+          groups: [GROUP],
+          store: new MemoryStore(),
+          registerTags: false,
+          stopLingerMs: 100,
+          rebirthIntervalMs: 300,
+          rebirthTimeoutMs: 1_500,
+          maxOutstandingRebirths: 2,
+        });
+        cleanups.push(() => host.stop());
+        await host.start();
+        await host.whenConnected();
+        const counter = await rebirthCounter(broker.url);
+        cleanups.push(() => counter.close());
+        const real = await answeringNode(broker.url, "real", 1);
+        cleanups.push(() => real.node.close());
+        await real.birth();
+        await eventually(() => host.health().edgeNodes.find((node) => node.edgeNodeId === "real")?.state === "online");
+        // An attacker (one client) publishes data on invented edge node ids, each never born.
+        const attacker = await connectAsync(broker.url, { clean: true, reconnectPeriod: 0 });
+        cleanups.push(() => attacker.endAsync(true));
+        const invented = Array.from({ length: 20 }, (_, index) => `invented-${index}`);
+        const flood = async () => {
+          for (const id of invented)
+            await attacker.publishAsync(
+              sparkplugTopic({ type: "NDATA", groupId: GROUP, edgeNodeId: id }),
+              Buffer.from(
+                encodePayload({
+                  timestamp: Date.now(),
+                  seq: 1,
+                  metrics: [{ name: "v", timestamp: Date.now(), datatype: "Double", value: 1 }],
+                }),
+              ),
+            );
+        };
+        await flood();
+        await eventually(() => counter.nodes.filter((node) => node.startsWith("invented-")).length >= 2, 5_000);
+        const births = real.births();
+        const gapAt = Date.now();
+        if (cause === "a seq gap") real.node.seq = 9;
+        await real.node.ndata([
+          { name: "m0", alias: cause === "a seq gap" ? 1 : 99, timestamp: Date.now(), datatype: "Double", value: 2 },
+        ]);
+        await flood();
+        await eventually(() => real.births() > births, 20_000, "the real node asked");
+        const waited = Date.now() - gapAt;
+        console.log(
+          `real edge node asked ${waited} ms after its gap (rebirthTimeoutMs 1500, 20 invented ids, 2 turns)`,
+        );
+        // Before: behind 18 waiting invented ids, 9 rounds of 1.5 s.
+        expect(waited).toBeLessThan(2_500);
+        await eventually(
+          () => host.health().edgeNodes.find((node) => node.edgeNodeId === "real")?.state === "online",
+          5_000,
+          "the real node online again",
+        );
+      },
+    );
+  },
+);
+
+describe.skipIf(!mosquitto.available)(
+  "an edge node that keeps sending data but never answers is asked at least every rebirthTimeoutMs (review finding M1; ADR 0043 amendment fix19ab) (needs mosquitto)",
+  () => {
+    test("the interval doubles per unanswered request only up to rebirthTimeoutMs; health shows unansweredRebirths and rebirthIntervalMs; once it answers it is online within one interval", async () => {
+      const broker = await configuredBroker([]);
+      cleanups.push(() => broker.stop());
+      const host = new SparkplugHost({
+        brokerUrl: broker.url,
+        hostId: "pace-backoff",
+        groups: [GROUP],
+        store: new MemoryStore(),
+        registerTags: false,
+        stopLingerMs: 100,
+        rebirthIntervalMs: 200,
+        rebirthTimeoutMs: 800,
+        maxOutstandingRebirths: 1,
+      });
+      cleanups.push(() => host.stop());
+      await host.start();
+      await host.whenConnected();
+      const counter = await rebirthCounter(broker.url);
+      cleanups.push(() => counter.close());
+      const value = () => [{ name: "v", alias: 1, timestamp: Date.now(), datatype: "Double" as const, value: 1 }];
+      const node = await RawEdgeNode.connect(broker.url, GROUP, "deaf", 0);
+      cleanups.push(() => node.close());
+      await node.nbirth(0, value());
+      // A second one that never answers: the two take turns (maxOutstandingRebirths 1), each turn
+      // ending unanswered after rebirthTimeoutMs.
+      const other = await RawEdgeNode.connect(broker.url, GROUP, "deaf-2", 0);
+      cleanups.push(() => other.close());
+      await other.nbirth(0, value());
+      await eventually(() => host.health().edgeNodes.filter((each) => each.state === "online").length === 2);
+      node.seq = 9; // a gap each; then data every 100 ms, no birth until asked below
+      other.seq = 9;
+      let answer = false;
+      node.client.on("message", () => {
+        if (answer) void node.nbirth(0, value());
+      });
+      await node.client.subscribeAsync(sparkplugTopic({ type: "NCMD", groupId: GROUP, edgeNodeId: "deaf" }), {
+        qos: 0,
+      });
+      let stop = false;
+      const sending = (async () => {
+        while (!stop) {
+          await node.ndata(value());
+          await other.ndata(value());
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      })();
+      cleanups.push(async () => {
+        stop = true;
+        await sending;
+      });
+      const health = () => host.health().edgeNodes.find((each) => each.edgeNodeId === "deaf");
+      // Unanswered 0, 1, 2: 200, 400, 800 ms; uncapped 1.6 s, 3.2 s, 6.4 s, 12.8 s after that;
+      // capped, the two take the one turn in turn: a request to each every 1.6 s or so.
+      await new Promise((resolve) => setTimeout(resolve, 12_000));
+      const times = counter.times.filter((_, index) => counter.nodes[index] === "deaf");
+      const gaps = times.slice(1).map((time, index) => time - times[index]!);
+      console.log(`requests to a deaf edge node, gaps ${gaps.join(", ")} ms; health ${JSON.stringify(health())}`);
+      expect(health()?.unansweredRebirths).toBeGreaterThanOrEqual(3);
+      expect(health()?.rebirthIntervalMs).toBe(800);
+      expect(Math.max(...gaps.slice(-3))).toBeLessThan(2_500);
+      answer = true;
+      const answeredFrom = Date.now();
+      await eventually(() => health()?.state === "online", 5_000, "born again when asked");
+      expect(Date.now() - answeredFrom).toBeLessThan(2_000);
+      expect(health()).toMatchObject({ unansweredRebirths: 0, rebirthIntervalMs: 200 });
     });
   },
 );

@@ -7,6 +7,7 @@ import { qualifiedTagName } from "../src/host-tag-names";
 import { decodePayload } from "../src/payload";
 import {
   freePort,
+  mosquittoAvailability,
   recordSparkplug,
   startMqttTap,
   startTestBroker,
@@ -754,6 +755,52 @@ describe("Sparkplug host: seq, bdSeq and rebirth (Sparkplug 3.0.0, 5.9 message o
     await eventually(async () => (await rigged.db.samples(PRESSURE)).some((sample) => sample.value === 77));
     expect((await rigged.db.samples(PRESSURE)).some((sample) => sample.value === 299)).toBe(false);
   });
+
+  // MQTT 5 §3.1.2.11.4: a broker drops, silently, a message larger than the Maximum Packet Size the
+  // client gave in CONNECT. The host gives none, so an oversize message reaches it and is counted
+  // (review finding H1/M6, ADR 0043 amendment fix19ab). Mosquitto only: aedes speaks 3.1.1.
+  test.skipIf(!mosquittoAvailability().available || process.env.KILN_TEST_BROKER === "aedes")(
+    "MQTT 5: a DDATA far over maxPayloadBytes reaches the host (no Maximum Packet Size in CONNECT) and is counted, rejected, a rebirth asked",
+    async () => {
+      if (broker.kind === "aedes") return;
+      const rigged = await rig({ maxPayloadBytes: 2_000, mqtt: { protocolVersion: 5 } });
+      const { edge, born } = await bornEdge(rigged);
+      const huge = Array.from({ length: 400 }, (_, index) => ({
+        alias: 1,
+        timestamp: born + 10 + index,
+        datatype: "Double" as const,
+        value: index,
+      }));
+      await edge.ddata(DEVICE, huge);
+      await eventually(() => rigged.host.health().messages.oversized === 1, 5_000, "the oversize DDATA counted");
+      await eventually(() => rigged.rebirths() === 1);
+      expect(nodeHealth(rigged.host)).toMatchObject({ state: "awaiting-rebirth" });
+    },
+    90_000,
+  );
+
+  test.skipIf(!mosquittoAvailability().available || process.env.KILN_TEST_BROKER === "aedes")(
+    "sibling, MQTT 5: an NBIRTH far over maxPayloadBytes reaches the host and is refused, counted: the edge node is not trusted, a rebirth asked",
+    async () => {
+      if (broker.kind === "aedes") return;
+      const rigged = await rig({ maxPayloadBytes: 2_000, mqtt: { protocolVersion: 5 } });
+      const { edge } = await bornEdge(rigged);
+      const metrics = Array.from({ length: 200 }, (_, index) => ({
+        name: `big-${index}-${"x".repeat(20)}`,
+        alias: 100 + index,
+        timestamp: Date.now(),
+        datatype: "Double" as const,
+        value: index,
+      }));
+      edge.seq = 0;
+      await edge.nbirth(1, metrics);
+      await eventually(() => rigged.host.health().messages.oversized === 1, 5_000, "the oversize NBIRTH counted");
+      await eventually(() => (nodeHealth(rigged.host)?.birthsRefused ?? 0) >= 1, 5_000, "the birth refused");
+      expect(nodeHealth(rigged.host)?.state).not.toBe("online");
+      await eventually(() => rigged.rebirths() >= 1);
+    },
+    90_000,
+  );
 
   test("maxPayloadBytes must be a whole number of bytes from 1", () => {
     for (const bad of [0, 2.5, -3])
