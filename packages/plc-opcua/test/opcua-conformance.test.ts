@@ -53,9 +53,12 @@ for (const subscribe of [true, false]) {
       const endpointUrl = await proxy.start();
       // Each fixture writes values that differ from what the previous one left behind.
       return {
+        // keepAliveMs 1000 (default 5000): the link stall bound, which also bounds close() on a
+        // stalled link, is about 2 s instead of 10 s; each stall case closed its driver for 10 s.
         driver: new OpcuaDriver({
           endpointUrl,
           pki: { dir: pkiDir, trustedServerCertificates: [simulator.certificateFile] },
+          timeouts: { keepAliveMs: 1_000 },
         }),
         readable: [tags.get("reactor.pressure"), tags.get("reactor.count"), tags.get("valve.open")],
         writable: [
