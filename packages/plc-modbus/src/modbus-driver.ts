@@ -6,6 +6,7 @@ import {
   KilnValidationError,
   QualityCodes,
   abortError,
+  afterEventLoopTurn,
   checkTagValue,
   parseOrThrow,
   quality,
@@ -534,6 +535,12 @@ export class ModbusDriver implements PlcDriver {
    * `KILN_ABORTED` (the driver contract).
    */
   async read(requested: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
+    // A read of units all offline (or of learned holes only) sends nothing and answers in microtasks:
+    // a caller's tight loop must still let the event loop turn.
+    return afterEventLoopTurn(this.#read(requested, signal));
+  }
+
+  async #read(requested: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
     this.#assertOpen();
     if (signal?.aborted) throw abortError(signal, `Modbus read of ${requested.length} tags`);
     if (requested.length === 0) return [];

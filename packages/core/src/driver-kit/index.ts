@@ -12,6 +12,7 @@ export { coerceToTagType, type TagTypeCoercion } from "./coerce-to-tag-type";
 export { ConnectionLifecycle, type ConnectionLifecycleOptions, type ReconnectOptions } from "./connection-lifecycle";
 export { TagListCache } from "./tag-list-cache";
 export { endpointUrlHost } from "./url-host";
+export { afterEventLoopTurn } from "./event-loop-turn";
 export {
   EndpointHealth,
   type EndpointHealthOptions,
