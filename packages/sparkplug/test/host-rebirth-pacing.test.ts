@@ -74,6 +74,33 @@ async function rebirthCounter(url: string) {
   return { times, nodes, close: () => client.endAsync(true) };
 }
 
+/**
+ * A broker of the test's own, a host on it that paces rebirth requests (`pacing`: the interval,
+ * timeout and turns), and a counter of the NCMD Rebirth requests it sends; all closed after the test.
+ */
+async function pacedHost(
+  hostId: string,
+  pacing: Pick<SparkplugHostOptions, "rebirthIntervalMs" | "rebirthTimeoutMs" | "maxOutstandingRebirths">,
+) {
+  const broker = await configuredBroker([]);
+  cleanups.push(() => broker.stop());
+  const host = new SparkplugHost({
+    brokerUrl: broker.url,
+    hostId,
+    groups: [GROUP],
+    store: new MemoryStore(),
+    registerTags: false,
+    stopLingerMs: 100,
+    ...pacing,
+  });
+  cleanups.push(() => host.stop());
+  await host.start();
+  await host.whenConnected();
+  const counter = await rebirthCounter(broker.url);
+  cleanups.push(() => counter.close());
+  return { broker, host, counter };
+}
+
 async function fleetWave(nodes: number, metrics: number, extra: Partial<SparkplugHostOptions>) {
   const broker = await configuredBroker([]);
   cleanups.push(() => broker.stop());
@@ -153,24 +180,11 @@ describe.skipIf(!mosquitto.available)(
     });
 
     test("edge nodes that do not answer: at most maxOutstandingRebirths requests out; the others wait their turn, not good, named and counted, and go out as turns are freed by rebirthTimeoutMs", async () => {
-      const broker = await configuredBroker([]);
-      cleanups.push(() => broker.stop());
-      const host = new SparkplugHost({
-        brokerUrl: broker.url,
-        hostId: `pace2-${Math.random().toString(16).slice(2, 8)}`,
-        groups: [GROUP],
-        store: new MemoryStore(),
-        registerTags: false,
-        stopLingerMs: 100,
+      const { broker, host, counter } = await pacedHost(`pace2-${Math.random().toString(16).slice(2, 8)}`, {
         rebirthIntervalMs: 60_000,
         rebirthTimeoutMs: 1_500,
         maxOutstandingRebirths: 2,
       });
-      cleanups.push(() => host.stop());
-      await host.start();
-      await host.whenConnected();
-      const counter = await rebirthCounter(broker.url);
-      cleanups.push(() => counter.close());
       const NODES = 6;
       const silent = await Promise.all(
         Array.from({ length: NODES }, (_, index) => RawEdgeNode.connect(broker.url, GROUP, `q${index}`, 0)),
@@ -240,24 +254,11 @@ describe.skipIf(!mosquitto.available)(
   () => {
     /** A host asking one edge node at a time, a rebirth counter, and `count` born edge nodes that never answer. */
     async function pacedFleet(count: number) {
-      const broker = await configuredBroker([]);
-      cleanups.push(() => broker.stop());
-      const host = new SparkplugHost({
-        brokerUrl: broker.url,
-        hostId: "pace-dead",
-        groups: [GROUP],
-        store: new MemoryStore(),
-        registerTags: false,
-        stopLingerMs: 100,
+      const { broker, host, counter } = await pacedHost("pace-dead", {
         rebirthIntervalMs: 60_000,
         rebirthTimeoutMs: 8_000,
         maxOutstandingRebirths: 1,
       });
-      cleanups.push(() => host.stop());
-      await host.start();
-      await host.whenConnected();
-      const counter = await rebirthCounter(broker.url);
-      cleanups.push(() => counter.close());
       const value = () => [{ name: "v", alias: 1, timestamp: Date.now(), datatype: "Double" as const, value: 1 }];
       const nodes: RawEdgeNode[] = [];
       for (let index = 0; index < count; index++) {
@@ -330,24 +331,11 @@ describe.skipIf(!mosquitto.available)(
   "edge nodes that never answer do not starve one that does (adv19 second pass, MEDIUM-1; ADR 0043 amendment fix19y) (needs mosquitto)",
   () => {
     test("six edge nodes keep sending data after a gap and never answer: once their requests went unanswered, an honest node's gap is asked within one rebirthTimeoutMs, ahead of them", async () => {
-      const broker = await configuredBroker([]);
-      cleanups.push(() => broker.stop());
-      const host = new SparkplugHost({
-        brokerUrl: broker.url,
-        hostId: "pace-starve",
-        groups: [GROUP],
-        store: new MemoryStore(),
-        registerTags: false,
-        stopLingerMs: 100,
+      const { broker, host } = await pacedHost("pace-starve", {
         rebirthIntervalMs: 300,
         rebirthTimeoutMs: 1_500,
         maxOutstandingRebirths: 2,
       });
-      cleanups.push(() => host.stop());
-      await host.start();
-      await host.whenConnected();
-      const counter = await rebirthCounter(broker.url);
-      cleanups.push(() => counter.close());
       const value = () => [{ name: "v", alias: 1, timestamp: Date.now(), datatype: "Double" as const, value: 1 }];
       const silent: RawEdgeNode[] = [];
       for (let index = 0; index < 6; index++) {
@@ -392,24 +380,11 @@ describe.skipIf(!mosquitto.available)(
     test.each(["a seq gap", "an unknown alias"])(
       "twenty never-born ids send data first; a real edge node that lost trust (%s) is asked at the first free turn, ahead of them, and is online again",
       async (cause) => {
-        const broker = await configuredBroker([]);
-        cleanups.push(() => broker.stop());
-        const host = new SparkplugHost({
-          brokerUrl: broker.url,
-          hostId: "pace-invented",
-          groups: [GROUP],
-          store: new MemoryStore(),
-          registerTags: false,
-          stopLingerMs: 100,
+        const { broker, host, counter } = await pacedHost("pace-invented", {
           rebirthIntervalMs: 300,
           rebirthTimeoutMs: 1_500,
           maxOutstandingRebirths: 2,
         });
-        cleanups.push(() => host.stop());
-        await host.start();
-        await host.whenConnected();
-        const counter = await rebirthCounter(broker.url);
-        cleanups.push(() => counter.close());
         const real = await answeringNode(broker.url, "real", 1);
         cleanups.push(() => real.node.close());
         await real.birth();
@@ -461,24 +436,11 @@ describe.skipIf(!mosquitto.available)(
   "an edge node that keeps sending data but never answers is asked at least every rebirthTimeoutMs (review finding M1; ADR 0043 amendment fix19ab) (needs mosquitto)",
   () => {
     test("the interval doubles per unanswered request only up to rebirthTimeoutMs; health shows unansweredRebirths and rebirthIntervalMs; once it answers it is online within one interval", async () => {
-      const broker = await configuredBroker([]);
-      cleanups.push(() => broker.stop());
-      const host = new SparkplugHost({
-        brokerUrl: broker.url,
-        hostId: "pace-backoff",
-        groups: [GROUP],
-        store: new MemoryStore(),
-        registerTags: false,
-        stopLingerMs: 100,
+      const { broker, host, counter } = await pacedHost("pace-backoff", {
         rebirthIntervalMs: 200,
         rebirthTimeoutMs: 800,
         maxOutstandingRebirths: 1,
       });
-      cleanups.push(() => host.stop());
-      await host.start();
-      await host.whenConnected();
-      const counter = await rebirthCounter(broker.url);
-      cleanups.push(() => counter.close());
       const value = () => [{ name: "v", alias: 1, timestamp: Date.now(), datatype: "Double" as const, value: 1 }];
       const node = await RawEdgeNode.connect(broker.url, GROUP, "deaf", 0);
       cleanups.push(() => node.close());
