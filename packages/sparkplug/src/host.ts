@@ -3784,6 +3784,22 @@ export class SparkplugHost {
    * named) is also stored 1 µs after it, so history does not read that row good for a session
    * whose values all fall before it.
    */
+  /**
+   * The host time an untimed live value of `tag` is stored and shown at: `now`, or 1 µs
+   * ({@link microAfter}) after the tag's newest stored row when that is not earlier. Untimed values
+   * the host takes in within one millisecond (one socket read delivers many) each get a time of
+   * their own, so each is stored once and the newest received is the one shown; at `now` for all,
+   * the store kept the first as a (tag, time) re-delivery and dropped the rest as conflicts
+   * (adversarial review adv19y, HIGH-1). A replay of an untimed value is stored again (its time is
+   * the host's, not the edge node's): such values are not idempotent, as documented.
+   */
+  #untimedTime(tag: string | undefined, now: number): number {
+    const trail = tag === undefined ? undefined : this.#trails.get(tag);
+    if (trail === undefined || microsOf(now) > trail.newestMicros) return now;
+    const after = microAfter(trail.newestMicros);
+    return after <= SAMPLE_TIME_MAX ? after : now;
+  }
+
   #trace(
     sample: Sample,
     isBirth: boolean,
@@ -3938,7 +3954,7 @@ export class SparkplugHost {
         );
         continue;
       }
-      const timestamp = metric.timestamp ?? payload.timestamp ?? now;
+      const timestamp = untimed ? this.#untimedTime(info.tag, now) : (metric.timestamp ?? payload.timestamp ?? now);
       // A datatype on the wire that is not the birth's: the value was encoded as another type, so
       // it is not the value meant for this metric (a Boolean sent as Int32 7). Refused.
       if (!isBirth && metric.datatype !== undefined && metric.datatype !== info.datatype) {

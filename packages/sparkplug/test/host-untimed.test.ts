@@ -101,6 +101,30 @@ describe("M7: a metric with no timestamp of its own and none on its payload", ()
     expect(rigged.host.health().samples.untimed).toBe(2);
   });
 
+  // adv19y HIGH-1: untimed values the host took in within one millisecond all got that
+  // millisecond: the store kept the first and dropped the rest as (tag, time) conflicts, and the
+  // live view kept showing the first. Each now gets a host time of its own, 1 µs apart.
+  test("200 untimed values back to back: each stored once, none a conflict, the last one shown", async () => {
+    const rigged = await rig();
+    const conflictsBefore = rigged.host.health().samples.conflicts;
+    for (let value = 1; value <= 200; value++)
+      void ddata(rigged.edge, undefined, [{ alias: 1, datatype: "Double", value: 1_000 + value }]);
+    await eventually(() => rigged.host.latest(tag("a"))?.sample.value === 1_200, 10_000, "the last value shown");
+    const stored = (await eventually(
+      async () => {
+        const rows = (await rigged.db.samples(tag("a"))).filter((each) => (each.value as number) > 1_000);
+        return rows.length >= 200 ? rows : undefined;
+      },
+      10_000,
+      "all 200 stored",
+    ))!;
+    expect(new Set(stored.map((each) => each.value)).size).toBe(200);
+    expect(new Set(stored.map((each) => each.timestamp)).size).toBe(200);
+    expect(stored.every((each) => each.quality.severity === "uncertain")).toBe(true);
+    expect(rigged.host.health().samples.conflicts).toBe(conflictsBefore);
+    expect(rigged.host.health().samples.untimed).toBe(200);
+  });
+
   test("sibling: the payload's timestamp is the time of a metric without its own (good, at that time)", async () => {
     const rigged = await rig();
     const at = Date.now() - 5_000;
