@@ -1865,6 +1865,14 @@ export class SparkplugHost {
   #onMessage(session: Session, topic: string, bytes: Uint8Array, retained = false): void {
     if (this.#session !== session || session.closing) return;
     if (topic === this.#stateTopic) {
+      // Size first, as for every other message (adv19y MEDIUM-2: a 200 MB STATE was parsed as JSON,
+      // 2.7 GB and 16.6 s, counted nowhere). The host's own STATE is a few dozen bytes.
+      const limit = this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
+      if (bytes.length > limit) {
+        this.#counts.oversized++;
+        this.#reject(topic, `${topic}: payload of ${bytes.length} bytes is over maxPayloadBytes (${limit}): not read`);
+        return;
+      }
       this.#onOwnState(session, topic, bytes);
       return;
     }

@@ -756,6 +756,23 @@ describe("Sparkplug host: seq, bdSeq and rebirth (Sparkplug 3.0.0, 5.9 message o
     expect((await rigged.db.samples(PRESSURE)).some((sample) => sample.value === 299)).toBe(false);
   });
 
+  // adv19y MEDIUM-2: the host parsed a message on its own STATE topic whatever its size (a 200 MB
+  // one: 2.7 GB and 16.6 s, counted nowhere). It is checked against maxPayloadBytes first, like
+  // every other message.
+  test("a message on the host's own STATE topic over maxPayloadBytes is not read: counted and rejected, the host stays online", async () => {
+    const hostId = `kiln-host-bigstate-${Math.random().toString(16).slice(2, 8)}`;
+    const rigged = await rig({ maxPayloadBytes: 2_000, hostId });
+    const spoofer = await mqtt.connectAsync(broker.url, { clean: true, reconnectPeriod: 0 });
+    perTest.push(() => spoofer.endAsync(true));
+    const huge = JSON.stringify({ online: false, timestamp: Date.now(), padding: "x".repeat(5_000) });
+    await spoofer.publishAsync(`spBv1.0/STATE/${hostId}`, huge, { qos: 1 });
+    await eventually(() => rigged.host.health().messages.oversized === 1, 5_000, "the oversize STATE counted");
+    expect(rigged.events["message-reject"]?.some((event) => /over maxPayloadBytes \(2000\)/.test(event.message))).toBe(
+      true,
+    );
+    expect(rigged.host.health()).toMatchObject({ link: "connected", state: { online: true } });
+  });
+
   // MQTT 5 §3.1.2.11.4: a broker drops, silently, a message larger than the Maximum Packet Size the
   // client gave in CONNECT. The host gives none, so an oversize message reaches it and is counted
   // (review finding H1/M6, ADR 0043 amendment fix19ab). Mosquitto only: aedes speaks 3.1.1.
