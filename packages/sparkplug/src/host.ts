@@ -2158,6 +2158,10 @@ export class SparkplugHost {
   #requestRebirth(node: EdgeNodeState, reason: SparkplugRebirthReason, detail: string): boolean {
     const session = this.#session;
     const now = this.#clock.now();
+    // Expired turns first, this node's own included: a node whose request is out was otherwise
+    // asked again every rebirthIntervalMs with its turn never released, so its unansweredRebirths
+    // (and the backoff on it) never grew (adversarial review adv19y, LOW-3: 46 requests in 10 s).
+    if (session !== undefined && !this.#stopping) this.#releaseRebirths();
     const interval = this.#rebirthInterval(node);
     const key = `${node.groupId}/${node.edgeNodeId}`;
     // The last request is also kept apart from the edge node's state, so messages on an edge node
@@ -2165,7 +2169,6 @@ export class SparkplugHost {
     const last = node.lastRebirthAt ?? this.#rebirthSentAt.get(key);
     const suppressed = session === undefined || this.#stopping || (last !== undefined && now - last < interval);
     if (!suppressed && !this.#rebirthsOut.has(node)) {
-      this.#releaseRebirths();
       const waiting = this.#rebirthsWaiting.get(node);
       if (waiting !== undefined || this.#rebirthsWaiting.size > 0 || !this.#rebirthTurn(node)) {
         if (waiting !== undefined) {

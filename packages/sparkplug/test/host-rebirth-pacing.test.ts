@@ -488,5 +488,44 @@ describe.skipIf(!mosquitto.available)(
       expect(Date.now() - answeredFrom).toBeLessThan(2_000);
       expect(health()).toMatchObject({ unansweredRebirths: 0, rebirthIntervalMs: 200 });
     });
+
+    // adv19y LOW-3: one deaf edge node alone (nothing else waiting): its expired request was never
+    // released, so it was asked every rebirthIntervalMs (46 requests in 10 s) with health showing
+    // unansweredRebirths 0 and the base interval.
+    test("one deaf edge node alone: its unanswered requests are counted and its interval backs off to the cap", async () => {
+      const { broker, host, counter } = await pacedHost("pace-alone", {
+        rebirthIntervalMs: 200,
+        rebirthTimeoutMs: 800,
+        maxOutstandingRebirths: 1,
+      });
+      const value = () => [{ name: "v", alias: 1, timestamp: Date.now(), datatype: "Double" as const, value: 1 }];
+      const node = await RawEdgeNode.connect(broker.url, GROUP, "alone", 0);
+      cleanups.push(() => node.close());
+      await node.nbirth(0, value());
+      await eventually(() =>
+        host.health().edgeNodes.some((each) => each.edgeNodeId === "alone" && each.state === "online"),
+      );
+      node.seq = 9; // a gap; then data every 100 ms, never a birth
+      let stop = false;
+      const sending = (async () => {
+        while (!stop) {
+          await node.ndata(value());
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      })();
+      cleanups.push(async () => {
+        stop = true;
+        await sending;
+      });
+      await new Promise((resolve) => setTimeout(resolve, 6_000));
+      const health = host.health().edgeNodes.find((each) => each.edgeNodeId === "alone");
+      const asked = counter.nodes.filter((each) => each === "alone").length;
+      console.log(`a deaf edge node alone: ${asked} requests in 6 s; health ${JSON.stringify(health)}`);
+      expect(health?.unansweredRebirths).toBeGreaterThanOrEqual(3);
+      expect(health?.rebirthIntervalMs).toBe(800);
+      // Every 200 ms before (about 30 in 6 s); now the interval backs off to 800 ms once a turn
+      // expired (a request out is still repeated at the interval within its turn: 11 measured).
+      expect(asked).toBeLessThanOrEqual(15);
+    });
   },
 );
