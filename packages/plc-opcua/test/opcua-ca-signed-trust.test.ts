@@ -18,7 +18,11 @@ import { OpcuaDriver } from "../src/index";
 // BadCertificateChainIncomplete, and node-opcua moved the user's file to rejected/ while the
 // error said to move it back: a loop. The file now stays trusted and the error names what is
 // missing (the CA in issuers/certs, its CRL in issuers/crl).
-const run = promisify(execFile);
+const execute = promisify(execFile);
+// Test files share one process (ADR 0044): another may have left OPENSSL_CONF set to "undefined"
+// (node-opcua-pki), which openssl then tries to open. openssl runs with its own default config.
+const opensslEnv = Object.fromEntries(Object.entries(process.env).filter(([name]) => name !== "OPENSSL_CONF"));
+const run = (command: string, args: string[]) => execute(command, args, { env: opensslEnv });
 const hasOpenssl = await run("openssl", ["version"]).then(
   () => true,
   () => false,
