@@ -1862,18 +1862,25 @@ export class SparkplugHost {
     void this.#bus.publish("message-reject", { topic, message });
   }
 
+  /**
+   * A payload over `maxPayloadBytes`, checked before it is decoded: counted in
+   * `messages.oversized`, rejected (`message-reject`), and its reason returned; else `undefined`.
+   */
+  #oversized(topic: string, bytes: Uint8Array): string | undefined {
+    const limit = this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
+    if (bytes.length <= limit) return undefined;
+    this.#counts.oversized++;
+    const detail = `${topic}: payload of ${bytes.length} bytes is over maxPayloadBytes (${limit}): not read`;
+    this.#reject(topic, detail);
+    return detail;
+  }
+
   #onMessage(session: Session, topic: string, bytes: Uint8Array, retained = false): void {
     if (this.#session !== session || session.closing) return;
     if (topic === this.#stateTopic) {
       // Size first, as for every other message (adv19y MEDIUM-2: a 200 MB STATE was parsed as JSON,
       // 2.7 GB and 16.6 s, counted nowhere). The host's own STATE is a few dozen bytes.
-      const limit = this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
-      if (bytes.length > limit) {
-        this.#counts.oversized++;
-        this.#reject(topic, `${topic}: payload of ${bytes.length} bytes is over maxPayloadBytes (${limit}): not read`);
-        return;
-      }
-      this.#onOwnState(session, topic, bytes);
+      if (this.#oversized(topic, bytes) === undefined) this.#onOwnState(session, topic, bytes);
       return;
     }
     this.#counts.received++;
@@ -1921,11 +1928,8 @@ export class SparkplugHost {
     }
     // Before decoding: the size is known without reading it. The message is lost to the host, so
     // what follows from the node cannot be trusted either.
-    const limit = this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
-    if (bytes.length > limit) {
-      this.#counts.oversized++;
-      const detail = `${topic}: payload of ${bytes.length} bytes is over maxPayloadBytes (${limit}): not read`;
-      this.#reject(topic, detail);
+    const detail = this.#oversized(topic, bytes);
+    if (detail !== undefined) {
       if (parsed.type === "NBIRTH" || parsed.type === "DBIRTH") node.birthsRefused++;
       if (parsed.type !== "NDEATH")
         this.#distrust(node, "payload-too-large", detail, parsed.type === "NBIRTH" || parsed.type === "DBIRTH");

@@ -17,10 +17,7 @@ export async function afterEventLoopTurn<T>(work: Promise<T>): Promise<T> {
   try {
     return await work;
   } finally {
-    if (turned) clearImmediate(immediate);
-    else {
-      clearImmediate(immediate);
-      await new Promise<void>((resolve) => setImmediate(resolve));
-    }
+    clearImmediate(immediate);
+    if (!turned) await new Promise<void>((resolve) => setImmediate(resolve));
   }
 }
