@@ -18,8 +18,16 @@ import {
   type TagValue,
   type ValidationIssue,
 } from "@kiln/core";
-import { type DriverStatusChange, issuesFromZod, parseOrThrow } from "@kiln/core/driver-kit";
-import { ConnectionLifecycle, abortError, raceAbort, type Disposer } from "@kiln/core/driver-kit";
+import {
+  abortError,
+  afterEventLoopTurn,
+  ConnectionLifecycle,
+  type Disposer,
+  type DriverStatusChange,
+  issuesFromZod,
+  parseOrThrow,
+  raceAbort,
+} from "@kiln/core/driver-kit";
 import { KlpErrorCodes, decodeKlpValue, encodeKlpValue, klpAddressSchema } from "./klp-protocol";
 
 /** Options of {@link KlpDriver}. */
@@ -99,7 +107,13 @@ export class KlpDriver implements PlcDriver {
     });
   }
 
-  async read(requested: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
+  read(requested: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
+    // Refused without I/O (not connected), a call must still let the event loop turn, or a caller
+    // retrying in a tight loop starves every timer and socket (the conformance suite checks).
+    return afterEventLoopTurn(this.#read(requested, signal));
+  }
+
+  async #read(requested: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
     // The tags as asked: the caller may change its array while the read awaits (the conformance suite checks).
     const tags = requested.slice();
     const request = this.#readRequestOf(tags);
@@ -114,7 +128,11 @@ export class KlpDriver implements PlcDriver {
     return tags.map((tag, index) => sampleOf(tag, items[index], timestamp));
   }
 
-  async write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
+  write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
+    return afterEventLoopTurn(this.#write(tag, value, signal));
+  }
+
+  async #write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
     if (tag.access !== "readwrite") {
       throw new KilnError("KILN_TAG_NOT_WRITABLE", `Tag "${tag.name}" is read-only.`, { details: { tag: tag.name } });
     }

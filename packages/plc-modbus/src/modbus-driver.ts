@@ -924,7 +924,13 @@ export class ModbusDriver implements PlcDriver {
    *   read-modify-write failed, the fence before it proved nothing, the caller aborted while it waited, the connection
    *   was down; the device's value is untouched, retry as is), `true` when one did (it may have taken effect).
    */
-  async write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
+  write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
+    // A write to an offline unit is refused without traffic: a caller's tight retry loop must still
+    // let the event loop turn (as read()).
+    return afterEventLoopTurn(this.#write(tag, value, signal));
+  }
+
+  async #write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
     const address = this.#planner.address(tag);
     if (tag.access !== "readwrite" || !isWritableArea(address.area)) {
       throw new KilnError(

@@ -17,21 +17,20 @@ import {
   type ValidationIssue,
 } from "@kiln/core";
 import {
+  abortError,
+  afterEventLoopTurn,
   type BrowsedVariable,
   checkTagValue,
+  ConnectionLifecycle,
+  type Disposer,
   type DriverStatusChange,
   parseOrThrow,
   type PlcDriverCapabilities,
-  severityOfStatusCode,
-  type SubscriptionOptions,
-} from "@kiln/core/driver-kit";
-import {
-  abortError,
-  ConnectionLifecycle,
   raceAbort,
   reconnectDelay,
+  severityOfStatusCode,
+  type SubscriptionOptions,
   TagListCache,
-  type Disposer,
 } from "@kiln/core/driver-kit";
 import type { DataValue, NodeId, ReadValueIdOptions } from "node-opcua-client";
 import type { Connection, OutstandingRequest, ServerInfo, ServiceFaultAnswer } from "./opcua-connection";
@@ -291,7 +290,13 @@ export class OpcuaDriver implements PlcDriver {
    * @throws KilnError `KILN_NOT_CONNECTED`, `KILN_CONNECTION_FAILED` or `KILN_TIMEOUT`
    *   (retryable) when the call as a whole fails.
    */
-  async read(requested: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
+  read(requested: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
+    // Refused without I/O while reconnecting: a caller's tight retry loop must still let the event
+    // loop turn, or the driver's own reconnect timer never runs (sibling of adv12x LOW, issue 12).
+    return afterEventLoopTurn(this.#read(requested, signal));
+  }
+
+  async #read(requested: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
     const lifetime = this.#lifecycle.signal;
     const connection = this.#requireConnection();
     if (requested.length === 0) return [];
@@ -368,7 +373,12 @@ export class OpcuaDriver implements PlcDriver {
    *   reconnect, or answered Bad), with `details.tag`, `details.nodeId` and `details.reason`
    *   (nothing is sent: its index may be another namespace's; docs/adr/0022, amendment fix13t).
    */
-  async write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
+  write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
+    // As read(): refused at once while reconnecting, so it lets the event loop turn.
+    return afterEventLoopTurn(this.#write(tag, value, signal));
+  }
+
+  async #write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
     if (tag.access !== "readwrite") {
       throw new KilnError("KILN_TAG_NOT_WRITABLE", `Tag "${tag.name}" is read-only; declare access "readwrite".`, {
         details: { tag: tag.name },

@@ -1,3 +1,7 @@
+// The real event loop's check phase, also under a test's fake timers (they replace the globals, not
+// node:timers' exports): the turn is about letting sockets and timers run, not about simulated time.
+import { clearImmediate, setImmediate } from "node:timers";
+
 /**
  * Settles as `work` does, but never before the event loop has turned once since the call (one
  * `setImmediate`, the check phase after I/O polling). A driver call that can answer without I/O (a

@@ -7,6 +7,7 @@ import { sameTagValue, TagCatalog, type Tag, type TagScalarValue, type TagValue 
 import type { Disposer } from "../domain/disposer";
 import { abortError, untilAbort } from "../driver-kit/abort";
 import { ConnectionLifecycle } from "../driver-kit/connection-lifecycle";
+import { afterEventLoopTurn } from "../driver-kit/event-loop-turn";
 import type { Clock } from "../ports/clock";
 import { SystemClock } from "../runtime/system-clock";
 import type { DriverStatus, PlcDriver } from "../ports/plc-driver";
@@ -141,7 +142,15 @@ export class SimulatedPlc implements PlcDriver {
   }
 
   /** Reads the simulated value of each tag, one sample per tag in order ({@link PlcDriver.read}). */
-  async read(requested: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
+  read(requested: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
+    // A refusal (not connected) lets the event loop turn, as the driver contract asks, so a caller's
+    // tight retry loop cannot starve timers. A read while connected answers in microtasks, with no
+    // latency set: this simulator's tests step a SimulatedClock that lets one turn pass per timer.
+    const reading = this.#read(requested, signal);
+    return this.status === "connected" ? reading : afterEventLoopTurn(reading);
+  }
+
+  async #read(requested: readonly Tag[], signal?: AbortSignal): Promise<Sample[]> {
     this.#assertConnected();
     // The tags as asked: the caller may change its array while the read awaits.
     const tags = requested.slice();
@@ -160,7 +169,13 @@ export class SimulatedPlc implements PlcDriver {
   }
 
   /** Writes a value, recorded in {@link SimulatedPlc.writes} ({@link PlcDriver.write}). */
-  async write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
+  write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
+    // As read(): a refusal lets the event loop turn.
+    const writing = this.#write(tag, value, signal);
+    return this.status === "connected" ? writing : afterEventLoopTurn(writing);
+  }
+
+  async #write(tag: Tag, value: TagValue, signal?: AbortSignal): Promise<void> {
     if (tag.access !== "readwrite") {
       throw new KilnError("KILN_TAG_NOT_WRITABLE", `Tag "${tag.name}" is read-only.`, { details: { tag: tag.name } });
     }

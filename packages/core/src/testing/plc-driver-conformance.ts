@@ -252,6 +252,21 @@ export function plcDriverLifecycleConformance(options: PlcDriverConformanceOptio
     expect(await codeOf(driver.read(readable))).toBe("KILN_NOT_CONNECTED");
   });
 
+  define(
+    options,
+    "read and write refused before connect settle only after the event loop turned",
+    async ({ driver, readable, writable }) => {
+      // A caller retrying in a tight loop must not starve timers and sockets (issue 12, adv12x).
+      for (const call of [() => driver.read(readable), () => driver.write(writable[0]!.tag, writable[0]!.value)]) {
+        let turned = false;
+        const immediate = setImmediate(() => (turned = true));
+        expect(await codeOf(call())).toBe("KILN_NOT_CONNECTED");
+        clearImmediate(immediate);
+        expect(turned ? "the event loop turned" : "settled in microtasks only").toBe("the event loop turned");
+      }
+    },
+  );
+
   define(options, "connect moves status to connected and reports the change", async ({ driver }) => {
     const changes: DriverStatusChange[] = [];
     const dispose = driver.onStatusChange((change) => changes.push(change));
