@@ -324,9 +324,10 @@ describe("split on failure", () => {
     const good = outcomes.filter((outcome) => outcome.ok).flatMap((outcome) => outcome.request.items);
     expect(good).toHaveLength(500);
     expect(new Set(good.map((served) => served.index)).size).toBe(500);
-    // 5 planned reads, plus about two per halving of the 125-register request holding the bad address.
+    // 5 planned reads, plus about two per halving of the 125-register request holding the bad address, plus
+    // one to confirm the refusal after the split.
     expect(device.calls).toBeGreaterThan(5);
-    expect(device.calls).toBeLessThanOrEqual(5 + 2 * Math.ceil(Math.log2(125)));
+    expect(device.calls).toBeLessThanOrEqual(5 + 2 * Math.ceil(Math.log2(125)) + 1);
 
     const next = planner.plan(tags);
     expect(next).not.toBe(plan);
@@ -369,6 +370,39 @@ describe("split on failure", () => {
       await readModbusRequest(planner.plan(tags).requests[0]!, refuseAll, { splitCode, learner: planner });
     }
     expect(planner.plan(tags).poisoned.size).toBe(tags.length);
+  });
+
+  it("a device whose blanket refusal ends during the split teaches no holes: the refused parts are read again once", async () => {
+    // Seen under load (modbus-learned-holes "every holding register refused for 1.5 s"): the device refused
+    // the whole request and the left halves, then served again; the right halves read fine and "proved" the
+    // left ones holes, bad for 30 s with the device serving them.
+    const tags = holdingTags([0, 1, 2, 3, 4, 5, 6, 7]);
+    for (const refusedCalls of [1, 2, 3, 4]) {
+      const planner = new ModbusReadPlanner();
+      let calls = 0;
+      const read = (request: ModbusReadRequest): Promise<number[]> =>
+        ++calls <= refusedCalls
+          ? Promise.reject<number[]>({ exception: 2 } satisfies FakeError)
+          : Promise.resolve(Array.from({ length: request.count }, (_, offset) => request.address + offset));
+      const outcomes = await readModbusRequest(planner.plan(tags).requests[0]!, read, { splitCode, learner: planner });
+      expect({ refusedCalls, learned: planner.learned.poisoned }).toEqual({ refusedCalls, learned: [] });
+      expect(outcomes.every((outcome) => outcome.ok)).toBe(true);
+      expect(outcomes.flatMap((outcome) => outcome.request.items.map((item) => item.index))).toEqual([
+        0, 1, 2, 3, 4, 5, 6, 7,
+      ]);
+    }
+  });
+
+  it("a real hole is still proven by the split: refused again when read once more, learned", async () => {
+    const tags = holdingTags([0, 1, 2, 3, 4, 5, 6, 7]);
+    const device = fakeDevice(new Set([5]));
+    const planner = new ModbusReadPlanner();
+    const outcomes = await readModbusRequest(planner.plan(tags).requests[0]!, device.read, {
+      splitCode,
+      learner: planner,
+    });
+    expect(outcomes.filter((outcome) => !outcome.ok).map((outcome) => outcome.request.address)).toEqual([5]);
+    expect(planner.learned.poisoned.map((hole) => hole.address)).toEqual([5]);
   });
 
   it("learns a barrier when the refused address is in a gap, not a tag", async () => {

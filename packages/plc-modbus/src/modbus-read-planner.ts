@@ -247,8 +247,9 @@ export interface ModbusSplitOptions {
  * Reads `request` with `read`; when it fails with a split-worthy exception, splits it in halves and reads
  * each, recursively, so one bad address costs about 2·log2(n) extra requests and poisons only itself. Items
  * refused alone are reported to `learner.refused` once the whole split is done: as proven only when some
- * other part of the same split was read (a device that refuses everything for a moment proves nothing about
- * one address; such refusals count as unproven strikes across reads); two halves read fine alone after
+ * other part of the same split was read and the refused part, read once more after the split, is refused
+ * again (a device that refuses everything for a moment proves nothing about one address, also when the
+ * moment ends during the split; such refusals count as unproven strikes across reads); two halves read fine alone after
  * refusing together are reported to `learner.learnBarrier`. Every other failure comes back as an outcome
  * with its error.
  *
@@ -259,12 +260,43 @@ export async function readModbusRequest<TData>(
   read: (request: ModbusReadRequest) => Promise<TData>,
   options: ModbusSplitOptions,
 ): Promise<ModbusReadOutcome<TData>[]> {
-  const refusals: { item: ModbusReadItem; code: number }[] = [];
+  let refusals: { item: ModbusReadItem; code: number }[] = [];
   const outcomes = await readSplitting(request, read, options, refusals);
-  const proven = refusals.length > 0 && outcomes.some((outcome) => outcome.ok);
   const split = outcomes.length > 1;
+  if (split && refusals.length > 0 && outcomes.some((outcome) => outcome.ok)) {
+    // Proof only if the refused parts are refused again now: a device whose blanket refusal ended
+    // during the split (reloading its map) served the later parts, which "proved" the earlier ones
+    // holes, bad for 30 s while the device served them.
+    refusals = await confirmRefusals(outcomes, read, options, refusals);
+  }
+  const proven = refusals.length > 0 && outcomes.some((outcome) => outcome.ok);
   for (const { item, code } of refusals) options.learner?.refused(item, code, proven && split);
   return outcomes;
+}
+
+/**
+ * Reads each refused part of a split once more, in place in `outcomes`: a part served now is an
+ * outcome with its data and teaches nothing; a part refused again stays refused (the proof); a part
+ * failing otherwise keeps that failure and teaches nothing. Returns the refusals still standing.
+ */
+async function confirmRefusals<TData>(
+  outcomes: ModbusReadOutcome<TData>[],
+  read: (request: ModbusReadRequest) => Promise<TData>,
+  options: ModbusSplitOptions,
+  refusals: readonly { item: ModbusReadItem; code: number }[],
+): Promise<{ item: ModbusReadItem; code: number }[]> {
+  const standing = new Set<ModbusReadItem>();
+  for (let index = 0; index < outcomes.length; index++) {
+    const outcome = outcomes[index]!;
+    if (outcome.ok || options.splitCode(outcome.error) === undefined) continue;
+    try {
+      outcomes[index] = { ok: true, request: outcome.request, data: await read(outcome.request) };
+    } catch (error) {
+      outcomes[index] = { ok: false, request: outcome.request, error };
+      if (options.splitCode(error) !== undefined) for (const item of outcome.request.items) standing.add(item);
+    }
+  }
+  return refusals.filter(({ item }) => standing.has(item));
 }
 
 async function readSplitting<TData>(
