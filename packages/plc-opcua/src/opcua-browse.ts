@@ -1,4 +1,4 @@
-import { KilnError, TAG_ARRAY_LENGTH_MAX, type BrowsedVariable } from "@kiln/core/driver-kit";
+import { KilnError, KilnValidationError, TAG_ARRAY_LENGTH_MAX, type BrowsedVariable } from "@kiln/core/driver-kit";
 import {
   AttributeIds,
   BrowseDirection,
@@ -24,8 +24,9 @@ const MAX_BROWSED_NODES = 100_000;
 const ATTRIBUTES_PER_VARIABLE = 4;
 
 /**
- * Lists the variables under `rootId`, following hierarchical references through objects and
- * folders (breadth first, in batches of the server's MaxNodesPerBrowse, at most 100 000 nodes),
+ * Lists the variables under `rootId` (a Variable root: itself alone; a root given by the caller
+ * that is neither an Object, a View nor a Variable: KilnValidationError naming its NodeClass),
+ * following hierarchical references through objects and folders (breadth first, in batches of the server's MaxNodesPerBrowse, at most 100 000 nodes),
  * with each variable's data type, access, value rank and array dimensions (a one-dimensional
  * array of known length proposes `arrayLength`, docs/adr/0038-array-tags.md). Each result
  * carries an `nsu=` address.
@@ -54,6 +55,22 @@ export async function browseVariables(
   // Node ids are namespace indexes of this session's table: a table re-read as different while
   // the browse runs (the generation bump) makes them unformattable (docs/adr/0022, fix13w).
   const generation = connection.generation;
+  if (!skipServerObject) {
+    // A root given by the caller may be a Variable (the variable itself is the list) or a node
+    // that holds no variables (a Method, a DataType): said so, not answered with an empty list.
+    const root = await rootNodeClass(connection.session, rootId);
+    if (root.nodeClass === NodeClass.Variable) {
+      return describeVariables(connection, [{ nodeId: rootId, name: root.name }], generation);
+    }
+    if (root.nodeClass !== NodeClass.Object && root.nodeClass !== NodeClass.View) {
+      throw new KilnValidationError("browse root", [
+        {
+          path: "root",
+          message: `${rootId.toString()} is a ${NodeClass[root.nodeClass] ?? root.nodeClass} node; browse lists the variables under an Object, a folder or a View, or a Variable itself`,
+        },
+      ]);
+    }
+  }
   const serverObject = resolveNodeId(ObjectIds.Server).toString();
   const hasProperty = resolveNodeId(ReferenceTypeIds.HasProperty).toString();
   const visited = new Set<string>([rootId.toString()]);
@@ -87,6 +104,19 @@ export async function browseVariables(
     frontier = next;
   }
   return describeVariables(connection, variables, generation);
+}
+
+/** The NodeClass and display name of `rootId`, read in one request; a root not read Good is refused as by Browse. */
+async function rootNodeClass(session: ClientSession, rootId: NodeId): Promise<{ nodeClass: number; name: string }> {
+  const [nodeClass, displayName] = await session.read([
+    { nodeId: rootId, attributeId: AttributeIds.NodeClass },
+    { nodeId: rootId, attributeId: AttributeIds.DisplayName },
+  ]);
+  if (!nodeClass?.statusCode.isGood()) throw browseRefused(rootId, rootId, nodeClass?.statusCode.value ?? 0x80020000);
+  const text = displayName?.statusCode.isGood()
+    ? (displayName.value.value as { text?: string } | null)?.text
+    : undefined;
+  return { nodeClass: Number(nodeClass.value.value), name: text ?? rootId.toString() };
 }
 
 const NOT_FOUND = new Set(["BadNodeIdUnknown", "BadNodeIdInvalid"]);

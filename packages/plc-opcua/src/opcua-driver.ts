@@ -559,12 +559,14 @@ export class OpcuaDriver implements PlcDriver {
   /**
    * Lists the variables under `root` (a NodeId in any address form; default: the Objects
    * folder, without the Server object), following hierarchical references through objects and
-   * folders. Each result carries an `nsu=` address ready for a tag definition.
+   * folders; a Variable root lists itself alone. Each result carries an `nsu=` address ready for a
+   * tag definition.
    *
    * The list is complete or the call fails: a subtree the server does not browse is never left
    * out silently, and a failed browse releases its continuation points.
    *
-   * @throws KilnValidationError when `root` is not a NodeId; `KILN_NOT_FOUND` when its
+   * @throws KilnValidationError when `root` is not a NodeId, or is a node that holds no variables
+   *   (a Method, a DataType: the message names its NodeClass); `KILN_NOT_FOUND` when its
    *   namespace is not on the server or the node does not exist (BadNodeIdUnknown or
    *   BadNodeIdInvalid, in `details.statusName`), rather than an empty list;
    *   `KILN_DEVICE_ERROR` when the server does not browse a node Good (the root with another

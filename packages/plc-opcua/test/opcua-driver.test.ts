@@ -294,6 +294,28 @@ describe("OpcuaDriver against the simulator (SignAndEncrypt, Basic256Sha256)", (
     expect(everything.some((variable) => variable.address.startsWith("i="))).toBe(false); // Server object skipped
   });
 
+  test("browse() of a Variable lists that variable; of a Method or DataType node refuses naming the root", async () => {
+    // adv13y LOW: a Variable root answered [], as an empty folder would.
+    const underFolder = (await driver.browse(`nsu=${NS};s=Kiln`)).find(
+      (variable) => variable.name === "reactor.pressure",
+    );
+    expect(underFolder).toBeDefined();
+    expect(await driver.browse(`nsu=${NS};s=Reactor.Pressure`)).toEqual([underFolder]);
+    for (const root of ["i=11492", "i=11"]) {
+      // Server.GetMonitoredItems (a Method) and the Double DataType.
+      const refused = await driver.browse(root).catch((caught: unknown) => caught);
+      expect(KilnError.is(refused, "KILN_VALIDATION")).toBe(true);
+      expect((refused as KilnError).message).toMatch(/root/);
+    }
+    // Nothing changed for a folder or an unknown node.
+    expect(
+      KilnError.is(
+        await driver.browse(`nsu=${NS};s=No.Such.Node`).catch((caught: unknown) => caught),
+        "KILN_NOT_FOUND",
+      ),
+    ).toBe(true);
+  });
+
   test("browse() addresses read back through the driver", async () => {
     const variables = await driver.browse(`nsu=${NS};s=Kiln`);
     const catalog = defineTags(
