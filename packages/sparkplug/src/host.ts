@@ -405,8 +405,20 @@ export interface SparkplugHostHealth {
   readonly link: DriverStatus;
   /** Why the link is in its state, where known. */
   readonly linkReason?: string;
-  /** This host's STATE as last published: online with its timestamp, or offline. */
-  readonly state: { readonly online: boolean; readonly timestamp?: number };
+  /**
+   * This host's STATE as last published: online with its timestamp, or offline. `foreign`: the
+   * newest STATE on this host's own topic with a timestamp newer than this session's, published by
+   * someone else (a second host with this host id, or a spoof) while this session runs. Edge nodes
+   * follow the newest timestamp (Sparkplug 3.0.0 §5.x, STATE), so they believe it, not this host:
+   * offline, they stop sending live data; online, they will not believe this host's Will when it
+   * dies. Only broker access control prevents it (publish on `spBv1.0/STATE/<hostId>` for this
+   * host alone); a new session (restart) outruns it with a newer timestamp.
+   */
+  readonly state: {
+    readonly online: boolean;
+    readonly timestamp?: number;
+    readonly foreign?: { readonly online: boolean; readonly timestamp: number; readonly seenAt: number };
+  };
   /** Every edge node the host has heard from, in the order it first did. */
   readonly edgeNodes: readonly SparkplugHostEdgeNodeHealth[];
   /**
@@ -801,6 +813,8 @@ interface Session {
   watch?: MqttClient;
   /** Host time at which the inbox began holding MQTT.js, while it does. */
   heldSince?: number;
+  /** The newest STATE on its own topic newer than this session's, from another publisher (health `state.foreign`). */
+  foreignState?: { readonly online: boolean; readonly timestamp: number; readonly seenAt: number };
   /** When the host last said online again on this session after a seq gap (`#restateOnline`, ms). */
   restatedAt?: number;
   /** Host time the death watch's CONNECT was started (see {@link SparkplugHost.#watchReplacedMain}). */
@@ -1395,6 +1409,12 @@ export class SparkplugHost {
         `broker link ${this.#lifecycle.status}${this.#lifecycle.reason ? `: ${this.#lifecycle.reason}` : ""}`,
       );
     }
+    const foreign = this.#session?.foreignState;
+    if (foreign !== undefined) {
+      problems.push(
+        `a STATE ${foreign.online ? "online" : "offline"} for this host id with a newer timestamp (${foreign.timestamp}) than this session's was published by someone else at ${new Date(foreign.seenAt).toISOString()} (a second host with this host id, or a spoof): edge nodes following this host believe it, not this host, until the host restarts; give publish on ${this.#stateTopic} to this host alone in the broker's access control`,
+      );
+    }
     const takenOver = this.#takeover.problem();
     if (takenOver !== undefined && this.#lifecycle.status === "connected") problems.push(takenOver);
     // A keepalive lost to a store stall stays named (while reconnecting, the link's reason says it)
@@ -1478,7 +1498,10 @@ export class SparkplugHost {
     return {
       link: this.#lifecycle.status,
       ...(this.#lifecycle.reason === undefined ? {} : { linkReason: this.#lifecycle.reason }),
-      state: { ...this.#lastState },
+      state: {
+        ...this.#lastState,
+        ...(this.#session?.foreignState === undefined ? {} : { foreign: { ...this.#session.foreignState } }),
+      },
       edgeNodes,
       messages: {
         received: this.#counts.received,
@@ -1964,6 +1987,12 @@ export class SparkplugHost {
     } catch (error) {
       this.#reject(topic, (error as Error).message);
       return;
+    }
+    // A STATE newer than this session's is not this host's (its births and Will carry the
+    // session's timestamp): a second host with this id, or a spoof. Edge nodes follow the newest
+    // timestamp, so what the host says next does not outrun it: reported (adv19x M2).
+    if (state.timestamp > session.timestamp && state.timestamp >= (session.foreignState?.timestamp ?? -Infinity)) {
+      session.foreignState = { online: state.online, timestamp: state.timestamp, seenAt: this.#clock.now() };
     }
     // [tck-id-message-flow-hid-sparkplug-state-message-delivered]: seeing itself offline while
     // connected, the host says it is online again (same timestamp as its Will, so the Will still

@@ -246,6 +246,38 @@ describe("Sparkplug host: STATE (Sparkplug 3.0.0, 5.3 host session establishment
     expect(last.state).toEqual({ online: true, timestamp });
   });
 
+  test("a STATE for its own id newer than its session's (a second host with this id, or a spoof) is reported in health; an older one is not (adv19x M2)", async () => {
+    const { host } = await rig({ hostId: "scada-foreign" });
+    const { timestamp } = host.health().state;
+    const other = await mqtt.connectAsync(broker.url, { reconnectPeriod: 0 });
+    perTest.push(() => other.endAsync());
+    const publish = (state: { online: boolean; timestamp: number }) =>
+      other.publishAsync("spBv1.0/STATE/scada-foreign", JSON.stringify(state), { qos: 1 });
+    // An older session's Will, delivered late: nothing to report.
+    await publish({ online: false, timestamp: timestamp! - 5_000 });
+    // Sibling: a STATE online newer than this session's: edge nodes would ignore this host's Will.
+    await publish({ online: true, timestamp: timestamp! + 1_000 });
+    await eventually(() => host.health().state.foreign !== undefined, 10_000, "the foreign STATE online reported");
+    expect(host.health().state.foreign).toMatchObject({ online: true, timestamp: timestamp! + 1_000 });
+    await publish({ online: false, timestamp: timestamp! + 60_000 });
+    await eventually(() => host.health().state.foreign?.online === false, 10_000, "the foreign STATE offline reported");
+    const health = host.health();
+    expect(health.state).toMatchObject({
+      online: true,
+      timestamp,
+      foreign: { online: false, timestamp: timestamp! + 60_000 },
+    });
+    expect(
+      health.problems.some(
+        (problem) => problem.includes("newer timestamp") && problem.includes("spBv1.0/STATE/scada-foreign"),
+      ),
+    ).toBe(true);
+    // An older one after it changes nothing.
+    await publish({ online: false, timestamp: timestamp! + 30_000 });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(host.health().state.foreign).toMatchObject({ online: false, timestamp: timestamp! + 60_000 });
+  });
+
   test("[tck-id-host-topic-phid-death-payload] stop() publishes STATE offline (retained, the session's timestamp) before disconnecting", async () => {
     const { host } = await rig({ hostId: "scada-stop" });
     const { timestamp } = host.health().state;
