@@ -1229,10 +1229,11 @@ export class AuditWriter {
       this.#entriesInBacklog() < this.#maxEntries
     ) {
       this.#drops = undefined;
-      const journaled = await this.#append(this.#summaries.dropEntry(drops));
+      const summary = this.#summaries.dropEntry(drops);
+      const journaled = await this.#append(summary);
       if (!journaled && this.#reserve !== undefined) {
         // Not durable as an entry: it stays counted in the reserve until it is.
-        this.#backlog.pop();
+        this.#removeFromBacklog(summary);
         this.#drops = drops;
         return;
       }
@@ -1241,10 +1242,11 @@ export class AuditWriter {
     for (const [key, overflow] of this.#overflow) {
       if (this.#deniedInBacklog() >= this.#maxDenied || this.#entriesInBacklog() >= this.#maxEntries) return;
       this.#overflow.delete(key);
-      const journaled = await this.#append(this.#summaries.overflowEntry(overflow));
+      const summary = this.#summaries.overflowEntry(overflow);
+      const journaled = await this.#append(summary);
       if (!journaled && this.#reserve !== undefined) {
         // Not durable as an entry: it stays counted (and durable as a count) until it is.
-        this.#backlog.pop();
+        this.#removeFromBacklog(summary);
         this.#overflow.set(key, overflow);
         return;
       }
@@ -1278,7 +1280,7 @@ export class AuditWriter {
       let kept = this.#backlog.length === 0 && (await this.#store(entry)) !== "retry";
       if (!kept && (await this.#openJournal()) !== undefined) {
         kept = await this.#append(entry);
-        if (!kept) this.#backlog.pop();
+        if (!kept) this.#removeFromBacklog(entry);
       }
       if (kept) this.#drops = undefined;
     }
@@ -1288,7 +1290,7 @@ export class AuditWriter {
       let kept = this.#backlog.length === 0 && (await this.#store(entry)) !== "retry";
       if (!kept && (await this.#openJournal()) !== undefined) {
         kept = await this.#append(entry);
-        if (!kept) this.#backlog.pop();
+        if (!kept) this.#removeFromBacklog(entry);
       }
       // Not kept: it stays counted, so the reserve written below still holds it.
       if (kept) this.#overflow.delete(key);
@@ -1408,8 +1410,9 @@ export class AuditWriter {
     }
     const journaled = await this.#append(entry);
     if (!journaled && options.journaledOnly === true) {
-      // The entry #append just pushed: not kept, so it takes no room from anything.
-      this.#backlog.pop();
+      // The entry #append pushed (by identity: concurrent commands push behind it meanwhile): not
+      // kept, so it takes no room from anything.
+      this.#removeFromBacklog(entry);
       return false;
     }
     if (!journaled && this.#reserve !== undefined) {
@@ -1418,8 +1421,10 @@ export class AuditWriter {
       // instead (the overflow summary), never held only in memory (issue 15, review 15c).
       await this.#persistReserve();
       if (!this.#reservedIds.has(entry.id) && entry.outcome !== "allowed" && !isIntentRefusal(entry)) {
-        this.#backlog.pop();
-        await this.#countOverflow(entry);
+        // Removed by identity, and counted only if still there: #persistReserve may have counted it
+        // already (no room for it) and concurrent commands pushed behind it meanwhile; a blind pop
+        // took another principal's entry uncounted and counted this one twice (adv15z HIGH-1).
+        if (this.#removeFromBacklog(entry)) await this.#countOverflow(entry);
         return false;
       }
     }
@@ -1660,6 +1665,17 @@ export class AuditWriter {
     for (const item of this.#backlog)
       if (item.entry !== undefined && item.stored !== true && item.skipped !== true) count++;
     return count;
+  }
+
+  /** Takes `entry`'s item out of the backlog, found by identity; false when it is no longer there. */
+  #removeFromBacklog(entry: AuditEntry): boolean {
+    // From the end: the entry was pushed just before (entries pushed meanwhile are behind it).
+    for (let index = this.#backlog.length - 1; index >= 0; index--) {
+      if (this.#backlog[index]!.entry !== entry) continue;
+      this.#backlog.splice(index, 1);
+      return true;
+    }
+    return false;
   }
 
   /** Journals (when there is a journal) and appends one entry to the backlog; true when journaled. */
