@@ -33,7 +33,7 @@ import {
   privateKeyPem,
 } from "./opcua-certificates";
 import { parseEndpointUrl, type OpcTcpEndpoint } from "./opcua-endpoint-url";
-import { keepTrustedCertificates } from "./opcua-kept-trust";
+import { forgetRejectedCopiesOfTrusted, keepTrustedCertificates } from "./opcua-kept-trust";
 import type { ResolvedOpcuaDriverOptions } from "./opcua-driver-options";
 import { connectError, isConnectionLoss, statusOfError } from "./opcua-errors";
 import { markReplayedNotifications } from "./opcua-replayed-notifications";
@@ -187,6 +187,8 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
   keepTrustedCertificates(certificateManager);
   let client: OPCUAClient | undefined;
   try {
+    // Before initialize(), which indexes the folders: a copy left in rejected/ would win.
+    await forgetRejectedCopiesOfTrusted(certificateManager);
     await certificateManager.initialize();
     for (const certificate of trusted) await certificateManager.trustCertificate(certificate);
     const endpoint = parseEndpointUrl(endpointUrl) as OpcTcpEndpoint;

@@ -1,4 +1,4 @@
-import { readdir, mkdtemp, rm } from "node:fs/promises";
+import { copyFile, readdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { KilnError, defineTags } from "@kiln/core";
@@ -137,6 +137,32 @@ describe("OpcuaDriver security", () => {
     // node-opcua files the certificate under rejected/, where a user can move it to trusted/.
     expect((await readdir(path.join(pki, "rejected"))).length).toBe(1);
     await driver.close();
+  });
+
+  test("a rejected certificate copied (not moved) into trusted/certs is trusted on the next connect; the rejected copy is removed", async () => {
+    // adv13z MEDIUM-2: node-opcua treats a certificate in both trusted/certs and rejected/ as rejected,
+    // so the README's `cp` into trusted/certs had no effect while the rejected copy stayed.
+    const pki = await freshPki();
+    const refused = new OpcuaDriver(await secureOptions({ pki: { dir: pki } }));
+    expect(KilnError.is(await refused.connect().catch((caught: unknown) => caught), "KILN_CONNECTION_FAILED")).toBe(
+      true,
+    );
+    await refused.close();
+    const [rejectedFile] = await readdir(path.join(pki, "rejected"));
+    expect(rejectedFile).toBeDefined();
+    // Copied under another name, as an operator following the README would.
+    await copyFile(path.join(pki, "rejected", rejectedFile!), path.join(pki, "trusted", "certs", "plc-server.pem"));
+    // Sibling: what is not a certificate in rejected/ is left alone.
+    await writeFile(path.join(pki, "rejected", "notes.txt"), "not a certificate");
+    const trusted = new OpcuaDriver(await secureOptions({ pki: { dir: pki } }));
+    try {
+      await trusted.connect();
+      expect(trusted.status).toBe("connected");
+      expect(await readdir(path.join(pki, "rejected"))).toEqual(["notes.txt"]);
+      expect(await readdir(path.join(pki, "trusted", "certs"))).toContain("plc-server.pem");
+    } finally {
+      await trusted.close();
+    }
   });
 
   test("automaticallyAcceptUnknownCertificate is an explicit opt-in that lets the connection through", async () => {
