@@ -193,7 +193,22 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
     for (const certificate of trusted) await certificateManager.trustCertificate(certificate);
     const endpoint = parseEndpointUrl(endpointUrl) as OpcTcpEndpoint;
     const transports = trackedTransports(endpoint);
+    // node-opcua fetches a secure endpoint's server certificate through a client of its own that
+    // never gets the driver's transport, so it cannot dial an IPv6 literal: fetched here instead.
+    const serverCertificate =
+      endpoint.ipv6 && mode !== "None"
+        ? await raceAbort(
+            serverCertificateOf(endpoint, SECURITY_MODES[mode], SECURITY_POLICIES[security.policy], {
+              certificateManager,
+              applicationName: options.applicationName,
+              stageMs: settings.connectStageMs ?? timeouts.connectMs,
+            }),
+            signal,
+            "connecting",
+          )
+        : undefined;
     client = OPCUAClient.create({
+      ...(serverCertificate === undefined ? {} : { serverCertificate }),
       applicationName: options.applicationName,
       ...(options.applicationUri ? { applicationUri: options.applicationUri } : {}),
       clientName: settings.name,
@@ -300,6 +315,53 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
     await certificateManager.dispose().catch(() => undefined);
     throw connectError(error, context);
   }
+}
+
+/**
+ * The certificate of `endpoint`'s server for `mode` and `policy`, read from its endpoints over
+ * the driver's own transport (security None, one attempt) and checked by `certificateManager` as
+ * node-opcua checks the one it fetches itself (its errors have the same text, so
+ * `connectError` reads them alike). For IPv6 literals only: node-opcua's own fetch dials them
+ * as names (adversarial review adv13z, MEDIUM-1).
+ */
+async function serverCertificateOf(
+  endpoint: OpcTcpEndpoint,
+  mode: MessageSecurityMode,
+  policy: SecurityPolicy,
+  settings: { certificateManager: OPCUACertificateManager; applicationName: string; stageMs: number },
+): Promise<Buffer> {
+  const fetcher = OPCUAClient.create({
+    applicationName: settings.applicationName,
+    clientName: "EndpointFetcher",
+    endpointMustExist: false,
+    securityMode: MessageSecurityMode.None,
+    securityPolicy: SecurityPolicy.None,
+    connectionStrategy: { maxRetry: 0, initialDelay: 100, maxDelay: 200, randomisationFactor: 0 },
+    transportTimeout: settings.stageMs,
+    transportFactory: trackedTransports(endpoint).factory,
+  });
+  let endpoints;
+  try {
+    await fetcher.connect(endpoint.clientUrl);
+    endpoints = await fetcher.getEndpoints();
+  } catch (error) {
+    throw new Error(
+      `Fail to connect to server at ${endpoint.clientUrl} to collect server's certificate: ${(error as Error).message}`,
+      { cause: error },
+    );
+  } finally {
+    await fetcher.disconnect().catch(() => undefined);
+  }
+  const match = endpoints.find(
+    (candidate) => candidate.securityMode === mode && candidate.securityPolicyUri === policy,
+  );
+  if (match?.serverCertificate === undefined || match.serverCertificate === null) {
+    throw new Error(`cannot find endpoint for securityMode=${MessageSecurityMode[mode]} policy = ${policy}`);
+  }
+  const certificate = Buffer.from(match.serverCertificate);
+  const status = await settings.certificateManager.checkCertificate(certificate);
+  if (!status.isGood()) throw new Error(`server Certificate verification failed with err ${status.toString()}`);
+  return certificate;
 }
 
 /**

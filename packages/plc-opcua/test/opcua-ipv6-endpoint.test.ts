@@ -159,3 +159,50 @@ test.skipIf(!ipv6)(
   },
   60_000,
 );
+
+test.skipIf(!ipv6)(
+  "a driver at opc.tcp://[::1]:port with SignAndEncrypt (the default) connects, and an untrusted server certificate there is refused as untrusted (needs an IPv6 loopback)",
+  async () => {
+    // adv13z MEDIUM-1: secure modes failed at opc.tcp://[::1] ("Fail to connect ... to collect server's
+    // certificate (in findEndpoint)"): node-opcua fetches the server's certificate through a client of its
+    // own, which never got the driver's IPv6 socket (it looked "[::1]" up as a name).
+    const simulatorTags = defineTags({
+      a: { dataType: "int32", address: `nsu=${OPCUA_SIMULATOR_NAMESPACE_URI};s=Kiln.A` },
+    });
+    const simulator = new OpcuaSimulator({
+      tags: simulatorTags,
+      host: "::1",
+      securityModes: ["SignAndEncrypt"],
+      pkiDir: path.join(workDir, "secure-simulator"),
+    });
+    await simulator.start();
+    const secure = (pkiDir: string, trusted: string[]) =>
+      new OpcuaDriver({
+        endpointUrl: simulator.endpointUrl,
+        pki: { dir: pkiDir, trustedServerCertificates: trusted },
+        timeouts: { connectMs: 30_000, requestMs: 5_000 },
+        connectionStrategy: { maxRetry: 0, initialDelayMs: 100, maxDelayMs: 400 },
+      });
+    const driver = secure(path.join(workDir, "secure-client"), [simulator.certificateFile]);
+    const stranger = secure(path.join(workDir, "stranger-client"), []);
+    try {
+      await driver.connect();
+      const [sample] = await driver.read(simulatorTags.list());
+      expect(sample?.quality.severity).toBe("good");
+      // Sibling: the certificate check still applies on this path.
+      const error = await stranger.connect().then(
+        () => undefined,
+        (caught: unknown) => caught,
+      );
+      expect(error).toMatchObject({
+        code: "KILN_CONNECTION_FAILED",
+        details: { reason: "server-certificate-untrusted" },
+      });
+    } finally {
+      await driver.close();
+      await stranger.close();
+      await simulator.dispose();
+    }
+  },
+  90_000,
+);
