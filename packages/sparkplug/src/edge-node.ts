@@ -239,11 +239,11 @@ export interface SparkplugEdgeNodeOptions {
    * Largest NCMD, DCMD or STATE payload taken, in bytes, checked before it is decoded (a DCMD of
    * megabytes would hold the event loop for seconds). A larger command is dropped unhandled
    * (`command-drop` `too-large`, counted, audited as `sparkplug.dcmd-drop` or `sparkplug.ncmd-drop`); a larger
-   * STATE is rejected (`message-reject`). With MQTT 5 it is also sent to the broker as the
-   * CONNECT Maximum Packet Size (plus room for the topic), so the broker does not forward more.
-   * With MQTT 3.1.1 (the default) it does not bound memory: MQTT.js reads a whole packet, up to
-   * MQTT's 256 MB, first; use `mqtt: { protocolVersion: 5 }` or the broker's own limit (mosquitto
-   * `message_size_limit`).
+   * STATE is rejected (`message-reject`). It is not sent to the broker as an MQTT 5 Maximum
+   * Packet Size: the broker would drop a larger command silently (MQTT 5 §3.1.2.11.4), uncounted
+   * and unaudited (ADR 0043, amendment fix19ac). So it does not bound memory, with MQTT 3.1.1 or 5:
+   * MQTT.js reads a whole packet, up to MQTT's 256 MB, first; bound memory with the broker's own
+   * limit (mosquitto `message_size_limit`, EMQX `mqtt.max_packet_size`), as for the host.
    * @default 65536 (64 KiB: 256 metrics of a command take a few KiB)
    */
   readonly maxPayloadBytes?: number;
@@ -1160,7 +1160,6 @@ export class SparkplugEdgeNode {
       this.#options.brokerUrl,
       sessionOptions(this.#options.mqtt ?? {}, {
         ...(this.#options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: this.#options.connectTimeoutMs }),
-        maxPayloadBytes: this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES,
         will: { topic: this.#topics.ndeath, payload: Buffer.from(this.#deathPayload(bdSeq)), qos: 1, retain: false },
       }),
     );

@@ -116,27 +116,18 @@ export async function subscribeChecked(
 }
 
 /**
- * @internal The MQTT 5 CONNECT Maximum Packet Size for a payload limit: the payload plus room for
- * the fixed header, a topic and properties (1 KiB), at most the protocol's 268,435,460 bytes.
- */
-export function maximumPacketSize(maxPayloadBytes: number): number {
-  return Math.min(maxPayloadBytes + 1_024, 268_435_460);
-}
-
-/**
  * @internal The CONNECT options of every Kiln MQTT session (edge node and host): the caller's
  * `mqtt` options, then a clean session, no automatic reconnect (Kiln reconnects itself, with a
- * new Will) and `will`; with MQTT 5 also session expiry 0 and, when `maxPayloadBytes` is given,
- * the Maximum Packet Size for it ({@link maximumPacketSize}). A broker drops, silently, what is
- * larger than that before it reaches the client (MQTT 5 §3.1.2.11.4), so a client that must count
- * what it refuses (the host) gives none and checks the size itself. `connectTimeoutMs` defaults
- * to 10 s.
+ * new Will) and `will`; with MQTT 5 also session expiry 0. No Maximum Packet Size is sent
+ * (unless the caller's `mqtt.properties` set one): a broker drops, silently, what is larger than
+ * that before it reaches the client (MQTT 5 §3.1.2.11.4), and both the edge node and the host
+ * must count and audit what they refuse, so each checks the size itself (ADR 0043, amendments
+ * fix19ab and fix19ac). `connectTimeoutMs` defaults to 10 s.
  */
 export function sessionOptions(
   user: Omit<IClientOptions, "will" | "clean" | "reconnectPeriod">,
   session: {
     readonly connectTimeoutMs?: number;
-    readonly maxPayloadBytes?: number;
     readonly will: IClientOptions["will"];
   },
 ): IClientOptions {
@@ -148,9 +139,6 @@ export function sessionOptions(
     ...(user.protocolVersion === 5
       ? {
           properties: {
-            ...(session.maxPayloadBytes === undefined
-              ? {}
-              : { maximumPacketSize: maximumPacketSize(session.maxPayloadBytes) }),
             ...user.properties,
             sessionExpiryInterval: 0,
           },
