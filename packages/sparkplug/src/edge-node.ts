@@ -37,6 +37,7 @@ import {
   boundedGoodbye,
   checkBrokerUrl,
   checkMaxPayloadBytes,
+  checkOptionShape,
   endSession,
   mqttConnect,
   redactedBrokerUrl,
@@ -641,6 +642,31 @@ function qualityCode(severity: Sample["quality"]["severity"]): number {
   return severity === "good" ? 192 : severity === "uncertain" ? 500 : 0;
 }
 
+/** Every key of {@link SparkplugEdgeNodeOptions}: any other is refused (a typo is not ignored). */
+const EDGE_NODE_OPTION_KEYS = {
+  system: true,
+  brokerUrl: true,
+  groupId: true,
+  edgeNodeId: true,
+  deviceId: true,
+  primaryHostId: true,
+  maxHostClockSkewMs: true,
+  minRebirthIntervalMs: true,
+  principal: true,
+  bdSeqStore: true,
+  reconnect: true,
+  mqtt: true,
+  maxPendingCommands: true,
+  maxMetricsPerCommand: true,
+  maxPayloadBytes: true,
+  brokerMaximumPacketSize: true,
+  connectTimeoutMs: true,
+  clock: true,
+  random: true,
+  storeAndForward: true,
+  awaitHostAcks: true,
+} as const;
+
 /**
  * A Sparkplug B 3.0 edge node for one Kiln control system: the system is one Sparkplug device
  * (its machine), every tag a metric.
@@ -809,9 +835,12 @@ export class SparkplugEdgeNode {
    *   host id (empty, or holding `+`, `/`, `#`), a bad `reconnect` backoff, a missing principal,
    *   or bad `storeAndForward` options (each field named: `storeAndForward.maxSamples`...);
    *   `awaitHostAcks` without `storeAndForward` or without `primaryHostId` (path `awaitHostAcks`);
-   *   a `brokerUrl` that is not a URL with an MQTT scheme and a host (`localhost:1883`).
+   *   a `brokerUrl` that is not a URL with an MQTT scheme and a host (`localhost:1883`); an option
+   *   key the node does not know (a typo is refused, not ignored); an `mqtt.protocolVersion` other
+   *   than 4 or 5. Nothing is done before the check.
    */
   constructor(options: SparkplugEdgeNodeOptions) {
+    checkOptionShape<SparkplugEdgeNodeOptions>("Sparkplug edge node options", options, EDGE_NODE_OPTION_KEYS);
     this.#options = options;
     this.#system = options.system;
     this.#deviceId = options.deviceId ?? options.system.machineId;

@@ -296,3 +296,26 @@ export function checkBrokerUrl(what: string, value: unknown): void {
       },
     ]);
 }
+
+/**
+ * @internal Checks the top level of an options object (edge node or host) before anything is
+ * done with it: every key must be one of `known` (a typo such as `rebirthIntervalMS` is refused,
+ * not ignored), and `mqtt.protocolVersion`, when given, must be 4 (MQTT 3.1.1) or 5 (MQTT 5.0), the two versions Kiln speaks.
+ * @throws KilnValidationError (KILN_VALIDATION) naming each unknown key, or the protocol version path.
+ */
+export function checkOptionShape<T extends object>(
+  what: string,
+  options: unknown,
+  known: { readonly [K in keyof Required<T>]: true },
+): void {
+  const issues: { path: string; message: string }[] = [];
+  if (typeof options !== "object" || options === null)
+    throw new KilnValidationError(what, [{ path: "", message: "must be an options object" }]);
+  for (const key of Object.keys(options))
+    if (!Object.hasOwn(known, key))
+      issues.push({ path: key, message: `is not a ${what.replace(/ options$/, "")} option` });
+  const version = (options as { mqtt?: { protocolVersion?: unknown } }).mqtt?.protocolVersion;
+  if (version !== undefined && version !== 4 && version !== 5)
+    issues.push({ path: "mqtt.protocolVersion", message: "must be 4 (MQTT 3.1.1) or 5 (MQTT 5.0)" });
+  if (issues.length > 0) throw new KilnValidationError(what, issues);
+}
