@@ -37,6 +37,7 @@ import {
   boundedGoodbye,
   checkBrokerUrl,
   checkMaxPayloadBytes,
+  checkOptionShape,
   endSession,
   mqttConnect,
   redactedBrokerUrl,
@@ -239,11 +240,11 @@ export interface SparkplugEdgeNodeOptions {
    * Largest NCMD, DCMD or STATE payload taken, in bytes, checked before it is decoded (a DCMD of
    * megabytes would hold the event loop for seconds). A larger command is dropped unhandled
    * (`command-drop` `too-large`, counted, audited as `sparkplug.dcmd-drop` or `sparkplug.ncmd-drop`); a larger
-   * STATE is rejected (`message-reject`). With MQTT 5 it is also sent to the broker as the
-   * CONNECT Maximum Packet Size (plus room for the topic), so the broker does not forward more.
-   * With MQTT 3.1.1 (the default) it does not bound memory: MQTT.js reads a whole packet, up to
-   * MQTT's 256 MB, first; use `mqtt: { protocolVersion: 5 }` or the broker's own limit (mosquitto
-   * `message_size_limit`).
+   * STATE is rejected (`message-reject`). It is not sent to the broker as an MQTT 5 Maximum
+   * Packet Size: the broker would drop a larger command silently (MQTT 5 §3.1.2.11.4), uncounted
+   * and unaudited (ADR 0043, amendment fix19ac). So it does not bound memory, with MQTT 3.1.1 or 5:
+   * MQTT.js reads a whole packet, up to MQTT's 256 MB, first; bound memory with the broker's own
+   * limit (mosquitto `message_size_limit`, EMQX `mqtt.max_packet_size`), as for the host.
    * @default 65536 (64 KiB: 256 metrics of a command take a few KiB)
    */
   readonly maxPayloadBytes?: number;
@@ -641,6 +642,31 @@ function qualityCode(severity: Sample["quality"]["severity"]): number {
   return severity === "good" ? 192 : severity === "uncertain" ? 500 : 0;
 }
 
+/** Every key of {@link SparkplugEdgeNodeOptions}: any other is refused (a typo is not ignored). */
+const EDGE_NODE_OPTION_KEYS = {
+  system: true,
+  brokerUrl: true,
+  groupId: true,
+  edgeNodeId: true,
+  deviceId: true,
+  primaryHostId: true,
+  maxHostClockSkewMs: true,
+  minRebirthIntervalMs: true,
+  principal: true,
+  bdSeqStore: true,
+  reconnect: true,
+  mqtt: true,
+  maxPendingCommands: true,
+  maxMetricsPerCommand: true,
+  maxPayloadBytes: true,
+  brokerMaximumPacketSize: true,
+  connectTimeoutMs: true,
+  clock: true,
+  random: true,
+  storeAndForward: true,
+  awaitHostAcks: true,
+} as const;
+
 /**
  * A Sparkplug B 3.0 edge node for one Kiln control system: the system is one Sparkplug device
  * (its machine), every tag a metric.
@@ -809,9 +835,12 @@ export class SparkplugEdgeNode {
    *   host id (empty, or holding `+`, `/`, `#`), a bad `reconnect` backoff, a missing principal,
    *   or bad `storeAndForward` options (each field named: `storeAndForward.maxSamples`...);
    *   `awaitHostAcks` without `storeAndForward` or without `primaryHostId` (path `awaitHostAcks`);
-   *   a `brokerUrl` that is not a URL with an MQTT scheme and a host (`localhost:1883`).
+   *   a `brokerUrl` that is not a URL with an MQTT scheme and a host (`localhost:1883`); an option
+   *   key the node does not know (a typo is refused, not ignored); an `mqtt.protocolVersion` other
+   *   than 4 or 5. Nothing is done before the check.
    */
   constructor(options: SparkplugEdgeNodeOptions) {
+    checkOptionShape<SparkplugEdgeNodeOptions>("Sparkplug edge node options", options, EDGE_NODE_OPTION_KEYS);
     this.#options = options;
     this.#system = options.system;
     this.#deviceId = options.deviceId ?? options.system.machineId;
@@ -1160,7 +1189,6 @@ export class SparkplugEdgeNode {
       this.#options.brokerUrl,
       sessionOptions(this.#options.mqtt ?? {}, {
         ...(this.#options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: this.#options.connectTimeoutMs }),
-        maxPayloadBytes: this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES,
         will: { topic: this.#topics.ndeath, payload: Buffer.from(this.#deathPayload(bdSeq)), qos: 1, retain: false },
       }),
     );

@@ -33,6 +33,7 @@ import {
   boundedGoodbye,
   checkBrokerUrl,
   checkMaxPayloadBytes,
+  checkOptionShape,
   endSession,
   mqttConnect,
   redactedBrokerUrl,
@@ -112,7 +113,7 @@ export interface SparkplugHostOptions {
   readonly brokerUrl: string;
   /** This host application's id, unique in the infrastructure: its STATE topic is `spBv1.0/STATE/<hostId>`. */
   readonly hostId: string;
-  /** The Sparkplug groups to follow: the host subscribes `spBv1.0/<group>/#` for each. */
+  /** The Sparkplug groups to follow, each once: the host subscribes `spBv1.0/<group>/#` for each. */
   readonly groups: readonly string[];
   /**
    * Where every metric is stored, as Kiln samples under qualified tag names (see
@@ -921,6 +922,31 @@ interface StoredTrail {
 const RESTATED_REASON = "restated by a birth after a loss of trust";
 const DEFAULT_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
 
+/** Every key of {@link SparkplugHostOptions}: any other is refused (a typo is not ignored). */
+const HOST_OPTION_KEYS = {
+  brokerUrl: true,
+  hostId: true,
+  groups: true,
+  store: true,
+  registerTags: true,
+  batching: true,
+  rebirthIntervalMs: true,
+  rebirthTimeoutMs: true,
+  maxOutstandingRebirths: true,
+  ackIntervalMs: true,
+  maxPayloadBytes: true,
+  drainTimeoutMs: true,
+  stopLingerMs: true,
+  reconnect: true,
+  mqtt: true,
+  deathWatchMqtt: true,
+  connectTimeoutMs: true,
+  maxClockSkewMs: true,
+  limits: true,
+  clock: true,
+  random: true,
+} as const;
+
 /**
  * A Sparkplug B 3.0 host application that stores every metric of its groups in a Kiln `Store`.
  *
@@ -1091,11 +1117,23 @@ export class SparkplugHost {
    * Checks the options; connects nothing (see {@link SparkplugHost.start}).
    * @throws KilnValidationError `KILN_VALIDATION` for an invalid host or group id (empty, or
    *   holding `+`, `/`, `#`), no group, a bad `reconnect` backoff or batching option, a missing
-   *   store, or a `brokerUrl` that is not a URL with an MQTT scheme and a host (`localhost:1883`).
+   *   store, or a `brokerUrl` that is not a URL with an MQTT scheme and a host (`localhost:1883`);
+   *   also for an option key the host does not know (a typo such as `rebirthIntervalMS` is
+   *   refused, not ignored), a group named twice (`groups[i]`), and an `mqtt.protocolVersion`
+   *   other than 4 or 5. Nothing is done before the check.
    */
   constructor(options: SparkplugHostOptions) {
+    checkOptionShape<SparkplugHostOptions>("Sparkplug host options", options, HOST_OPTION_KEYS);
     this.#options = options;
     const groups = Array.isArray(options.groups) ? options.groups : [];
+    const twice = groups.findIndex((group, index) => groups.indexOf(group) !== index);
+    if (twice >= 0)
+      throw new KilnValidationError("Sparkplug host options", [
+        {
+          path: `groups[${twice}]`,
+          message: `names the group ${JSON.stringify(groups[twice])} a second time: name each group once`,
+        },
+      ]);
     checkSparkplugIds(
       { hostId: options.hostId, ...Object.fromEntries(groups.map((group, index) => [`groups[${index}]`, group])) },
       "Sparkplug host options",

@@ -116,27 +116,18 @@ export async function subscribeChecked(
 }
 
 /**
- * @internal The MQTT 5 CONNECT Maximum Packet Size for a payload limit: the payload plus room for
- * the fixed header, a topic and properties (1 KiB), at most the protocol's 268,435,460 bytes.
- */
-export function maximumPacketSize(maxPayloadBytes: number): number {
-  return Math.min(maxPayloadBytes + 1_024, 268_435_460);
-}
-
-/**
  * @internal The CONNECT options of every Kiln MQTT session (edge node and host): the caller's
  * `mqtt` options, then a clean session, no automatic reconnect (Kiln reconnects itself, with a
- * new Will) and `will`; with MQTT 5 also session expiry 0 and, when `maxPayloadBytes` is given,
- * the Maximum Packet Size for it ({@link maximumPacketSize}). A broker drops, silently, what is
- * larger than that before it reaches the client (MQTT 5 §3.1.2.11.4), so a client that must count
- * what it refuses (the host) gives none and checks the size itself. `connectTimeoutMs` defaults
- * to 10 s.
+ * new Will) and `will`; with MQTT 5 also session expiry 0. No Maximum Packet Size is sent
+ * (unless the caller's `mqtt.properties` set one): a broker drops, silently, what is larger than
+ * that before it reaches the client (MQTT 5 §3.1.2.11.4), and both the edge node and the host
+ * must count and audit what they refuse, so each checks the size itself (ADR 0043, amendments
+ * fix19ab and fix19ac). `connectTimeoutMs` defaults to 10 s.
  */
 export function sessionOptions(
   user: Omit<IClientOptions, "will" | "clean" | "reconnectPeriod">,
   session: {
     readonly connectTimeoutMs?: number;
-    readonly maxPayloadBytes?: number;
     readonly will: IClientOptions["will"];
   },
 ): IClientOptions {
@@ -148,9 +139,6 @@ export function sessionOptions(
     ...(user.protocolVersion === 5
       ? {
           properties: {
-            ...(session.maxPayloadBytes === undefined
-              ? {}
-              : { maximumPacketSize: maximumPacketSize(session.maxPayloadBytes) }),
             ...user.properties,
             sessionExpiryInterval: 0,
           },
@@ -307,4 +295,27 @@ export function checkBrokerUrl(what: string, value: unknown): void {
         message: `must be a URL with a scheme (${BROKER_SCHEMES.map((scheme) => scheme.slice(0, -1)).join(", ")}) and a host, e.g. "mqtt://broker.plant:1883"; got ${JSON.stringify(typeof value === "string" ? redactedBrokerUrl(value).slice(0, 200) : typeof value)}`,
       },
     ]);
+}
+
+/**
+ * @internal Checks the top level of an options object (edge node or host) before anything is
+ * done with it: every key must be one of `known` (a typo such as `rebirthIntervalMS` is refused,
+ * not ignored), and `mqtt.protocolVersion`, when given, must be 4 (MQTT 3.1.1) or 5 (MQTT 5.0), the two versions Kiln speaks.
+ * @throws KilnValidationError (KILN_VALIDATION) naming each unknown key, or the protocol version path.
+ */
+export function checkOptionShape<T extends object>(
+  what: string,
+  options: unknown,
+  known: { readonly [K in keyof Required<T>]: true },
+): void {
+  const issues: { path: string; message: string }[] = [];
+  if (typeof options !== "object" || options === null)
+    throw new KilnValidationError(what, [{ path: "", message: "must be an options object" }]);
+  for (const key of Object.keys(options))
+    if (!Object.hasOwn(known, key))
+      issues.push({ path: key, message: `is not a ${what.replace(/ options$/, "")} option` });
+  const version = (options as { mqtt?: { protocolVersion?: unknown } }).mqtt?.protocolVersion;
+  if (version !== undefined && version !== 4 && version !== 5)
+    issues.push({ path: "mqtt.protocolVersion", message: "must be 4 (MQTT 3.1.1) or 5 (MQTT 5.0)" });
+  if (issues.length > 0) throw new KilnValidationError(what, issues);
 }

@@ -478,6 +478,65 @@ describe("retained and oversized commands (issue 19)", () => {
     ]);
   });
 
+  // Adversarial review 19y, MEDIUM-3 (fix19ac): with MQTT 5 the node sent maxPayloadBytes + 1 KiB
+  // as its CONNECT Maximum Packet Size, and the broker dropped a larger command silently (MQTT 5
+  // §3.1.2.11.4): no drop counted, nothing audited. Now it reaches the node and is refused there.
+  test.skipIf(!mosquittoAvailability().available || process.env.KILN_TEST_BROKER === "aedes")(
+    "MQTT 5: an NCMD and a DCMD far over maxPayloadBytes reach the node and are counted and audited, not dropped silently by the broker; a normal DCMD after them is written (mosquitto only: aedes speaks 3.1.1)",
+    async () => {
+      fixture = await edgeFixture({ tapProtocolVersion: 5 });
+      const node = fixture.newNode({ mqtt: { protocolVersion: 5 }, maxPayloadBytes: 200 });
+      const drops: { topic: string; reason: string; bytes?: number }[] = [];
+      node.events.on("command-drop", (event) => void drops.push(event));
+      await node.start();
+      await fixture.recorder.waitFor(ofType("DBIRTH"));
+      const births = node.health().published.births;
+      const ncmd = `spBv1.0/${GROUP}/NCMD/${EDGE}`;
+      // Far over the old Maximum Packet Size (200 + 1,024 bytes).
+      const bigNcmd = encodePayload({
+        timestamp: Date.now(),
+        metrics: [
+          { name: "Node Control/Rebirth", datatype: "Boolean", value: true },
+          { name: "padding", datatype: "String", value: "x".repeat(4_000) },
+        ],
+      });
+      const alias = node.aliases.get("heater.setpoint")!;
+      const bigDcmd = encodePayload({
+        timestamp: Date.now(),
+        metrics: [
+          { alias, datatype: "Float", value: 55 },
+          { name: "padding", datatype: "String", value: "y".repeat(4_000) },
+        ],
+      });
+      await fixture.recorder.client.publishAsync(ncmd, Buffer.from(bigNcmd), { qos: 1 });
+      await fixture.recorder.client.publishAsync(DCMD, Buffer.from(bigDcmd), { qos: 1 });
+      await expect
+        .poll(() => drops, { timeout: 5_000 })
+        .toEqual([
+          { topic: ncmd, reason: "too-large", bytes: bigNcmd.length },
+          { topic: DCMD, reason: "too-large", bytes: bigDcmd.length },
+        ]);
+      expect(node.health().commands).toMatchObject({ dropped: 2, rebirths: 0 });
+      // A normal command after them is executed.
+      const written = node.events.next("command-write");
+      await dcmd(fixture, [{ alias, datatype: "Float", value: 21 }]);
+      expect(await written).toMatchObject({ value: 21 });
+      expect(fixture.plc.writes.map((write) => write.value)).toEqual([21]);
+      expect(node.health().published.births).toBe(births);
+      await node.stop(); // audits what is still pending
+      const entries = (await fixture.system.unchecked.store.audit.query({ from: 0, to: Date.now() + 60_000 }))
+        .filter((entry) => entry.action.endsWith("cmd-drop"))
+        .map(({ action, target, outcome }) => ({ action, target, outcome }));
+      expect(entries).toEqual(
+        expect.arrayContaining([
+          { action: "sparkplug.ncmd-drop", target: "(1 whole NCMD message: too-large)", outcome: "denied" },
+          { action: "sparkplug.dcmd-drop", target: "(1 whole DCMD message: too-large)", outcome: "denied" },
+        ]),
+      );
+      expect(entries).toHaveLength(2);
+    },
+  );
+
   test("sibling of the host's check (adversarial review 19y): a brokerUrl without a scheme is refused naming brokerUrl", async () => {
     fixture = await edgeFixture();
     for (const brokerUrl of ["localhost:1883", "broker.plant", "http://broker:1883"])
