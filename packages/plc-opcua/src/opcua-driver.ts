@@ -514,7 +514,16 @@ export class OpcuaDriver implements PlcDriver {
    * @throws KilnError `KILN_NOT_CONNECTED` before `connect()`; `KILN_DEVICE_ERROR` when the
    *   server refuses the subscription itself (BadTooManySubscriptions...).
    */
-  async subscribe(
+  subscribe(
+    tags: readonly Tag[],
+    options: SubscriptionOptions,
+    onSamples: (samples: Sample[]) => void,
+  ): Promise<Disposer> {
+    // As read(): settled without I/O while reconnecting, it must still let the event loop turn.
+    return afterEventLoopTurn(this.#subscribe(tags, options, onSamples));
+  }
+
+  async #subscribe(
     tags: readonly Tag[],
     options: SubscriptionOptions,
     onSamples: (samples: Sample[]) => void,
@@ -573,7 +582,12 @@ export class OpcuaDriver implements PlcDriver {
    *   status, or any node below it: `details.node`, `details.statusName`), retryable for a
    *   shortage (BadNoContinuationPoints, BadServerTooBusy...), not for BadUserAccessDenied.
    */
-  async browse(root?: string): Promise<BrowsedVariable[]> {
+  browse(root?: string): Promise<BrowsedVariable[]> {
+    // As read(): refused without I/O while reconnecting, it must still let the event loop turn.
+    return afterEventLoopTurn(this.#browse(root));
+  }
+
+  async #browse(root?: string): Promise<BrowsedVariable[]> {
     const connection = this.#requireConnection();
     // Every browsed address is formatted from the namespace table: refused, whatever the root,
     // until it is read Good on this session (docs/adr/0022, amendment fix13w).

@@ -88,6 +88,26 @@ describe("OpcuaDriver calls while reconnecting", () => {
     }
   }, 60_000);
 
+  test("a tight browse loop lets timers run too (adv13za M1)", async () => {
+    const driver = newDriver();
+    await driver.connect();
+    try {
+      await simulator.stop();
+      await waitFor(() => driver.status === "reconnecting", { what: "status reconnecting" });
+      let stop = false;
+      setTimeout(() => (stop = true), 300);
+      const { ticks, calls } = await tightLoop(
+        () => driver.browse(),
+        () => stop,
+      );
+      expect(calls).toBeGreaterThan(0);
+      expect(ticks).toBeGreaterThan(10);
+    } finally {
+      await simulator.start();
+      await driver.close();
+    }
+  }, 60_000);
+
   test("a tight write loop lets timers run too", async () => {
     const driver = newDriver();
     await driver.connect();

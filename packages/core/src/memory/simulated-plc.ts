@@ -204,7 +204,17 @@ export class SimulatedPlc implements PlcDriver {
   }
 
   /** Pushes each tag's value at the subscription's period ({@link PlcDriver.subscribe}). */
-  async subscribe(
+  subscribe(
+    tags: readonly Tag[],
+    options: SubscriptionOptions,
+    onSamples: (samples: Sample[]) => void,
+  ): Promise<Disposer> {
+    // As read(): a refusal lets the event loop turn.
+    const subscribing = this.#subscribe(tags, options, onSamples);
+    return this.status === "connected" ? subscribing : afterEventLoopTurn(subscribing);
+  }
+
+  async #subscribe(
     tags: readonly Tag[],
     options: SubscriptionOptions,
     onSamples: (samples: Sample[]) => void,
@@ -246,7 +256,13 @@ export class SimulatedPlc implements PlcDriver {
   }
 
   /** Lists the simulated tags as browsed variables ({@link PlcDriver.browse}). */
-  async browse(): Promise<BrowsedVariable[]> {
+  browse(): Promise<BrowsedVariable[]> {
+    // As read(): a refusal lets the event loop turn.
+    const browsing = this.#browse();
+    return this.status === "connected" ? browsing : afterEventLoopTurn(browsing);
+  }
+
+  async #browse(): Promise<BrowsedVariable[]> {
     this.#assertConnected();
     return [...this.#tags.values()].map((tag) => ({
       name: tag.name,

@@ -42,7 +42,7 @@ export type DriverStatus = "disconnected" | "connecting" | "connected" | "reconn
  * - `write` of a tag whose access is `read` rejects with `KILN_TAG_NOT_WRITABLE` before any
  *   network traffic; a device refusal rejects with `KILN_WRITE_REJECTED`.
  * - Calls before `connect()` or after `close()` reject with `KILN_NOT_CONNECTED`.
- * - `read` and `write` never settle before the event loop has turned once since the call, also
+ * - `read`, `write`, `subscribe` and `browse` never settle before the event loop has turned once since the call, also
  *   when they answer without I/O (not connected, reconnecting, a unit offline): a caller retrying
  *   in a tight loop must not starve timers and sockets, the driver's own reconnect timer included
  *   (issue 12). Wrap the call in the driver kit's `afterEventLoopTurn`.

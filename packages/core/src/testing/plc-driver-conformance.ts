@@ -254,10 +254,17 @@ export function plcDriverLifecycleConformance(options: PlcDriverConformanceOptio
 
   define(
     options,
-    "read and write refused before connect settle only after the event loop turned",
+    "every call refused before connect settles only after the event loop turned",
     async ({ driver, readable, writable }) => {
-      // A caller retrying in a tight loop must not starve timers and sockets (issue 12, adv12x).
-      for (const call of [() => driver.read(readable), () => driver.write(writable[0]!.tag, writable[0]!.value)]) {
+      // A caller retrying in a tight loop must not starve timers and sockets (issue 12, adv12x; adv13za M1).
+      const calls: (() => Promise<unknown>)[] = [
+        () => driver.read(readable),
+        () => driver.write(writable[0]!.tag, writable[0]!.value),
+      ];
+      if (driver.capabilities.browse && driver.browse) calls.push(() => driver.browse!());
+      if (driver.capabilities.subscribe && driver.subscribe)
+        calls.push(() => driver.subscribe!(readable, { samplingIntervalMs: 100 }, () => undefined));
+      for (const call of calls) {
         let turned = false;
         const immediate = setImmediate(() => (turned = true));
         expect(await codeOf(call())).toBe("KILN_NOT_CONNECTED");
