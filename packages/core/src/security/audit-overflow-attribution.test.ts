@@ -115,4 +115,99 @@ describe("attempts counted while the journal's disk is full are charged to their
       await unmount(mount);
     }
   }, 120_000);
+
+  test.each(["disk full", "maxBytes"] as const)(
+    "after a crash with the journal full (%s), no command that did not run is in the trail as allowed without its refusal (needs root to mount a tmpfs)",
+    async (variant, context) => {
+      // adv15za HIGH-1: over the reserve's room the newest entries were left out first, whatever they were, so a
+      // refusal could be held in memory only while older denials kept their room; the crash then lost it and the
+      // trail said "allowed" for a command that never ran.
+      const mount = await tmpfs("300k");
+      if (mount === undefined) return context.skip();
+      try {
+        const clock = new SimulatedClock({ start: Date.UTC(2026, 0, 1) });
+        const plc = new SimulatedPlc({ tags, clock });
+        await plc.connect();
+        const store = new MemoryStore({ clock });
+        await store.open(tags.list());
+        let storeUp = false;
+        const audit = {
+          query: store.audit.query,
+          record: (entry: AuditEntry) =>
+            storeUp
+              ? store.audit.record(entry)
+              : Promise.reject(new KilnError("KILN_TIMEOUT", "down", { retryable: true })),
+        };
+        const bus = new EventBus<KilnEvents>({ now: () => clock.now() });
+        const refusalDrops: KilnEvents["audit-refusal-drop"][] = [];
+        bus.on("audit-refusal-drop", (event) => void refusalDrops.push(event));
+        let ids = 0;
+        const path = join(mount, "audit.journal");
+        const make = () =>
+          new AuditedCommandRunner({
+            authorizer: new Authorizer({ roles: defaultRoleTable({ operatorWritableTags: ["heater.*"] }) }),
+            audit,
+            clock,
+            bus,
+            machineId: "ald-1",
+            newId: () => `entry-${++ids}`,
+            retryBackoff: { initialDelayMs: 1_000, maxDelayMs: 1_000 },
+            backlog: { path, maxEntries: 100_000, ...(variant === "maxBytes" ? { maxBytes: 32_768 } : {}) },
+          });
+        const runner = make();
+        await runner.open();
+        if (variant === "disk full")
+          for (let file = 0; file < 40; file++)
+            await writeFile(join(mount, `filler-${file}`), Buffer.alloc(16 * 1024)).catch(() => undefined);
+        const run = (principal: Principal, tag: string, value: TagValue) =>
+          runner
+            .run({
+              principal,
+              permission: "tag.write",
+              target: tag,
+              machineState: "idle",
+              newValue: value,
+              execute: () => plc.write(tags.get(tag), value),
+            })
+            .then(
+              () => "ran",
+              (error: unknown) => (KilnError.is(error) ? error.code : String(error)),
+            );
+        const notRun = new Set<number>();
+        for (let round = 1; round <= 300; round++) {
+          const [, outcome] = await Promise.all([
+            run(viewer, "heater.setpoint", -round),
+            run(operator, "heater.setpoint", round),
+            run(viewer, "heater.setpoint", -round - 0.5),
+          ]);
+          if (outcome !== "ran") notRun.add(round);
+        }
+        expect(notRun.size).toBeGreaterThan(0);
+        // A crash: the runner is abandoned as it is; the next one opens the same journal and reserve.
+        storeUp = true;
+        const next = make();
+        await next.open();
+        await next.close();
+        const entries = await store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
+        const refused = new Set(entries.filter((entry) => entry.refersTo !== undefined).map((entry) => entry.refersTo));
+        const allowedNotRun = entries.filter(
+          (entry) =>
+            entry.action === "tag.write" &&
+            entry.outcome === "allowed" &&
+            entry.refersTo === undefined &&
+            notRun.has(entry.newValue as number) &&
+            !refused.has(entry.id),
+        );
+        // Unless reported lost (audit-refusal-drop), none.
+        expect({ allowedNotRun: allowedNotRun.length, reported: refusalDrops.length }).toEqual({
+          allowedNotRun: 0,
+          reported: 0,
+        });
+        expect(plc.writes.map((write) => write.value).filter((value) => notRun.has(value as number))).toEqual([]);
+      } finally {
+        await unmount(mount);
+      }
+    },
+    120_000,
+  );
 });

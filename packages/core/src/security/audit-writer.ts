@@ -1716,8 +1716,9 @@ export class AuditWriter {
 
   /**
    * Writes the reserve's record: the overflow counts and the entries the journal could not take
-   * (kept in memory too, until stored). When they do not fit its room, the counts are merged into
-   * one bucket first, then the newest entries are left out (the caller counts those it may). A
+   * (kept in memory too, until stored). When they do not fit its room, every denied or failed
+   * entry is counted instead first (newest first), then the counts are merged into one bucket,
+   * then the newest allowed entries and refusals are left out (held in memory only). A
    * write that fails is a journal failure (`reserve`): health names it and `audit-journal-fail`
    * reports it. Without a reserve (no journal, or it could not be opened) nothing is written.
    */
@@ -1734,24 +1735,27 @@ export class AuditWriter {
       this.#coalesced.clear();
       payload = encodeReserve(overflow, held, this.#drops);
     }
+    // Over its room, in this order (adv15za HIGH-1 and MEDIUM-1): every kept denied or failed
+    // entry becomes a count (durable with this write; newest first, names kept); only then are the
+    // counts' names merged; only then are the newest allowed entries and refusals left out (held
+    // in memory only, named by health). Before, the newest entries were left out first whatever
+    // they were, so a refusal could be left in memory while older denials kept their room, and
+    // names were merged before any denial was counted.
+    for (let index = held.length - 1; index >= 0 && payload.length > reserve.capacity; index--) {
+      const left = held[index]!;
+      if (left.outcome === "allowed" || isIntentRefusal(left)) continue;
+      held.splice(index, 1);
+      this.#removeFromBacklog(left);
+      this.#overflow.countAttempt(left);
+      overflow = encodeOverflowBuckets(this.#overflow);
+      payload = encodeReserve(overflow, held, this.#drops);
+    }
     if (payload.length > reserve.capacity) {
       overflow = encodeOverflowBuckets(collapseOverflow(this.#overflow));
       payload = encodeReserve(overflow, held, this.#drops);
     }
     while (payload.length > reserve.capacity && held.length > 0) {
-      const left = held.pop()!;
-      if (left.outcome !== "allowed" && !isIntentRefusal(left)) {
-        // A denied or failed entry the reserve has no room for is counted instead (the count is
-        // durable with this write), never left only in memory.
-        const index = this.#backlog.findIndex((item) => item.entry === left);
-        if (index >= 0) this.#backlog.splice(index, 1);
-        this.#overflow.countAttempt(left);
-        overflow = encodeOverflowBuckets(
-          encodeReserve(encodeOverflowBuckets(this.#overflow), held, this.#drops).length > reserve.capacity
-            ? collapseOverflow(this.#overflow)
-            : this.#overflow,
-        );
-      }
+      held.pop();
       payload = encodeReserve(overflow, held, this.#drops);
     }
     try {
