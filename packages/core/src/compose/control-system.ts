@@ -177,6 +177,11 @@ export interface ControlSystemHealth {
     readonly skippedNotKept: number;
     /** Entries set aside because they kept failing while the store took other entries. */
     readonly setAside: number;
+    /**
+     * Entries set aside (or refused) after their store call timed out whose abandoned call then
+     * landed: in the trail after all, not in `skipped`/`setAside`; each an `audit-entry-stored-late`.
+     */
+    readonly storedLate: number;
     /** Refusals of offered intents dropped unstored (each an `audit-refusal-drop`). */
     readonly refusalsDropped: number;
     /**

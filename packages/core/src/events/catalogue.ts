@@ -262,6 +262,23 @@ export interface KilnEvents {
     readonly reason: string;
   };
   /**
+   * A correction of an `audit-entry-skip`: the entry's store call had timed out and was abandoned
+   * by the port guard, the entry was then set aside (or refused), and the abandoned call landed
+   * afterwards: the store has it, it is in the trail. Taken back out of `health().audit.skipped`
+   * and `setAside`, counted in `storedLate`; a line `{"storedLate":"<id>","at":<ms>}` follows the
+   * entry in `<audit.backlog.path>.set-aside` (fix15ak).
+   */
+  "audit-entry-stored-late": EventBase & {
+    /** The entry's event id. */
+    readonly id: string;
+    readonly principal: string;
+    readonly action: string;
+    readonly target: string;
+    readonly outcome: "allowed" | "denied" | "failed";
+    /** What happened, and where it was noted. */
+    readonly reason: string;
+  };
+  /**
    * The default in-memory store evicted its oldest entries under its retention
    * (`MemoryStoreRetention`): stored, then aged out, as a database retention policy drops rows.
    * Not a loss of unstored data (that is `samplesDropped` and `audit-entry-drop`). One event per

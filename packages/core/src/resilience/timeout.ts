@@ -3,6 +3,26 @@ import type { Clock, TimerHandle } from "../ports/clock";
 import { assertClock, assertNumber } from "./option-assertions";
 import { setSignalDeadline } from "./signal-deadline";
 
+/**
+ * How an operation that {@link withTimeout} gave up on settled afterwards: `landed` when it
+ * resolved (the store did store it, the device did take it), `failed` with its error when it
+ * rejected.
+ */
+export type LateOutcome = { readonly landed: true } | { readonly landed: false; readonly error: unknown };
+
+const lateOutcomes = new WeakMap<object, Promise<LateOutcome>>();
+
+/**
+ * The late outcome of the call a `KILN_TIMEOUT` from {@link withTimeout} abandoned: resolves (never
+ * rejects) once that call settles. `undefined` for any other error (or a timeout raised elsewhere).
+ * The error keeps its identity through a breaker and a single attempt, so whoever catches the
+ * timeout can learn whether the abandoned call landed (issue 15, fix15ak: an audit entry set aside
+ * after its call timed out, whose call then stored it, was reported not in the trail).
+ */
+export function lateOutcomeOf(error: unknown): Promise<LateOutcome> | undefined {
+  return typeof error === "object" && error !== null ? lateOutcomes.get(error) : undefined;
+}
+
 /** Options of {@link withTimeout}. */
 export interface TimeoutOptions {
   /** Where the timer comes from. */
@@ -20,7 +40,8 @@ export interface TimeoutOptions {
  *
  * The operation receives an `AbortSignal` that aborts when the time runs out or when the outer
  * `signal` aborts, and carries its deadline (`signalTimeLeft(signal)` from the driver kit); a well-behaved operation stops its work then. `withTimeout` does not wait for
- * it: it rejects at once, and whatever the operation settles with later is ignored. The timer
+ * it: it rejects at once; what the operation settles with later is not its result, but is kept
+ * for whoever caught the timeout ({@link lateOutcomeOf}). The timer
  * and the outer-signal listener are removed as soon as the result is known.
  *
  * @returns what `operation` resolves with, if it does so in time.
@@ -50,6 +71,7 @@ export function withTimeout<T>(operation: (signal: AbortSignal) => Promise<T>, o
     const controller = new AbortController();
     let settled = false;
     let timer: TimerHandle | undefined;
+    let pending: Promise<T> | undefined;
 
     const finish = (): boolean => {
       if (settled) return false;
@@ -73,19 +95,28 @@ export function withTimeout<T>(operation: (signal: AbortSignal) => Promise<T>, o
           `${name} did not complete within ${timeoutMs} ms. Check that the device or store is reachable, or raise timeoutMs.`,
           { retryable: true, details: { operation: name, timeoutMs } },
         );
+        // The abandoned call's own settlement, for whoever catches the timeout (fix15ak).
+        const call = pending;
+        if (call !== undefined)
+          lateOutcomes.set(
+            error,
+            call.then(
+              (): LateOutcome => ({ landed: true }),
+              (lateError: unknown): LateOutcome => ({ landed: false, error: lateError }),
+            ),
+          );
         controller.abort(error);
         reject(error);
       }, timeoutMs);
     }
     outer?.addEventListener("abort", onOuterAbort, { once: true });
 
-    let pending: Promise<T>;
     try {
-      pending = operation(controller.signal);
+      pending = Promise.resolve(operation(controller.signal));
     } catch (error) {
       pending = Promise.reject(error);
     }
-    Promise.resolve(pending).then(
+    pending.then(
       (value) => {
         if (finish()) resolve(value);
       },

@@ -11,6 +11,12 @@ export interface AuditWriterStatus {
   /** Entries set aside because they kept failing while the store took other entries. */
   readonly setAside: number;
   /**
+   * Entries that were set aside (or refused) after their store call timed out, and whose abandoned
+   * call then landed: the store has them, so they are not in `skipped` or `setAside` (fix15ak);
+   * each reported by `audit-entry-stored-late`.
+   */
+  readonly storedLate: number;
+  /**
    * Refusals of offered intents (`<id>:refusal`) dropped unstored, each reported by
    * `audit-refusal-drop`: the trail may show those commands `allowed`; they did not run.
    */

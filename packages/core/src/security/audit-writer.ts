@@ -46,6 +46,7 @@ import { COALESCED_KINDS, CoalescedRuns } from "./audit-coalesced-runs";
 import { AuditJournalFailures, type JournalFailure } from "./audit-journal-failures";
 import { setAsideLinesAmong } from "./audit-set-aside-file";
 import { PoisonEvidence } from "./audit-poison-rule";
+import { lateOutcomeOf, type LateOutcome } from "../resilience/timeout";
 
 /**
  * The share of `maxEntries` that entries of commands that did not run (`denied`, `failed`) may
@@ -163,6 +164,14 @@ export class AuditWriter {
   #skippedNotKept = 0;
   /** Entries set aside because they kept failing while the store took others (ADR 0013 addendum). */
   #setAside = 0;
+  /** Entries reported set aside or refused whose abandoned (timed-out) store call landed afterwards (fix15ak). */
+  #storedLate = 0;
+  /** Ids with an abandoned (timed-out) store call still out, by how many calls (fix15ak). */
+  readonly #lateCalls = new Map<string, number>();
+  /** Ids kept aside while an abandoned call for them was out: how each was counted, to take back if it lands. */
+  readonly #asideWhileOut = new Map<string, { entry: AuditEntry; kept: boolean; setAside: boolean }>();
+  /** Ids of backlog entries whose abandoned call landed: stored, never set aside nor stored again. */
+  readonly #landedLate = new Set<string>();
   /** Set by the stop once it is over (see {@link refuseCommits}), until {@link open}. */
   #stopped = false;
   /** Entries journaled (or reserved) when {@link close} emptied the backlog: the next start records them. */
@@ -315,6 +324,7 @@ export class AuditWriter {
       skipped: this.#skipped,
       skippedNotKept: this.#skippedNotKept,
       setAside: this.#setAside,
+      storedLate: this.#storedLate,
       refusalsDropped: this.#dropReports.refusalsDropped,
       droppedWhileStopped: this.#dropReports.droppedWhileStopped,
       droppedAtStop: this.#dropReports.droppedAtStop,
@@ -874,21 +884,7 @@ export class AuditWriter {
       this.#answeredSeq = Math.max(this.#answeredSeq, seq);
       this.#tookSeq = Math.max(this.#tookSeq, seq);
       this.#poison.took(entry.id);
-      const counted = this.#gaveUpCounted.get(entry.id);
-      if (counted !== undefined) {
-        // Counted dropped at the stop, stored after all: the counts say what is missing, so it is
-        // taken back out of them (fix15ad). The `audit-entry-drop` event published then stands.
-        this.#gaveUpCounted.delete(entry.id);
-        this.#dropReports.uncount(counted, entry.id.endsWith(REFUSAL_ID_SUFFIX));
-        this.#logger.warn(
-          { id: entry.id, action: entry.action },
-          "an audit entry reported dropped when the stop gave up on the audit writer was stored after all; taken back out of the drop counts",
-        );
-      } else if (this.#gaveUpIds.has(entry.id))
-        this.#logger.warn(
-          { id: entry.id, action: entry.action },
-          "an audit entry reported dropped when the stop gave up on the audit writer was stored after all",
-        );
+      this.#takeBackGaveUp(entry);
       // The store takes entries: a later failure backs off from the start, not from where a long
       // outage left the backoff (review 15g, M4: with 20% transient failures the backlog drained
       // at 3 entries/s, the delay grown to 30 s and reset only once the backlog was empty).
@@ -920,6 +916,9 @@ export class AuditWriter {
         return "skipped";
       }
       this.#lastError = error;
+      // A timed-out call was abandoned, not undone: its late outcome decides (fix15ak).
+      const late = lateOutcomeOf(error);
+      if (late !== undefined) this.#watchLate(entry, late);
       // The call's own error, on its item: read by the drain that made the call (fix15ag).
       if (options.item !== undefined) options.item.lastError = error;
       // A timeout or other retryable KilnError is evidence too (fix15af, adv15b HIGH-A: a store
@@ -1122,9 +1121,12 @@ export class AuditWriter {
       const held = await this.serial(async () => {
         // Dropped meanwhile (drop-oldest at the limit: released and reported there), or the runner closed.
         if (this.#backlog[0] !== head) return false;
+        // Its abandoned call landed meanwhile: stored, not set aside (fix15ak).
+        if (setAside && head.entry !== undefined && this.#landedLate.has(head.entry.id)) setAside = false;
         // Not kept aside: its journal record, its only durable copy, stays (retried, health names it).
         if (setAside && !(await this.#setEntryAside(head))) return true;
         this.#backlog.shift();
+        if (head.entry !== undefined) this.#landedLate.delete(head.entry.id);
         // An entry kept aside must not come back from the journal to be kept aside again.
         if (head.journaled) await this.#releaseJournalHead(setAside || keptAside);
         else if (head.entry !== undefined && this.#reservedIds.has(head.entry.id)) await this.#persistReserve();
@@ -1173,7 +1175,8 @@ export class AuditWriter {
     item.storing = true;
     let mayLand = false;
     try {
-      const answer = await call();
+      // Its abandoned call landed: stored, so it is not sent again (fix15ak).
+      const answer = item.entry !== undefined && this.#landedLate.has(item.entry.id) ? "stored" : await call();
       if (answer === "stored") item.stored = true;
       else if (answer === "skipped") item.skipped = true;
       // Timed out: the abandoned call may still land, so the entry stays marked (never evicted and
@@ -1207,12 +1210,115 @@ export class AuditWriter {
     this.#setAside++;
     if (item.entry !== undefined) this.#poison.setAside(item.entry.id);
     const cause = reasonOf(item.lastError ?? this.#lastError, undefined);
-    return this.#keepAside(
+    const kept = await this.#keepAside(
       item.entry!,
       `it failed ${item.failures} times (${cause}) while the audit store took other entries; set aside so it does ` +
         "not hold the trail",
       item,
     );
+    const out = item.entry === undefined ? undefined : this.#asideWhileOut.get(item.entry.id);
+    if (out !== undefined) out.setAside = true;
+    return kept;
+  }
+
+  /**
+   * An entry counted dropped when the stop gave up on the writer, stored after all (by a later
+   * call, or by its abandoned call landing: fix15ak): the counts say what is missing, so it is
+   * taken back out of them (fix15ad). The `audit-entry-drop` event published then stands.
+   */
+  #takeBackGaveUp(entry: AuditEntry): void {
+    const counted = this.#gaveUpCounted.get(entry.id);
+    if (counted !== undefined) {
+      this.#gaveUpCounted.delete(entry.id);
+      this.#dropReports.uncount(counted, entry.id.endsWith(REFUSAL_ID_SUFFIX));
+      this.#logger.warn(
+        { id: entry.id, action: entry.action },
+        "an audit entry reported dropped when the stop gave up on the audit writer was stored after all; taken back out of the drop counts",
+      );
+    } else if (this.#gaveUpIds.has(entry.id))
+      this.#logger.warn(
+        { id: entry.id, action: entry.action },
+        "an audit entry reported dropped when the stop gave up on the audit writer was stored after all",
+      );
+  }
+
+  /**
+   * Follows a store call the port guard abandoned at its timeout (fix15ak): the store may still
+   * take the entry. A call that lands stores the entry: one still in the backlog is marked stored
+   * (not set aside, not sent again); one already kept aside is taken back out of the counts and
+   * reported stored late ({@link #correctStoredLate}). One that fails changes nothing: the entry is
+   * still waiting, or was counted once when it was kept aside.
+   */
+  #watchLate(entry: AuditEntry, late: Promise<LateOutcome>): void {
+    const id = entry.id;
+    this.#lateCalls.set(id, (this.#lateCalls.get(id) ?? 0) + 1);
+    void late.then((outcome) => {
+      const left = (this.#lateCalls.get(id) ?? 1) - 1;
+      if (left > 0) this.#lateCalls.set(id, left);
+      else this.#lateCalls.delete(id);
+      if (outcome.landed) return this.#landedLateCall(entry);
+      // Failed late: kept aside, it stays counted once; no call for it is out any more.
+      if (left === 0) this.#asideWhileOut.delete(id);
+      return undefined;
+    });
+  }
+
+  async #landedLateCall(entry: AuditEntry): Promise<void> {
+    const id = entry.id;
+    this.#poison.took(id);
+    const aside = this.#asideWhileOut.get(id);
+    if (aside !== undefined) {
+      this.#asideWhileOut.delete(id);
+      await this.#correctStoredLate(aside);
+      return;
+    }
+    this.#takeBackGaveUp(entry);
+    if (this.#backlog.some((item) => item.entry?.id === id && item.stored !== true && item.skipped !== true))
+      this.#landedLate.add(id);
+  }
+
+  /**
+   * An entry kept aside (reported not in the trail) whose abandoned store call landed: the store
+   * has it. Taken back out of `skipped` (and `setAside`, `skippedNotKept`), counted in `storedLate`,
+   * a follow-up line `{"storedLate":<id>,...}` appended to `<journal>.set-aside` when it was kept
+   * there, logged and published as `audit-entry-stored-late` (fix15ak).
+   */
+  async #correctStoredLate(aside: { entry: AuditEntry; kept: boolean; setAside: boolean }): Promise<void> {
+    const { entry, kept } = aside;
+    this.#skipped--;
+    if (!kept) this.#skippedNotKept--;
+    if (aside.setAside) this.#setAside--;
+    this.#storedLate++;
+    const at = this.#options.clock.now();
+    const path = this.#options.backlog?.path;
+    let noted = false;
+    if (kept && path !== undefined) {
+      try {
+        await appendFile(`${path}.set-aside`, `${JSON.stringify({ storedLate: entry.id, at })}\n`, {
+          encoding: "utf8",
+          flush: true,
+        });
+        noted = true;
+      } catch (noteError) {
+        this.#logger.error(
+          { id: entry.id, error: String(noteError) },
+          "an audit entry stored late could not be noted in the set-aside file",
+        );
+      }
+    }
+    const reason =
+      "its store call timed out and was abandoned, then the audit store took it: it is in the trail" +
+      (noted ? `; noted in ${path}.set-aside` : "");
+    this.#logger.warn({ id: entry.id, action: entry.action, reason }, "an audit entry set aside was stored late");
+    void this.#options.bus?.publish("audit-entry-stored-late", {
+      at,
+      id: entry.id,
+      principal: entry.principal,
+      action: entry.action,
+      target: entry.target,
+      outcome: entry.outcome,
+      reason,
+    });
   }
 
   /**
@@ -2010,6 +2116,8 @@ export class AuditWriter {
     if (item !== undefined) item.aside = undefined;
     this.#skipped++;
     if (!kept) this.#skippedNotKept++;
+    // An abandoned call for it is still out: if it lands, this is taken back (fix15ak).
+    if (this.#lateCalls.has(entry.id)) this.#asideWhileOut.set(entry.id, { entry, kept, setAside: false });
     // A follow-up naming its intent (a refusal, a `:fail`) is what the trail says became of that
     // command: once, it is recorded again under its id without the values and reason the store
     // may have refused, saying so; a stripped one that leaves unstored too is reported as the
