@@ -19,6 +19,8 @@ describe("parseEndpointUrl", () => {
       { host: "[fe80::1%25eth0]", socketHost: "fe80::1%eth0", ipv6: true, clientUrl: "opc.tcp://[fe80::1]:4840" },
     ],
     ["opc.tcp://plc:4840", { host: "plc", socketHost: "plc", ipv6: false, port: 4840 }],
+    ["opc.tcp://[fe80::1%2512]:4840", { socketHost: "fe80::1%12" }],
+    [`opc.tcp://${"a".repeat(253)}:4840`, { port: 4840 }],
     [
       "opc.tcp://10.0.0.5:4840/path",
       { socketHost: "10.0.0.5", ipv6: false, clientUrl: "opc.tcp://10.0.0.5:4840/path" },
@@ -44,6 +46,19 @@ describe("parseEndpointUrl", () => {
     // adv13y LOW-1: a zone whose %-escapes are no UTF-8 threw a raw URIError from the constructor.
     ["opc.tcp://[fe80::1%25%C3]:4840", /zone after %25 must be an interface name/],
     ["opc.tcp://[fe80::1%25eth%E2%82]:4840", /zone after %25 must be an interface name/],
+    // adv13za LOW: zones that decode to NUL, a newline or a slash reached the socket address; a zone of
+    // thousands of characters, user information and control characters elsewhere were taken too.
+    ["opc.tcp://[fe80::1%25eth%000]:4840", /zone after %25 must be an interface name/],
+    ["opc.tcp://[fe80::1%25eth0%0A]:4840", /zone after %25 must be an interface name/],
+    ["opc.tcp://[fe80::1%25eth%2F0]:4840", /zone after %25 must be an interface name/],
+    ["opc.tcp://[fe80::1%25é]:4840", /zone written %25/],
+    [`opc.tcp://[fe80::1%25${"e".repeat(65)}]:4840`, /zone after %25 must be an interface name/],
+    [`opc.tcp://[fe80::1%25${"e".repeat(5000)}]:4840`, /at most 4096 characters/],
+    ["opc.tcp://operator:secret@plc:4840", /user information/],
+    ["opc.tcp://operator@plc:4840", /user information/],
+    ["opc.tcp://plc:4840/UA\u0000Server", /control characters/],
+    ["opc.tcp://plc:4840/UA\tServer", /control characters/],
+    [`opc.tcp://${"a".repeat(254)}:4840`, /host name must be at most 253 characters/],
   ])("refuses %s naming the rule", (url, rule) => {
     const parsed = parseEndpointUrl(url);
     expect(isEndpointUrlRefusal(parsed)).toBe(true);
