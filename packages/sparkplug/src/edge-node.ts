@@ -37,6 +37,7 @@ import {
   boundedGoodbye,
   checkBrokerUrl,
   checkMaxPayloadBytes,
+  BACKOFF_OPTION_KEYS,
   checkOptionShape,
   endSession,
   mqttConnect,
@@ -44,6 +45,7 @@ import {
   withoutBrokerSecret,
   sessionOptions,
   subscribeChecked,
+  type OptionKeys,
 } from "./mqtt-client";
 import { SessionTakeover } from "./session-takeover";
 import { sparkplugDataTypeOfTag, type SparkplugMetricDataType } from "./datatypes";
@@ -643,7 +645,7 @@ function qualityCode(severity: Sample["quality"]["severity"]): number {
 }
 
 /** Every key of {@link SparkplugEdgeNodeOptions}: any other is refused (a typo is not ignored). */
-const EDGE_NODE_OPTION_KEYS = {
+const EDGE_NODE_OPTION_KEYS: OptionKeys<SparkplugEdgeNodeOptions> = {
   system: true,
   brokerUrl: true,
   groupId: true,
@@ -654,7 +656,7 @@ const EDGE_NODE_OPTION_KEYS = {
   minRebirthIntervalMs: true,
   principal: true,
   bdSeqStore: true,
-  reconnect: true,
+  reconnect: BACKOFF_OPTION_KEYS,
   mqtt: true,
   maxPendingCommands: true,
   maxMetricsPerCommand: true,
@@ -663,9 +665,9 @@ const EDGE_NODE_OPTION_KEYS = {
   connectTimeoutMs: true,
   clock: true,
   random: true,
-  storeAndForward: true,
+  storeAndForward: { path: true, journal: true, maxBytes: true, maxSamples: true, overflow: true, batchSamples: true },
   awaitHostAcks: true,
-} as const;
+};
 
 /**
  * A Sparkplug B 3.0 edge node for one Kiln control system: the system is one Sparkplug device
@@ -836,11 +838,12 @@ export class SparkplugEdgeNode {
    *   or bad `storeAndForward` options (each field named: `storeAndForward.maxSamples`...);
    *   `awaitHostAcks` without `storeAndForward` or without `primaryHostId` (path `awaitHostAcks`);
    *   a `brokerUrl` that is not a URL with an MQTT scheme and a host (`localhost:1883`); an option
-   *   key the node does not know (a typo is refused, not ignored); an `mqtt.protocolVersion` other
+   *   key the node does not know, also inside `reconnect` and `storeAndForward` (a typo is refused
+   *   by its path, `storeAndForward.maxSampels`, not ignored); an `mqtt.protocolVersion` other
    *   than 4 or 5. Nothing is done before the check.
    */
   constructor(options: SparkplugEdgeNodeOptions) {
-    checkOptionShape<SparkplugEdgeNodeOptions>("Sparkplug edge node options", options, EDGE_NODE_OPTION_KEYS);
+    checkOptionShape("Sparkplug edge node options", options, EDGE_NODE_OPTION_KEYS);
     this.#options = options;
     this.#system = options.system;
     this.#deviceId = options.deviceId ?? options.system.machineId;

@@ -33,6 +33,7 @@ import {
   boundedGoodbye,
   checkBrokerUrl,
   checkMaxPayloadBytes,
+  BACKOFF_OPTION_KEYS,
   checkOptionShape,
   endSession,
   mqttConnect,
@@ -40,6 +41,7 @@ import {
   withoutBrokerSecret,
   sessionOptions,
   subscribeChecked,
+  type OptionKeys,
 } from "./mqtt-client";
 import { tagDataTypeOfSparkplug, type SparkplugMetricDataType } from "./datatypes";
 import { decodeHostState, encodeHostState } from "./host-state";
@@ -923,13 +925,21 @@ const RESTATED_REASON = "restated by a birth after a loss of trust";
 const DEFAULT_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
 
 /** Every key of {@link SparkplugHostOptions}: any other is refused (a typo is not ignored). */
-const HOST_OPTION_KEYS = {
+const HOST_OPTION_KEYS: OptionKeys<SparkplugHostOptions> = {
   brokerUrl: true,
   hostId: true,
   groups: true,
   store: true,
   registerTags: true,
-  batching: true,
+  batching: {
+    maxBatchSize: true,
+    maxDelayMs: true,
+    maxQueuedSamples: true,
+    concurrency: true,
+    retry: BACKOFF_OPTION_KEYS,
+    writeTimeoutMs: true,
+    breaker: true,
+  },
   rebirthIntervalMs: true,
   rebirthTimeoutMs: true,
   maxOutstandingRebirths: true,
@@ -937,7 +947,7 @@ const HOST_OPTION_KEYS = {
   maxPayloadBytes: true,
   drainTimeoutMs: true,
   stopLingerMs: true,
-  reconnect: true,
+  reconnect: BACKOFF_OPTION_KEYS,
   mqtt: true,
   deathWatchMqtt: true,
   connectTimeoutMs: true,
@@ -945,7 +955,7 @@ const HOST_OPTION_KEYS = {
   limits: true,
   clock: true,
   random: true,
-} as const;
+};
 
 /**
  * A Sparkplug B 3.0 host application that stores every metric of its groups in a Kiln `Store`.
@@ -1119,11 +1129,12 @@ export class SparkplugHost {
    *   holding `+`, `/`, `#`), no group, a bad `reconnect` backoff or batching option, a missing
    *   store, or a `brokerUrl` that is not a URL with an MQTT scheme and a host (`localhost:1883`);
    *   also for an option key the host does not know (a typo such as `rebirthIntervalMS` is
-   *   refused, not ignored), a group named twice (`groups[i]`), and an `mqtt.protocolVersion`
+   *   refused, not ignored; inside `reconnect`, `batching` and `batching.retry` too, by its path),
+   *   a group named twice (`groups[i]`), and an `mqtt.protocolVersion`
    *   other than 4 or 5. Nothing is done before the check.
    */
   constructor(options: SparkplugHostOptions) {
-    checkOptionShape<SparkplugHostOptions>("Sparkplug host options", options, HOST_OPTION_KEYS);
+    checkOptionShape("Sparkplug host options", options, HOST_OPTION_KEYS);
     this.#options = options;
     const groups = Array.isArray(options.groups) ? options.groups : [];
     const twice = groups.findIndex((group, index) => groups.indexOf(group) !== index);

@@ -1,5 +1,6 @@
 import type { IClientOptions, MqttClient } from "mqtt";
 import { KilnError, KilnValidationError, type Clock } from "@kiln/core";
+import type { ReconnectBackoff } from "@kiln/core/driver-kit";
 
 type Connect = (url: string, options: IClientOptions) => MqttClient;
 let loading: Promise<Connect> | undefined;
@@ -298,22 +299,52 @@ export function checkBrokerUrl(what: string, value: unknown): void {
 }
 
 /**
- * @internal Checks the top level of an options object (edge node or host) before anything is
- * done with it: every key must be one of `known` (a typo such as `rebirthIntervalMS` is refused,
- * not ignored), and `mqtt.protocolVersion`, when given, must be 4 (MQTT 3.1.1) or 5 (MQTT 5.0), the two versions Kiln speaks.
- * @throws KilnValidationError (KILN_VALIDATION) naming each unknown key, or the protocol version path.
+ * @internal The option keys an options object may hold: `true` for a key taken as it is, or the
+ * keys of a nested options object (checked the same way, one level per map).
  */
-export function checkOptionShape<T extends object>(
-  what: string,
-  options: unknown,
-  known: { readonly [K in keyof Required<T>]: true },
-): void {
+export type OptionKeys<T> = {
+  readonly [K in keyof Required<T>]: true | OptionKeys<NonNullable<T[K]>>;
+};
+
+/** @internal The keys of a reconnect or retry backoff ({@link ReconnectBackoff}). */
+export const BACKOFF_OPTION_KEYS: OptionKeys<ReconnectBackoff> = {
+  initialDelayMs: true,
+  maxDelayMs: true,
+  multiplier: true,
+  jitter: true,
+};
+
+/**
+ * @internal Checks the shape of an options object (edge node or host) before anything is done with
+ * it: every key must be one of `known` (a typo such as `rebirthIntervalMS` is refused, not ignored),
+ * also inside the nested options objects `known` lists (`storeAndForward.maxSampels`,
+ * `reconnect.initialDelay`), which must then be objects; and `mqtt.protocolVersion`, when given,
+ * must be 4 (MQTT 3.1.1) or 5 (MQTT 5.0), the two versions Kiln speaks.
+ * @throws KilnValidationError (KILN_VALIDATION) naming each unknown key by its path, or the
+ *   protocol version path.
+ */
+export function checkOptionShape<T extends object>(what: string, options: unknown, known: OptionKeys<T>): void {
   const issues: { path: string; message: string }[] = [];
   if (typeof options !== "object" || options === null)
     throw new KilnValidationError(what, [{ path: "", message: "must be an options object" }]);
-  for (const key of Object.keys(options))
-    if (!Object.hasOwn(known, key))
-      issues.push({ path: key, message: `is not a ${what.replace(/ options$/, "")} option` });
+  const noun = what.replace(/ options$/, "");
+  const walk = (value: object, keys: { readonly [key: string]: unknown }, prefix: string): void => {
+    for (const [key, inner] of Object.entries(value)) {
+      const path = `${prefix}${key}`;
+      const nested = Object.hasOwn(keys, key) ? keys[key] : undefined;
+      if (nested === undefined) {
+        issues.push({
+          path,
+          message: prefix === "" ? `is not a ${noun} option` : `is not a ${noun} ${prefix.slice(0, -1)} option`,
+        });
+      } else if (nested !== true && inner !== undefined) {
+        if (typeof inner !== "object" || inner === null || Array.isArray(inner))
+          issues.push({ path, message: "must be an options object" });
+        else walk(inner, nested as { readonly [key: string]: unknown }, `${path}.`);
+      }
+    }
+  };
+  walk(options, known as { readonly [key: string]: unknown }, "");
   const version = (options as { mqtt?: { protocolVersion?: unknown } }).mqtt?.protocolVersion;
   if (version !== undefined && version !== 4 && version !== 5)
     issues.push({ path: "mqtt.protocolVersion", message: "must be 4 (MQTT 3.1.1) or 5 (MQTT 5.0)" });

@@ -43,6 +43,26 @@ describe("Sparkplug host options", () => {
     ]);
   });
 
+  // Nested options objects were not checked (adv19y LOW): `batching.maxBatchSise` or
+  // `reconnect.initialDelay` fell back to the defaults silently.
+  test("an unknown key inside a nested options object is refused by its path; a nested value that is no object too", () => {
+    expect(
+      issuesOf(
+        () =>
+          new SparkplugHost({
+            ...base(),
+            batching: { maxBatchSise: 10, retry: { initialDelayMs: 10, maxDelayMs: 100, multipler: 3 } },
+          } as unknown as SparkplugHostOptions),
+      ),
+    ).toEqual([
+      { path: "batching.maxBatchSise", message: "is not a Sparkplug host batching option" },
+      { path: "batching.retry.multipler", message: "is not a Sparkplug host batching.retry option" },
+    ]);
+    expect(issuesOf(() => new SparkplugHost({ ...base(), reconnect: 5 } as unknown as SparkplugHostOptions))).toEqual([
+      { path: "reconnect", message: "must be an options object" },
+    ]);
+  });
+
   test("sibling: every documented key, protocol versions 4 and 5 and distinct groups are accepted", () => {
     for (const protocolVersion of [4, 5] as const)
       expect(
@@ -52,6 +72,8 @@ describe("Sparkplug host options", () => {
             groups: ["g1", "g2"],
             rebirthIntervalMs: 500,
             mqtt: { protocolVersion },
+            reconnect: { initialDelayMs: 100, maxDelayMs: 1_000, multiplier: 2, jitter: "full" },
+            batching: { maxBatchSize: 10, retry: { initialDelayMs: 10, maxDelayMs: 100 } },
           }),
       ).not.toThrow();
   });
@@ -69,6 +91,22 @@ describe("Sparkplug edge node options", () => {
     expect(issuesOf(() => fixture!.newNode({ minRebirthIntervalMS: 10 } as never))).toEqual([
       { path: "minRebirthIntervalMS", message: "is not a Sparkplug edge node option" },
     ]);
+  });
+
+  test("a typo inside storeAndForward or reconnect is refused by its path, and the node is not made", async () => {
+    fixture = await edgeFixture();
+    expect(
+      issuesOf(() =>
+        fixture!.newNode({
+          storeAndForward: { maxSampels: 10 },
+          reconnect: { initialDelay: 100, initialDelayMs: 100, maxDelayMs: 1_000 },
+        } as never),
+      ),
+    ).toEqual([
+      { path: "reconnect.initialDelay", message: "is not a Sparkplug edge node reconnect option" },
+      { path: "storeAndForward.maxSampels", message: "is not a Sparkplug edge node storeAndForward option" },
+    ]);
+    expect(() => fixture!.newNode({ storeAndForward: { maxSamples: 10 } })).not.toThrow();
   });
 
   test("mqtt.protocolVersion 3 is refused; sibling: 4 and 5 are accepted", async () => {
