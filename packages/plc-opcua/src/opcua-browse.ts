@@ -3,6 +3,8 @@ import {
   AttributeIds,
   BrowseDirection,
   DataType,
+  DataTypeIds,
+  findBasicDataType,
   NodeClass,
   NodeClassMask,
   ObjectIds,
@@ -20,6 +22,10 @@ import { formatNodeAddress } from "./opcua-node-id";
 import { tagDataTypeOf } from "./opcua-values";
 
 const MAX_BROWSED_NODES = 100_000;
+/** The name of each standard DataType node (ns=0) by its numeric id: `UtcTime` for i=294. */
+const STANDARD_DATA_TYPE_NAMES = new Map<number, string>(
+  Object.entries(DataTypeIds).map(([name, id]) => [id as number, name]),
+);
 /** DataType, UserAccessLevel, ValueRank, ArrayDimensions. */
 const ATTRIBUTES_PER_VARIABLE = 4;
 
@@ -246,6 +252,24 @@ async function describeVariables(
       ? Math.max(1, Math.floor(connection.limits.maxNodesPerRead / ATTRIBUTES_PER_VARIABLE))
       : 1_000;
   const out: BrowsedVariable[] = [];
+  // A DataType that is no built-in type (UtcTime, Duration, an enumeration, a vendor's subtype of
+  // Double) is resolved to its built-in base by browsing its supertypes, once per type per browse; a
+  // type the server does not resolve proposes no Kiln dataType, and does not fail the browse.
+  const resolved = new Map<string, Promise<DataType | undefined>>();
+  const builtInOf = (dataTypeId: NodeId): Promise<DataType | undefined> => {
+    if (dataTypeId.namespace === 0 && typeof dataTypeId.value === "number" && dataTypeId.value <= 25)
+      return Promise.resolve(dataTypeId.value as DataType);
+    const key = dataTypeId.toString();
+    let base = resolved.get(key);
+    if (base === undefined) {
+      base = findBasicDataType(connection.session, dataTypeId).then(
+        (found) => (found === DataType.Null ? undefined : found),
+        () => undefined,
+      );
+      resolved.set(key, base);
+    }
+    return base;
+  };
   for (let start = 0; start < variables.length; start += perRead) {
     const slice = variables.slice(start, start + perRead);
     const values = await connection.session.read(
@@ -278,21 +302,14 @@ async function describeVariables(
       const length = valueRank === 1 && arrayDimensions?.length === 1 ? arrayDimensions[0]! : 0;
       const arrayLength = length > 0 && length <= TAG_ARRAY_LENGTH_MAX ? length : undefined;
       const dataTypeId = dataTypeValue?.statusCode.isGood() ? (dataTypeValue.value.value as NodeId) : undefined;
-      let builtIn: DataType | undefined;
-      if (dataTypeId && dataTypeId.namespace === 0 && typeof dataTypeId.value === "number" && dataTypeId.value <= 25) {
-        builtIn = dataTypeId.value as DataType;
-      }
+      const builtIn = dataTypeId === undefined ? undefined : await builtInOf(dataTypeId);
       const accessLevel = accessValue?.statusCode.isGood() ? Number(accessValue.value.value) : 1;
       const kilnType = builtIn === undefined ? undefined : tagDataTypeOf(builtIn);
       out.push({
         name,
         address: formatNodeAddress(nodeId, table),
         ...(kilnType ? { dataType: kilnType } : {}),
-        ...(dataTypeId
-          ? {
-              nativeType: builtIn === undefined ? formatNodeAddress(dataTypeId, table) : DataType[builtIn],
-            }
-          : {}),
+        ...(dataTypeId ? { nativeType: nativeTypeName(dataTypeId, table) } : {}),
         access: (accessLevel & 0x02) !== 0 ? "readwrite" : "read",
         ...(valueRank === undefined || Number.isNaN(valueRank) ? {} : { valueRank }),
         ...(arrayDimensions === undefined || arrayDimensions.length === 0 ? {} : { arrayDimensions }),
@@ -301,6 +318,18 @@ async function describeVariables(
     }
   }
   return out;
+}
+
+/**
+ * The `nativeType` of a browsed variable: a built-in type's name (`Double`), a standard type's name
+ * (`UtcTime`, `Duration`, `ServerState`), otherwise the DataType node's `nsu=` address.
+ */
+function nativeTypeName(dataTypeId: NodeId, table: Connection): string {
+  if (dataTypeId.namespace === 0 && typeof dataTypeId.value === "number") {
+    const name = dataTypeId.value <= 25 ? DataType[dataTypeId.value] : STANDARD_DATA_TYPE_NAMES.get(dataTypeId.value);
+    if (name !== undefined) return name;
+  }
+  return formatNodeAddress(dataTypeId, table);
 }
 
 function nameOf(reference: ReferenceDescription): string {

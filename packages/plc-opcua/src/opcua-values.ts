@@ -37,6 +37,8 @@ const KILN_TYPE_OF_OPCUA: Partial<Record<DataType, TagDataType>> = {
   [DataType.Double]: "float64",
   [DataType.String]: "string",
   [DataType.LocalizedText]: "string",
+  // Read as ms since 1970 and written from whole ms (tagValueFromVariant, variantForWrite).
+  [DataType.DateTime]: "float64",
 };
 
 /** The Kiln data type closest to an OPC UA built-in type, where there is one. */

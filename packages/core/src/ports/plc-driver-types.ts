@@ -42,9 +42,18 @@ export interface BrowsedVariable {
   readonly name: string;
   /** The driver-specific address to put in a tag definition. */
   readonly address: string;
-  /** The closest Kiln data type, where it maps onto one. */
+  /**
+   * The closest Kiln data type, where it maps onto one (OPC UA: a subtype is mapped by its built-in
+   * base, `Duration` as float64; DateTime as float64 ms since 1970). Absent where none fits: a tag
+   * for it would read bad BadTypeMismatch.
+   */
   readonly dataType?: Tag["dataType"];
-  /** The device's native data type name. */
+  /**
+   * The device's own name for the variable's data type, for display and for choosing `dataType`
+   * where the driver proposed none. OPC UA: the built-in type (`Double`), a standard type
+   * (`UtcTime`, `Duration`, an enumeration such as `ServerState`), or a vendor DataType's `nsu=`
+   * address; the simulator: the tag's data type. Drivers without type information leave it out.
+   */
   readonly nativeType?: string;
   /** Whether the device lets a client write it. */
   readonly access: Tag["access"];
