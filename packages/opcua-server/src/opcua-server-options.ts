@@ -20,8 +20,16 @@ export interface OpcuaSessionInfo {
   readonly sessionId: string;
   /** The session name the client gave. */
   readonly sessionName: string;
-  /** The client's ApplicationUri: the one in its certificate (checked by the secure channel), else (a None channel) the one it states. */
+  /**
+   * The client's ApplicationUri: the one in its certificate (checked by the secure channel), else (a
+   * None channel without a certificate) the one it states, which anyone can forge: see
+   * {@link OpcuaSessionInfo.clientApplicationUriVerified} before trusting it.
+   */
   readonly clientApplicationUri?: string;
+  /** Whether {@link OpcuaSessionInfo.clientApplicationUri} comes from the client's certificate (true) or only from what the client states (false). Absent with the URI. */
+  readonly clientApplicationUriVerified?: boolean;
+  /** The client's network address as the server's socket sees it (`10.0.0.7:51234`, `::1:51234`), where known. */
+  readonly remoteAddress?: string;
   /** `None`, `Sign` or `SignAndEncrypt`. */
   readonly securityMode: string;
   /** The security policy URI of the secure channel. */

@@ -884,7 +884,7 @@ export class OpcuaServer {
         names: who === "" ? [] : [who],
         detail: `login ${kind}${who === "" ? "" : ` for ${who}`}: ${detail}`,
       },
-      { id: "unauthenticated", roles: [], source: `${sourceOf(info)} from ${address}`.slice(0, SOURCE_MAX_LENGTH) },
+      { id: "unauthenticated", roles: [], source: sourceOf(info) },
       1,
     );
   }
@@ -1645,10 +1645,14 @@ function sessionInfoOf(runtime: ServerRuntime, session: ServerSession): OpcuaSes
     certified = null;
   }
   const applicationUri = certified ?? session.clientDescription?.applicationUri ?? undefined;
+  const remote = channel?.remoteAddress;
   return {
     sessionId: session.nodeId?.toString() ?? "(unknown session)",
     sessionName: session.sessionName ?? "",
-    ...(applicationUri ? { clientApplicationUri: applicationUri } : {}),
+    ...(applicationUri
+      ? { clientApplicationUri: applicationUri, clientApplicationUriVerified: certified !== null }
+      : {}),
+    ...(remote ? { remoteAddress: channel?.remotePort ? `${remote}:${channel.remotePort}` : remote } : {}),
     securityMode: channel ? String(securityModeName(channel.securityMode)) : "unknown",
     securityPolicy: channel ? String(channel.securityPolicy) : "unknown",
   };
@@ -1658,9 +1662,27 @@ function securityModeName(mode: number): string {
   return ["Invalid", "None", "Sign", "SignAndEncrypt"][mode] ?? String(mode);
 }
 
-/** The audit `source` of a session: `opcua:<client application URI> session <session id>`, at most 256 characters. */
+/** Longest client ApplicationUri quoted in an audit `source`, in characters. */
+const SOURCE_URI_MAX_LENGTH = 120;
+
+/**
+ * The audit `source` of a session, at most 256 characters, the parts the server made first so a
+ * client cannot push them out (adv20 F3): `opcua:session <session id> from <address:port> client
+ * <uri>`. The URI is the one the client's certificate carries, or, on a None channel without a
+ * certificate, `unverified "<uri as stated>"`, quoted with control characters escaped and cut at
+ * 120 characters; `unknown-client` when there is none.
+ */
 function sourceOf(info: OpcuaSessionInfo): string {
-  return `opcua:${info.clientApplicationUri ?? "unknown-client"} session ${info.sessionId}`.slice(0, SOURCE_MAX_LENGTH);
+  const uri = info.clientApplicationUri;
+  const quoted = (text: string): string => JSON.stringify(text.slice(0, SOURCE_URI_MAX_LENGTH));
+  const client =
+    uri === undefined
+      ? "unknown-client"
+      : info.clientApplicationUriVerified
+        ? quoted(uri).slice(1, -1)
+        : `unverified ${quoted(uri)}`;
+  const from = info.remoteAddress === undefined ? "" : ` from ${info.remoteAddress}`;
+  return `opcua:session ${info.sessionId}${from} client ${client}`.slice(0, SOURCE_MAX_LENGTH);
 }
 
 /** The buffer sizes and message limits node-opcua agrees with a client in its Hello/Acknowledge (OPC UA Part 6, 7.1.2.3–7.1.2.4). */

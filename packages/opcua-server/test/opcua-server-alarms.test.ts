@@ -223,7 +223,7 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
     const allowed = (await audit("alarm.acknowledge")).filter((entry) => entry.outcome === "allowed");
     expect(allowed).toHaveLength(1);
     expect(allowed[0]!.principal).toBe("olga");
-    expect(allowed[0]!.source).toMatch(/^opcua:urn:kiln-test:scada session /);
+    expect(allowed[0]!.source).toMatch(/^opcua:session \S+ from [^ ]+ client urn:kiln-test:scada$/);
     await waitFor(() => lastEventOf(PRESSURE_HI)?.["AckedState.Id"] === true, "the acknowledge event");
     const event = lastEventOf(PRESSURE_HI)!;
     expect(event).toMatchObject({ "ActiveState.Id": true, Retain: true, ClientUserId: "olga" });
@@ -254,7 +254,7 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
     expect(before).toBeGreaterThan(0);
     const olgas = entries.filter((entry) => entry.principal === "olga" && /EventId/.test(entry.reason ?? ""));
     expect(olgas[0]).toMatchObject({ outcome: "denied" });
-    expect(olgas[0]!.source).toMatch(/^opcua:urn:kiln-test:scada session /);
+    expect(olgas[0]!.source).toMatch(/^opcua:session \S+ from [^ ]+ client urn:kiln-test:scada$/);
     const vics = entries.filter((entry) => entry.principal === "vic" && /KILN_FORBIDDEN/.test(entry.reason ?? ""));
     expect(vics[0]).toMatchObject({ outcome: "denied" });
     expect(kilnAlarm(PRESSURE_HI).state.name).toBe("acknowledged");

@@ -89,7 +89,7 @@ describe("OpcuaServer machine Methods go through the checked command path", () =
     expect(served.plc.writes).toEqual([]);
     const entries = await audit("recipe.start");
     expect(entries).toMatchObject([{ principal: "vic", outcome: "denied", target: "purge" }]);
-    expect(entries[0]!.source).toMatch(/^opcua:urn:kiln-test:scada session /);
+    expect(entries[0]!.source).toMatch(/^opcua:session \S+ from [^ ]+ client urn:kiln-test:scada$/);
     // A recipe that does not exist looks the same to a caller without rights: nothing tells them which exist.
     const missing = await call(viewer, "StartRecipe", [
       { dataType: DataType.String, value: "no-such-recipe" },

@@ -212,8 +212,76 @@ describe("OpcuaServer with anonymous and None enabled explicitly", () => {
       expect(open.plc.writes).toEqual([]);
       const audit = await open.store.audit.query({ from: 0, to: Date.now() + 1 });
       expect(audit).toMatchObject([{ principal: "guest", outcome: "denied", target: "heater.setpoint" }]);
-      expect(audit[0]!.source).toMatch(/^opcua:urn:kiln-test:scada session ns=1;/);
+      expect(audit[0]!.source).toMatch(
+        /^opcua:session ns=1;\S+ from [^ ]+ client (unverified ")?urn:kiln-test:scada"?$/,
+      );
     } finally {
+      await open.dispose();
+      await served.server.start();
+    }
+  });
+
+  // adv20 F3: on a None channel the client states its ApplicationUri unchecked; one holding a
+  // forged "session <id>", a newline and 400 spaces pushed the real session id out of the
+  // 256-character source. The server's own parts now come first; the stated URI is marked
+  // unverified, quoted with control characters escaped, and cut at 120 characters.
+  test("a forged ApplicationUri on a None channel cannot push the real session id out of the audit source", async () => {
+    await served.server.stop();
+    const forged = `urn:plant:line2:hmi-7 session ns=1;g=0A0A0A0A-0000-0000-0000-000000000007\n${" ".repeat(400)}`;
+    const sessionInfos: OpcuaSessionInfo[] = [];
+    const open = await servedSystem({
+      tags,
+      pki,
+      server: {
+        allowAnonymous: true,
+        securityModes: ["None", "SignAndEncrypt"],
+        identify: (identity, session) => {
+          sessionInfos.push(session);
+          return identity.type === "anonymous" ? { id: "guest", roles: ["viewer"] } : identify(identity);
+        },
+      },
+    });
+    const client = OPCUAClient.create({
+      applicationName: "forger",
+      applicationUri: forged,
+      securityMode: MessageSecurityMode.None,
+      securityPolicy: SecurityPolicy.None,
+      clientCertificateManager: pki.trusted.manager,
+      endpointMustExist: false,
+      connectionStrategy: { maxRetry: 0, initialDelay: 50, maxDelay: 100 },
+      requestedSessionTimeout: 10_000,
+    });
+    // node-opcua's client states its certificate's URI; a raw client states what it likes.
+    (client as unknown as { _getApplicationUri(): string })._getApplicationUri = () => forged;
+    try {
+      await client.connect(open.server.endpointUrl);
+      const session = await client.createSession({ type: UserTokenType.Anonymous });
+      try {
+        const status = await session.write({
+          nodeId: open.server.nodeIdOf("heater.setpoint"),
+          attributeId: AttributeIds.Value,
+          value: { value: { dataType: DataType.Double, value: 100 } },
+        });
+        expect(status).toBe(StatusCodes.BadUserAccessDenied);
+        const audit = await open.store.audit.query({ from: 0, to: Date.now() + 1 });
+        expect(audit).toHaveLength(1);
+        const source = audit[0]!.source!;
+        expect(source.startsWith(`opcua:session ${session.sessionId.toString()} from `)).toBe(true);
+        expect(source).toContain(' client unverified "urn:plant:line2:hmi-7 session ns=1;g=0A0A0A0A');
+        // eslint-disable-next-line no-control-regex
+        expect(source).not.toMatch(/[\u0000-\u001f]/);
+        expect(source.length).toBeLessThanOrEqual(256);
+        // Sibling: the identity mapper is told the URI is only stated, and where the client is.
+        expect(sessionInfos.at(-1)).toMatchObject({
+          clientApplicationUri: forged,
+          clientApplicationUriVerified: false,
+        });
+        expect(sessionInfos.at(-1)!.remoteAddress).toMatch(/:\d+$/);
+      } finally {
+        await session.close().catch(() => undefined);
+      }
+    } finally {
+      await client.disconnect();
       await open.dispose();
       await served.server.start();
     }

@@ -98,7 +98,7 @@ describe("OpcuaServer writes through Kiln's checked command path", () => {
       outcome: "allowed",
       newValue: 250,
     });
-    expect(entry!.source).toMatch(/^opcua:urn:kiln-test:scada session ns=1;/);
+    expect(entry!.source).toMatch(/^opcua:session ns=1;\S+ from [^ ]+ client urn:kiln-test:scada$/);
     await waitFor(() => served.system.cvt.value("heater.setpoint") === 250, "the written value in the CVT");
     const read = await viewer.session.read({
       nodeId: served.server.nodeIdOf("heater.setpoint"),
@@ -231,7 +231,7 @@ describe("OpcuaServer writes through Kiln's checked command path", () => {
     const [entry] = await auditEntries("cycle.total", 1);
     expect(entry).toMatchObject({ principal: "olga", action: "tag.write", target: "cycle.total", outcome: "denied" });
     expect(entry!.reason).toMatch(/KILN_VALIDATION.*indexRange/s);
-    expect(entry!.source).toMatch(/^opcua:urn:kiln-test:scada session /);
+    expect(entry!.source).toMatch(/^opcua:session \S+ from [^ ]+ client urn:kiln-test:scada$/);
   });
 
   test("a viewer's Write with an IndexRange is refused BadUserAccessDenied (authorized before the range is judged), audited denied", async () => {
