@@ -8,12 +8,14 @@
  * 1. the first call (the backlog's head) hangs for good: nothing drains, and the store is never
  *    "failing" (the writer still offers an intent to it);
  * 2. denied writes by a viewer fill the journal to `maxBytes` and then the reserve;
+ *    then `aborts` recipe aborts by an operator (they run without a durable entry: their
+ *    `allowed` entries take the reserve's room, none of them can be counted away);
  * 3. `flaps` allowed writes by an operator: the store takes each intent and then answers
  *    `KILN_TIMEOUT` (stored, then a late answer): the command is refused and its refusal
  *    (`<id>:refusal`) joins the backlog, the journal full;
  * 4. denied writes by a second viewer keep coming after the refusals.
  *
- * Each command prints `cmd <id> <principal> <code>` (`ran` or the refusal's code) once answered;
+ * Each command prints `cmd <id> <principal> <code> <permission>` (code: `ran` or the refusal's) once answered;
  * then `done`. Nothing runs after `done` (the hung call never settles, the retry waits for it).
  */
 import { appendFileSync, fsyncSync, openSync, closeSync } from "node:fs";
@@ -27,7 +29,7 @@ import type { AuditEntry } from "../src/ports/audit-log";
 import { AuditedCommandRunner } from "../src/security/audited-command";
 import { Authorizer, defaultRoleTable, type Principal } from "../src/security/authorization";
 
-const [journalPath, storePath, deniedBefore, flaps, deniedAfter] = process.argv.slice(2);
+const [journalPath, storePath, deniedBefore, flaps, deniedAfter, aborts] = process.argv.slice(2);
 if (!journalPath || !storePath) throw new Error("usage: audit-overflow-crash-writer <journal> <store file> [n n n]");
 
 const tags = defineTags({
@@ -81,12 +83,12 @@ const runner = new AuditedCommandRunner({
 await runner.open();
 
 /** Runs one tag write as `principal` and prints its command id and outcome. */
-async function run(principal: Principal, tag: string, value: TagValue): Promise<void> {
+async function run(principal: Principal, tag: string, value: TagValue, permission = "tag.write"): Promise<void> {
   current = undefined;
   const code = await runner
     .run({
       principal,
-      permission: "tag.write",
+      permission,
       target: tag,
       machineState: "idle",
       newValue: value,
@@ -96,13 +98,14 @@ async function run(principal: Principal, tag: string, value: TagValue): Promise<
       () => "ran",
       (error: unknown) => (KilnError.is(error) ? error.code : String(error)),
     );
-  process.stdout.write(`cmd ${current} ${principal.id} ${code}\n`);
+  process.stdout.write(`cmd ${current} ${principal.id} ${code} ${permission}\n`);
 }
 
 const vera: Principal = { id: "vera", roles: ["viewer"] };
 const olga: Principal = { id: "olga", roles: ["operator"] };
 const walt: Principal = { id: "walt", roles: ["viewer"] };
 for (let round = 1; round <= Number(deniedBefore ?? 300); round++) await run(vera, "heater.setpoint", round);
+for (let round = 1; round <= Number(aborts ?? 0); round++) await run(olga, "heater.setpoint", round, "recipe.abort");
 for (let round = 1; round <= Number(flaps ?? 3); round++) await run(olga, "heater.setpoint", 1_000 + round);
 for (let round = 1; round <= Number(deniedAfter ?? 20); round++) await run(walt, "valve.tma", round % 2 === 0);
 process.stdout.write("done\n");

@@ -38,6 +38,7 @@ interface Command {
   id: string;
   principal: string;
   code: string;
+  permission: string;
 }
 
 /** Runs the child until it printed `done`, then SIGKILLs it; resolves the commands it answered. */
@@ -58,8 +59,8 @@ function runAndKill(args: readonly string[]): Promise<Command[]> {
       const lines = buffer.split("\n");
       buffer = lines.pop() ?? "";
       for (const line of lines) {
-        const [kind, id, principal, code] = line.split(" ");
-        if (kind === "cmd") commands.push({ id: id!, principal: principal!, code: code! });
+        const [kind, id, principal, code, permission] = line.split(" ");
+        if (kind === "cmd") commands.push({ id: id!, principal: principal!, code: code!, permission: permission! });
         if (kind === "done") done = true;
       }
       if (done && !child.killed) child.kill("SIGKILL");
@@ -95,10 +96,16 @@ async function restart(journal: string, storeFile: string): Promise<AuditEntry[]
   return store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
 }
 
-test("a refusal after a store that took the intent and answered late, the journal full (maxBytes), then kill -9: every command is in the trail once or counted, and no intent reads allowed without its refusal", async () => {
+/**
+ * Runs the child (`denied` viewer writes, then `aborts` recipe aborts, then `flaps` operator
+ * writes, then 20 denied writes by another viewer), kills it, restarts on its journal and checks
+ * the trail by command id. Returns the ids of aborts that ran whose entry is neither in the trail
+ * nor counted (held in memory only, by design, when the reserve has no room: see the test).
+ */
+async function crashAndCount(denied: number, aborts: number): Promise<string[]> {
   const journal = join(directory, "audit.journal");
   const storeFile = join(directory, "store.jsonl");
-  const commands = await runAndKill([journal, storeFile, "600", "40", "20"]);
+  const commands = await runAndKill([journal, storeFile, String(denied), "40", "20", String(aborts)]);
   const trail = await restart(journal, storeFile);
 
   const byId = new Map<string, AuditEntry[]>();
@@ -113,24 +120,59 @@ test("a refusal after a store that took the intent and answered late, the journa
   // Its refusal is in the trail: no command that did not run reads `allowed`.
   expect(late.filter((command) => !byId.has(`${command.id}:refusal`)).map((command) => command.id)).toEqual([]);
 
-  // Every denied or refused command without an entry of its own is counted, per principal.
+  // Every denied or refused command without an entry of its own is counted, per principal (or,
+  // once the reserve merged the counts' names, in one bucket naming every such principal).
   const counted = new Map<string, number>();
+  const named = new Set<string>();
+  const causes = new Set<string>();
   for (const entry of trail) {
     if (entry.action !== "audit.overflow") continue;
-    const { count, principals } = entry.newValue as { count: number; principals: string[] };
-    expect(principals.length).toBe(1);
-    counted.set(principals[0]!, (counted.get(principals[0]!) ?? 0) + count);
+    const value = entry.newValue as { count: number; principals: string[]; causes?: string[] };
+    const { count, principals } = value;
+    for (const cause of value.causes ?? []) causes.add(cause);
+    // Each summary says why in words, not a fixed "share was full" (fix15c).
+    expect(entry.reason).toContain((value.causes ?? ["(no cause)"]).join("; "));
+    for (const principal of principals) named.add(principal);
+    const key = principals.length === 1 ? principals[0]! : "(merged)";
+    counted.set(key, (counted.get(key) ?? 0) + count);
   }
   const missing = new Map<string, number>();
+  const abortsMissing: string[] = [];
   for (const command of commands) {
     if (command.code === "ran") {
-      expect(byId.get(command.id)?.[0]?.outcome).toBe("allowed");
+      if (byId.get(command.id)?.[0]?.outcome === "allowed") continue;
+      expect(command.permission).toBe("recipe.abort");
+      abortsMissing.push(command.id);
       continue;
     }
     if (byId.has(command.id) || byId.has(`${command.id}:refusal`)) continue;
     missing.set(command.principal, (missing.get(command.principal) ?? 0) + 1);
   }
-  expect(Object.fromEntries(counted)).toEqual(Object.fromEntries(missing));
+  if (counted.has("(merged)")) {
+    const total = (map: Map<string, number>): number => [...map.values()].reduce((sum, count) => sum + count, 0);
+    expect(total(counted)).toBe(total(missing));
+    expect([...missing.keys()].filter((principal) => !named.has(principal))).toEqual([]);
+  } else expect(Object.fromEntries(counted)).toEqual(Object.fromEntries(missing));
   // Nothing reported dropped: the journal and its reserve kept every fact.
   expect(trail.filter((entry) => entry.action === "audit.drop")).toEqual([]);
+  // Counted because the journal was at its maxBytes and the reserve full, and then while those
+  // counts waited for their summary: never "the backlog's share was full" (it was not).
+  expect([...causes].sort()).toEqual([
+    "attempts before it were being counted (their summary not yet recorded)",
+    "the audit journal was at its maxBytes (32768 bytes) and the audit reserve had no room for the entry",
+  ]);
+  return abortsMissing;
+}
+
+test("a refusal after a store that took the intent and answered late, the journal full (maxBytes), then kill -9: every command is in the trail once or counted, and no intent reads allowed without its refusal", async () => {
+  expect(await crashAndCount(600, 0)).toEqual([]);
+}, 120_000);
+
+test("the same with the reserve's room taken by entries that cannot be counted away (400 aborts): the refusal is still kept, its id in the trail", async () => {
+  // Before fix15c the refusal was left out (held in memory only) like the aborts' entries, and
+  // lost at the kill. The aborts' own `allowed` entries beyond the reserve's room are still held
+  // in memory only (ADR 0013, point 4: they run without a durable entry), so some are lost at a
+  // kill -9 without a count: open, see ADR 0013 amendment fix15c.
+  const lost = await crashAndCount(600, 400);
+  expect(lost.length).toBeLessThan(400);
 }, 120_000);
