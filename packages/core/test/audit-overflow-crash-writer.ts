@@ -7,7 +7,8 @@
  * reads what the store holds after the kill. Its timing, in order:
  * 1. the first call (the backlog's head) hangs for good: nothing drains, and the store is never
  *    "failing" (the writer still offers an intent to it);
- * 2. denied writes by a viewer fill the journal to `maxBytes` and then the reserve;
+ * 2. denied writes by a viewer fill the journal to `maxBytes` (or, with `full` = `disk`, the
+ *    journal's volume is filled with filler files once the runner opened) and then the reserve;
  *    then `aborts` recipe aborts by an operator (they run without a durable entry: their
  *    `allowed` entries take the reserve's room, none of them can be counted away);
  * 3. `flaps` allowed writes by an operator: the store takes each intent and then answers
@@ -18,7 +19,8 @@
  * Each command prints `cmd <id> <principal> <code> <permission>` (code: `ran` or the refusal's) once answered;
  * then `done`. Nothing runs after `done` (the hung call never settles, the retry waits for it).
  */
-import { appendFileSync, fsyncSync, openSync, closeSync } from "node:fs";
+import { appendFileSync, closeSync, fsyncSync, openSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { KilnError } from "../src/domain/errors";
 import { defineTags, type TagValue } from "../src/domain/tags";
 import type { KilnEvents } from "../src/events/catalogue";
@@ -29,7 +31,7 @@ import type { AuditEntry } from "../src/ports/audit-log";
 import { AuditedCommandRunner } from "../src/security/audited-command";
 import { Authorizer, defaultRoleTable, type Principal } from "../src/security/authorization";
 
-const [journalPath, storePath, deniedBefore, flaps, deniedAfter, aborts] = process.argv.slice(2);
+const [journalPath, storePath, deniedBefore, flaps, deniedAfter, aborts, full] = process.argv.slice(2);
 if (!journalPath || !storePath) throw new Error("usage: audit-overflow-crash-writer <journal> <store file> [n n n]");
 
 const tags = defineTags({
@@ -78,9 +80,22 @@ const runner = new AuditedCommandRunner({
     return id;
   },
   retryBackoff: { initialDelayMs: 1_000, maxDelayMs: 1_000 },
-  backlog: { path: journalPath, maxEntries: 100_000, maxBytes: 32_768 },
+  backlog: { path: journalPath, maxEntries: 100_000, ...(full === "disk" ? {} : { maxBytes: 32_768 }) },
 });
 await runner.open();
+if (full === "disk") {
+  // The volume (a small tmpfs the parent mounted) is filled up once the journal and its reserve exist.
+  let file = 0;
+  for (const size of [16 * 1024, 1024]) {
+    for (;;) {
+      try {
+        writeFileSync(join(dirname(journalPath), `filler-${file++}`), Buffer.alloc(size));
+      } catch {
+        break;
+      }
+    }
+  }
+}
 
 /** Runs one tag write as `principal` and prints its command id and outcome. */
 async function run(principal: Principal, tag: string, value: TagValue, permission = "tag.write"): Promise<void> {

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -12,6 +12,7 @@ import { SimulatedClock } from "../src/memory/simulated-clock";
 import type { AuditEntry } from "../src/ports/audit-log";
 import { AuditedCommandRunner } from "../src/security/audited-command";
 import { Authorizer, defaultRoleTable } from "../src/security/authorization";
+import { tmpfs, unmount } from "./support/tmpfs";
 
 // Adversarial review adv15za HIGH-1, made deterministic: with the audit journal full (maxBytes),
 // a store that takes an intent and then answers late (the command is refused, its `<id>:refusal`
@@ -33,6 +34,8 @@ beforeEach(async () => {
 afterEach(async () => {
   await rm(directory, { recursive: true, force: true });
 });
+
+type Full = "maxBytes" | "disk";
 
 interface Command {
   id: string;
@@ -73,7 +76,7 @@ function runAndKill(args: readonly string[]): Promise<Command[]> {
 }
 
 /** The next start: a runner on the same journal, its store holding what the child's store took; the trail after its close. */
-async function restart(journal: string, storeFile: string): Promise<AuditEntry[]> {
+async function restart(journal: string, storeFile: string, full: Full): Promise<AuditEntry[]> {
   const clock = new SimulatedClock({ start: Date.UTC(2026, 0, 2) });
   const store = new MemoryStore({ clock });
   await store.open(tags.list());
@@ -89,7 +92,7 @@ async function restart(journal: string, storeFile: string): Promise<AuditEntry[]
       let ids = 0;
       return () => `next-${++ids}`;
     })(),
-    backlog: { path: journal, maxEntries: 100_000, maxBytes: 32_768 },
+    backlog: { path: journal, maxEntries: 100_000, ...(full === "disk" ? {} : { maxBytes: 32_768 }) },
   });
   await runner.open();
   await runner.close();
@@ -102,11 +105,21 @@ async function restart(journal: string, storeFile: string): Promise<AuditEntry[]
  * the trail by command id. Returns the ids of aborts that ran whose entry is neither in the trail
  * nor counted (held in memory only, by design, when the reserve has no room: see the test).
  */
-async function crashAndCount(denied: number, aborts: number): Promise<string[]> {
-  const journal = join(directory, "audit.journal");
+async function crashAndCount(
+  denied: number,
+  aborts: number,
+  full: Full = "maxBytes",
+  journalDirectory = directory,
+): Promise<string[]> {
+  const journal = join(journalDirectory, "audit.journal");
   const storeFile = join(directory, "store.jsonl");
-  const commands = await runAndKill([journal, storeFile, String(denied), "40", "20", String(aborts)]);
-  const trail = await restart(journal, storeFile);
+  const commands = await runAndKill([journal, storeFile, String(denied), "40", "20", String(aborts), full]);
+  if (full === "disk") {
+    // The next start finds room again (what a host does once it freed the disk).
+    for (const name of await readdir(journalDirectory))
+      if (name.startsWith("filler-")) await rm(join(journalDirectory, name));
+  }
+  const trail = await restart(journal, storeFile, full);
 
   const byId = new Map<string, AuditEntry[]>();
   for (const entry of trail) byId.set(entry.id, [...(byId.get(entry.id) ?? []), entry]);
@@ -159,7 +172,9 @@ async function crashAndCount(denied: number, aborts: number): Promise<string[]> 
   // counts waited for their summary: never "the backlog's share was full" (it was not).
   expect([...causes].sort()).toEqual([
     "attempts before it were being counted (their summary not yet recorded)",
-    "the audit journal was at its maxBytes (32768 bytes) and the audit reserve had no room for the entry",
+    full === "disk"
+      ? "the audit journal could not take it (ENOSPC) and the audit reserve had no room for the entry"
+      : "the audit journal was at its maxBytes (32768 bytes) and the audit reserve had no room for the entry",
   ]);
   return abortsMissing;
 }
@@ -175,4 +190,14 @@ test("the same with the reserve's room taken by entries that cannot be counted a
   // kill -9 without a count: open, see ADR 0013 amendment fix15c.
   const lost = await crashAndCount(600, 400);
   expect(lost.length).toBeLessThan(400);
+}, 120_000);
+
+test("the same with the journal's disk full (a 300k tmpfs filled once the runner opened; needs root to mount it)", async (context) => {
+  const mount = await tmpfs("300k");
+  if (mount === undefined) return context.skip();
+  try {
+    expect(await crashAndCount(600, 0, "disk", mount)).toEqual([]);
+  } finally {
+    await unmount(mount);
+  }
 }, 120_000);
