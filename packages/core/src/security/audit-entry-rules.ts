@@ -87,11 +87,6 @@ export function reserveStub(entry: AuditEntry): AuditEntry {
   return withoutValues(entry, RESERVE_STUB_NOTE);
 }
 
-/** Whether `entry` is already a {@link reserveStub}. */
-export function isReserveStub(entry: AuditEntry): boolean {
-  return entry.reason?.endsWith(RESERVE_STUB_NOTE) === true;
-}
-
 function withoutValues(entry: AuditEntry, note: string): AuditEntry {
   const stripped: AuditEntry = { ...entry };
   delete (stripped as { newValue?: unknown }).newValue;
