@@ -19,8 +19,11 @@ export class DenialOverflowCounts extends Map<string, DenialOverflow> {
     this.#logger = logger;
   }
 
-  /** Counts `entry` into its principal's overflow bucket (in memory: the caller makes it durable). */
-  countAttempt(entry: AuditEntry): void {
+  /**
+   * Counts `entry` into its principal's overflow bucket (in memory: the caller makes it durable);
+   * `cause` says in words why it is counted instead of recorded (kept per bucket, reported in its summary).
+   */
+  countAttempt(entry: AuditEntry, cause: string): void {
     const key = this.has(entry.principal) || this.size < OVERFLOW_PRINCIPALS - 1 ? entry.principal : OTHER_PRINCIPALS;
     let overflow = this.get(key);
     if (overflow === undefined) {
@@ -31,6 +34,7 @@ export class DenialOverflowCounts extends Map<string, DenialOverflow> {
         principals: new Set(),
         morePrincipals: false,
         actions: new Set(),
+        causes: new Set(),
       };
       this.set(key, overflow);
     }
@@ -42,9 +46,10 @@ export class DenialOverflowCounts extends Map<string, DenialOverflow> {
       overflow.principals.add(entry.principal);
     } else overflow.morePrincipals = true;
     if (overflow.actions.size < OVERFLOW_NAMES) overflow.actions.add(entry.action);
+    if (overflow.causes.size < OVERFLOW_NAMES) overflow.causes.add(cause);
     this.#logger.error(
-      { id: entry.id, action: entry.action, outcome: entry.outcome, overflow: overflow.count },
-      "the audit backlog is full: a denied attempt is counted into the overflow summary",
+      { id: entry.id, action: entry.action, outcome: entry.outcome, overflow: overflow.count, cause },
+      "a denied or failed attempt is counted into the overflow summary instead of recorded",
     );
   }
 
@@ -67,6 +72,7 @@ export class DenialOverflowCounts extends Map<string, DenialOverflow> {
       }
       overflow.morePrincipals ||= found.morePrincipals;
       for (const action of found.actions) if (overflow.actions.size < OVERFLOW_NAMES) overflow.actions.add(action);
+      for (const cause of found.causes) if (overflow.causes.size < OVERFLOW_NAMES) overflow.causes.add(cause);
     }
     return count;
   }

@@ -64,12 +64,36 @@ export function isStrippedFollowUp(entry: AuditEntry): boolean {
  * go, the reason's code kept (`KILN_AUDIT_UNAVAILABLE` for a refusal: the command did not run).
  */
 export function strippedFollowUp(entry: AuditEntry): AuditEntry {
+  return withoutValues(entry, STRIPPED_NOTE);
+}
+
+/**
+ * What a follow-up entry says in the trail when the audit reserve had no room for the whole of it
+ * (the journal full, by disk or `maxBytes`) and a crash came before it was stored: the end of its
+ * `reason` (adv15za HIGH-1 follow-up, fix15c).
+ */
+const RESERVE_STUB_NOTE =
+  "recorded without its values, reason and comment: the audit journal was full and its reserve had no room " +
+  "for the whole entry (the entry it refers to holds the values)";
+
+/**
+ * A follow-up entry (a refusal of an offered intent, a `:fail`) as the audit reserve keeps it when
+ * it has no room for the whole entry: its id, `refersTo`, who, what, when and outcome stay, so a
+ * crash never loses the fact that the command was refused; `newValue`, `oldValue` and the reason
+ * go, the reason's code kept. The whole entry stays in memory and is stored as it is unless the
+ * process dies first (one id: the store keeps whichever comes first).
+ */
+export function reserveStub(entry: AuditEntry): AuditEntry {
+  return withoutValues(entry, RESERVE_STUB_NOTE);
+}
+
+function withoutValues(entry: AuditEntry, note: string): AuditEntry {
   const stripped: AuditEntry = { ...entry };
   delete (stripped as { newValue?: unknown }).newValue;
   delete (stripped as { oldValue?: unknown }).oldValue;
   const code = /^KILN_[A-Z_]+(?=:)/.exec(entry.reason ?? "")?.[0];
   const said = entry.id.endsWith(REFUSAL_ID_SUFFIX) ? "the command was not executed; " : "";
-  return { ...stripped, reason: `${code ?? "(no code)"}: ${said}${STRIPPED_NOTE}` };
+  return { ...stripped, reason: `${code ?? "(no code)"}: ${said}${note}` };
 }
 
 /** True for the refusal of a command whose `allowed` entry was offered to the store (it names the intent). */

@@ -56,6 +56,13 @@ export interface DenialOverflow {
   morePrincipals: boolean;
   /** The first {@link OVERFLOW_NAMES} actions. */
   readonly actions: Set<string>;
+  /**
+   * Why its attempts were counted instead of recorded, in words (the first {@link OVERFLOW_NAMES}):
+   * the backlog's share for denied entries, the backlog's `maxEntries`, the journal at its
+   * `maxBytes` or a full disk with no room left in the reserve (fix15c). Empty in a record an
+   * earlier version wrote.
+   */
+  readonly causes: Set<string>;
 }
 
 /** Most principals and actions an overflow summary names. */
@@ -189,10 +196,27 @@ export function decodeReserve(payload: Buffer | undefined):
   }
 }
 
-/** All counts in one bucket without names: what always fits the reserve. */
-export function collapseOverflow(overflow: ReadonlyMap<string, DenialOverflow>): Map<string, DenialOverflow> {
+/**
+ * All counts in one bucket naming at most {@link OVERFLOW_NAMES} principals (`named`, the default),
+ * or none (`named: false`: what always fits the reserve, its last resort).
+ */
+export function collapseOverflow(
+  overflow: ReadonlyMap<string, DenialOverflow>,
+  { named = true }: { readonly named?: boolean } = {},
+): Map<string, DenialOverflow> {
   const buckets = [...overflow.values()];
   if (buckets.length === 0) return new Map();
+  // The merged bucket still names its first OVERFLOW_NAMES principals (fix15c): a count that
+  // names nobody tells an auditor nothing about who was refused.
+  const principals = new Set<string>();
+  let morePrincipals = !named;
+  for (const bucket of buckets) {
+    morePrincipals ||= bucket.morePrincipals;
+    for (const principal of bucket.principals) {
+      if (named && principals.size < OVERFLOW_NAMES) principals.add(principal);
+      else if (!principals.has(principal)) morePrincipals = true;
+    }
+  }
   return new Map([
     [
       OTHER_PRINCIPALS,
@@ -200,9 +224,10 @@ export function collapseOverflow(overflow: ReadonlyMap<string, DenialOverflow>):
         count: buckets.reduce((sum, bucket) => sum + bucket.count, 0),
         first: Math.min(...buckets.map((bucket) => bucket.first)),
         last: Math.max(...buckets.map((bucket) => bucket.last)),
-        principals: new Set<string>(),
-        morePrincipals: true,
+        principals,
+        morePrincipals,
         actions: new Set<string>(),
+        causes: new Set(buckets.flatMap((bucket) => [...bucket.causes]).slice(0, OVERFLOW_NAMES)),
       },
     ],
   ]);
@@ -218,6 +243,7 @@ export function encodeOverflowBuckets(overflow: ReadonlyMap<string, DenialOverfl
     principals: [...bucket.principals],
     morePrincipals: bucket.morePrincipals,
     actions: [...bucket.actions],
+    causes: [...bucket.causes],
   }));
 }
 
@@ -228,7 +254,7 @@ export function decodeOverflow(payload: Buffer): Map<string, DenialOverflow> | u
     if (!Array.isArray(buckets)) return undefined;
     const overflow = new Map<string, DenialOverflow>();
     for (const bucket of buckets as Record<string, unknown>[]) {
-      const { key, count, first, last, principals, morePrincipals, actions } = bucket;
+      const { key, count, first, last, principals, morePrincipals, actions, causes } = bucket;
       if (
         typeof key !== "string" ||
         !Number.isSafeInteger(count) ||
@@ -246,6 +272,12 @@ export function decodeOverflow(payload: Buffer): Map<string, DenialOverflow> | u
         principals: new Set((principals as unknown[]).filter((name): name is string => typeof name === "string")),
         morePrincipals: morePrincipals === true,
         actions: new Set((actions as unknown[]).filter((name): name is string => typeof name === "string")),
+        // Absent in a record an earlier version wrote.
+        causes: new Set(
+          (Array.isArray(causes) ? (causes as unknown[]) : []).filter(
+            (cause): cause is string => typeof cause === "string",
+          ),
+        ),
       });
     }
     return overflow;

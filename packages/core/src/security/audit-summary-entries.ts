@@ -12,21 +12,19 @@ export class AuditSummaryEntries {
   readonly #options: Pick<AuditedCommandRunnerOptions, "machineId" | "source" | "clock">;
   readonly #newId: () => string;
   readonly #maxEntries: number;
-  readonly #maxDenied: number;
 
   /**
-   * `options` is read when an entry is made (machine id, source, clock); `maxEntries` and
-   * `maxDenied` are the backlog's bounds the reasons name.
+   * `options` is read when an entry is made (machine id, source, clock); `maxEntries` is the
+   * backlog's bound the coalesce reasons name (an overflow summary names its own causes).
    */
   constructor(
     options: Pick<AuditedCommandRunnerOptions, "machineId" | "source" | "clock">,
     newId: () => string,
-    bounds: { readonly maxEntries: number; readonly maxDenied: number },
+    bounds: { readonly maxEntries: number },
   ) {
     this.#options = options;
     this.#newId = newId;
     this.#maxEntries = bounds.maxEntries;
-    this.#maxDenied = bounds.maxDenied;
   }
 
   /**
@@ -77,12 +75,15 @@ export class AuditSummaryEntries {
         last: overflow.last,
         principals: [...overflow.principals],
         actions: [...overflow.actions],
+        causes: [...overflow.causes],
       },
       outcome: "denied",
       reason:
-        `${overflow.count} denied or failed attempt(s) by ${principals} while the audit backlog's share ` +
-        `for them was full (${this.#maxDenied} of ${this.#maxEntries} entries), from ${new Date(overflow.first).toISOString()} ` +
-        `to ${new Date(overflow.last).toISOString()}; counted, not recorded one by one`,
+        `${overflow.count} denied or failed attempt(s) by ${principals} counted, not recorded one by one, ` +
+        `from ${new Date(overflow.first).toISOString()} to ${new Date(overflow.last).toISOString()}: ` +
+        (overflow.causes.size === 0
+          ? "the cause was not recorded (counted by an earlier version)"
+          : [...overflow.causes].join("; ")),
       at: overflow.last,
     };
   }

@@ -13,6 +13,7 @@ import { silentLogger } from "../runtime/silent-logger";
 import {
   isStrippedFollowUp,
   strippedFollowUp,
+  reserveStub,
   isIntentRefusal,
   isSummary,
   REFUSAL_ID_SUFFIX,
@@ -283,10 +284,7 @@ export class AuditWriter {
       () => this.#scheduleRetry(),
     );
     this.#dropReports = new AuditDropReports(options, this.#logger, () => this.#stopped);
-    this.#summaries = new AuditSummaryEntries(options, this.#newId, {
-      maxEntries: this.#maxEntries,
-      maxDenied: this.#maxDenied,
-    });
+    this.#summaries = new AuditSummaryEntries(options, this.#newId, { maxEntries: this.#maxEntries });
   }
 
   /**
@@ -1503,7 +1501,7 @@ export class AuditWriter {
     // A refusal of an offered intent is never counted away nor evicted: without it the intent
     // may read `allowed` for a command that did not run (ADR 0013 addendum). It is the last thing dropped.
     if (entry.outcome !== "allowed" && !isIntentRefusal(entry) && !this.#roomForDenied()) {
-      await this.#countOverflow(entry);
+      await this.#countOverflow(entry, this.#noRoomForDenied());
       return false;
     }
     // Runs coalesced while the backlog was full go first once it has room (their entries came first).
@@ -1530,7 +1528,7 @@ export class AuditWriter {
         // Removed by identity, and counted only if still there: #persistReserve may have counted it
         // already (no room for it) and concurrent commands pushed behind it meanwhile; a blind pop
         // took another principal's entry uncounted and counted this one twice (adv15z HIGH-1).
-        if (this.#removeFromBacklog(entry)) await this.#countOverflow(entry);
+        if (this.#removeFromBacklog(entry)) await this.#countOverflow(entry, this.#noRoomInReserve());
         return false;
       }
     }
@@ -1784,6 +1782,23 @@ export class AuditWriter {
     return false;
   }
 
+  /** Why the last entry {@link #append} could not journal was not journaled, in words (a count's cause). */
+  #notJournaled = "the audit journal could not be opened";
+
+  /** Why a denied or failed entry is counted at the door ({@link #roomForDenied} false), in words. */
+  #noRoomForDenied(): string {
+    if (this.#entriesInBacklog() >= this.#maxEntries) return `the audit backlog was full (${this.#maxEntries} entries)`;
+    if (this.#deniedInBacklog() >= this.#maxDenied) {
+      return `the audit backlog's share for denied and failed entries was full (${this.#maxDenied} of ${this.#maxEntries} entries)`;
+    }
+    return "attempts before it were being counted (their summary not yet recorded)";
+  }
+
+  /** Why an entry the journal did not take is counted: no room left for it in the reserve, in words. */
+  #noRoomInReserve(): string {
+    return `${this.#notJournaled} and the audit reserve had no room for the entry`;
+  }
+
   /** Journals (when there is a journal) and appends one entry to the backlog; true when journaled. */
   async #append(entry: AuditEntry): Promise<boolean> {
     const journal = await this.#openJournal();
@@ -1799,6 +1814,9 @@ export class AuditWriter {
         this.#logger.error({ id: entry.id, error: String(error) }, "the audit journal could not take an entry");
         // A record too large for the journal is about that entry, not the journal.
         if (!KilnError.is(error, "KILN_BUFFER_FULL")) this.#journalFailures.note("append", error, journal.path);
+        this.#notJournaled = KilnError.is(error, "KILN_BUFFER_FULL")
+          ? `the audit journal was at its maxBytes (${journal.maxBytes} bytes)`
+          : `the audit journal could not take it (${this.#journalFailures.get("append")?.errno ?? String(error).slice(0, 200)})`;
       }
     }
     this.#backlog.push({ entry, journaled, failures: 0, since: this.#options.clock.now() });
@@ -1815,8 +1833,8 @@ export class AuditWriter {
    * the attempts are still summarized. When it cannot be written the count is kept in memory, the
    * failure is named by health and `audit-journal-fail` (the next count or the summary writes it again).
    */
-  async #countOverflow(entry: AuditEntry): Promise<void> {
-    this.#overflow.countAttempt(entry);
+  async #countOverflow(entry: AuditEntry, cause: string): Promise<void> {
+    this.#overflow.countAttempt(entry, cause);
     await this.#persistReserve();
   }
 
@@ -1843,25 +1861,54 @@ export class AuditWriter {
     }
     // Over its room, in this order (adv15za HIGH-1 and MEDIUM-1): every kept denied or failed
     // entry becomes a count (durable with this write; newest first, names kept); only then are the
-    // counts' names merged; only then are the newest allowed entries and refusals left out (held
-    // in memory only, named by health). Before, the newest entries were left out first whatever
-    // they were, so a refusal could be left in memory while older denials kept their room, and
-    // names were merged before any denial was counted.
+    // counts' names merged; then each follow-up naming an offered intent (a refusal, a `:fail`) is
+    // kept without its values and reason (a reserve stub: its id, the intent, who, what, when);
+    // only then are the newest allowed entries left out (held in memory only, named by health);
+    // last, a stub that still has no room is counted (its principal named), never held in memory
+    // only: a crash never loses the fact that a command whose intent was offered did not run
+    // (fix15c). Before, the newest entries were left out first whatever they were, so a refusal
+    // could be left in memory while older denials kept their room, or allowed entries did.
+    let collapsed = false;
+    const encodeCounts = (): unknown[] =>
+      encodeOverflowBuckets(collapsed ? collapseOverflow(this.#overflow) : this.#overflow);
     for (let index = held.length - 1; index >= 0 && payload.length > reserve.capacity; index--) {
       const left = held[index]!;
       if (left.outcome === "allowed" || isIntentRefusal(left)) continue;
       held.splice(index, 1);
       this.#removeFromBacklog(left);
-      this.#overflow.countAttempt(left);
-      overflow = encodeOverflowBuckets(this.#overflow);
+      this.#overflow.countAttempt(left, this.#noRoomInReserve());
+      overflow = encodeCounts();
       payload = encodeReserve(overflow, held, this.#drops);
     }
     if (payload.length > reserve.capacity) {
-      overflow = encodeOverflowBuckets(collapseOverflow(this.#overflow));
+      collapsed = true;
+      overflow = encodeCounts();
+      payload = encodeReserve(overflow, held, this.#drops);
+    }
+    const whole = new Map<AuditEntry, AuditEntry>();
+    for (let index = held.length - 1; index >= 0 && payload.length > reserve.capacity; index--) {
+      const left = held[index]!;
+      if (!isIntentRefusal(left)) continue;
+      const stub = reserveStub(left);
+      whole.set(stub, left);
+      held[index] = stub;
+      payload = encodeReserve(overflow, held, this.#drops);
+    }
+    for (let index = held.length - 1; index >= 0 && payload.length > reserve.capacity; index--) {
+      if (isIntentRefusal(held[index]!)) continue;
+      held.splice(index, 1);
       payload = encodeReserve(overflow, held, this.#drops);
     }
     while (payload.length > reserve.capacity && held.length > 0) {
-      held.pop();
+      const stub = held.pop()!;
+      const left = whole.get(stub) ?? stub;
+      if (this.#removeFromBacklog(left)) this.#overflow.countAttempt(left, this.#noRoomInReserve());
+      overflow = encodeCounts();
+      payload = encodeReserve(overflow, held, this.#drops);
+    }
+    if (payload.length > reserve.capacity) {
+      // The last resort, never reached with principal ids of their allowed length: no names.
+      overflow = encodeOverflowBuckets(collapseOverflow(this.#overflow, { named: false }));
       payload = encodeReserve(overflow, held, this.#drops);
     }
     try {
