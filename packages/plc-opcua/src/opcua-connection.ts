@@ -186,6 +186,8 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
   });
   keepTrustedCertificates(certificateManager);
   let client: OPCUAClient | undefined;
+  // The stage a failure comes from: a security refusal of CreateSession is not one of the channel (adv13 LOW).
+  let stage: "channel" | "session" = "channel";
   try {
     // Before initialize(), which indexes the folders: a copy left in rejected/ would win.
     await forgetRejectedCopiesOfTrusted(certificateManager);
@@ -246,6 +248,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
     const attempt = (async () => {
       // An IPv6 zone is left out of what node-opcua parses; the socket keeps it (socketsTo).
       await opened.connect(endpoint.clientUrl);
+      stage = "session";
       const session = await opened.createSession(identity);
       openedSession = session;
       refuseSubscriptionTransfers(session);
@@ -313,7 +316,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
   } catch (error) {
     if (client) await client.disconnect().catch(() => undefined);
     await certificateManager.dispose().catch(() => undefined);
-    throw connectError(error, context);
+    throw connectError(error, { ...context, stage });
   }
 }
 

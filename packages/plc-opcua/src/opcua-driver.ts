@@ -794,7 +794,7 @@ export class OpcuaDriver implements PlcDriver {
         this.#refused(connection, error);
         return;
       }
-      const failure = this.#connectError(error);
+      const failure = this.#connectError(error, "session");
       this.#lifecycle.attemptFailed(failure);
       this.#rebuild(connection, failure.message, { delayFirst: true });
     });
@@ -1092,9 +1092,12 @@ export class OpcuaDriver implements PlcDriver {
     });
   }
 
-  /** A connection failure as the KilnError `connect()` would throw (its code and specific message). */
-  #connectError(cause: unknown): KilnError {
-    return this.#rt.connectError(cause, this.#connectContext());
+  /**
+   * A connection failure as the KilnError `connect()` would throw (its code and specific message); `stage` when
+   * known (a failed session repair: `"session"`).
+   */
+  #connectError(cause: unknown, stage?: "channel" | "session"): KilnError {
+    return this.#rt.connectError(cause, { ...this.#connectContext(), ...(stage === undefined ? {} : { stage }) });
   }
 
   #connectContext(): ConnectErrorContext {
