@@ -106,6 +106,11 @@ export interface Connection extends SubscriptionConnection {
   connectStageMs: number;
   /** node-opcua's reconnect attempts that timed out at their bound since the channel was last open: each doubles {@link connectStageMs}. */
   failedConnectAttempts: number;
+  /**
+   * How long node-opcua's next repair of the lost channel waits before it starts, ms, on top of its own delay: the
+   * driver kit's wait after a loss before the connection proved itself (`delayRepairs`). Taken by that repair.
+   */
+  repairWaitMs: number;
 }
 
 const SERVER_INFO_NODES = [
@@ -309,6 +314,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       silenceBoundMs: 0,
       connectStageMs: connectStageMs(timeouts.keepAliveMs, responseMs, timeouts.connectMs),
       failedConnectAttempts: 0,
+      repairWaitMs: 0,
     };
     connection.silenceBoundMs = linkSilenceMs(connection.keepAliveMs);
     setConnectStageMs(opened, connection.connectStageMs);
