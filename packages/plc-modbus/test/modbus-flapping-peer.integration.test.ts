@@ -5,8 +5,8 @@ import { ModbusDriver } from "../src/index";
 
 // A peer that accepts TCP connections and closes them (at once, or after one answer) is redialled on the growing
 // reconnect backoff, not at its first step forever (adv12 M3: 34 connections in 11 s): an accepted socket proves
-// nothing, the backoff resets only after a connection answered and stayed up one backoff step
-// (ConnectionLifecycle.reconnect, proofNeedsAnswer).
+// nothing, the backoff resets only after a connection answered and stayed up for the backoff's cap
+// (ConnectionLifecycle.reconnect, proofNeedsAnswer; docs/adr/0008, amendment fix13c).
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -17,7 +17,9 @@ const tags = defineTags({ r: { dataType: "uint16", address: "HR0" } });
 const BACKOFF = { initialDelayMs: 40, maxDelayMs: 320, multiplier: 2, jitter: 0 };
 
 /** A peer that closes each connection per `mode`; returns the accept times (ms, performance.now()). */
-async function flappingPeer(mode: "now" | "answer-once"): Promise<{ port: number; accepts: number[] }> {
+async function flappingPeer(
+  mode: "now" | "answer-once" | "answer-then-120ms",
+): Promise<{ port: number; accepts: number[] }> {
   const accepts: number[] = [];
   const sockets = new Set<Socket>();
   const server: Server = createServer((socket) => {
@@ -29,16 +31,19 @@ async function flappingPeer(mode: "now" | "answer-once"): Promise<{ port: number
       socket.destroy();
       return;
     }
+    if (mode === "answer-then-120ms") {
+      // Answers every read, and closes 120 ms after the first: longer than one step (40 ms), shorter than the cap.
+      let closing = false;
+      socket.on("data", (frame) => {
+        socket.write(answerTo(frame));
+        if (!closing) setTimeout(() => socket.destroy(), 120);
+        closing = true;
+      });
+      return;
+    }
     socket.once("data", (frame) => {
-      // A good FC 3 answer of `quantity` zero registers, then close soon after.
-      const quantity = frame.readUInt16BE(10);
-      const answer = Buffer.alloc(9 + 2 * quantity);
-      frame.copy(answer, 0, 0, 2);
-      answer.writeUInt16BE(3 + 2 * quantity, 4);
-      answer[6] = frame[6]!;
-      answer[7] = 3;
-      answer[8] = 2 * quantity;
-      socket.write(answer);
+      // A good FC 3 answer, then close soon after.
+      socket.write(answerTo(frame));
       setTimeout(() => socket.destroy(), 10);
     });
   });
@@ -51,6 +56,18 @@ async function flappingPeer(mode: "now" | "answer-once"): Promise<{ port: number
       }),
   );
   return { port: (server.address() as { port: number }).port, accepts };
+}
+
+/** A good FC 3 answer to `frame` of its `quantity` zero registers. */
+function answerTo(frame: Buffer): Buffer {
+  const quantity = frame.readUInt16BE(10);
+  const answer = Buffer.alloc(9 + 2 * quantity);
+  frame.copy(answer, 0, 0, 2);
+  answer.writeUInt16BE(3 + 2 * quantity, 4);
+  answer[6] = frame[6]!;
+  answer[7] = 3;
+  answer[8] = 2 * quantity;
+  return answer;
 }
 
 async function dial(port: number, reading: boolean): Promise<ModbusDriver> {
@@ -81,10 +98,10 @@ async function untilAccepts(accepts: number[], count: number): Promise<number[]>
   return accepts.slice(1, count).map((at, index) => at - accepts[index]!);
 }
 
-/** Each gap at least its backoff step (less a little timer slack): 40, 80, 160, 320, 320. */
-function expectBackingOff(gaps: number[]): void {
+/** Each gap at least its backoff step (less a little timer slack) after `upMs`: 40, 80, 160, 320, 320. */
+function expectBackingOff(gaps: number[], upMs = 0): void {
   const steps = gaps.map((_, index) => Math.min(BACKOFF.maxDelayMs, BACKOFF.initialDelayMs * 2 ** index));
-  expect(gaps.map((gap, index) => gap >= steps[index]! - 5)).toEqual(gaps.map(() => true));
+  expect(gaps.map((gap, index) => gap >= upMs + steps[index]! - 5)).toEqual(gaps.map(() => true));
 }
 
 describe("a peer that accepts connections and closes them", () => {
@@ -98,5 +115,12 @@ describe("a peer that accepts connections and closes them", () => {
     const { port, accepts } = await flappingPeer("answer-once");
     await dial(port, true);
     expectBackingOff(await untilAccepts(accepts, 6));
+  });
+
+  it("answering reads for 120 ms and then closing (up longer than one step, shorter than the cap): backs off too (issue 13 MEDIUM-2)", async () => {
+    const { port, accepts } = await flappingPeer("answer-then-120ms");
+    await dial(port, true);
+    // Before: one step (40 ms) of life proved each connection, so it was redialled every ~160 ms forever.
+    expectBackingOff(await untilAccepts(accepts, 6), 120);
   });
 });

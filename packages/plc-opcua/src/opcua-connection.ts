@@ -106,6 +106,11 @@ export interface Connection extends SubscriptionConnection {
   connectStageMs: number;
   /** node-opcua's reconnect attempts that timed out at their bound since the channel was last open: each doubles {@link connectStageMs}. */
   failedConnectAttempts: number;
+  /**
+   * How long node-opcua's next repair of the lost channel waits before it starts, ms, on top of its own delay: the
+   * driver kit's wait after a loss before the connection proved itself (`delayRepairs`). Taken by that repair.
+   */
+  repairWaitMs: number;
 }
 
 const SERVER_INFO_NODES = [
@@ -186,6 +191,8 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
   });
   keepTrustedCertificates(certificateManager);
   let client: OPCUAClient | undefined;
+  // The stage a failure comes from: a security refusal of CreateSession is not one of the channel (adv13 LOW).
+  let stage: "channel" | "session" = "channel";
   try {
     // Before initialize(), which indexes the folders: a copy left in rejected/ would win.
     await forgetRejectedCopiesOfTrusted(certificateManager);
@@ -246,6 +253,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
     const attempt = (async () => {
       // An IPv6 zone is left out of what node-opcua parses; the socket keeps it (socketsTo).
       await opened.connect(endpoint.clientUrl);
+      stage = "session";
       const session = await opened.createSession(identity);
       openedSession = session;
       refuseSubscriptionTransfers(session);
@@ -306,6 +314,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       silenceBoundMs: 0,
       connectStageMs: connectStageMs(timeouts.keepAliveMs, responseMs, timeouts.connectMs),
       failedConnectAttempts: 0,
+      repairWaitMs: 0,
     };
     connection.silenceBoundMs = linkSilenceMs(connection.keepAliveMs);
     setConnectStageMs(opened, connection.connectStageMs);
@@ -313,7 +322,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
   } catch (error) {
     if (client) await client.disconnect().catch(() => undefined);
     await certificateManager.dispose().catch(() => undefined);
-    throw connectError(error, context);
+    throw connectError(error, { ...context, stage });
   }
 }
 

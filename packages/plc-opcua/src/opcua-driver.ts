@@ -45,6 +45,7 @@ import type { OpcuaNodeAddress } from "./opcua-node-id";
 import { deleteSubscriptions, heldSubscriptionIds, OrphanSubscriptionSweeper } from "./opcua-orphan-subscriptions";
 import type { ReadPlan } from "./opcua-read-plan";
 import { parseEndpointUrl, type OpcTcpEndpoint } from "./opcua-endpoint-url";
+import { delayRepairs } from "./opcua-repair-delay";
 import { asApplicationCall, upkeepPurpose } from "./opcua-request-origin";
 import { loadOpcuaRuntime, type OpcuaRuntime } from "./opcua-runtime-loader";
 import { linkSilenceMs, smoothedMaxMs } from "./opcua-subscription-timing";
@@ -681,6 +682,17 @@ export class OpcuaDriver implements PlcDriver {
     });
     this.#watchLink(connection);
     releaseSocketTimeout(connection);
+    // A loss before the connection proved itself holds node-opcua's repair back on the kit's backoff (#sessionLost).
+    delayRepairs(
+      client,
+      () => {
+        const waitMs = connection.repairWaitMs;
+        connection.repairWaitMs = 0;
+        return waitMs;
+      },
+      this.#clock,
+      this.#lifecycle.signal,
+    );
     client.on("reconnection_attempt_has_failed", (error: unknown) => {
       // node-opcua's own reconnect loop (TCP, secure channel, certificate): each attempt's reason.
       if (!current()) return;
@@ -776,7 +788,7 @@ export class OpcuaDriver implements PlcDriver {
       // connection_lost. The first re-activation marks the loss: values are not live until the
       // repair ends (session_restored reports connected again).
       if (request instanceof this.#rt.ActivateSessionRequest && current() && this.status === "connected") {
-        this.#sessionLost("the server dropped the session; re-creating it");
+        this.#sessionLost("the server dropped the session; re-creating it", false);
       }
     });
     session.on("keepalive_failure", () => {
@@ -794,7 +806,7 @@ export class OpcuaDriver implements PlcDriver {
         this.#refused(connection, error);
         return;
       }
-      const failure = this.#connectError(error);
+      const failure = this.#connectError(error, "session");
       this.#lifecycle.attemptFailed(failure);
       this.#rebuild(connection, failure.message, { delayFirst: true });
     });
@@ -809,17 +821,43 @@ export class OpcuaDriver implements PlcDriver {
     });
   }
 
-  /** Status `reconnecting` with `reason`, and every subscribed tag `uncertain` (last value) with the reason. */
-  #sessionLost(reason: string): void {
+  /**
+   * Status `reconnecting` with `reason`, and every subscribed tag `uncertain` (last value) with the reason. The loss
+   * of a connection that had not proved itself yet ({@link #provenAfterMs}) counts as a failed attempt (driver kit,
+   * `connectionLost`): node-opcua's repair of the channel (`channelRepair`: not when node-opcua already re-activates
+   * the session on a live channel) waits the kit's growing backoff first, where node-opcua alone started every repair
+   * the same way after any connection that came up (issue 13 MEDIUM-2: a server dropping each session 200 ms after
+   * activating it got a new one every ~1.2 s). The reason says so.
+   */
+  #sessionLost(reason: string, channelRepair = true): void {
     this.#losses++;
     this.#logger.warn({ reason }, "OPC UA session lost; repairing it");
-    this.#lifecycle.setStatus("reconnecting", reason);
+    const lost = this.#connection;
+    if (lost && this.status === "connected") {
+      const { initialDelayMs, maxDelayMs, randomisationFactor } = this.#options.connectionStrategy;
+      const waitMs = this.#lifecycle.connectionLost({
+        reason,
+        backoff: { initialDelayMs, maxDelayMs, jitter: randomisationFactor },
+        provenAfterMs: this.#provenAfterMs(lost),
+      });
+      if (channelRepair) lost.repairWaitMs = waitMs;
+    } else this.#lifecycle.setStatus("reconnecting", reason);
     for (const subscription of this.#subscriptions) subscription.connectionLost(reason);
     const connection = this.#connection;
     if (connection) {
       this.#namespacesToVerify(connection, "not read since the connection was lost");
       this.#armRepairWatchdog(connection);
     }
+  }
+
+  /**
+   * How long, in ms, a connection must stay up to prove itself, so that its loss is repaired without waiting on the
+   * backoff (docs/adr/0008, amendment fix13c): the backoff's cap (`connectionStrategy.maxDelayMs`: then at most one
+   * new session per cap in the long run, whatever the server's pattern), and at least 2 keep-alive periods (a
+   * session the server dropped shows only on the next keep-alive or Publish answer).
+   */
+  #provenAfterMs(connection: Connection): number {
+    return Math.max(this.#options.connectionStrategy.maxDelayMs, 2 * connection.keepAliveMs);
   }
 
   /**
@@ -1092,9 +1130,12 @@ export class OpcuaDriver implements PlcDriver {
     });
   }
 
-  /** A connection failure as the KilnError `connect()` would throw (its code and specific message). */
-  #connectError(cause: unknown): KilnError {
-    return this.#rt.connectError(cause, this.#connectContext());
+  /**
+   * A connection failure as the KilnError `connect()` would throw (its code and specific message); `stage` when
+   * known (a failed session repair: `"session"`).
+   */
+  #connectError(cause: unknown, stage?: "channel" | "session"): KilnError {
+    return this.#rt.connectError(cause, { ...this.#connectContext(), ...(stage === undefined ? {} : { stage }) });
   }
 
   #connectContext(): ConnectErrorContext {
@@ -1425,6 +1466,7 @@ export class OpcuaDriver implements PlcDriver {
       reason,
       delayFirst,
       backoff: { initialDelayMs, maxDelayMs, jitter: randomisationFactor },
+      provenAfterMs: this.#provenAfterMs(old),
       attempt: async (lifetime) => {
         if (!(await disposed)) {
           this.#logger.info(

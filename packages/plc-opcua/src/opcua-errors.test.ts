@@ -76,6 +76,20 @@ describe("connectError", () => {
     });
   });
 
+  test("BadSecurityChecksFailed on CreateSession is reported as a refused session, not a refused channel with client-certificate advice (adv13 LOW)", () => {
+    const error = connectError(new Error("BadSecurityChecksFailed (0x80130000)"), { ...context, stage: "session" });
+    expect(error).toMatchObject({
+      code: "KILN_CONNECTION_FAILED",
+      details: { reason: "session-security-checks-failed", stage: "session" },
+    });
+    expect(error.message).toMatch(/refused to create or activate the session/);
+    expect(error.message).not.toMatch(/refused the secure channel/);
+    // Sibling: the same status while opening the channel keeps the channel's advice, and says the stage.
+    const channel = connectError(new Error("BadSecurityChecksFailed (0x80130000)"), { ...context, stage: "channel" });
+    expect(channel.details).toMatchObject({ reason: "client-certificate-rejected", stage: "channel" });
+    expect(channel.message).toMatch(/refused the secure channel/);
+  });
+
   test("an unreachable server is a retryable KILN_CONNECTION_FAILED", () => {
     const error = connectError(new Error("connect ECONNREFUSED 127.0.0.1:4840"), context);
     expect(error).toMatchObject({ code: "KILN_CONNECTION_FAILED", retryable: true });
@@ -86,9 +100,28 @@ describe("connectError", () => {
     expect(error.message).not.toContain("hunter2-password");
     const kiln = new KilnError("KILN_ABORTED", "aborted");
     expect(connectError(kiln, context)).toBe(kiln);
-    expect(redact("a secret b secret", "secret")).toBe("a *** b ***");
+    expect(redact("a s3cret-pw b s3cret-pw", "s3cret-pw")).toBe("a *** b ***");
     expect(redact("text", undefined)).toBe("text");
   });
+
+  test.each(["a", "ab", "abc"])(
+    "a short password (%j) is never revealed, not even by where it was masked (adv13 LOW)",
+    (secret) => {
+      const text = `BadUserAccessDenied: user "operator" with password "${secret}" rejected; a abc bad cab`;
+      const masked = redact(text, secret);
+      // Masking each occurrence of a 1-3 character secret inside other words shows which letters it is made of.
+      expect(masked).not.toContain(`"${secret}"`);
+      expect(masked).not.toContain("***");
+      expect(masked).toMatch(/withheld/);
+      // Nothing of the original text is left to compare against: the same words whatever the secret.
+      expect(masked).toBe(redact("another text holding a b c", "a b c"));
+      const error = connectError(new Error(text), { ...context, secret });
+      expect(error.message).not.toContain(`"${secret}"`);
+      expect(error.message).not.toContain("***");
+      // Sibling: a message that does not contain it is left as it is.
+      expect(redact("BadUserAccessDenied (0x801f0000)", "xyz")).toBe("BadUserAccessDenied (0x801f0000)");
+    },
+  );
 });
 
 describe("requestError", () => {

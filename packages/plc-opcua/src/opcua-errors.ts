@@ -83,10 +83,22 @@ export function isConnectionLoss(status: OpcuaStatus | undefined): boolean {
   return status !== undefined && CONNECTION_LOSS.has(status.statusName);
 }
 
-/** Replaces every occurrence of `secret` in `text`, so error messages never carry a password. */
+/**
+ * Secrets at least this long are masked where they occur; shorter ones withhold the whole text. Masking a
+ * 1-3 character password inside other words ("B***d" for "a") shows its letters; a secret of 8 characters or more
+ * occurs in a message by chance too rarely for its masking to tell anything (adv13 LOW).
+ */
+const MASKABLE_SECRET_LENGTH = 8;
+
+/**
+ * `text` without `secret`, so error messages never carry any part of a password: every occurrence replaced by
+ * `***` for a secret of at least 8 characters; for a shorter one that occurs in it, the whole text is withheld
+ * (a fixed sentence that says why), since masking it in place would reveal it. Unchanged when it does not occur.
+ */
 export function redact(text: string, secret: string | undefined): string {
-  if (!secret) return text;
-  return text.split(secret).join("***");
+  if (!secret || !text.includes(secret)) return text;
+  if (secret.length >= MASKABLE_SECRET_LENGTH) return text.split(secret).join("***");
+  return "(the message was withheld: it contains the text of the password, which is too short to mask)";
 }
 
 function messageOf(error: unknown): string {
@@ -101,6 +113,11 @@ export interface ConnectErrorContext {
   readonly securityPolicy: string;
   readonly pkiDir: string;
   readonly secret?: string;
+  /**
+   * The stage that failed, when known: `"channel"` (TCP, HEL/ACK, OpenSecureChannel) or `"session"`
+   * (CreateSession, ActivateSession). A security refusal is reported by it. @default unknown: as a channel
+   */
+  readonly stage?: "channel" | "session";
 }
 
 /** True for a Bad status of a transient shortage of the server ({@link TRANSIENT_STATUSES}): a later request may pass. */
@@ -137,6 +154,16 @@ export function connectError(error: unknown, context: ConnectErrorContext): Kiln
   }
   if (/server Certificate verification failed/i.test(message)) {
     return serverCertificateUntrusted(context, status?.statusName, error, details);
+  }
+  if (context.stage !== undefined) details.stage = context.stage;
+  if (status && CERTIFICATE_FAILURES.test(status.statusName) && context.stage === "session") {
+    // The channel is open: the server refused CreateSession or ActivateSession on its own checks (the client
+    // certificate or signature in the request, an application URI that does not match the certificate).
+    return new KilnError(
+      "KILN_CONNECTION_FAILED",
+      `The OPC UA server at ${context.endpointUrl} opened the secure channel but refused to create or activate the session (${status.statusName}). The server's checks of the session request failed: see the server's log; check that the client's application URI matches its certificate (${context.pkiDir}/own/certs) and that the server trusts that certificate for sessions.`,
+      { cause: error, retryable: false, details: { ...details, reason: "session-security-checks-failed" } },
+    );
   }
   if (status && CERTIFICATE_FAILURES.test(status.statusName)) {
     return new KilnError(

@@ -153,6 +153,8 @@ describe("ConnectionLifecycle", () => {
   test("reconnect backs off on the clock, reports reconnecting then connected, and runs onConnected", async () => {
     const { clock, lifecycle, changes } = setup();
     await lifecycle.connect(async () => undefined);
+    // Up the cap: the loss follows a proven connection (no "unproven loss" in the reason).
+    await clock.advance(1_000);
     const attempts: number[] = [];
     let recovered = false;
     const loop = lifecycle.reconnect({
@@ -175,7 +177,7 @@ describe("ConnectionLifecycle", () => {
     await clock.advance(200);
     await clock.advance(400);
     await loop;
-    expect(attempts).toEqual([100, 300, 700]);
+    expect(attempts).toEqual([1_100, 1_300, 1_700]);
     expect(changes.slice(-4)).toEqual([
       { from: "connected", to: "reconnecting", reason: "link lost" },
       { from: "reconnecting", to: "reconnecting", reason: "refused" },
@@ -194,6 +196,7 @@ describe("ConnectionLifecycle", () => {
       losses: number,
       between: (lifecycle: ConnectionLifecycle, clock: SimulatedClock) => Promise<void>,
       unprovenLoss = false,
+      provenAfterMs?: number,
     ): Promise<number[]> {
       const clock = new SimulatedClock({ start: 0 });
       const lifecycle = new ConnectionLifecycle({ name: "test", clock, random: () => 0, proofNeedsAnswer });
@@ -206,6 +209,7 @@ describe("ConnectionLifecycle", () => {
           backoff,
           delayFirst: true,
           unprovenLoss,
+          ...(provenAfterMs === undefined ? {} : { provenAfterMs }),
           attempt: async () => {
             attempts.push(clock.now());
           },
@@ -231,25 +235,97 @@ describe("ConnectionLifecycle", () => {
       expect(waits).toEqual([100, 200, 400, 800]);
     });
 
-    test("a connection up one step after its first answer resets the backoff; up without an answer, or lost right after it, does not", async () => {
+    test("a connection up the cap (maxDelayMs) after its first answer resets the backoff; up without an answer, or lost right after it, does not", async () => {
       let round = 0;
       const attempts = await flap(true, 4, async (lifecycle, clock) => {
         round++;
         if (round === 3) lifecycle.answered();
-        await clock.advance(100);
+        await clock.advance(1_000);
         // Answered only now: its proof starts here, and the connection drops at once.
         if (round === 2) lifecycle.answered();
       });
-      const waits = attempts.map((at, index) => at - (index === 0 ? 100 : attempts[index - 1]! + 100));
-      // Losses 1 and 2 unproven (100, 200); the third connection answered and lived 100 ms: back to the first step.
+      const waits = attempts.map((at, index) => at - (index === 0 ? 1_000 : attempts[index - 1]! + 1_000));
+      // Losses 1 and 2 unproven (100, 200); the third connection answered and lived 1 s: back to the first step.
       expect(waits).toEqual([100, 200, 100, 200]);
     });
 
-    test("without proofNeedsAnswer, staying up one step is the proof (an OPC UA session, an MQTT CONNACK)", async () => {
+    test("without proofNeedsAnswer, staying up the cap is the proof (an OPC UA session, an MQTT CONNACK)", async () => {
       const quick = await flap(false, 3, async () => undefined);
       expect(quick.map((at, index) => at - (index === 0 ? 0 : quick[index - 1]!))).toEqual([100, 200, 400]);
-      const stable = await flap(false, 3, async (_lifecycle, clock) => clock.advance(100));
-      expect(stable.map((at, index) => at - (index === 0 ? 100 : stable[index - 1]! + 100))).toEqual([100, 100, 100]);
+      const stable = await flap(false, 3, async (_lifecycle, clock) => clock.advance(1_000));
+      expect(stable.map((at, index) => at - (index === 0 ? 1_000 : stable[index - 1]! + 1_000))).toEqual([
+        100, 100, 100,
+      ]);
+    });
+
+    test("connections up longer than one step but shorter than the cap still back off (issue 13 MEDIUM-2: before, one step proved them)", async () => {
+      const flapping = await flap(false, 6, async (_lifecycle, clock) => clock.advance(300));
+      expect(flapping.map((at, index) => at - (index === 0 ? 300 : flapping[index - 1]! + 300))).toEqual([
+        100, 200, 400, 800, 1_000, 1_000,
+      ]);
+    });
+
+    test("provenAfterMs sets the period that proves a connection (sibling: shorter than the cap)", async () => {
+      const proven = await flap(false, 3, async (_lifecycle, clock) => clock.advance(300), false, 300);
+      expect(proven.map((at, index) => at - (index === 0 ? 300 : proven[index - 1]! + 300))).toEqual([100, 100, 100]);
+      const longer = await flap(false, 3, async (_lifecycle, clock) => clock.advance(1_000), false, 2_000);
+      expect(longer.map((at, index) => at - (index === 0 ? 1_000 : longer[index - 1]! + 1_000))).toEqual([
+        100, 200, 400,
+      ]);
+    });
+
+    test("connectionLost(): a library's own repair of connections lost before they proved themselves waits the growing backoff; a proven one resets it (issue 13 MEDIUM-2)", async () => {
+      const clock = new SimulatedClock({ start: 0 });
+      const lifecycle = new ConnectionLifecycle({ name: "test", clock, random: () => 0 });
+      const changes: DriverStatusChange[] = [];
+      lifecycle.onStatusChange((change) => changes.push(change));
+      await lifecycle.connect(async () => undefined);
+      const waits: number[] = [];
+      for (let loss = 0; loss < 6; loss++) {
+        await clock.advance(200);
+        waits.push(lifecycle.connectionLost({ reason: "session closed by the server", backoff }));
+        expect(lifecycle.status).toBe("reconnecting");
+        // The library repaired it.
+        lifecycle.setStatus("connected", "repaired");
+      }
+      expect(waits).toEqual([0, 100, 200, 400, 800, 1_000]);
+      expect(changes.filter((change) => change.to === "reconnecting").map((change) => change.reason)).toContain(
+        "session closed by the server (lost 0.2 s after it was established, before the 1 s that prove a connection; unproven loss 3 in a row, counted as a failed attempt: the repair waits 200 ms longer)",
+      );
+      // Up the cap: proven; its loss is repaired at once again, with the plain reason.
+      await clock.advance(1_000);
+      expect(lifecycle.connectionLost({ reason: "connection lost", backoff })).toBe(0);
+      expect(lifecycle.reason).toBe("connection lost");
+      // Not connected: nothing counted.
+      expect(lifecycle.connectionLost({ reason: "again", backoff })).toBe(0);
+      expect(lifecycle.reason).toBe("connection lost");
+    });
+
+    test("connectionLost() then reconnect() (the library gave up its repair): the loop goes on from the step reached", async () => {
+      const clock = new SimulatedClock({ start: 0 });
+      const lifecycle = new ConnectionLifecycle({ name: "test", clock, random: () => 0 });
+      await lifecycle.connect(async () => undefined);
+      for (let loss = 0; loss < 3; loss++) {
+        await clock.advance(50);
+        lifecycle.connectionLost({ reason: "lost", backoff });
+        lifecycle.setStatus("connected", "repaired");
+      }
+      await clock.advance(50);
+      expect(lifecycle.connectionLost({ reason: "lost", backoff })).toBe(400);
+      const attempts: number[] = [];
+      const start = clock.now();
+      const loop = lifecycle.reconnect({
+        reason: "repair failed",
+        backoff,
+        delayFirst: true,
+        attempt: async () => {
+          attempts.push(clock.now() - start);
+        },
+      });
+      while (lifecycle.status !== "connected") await clock.advance(10);
+      await loop;
+      // Step 3 was reached (400 ms): the loop's first attempt waits step 4.
+      expect(attempts).toEqual([800]);
     });
 
     test("unprovenLoss: connections up for many steps still back off, up to the cap (an MQTT session taken over, adv19p M2)", async () => {
@@ -263,6 +339,7 @@ describe("ConnectionLifecycle", () => {
   test("each failed reconnect attempt reports its own reason and code, not the first one (issue 13, fault 2)", async () => {
     const { clock, lifecycle, changes } = setup();
     await lifecycle.connect(async () => undefined);
+    await clock.advance(100);
     const failures = [
       new Error("connect ECONNREFUSED 127.0.0.1:4840"),
       new KilnError(

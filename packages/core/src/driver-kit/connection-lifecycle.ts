@@ -21,7 +21,8 @@ export interface ConnectionLifecycleOptions {
    * `true` when opening the connection proves nothing about the peer (Modbus TCP: a socket accepted by a gateway
    * or a port forwarder that then closes it): the connection counts as proven only from the first time the driver
    * calls {@link ConnectionLifecycle.answered} for it. `false`: opening it was itself an exchange with the peer (an OPC
-   * UA session, an MQTT CONNACK). Either way it must also have stayed up for one backoff step to reset the
+   * UA session, an MQTT CONNACK). Either way it must also have stayed up for `provenAfterMs` (default: the backoff's
+   * cap, `maxDelayMs`) to reset the
    * reconnect backoff (see {@link ConnectionLifecycle.reconnect}). @default false
    */
   readonly proofNeedsAnswer?: boolean;
@@ -37,6 +38,13 @@ export interface ReconnectOptions {
   readonly attempt: (signal: AbortSignal) => Promise<void>;
   /** Wait before the first attempt too (otherwise the first attempt starts at once). @default false */
   readonly delayFirst?: boolean;
+  /**
+   * How long, in ms, the connection just lost must have stayed up after its first answer to prove itself and
+   * start this loop at the first backoff step (see {@link ConnectionLifecycle.reconnect}). A driver whose loss is
+   * seen only on a periodic check passes at least two check periods (OPC UA: 2 keep-alives).
+   * @default backoff.maxDelayMs
+   */
+  readonly provenAfterMs?: number;
   /**
    * The connection just lost proved nothing, however long it was up: the peer ended it for a
    * reason that will recur at once (another client took over an MQTT session with the same client
@@ -102,6 +110,8 @@ export class ConnectionLifecycle {
    * is not redialled at the first step forever (adv12 M3).
    */
   #unprovenLosses = 0;
+  /** Backoff steps the loss reported by {@link ConnectionLifecycle.connectionLost} reached: a `reconnect()` loop before the connection is up again goes on from there. */
+  #carried = 0;
 
   constructor(options: ConnectionLifecycleOptions) {
     this.#name = options.name;
@@ -156,7 +166,10 @@ export class ConnectionLifecycle {
     if (to === "connected") {
       this.#answeredAt = this.#proofNeedsAnswer ? undefined : this.#clock.now();
       this.#upSinceLoop = true;
-    } else if (to === "closed") this.#unprovenLosses = 0;
+    } else if (to === "closed") {
+      this.#unprovenLosses = 0;
+      this.#carried = 0;
+    }
     this.#tell(from, to, reason, code);
   }
 
@@ -333,11 +346,14 @@ export class ConnectionLifecycle {
    * left alone. Returns the loop's promise, which never rejects.
    *
    * The backoff goes on from where the last loop left it unless the connection lost since proved itself: it
-   * answered (see `proofNeedsAnswer`) and stayed `connected` for at least `backoff.initialDelayMs` after its
-   * first answer (without `proofNeedsAnswer`: after it connected). So a peer that
-   * accepts connections and drops them at once, or after one answer, is redialled on the growing backoff up to
-   * `maxDelayMs`, not every first step (adv12 M3); the first loss after a proven connection starts at the first
-   * step again, unless `unprovenLoss` says the loss proved nothing. `close()` resets it.
+   * answered (see `proofNeedsAnswer`) and stayed `connected` for at least `provenAfterMs` (default
+   * `backoff.maxDelayMs`) after its first answer (without `proofNeedsAnswer`: after it connected). So a peer that
+   * accepts connections and drops them at once, after one answer, or after any time shorter than the cap, is
+   * redialled on the growing backoff up to `maxDelayMs`, not every first step (adv12 M3, issue 13 MEDIUM-2): in
+   * the long run at most one connection per `maxDelayMs`, whatever the peer's pattern. The first loss after a
+   * proven connection starts at the first step again, unless `unprovenLoss` says the loss proved nothing. After an
+   * unproven loss the `reconnecting` reason says so: how long the connection was up, how many such losses in a
+   * row, and when the next attempt comes. `close()` resets it.
    *
    * @throws `KilnValidationError` (`KILN_VALIDATION`) when `options.backoff` breaks its rules
    *   (see `checkBackoff`); nothing starts.
@@ -348,24 +364,37 @@ export class ConnectionLifecycle {
     if (this.#reconnecting) return this.#reconnecting;
     const lifetime = this.#lifetime.signal;
     if (lifetime.aborted) return Promise.resolve();
-    // Only a lost connection counts (a loop started without a connection up since the last one changes nothing).
     let skipped = 0;
-    if (this.#upSinceLoop) {
-      this.#upSinceLoop = false;
-      const proven =
-        options.unprovenLoss !== true &&
-        this.#answeredAt !== undefined &&
-        clock.now() - this.#answeredAt >= options.backoff.initialDelayMs;
-      skipped = proven ? 0 : this.#unprovenLosses;
-      this.#unprovenLosses = skipped + 1;
-    }
-    this.setStatus("reconnecting", options.reason);
+    const waitBefore = (attempt: number): number | undefined =>
+      options.delayFirst || attempt > 1 || skipped > 0
+        ? reconnectDelay(
+            Math.max(1, (options.delayFirst ? attempt : attempt - 1) + skipped),
+            options.backoff,
+            this.#random,
+          )
+        : undefined;
+    let firstWait: number | undefined;
+    // Only a lost connection counts (a loop started without a connection up since the last one changes nothing,
+    // but goes on from a loss the driver reported with connectionLost()).
+    const loss = this.#countLoss(options, (steps) => {
+      skipped = steps;
+      firstWait = waitBefore(1);
+      return firstWait === undefined ? undefined : `next attempt in ${firstWait} ms`;
+    });
+    if (loss === undefined) skipped = this.#carried;
+    this.#carried = 0;
+    const reason = loss ?? options.reason;
+    if (this.#status === "reconnecting" && reason !== options.reason && !this.#closing) {
+      // The driver reported the loss already: tell that it was unproven and when the next attempt comes.
+      this.#reason = reason;
+      this.#tell("reconnecting", "reconnecting", reason, undefined);
+    } else this.setStatus("reconnecting", reason);
     const loop = async (): Promise<void> => {
       for (let attempt = 1; ; attempt++) {
-        if (options.delayFirst || attempt > 1 || skipped > 0) {
-          const waitFor = Math.max(1, (options.delayFirst ? attempt : attempt - 1) + skipped);
+        const wait = attempt === 1 && firstWait !== undefined ? firstWait : waitBefore(attempt);
+        if (wait !== undefined) {
           try {
-            await clock.sleep(reconnectDelay(waitFor, options.backoff, this.#random), lifetime);
+            await clock.sleep(wait, lifetime);
           } catch {
             return;
           }
@@ -393,6 +422,62 @@ export class ConnectionLifecycle {
     });
     this.#reconnecting = running;
     return running;
+  }
+
+  /**
+   * Reports the loss of the connection to a driver whose protocol library repairs it by itself (status
+   * `reconnecting` with `options.reason`) and counts it by the rule of {@link ConnectionLifecycle.reconnect}.
+   * Returns how long, in ms, the library's repair should wait before its first attempt, on top of its own delay:
+   * 0 after a connection that proved itself and after the first unproven loss in a row, then the backoff's steps
+   * (first, second...) up to `maxDelayMs`. So a peer that drops every session shortly after it is established is
+   * not asked for a new one at the library's first step forever (issue 13 MEDIUM-2). After an unproven loss the
+   * reason says so. A `reconnect()` loop the driver starts before the connection is up again (the library gave up)
+   * goes on from the step reached. Ignored (returns 0) unless `connected`.
+   *
+   * @throws `KilnValidationError` (`KILN_VALIDATION`) when `options.backoff` breaks its rules (see `checkBackoff`).
+   */
+  connectionLost(options: Pick<ReconnectOptions, "reason" | "backoff" | "provenAfterMs" | "unprovenLoss">): number {
+    checkBackoff(options.backoff, "backoff");
+    if (this.#status !== "connected" || this.#closing) return 0;
+    let wait = 0;
+    const loss = this.#countLoss(options, (steps) => {
+      this.#carried = steps;
+      wait = steps > 0 ? reconnectDelay(steps, options.backoff, this.#random) : 0;
+      return wait > 0 ? `the repair waits ${wait} ms longer` : undefined;
+    });
+    this.setStatus("reconnecting", loss ?? options.reason);
+    return wait;
+  }
+
+  /**
+   * Counts the loss of the connection up since the last loss (none: `undefined`, nothing counted): the backoff
+   * steps the next attempt skips (0 after a connection that proved itself), passed to `wait`, which says how long
+   * the next attempt waits, when it does. Returns the reason to report: `options.reason`, and after an unproven loss
+   * why, and what `wait` said.
+   */
+  #countLoss(
+    options: Pick<ReconnectOptions, "reason" | "backoff" | "provenAfterMs" | "unprovenLoss">,
+    wait: (skipped: number) => string | undefined,
+  ): string | undefined {
+    if (!this.#upSinceLoop) return undefined;
+    this.#upSinceLoop = false;
+    const provenAfterMs = options.provenAfterMs ?? options.backoff.maxDelayMs;
+    const upFor = this.#answeredAt === undefined ? undefined : this.#clock.now() - this.#answeredAt;
+    const proven = options.unprovenLoss !== true && upFor !== undefined && upFor >= provenAfterMs;
+    const skipped = proven ? 0 : this.#unprovenLosses;
+    this.#unprovenLosses = skipped + 1;
+    const next = wait(skipped);
+    if (proven) return options.reason;
+    const life =
+      options.unprovenLoss === true
+        ? "a loss that proves nothing about the connection"
+        : upFor === undefined
+          ? "lost before the peer answered"
+          : `lost ${seconds(upFor)} s after it was established, before the ${seconds(provenAfterMs)} s that prove a connection`;
+    return (
+      `${options.reason} (${life}; unproven loss ${this.#unprovenLosses} in a row, counted as a failed attempt` +
+      `${next === undefined ? "" : `: ${next}`})`
+    );
   }
 
   /**
@@ -434,6 +519,11 @@ export class ConnectionLifecycle {
  */
 function isFatal(error: unknown): error is KilnError {
   return KilnError.is(error, "KILN_AUTHENTICATION_FAILED");
+}
+
+/** `ms` in seconds, one decimal (`0.2`). */
+function seconds(ms: number): string {
+  return (Math.round(ms / 100) / 10).toString();
 }
 
 function describe(error: unknown): string {
