@@ -1586,6 +1586,16 @@ export class OpcuaDriver implements PlcDriver {
         { retryable: true, details: { driver: this.name, status, ...(reason ? { reason } : {}) } },
       );
     }
+    if (status === "failed") {
+      // Stopped by a refusal that must not be retried by itself (the identity): say which, so a
+      // caller does not read "call connect() first" as a driver never started (adv13za LOW).
+      const reason = this.#lifecycle.reason;
+      throw new KilnError(
+        "KILN_NOT_CONNECTED",
+        `The OPC UA driver "${this.name}" stopped reconnecting${reason ? ` (${reason})` : ""}; fix the cause and call connect() again.`,
+        { details: { driver: this.name, status, ...(reason ? { reason } : {}) } },
+      );
+    }
     throw new KilnError("KILN_NOT_CONNECTED", `The OPC UA driver "${this.name}" is ${status}; call connect() first.`, {
       retryable: status === "connecting",
       details: { driver: this.name, status },

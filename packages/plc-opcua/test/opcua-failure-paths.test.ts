@@ -115,6 +115,16 @@ describe("a refused identity stops reconnecting (issue 13, fault 2)", () => {
       expect(logger.lines.some((line) => line.level === "error" && /refused the identity/.test(line.message))).toBe(
         true,
       );
+      // A call meanwhile names the refusal, not "call connect() first" (adv13za LOW); sibling: browse.
+      for (const call of [() => driver.read(tags.list()), () => driver.browse()]) {
+        const refused = await call().catch((caught: unknown) => caught);
+        expect(refused).toMatchObject({
+          code: "KILN_NOT_CONNECTED",
+          details: { status: "failed", reason: expect.stringMatching(/BadUserAccessDenied/) as string },
+        });
+        expect((refused as Error).message).toMatch(/stopped reconnecting \(.*BadUserAccessDenied/);
+        expect((refused as Error).message).not.toContain(CHANGED);
+      }
       // Fixed configuration: connect() again is the way back.
       simulator.setUsers([{ userName: "operator", password: PASSWORD }]);
       await driver.connect();
