@@ -793,16 +793,31 @@ export class OpcuaServer {
         return false;
       }
       for (const failures of reserved) if (failures && failures.count > 0) failures.count -= 1;
+      // Sessions whose secure channel is gone (a crashed or power-cycled panel) do not count: node-opcua
+      // keeps them until their timeout (up to 50 min), and counted they locked their user out meanwhile
+      // (adv20 F2). One taken up again on a new channel passes this check again, against the live ones.
       const held = this.#server
         ? this.#server.engine
             .getSessions()
-            .filter((other) => other !== session && this.#principals.get(other)?.id === principal.id).length
+            .filter(
+              (other) =>
+                other !== session &&
+                !(other as { aborted?: boolean }).aborted &&
+                this.#principals.get(other)?.id === principal.id,
+            ).length
         : 0;
       if (held >= this.#options.limits.maxSessionsPerPrincipal) {
         this.#tooManySessions.add(session);
         this.#logger.warn(
           { principal: principal.id, session: info.sessionId, held },
           "OPC UA session refused: too many sessions for this principal",
+        );
+        await this.#refuseLogin(
+          info,
+          address,
+          "limited",
+          userName ?? principal.id,
+          `principal ${JSON.stringify(principal.id.slice(0, 64))} already holds ${held} live sessions (limits.maxSessionsPerPrincipal ${this.#options.limits.maxSessionsPerPrincipal})`,
         );
         return false;
       }
@@ -854,14 +869,15 @@ export class OpcuaServer {
 
   /**
    * Audits a failed or throttled login ({@link OpcuaServer.#refuseCoalesced}, per remote address
-   * and per kind: `refused` by `identify`, or `throttled`): principal `unauthenticated`, the client
+   * and per kind: `refused` by `identify`, `throttled`, or `limited` by `limits.maxSessionsPerPrincipal`):
+   * principal `unauthenticated` (the session never acts as anyone), the client
    * and address in its source, the user name (never the password) and the reason in the entry's
    * reason, and the user names of the coalesced ones in its summary.
    */
   async #refuseLogin(
     info: OpcuaSessionInfo,
     address: string,
-    kind: "refused" | "throttled",
+    kind: "refused" | "throttled" | "limited",
     userName: string | undefined,
     detail: string,
   ): Promise<void> {
