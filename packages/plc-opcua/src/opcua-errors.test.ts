@@ -120,6 +120,13 @@ describe("connectError", () => {
       expect(error.message).not.toContain("***");
       // Sibling: a message that does not contain it is left as it is.
       expect(redact("BadUserAccessDenied (0x801f0000)", "xyz")).toBe("BadUserAccessDenied (0x801f0000)");
+      // A withheld message still classifies the error by what it said (a timeout stays KILN_TIMEOUT,
+      // a lost connection KILN_CONNECTION_FAILED), only the text is not shown.
+      const timedOut = requestError(new Error(`request timed out while ${secret} waited`), "read", secret);
+      expect(timedOut).toMatchObject({ code: "KILN_TIMEOUT", retryable: true });
+      expect(timedOut.message).toMatch(/withheld/);
+      const closed = requestError(new Error(`socket closed (${secret})`), "write", secret);
+      expect(closed).toMatchObject({ code: "KILN_CONNECTION_FAILED", retryable: true });
     },
   );
 });

@@ -134,7 +134,9 @@ export function isTransientStatus(statusName: string): boolean {
 export function connectError(error: unknown, context: ConnectErrorContext): KilnError {
   if (KilnError.is(error)) return error;
   const status = statusOfError(error);
-  const message = redact(messageOf(error), context.secret);
+  // Classified by the whole text, reported redacted: a short password withholds the whole message.
+  const raw = messageOf(error);
+  const message = redact(raw, context.secret);
   const details: Record<string, unknown> = { endpointUrl: context.endpointUrl };
   if (status) Object.assign(details, status);
 
@@ -145,14 +147,14 @@ export function connectError(error: unknown, context: ConnectErrorContext): Kiln
       { cause: error, retryable: false, details },
     );
   }
-  if (/cannot find \w+ user token policy/i.test(message)) {
+  if (/cannot find \w+ user token policy/i.test(raw)) {
     return new KilnError(
       "KILN_AUTHENTICATION_FAILED",
       `The OPC UA server at ${context.endpointUrl} does not accept this kind of user identity on the ${context.securityMode} endpoint. Use an identity type the server allows (anonymous, username or certificate).`,
       { cause: error, retryable: false, details: { ...details, reason: "identity-type-not-offered" } },
     );
   }
-  if (/server Certificate verification failed/i.test(message)) {
+  if (/server Certificate verification failed/i.test(raw)) {
     return serverCertificateUntrusted(context, status?.statusName, error, details);
   }
   if (context.stage !== undefined) details.stage = context.stage;
@@ -172,7 +174,7 @@ export function connectError(error: unknown, context: ConnectErrorContext): Kiln
       { cause: error, retryable: false, details: { ...details, reason: "client-certificate-rejected" } },
     );
   }
-  if (/cannot find (an )?endpoint/i.test(message)) {
+  if (/cannot find (an )?endpoint/i.test(raw)) {
     return new KilnError(
       "KILN_CONNECTION_FAILED",
       `The OPC UA server at ${context.endpointUrl} offers no endpoint with security mode ${context.securityMode} and policy ${context.securityPolicy}. Pick a mode and policy the server offers.`,
@@ -291,10 +293,12 @@ const TRANSIENT_STATUSES: ReadonlySet<string> = new Set([
 export function requestError(error: unknown, operation: string, secret?: string): KilnError {
   if (KilnError.is(error)) return error;
   const status = statusOfError(error);
-  const message = redact(messageOf(error), secret);
+  // Classified by the whole text, reported redacted: a short password withholds the whole message.
+  const raw = messageOf(error);
+  const message = redact(raw, secret);
   const details: Record<string, unknown> = { operation };
   if (status) Object.assign(details, status);
-  if (/NODE-OPCUA-W09/.test(message)) {
+  if (/NODE-OPCUA-W09/.test(raw)) {
     // node-opcua's client refused a subscription whose keep-alive period exceeds the session
     // timeout: the configuration, not the network. Repeating cannot help.
     return new KilnValidationError(
@@ -309,8 +313,8 @@ export function requestError(error: unknown, operation: string, secret?: string)
     );
   }
   if (
-    REQUEST_TIMED_OUT.test(message) ||
-    SOCKET_TIMED_OUT.test(message) ||
+    REQUEST_TIMED_OUT.test(raw) ||
+    SOCKET_TIMED_OUT.test(raw) ||
     (status !== undefined && TIMEOUT_STATUSES.has(status.statusName))
   ) {
     return new KilnError("KILN_TIMEOUT", `OPC UA ${operation} timed out: ${message}`, {
@@ -321,7 +325,7 @@ export function requestError(error: unknown, operation: string, secret?: string)
   }
   if (
     isConnectionLoss(status) ||
-    /disconnected|ECONNRESET|EPIPE|ECONNREFUSED|not usable|closed|canceled|aborted|connection break/i.test(message)
+    /disconnected|ECONNRESET|EPIPE|ECONNREFUSED|not usable|closed|canceled|aborted|connection break/i.test(raw)
   ) {
     return new KilnError(
       "KILN_CONNECTION_FAILED",
