@@ -35,6 +35,8 @@ interface Pending {
   readonly request: RtuRequest;
   /** The request's identity for {@link ModbusAnswerRepeats}. */
   readonly key: string;
+  /** Its answer's shape (unit, function code, answer length): answer times are learned per shape. */
+  readonly shape: string;
   /** The line was out of step when the request went out: an answer counts only if no more bytes follow it. */
   readonly guarded: boolean;
   /** When it went on the line (`performance.now()`). */
@@ -69,6 +71,13 @@ interface Pending {
  */
 export const REPEAT_WINDOW_MS = 250;
 
+/**
+ * How many of a shape's last answer times the client keeps (the shortest of them is the unit's time for the shape,
+ * see {@link ModbusRtuClient}), and how many it needs before it judges an answer's time.
+ */
+const ANSWER_TIMES_KEPT = 16;
+const ANSWER_TIMES_NEEDED = 3;
+
 export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient {
   readonly #opener: SerialPortOpener;
   readonly #events = new EventEmitter();
@@ -93,6 +102,8 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
   #lastByteAt = Number.NEGATIVE_INFINITY;
   #frameTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #answerRepeats = new ModbusAnswerRepeats();
+  /** The last answer times (ms, send to last byte read) of data answers taken, per answer shape. */
+  readonly #answerTimes = new Map<string, number[]>();
 
   constructor(opener: SerialPortOpener = openSerialPort) {
     super();
@@ -198,9 +209,10 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
     this.#reportStray();
     const request = rtuRequest(this.#unitId, pduBytes);
     const key = ModbusAnswerRepeats.keyOf(request.unitId, pduBytes);
+    const shape = `${request.unitId}:${request.functionCode}:${request.answerLength}`;
     return new Promise<Buffer>((resolve, reject) => {
       const sentAt = performance.now();
-      this.#pending = { request, key, guarded: this.#outOfStep, sentAt, resolve, reject, settled: false };
+      this.#pending = { request, key, shape, guarded: this.#outOfStep, sentAt, resolve, reject, settled: false };
       port.write(rtuFrame(request.unitId, pduBytes));
     });
   }
@@ -283,6 +295,24 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
       this.#mismatch(pending, answer.reason);
       return;
     }
+    const now = performance.now();
+    // Send (before the write) to the last byte as read: a busy event loop reads bytes late, so it only ever
+    // makes an answer look later than it came, never earlier.
+    const latency = now - pending.sentAt;
+    // A data answer much sooner than the unit answers this shape is not this request's: an extra frame (a
+    // repeater's retransmission, an answer sent out of order) or the previous request's own answer shifted into
+    // this window (ADR 0041, amendment fix12c). An answer taken while the line was out of step (quiet before the
+    // request and for the quiet time after the answer) is not judged; it teaches the unit's time anew.
+    const times = answer.kind === "data" && !pending.guarded ? this.#answerTimesOf(pending.shape) : undefined;
+    if (times && latency < times.shortest / 2 && times.shortest - latency > this.#turnaroundMs) {
+      this.#mismatch(
+        pending,
+        `an answer came ${latency.toFixed(1)} ms after the request, less than half the ${times.shortest.toFixed(1)} ms ` +
+          `unit ${pending.request.unitId} took at least for its last answers of this size: an extra or late frame, ` +
+          `not this request's answer`,
+      );
+      return;
+    }
     const complete = (): void => {
       this.#remember(this.#buffer);
       // A repeat of the previous answer on the line is delivered uncertain unless proven (ModbusAnswerRepeats).
@@ -291,6 +321,7 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
       if (answer.kind === "exception") {
         this.#settle(pending, Object.assign(new Error(`Modbus exception ${answer.code}`), { modbusCode: answer.code }));
       } else {
+        if (doubt === undefined) this.#learnAnswerTime(pending, latency);
         const data = Buffer.from(answer.data);
         this.#settle(pending, undefined, doubt === undefined ? data : doubtAnswer(data, doubt));
       }
@@ -298,21 +329,62 @@ export class ModbusRtuClient extends ModbusFunctionCodes implements ModbusClient
     // Take the answer only if the line stays quiet after it (bytes after it make it a mismatch, above): for the
     // turnaround; for the quiet time when the line was out of step; when the frame repeats a recent answer, until
     // twice the last answer's latency after the request plus the quiet time (the real answer behind a repeat
-    // comes in the device's own time).
-    const now = performance.now();
-    const latency = now - pending.sentAt;
+    // comes in the device's own time); when it came sooner than the unit ever took for its last answers of this
+    // size, until its usual (median) time plus the turnaround, at most half the request timeout after the request
+    // (the real answer behind an extra frame comes then).
+    const held = times !== undefined && latency < times.shortest;
     const wait = this.#repeats(this.#buffer)
       ? Math.max(this.#quietMs, pending.sentAt + 2 * this.#latencyMs + this.#quietMs - now)
       : pending.guarded
         ? this.#quietMs
-        : this.#turnaroundMs;
+        : held
+          ? Math.max(
+              this.#turnaroundMs,
+              pending.sentAt + Math.min(times.usual + this.#turnaroundMs, this.#timeoutMs / 2) - now,
+            )
+          : this.#turnaroundMs;
     this.#frameTimer = setTimeout(() => {
       this.#frameTimer = undefined;
       if (this.#pending !== pending || pending.settled) return;
-      if (pending.guarded) this.#outOfStep = false;
-      this.#latencyMs = latency;
-      complete();
+      // A timer that fires late runs before the loop reads bytes waiting on the port: read them first (bytes
+      // after the answer make it a mismatch, in #receive).
+      setImmediate(() => {
+        if (this.#pending !== pending || pending.settled) return;
+        if (pending.guarded) this.#outOfStep = false;
+        // Taken though sooner than the unit ever answered by more than a turnaround: if it was an extra frame, the
+        // request's own answer is still to come; the next request waits for the quiet time, so it comes while no
+        // request waits (a stray, the unit fenced) and cannot be taken by the next request of its size.
+        if (held && latency < times.shortest - this.#turnaroundMs) this.#outOfStep = true;
+        this.#latencyMs = latency;
+        complete();
+      });
     }, wait);
+  }
+
+  /**
+   * The shortest and the median of the shape's last answer times (ms), once {@link ANSWER_TIMES_NEEDED} are known.
+   * The shortest is the rule's measure: a busy event loop reads bytes late, so it can lengthen every time but
+   * shorten none, and one fast answer among slow ones keeps it low.
+   */
+  #answerTimesOf(shape: string): { readonly shortest: number; readonly usual: number } | undefined {
+    const times = this.#answerTimes.get(shape);
+    if (!times || times.length < ANSWER_TIMES_NEEDED) return undefined;
+    const sorted = [...times].sort((a, b) => a - b);
+    return { shortest: sorted[0]!, usual: sorted[Math.floor(sorted.length / 2)]! };
+  }
+
+  /**
+   * Records a data answer's time for its shape. An answer taken while the line was out of step that came sooner
+   * than half the shortest time starts the shape's record anew: the unit got faster (an early answer was refused
+   * for it just before, and the line proved quiet around this one).
+   */
+  #learnAnswerTime(pending: Pending, latency: number): void {
+    const known = this.#answerTimesOf(pending.shape);
+    const times = this.#answerTimes.get(pending.shape) ?? [];
+    if (pending.guarded && known && latency < known.shortest / 2) times.length = 0;
+    times.push(latency);
+    if (times.length > ANSWER_TIMES_KEPT) times.shift();
+    this.#answerTimes.set(pending.shape, times);
   }
 
   /** Whether `frame` is byte-identical to the last frame seen, within {@link REPEAT_WINDOW_MS} (a repeat). */
