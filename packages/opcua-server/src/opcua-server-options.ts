@@ -110,6 +110,7 @@ export const opcuaServerOptionsSchema = z
         maxChunkCount: z.number().int().min(1).max(9_000).default(1_024),
         maxFailedLogins: z.number().int().min(1).max(1_000).default(5),
         failedLoginWindowMs: z.number().int().min(1_000).max(86_400_000).default(60_000),
+        maxTrackedLogins: z.number().int().min(10).max(10_000_000).default(100_000),
       })
       .strict()
       .default({
@@ -143,6 +144,7 @@ export const opcuaServerOptionsSchema = z
         maxChunkCount: 1_024,
         maxFailedLogins: 5,
         failedLoginWindowMs: 60_000,
+        maxTrackedLogins: 100_000,
       }),
     authorizer: z
       .custom<OpcuaReadAuthorizer>(
@@ -287,6 +289,11 @@ export const opcuaServerOptionsSchema = z
  *     address in its source, the user name (never the password) and the reason, refused by
  *     `identify` or throttled, in its reason), coalesced per remote address and reason per 10 s
  *     with a counted summary.
+ *   - `maxTrackedLogins` (10..10000000) @default 100000: most remote addresses and (address, user
+ *     name) pairs whose failed logins are counted at once (about 150 bytes each). When the table is
+ *     full of pairs still in their window, a login it cannot count is refused without asking
+ *     `identify` (fail closed; audited throttled) until entries expire: before, such logins went
+ *     uncounted and a password could be guessed without limit (adv20 F1).
  *
  *   A session that ends (closed, or timed out) takes its subscriptions with it: none lives on
  *   as an orphan outside these limits (so a client that loses its session cannot transfer its

@@ -115,8 +115,8 @@ const MAX_TARGETS_KEYED = 100_000;
 /** Most characters of `system.refuseCommand`'s comment. */
 const COMMENT_MAX_LENGTH = 1_000;
 
-/** Most addresses and user names whose failed logins are tracked at once (expired ones are dropped first). */
-const MAX_TRACKED_LOGINS = 10_000;
+/** Most login-audit scopes (remote addresses) kept at once: cleared when full (they only coalesce audit entries). */
+const MAX_LOGIN_SCOPES = 100_000;
 
 /** Most characters of an audit source (Kiln's principal `source` rule). */
 const SOURCE_MAX_LENGTH = 256;
@@ -780,6 +780,24 @@ export class OpcuaServer {
     // when it succeeds): attempts in flight count against the limit, so concurrent logins cannot
     // all pass the check above before any of them has failed.
     const reserved = keys.map((key) => this.#countFailedLogin(key));
+    if (reserved.some((failures) => failures === undefined)) {
+      // The table of failed logins is full of pairs still in their window: an attempt it cannot count
+      // could be repeated without limit (adv20 F1: 480 source addresses filled it, then one user's
+      // password was guessed 60 times). Fail closed: refused without asking identify, until entries expire.
+      for (const failures of reserved) if (failures && failures.count > 0) failures.count -= 1;
+      this.#logger.error(
+        { tracked: this.#loginFailures.size, windowMs: this.#options.limits.failedLoginWindowMs },
+        "OPC UA login refused: the failed-login table is full (many failing clients); logins not yet tracked are refused until entries expire",
+      );
+      await this.#refuseLogin(
+        info,
+        address,
+        "throttled",
+        userName,
+        `throttled: the failed-login table is full (${this.#options.limits.maxTrackedLogins} address and user name pairs failed within ${this.#options.limits.failedLoginWindowMs} ms); logins it cannot count are refused until entries expire; identify not asked`,
+      );
+      return false;
+    }
     try {
       const principal = await this.#options.identify(identity, info);
       if (principal === undefined || principal === null) {
@@ -851,7 +869,7 @@ export class OpcuaServer {
   #countFailedLogin(key: string): { count: number; since: number } | undefined {
     const now = this.#clock.now();
     const window = this.#options.limits.failedLoginWindowMs;
-    if (this.#loginFailures.size >= MAX_TRACKED_LOGINS) {
+    if (this.#loginFailures.size >= this.#options.limits.maxTrackedLogins) {
       for (const [other, failures] of this.#loginFailures) {
         if (now - failures.since >= window) this.#loginFailures.delete(other);
       }
@@ -861,7 +879,7 @@ export class OpcuaServer {
       failures.count += 1;
       return failures;
     }
-    if (this.#loginFailures.size >= MAX_TRACKED_LOGINS) return undefined;
+    if (this.#loginFailures.size >= this.#options.limits.maxTrackedLogins) return undefined;
     const counted = { count: 1, since: now };
     this.#loginFailures.set(key, counted);
     return counted;
@@ -883,7 +901,7 @@ export class OpcuaServer {
   ): Promise<void> {
     let scope = this.#loginScopes.get(address);
     if (!scope) {
-      if (this.#loginScopes.size >= MAX_TRACKED_LOGINS) this.#loginScopes.clear();
+      if (this.#loginScopes.size >= MAX_LOGIN_SCOPES) this.#loginScopes.clear();
       this.#loginScopes.set(address, (scope = {}));
     }
     const who = userName === undefined ? "" : `user ${JSON.stringify(userName.slice(0, 64))}`;
