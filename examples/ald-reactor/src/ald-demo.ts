@@ -310,7 +310,13 @@ class AldDemoRun {
     this.#progress = undefined;
     await this.#fault;
     await this.#settleAcknowledgements();
-    if (serving) await serving.until(serving.endpointUrl);
+    if (serving) {
+      // The summary and report are made from the stopped system's history, so they follow the end of serving.
+      this.#say(
+        `Recipe ${result.status} after ${((result.endedAt - result.startedAt) / 1_000).toFixed(1)} s; still serving at ${serving.endpointUrl} until stopped (Ctrl-C): the summary and the report follow then`,
+      );
+      await serving.until(serving.endpointUrl);
+    }
     const plcState = plc.state;
     await system.stop();
     const logging = system.health().logging;

@@ -12,7 +12,7 @@ const USAGE = `Usage: npm run demo -- [--fault] [--metrics] [--metrics-port <por
   --help, -h            print this and exit
   --fault               stop and restart the PLC's OPC UA server mid-run
   --serve               serve the reactor over OPC UA (the demo users are in the README); after the recipe
-                        ends it keeps serving until Ctrl-C
+                        ends it keeps serving until Ctrl-C, then prints the summary and report
   --serve-port <port>   the port of --serve (default 4840)
   --trust-client-certs-dir <dir>  trust the client certificates (.pem, .der) in <dir>
   --allow-insecure      also offer SecurityPolicy None and anonymous (viewer) sessions

@@ -84,6 +84,12 @@ test(
     });
     const announced = lines.find((line) => line.startsWith("OPC UA server: opc.tcp://"));
     expect(announced).toBeDefined();
+    // adv20 F6: the end of the recipe is told while serving goes on, and that the summary waits for the stop.
+    expect(
+      lines.some((line) =>
+        /^Recipe completed after [\d.]+ s; still serving at opc\.tcp:\/\/.* until stopped/.test(line),
+      ),
+    ).toBe(true);
     expect(summary.ok).toBe(true);
     expect(seen.state).toBe("idle");
     expect(typeof seen.pressure).toBe("number");
