@@ -212,7 +212,8 @@ export const opcuaServerOptionsSchema = z
  *   audited with its operation count (`system.refuseCommand`, action `opcua.<Service>`), the same
  *   request repeated within 10 s coalesced into one counted summary, as every refusal is:
  *   - `maxSessions` (all clients) @default 50; `maxSessionsPerPrincipal` (sessions activated as
- *     one principal id, counting only sessions whose secure channel is up) @default 4
+ *     one principal id; at the limit, that principal's sessions whose secure channel is gone, a
+ *     crashed client's, are closed to make room, oldest first) @default 4
  *   - `maxSubscriptionsPerSession` @default 10; `maxSubscriptions` (all sessions) @default 200
  *   - `maxMonitoredItemsPerSession` @default 2000; `maxMonitoredItemsPerSubscription` @default
  *     1000; `maxMonitoredItems` (all sessions) @default 20000; `maxMonitoredItemsPerCall` (one

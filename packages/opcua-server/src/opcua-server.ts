@@ -811,19 +811,12 @@ export class OpcuaServer {
         return false;
       }
       for (const failures of reserved) if (failures && failures.count > 0) failures.count -= 1;
-      // Sessions whose secure channel is gone (a crashed or power-cycled panel) do not count: node-opcua
-      // keeps them until their timeout (up to 50 min), and counted they locked their user out meanwhile
-      // (adv20 F2). One taken up again on a new channel passes this check again, against the live ones.
-      const held = this.#server
-        ? this.#server.engine
-            .getSessions()
-            .filter(
-              (other) =>
-                other !== session &&
-                !(other as { aborted?: boolean }).aborted &&
-                this.#principals.get(other)?.id === principal.id,
-            ).length
-        : 0;
+      // Every session of the principal counts, those whose secure channel is gone too (they hold one of
+      // the server's maxSessions slots until node-opcua times them out, up to 50 min: uncounted, one user
+      // crashing sessions filled every slot, adv20b). At the limit, the principal's own sessions whose
+      // channel is gone (a crashed or power-cycled panel) are closed, oldest first, to make room: before,
+      // counted and kept, they locked their user out meanwhile (adv20 F2). Live sessions are never closed.
+      const held = this.#server ? this.#makeRoomFor(session, principal.id) : 0;
       if (held >= this.#options.limits.maxSessionsPerPrincipal) {
         this.#tooManySessions.add(session);
         this.#logger.warn(
@@ -835,7 +828,7 @@ export class OpcuaServer {
           address,
           "limited",
           userName ?? principal.id,
-          `principal ${JSON.stringify(principal.id.slice(0, 64))} already holds ${held} live sessions (limits.maxSessionsPerPrincipal ${this.#options.limits.maxSessionsPerPrincipal})`,
+          `principal ${JSON.stringify(principal.id.slice(0, 64))} already holds ${held} live sessions (limits.maxSessionsPerPrincipal ${this.#options.limits.maxSessionsPerPrincipal}; sessions whose channel is gone were closed to make room)`,
         );
         return false;
       }
@@ -852,6 +845,34 @@ export class OpcuaServer {
       this.#logger.warn({ error: String(error), session: info.sessionId }, "identify failed; session refused");
       return false;
     }
+  }
+
+  /**
+   * The sessions `principalId` holds besides `session`, after closing (oldest first) as many of its
+   * sessions whose secure channel is gone as it takes to bring them under `limits.maxSessionsPerPrincipal`
+   * (their subscriptions deleted; a client that comes back gets BadSessionIdInvalid and opens a new one).
+   */
+  #makeRoomFor(session: ServerSession, principalId: string): number {
+    const engine = this.#server!.engine;
+    const own = engine
+      .getSessions()
+      .filter((other) => other !== session && this.#principals.get(other)?.id === principalId);
+    let held = own.length;
+    for (const other of own) {
+      if (held < this.#options.limits.maxSessionsPerPrincipal) break;
+      if (!(other as { aborted?: boolean }).aborted) continue;
+      try {
+        engine.closeSession(other.authenticationToken, true, "Forcing");
+        held -= 1;
+        this.#logger.info(
+          { principal: principalId, session: other.nodeId?.toString() },
+          "OPC UA session closed to make room: its secure channel was gone",
+        );
+      } catch (error) {
+        this.#logger.warn({ error: String(error) }, "an OPC UA session whose channel was gone could not be closed");
+      }
+    }
+    return held;
   }
 
   /** Whether logins of `key` (an address, or an address and user name) are refused for now: `limit` failures in the window. */

@@ -131,6 +131,66 @@ describe("OpcuaServer limits", () => {
     }
   });
 
+  test("sessions whose channel is gone (a crashed client) are closed to make room under maxSessionsPerPrincipal, not left holding server slots; a refusal is audited", async () => {
+    // The crashed panel's connections go through a proxy the test cuts: the sockets close with no
+    // CloseSession, as when the client process dies; node-opcua keeps the sessions until their timeout.
+    const port = Number(new URL(served.server.endpointUrl.replace(/^opc\.tcp:/, "http:")).port);
+    const sockets = new Set<Socket>();
+    const proxy = createServer((client) => {
+      const upstream = connectTcp({ host: "127.0.0.1", port });
+      for (const socket of [client, upstream]) {
+        sockets.add(socket);
+        socket.on("error", () => undefined);
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    const proxied = {
+      endpointUrl: `opc.tcp://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+    } as unknown as Parameters<typeof connect>[0];
+    const crashed = [
+      await connect(proxied, pki.trusted, user("ada")),
+      await connect(proxied, pki.trusted, user("ada")),
+    ];
+    const before = (await audited("opcua.ActivateSession")).length;
+    const held: Client[] = [];
+    try {
+      for (const client of crashed) void client.client.disconnect().catch(() => undefined);
+      for (const socket of sockets) socket.destroy();
+      // Two new sessions for the same user are taken although the crashed two are still on the
+      // server (retried until the server has seen their channels close).
+      for (let index = 0; index < 2; index++) {
+        const deadline = Date.now() + 5_000;
+        for (;;) {
+          try {
+            held.push(await connect(served.server, pki.trusted, user("ada")));
+            break;
+          } catch (error) {
+            if (Date.now() > deadline) throw error;
+            await new Promise((resolve) => setTimeout(resolve, 100));
+          }
+        }
+      }
+      // adv20b: the crashed sessions were closed to make room, not left holding server slots (one user
+      // crashing sessions in rounds filled the server's maxSessions for everyone).
+      const count = await held[0]!.session.read({ nodeId: "ns=0;i=2277", attributeId: AttributeIds.Value });
+      expect(count.value.value).toBe(2);
+      // Sibling: the limit still holds for live sessions, and that refusal is audited now.
+      await expect(connect(served.server, pki.trusted, user("ada"))).rejects.toThrow(/BadTooManySessions/);
+      let entries: AuditEntry[] = [];
+      const until = Date.now() + 3_000;
+      while (entries.length === 0 && Date.now() < until) {
+        entries = (await audited("opcua.ActivateSession")).slice(before);
+        if (entries.length === 0) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      expect(entries.map((entry) => entry.outcome)).toEqual(["denied"]);
+      expect(entries[0]!.reason).toMatch(/already holds 2 live sessions \(limits\.maxSessionsPerPrincipal 2;/);
+    } finally {
+      for (const client of held) await client.close();
+      await new Promise<void>((resolve) => proxy.close(() => resolve()));
+    }
+  });
+
   test("a principal holds at most maxSessionsPerPrincipal sessions (BadTooManySessions beyond); another principal still connects", async () => {
     const held = [
       await connect(served.server, pki.trusted, user("vic")),
@@ -151,62 +211,6 @@ describe("OpcuaServer limits", () => {
   // adv20 F2: a panel that crashed left its sessions on the server (node-opcua keeps them until
   // their timeout, up to 50 min); counted against the limit, they locked its user out, and the
   // refusal was only logged.
-  test("sessions whose channel is gone (a crashed client) do not count against maxSessionsPerPrincipal; a refusal is audited", async () => {
-    // The crashed panel's connections go through a proxy the test cuts: the sockets close with no
-    // CloseSession, as when the client process dies; node-opcua keeps the sessions until their timeout.
-    const port = Number(new URL(served.server.endpointUrl.replace(/^opc\.tcp:/, "http:")).port);
-    const sockets = new Set<Socket>();
-    const proxy = createServer((client) => {
-      const upstream = connectTcp({ host: "127.0.0.1", port });
-      for (const socket of [client, upstream]) {
-        sockets.add(socket);
-        socket.on("error", () => undefined);
-      }
-      client.pipe(upstream).pipe(client);
-    });
-    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
-    const proxied = {
-      endpointUrl: `opc.tcp://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
-    } as unknown as Parameters<typeof connect>[0];
-    const crashed = [
-      await connect(proxied, pki.trusted, user("vic")),
-      await connect(proxied, pki.trusted, user("vic")),
-    ];
-    const before = (await audited("opcua.ActivateSession")).length;
-    const held: Client[] = [];
-    try {
-      for (const client of crashed) void client.client.disconnect().catch(() => undefined);
-      for (const socket of sockets) socket.destroy();
-      // Two new sessions for the same user are taken although the crashed two are still on the
-      // server (retried until the server has seen their channels close).
-      for (let index = 0; index < 2; index++) {
-        const deadline = Date.now() + 5_000;
-        for (;;) {
-          try {
-            held.push(await connect(served.server, pki.trusted, user("vic")));
-            break;
-          } catch (error) {
-            if (Date.now() > deadline) throw error;
-            await new Promise((resolve) => setTimeout(resolve, 100));
-          }
-        }
-      }
-      // Sibling: the limit still holds for live sessions, and that refusal is audited now.
-      await expect(connect(served.server, pki.trusted, user("vic"))).rejects.toThrow(/BadTooManySessions/);
-      let entries: AuditEntry[] = [];
-      const until = Date.now() + 3_000;
-      while (entries.length === 0 && Date.now() < until) {
-        entries = (await audited("opcua.ActivateSession")).slice(before);
-        if (entries.length === 0) await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-      expect(entries.map((entry) => entry.outcome)).toEqual(["denied"]);
-      expect(entries[0]!.reason).toMatch(/already holds 2 live sessions \(limits\.maxSessionsPerPrincipal 2\)/);
-    } finally {
-      for (const client of held) await client.close();
-      await new Promise<void>((resolve) => proxy.close(() => resolve()));
-    }
-  });
-
   test("a HistoryRead AtTime of more than maxHistoryReadTimes ReqTimes x nodes is refused BadTooManyOperations", async () => {
     const vic = await connect(served.server, pki.trusted, user("vic"));
     try {
