@@ -784,7 +784,7 @@ export class OpcuaServer {
       // The table of failed logins is full of pairs still in their window: an attempt it cannot count
       // could be repeated without limit (adv20 F1: 480 source addresses filled it, then one user's
       // password was guessed 60 times). Fail closed: refused without asking identify, until entries expire.
-      for (const failures of reserved) if (failures && failures.count > 0) failures.count -= 1;
+      giveBack(reserved);
       this.#logger.error(
         { tracked: this.#loginFailures.size, windowMs: this.#options.limits.failedLoginWindowMs },
         "OPC UA login refused: the failed-login table is full (many failing clients); logins not yet tracked are refused until entries expire",
@@ -810,7 +810,7 @@ export class OpcuaServer {
         );
         return false;
       }
-      for (const failures of reserved) if (failures && failures.count > 0) failures.count -= 1;
+      giveBack(reserved);
       // Every session of the principal counts, those whose secure channel is gone too (they hold one of
       // the server's maxSessions slots until node-opcua times them out, up to 50 min: uncounted, one user
       // crashing sessions filled every slot, adv20b). At the limit, the principal's own sessions whose
@@ -1711,6 +1711,11 @@ function sessionInfoOf(runtime: ServerRuntime, session: ServerSession): OpcuaSes
     securityMode: channel ? String(securityModeName(channel.securityMode)) : "unknown",
     securityPolicy: channel ? String(channel.securityPolicy) : "unknown",
   };
+}
+
+/** Gives back the failures a login attempt reserved before `identify` was asked (it did not fail, or was not asked). */
+function giveBack(reserved: readonly ({ count: number } | undefined)[]): void {
+  for (const failures of reserved) if (failures && failures.count > 0) failures.count -= 1;
 }
 
 function securityModeName(mode: number): string {
