@@ -245,8 +245,10 @@ describe("ConnectionLifecycle", () => {
         if (round === 2) lifecycle.answered();
       });
       const waits = attempts.map((at, index) => at - (index === 0 ? 1_000 : attempts[index - 1]! + 1_000));
-      // Losses 1 and 2 unproven (100, 200); the third connection answered and lived 1 s: back to the first step.
-      expect(waits).toEqual([100, 200, 100, 200]);
+      // Losses 1 and 2 unproven (100, 200); the third connection answered and lived 1 s: back to the first step,
+      // and the fourth, up 1 s without an answer, is the first loss counted since (the proven one is out of the
+      // window by then).
+      expect(waits).toEqual([100, 200, 100, 100]);
     });
 
     test("without proofNeedsAnswer, staying up the cap is the proof (an OPC UA session, an MQTT CONNACK)", async () => {
@@ -260,17 +262,20 @@ describe("ConnectionLifecycle", () => {
 
     test("connections up longer than one step but shorter than the cap still back off (issue 13 MEDIUM-2: before, one step proved them)", async () => {
       const flapping = await flap(false, 6, async (_lifecycle, clock) => clock.advance(300));
+      // Losses at 300, 700, 1_200, 1_900, 2_400, 2_900 ms: each waits one step per earlier loss in the last
+      // 1 s (the cap), not the first step every time.
       expect(flapping.map((at, index) => at - (index === 0 ? 300 : flapping[index - 1]! + 300))).toEqual([
-        100, 200, 400, 800, 1_000, 1_000,
+        100, 200, 400, 200, 200, 200,
       ]);
     });
 
-    test("provenAfterMs sets the period that proves a connection (sibling: shorter than the cap)", async () => {
+    test("provenAfterMs sets the period that proves a connection and the window of losses counted (sibling: shorter than the cap)", async () => {
       const proven = await flap(false, 3, async (_lifecycle, clock) => clock.advance(300), false, 300);
       expect(proven.map((at, index) => at - (index === 0 ? 300 : proven[index - 1]! + 300))).toEqual([100, 100, 100]);
+      // Losses at 1_000, 2_100, 3_300 ms with a 2 s window: the third counts only the second.
       const longer = await flap(false, 3, async (_lifecycle, clock) => clock.advance(1_000), false, 2_000);
       expect(longer.map((at, index) => at - (index === 0 ? 1_000 : longer[index - 1]! + 1_000))).toEqual([
-        100, 200, 400,
+        100, 200, 200,
       ]);
     });
 
@@ -288,9 +293,10 @@ describe("ConnectionLifecycle", () => {
         // The library repaired it.
         lifecycle.setStatus("connected", "repaired");
       }
-      expect(waits).toEqual([0, 100, 200, 400, 800, 1_000]);
+      // Losses every 200 ms: the sixth (at 1_200 ms) no longer counts the first, out of the 1 s window.
+      expect(waits).toEqual([0, 100, 200, 400, 800, 800]);
       expect(changes.filter((change) => change.to === "reconnecting").map((change) => change.reason)).toContain(
-        "session closed by the server (lost 0.2 s after it was established, before the 1 s that prove a connection; unproven loss 3 in a row, counted as a failed attempt: the repair waits 200 ms longer)",
+        "session closed by the server (lost 0.2 s after it was established, before the 1 s that prove a connection; loss 3 in the last 1 s, counted as a failed attempt: the repair waits 200 ms longer)",
       );
       // Up the cap: proven; its loss is repaired at once again, with the plain reason.
       await clock.advance(1_000);
@@ -333,6 +339,58 @@ describe("ConnectionLifecycle", () => {
       expect(taken.map((at, index) => at - (index === 0 ? 700 : taken[index - 1]! + 700))).toEqual([
         100, 200, 400, 800, 1_000, 1_000,
       ]);
+    });
+  });
+
+  describe("losses judged by their count in a window, not by one connection's life (issue 13, adv13zb F1)", () => {
+    // The OPC UA defaults of the probe that found it: 1 s first step, doubling, 20 s cap (= the window).
+    const backoff = { initialDelayMs: 1_000, maxDelayMs: 20_000, jitter: 0 };
+
+    /**
+     * Runs `durationMs` of simulated time: each connection is lost at `lossAt(connectedAt)` and reopened by a
+     * `reconnect()` loop whose attempts succeed. Returns when each connection came up and went down.
+     */
+    async function run(
+      lossAt: (connectedAt: number) => number,
+      durationMs: number,
+    ): Promise<{ up: number[]; down: number[] }> {
+      const clock = new SimulatedClock({ start: 0 });
+      const lifecycle = new ConnectionLifecycle({ name: "test", clock, random: () => 0 });
+      await lifecycle.connect(async () => undefined);
+      const up = [0];
+      const down: number[] = [];
+      while (clock.now() < durationMs) {
+        await clock.advance(lossAt(up.at(-1)!) - clock.now());
+        down.push(clock.now());
+        const loop = lifecycle.reconnect({
+          reason: "link lost",
+          backoff,
+          delayFirst: true,
+          attempt: async () => undefined,
+        });
+        while (lifecycle.status !== "connected") await clock.advance(50);
+        await loop;
+        up.push(clock.now());
+      }
+      return { up, down };
+    }
+
+    test("a link cut for a moment every 15 s keeps short waits and stays up (before: waits grew to the 20 s cap, ~30 % up)", async () => {
+      const { up, down } = await run((connectedAt) => (Math.floor(connectedAt / 15_000) + 1) * 15_000, 600_000);
+      const waits = down.map((at, index) => up[index + 1]! - at);
+      expect(Math.max(...waits)).toBeLessThanOrEqual(2_000);
+      const downFor = waits.reduce((sum, wait) => sum + wait, 0);
+      expect(1 - downFor / up.at(-1)!).toBeGreaterThanOrEqual(0.85);
+    });
+
+    test("sibling: a peer dropping every connection 120 ms after it came up gets at most 5 connections in any 20 s, about one per 8 s in the long run", async () => {
+      const { up } = await run((connectedAt) => connectedAt + 120, 600_000);
+      // Steps 1, 2, 4, 8 s fit in the window, 16 s more do not: at most 5 bring-ups in any 20 s.
+      const most = Math.max(...up.map((at) => up.filter((other) => other >= at && other < at + 20_000).length));
+      expect(most).toBeLessThanOrEqual(5);
+      const perConnection = up.at(-1)! / (up.length - 1);
+      expect(perConnection).toBeGreaterThanOrEqual(5_000);
+      // Before fix13c: one every ~1.1 s (the first step each time).
     });
   });
 

@@ -105,11 +105,13 @@ export class ConnectionLifecycle {
   /** The status was `connected` since the last reconnect loop started: the next loop follows a lost connection. */
   #upSinceLoop = false;
   /**
-   * Connections lost in a row since the last one that proved itself (answered and up for one backoff step),
-   * counting that one: the next loop after an unproven loss starts this many backoff steps further on, so a peer that accepts and then drops connections
-   * is not redialled at the first step forever (adv12 M3).
+   * The losses counted since the last connection that proved itself (that one included), oldest first, at most
+   * {@link MAX_COUNTED_LOSSES}: when (clock ms) each came, and whether it proved nothing whatever its age (lost before
+   * the peer answered, or `unprovenLoss`). The next loss after an unproven connection skips one backoff step per
+   * entry still counted (see {@link ConnectionLifecycle.reconnect}), so a peer that accepts and then drops
+   * connections is not redialled at the first step forever (adv12 M3).
    */
-  #unprovenLosses = 0;
+  #losses: { readonly at: number; readonly sticky: boolean }[] = [];
   /** Backoff steps the loss reported by {@link ConnectionLifecycle.connectionLost} reached: a `reconnect()` loop before the connection is up again goes on from there. */
   #carried = 0;
 
@@ -167,7 +169,7 @@ export class ConnectionLifecycle {
       this.#answeredAt = this.#proofNeedsAnswer ? undefined : this.#clock.now();
       this.#upSinceLoop = true;
     } else if (to === "closed") {
-      this.#unprovenLosses = 0;
+      this.#losses = [];
       this.#carried = 0;
     }
     this.#tell(from, to, reason, code);
@@ -345,15 +347,23 @@ export class ConnectionLifecycle {
    * stop (status `disconnected`). A loop already running is
    * left alone. Returns the loop's promise, which never rejects.
    *
-   * The backoff goes on from where the last loop left it unless the connection lost since proved itself: it
-   * answered (see `proofNeedsAnswer`) and stayed `connected` for at least `provenAfterMs` (default
-   * `backoff.maxDelayMs`) after its first answer (without `proofNeedsAnswer`: after it connected). So a peer that
-   * accepts connections and drops them at once, after one answer, or after any time shorter than the cap, is
-   * redialled on the growing backoff up to `maxDelayMs`, not every first step (adv12 M3, issue 13 MEDIUM-2): in
-   * the long run at most one connection per `maxDelayMs`, whatever the peer's pattern. The first loss after a
-   * proven connection starts at the first step again, unless `unprovenLoss` says the loss proved nothing. After an
-   * unproven loss the `reconnecting` reason says so: how long the connection was up, how many such losses in a
-   * row, and when the next attempt comes. `close()` resets it.
+   * The first attempt after a lost connection waits one backoff step per earlier loss still counted (none: it starts
+   * at once, or after the first step with `delayFirst`). A connection proves itself when it answered (see
+   * `proofNeedsAnswer`) and stayed `connected` for at least `provenAfterMs` (default `backoff.maxDelayMs`) after its
+   * first answer (without `proofNeedsAnswer`: after it connected); its loss clears the count. After the loss of a
+   * connection that did not prove itself, the earlier losses counted are those of the last `provenAfterMs` (the
+   * window) and those that proved nothing whatever their age: lost before the peer answered, or flagged
+   * `unprovenLoss`. So (issue 13: adv12 M3, MEDIUM-2, adv13zb F1):
+   * - a peer that drops every connection at once, after one answer, or after any time shorter than the window is
+   *   redialled on the growing backoff: the k-th loss within one window waits the k-th step, so a window holds at
+   *   most as many connections as backoff steps fit in it, plus one (1 s steps doubling, 30 s window: 5), and in the
+   *   long run about one per 8 s with those defaults;
+   * - a link that drops briefly now and then, even more often than once a window, keeps short waits: one such loss
+   *   every 15 s with a 30 s window waits one or two steps each time, not the cap;
+   * - a peer that never answers, or whose losses prove nothing, is redialled on the growing backoff up to the cap.
+   *
+   * After an unproven loss the `reconnecting` reason says so: how long the connection was up, how many losses are
+   * counted, and when the next attempt comes. `close()` clears the count.
    *
    * @throws `KilnValidationError` (`KILN_VALIDATION`) when `options.backoff` breaks its rules
    *   (see `checkBackoff`); nothing starts.
@@ -428,9 +438,10 @@ export class ConnectionLifecycle {
    * Reports the loss of the connection to a driver whose protocol library repairs it by itself (status
    * `reconnecting` with `options.reason`) and counts it by the rule of {@link ConnectionLifecycle.reconnect}.
    * Returns how long, in ms, the library's repair should wait before its first attempt, on top of its own delay:
-   * 0 after a connection that proved itself and after the first unproven loss in a row, then the backoff's steps
-   * (first, second...) up to `maxDelayMs`. So a peer that drops every session shortly after it is established is
-   * not asked for a new one at the library's first step forever (issue 13 MEDIUM-2). After an unproven loss the
+   * one backoff step per earlier loss still counted (0 when none: after a connection that proved itself, or the
+   * first short-lived one in the window), up to `maxDelayMs`. So a peer that drops every session shortly after it is
+   * established is not asked for a new one at the library's first step forever (issue 13 MEDIUM-2), and a link that
+   * drops briefly now and then is repaired after short waits (adv13zb F1). After an unproven loss the
    * reason says so. A `reconnect()` loop the driver starts before the connection is up again (the library gave up)
    * goes on from the step reached. Ignored (returns 0) unless `connected`.
    *
@@ -461,11 +472,15 @@ export class ConnectionLifecycle {
   ): string | undefined {
     if (!this.#upSinceLoop) return undefined;
     this.#upSinceLoop = false;
+    const now = this.#clock.now();
     const provenAfterMs = options.provenAfterMs ?? options.backoff.maxDelayMs;
-    const upFor = this.#answeredAt === undefined ? undefined : this.#clock.now() - this.#answeredAt;
-    const proven = options.unprovenLoss !== true && upFor !== undefined && upFor >= provenAfterMs;
-    const skipped = proven ? 0 : this.#unprovenLosses;
-    this.#unprovenLosses = skipped + 1;
+    const upFor = this.#answeredAt === undefined ? undefined : now - this.#answeredAt;
+    const sticky = options.unprovenLoss === true || upFor === undefined;
+    const proven = !sticky && upFor >= provenAfterMs;
+    this.#losses = proven ? [] : this.#losses.filter((loss) => loss.sticky || loss.at > now - provenAfterMs);
+    const skipped = this.#losses.length;
+    this.#losses.push({ at: now, sticky });
+    if (this.#losses.length > MAX_COUNTED_LOSSES) this.#losses.shift();
     const next = wait(skipped);
     if (proven) return options.reason;
     const life =
@@ -474,10 +489,10 @@ export class ConnectionLifecycle {
         : upFor === undefined
           ? "lost before the peer answered"
           : `lost ${seconds(upFor)} s after it was established, before the ${seconds(provenAfterMs)} s that prove a connection`;
-    return (
-      `${options.reason} (${life}; unproven loss ${this.#unprovenLosses} in a row, counted as a failed attempt` +
-      `${next === undefined ? "" : `: ${next}`})`
-    );
+    const counted = this.#losses.some((loss) => loss.sticky)
+      ? `unproven loss ${skipped + 1} since the last proven connection`
+      : `loss ${skipped + 1} in the last ${seconds(provenAfterMs)} s`;
+    return `${options.reason} (${life}; ${counted}, counted as a failed attempt${next === undefined ? "" : `: ${next}`})`;
   }
 
   /**
@@ -512,6 +527,12 @@ export class ConnectionLifecycle {
     if (this.#status !== "connected") throw this.notConnected();
   }
 }
+
+/**
+ * Losses counted at most (the oldest are forgotten beyond): more steps than any backoff needs to reach its cap from its
+ * first step, so the count is bounded whatever the peer does.
+ */
+const MAX_COUNTED_LOSSES = 64;
 
 /**
  * A refused identity: never retried by itself (status `failed`), because repeating a wrong
