@@ -12,8 +12,9 @@ import type { BaseNode } from "node-opcua-address-space-base";
  *
  * Without it a session still reads its own session's diagnostics (the object under
  * SessionsDiagnosticsSummary whose NodeId is its SessionId) and `ServerDiagnostics.EnabledFlag`.
- * Other sessions' diagnostics name their clients (ApplicationUri, SessionName, EndpointUrl,
- * the client certificate) and what they are doing. Rule sources: OPC UA Part 5, 12.12
+ * Other sessions' diagnostics name their clients (ApplicationUri, SessionName, EndpointUrl)
+ * and what they are doing. (SessionSecurityDiagnostics, with the client certificate, node-opcua
+ * reserves further to its SecurityAdmin role, which Kiln gives no session: nobody reads them.) Rule sources: OPC UA Part 5, 12.12
  * (SessionSecurityDiagnosticsDataType: "because this information is security-related, it shall
  * only be accessible by authorised users"); Part 5, 6.3 (the diagnostics ObjectTypes) leaves the
  * access to the rest to the server, and Part 2's security considerations (information

@@ -9,9 +9,18 @@ import {
   type NodeId,
   StatusCodes,
   TimestampsToReturn,
+  UserTokenType,
 } from "node-opcua-client";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { connect, makeTestPki, servedSystem, type ServedTestSystem, type TestPki, user } from "./support/opcua-fixture";
+import {
+  connect,
+  identify,
+  makeTestPki,
+  servedSystem,
+  type ServedTestSystem,
+  type TestPki,
+  user,
+} from "./support/opcua-fixture";
 
 // Issue 20, adversarial pass F4: every session could read every other session's diagnostics
 // (SessionDiagnostics: client URI, session name, endpoint; SessionSecurityDiagnostics: the client
@@ -184,6 +193,48 @@ describe("OpcuaServer: a session sees only its own diagnostics without opcua.dia
       ]);
     } finally {
       await subscription.terminate();
+    }
+  });
+});
+
+describe("OpcuaServer: a host grants opcua.diagnostics to a role of its own", () => {
+  test("a `support` user (read + opcua.diagnostics) reads every session's diagnostics; the viewer still only its own", async () => {
+    const own = await servedSystem({
+      tags,
+      pki,
+      system: {
+        authorization: { roles: { ...defaultRoleTable(), support: ["read", OPCUA_DIAGNOSTICS_PERMISSION] } },
+      },
+      server: {
+        identify: (identity) =>
+          identity.type === "username" && identity.userName === "sam" && identity.password === "support-Pa55"
+            ? { id: "sam", roles: ["support"] }
+            : identify(identity),
+      },
+    });
+    const sam = await connect(own.server, pki.trusted, {
+      type: UserTokenType.UserName,
+      userName: "sam",
+      password: "support-Pa55",
+    });
+    const vic = await connect(own.server, pki.trusted, user("vic"));
+    try {
+      const vics = await ownSessionDiagnostics(vic);
+      const sams = await ownSessionDiagnostics(sam);
+      expect((await readValue(sam, vics)).statusCode).toBe(StatusCodes.Good);
+      expect((await readValue(sam, DIAGNOSTICS.sessionDiagnosticsArray)).statusCode).toBe(StatusCodes.Good);
+      // SessionSecurityDiagnostics (and their array) node-opcua reserves to its SecurityAdmin role,
+      // which Kiln gives no session: nobody reads them, not even the session itself.
+      expect((await readValue(sam, DIAGNOSTICS.sessionSecurityDiagnosticsArray)).statusCode).toBe(
+        StatusCodes.BadUserAccessDenied,
+      );
+      expect((await readValue(vic, await ownSessionDiagnostics(vic, "SessionSecurityDiagnostics"))).statusCode).toBe(
+        StatusCodes.BadUserAccessDenied,
+      );
+      expect((await readValue(vic, sams)).statusCode).toBe(StatusCodes.BadUserAccessDenied);
+    } finally {
+      await Promise.all([sam.close(), vic.close()]);
+      await own.dispose();
     }
   });
 });
