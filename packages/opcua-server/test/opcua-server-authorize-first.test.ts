@@ -67,6 +67,15 @@ describe("OpcuaServer: a principal without the right is refused before its argum
     expect(entries[0]!.reason!.length).toBeLessThan(2100);
   });
 
+  test("a viewer's StartRecipe naming a recipe with a NUL and a right-to-left override: BadUserAccessDenied, audited KILN_FORBIDDEN with them escaped", async () => {
+    const result = await startRecipe(viewer, "purge\u202E\u0000");
+    expect(result.statusCode).toBe(StatusCodes.BadUserAccessDenied);
+    const entry = (await audit("vic")).at(-1);
+    expect(entry).toMatchObject({ outcome: "denied", target: "purge\\u{202E}\\u{0000}" });
+    expect(entry!.reason).toMatch(/^KILN_FORBIDDEN: /);
+    expect(entry!.reason).not.toMatch(/[\p{Cc}\p{Cf}]/u);
+  });
+
   test("the operator (who holds recipe.start) is told the name is invalid: BadInvalidArgument, audited KILN_VALIDATION", async () => {
     const result = await startRecipe(operator, OVERSIZED);
     expect(result.statusCode).toBe(StatusCodes.BadInvalidArgument);
