@@ -10,6 +10,7 @@ export {
 } from "./opcua-server-options";
 export { ServerStatusCodes, statusCodeOfError, statusCodeOfSample } from "./opcua-status";
 export { OPCUA_DATA_TYPE_OF_TAG } from "./opcua-address-space";
+export { OPCUA_DIAGNOSTICS_PERMISSION } from "./opcua-diagnostics-access";
 export { OPCUA_SEVERITY_OF_PRIORITY } from "./opcua-alarms";
 export {
   HISTORIAN_CALCULATED,

@@ -45,6 +45,7 @@ import {
   statusCodeOfSample,
   statusCodeOfServed,
 } from "./opcua-status";
+import { diagnosticsScopeOf, OPCUA_DIAGNOSTICS_PERMISSION } from "./opcua-diagnostics-access";
 import { HistoryService } from "./opcua-history";
 import { aggregateNameOf, serveHistory } from "./opcua-history-nodes";
 
@@ -148,6 +149,11 @@ export let setRefusalWindowCap: (server: OpcuaServer, cap: number) => void;
  *   of it need `read` on the tag for the session's principal (the system's role table through
  *   `system.can`, or the `authorizer` option); without it the Read answers
  *   `BadUserAccessDenied`, and so does the monitored item's create result (nothing sampled).
+ * - **Diagnostics are private**: a session reads, subscribes to and browses its own session's
+ *   diagnostics under `Server/ServerDiagnostics` and `EnabledFlag`; the rest (the summary, the
+ *   arrays of every session and subscription, other sessions' objects) needs
+ *   {@link OPCUA_DIAGNOSTICS_PERMISSION} (`opcua.diagnostics`) on the machine: without it
+ *   `BadUserAccessDenied`, and Browse leaves them out (OPC UA Part 5, 12.12; issue 20, adv F4).
  * - **Writes** go through `system.writeTag` (authorization, range, access, machine state, audit
  *   with the OPC UA session as `source`); a refusal answers the StatusCode of its `KilnError`
  *   (`BadUserAccessDenied`, `BadOutOfRange`, `BadNotWritable`, `BadInvalidState`...) and nothing
@@ -992,19 +998,40 @@ export class OpcuaServer {
    * Makes the session's context (which node-opcua asks on every Read of a Value and on every
    * sample and creation of a monitored item, see `AuthorizingServer`) grant `Read` of a tag
    * variable only when {@link OpcuaServer.#canRead} says so; a refusal reads `BadUserAccessDenied`.
+   * And `Read` and `Browse` of the server's diagnostics only as {@link OpcuaServer.#mayDiagnose}
+   * says: other sessions' diagnostics are refused `BadUserAccessDenied` and left out of Browse.
    */
   #guardReads(session: ServerSession): void {
     const context = session.sessionContext;
     if (this.#guardedSessions.has(context)) return;
     this.#guardedSessions.add(context);
     const permits = context.checkPermission.bind(context);
-    const read = this.#runtime!.PermissionType.Read;
+    const { Read: read, Browse: browse } = this.#runtime!.PermissionType;
     context.checkPermission = (node, permission) => {
       if (!permits(node, permission)) return false;
+      if ((permission & (read | browse)) === 0) return true;
+      if (!this.#mayDiagnose(session, node)) return false;
       if ((permission & read) === 0) return true;
       const tag = this.#guardingTagOf(node);
       return tag === undefined || this.#canRead(this.#principalOf(session), tag);
     };
+  }
+
+  /**
+   * Whether `session` may read and browse `node` as far as the server's diagnostics go (issue 20,
+   * adv F4): any node that is not a diagnostics node; ServerDiagnostics and
+   * SessionsDiagnosticsSummary themselves and EnabledFlag; its own session's diagnostics object and
+   * all under it; anything else under ServerDiagnostics (summaries, the arrays of every session and
+   * subscription, other sessions' objects) only with {@link OPCUA_DIAGNOSTICS_PERMISSION} on the
+   * machine, asked of the system's role table at each check (a principal changed by
+   * ActivateSession is judged as it is now).
+   */
+  #mayDiagnose(session: ServerSession, node: BaseNode): boolean {
+    if (node.nodeId.namespace === this.#namespaceIndex) return true; // Kiln's own nodes
+    const scope = diagnosticsScopeOf(node);
+    if (scope === "none" || scope === "open") return true;
+    if (scope !== "restricted" && scope.session === session.nodeId.toString()) return true;
+    return this.#can(this.#principalOf(session), OPCUA_DIAGNOSTICS_PERMISSION, this.#system.machineId);
   }
 
   /** The tag whose `read` guards a node: a tag variable's own tag, an alarm condition node's source tag, else none. */

@@ -80,7 +80,14 @@ export interface AuditedCommand<TResult> {
   readonly permission: Permission;
   /** The audit action name. @default permission */
   readonly action?: string;
-  /** What it acts on: tag name, process id, alarm id, machine id. Recorded in the audit entry. */
+  /**
+   * What it acts on: tag name, process id, alarm id, machine id. Recorded in the audit entry
+   * (escaped and bounded: `auditedTarget`). The principal is authorized on it as given first
+   * (ADR 0007): a principal without the permission on it is refused `KILN_FORBIDDEN` whatever its
+   * form; only then is it checked (1 to 256 characters, no control or format characters;
+   * `KILN_VALIDATION`, path `target`). A target that is not a non-empty string is authorized as
+   * no target: a grant limited to targets does not match it.
+   */
   readonly target: string;
   /**
    * What a refusal's message may name: only what the caller named itself (a tag, an alarm id),
@@ -259,7 +266,8 @@ export class AuditedCommandRunner {
    * Authorizes and runs `command`, auditing the outcome.
    * @returns what `execute` returned.
    * @throws KilnError `KILN_FORBIDDEN` (or `KILN_VALIDATION` for a malformed principal) when not
-   *   authorized; `KILN_AUDIT_UNAVAILABLE` (retryable, nothing executed) when its audit entry
+   *   authorized, decided before the target is validated (ADR 0007); `KILN_VALIDATION` (path
+   *   `target`) for a malformed target of an authorized principal; `KILN_AUDIT_UNAVAILABLE` (retryable, nothing executed) when its audit entry
    *   cannot be made durable; otherwise whatever `execute` threw, cut to what the principal may
    *   know (`disclosedRefusal`: same code and `retryable`; the audit entry keeps the full reason).
    */
@@ -279,7 +287,7 @@ export class AuditedCommandRunner {
           this.#options.authorizer,
           read.principal,
           this.#options.machineId,
-          command.permission.startsWith("recipe.") ? command.target : undefined,
+          command.permission.startsWith("recipe.") && typeof command.target === "string" ? command.target : undefined,
         ),
       );
     } finally {
@@ -296,6 +304,10 @@ export class AuditedCommandRunner {
     const action = command.action ?? command.permission;
     const source = typeof read.source === "string" ? read.source : this.#options.source;
     const targetProblem = checkTarget(command.target);
+    // What authorization is decided on before anything is validated: the target as given when it
+    // is a non-empty string (a grant's pattern matches it in bounded time, whatever its length:
+    // TagPattern), else no target, which a grant limited to targets never matches.
+    const givenTarget = typeof command.target === "string" && command.target !== "" ? command.target : undefined;
     // Every caller-influenced text field is escaped and bounded here, by the one rule
     // (auditedText), valid or not: a refusal's record echoes at most a bounded, visible prefix and
     // the original length; `reason` goes through the same rule (reasonOf).
@@ -337,21 +349,25 @@ export class AuditedCommandRunner {
     try {
       checkContext = contextNow();
       if (isReservedAction(action)) {
+        // The command's own name (set by the code issuing it, never by its caller).
         refusedBeforeRun = new KilnValidationError(`${base.action} command`, [
           { path: "action", message: "must not be in the audit. namespace (reserved for the audit trail's summaries)" },
         ]);
-      } else if (targetProblem !== undefined) {
-        // Shape, checked before authorization: a name no command accepts is refused without a lookup.
-        refusedBeforeRun = new KilnValidationError(`${base.action} command`, [targetProblem]);
       } else if (principal === undefined) {
         refusedBeforeRun = read.error!;
-      } else if (!authorizer.can(principal, command.permission, command.target, checkContext)) {
+      } else if (!authorizer.can(principal, command.permission, givenTarget, checkContext)) {
+        // Authorized before the target is validated (ADR 0007, amendment fix20d): a principal
+        // without the right gets KILN_FORBIDDEN for any target, well-formed or not, and learns
+        // no validation rule; its entry records the refusal (the target escaped and bounded).
         refusedBeforeRun = authorizer.forbidden(
           principal,
           command.permission,
-          "subject" in command ? command.subject : command.target,
+          "subject" in command ? command.subject : givenTarget,
           checkContext,
         );
+      } else if (targetProblem !== undefined) {
+        // Shape, checked once authorized: a name no command accepts is refused without a lookup.
+        refusedBeforeRun = new KilnValidationError(`${base.action} command`, [targetProblem]);
       } else if (
         this.#writer.gate !== undefined &&
         (this.#writer.gateAll || (!this.#unguarded.has(action) && command.safetyFunction !== true))

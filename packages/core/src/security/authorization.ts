@@ -5,7 +5,7 @@ import { formatPath, issuesFromZod, parseOrThrow } from "../domain/validation";
 import { KILN_MACHINE_STATES } from "../fsm/kiln-machine-model";
 import { PACKML_STATES } from "../fsm/packml-model";
 import {
-  boundedText,
+  auditedText,
   IDENTIFIER_CHARACTER_MESSAGE,
   identifierCharacterProblem,
   NAME_MAX_LENGTH,
@@ -335,7 +335,10 @@ export class Authorizer {
 
   /**
    * The `KILN_FORBIDDEN` error for a refused check. It names `shown` (what the caller itself
-   * named; pass undefined to name nothing) and, only when the principal could use the
+   * named; pass undefined to name nothing), escaped and bounded as an audit entry's target
+   * (`auditedText`: control and format characters written out as `\u{XXXX}`, cut to 256 code
+   * units with its original length; the principal is refused before its target is validated,
+   * ADR 0007), and, only when the principal could use the
    * permission on it in another state, the machine state: a principal without the right learns
    * nothing about the machine.
    */
@@ -345,8 +348,10 @@ export class Authorizer {
     shown: string | undefined,
     context: AuthorizationContext = {},
   ): KilnError {
-    // The caller's text, bounded as in an audit entry: a 300 kB target makes no 300 kB message (review 15g, L1).
-    const named = shown === undefined ? undefined : boundedText(shown, NAME_MAX_LENGTH);
+    // The caller's text, escaped and bounded as in an audit entry: a 300 kB target makes no 300 kB
+    // message (review 15g, L1), and a malformed one (refused before it is validated) no raw
+    // control character (fix20d).
+    const named = shown === undefined ? undefined : auditedText(shown, NAME_MAX_LENGTH);
     const on = named === undefined ? "" : ` on "${named}"`;
     // Granted in some machine state: the refusal is the state rule, not a missing role (review 15z, L8).
     const stateRule = !context.inAnyState && this.can(principal, permission, shown, { inAnyState: true });
