@@ -864,16 +864,24 @@ export class OpcuaDriver implements PlcDriver {
         provenAfterMs: this.#provenAfterMs(lost),
       });
       if (channelRepair) lost.repairWaitMs = waitMs;
-    } else if (this.status === "reconnecting") {
-      // The status does not change, its reason does (adv F3).
-      this.#lifecycle.attemptFailed(reconnectFailure(reason));
-    } else this.#lifecycle.setStatus("reconnecting", reason);
+    } else this.#reconnectingBecause(reason);
     for (const subscription of this.#subscriptions) subscription.connectionLost(reason);
     const connection = this.#connection;
     if (connection) {
       this.#namespacesToVerify(connection, "not read since the connection was lost");
       this.#armRepairWatchdog(connection);
     }
+  }
+
+  /**
+   * Status `reconnecting` with `reason`. Already `reconnecting` (a loss during node-opcua's repair, a
+   * rebuild when it gave up), the status does not change but its reason does: the kit's
+   * `attemptFailed` tells it (`setStatus` with the same status tells nothing, so the reason stayed
+   * the first loss's, adv F3). The same reason again is not told twice.
+   */
+  #reconnectingBecause(reason: string): void {
+    if (this.status !== "reconnecting") this.#lifecycle.setStatus("reconnecting", reason);
+    else if (this.#lifecycle.reason !== reason) this.#lifecycle.attemptFailed(reconnectFailure(reason));
   }
 
   /**
@@ -1479,9 +1487,7 @@ export class OpcuaDriver implements PlcDriver {
     this.#logger.warn({ reason }, "OPC UA session lost; opening a new one");
     this.#disarmRepairWatchdog();
     this.#connection = undefined;
-    // Already `reconnecting` (node-opcua's repair gave up): the reason is updated all the same (adv F3).
-    if (this.status === "reconnecting") this.#lifecycle.attemptFailed(reconnectFailure(reason));
-    else this.#lifecycle.setStatus("reconnecting", reason);
+    this.#reconnectingBecause(reason);
     for (const subscription of this.#subscriptions) subscription.connectionLost();
     const { initialDelayMs, maxDelayMs, randomisationFactor } = this.#options.connectionStrategy;
     // They belong to the old session: never deleted on another one.

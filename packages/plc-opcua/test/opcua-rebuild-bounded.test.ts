@@ -114,7 +114,7 @@ function serverHolds(): { sessions: number; subscriptions: number } {
   return { sessions: server.engine.getSessions().length, subscriptions: server.engine.currentSubscriptionCount };
 }
 
-const HOSTILE_MS = 8_000;
+const HOSTILE_MS = 10_000;
 /**
  * The session timeout asked for: a session whose channel broke before the driver could close it
  * (nothing can reach it then) is deleted by the server after it, with no subscription on it.
@@ -158,6 +158,8 @@ const cases: Case[] = [
     name: "never answers a Read",
     hostile: { kind: "never-answer", requests: new Set(["ReadRequest"]) },
     dropFirst: true,
+    // The repair watchdog (4 s), then an open bounded by connectMs (3 s): long enough for one to fail.
+    hostileMs: 12_000,
     attemptReason: /Cannot connect|timed out/,
   },
   {
