@@ -48,6 +48,7 @@ import { parseEndpointUrl, type OpcTcpEndpoint } from "./opcua-endpoint-url";
 import { delayRepairs } from "./opcua-repair-delay";
 import { asApplicationCall, upkeepPurpose } from "./opcua-request-origin";
 import { loadOpcuaRuntime, type OpcuaRuntime } from "./opcua-runtime-loader";
+import { NODE_OPCUA_MIN_TRANSACTION_MS } from "./opcua-session-lifetime";
 import { linkSilenceMs, smoothedMaxMs } from "./opcua-subscription-timing";
 import type { OpcuaTagSubscription } from "./opcua-tag-subscription";
 import type { OpcuaWriteTarget } from "./opcua-values";
@@ -138,10 +139,22 @@ export class OpcuaDriver implements PlcDriver {
   /** node-opcua and the modules built on it, loaded by the first `connect()`. */
   #runtime: OpcuaRuntime | undefined;
   #connection: Connection | undefined;
-  /** The repaired connection whose subscriptions are being re-created, before `connected` is reported. */
-  #reconciling: Connection | undefined;
-  /** Subscriptions that failed to be re-created during the current {@link #reconcile}. */
-  #recreationFailures: unknown[] = [];
+  /**
+   * The repaired connection whose subscriptions are being re-created, before `connected` is reported,
+   * with the subscriptions that failed to be re-created on it so far.
+   */
+  #reconciling: { readonly connection: Connection; readonly failures: unknown[] } | undefined;
+  /**
+   * The rebuild attempt in progress ({@link #rebuild}): its connection once opened, and what ends
+   * the attempt (its deadline, or a loss of that connection before it reported `connected`).
+   */
+  #rebuildAttempt: { connection: Connection | undefined; readonly abandon: AbortController } | undefined;
+  /**
+   * Ends every request still out on a connection once it is disposed ({@link #dispose}): a request
+   * node-opcua holds for a session the server closed under it is never settled otherwise, and a
+   * subscription's serialised `ensure()` waiting for it would hold every later one (adv F2).
+   */
+  readonly #retired = new WeakMap<Connection, AbortController>();
   #repairing: Promise<void> | undefined;
   #repairAgain = false;
   /**
@@ -539,7 +552,8 @@ export class OpcuaDriver implements PlcDriver {
       timing: this.#options.subscriptions,
       ...(this.#options.random ? { random: this.#options.random } : {}),
       connection: () =>
-        this.status === "connected" || (this.#reconciling !== undefined && this.#reconciling === this.#connection)
+        this.status === "connected" ||
+        (this.#reconciling !== undefined && this.#reconciling.connection === this.#connection)
           ? this.#connection
           : undefined,
       deleteLater: (subscriptionId) => {
@@ -634,6 +648,7 @@ export class OpcuaDriver implements PlcDriver {
         );
       }
     }
+    const retired = new AbortController();
     const connection = await this.#rt.openOpcuaConnection(
       {
         options: this.#options,
@@ -642,11 +657,12 @@ export class OpcuaDriver implements PlcDriver {
         secret: this.#secret,
         clock: this.#clock,
         generation: () => ++this.#generations,
-        lifetime: this.#lifecycle.signal,
+        lifetime: AbortSignal.any([this.#lifecycle.signal, retired.signal]),
         ...(connectStageMs === undefined ? {} : { connectStageMs }),
       },
       signal,
     );
+    this.#retired.set(connection, retired);
     this.#wire(connection);
     this.#logger.info(
       {
@@ -761,7 +777,10 @@ export class OpcuaDriver implements PlcDriver {
     this.#rt.onServiceFault(client, (fault: ServiceFaultAnswer) => {
       // A fault is an answer: the server is there (node-opcua emits no receive_response for it).
       this.#answered(connection, fault);
-      if (!current() || this.status !== "connected" || !SESSION_FAULTS.has(fault.statusName)) return;
+      if (!current() || !SESSION_FAULTS.has(fault.statusName)) return;
+      if (this.#abandonAttempt(connection, `the server dropped the session being reopened (${fault.statusName})`))
+        return;
+      if (this.status !== "connected") return;
       // The server dropped the session (a Publish it held, or any request, answered
       // BadSessionClosed / BadSessionIdInvalid): values are not live from now on. Repair it as
       // node-opcua's keep-alive does on the same fault (break the channel: it re-activates the
@@ -787,8 +806,10 @@ export class OpcuaDriver implements PlcDriver {
       // keep-alive) by re-activating it, then re-creating it; the channel is up, so no
       // connection_lost. The first re-activation marks the loss: values are not live until the
       // repair ends (session_restored reports connected again).
-      if (request instanceof this.#rt.ActivateSessionRequest && current() && this.status === "connected") {
-        this.#sessionLost("the server dropped the session; re-creating it", false);
+      if (request instanceof this.#rt.ActivateSessionRequest && current()) {
+        if (this.status === "connected") this.#sessionLost("the server dropped the session; re-creating it", false);
+        // The session of a rebuild attempt in progress: that attempt fails, the loop goes on (adv F2).
+        else this.#abandonAttempt(connection, "the server dropped the session being reopened");
       }
     });
     session.on("keepalive_failure", () => {
@@ -830,6 +851,8 @@ export class OpcuaDriver implements PlcDriver {
    * activating it got a new one every ~1.2 s). The reason says so.
    */
   #sessionLost(reason: string, channelRepair = true): void {
+    // The connection of a rebuild attempt in progress: that attempt fails, the loop goes on (adv F2).
+    if (this.#abandonAttempt(this.#connection, reason)) return;
     this.#losses++;
     this.#logger.warn({ reason }, "OPC UA session lost; repairing it");
     const lost = this.#connection;
@@ -841,13 +864,24 @@ export class OpcuaDriver implements PlcDriver {
         provenAfterMs: this.#provenAfterMs(lost),
       });
       if (channelRepair) lost.repairWaitMs = waitMs;
-    } else this.#lifecycle.setStatus("reconnecting", reason);
+    } else this.#reconnectingBecause(reason);
     for (const subscription of this.#subscriptions) subscription.connectionLost(reason);
     const connection = this.#connection;
     if (connection) {
       this.#namespacesToVerify(connection, "not read since the connection was lost");
       this.#armRepairWatchdog(connection);
     }
+  }
+
+  /**
+   * Status `reconnecting` with `reason`. Already `reconnecting` (a loss during node-opcua's repair, a
+   * rebuild when it gave up), the status does not change but its reason does: the kit's
+   * `attemptFailed` tells it (`setStatus` with the same status tells nothing, so the reason stayed
+   * the first loss's, adv F3). The same reason again is not told twice.
+   */
+  #reconnectingBecause(reason: string): void {
+    if (this.status !== "reconnecting") this.#lifecycle.setStatus("reconnecting", reason);
+    else if (this.#lifecycle.reason !== reason) this.#lifecycle.attemptFailed(reconnectFailure(reason));
   }
 
   /**
@@ -1235,8 +1269,9 @@ export class OpcuaDriver implements PlcDriver {
       return;
     }
     // Reported as the repair's last failed step; the session itself works, so reads go on while
-    // the groups' tags stay bad and their subscriptions are retried on the backoff.
-    const error = this.#requestError(failures[0], "subscription re-creation");
+    // the groups' tags stay bad and their subscriptions are retried on the backoff. The failure
+    // itself, not wrapped in the `reconnecting` reason (a wait that is over once connected, adv F4).
+    const error = this.#rt.requestError(failures[0], "subscription re-creation", this.#secret);
     this.#lifecycle.attemptFailed(error);
     this.#lifecycle.setStatus(
       "connected",
@@ -1379,7 +1414,7 @@ export class OpcuaDriver implements PlcDriver {
    * logged a warning): during a repair the failure is also reported on the status.
    */
   #subscriptionFailed(error: unknown): void {
-    if (this.#reconciling) this.#recreationFailures.push(error);
+    this.#reconciling?.failures.push(error);
   }
 
   /**
@@ -1446,11 +1481,13 @@ export class OpcuaDriver implements PlcDriver {
    * the `connected` reason and retried on the backoff, as after a repair.
    */
   #rebuild(old: Connection, reason: string, { delayFirst = false }: { readonly delayFirst?: boolean } = {}): void {
+    // The connection of an attempt still in progress lost: that attempt fails now, the loop goes on.
+    if (this.#abandonAttempt(old, reason)) return;
     if (this.#lifecycle.signal.aborted || this.#connection !== old) return;
     this.#logger.warn({ reason }, "OPC UA session lost; opening a new one");
     this.#disarmRepairWatchdog();
     this.#connection = undefined;
-    this.#lifecycle.setStatus("reconnecting", reason);
+    this.#reconnectingBecause(reason);
     for (const subscription of this.#subscriptions) subscription.connectionLost();
     const { initialDelayMs, maxDelayMs, randomisationFactor } = this.#options.connectionStrategy;
     // They belong to the old session: never deleted on another one.
@@ -1483,36 +1520,67 @@ export class OpcuaDriver implements PlcDriver {
           old.failedConnectAttempts + rebuildTimeouts,
         );
         const startedAt = performance.now();
-        let connection: Connection;
+        const attempt = { connection: undefined as Connection | undefined, abandon: new AbortController() };
+        this.#rebuildAttempt = attempt;
+        const signal = AbortSignal.any([lifetime, attempt.abandon.signal]);
+        const deadline = this.#attemptDeadline(attempt, stageMs);
         try {
-          connection = await this.#open(lifetime, stageMs);
-        } catch (error) {
-          if (this.#rt.attemptTimedOut(performance.now() - startedAt, stageMs)) rebuildTimeouts++;
-          throw error;
-        }
-        if (lifetime.aborted) {
-          await this.#dispose(connection);
-          return;
-        }
-        this.#connection = connection;
-        this.#dataTypes.clear();
-        losses = this.#losses;
-        failures = await this.#recreateSubscriptions(connection);
-        if (failures.length > 0) {
-          this.#lifecycle.attemptFailed(this.#requestError(failures[0], "subscription re-creation"));
+          let connection: Connection;
+          try {
+            // Bounded by `signal` itself: it releases what it opened when that aborts.
+            connection = await this.#open(signal, stageMs);
+          } catch (error) {
+            if (this.#rt.attemptTimedOut(performance.now() - startedAt, stageMs)) rebuildTimeouts++;
+            throw error;
+          }
+          if (signal.aborted) {
+            await this.#dispose(connection);
+            if (lifetime.aborted) return;
+            throw abortError(signal, "reopening the OPC UA session");
+          }
+          attempt.connection = connection;
+          deadline.recreating(connection);
+          this.#connection = connection;
+          this.#dataTypes.clear();
+          losses = this.#losses;
+          try {
+            failures = await raceAbort(
+              this.#recreateSubscriptions(connection),
+              signal,
+              "re-creating the OPC UA subscriptions",
+            );
+          } catch (error) {
+            // Abandoned (its deadline, or its connection lost): nothing of it stays, on either side.
+            if (this.#connection === connection) this.#connection = undefined;
+            await this.#dispose(connection, Math.min(this.#options.timeouts.requestMs, this.#silenceBound(connection)));
+            throw error;
+          }
+          if (failures.length > 0) {
+            this.#lifecycle.attemptFailed(this.#rt.requestError(failures[0], "subscription re-creation", this.#secret));
+          }
+        } finally {
+          deadline.stop();
+          if (this.#rebuildAttempt === attempt) this.#rebuildAttempt = undefined;
         }
       },
       onAttemptFailed: (error, attempt) => {
         this.#logger.warn(
-          { code: KilnError.is(error) ? error.code : undefined, attempt },
+          {
+            code: KilnError.is(error) ? error.code : undefined,
+            reason: error instanceof Error ? error.message : String(error),
+            attempt,
+          },
           "opening a new OPC UA session failed; will retry",
         );
         return "retry";
       },
-      connectedReason: () =>
-        failures.length === 0
-          ? "session re-created"
-          : `session re-created; ${failures.length} subscription(s) not re-created yet (${this.#requestError(failures[0], "subscription re-creation").message}); retrying`,
+      // What happened, not a wait that is over (adv F4).
+      connectedReason: (attempts) => {
+        const done = `session re-created after ${attempts} attempt${attempts === 1 ? "" : "s"}`;
+        return failures.length === 0
+          ? done
+          : `${done}; ${failures.length} subscription(s) not re-created yet (${this.#rt.requestError(failures[0], "subscription re-creation", this.#secret).message}); retrying`;
+      },
       onConnected: () => {
         // Lost again while the subscriptions were re-created: node-opcua is repairing it.
         const connection = this.#connection;
@@ -1524,18 +1592,84 @@ export class OpcuaDriver implements PlcDriver {
   }
 
   /**
+   * The deadline of one rebuild attempt (adv F2: an attempt whose session the server closed under it
+   * waited for ever, and the loop with it). Opening is bounded by `timeouts.connectMs` plus one
+   * connect stage (`stageMs`; the open's own connect deadline comes first, this also bounds the steps
+   * before it). Re-creating the subscriptions is bounded by the longest a request of it can take
+   * (`timeouts.requestMs`, at least node-opcua's 5 s minimum) plus the link silence bound, counted
+   * again from each answer to one of its requests (`isRepairResponse`: a subscription of many batches
+   * goes on as long as the server answers them). At the deadline `attempt.abandon` aborts with a
+   * retryable `KILN_TIMEOUT` naming the stage and its bound, and the attempt fails, is counted, and the
+   * loop goes on on its backoff.
+   */
+  #attemptDeadline(
+    attempt: { readonly abandon: AbortController },
+    stageMs: number,
+  ): { recreating(connection: Connection): void; stop(): void } {
+    const { connectMs, requestMs } = this.#options.timeouts;
+    let timer: TimerHandle | undefined;
+    let stopped = false;
+    const arm = (boundMs: number, stage: string): void => {
+      if (timer !== undefined) this.#clock.clearTimeout(timer);
+      timer = this.#clock.setTimeout(() => {
+        timer = undefined;
+        if (stopped) return;
+        attempt.abandon.abort(
+          new KilnError(
+            "KILN_TIMEOUT",
+            `Reconnecting to ${this.#options.endpointUrl} timed out: ${stage} made no progress for ${boundMs} ms; the attempt was abandoned and its session closed`,
+            { retryable: true, details: { endpointUrl: this.#options.endpointUrl, stage, timeoutMs: boundMs } },
+          ),
+        );
+      }, boundMs);
+    };
+    arm(connectMs + stageMs, "opening the session");
+    return {
+      recreating: (connection) => {
+        const boundMs = (): number =>
+          Math.max(requestMs, NODE_OPCUA_MIN_TRANSACTION_MS) + this.#silenceBound(connection);
+        const stage = "re-creating the subscriptions";
+        arm(boundMs(), stage);
+        connection.client.on("receive_response", (response: unknown) => {
+          if (!stopped && this.#rt.isRepairResponse(response)) arm(boundMs(), stage);
+        });
+      },
+      stop: () => {
+        stopped = true;
+        if (timer !== undefined) this.#clock.clearTimeout(timer);
+        timer = undefined;
+      },
+    };
+  }
+
+  /**
+   * When `connection` is the one a rebuild attempt in progress opened (it has not reported
+   * `connected` yet): the attempt fails now with `reason` and the reconnect loop goes on. A loss the
+   * driver reports only while `connected` (a session fault, node-opcua's re-activation, a channel
+   * loss) would otherwise leave the attempt waiting for requests that node-opcua never settles.
+   * Returns whether it did.
+   */
+  #abandonAttempt(connection: Connection | undefined, reason: string): boolean {
+    const attempt = this.#rebuildAttempt;
+    if (connection === undefined || attempt?.connection !== connection || attempt.abandon.signal.aborted) return false;
+    this.#logger.warn({ reason }, "the OPC UA session being reopened was lost; abandoning this attempt");
+    attempt.abandon.abort(reconnectFailure(reason));
+    return true;
+  }
+
+  /**
    * Brings every subscription back on `connection` (which the subscriptions use while it is
    * reconciled, before `connected` is reported); resolves to the re-creation failures.
    */
   async #recreateSubscriptions(connection: Connection): Promise<unknown[]> {
-    this.#reconciling = connection;
-    this.#recreationFailures = [];
+    const reconciling = { connection, failures: [] as unknown[] };
+    this.#reconciling = reconciling;
     try {
       await this.#reconcileSubscriptions();
-      return this.#recreationFailures;
+      return reconciling.failures;
     } finally {
-      this.#reconciling = undefined;
-      this.#recreationFailures = [];
+      // An abandoned attempt's re-creation may end after the next attempt began its own.
+      if (this.#reconciling === reconciling) this.#reconciling = undefined;
     }
   }
 
@@ -1549,6 +1683,13 @@ export class OpcuaDriver implements PlcDriver {
     this.#unwatchLink(connection);
     connection.client.removeAllListeners();
     connection.session.removeAllListeners();
+    // Nothing waits on it any more: requests still out end now (CloseSession is exempt).
+    this.#retired.get(connection)?.abort(
+      new KilnError("KILN_CONNECTION_FAILED", "the OPC UA session was given up (the driver dropped its connection)", {
+        retryable: true,
+        details: { driver: this.name },
+      }),
+    );
     // One budget for both steps: on a stalled link the disconnect waits for the CloseSession
     // still out, so bounding each step alone took twice the bound (adv13 M1). An abandoned step
     // still ends in node-opcua, at the CloseSession's own requestMs timeout at the latest.
@@ -1655,6 +1796,11 @@ export class OpcuaDriver implements PlcDriver {
     }
     return dataType;
   }
+}
+
+/** `reason` as the retryable failure of a reconnect attempt (its message is the status reason). */
+function reconnectFailure(reason: string): KilnError {
+  return new KilnError("KILN_CONNECTION_FAILED", reason, { retryable: true });
 }
 
 /** Whether two reads of a node found the same type and shape. */
