@@ -1,6 +1,7 @@
 import { z } from "zod";
 import type { Clock, Logger } from "@kiln/core";
-import { MAX_DRIVER_DURATION_MS, isLogger } from "@kiln/core/driver-kit";
+import { MAX_DRIVER_DURATION_MS, checkBackoff, isLogger } from "@kiln/core/driver-kit";
+import { KilnError } from "@kiln/core";
 import { MODBUS_AREAS, MODBUS_BYTE_ORDERS, type ModbusByteOrder } from "./modbus-address";
 import type { ModbusClient } from "./modbus-client";
 import type { ModbusAddressRange, ModbusReadLimits } from "./modbus-read-planner";
@@ -333,6 +334,18 @@ export const modbusDriverOptionsSchema = z
         maxDelayMs: z.number().nonnegative().max(MAX_DURATION_MS, "must be at most 3600000 (1 hour)").default(30_000),
         multiplier: z.number().min(1).default(2),
         jitter: z.number().min(0).max(1).default(0.2),
+      })
+      // The driver kit's one rule for a backoff (initialDelayMs > 0, maxDelayMs ≥ initialDelayMs...), checked here:
+      // broken, it threw at the first connection loss, inside the socket's close handler (adv13f F4).
+      .superRefine((reconnect, context) => {
+        if (!reconnect.enabled) return;
+        try {
+          checkBackoff(reconnect, "");
+        } catch (error) {
+          if (!KilnError.is(error, "KILN_VALIDATION")) throw error;
+          const issues = (error.details?.["issues"] ?? []) as readonly { path: string; message: string }[];
+          for (const issue of issues) context.addIssue({ code: "custom", path: [issue.path], message: issue.message });
+        }
       })
       .default({ enabled: true, initialDelayMs: 250, maxDelayMs: 30_000, multiplier: 2, jitter: 0.2 }),
     clock: z.custom<Clock>((value) => typeof value === "object" && value !== null).optional(),

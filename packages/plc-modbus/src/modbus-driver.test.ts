@@ -154,6 +154,16 @@ describe("ModbusDriver: lifecycle", () => {
       /logger: must be a Logger/,
     ],
     ["a logger that is a function", { logger: () => undefined }, /logger: must be a Logger/],
+    [
+      "a reconnect initialDelayMs of 0 (adv13f F4: threw at the first loss, in the socket's close handler)",
+      { reconnect: { initialDelayMs: 0 } },
+      /reconnect\.initialDelayMs: must be a finite number > 0/,
+    ],
+    [
+      "a reconnect maxDelayMs below initialDelayMs (sibling)",
+      { reconnect: { initialDelayMs: 5_000, maxDelayMs: 1_000 } },
+      /reconnect\.maxDelayMs: must be a finite number > 0, at least initialDelayMs/,
+    ],
   ])("refuses %s with KILN_VALIDATION naming it", (_case, extra, message) => {
     let caught: unknown;
     try {

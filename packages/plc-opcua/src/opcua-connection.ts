@@ -111,6 +111,11 @@ export interface Connection extends SubscriptionConnection {
    * driver kit's wait after a loss before the connection proved itself (`delayRepairs`). Taken by that repair.
    */
   repairWaitMs: number;
+  /**
+   * node-opcua repaired the connection (the session re-activated or re-created) and the driver is reconciling it,
+   * not yet `connected`: a loss now counts on the driver kit's backoff (`ConnectionLifecycle.repaired`, adv13f F5).
+   */
+  repaired: boolean;
 }
 
 const SERVER_INFO_NODES = [
@@ -315,6 +320,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       connectStageMs: connectStageMs(timeouts.keepAliveMs, responseMs, timeouts.connectMs),
       failedConnectAttempts: 0,
       repairWaitMs: 0,
+      repaired: false,
     };
     connection.silenceBoundMs = linkSilenceMs(connection.keepAliveMs);
     setConnectStageMs(opened, connection.connectStageMs);

@@ -162,6 +162,8 @@ export class OpcuaDriver implements PlcDriver {
    * repairing; undefined when none runs.
    */
   #repairWatchdog: AbortController | undefined;
+  /** Whether the log told that node-opcua's repairs cannot be held back (`delayRepairs` found no method); once. */
+  #repairDelayMissingTold = false;
   /** Counts session losses, so a repair overtaken by a new loss does not report `connected`. */
   #losses = 0;
   #warnedInsecure = false;
@@ -698,8 +700,8 @@ export class OpcuaDriver implements PlcDriver {
     });
     this.#watchLink(connection);
     releaseSocketTimeout(connection);
-    // A loss before the connection proved itself holds node-opcua's repair back on the kit's backoff (#sessionLost).
-    delayRepairs(
+    // A loss that follows others in the kit's window holds node-opcua's repair back on the backoff (#sessionLost).
+    const delayed = delayRepairs(
       client,
       () => {
         const waitMs = connection.repairWaitMs;
@@ -709,6 +711,13 @@ export class OpcuaDriver implements PlcDriver {
       this.#clock,
       this.#lifecycle.signal,
     );
+    if (!delayed && !this.#repairDelayMissingTold) {
+      // An unknown node-opcua version without the internal method: its repairs start at its own first step.
+      this.#repairDelayMissingTold = true;
+      this.#logger.warn(
+        "node-opcua's client has no _repairConnection: its repairs of a lost channel are not held back on the reconnect backoff (a server dropping every session is asked for a new one every ~1 s)",
+      );
+    }
     client.on("reconnection_attempt_has_failed", (error: unknown) => {
       // node-opcua's own reconnect loop (TCP, secure channel, certificate): each attempt's reason.
       if (!current()) return;
@@ -843,9 +852,8 @@ export class OpcuaDriver implements PlcDriver {
   }
 
   /**
-   * Status `reconnecting` with `reason`, and every subscribed tag `uncertain` (last value) with the reason. The loss
-   * of a connection that had not proved itself yet ({@link #provenAfterMs}) counts as a failed attempt (driver kit,
-   * `connectionLost`): node-opcua's repair of the channel (`channelRepair`: not when node-opcua already re-activates
+   * Status `reconnecting` with `reason`, and every subscribed tag `uncertain` (last value) with the reason. Each loss
+   * counts on the driver kit's window (`connectionLost`; the backoff's cap, docs/adr/0008 amendment fix13g): node-opcua's repair of the channel (`channelRepair`: not when node-opcua already re-activates
    * the session on a live channel) waits the kit's growing backoff first, where node-opcua alone started every repair
    * the same way after any connection that came up (issue 13 MEDIUM-2: a server dropping each session 200 ms after
    * activating it got a new one every ~1.2 s). The reason says so.
@@ -856,12 +864,14 @@ export class OpcuaDriver implements PlcDriver {
     this.#losses++;
     this.#logger.warn({ reason }, "OPC UA session lost; repairing it");
     const lost = this.#connection;
-    if (lost && this.status === "connected") {
+    // Counted while connected, and while a connection node-opcua repaired is reconciled (adv13f F5: a server
+    // breaking the channel at the first Read after ActivateSession got a session every ~1.1 s, never counted).
+    if (lost && (this.status === "connected" || (this.status === "reconnecting" && lost.repaired))) {
+      lost.repaired = false;
       const { initialDelayMs, maxDelayMs, randomisationFactor } = this.#options.connectionStrategy;
       const waitMs = this.#lifecycle.connectionLost({
         reason,
         backoff: { initialDelayMs, maxDelayMs, jitter: randomisationFactor },
-        provenAfterMs: this.#provenAfterMs(lost),
       });
       if (channelRepair) lost.repairWaitMs = waitMs;
     } else this.#reconnectingBecause(reason);
@@ -882,16 +892,6 @@ export class OpcuaDriver implements PlcDriver {
   #reconnectingBecause(reason: string): void {
     if (this.status !== "reconnecting") this.#lifecycle.setStatus("reconnecting", reason);
     else if (this.#lifecycle.reason !== reason) this.#lifecycle.attemptFailed(reconnectFailure(reason));
-  }
-
-  /**
-   * How long, in ms, a connection must stay up to prove itself, so that its loss is repaired without waiting on the
-   * backoff (docs/adr/0008, amendment fix13c): the backoff's cap (`connectionStrategy.maxDelayMs`: then at most one
-   * new session per cap in the long run, whatever the server's pattern), and at least 2 keep-alive periods (a
-   * session the server dropped shows only on the next keep-alive or Publish answer).
-   */
-  #provenAfterMs(connection: Connection): number {
-    return Math.max(this.#options.connectionStrategy.maxDelayMs, 2 * connection.keepAliveMs);
   }
 
   /**
@@ -1210,6 +1210,11 @@ export class OpcuaDriver implements PlcDriver {
 
   /** Runs {@link #reconcile} once node-opcua has repaired the session; coalesces bursts. */
   #afterRepair(connection: Connection): void {
+    // Repaired, not connected until reconciled: a loss from now on counts (adv13f F5).
+    if (this.status === "reconnecting") {
+      connection.repaired = true;
+      this.#lifecycle.repaired();
+    }
     if (this.#repairing) {
       this.#repairAgain = true;
       return;
@@ -1503,7 +1508,6 @@ export class OpcuaDriver implements PlcDriver {
       reason,
       delayFirst,
       backoff: { initialDelayMs, maxDelayMs, jitter: randomisationFactor },
-      provenAfterMs: this.#provenAfterMs(old),
       attempt: async (lifetime) => {
         if (!(await disposed)) {
           this.#logger.info(

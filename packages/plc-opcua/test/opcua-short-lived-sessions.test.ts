@@ -17,13 +17,15 @@ import { OpcuaDriver } from "../src/index";
 const NS = "urn:kiln:test:short-lived";
 
 /** How the server ends each session shortly after activating it. */
-type Drop = "close-session" | "close-channel";
+type Drop = "close-session" | "close-channel" | "close-on-read";
 
 let workDir: string;
 let server: OPCUAServer;
 let url: string;
 let drop: Drop | undefined;
 const created: number[] = [];
+/** Channels with a session activated on them and no Read since (close-on-read). */
+const activated = new Set<object>();
 
 beforeAll(async () => {
   workDir = await mkdtemp(path.join(tmpdir(), "kiln-opcua-short-lived-"));
@@ -56,7 +58,14 @@ beforeAll(async () => {
     }) =>
       channel.on("message", (message) => {
         // Every session brought up: created, or re-activated on a new channel.
-        if (message.request?.constructor.name === "ActivateSessionRequest") created.push(performance.now());
+        if (message.request?.constructor.name === "ActivateSessionRequest") {
+          created.push(performance.now());
+          activated.add(channel);
+        }
+        if (message.request?.constructor.name === "ReadRequest" && drop === "close-on-read" && activated.has(channel)) {
+          activated.delete(channel);
+          channel.abruptlyInterrupt?.();
+        }
         if (message.request?.constructor.name === "ActivateSessionRequest" && drop === "close-channel") {
           setTimeout(() => channel.abruptlyInterrupt?.(), 200);
         }
@@ -88,6 +97,9 @@ describe("a server that ends every session about 200 ms after activating it", ()
     ["close-session", /session|Bad/i],
     // Sibling: the server breaks the secure channel 200 ms after each ActivateSession.
     ["close-channel", /connection|channel|session/i],
+    // adv13f F5: the server breaks the channel at the first Read after each ActivateSession, the driver's own
+    // namespace read before it reports connected again: such losses were not counted (a session every ~1.1 s).
+    ["close-on-read", /connection|channel|session/i],
   ])(
     "%s: new sessions come on the growing backoff (bounded count), the status names the short life",
     async (kind, what) => {
@@ -127,9 +139,7 @@ describe("a server that ends every session about 200 ms after activating it", ()
           reasons.some((reason) => what.test(reason) && /lost \d+(\.\d)? s after it was established/.test(reason)),
         ).toBe(true);
         expect(
-          reasons.some((reason) =>
-            /loss [2-9] in the last \d+ s, counted as a failed attempt: the repair waits \d+ ms longer/.test(reason),
-          ),
+          reasons.some((reason) => /loss [2-9] in the last \d+ s: the repair waits \d+ ms longer/.test(reason)),
         ).toBe(true);
         // The waits named in the status grow on the backoff, in order.
         const waits = reasons.flatMap((reason) => {

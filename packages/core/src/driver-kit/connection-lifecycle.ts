@@ -4,7 +4,7 @@ import type { Clock } from "@kiln/core";
 import type { DriverStatus } from "@kiln/core";
 import type { DriverStatusChange } from "../ports/plc-driver-types";
 import { abortError, raceAbort } from "./abort";
-import { SystemClock } from "../runtime/system-clock";
+import { monotonicNow, SystemClock } from "../runtime/system-clock";
 import { checkBackoff, reconnectDelay, type ReconnectBackoff } from "./backoff";
 
 /** Options of {@link ConnectionLifecycle}. */
@@ -19,11 +19,11 @@ export interface ConnectionLifecycleOptions {
   readonly onListenerError?: (error: unknown) => void;
   /**
    * `true` when opening the connection proves nothing about the peer (Modbus TCP: a socket accepted by a gateway
-   * or a port forwarder that then closes it): the connection counts as proven only from the first time the driver
-   * calls {@link ConnectionLifecycle.answered} for it. `false`: opening it was itself an exchange with the peer (an OPC
-   * UA session, an MQTT CONNACK). Either way it must also have stayed up for `provenAfterMs` (default: the backoff's
-   * cap, `maxDelayMs`) to reset the
-   * reconnect backoff (see {@link ConnectionLifecycle.reconnect}). @default false
+   * or a port forwarder that then closes it): the connection's life is measured from the first time the driver
+   * calls {@link ConnectionLifecycle.answered} for it, and a loss before that is reported as "lost before the peer
+   * answered". `false`: opening it was itself an exchange with the peer (an OPC UA session, an MQTT CONNACK). Only
+   * the `reconnecting` reason uses it; every loss counts the same (see {@link ConnectionLifecycle.reconnect}).
+   * @default false
    */
   readonly proofNeedsAnswer?: boolean;
 }
@@ -39,17 +39,16 @@ export interface ReconnectOptions {
   /** Wait before the first attempt too (otherwise the first attempt starts at once). @default false */
   readonly delayFirst?: boolean;
   /**
-   * How long, in ms, the connection just lost must have stayed up after its first answer to prove itself and
-   * start this loop at the first backoff step (see {@link ConnectionLifecycle.reconnect}). A driver whose loss is
-   * seen only on a periodic check passes at least two check periods (OPC UA: 2 keep-alives).
+   * The window, in ms, within which losses count (see {@link ConnectionLifecycle.reconnect}): a connection that
+   * stayed up this long leaves no earlier loss counted, and so proves itself.
    * @default backoff.maxDelayMs
    */
   readonly provenAfterMs?: number;
   /**
-   * The connection just lost proved nothing, however long it was up: the peer ended it for a
-   * reason that will recur at once (another client took over an MQTT session with the same client
-   * id), so the backoff goes on growing from where the last loop left it instead of starting at
-   * its first step. @default false
+   * The connection just lost proved nothing, however long it was up: the peer ended it for a reason that will
+   * recur at once (another client took over an MQTT session with the same client id). Only the `reconnecting`
+   * reason says so; the loss counts in the window like any other (amendment fix13g of docs/adr/0008: counted
+   * until a proven connection, such losses kept a link that later dropped briefly at the cap). @default false
    */
   readonly unprovenLoss?: boolean;
   /**
@@ -105,13 +104,12 @@ export class ConnectionLifecycle {
   /** The status was `connected` since the last reconnect loop started: the next loop follows a lost connection. */
   #upSinceLoop = false;
   /**
-   * The losses counted since the last connection that proved itself (that one included), oldest first, at most
-   * {@link MAX_COUNTED_LOSSES}: when (clock ms) each came, and whether it proved nothing whatever its age (lost before
-   * the peer answered, or `unprovenLoss`). The next loss after an unproven connection skips one backoff step per
-   * entry still counted (see {@link ConnectionLifecycle.reconnect}), so a peer that accepts and then drops
-   * connections is not redialled at the first step forever (adv12 M3).
+   * When (monotonic clock ms) each loss of the last window came, oldest first: the next attempt after a loss skips
+   * one backoff step per earlier loss still in the window (see {@link ConnectionLifecycle.reconnect}), so a peer that
+   * accepts and then drops connections is not redialled at the first step forever (adv12 M3). At most as many as
+   * steps change the wait ({@link stepsToCap}).
    */
-  #losses: { readonly at: number; readonly sticky: boolean }[] = [];
+  #losses: number[] = [];
   /** Backoff steps the loss reported by {@link ConnectionLifecycle.connectionLost} reached: a `reconnect()` loop before the connection is up again goes on from there. */
   #carried = 0;
 
@@ -166,7 +164,7 @@ export class ConnectionLifecycle {
     this.#status = to;
     this.#reason = reason;
     if (to === "connected") {
-      this.#answeredAt = this.#proofNeedsAnswer ? undefined : this.#clock.now();
+      this.#answeredAt = this.#proofNeedsAnswer ? undefined : monotonicNow(this.#clock);
       this.#upSinceLoop = true;
     } else if (to === "closed") {
       this.#losses = [];
@@ -181,7 +179,7 @@ export class ConnectionLifecycle {
    * `connected`.
    */
   answered(): void {
-    if (this.#status === "connected") this.#answeredAt ??= this.#clock.now();
+    if (this.#status === "connected") this.#answeredAt ??= monotonicNow(this.#clock);
   }
 
   /**
@@ -347,23 +345,21 @@ export class ConnectionLifecycle {
    * stop (status `disconnected`). A loop already running is
    * left alone. Returns the loop's promise, which never rejects.
    *
-   * The first attempt after a lost connection waits one backoff step per earlier loss still counted (none: it starts
-   * at once, or after the first step with `delayFirst`). A connection proves itself when it answered (see
-   * `proofNeedsAnswer`) and stayed `connected` for at least `provenAfterMs` (default `backoff.maxDelayMs`) after its
-   * first answer (without `proofNeedsAnswer`: after it connected); its loss clears the count. After the loss of a
-   * connection that did not prove itself, the earlier losses counted are those of the last `provenAfterMs` (the
-   * window) and those that proved nothing whatever their age: lost before the peer answered, or flagged
-   * `unprovenLoss`. So (issue 13: adv12 M3, MEDIUM-2, adv13zb F1):
-   * - a peer that drops every connection at once, after one answer, or after any time shorter than the window is
-   *   redialled on the growing backoff: the k-th loss within one window waits the k-th step, so a window holds at
-   *   most as many connections as backoff steps fit in it, plus one (1 s steps doubling, 30 s window: 5), and in the
-   *   long run about one per 8 s with those defaults;
+   * The first attempt after a lost connection waits one backoff step per earlier loss within the window: the last
+   * `provenAfterMs` (default `backoff.maxDelayMs`), on the monotonic clock (none: it starts at once, or after the
+   * first step with `delayFirst`). A connection that stayed up the whole window leaves none, and so proves itself.
+   * So (issue 13: adv12 M3, MEDIUM-2, adv13zb F1, adv13f F1):
+   * - a peer that drops every connection (at once, after one answer, or after any time shorter than the window) is
+   *   redialled on the growing backoff: the k-th loss within one window waits the k-th step, so a window holds
+   *   about as many connections as backoff steps fit in it, plus one (1 s steps doubling, 30 s window: 5 without
+   *   jitter, 6 measured with the default jitter, which shortens waits), and in the long run about one per 8 s
+   *   with those defaults;
    * - a link that drops briefly now and then, even more often than once a window, keeps short waits: one such loss
-   *   every 15 s with a 30 s window waits one or two steps each time, not the cap;
-   * - a peer that never answers, or whose losses prove nothing, is redialled on the growing backoff up to the cap.
+   *   every 15 s with a 20 s window waits one or two steps each time, not the cap; and what happened before (a
+   *   device booting, a storm) is forgotten one window later.
    *
-   * After an unproven loss the `reconnecting` reason says so: how long the connection was up, how many losses are
-   * counted, and when the next attempt comes. `close()` clears the count.
+   * After a loss that waits, the `reconnecting` reason says why: how long the connection was up, how many losses are
+   * in the window, and when the next attempt comes. `close()` clears the count.
    *
    * @throws `KilnValidationError` (`KILN_VALIDATION`) when `options.backoff` breaks its rules
    *   (see `checkBackoff`); nothing starts.
@@ -395,7 +391,7 @@ export class ConnectionLifecycle {
     this.#carried = 0;
     const reason = loss ?? options.reason;
     if (this.#status === "reconnecting" && reason !== options.reason && !this.#closing) {
-      // The driver reported the loss already: tell that it was unproven and when the next attempt comes.
+      // The driver reported the loss already: tell why the next attempt waits, and how long.
       this.#reason = reason;
       this.#tell("reconnecting", "reconnecting", reason, undefined);
     } else this.setStatus("reconnecting", reason);
@@ -438,26 +434,46 @@ export class ConnectionLifecycle {
    * Reports the loss of the connection to a driver whose protocol library repairs it by itself (status
    * `reconnecting` with `options.reason`) and counts it by the rule of {@link ConnectionLifecycle.reconnect}.
    * Returns how long, in ms, the library's repair should wait before its first attempt, on top of its own delay:
-   * one backoff step per earlier loss still counted (0 when none: after a connection that proved itself, or the
-   * first short-lived one in the window), up to `maxDelayMs`. So a peer that drops every session shortly after it is
-   * established is not asked for a new one at the library's first step forever (issue 13 MEDIUM-2), and a link that
-   * drops briefly now and then is repaired after short waits (adv13zb F1). After an unproven loss the
-   * reason says so. A `reconnect()` loop the driver starts before the connection is up again (the library gave up)
-   * goes on from the step reached. Ignored (returns 0) unless `connected`.
+   * one backoff step per earlier loss in the window (0 when none), up to `maxDelayMs`. So a peer that drops every
+   * session shortly after it is established is not asked for a new one at the library's first step forever (issue
+   * 13 MEDIUM-2), and a link that drops briefly now and then is repaired after short waits (adv13zb F1). After a
+   * loss that waits the reason says why. A `reconnect()` loop the driver starts before the connection is up again
+   * (the library gave up) goes on from the step reached. Counted while `connected`, and while `reconnecting` after
+   * {@link ConnectionLifecycle.repaired} (a loss while the driver reconciles a repaired connection, adv13f F5);
+   * otherwise ignored (returns 0).
    *
    * @throws `KilnValidationError` (`KILN_VALIDATION`) when `options.backoff` breaks its rules (see `checkBackoff`).
    */
   connectionLost(options: Pick<ReconnectOptions, "reason" | "backoff" | "provenAfterMs" | "unprovenLoss">): number {
     checkBackoff(options.backoff, "backoff");
-    if (this.#status !== "connected" || this.#closing) return 0;
+    if (this.#closing) return 0;
+    if (this.#status !== "connected" && !(this.#status === "reconnecting" && this.#upSinceLoop)) return 0;
     let wait = 0;
     const loss = this.#countLoss(options, (steps) => {
       this.#carried = steps;
       wait = steps > 0 ? reconnectDelay(steps, options.backoff, this.#random) : 0;
       return wait > 0 ? `the repair waits ${wait} ms longer` : undefined;
     });
-    this.setStatus("reconnecting", loss ?? options.reason);
+    const reason = loss ?? options.reason;
+    if (this.#status === "reconnecting") {
+      this.#reason = reason;
+      this.#tell("reconnecting", "reconnecting", reason, undefined);
+    } else this.setStatus("reconnecting", reason);
     return wait;
+  }
+
+  /**
+   * The protocol library repaired the connection by itself while the status is `reconnecting` (a re-activated
+   * session), and the driver reconciles it before it reports `connected`: a loss reported with
+   * {@link ConnectionLifecycle.connectionLost} from now on counts, so a peer that drops each repaired connection
+   * during that reconciliation is held back like one that drops it later (adv13f F5: a server breaking the channel at
+   * the first Read after ActivateSession got a session every ~1.1 s). Its life is measured from now. Ignored unless
+   * `reconnecting`.
+   */
+  repaired(): void {
+    if (this.#status !== "reconnecting" || this.#closing) return;
+    this.#upSinceLoop = true;
+    this.#answeredAt = this.#proofNeedsAnswer ? undefined : monotonicNow(this.#clock);
   }
 
   /**
@@ -472,27 +488,22 @@ export class ConnectionLifecycle {
   ): string | undefined {
     if (!this.#upSinceLoop) return undefined;
     this.#upSinceLoop = false;
-    const now = this.#clock.now();
-    const provenAfterMs = options.provenAfterMs ?? options.backoff.maxDelayMs;
+    const now = monotonicNow(this.#clock);
+    const windowMs = options.provenAfterMs ?? options.backoff.maxDelayMs;
     const upFor = this.#answeredAt === undefined ? undefined : now - this.#answeredAt;
-    const sticky = options.unprovenLoss === true || upFor === undefined;
-    const proven = !sticky && upFor >= provenAfterMs;
-    this.#losses = proven ? [] : this.#losses.filter((loss) => loss.sticky || loss.at > now - provenAfterMs);
-    const skipped = this.#losses.length;
-    this.#losses.push({ at: now, sticky });
-    if (this.#losses.length > MAX_COUNTED_LOSSES) this.#losses.shift();
+    const losses = this.#losses.filter((at) => at > now - windowMs && at <= now);
+    const skipped = losses.length;
+    losses.push(now);
+    this.#losses = losses.slice(-stepsToCap(options.backoff));
     const next = wait(skipped);
-    if (proven) return options.reason;
+    if (skipped === 0 || next === undefined) return options.reason;
     const life =
       options.unprovenLoss === true
         ? "a loss that proves nothing about the connection"
         : upFor === undefined
           ? "lost before the peer answered"
-          : `lost ${seconds(upFor)} s after it was established, before the ${seconds(provenAfterMs)} s that prove a connection`;
-    const counted = this.#losses.some((loss) => loss.sticky)
-      ? `unproven loss ${skipped + 1} since the last proven connection`
-      : `loss ${skipped + 1} in the last ${seconds(provenAfterMs)} s`;
-    return `${options.reason} (${life}; ${counted}, counted as a failed attempt${next === undefined ? "" : `: ${next}`})`;
+          : `lost ${seconds(upFor)} s after it was established`;
+    return `${options.reason} (${life}; loss ${skipped + 1} in the last ${seconds(windowMs)} s: ${next})`;
   }
 
   /**
@@ -529,10 +540,15 @@ export class ConnectionLifecycle {
 }
 
 /**
- * Losses counted at most (the oldest are forgotten beyond): more steps than any backoff needs to reach its cap from its
- * first step, so the count is bounded whatever the peer does.
+ * The backoff steps after which `backoff`'s delay no longer grows (it reached `maxDelayMs`), at least 1 and at most
+ * 1,000 (a multiplier of 1 never grows; 1.001 needs thousands): losses beyond it change no wait, so no more are kept.
  */
-const MAX_COUNTED_LOSSES = 64;
+function stepsToCap(backoff: ReconnectBackoff): number {
+  const multiplier = backoff.multiplier ?? 2;
+  if (multiplier <= 1 || backoff.maxDelayMs <= backoff.initialDelayMs) return 1;
+  const steps = Math.ceil(Math.log(backoff.maxDelayMs / backoff.initialDelayMs) / Math.log(multiplier)) + 1;
+  return Number.isFinite(steps) ? Math.min(1_000, Math.max(1, steps)) : 1_000;
+}
 
 /**
  * A refused identity: never retried by itself (status `failed`), because repeating a wrong
