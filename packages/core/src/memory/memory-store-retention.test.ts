@@ -33,19 +33,26 @@ describe("MemoryStore retention", () => {
     expect(evictions).toEqual([{ port: "samples", count: 2 }]);
   });
 
-  test("a late sample older than everything kept is itself the oldest and is evicted first", async () => {
+  test("a late sample before the horizon is evicted at once unless it is its tag's value in force", async () => {
     const { store } = await openStore({ retention: { maxSamples: 3 } });
     await store.samples.writeBatch([sample(10), sample(20), sample(30)]);
+    // b's only sample is its value in force: kept, however old; a goes down to the cap.
     await store.samples.writeBatch([sample(5, "b"), sample(40)]);
-    expect(await timestampsOf(store, "b")).toEqual([]);
-    expect(await timestampsOf(store, "a")).toEqual([20, 30, 40]);
+    expect(await timestampsOf(store, "b")).toEqual([5]);
+    expect(await timestampsOf(store, "a")).toEqual([30, 40]);
+    expect(store.retainedFrom).toBe(T0 + 30);
+    // b at 25 supersedes b at 5 before the horizon: b at 5 is out of force from 30 on, evicted.
     await store.samples.writeBatch([sample(25, "b"), sample(50)]);
-    expect(await timestampsOf(store, "b")).toEqual([]);
-    expect(await timestampsOf(store, "a")).toEqual([30, 40, 50]);
+    expect(await timestampsOf(store, "b")).toEqual([25]);
+    expect(await timestampsOf(store, "a")).toEqual([40, 50]);
+    // A late a at 35, before the horizon (40) and superseded there by a at 40: evicted at once.
+    await store.samples.writeBatch([sample(35)]);
+    expect(await timestampsOf(store, "a")).toEqual([40, 50]);
     await store.samples.writeBatch([sample(45, "b")]);
     expect(await timestampsOf(store, "b")).toEqual([45]);
     expect(await timestampsOf(store, "a")).toEqual([40, 50]);
-    expect(store.evicted.samples).toBe(5);
+    expect(store.retainedFrom).toBe(T0 + 45);
+    expect(store.evicted.samples).toBe(6);
   });
 
   test("an evicted (tag, timestamp) written again is stored again, and counted as kept", async () => {
@@ -57,19 +64,28 @@ describe("MemoryStore retention", () => {
     expect(store.evicted.samples).toBe(2);
   });
 
-  test("maxAgeMs evicts samples older than the clock's now minus the age at each write", async () => {
+  test("maxAgeMs evicts samples out of force for longer than the age at each write; a tag's newest is kept", async () => {
     const { store, clock, evictions } = await openStore({ retention: { maxAgeMs: 100 } });
     await store.samples.writeBatch([sample(0), sample(50), sample(0, "b"), sample(99, "b")]);
     expect(store.sampleCount).toBe(4);
     await clock.advance(150);
     await store.samples.writeBatch([sample(150)]);
+    // a at 0 is out of force since 50 (= now - 100): evicted; b at 0 only since 99: kept.
     expect(await timestampsOf(store, "a")).toEqual([50, 150]);
+    expect(await timestampsOf(store, "b")).toEqual([0, 99]);
+    expect(evictions).toEqual([{ port: "samples", count: 1 }]);
+    expect(store.retainedFrom).toBe(T0 + 50);
+    // A late sample already out of force before the horizon is evicted by the write that brought it.
+    await store.samples.writeBatch([sample(20)]);
+    expect(await timestampsOf(store, "a")).toEqual([50, 150]);
+    // A quiet tag's newest sample stays, however old.
+    await clock.advance(10_000);
+    await store.samples.writeBatch([sample(10_150)]);
+    // a at 150 is out of force only since now: kept until it has been for 100 ms.
+    expect(await timestampsOf(store, "a")).toEqual([150, 10_150]);
     expect(await timestampsOf(store, "b")).toEqual([99]);
-    expect(evictions).toEqual([{ port: "samples", count: 2 }]);
-    // A late sample already past the age is evicted by the write that brought it.
-    await store.samples.writeBatch([sample(10, "c")]);
-    expect(await timestampsOf(store, "c")).toEqual([]);
-    expect(store.evicted.samples).toBe(3);
+    expect(store.evicted.samples).toBe(4);
+    expect(store.retainedFrom).toBe(T0 + 150);
   });
 
   test("memory stays bounded over a long run: 1,000,000 samples through a cap of 5,000", async () => {
@@ -140,6 +156,64 @@ describe("MemoryStore retention", () => {
     }
     expect(store.sampleCount).toBe(1_000_000);
     expect(store.evicted.samples).toBe(100_000);
+  });
+
+  test("a chatty tag does not erase a quiet tag's value: each tag keeps the sample in force at the horizon", async () => {
+    // A valve logged once (change logging: it never changed again) beside a tag logged every
+    // 10 ms. Under one window over every tag the chatty tag pushes the window past the valve's
+    // only sample; the valve's value in force is still known and kept.
+    const { store } = await openStore({ retention: { maxSamples: 1_000 } });
+    await store.samples.writeBatch([sample(0, "valve"), sample(5, "valve.quiet")]);
+    for (let scan = 1; scan <= 50; scan++) {
+      await store.samples.writeBatch(Array.from({ length: 100 }, (_, index) => sample(scan * 1_000 + index * 10, "chatty")));
+    }
+    expect(await timestampsOf(store, "valve")).toEqual([0]);
+    expect(await timestampsOf(store, "valve.quiet")).toEqual([5]);
+    expect(store.sampleCount).toBe(1_000);
+    expect((await timestampsOf(store, "chatty")).length).toBe(998);
+    expect(store.retainedFrom).toBe(T0 + 41_020);
+  });
+
+  test("history from retainedFrom on is exactly an unbounded store's, whatever the write order", async () => {
+    // A deterministic pseudo-random mix of tags, rates and late samples, through a small cap and
+    // an age limit; every valueAt and readSamples at or after retainedFrom matches a store that
+    // keeps everything.
+    let seed = 7;
+    const random = (): number => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31);
+    const clock = new SimulatedClock({ start: T0 });
+    const tagNames = ["a", "b", "c", "d"];
+    const catalog = tagNames.map((name) => ({ name, dataType: "float64", interpolation: "stepped" }) as never);
+    const bounded = new MemoryStore({ clock, retention: { maxSamples: 60, maxAgeMs: 5_000 } });
+    const unbounded = new MemoryStore({ clock });
+    await bounded.open(catalog);
+    await unbounded.open(catalog);
+    let compared = 0;
+    for (let round = 0; round < 300; round++) {
+      await clock.advance(50);
+      const batch: Sample[] = [];
+      for (const [rank, tag] of tagNames.entries()) {
+        if (random() < 1 / (rank + 1) ** 2) batch.push(sample(clock.now() - T0 - Math.floor(random() * 3_000), tag));
+      }
+      await bounded.samples.writeBatch(batch);
+      await unbounded.samples.writeBatch(batch);
+      const from = bounded.retainedFrom;
+      if (from === undefined) continue;
+      compared++;
+      expect(bounded.sampleCount).toBeLessThanOrEqual(60);
+      const times = [from, from + 1, from + 777, clock.now()];
+      const kept = await bounded.history.valueAt(tagNames, from);
+      const all = await unbounded.history.valueAt(tagNames, from);
+      expect(kept).toEqual(all);
+      for (const at of times) {
+        expect(await bounded.history.valueAt(tagNames, at)).toEqual(await unbounded.history.valueAt(tagNames, at));
+      }
+      for (const tag of tagNames) {
+        const query = { tag, from, to: clock.now() + 1, limit: 1e9 };
+        expect(await bounded.samples.readSamples(query)).toEqual(await unbounded.samples.readSamples(query));
+      }
+    }
+    expect(bounded.evicted.samples).toBeGreaterThan(100);
+    expect(compared).toBeGreaterThan(250);
   });
 
   test("rejects an onObserverError that is not a function", () => {

@@ -21,23 +21,35 @@ const EVICTED: Sample = Object.freeze({
   quality: Object.freeze({ severity: "bad", code: 0 }),
 }) as Sample;
 
-/** @internal What {@link RetainedSamples} keeps: at most `maxSamples`, none older than `maxAgeMs`. */
+/**
+ * @internal What {@link RetainedSamples} keeps: at most `maxSamples` (or one per tag, if more), none
+ * out of force for longer than `maxAgeMs`.
+ */
 export interface SampleRetentionLimits {
   readonly maxSamples: number;
   readonly maxAgeMs: number | undefined;
 }
 
 interface HeapEntry {
+  /** The timestamp of the series' second kept sample: from then on its first is no longer in force. */
   readonly at: number;
   readonly series: Series;
 }
 
 /**
- * @internal The samples of a {@link MemoryStore}, per tag, under a retention: {@link retain}
- * evicts the oldest samples over every tag (by timestamp) until at most `maxSamples` are kept and
- * none is older than `now - maxAgeMs`. A min-heap of each series' first timestamp finds the
- * oldest sample in O(log tags); an entry is stale when its series' first timestamp has changed
- * and is then dropped when it reaches the top.
+ * @internal The samples of a {@link MemoryStore}, per tag, under a retention (ADR 0045). The
+ * retention moves a horizon forward ({@link retainedFrom}): a tag's sample is evicted once the
+ * next sample of the same tag is at or before the horizon, so it is no longer the value in force
+ * at any time from the horizon on. History from the horizon on is therefore exactly what an
+ * unbounded store would answer, and each tag keeps its value in force at the horizon, however
+ * old, however chatty the other tags are.
+ *
+ * {@link retain} advances the horizon over every tag, oldest first, until at most `maxSamples`
+ * are kept (or every tag is down to one sample) and no sample is out of force since before
+ * `now - maxAgeMs`. A min-heap of each series' second timestamp finds the next sample to evict
+ * in O(log tags); an entry is stale when its series' second timestamp has changed and is then
+ * dropped when it reaches the top. Cutting a series' head is amortised (see {@link Series}), so
+ * eviction costs O(log tags) amortised per sample.
  */
 export class RetainedSamples {
   readonly #limits: SampleRetentionLimits;
@@ -45,9 +57,18 @@ export class RetainedSamples {
   readonly #heap: HeapEntry[] = [];
   #count = 0;
   #evicted = 0;
+  #horizon: number | undefined;
 
   constructor(limits: SampleRetentionLimits) {
     this.#limits = limits;
+  }
+
+  /**
+   * The retention's horizon: the latest time at which an evicted sample was still in force
+   * (undefined until something is evicted). From it on, every tag's history is complete.
+   */
+  get retainedFrom(): number | undefined {
+    return this.#horizon;
   }
 
   /** Samples kept, over every tag. */
@@ -108,31 +129,38 @@ export class RetainedSamples {
       timestamps.splice(index, 0, timestamp);
       samples.splice(index, 0, stored);
     }
-    if (index === start) this.#push({ at: timestamp, series });
+    // The second kept timestamp changed: inserted first (the old first is second now) or second.
+    if (index === start && length - start >= 1) this.#push({ at: timestamps[start + 1]!, series });
+    else if (index === start + 1) this.#push({ at: timestamp, series });
     this.#count++;
     return undefined;
   }
 
   /**
-   * Evicts the oldest samples, over every tag, while more than `maxSamples` are kept or the
-   * oldest is older than `now - maxAgeMs`. Returns how many it evicted.
+   * Advances the horizon and evicts, over every tag, the samples no longer in force from it on:
+   * while more than `maxSamples` are kept (and some tag keeps two or more), and while a sample has
+   * been out of force since before `now - maxAgeMs` or since before the horizon (a late sample).
+   * Returns how many it evicted.
    */
   retain(now: number): number {
     const { maxSamples, maxAgeMs } = this.#limits;
-    const horizon = maxAgeMs === undefined ? -Infinity : now - maxAgeMs;
+    const aged = maxAgeMs === undefined ? -Infinity : now - maxAgeMs;
     const touched = new Set<Series>();
     let evicted = 0;
     while (this.#heap.length > 0) {
       const { at, series } = this.#heap[0]!;
-      if (series.start >= series.timestamps.length || series.timestamps[series.start] !== at) {
+      if (series.start + 1 >= series.timestamps.length || series.timestamps[series.start + 1] !== at) {
         this.#pop();
         continue;
       }
-      if (this.#count <= maxSamples && !(at < horizon)) break;
+      if (this.#count <= maxSamples && at > aged && (this.#horizon === undefined || at > this.#horizon)) break;
       this.#pop();
       series.samples[series.start++] = EVICTED;
       touched.add(series);
-      if (series.start < series.timestamps.length) this.#push({ at: series.timestamps[series.start]!, series });
+      if (series.start + 1 < series.timestamps.length) {
+        this.#push({ at: series.timestamps[series.start + 1]!, series });
+      }
+      if (this.#horizon === undefined || at > this.#horizon) this.#horizon = at;
       this.#count--;
       evicted++;
     }
@@ -148,7 +176,7 @@ export class RetainedSamples {
   #rebuild(): void {
     this.#heap.length = 0;
     for (const series of this.#series.values()) {
-      if (series.start < series.timestamps.length) this.#push({ at: series.timestamps[series.start]!, series });
+      if (series.start + 1 < series.timestamps.length) this.#push({ at: series.timestamps[series.start + 1]!, series });
     }
   }
 
