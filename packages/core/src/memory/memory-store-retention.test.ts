@@ -165,7 +165,9 @@ describe("MemoryStore retention", () => {
     const { store } = await openStore({ retention: { maxSamples: 1_000 } });
     await store.samples.writeBatch([sample(0, "valve"), sample(5, "valve.quiet")]);
     for (let scan = 1; scan <= 50; scan++) {
-      await store.samples.writeBatch(Array.from({ length: 100 }, (_, index) => sample(scan * 1_000 + index * 10, "chatty")));
+      await store.samples.writeBatch(
+        Array.from({ length: 100 }, (_, index) => sample(scan * 1_000 + index * 10, "chatty")),
+      );
     }
     expect(await timestampsOf(store, "valve")).toEqual([0]);
     expect(await timestampsOf(store, "valve.quiet")).toEqual([5]);
@@ -179,7 +181,7 @@ describe("MemoryStore retention", () => {
     // an age limit; every valueAt and readSamples at or after retainedFrom matches a store that
     // keeps everything.
     let seed = 7;
-    const random = (): number => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31);
+    const random = (): number => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
     const clock = new SimulatedClock({ start: T0 });
     const tagNames = ["a", "b", "c", "d"];
     const catalog = tagNames.map((name) => ({ name, dataType: "float64", interpolation: "stepped" }) as never);
