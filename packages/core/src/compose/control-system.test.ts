@@ -1,6 +1,7 @@
 import { describe, expect, test } from "vitest";
 import { KilnError, type KilnValidationError } from "../domain/errors";
 import { defineTags } from "../domain/tags";
+import { MemoryMetrics } from "../memory/memory-metrics";
 import { MemoryStore } from "../memory/memory-store";
 import { SimulatedClock } from "../memory/simulated-clock";
 import { SimulatedPlc } from "../memory/simulated-plc";
@@ -379,12 +380,14 @@ test("a MemoryStore's retention evictions are published as store-evict, and the 
   const clock = new SimulatedClock({ start: Date.UTC(2026, 10, 22) });
   const plc = new SimulatedPlc({ tags, clock, sources: { "seq.counter": { kind: "counter" } } });
   const store = new MemoryStore({ clock, retention: { maxSamples: 20 } });
+  const metrics = new MemoryMetrics();
   const system = createControlSystem({
     machineId: "ald-1",
     tags,
     driver: plc,
     store,
     clock,
+    metrics,
     scanGroups,
     logging: { maxBatchSize: 50, maxLatencyMs: 200 },
   });
@@ -400,4 +403,23 @@ test("a MemoryStore's retention evictions are published as store-evict, and the 
   expect(evicted).toBeGreaterThan(0);
   expect(evicted).toBe(store.evicted.samples);
   expect(system.health().logging.samplesDropped).toBe(0);
+  // Counted where a host looks: health() and the metrics; by design, so not a problem.
+  const health = system.health();
+  expect(health.store.retention).toEqual({ evicted: store.evicted, retainedFrom: store.retainedFrom });
+  expect(health.store.retention?.retainedFrom).toBeGreaterThan(clock.now() - 5_000);
+  expect(metrics.value("kiln_store_evicted_total", { port: "samples" })).toBe(evicted);
+});
+
+test("health() has no store retention section for a store that is not the MemoryStore", async () => {
+  const clock = new SimulatedClock({ start: Date.UTC(2026, 10, 22) });
+  const memory = new MemoryStore({ clock });
+  const store = {
+    ...memory,
+    storeApiVersion: memory.storeApiVersion,
+    capabilities: memory.capabilities,
+    open: (t: never) => memory.open(t),
+    close: () => memory.close(),
+  } as never;
+  const system = createControlSystem({ machineId: "ald-1", tags, store, clock, scanGroups });
+  expect(system.health().store).toEqual({ state: "closed" });
 });
