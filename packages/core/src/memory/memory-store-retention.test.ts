@@ -116,6 +116,33 @@ describe("MemoryStore retention", () => {
     expect(kept.at(-1)).toBe(199_999);
   });
 
+  test("reading a range after every eviction does not cut the series each time", async () => {
+    // A host reading the newest samples after each write: cutting the evicted head on each read
+    // would move the whole 100,000-sample series per read; a read costs its range. Compared with
+    // the same writes and reads on a series that evicts nothing, in the same run (a fixed bound
+    // fails under load).
+    const writeAndRead = async (store: MemoryStore, first: number): Promise<number> => {
+      const started = performance.now();
+      for (let index = first; index < first + 40_000; index++) {
+        await store.samples.writeBatch([sample(index)]);
+        const newest = await store.samples.readSamples({ tag: "a", from: T0 + index - 2, to: T0 + index + 1 });
+        expect(newest.length).toBe(3);
+      }
+      return performance.now() - started;
+    };
+    const { store: keeping } = await openStore({ retention: { maxSamples: 1_000_000 } });
+    const { store: evicting } = await openStore({ retention: { maxSamples: 100_000 } });
+    for (let index = 0; index < 100_000; index++) {
+      await keeping.samples.writeBatch([sample(index)]);
+      await evicting.samples.writeBatch([sample(index)]);
+    }
+    const keepingMs = await writeAndRead(keeping, 100_000);
+    const evictingMs = await writeAndRead(evicting, 100_000);
+    expect(evicting.evicted.samples).toBe(40_000);
+    expect(evictingMs).toBeLessThan(3 * keepingMs + 100);
+    expect(await timestampsOf(evicting, "a")).toHaveLength(100_000);
+  });
+
   test("history queries see only the kept samples", async () => {
     const store = new MemoryStore({ clock: new SimulatedClock({ start: T0 }), retention: { maxSamples: 2 } });
     await store.open([{ name: "a", type: "float" } as never]);
@@ -212,6 +239,11 @@ describe("MemoryStore retention", () => {
       for (const tag of tagNames) {
         const query = { tag, from, to: clock.now() + 1, limit: 1e9 };
         expect(await bounded.samples.readSamples(query)).toEqual(await unbounded.samples.readSamples(query));
+        const buckets = { tag, from, to: clock.now() + 1, bucketMs: 700 };
+        expect(await bounded.samples.readBuckets(buckets)).toEqual(await unbounded.samples.readBuckets(buckets));
+        // From before the horizon: only kept samples, none of the evicted placeholders.
+        const early = await bounded.samples.readSamples({ ...query, from: T0 - 1e6 });
+        expect(early.every((stored) => stored.tag === tag)).toBe(true);
       }
     }
     expect(bounded.evicted.samples).toBeGreaterThan(100);

@@ -596,9 +596,9 @@ export class MemoryStore implements Store {
   #readSamples(input: SampleQuery): Sample[] {
     this.#assertOpen();
     const query = parseOrThrow(sampleQuerySchema, input, "sample query");
-    const series = this.#samples.get(query.tag);
+    const series = this.#samples.peek(query.tag);
     if (!series || query.from >= query.to) return [];
-    let start = lowerBound(series.timestamps, query.from);
+    let start = Math.max(series.start, lowerBound(series.timestamps, query.from));
     if (query.after !== undefined) start = Math.max(start, upperBound(series.timestamps, query.after));
     const end = Math.min(lowerBound(series.timestamps, query.to), start + (query.limit ?? DEFAULT_LIMIT));
     return start < end ? series.samples.slice(start, end) : [];
@@ -611,14 +611,14 @@ export class MemoryStore implements Store {
   async #readBuckets(input: BucketQuery): Promise<SampleBucket[]> {
     this.#assertOpen();
     const query = parseOrThrow(bucketQuerySchema, input, "bucket query");
-    const series = this.#samples.get(query.tag);
+    const series = this.#samples.peek(query.tag);
     if (!series || query.from >= query.to) return [];
     const buckets: SampleBucket[] = [];
     let bucket: { -readonly [K in keyof SampleBucket]: SampleBucket[K] } | undefined;
     let sum = 0;
     // Copies of the range: writes and evictions between the slices change the stored arrays in place.
-    const first = lowerBound(series.timestamps, query.from);
-    const last = lowerBound(series.timestamps, query.to);
+    const first = Math.max(series.start, lowerBound(series.timestamps, query.from));
+    const last = Math.max(first, lowerBound(series.timestamps, query.to));
     const timestamps = series.timestamps.slice(first, last);
     const samples = series.samples.slice(first, last);
     for (let index = 0; index < samples.length; index++) {

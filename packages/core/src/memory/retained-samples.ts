@@ -3,12 +3,12 @@ import type { Sample } from "../domain/sample";
 import type { SampleSeries } from "../history/series-history";
 
 /**
- * One tag's samples, sorted by timestamp; `timestamps[i]` is `samples[i].timestamp`. Entries
- * before `start` are evicted (their samples replaced by a placeholder) and are cut off once they
- * outnumber the kept ones or when the series is read: cutting a long array's head on every
- * eviction would move the whole array each time.
+ * @internal One tag's samples, sorted by timestamp; `timestamps[i]` is `samples[i].timestamp`.
+ * Entries before `start` are evicted (their samples replaced by a placeholder) and are cut off
+ * once they outnumber the kept ones or when a history query needs the series from index 0:
+ * cutting a long array's head on every eviction would move the whole array each time.
  */
-interface Series extends SampleSeries {
+export interface Series extends SampleSeries {
   readonly timestamps: number[];
   readonly samples: Sample[];
   start: number;
@@ -86,6 +86,15 @@ export class RetainedSamples {
     const series = this.#series.get(tag);
     if (series) compact(series);
     return series;
+  }
+
+  /**
+   * The samples of `tag` as stored, without cutting evicted entries off (reads of a range need no
+   * cut: a cut on every read between evictions would move the whole series each time). Entries
+   * before `start` are evicted; their timestamps stay sorted, so binary searches still work.
+   */
+  peek(tag: string): Readonly<Series> | undefined {
+    return this.#series.get(tag);
   }
 
   /** Registers `tag` with an empty series unless it has one. */
