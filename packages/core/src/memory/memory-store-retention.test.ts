@@ -1,6 +1,7 @@
 import { describe, expect, test } from "vitest";
 import { KilnError, KilnValidationError } from "../domain/errors";
 import { GOOD } from "../domain/quality";
+import { AGGREGATES } from "../ports/sample-history";
 import type { Sample } from "../domain/sample";
 import { MemoryStore, type MemoryStoreEviction, type MemoryStoreOptions } from "./memory-store";
 import { SimulatedClock } from "./simulated-clock";
@@ -211,7 +212,9 @@ describe("MemoryStore retention", () => {
     const random = (): number => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
     const clock = new SimulatedClock({ start: T0 });
     const tagNames = ["a", "b", "c", "d"];
-    const catalog = tagNames.map((name) => ({ name, dataType: "float64", interpolation: "stepped" }) as never);
+    const catalog = tagNames.map(
+      (name, rank) => ({ name, dataType: "float64", interpolation: rank % 2 ? "sloped" : "stepped" }) as never,
+    );
     const bounded = new MemoryStore({ clock, retention: { maxSamples: 60, maxAgeMs: 5_000 } });
     const unbounded = new MemoryStore({ clock });
     await bounded.open(catalog);
@@ -241,6 +244,12 @@ describe("MemoryStore retention", () => {
         expect(await bounded.samples.readSamples(query)).toEqual(await unbounded.samples.readSamples(query));
         const buckets = { tag, from, to: clock.now() + 1, bucketMs: 700 };
         expect(await bounded.samples.readBuckets(buckets)).toEqual(await unbounded.samples.readBuckets(buckets));
+        if (round % 10 === 0) {
+          const intervals = { start: from, end: clock.now() + 1, intervalMs: 500, aggregates: AGGREGATES };
+          expect(await bounded.history.aggregate([tag], intervals)).toEqual(
+            await unbounded.history.aggregate([tag], intervals),
+          );
+        }
         // From before the horizon: only kept samples, none of the evicted placeholders.
         const early = await bounded.samples.readSamples({ ...query, from: T0 - 1e6 });
         expect(early.every((stored) => stored.tag === tag)).toBe(true);
