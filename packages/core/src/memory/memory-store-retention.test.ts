@@ -175,6 +175,33 @@ describe("MemoryStore retention", () => {
     ]);
   });
 
+  test("alarm entries past the cap cost what entries below it cost (no array shift per eviction), late ones in order", async () => {
+    const record = async (store: MemoryStore, from: number, count: number): Promise<number> => {
+      const started = performance.now();
+      for (let index = from; index < from + count; index++) {
+        await store.alarms.record({ at: T0 + index, alarm: `alarm-${index}` } as never);
+      }
+      return performance.now() - started;
+    };
+    const { store: below } = await openStore({ retention: { maxAlarmEntries: 1_000_000 } });
+    const { store: atCap } = await openStore({ retention: { maxAlarmEntries: 100_000 } });
+    await record(below, 0, 100_000);
+    await record(atCap, 0, 100_000);
+    const belowMs = await record(below, 100_000, 60_000);
+    const atCapMs = await record(atCap, 100_000, 60_000);
+    expect(atCap.evicted.alarms).toBe(60_000);
+    expect(atCapMs).toBeLessThan(3 * belowMs + 100);
+    // A late entry goes in order among the kept ones; one older than all kept is the oldest, evicted.
+    await atCap.alarms.record({ at: T0 + 150_000.5, alarm: "late" } as never);
+    await atCap.alarms.record({ at: T0 + 1, alarm: "too late" } as never);
+    const kept = await atCap.alarms.query({ from: T0 - 1, to: T0 + 1e9 });
+    expect(kept).toHaveLength(100_000);
+    expect(kept[0]!.at).toBe(T0 + 60_001);
+    expect(kept.find((entry) => entry.at === T0 + 150_000.5)).toBeDefined();
+    expect(kept.every((entry, index) => index === 0 || kept[index - 1]!.at <= entry.at)).toBe(true);
+    expect(kept.some((entry) => (entry as { alarm?: string }).alarm === "too late")).toBe(false);
+  });
+
   test("the defaults keep 1,000,000 samples", async () => {
     const store = new MemoryStore({ clock: new SimulatedClock({ start: T0 }) });
     await store.open([]);

@@ -29,7 +29,7 @@ import type { AlarmHistory, AlarmHistoryEntry, TimeRange } from "@kiln/core/driv
 import type { AuditEntry, AuditLog } from "@kiln/core/driver-kit";
 import type { Clock } from "../ports/clock";
 import { SystemClock } from "../runtime/system-clock";
-import { lowerBound, partitionPoint, RetainedSamples, upperBound } from "./retained-samples";
+import { lowerBound, RetainedSamples, TimedEntries, upperBound } from "./retained-samples";
 import type { EventStore, NewDomainEvent, StoredDomainEvent } from "@kiln/core/driver-kit";
 import type { ProcessFilter, ProcessRecord, ProcessRepository } from "@kiln/core/driver-kit";
 import type { RecipeRepository, StoredRecipe } from "@kiln/core/driver-kit";
@@ -284,8 +284,8 @@ export class MemoryStore implements Store {
   readonly #streams = new Map<string, StoredDomainEvent[]>();
   readonly #processes = new Map<string, ProcessRecord>();
   readonly #recipes = new Map<string, Map<number, { readonly recipe: StoredRecipe; readonly canonical: string }>>();
-  readonly #alarms: AlarmHistoryEntry[] = [];
-  readonly #auditEntries: AuditEntry[] = [];
+  readonly #alarms = new TimedEntries<AlarmHistoryEntry>();
+  readonly #auditEntries = new TimedEntries<AuditEntry>();
   readonly #auditIds = new Set<string>();
 
   /**
@@ -423,9 +423,9 @@ export class MemoryStore implements Store {
       record: async (entry) => {
         await this.faults.held("alarms");
         this.#recordTimed(this.#alarms, entry);
-        const evicted = this.#alarms.length - this.#maxAlarmEntries;
+        const evicted = this.#alarms.size - this.#maxAlarmEntries;
         if (evicted > 0) {
-          this.#alarms.splice(0, evicted);
+          this.#alarms.evictOldest(evicted);
           this.#evictedAlarms += evicted;
           this.#reportEviction({ port: "alarms", count: evicted });
         }
@@ -443,10 +443,10 @@ export class MemoryStore implements Store {
         if (this.#auditIds.has(entry.id)) return;
         this.#recordTimed(this.#auditEntries, entry);
         this.#auditIds.add(entry.id);
-        const evicted = this.#auditEntries.length - this.#maxAuditEntries;
+        const evicted = this.#auditEntries.size - this.#maxAuditEntries;
         if (evicted > 0) {
           // The ids go too, to bound memory: a retry of an evicted entry would be stored again.
-          for (const old of this.#auditEntries.splice(0, evicted)) this.#auditIds.delete(old.id);
+          for (const old of this.#auditEntries.evictOldest(evicted)) this.#auditIds.delete(old.id);
           this.#evictedAudit += evicted;
           this.#reportEviction({ port: "audit", count: evicted });
         }
@@ -717,28 +717,19 @@ export class MemoryStore implements Store {
     return versions.get(Math.max(...versions.keys()))?.recipe;
   }
 
-  #recordTimed<TEntry extends { readonly at: number }>(entries: TEntry[], entry: TEntry): void {
+  #recordTimed<TEntry extends { readonly at: number }>(entries: TimedEntries<TEntry>, entry: TEntry): void {
     this.#assertOpen();
     if (!Number.isFinite(entry.at)) {
       throw new KilnValidationError("entry", [{ path: "at", message: "must be a finite number" }]);
     }
-    const stored = deepFreeze(jsonCopy(entry));
-    const last = entries.at(-1);
-    if (!last || last.at <= stored.at) entries.push(stored);
-    else
-      entries.splice(
-        partitionPoint(entries.length, (index) => entries[index]!.at <= stored.at),
-        0,
-        stored,
-      );
+    entries.insert(deepFreeze(jsonCopy(entry)));
   }
 
-  #queryTimed<TEntry extends { readonly at: number }>(entries: readonly TEntry[], input: TimeRange): TEntry[] {
+  #queryTimed<TEntry extends { readonly at: number }>(entries: TimedEntries<TEntry>, input: TimeRange): TEntry[] {
     this.#assertOpen();
     const range = parseOrThrow(timeRangeSchema, input, "time range");
     if (range.from >= range.to) return [];
-    const startOf = (at: number): number => partitionPoint(entries.length, (index) => entries[index]!.at < at);
-    return entries.slice(startOf(range.from), startOf(range.to));
+    return entries.range(range.from, range.to);
   }
 }
 

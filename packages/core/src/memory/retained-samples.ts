@@ -256,3 +256,54 @@ export function lowerBound(sorted: readonly number[], value: number): number {
 export function upperBound(sorted: readonly number[], value: number): number {
   return partitionPoint(sorted.length, (index) => sorted[index]! <= value);
 }
+
+/**
+ * @internal Entries sorted by `at` (alarm history, audit entries of a {@link MemoryStore}) whose
+ * oldest are evicted in O(1) amortised: the evicted head is cut off once it outnumbers the kept
+ * entries, never one array shift per eviction.
+ */
+export class TimedEntries<TEntry extends { readonly at: number }> {
+  readonly #entries: (TEntry | undefined)[] = [];
+  #start = 0;
+
+  /** Entries kept. */
+  get size(): number {
+    return this.#entries.length - this.#start;
+  }
+
+  /** Inserts `entry` after every kept entry at or before its `at` (appending in order is O(1)). */
+  insert(entry: TEntry): void {
+    const entries = this.#entries;
+    const start = this.#start;
+    const last = entries.at(-1);
+    if (entries.length === start || last!.at <= entry.at) {
+      entries.push(entry);
+      return;
+    }
+    const index = start + partitionPoint(entries.length - start, (offset) => entries[start + offset]!.at <= entry.at);
+    entries.splice(index, 0, entry);
+  }
+
+  /** Evicts the `count` oldest entries and returns them, oldest first. */
+  evictOldest(count: number): TEntry[] {
+    const entries = this.#entries;
+    const end = Math.min(entries.length, this.#start + count);
+    const evicted = entries.slice(this.#start, end) as TEntry[];
+    for (let index = this.#start; index < end; index++) entries[index] = undefined;
+    this.#start = end;
+    if (2 * this.#start >= entries.length) {
+      entries.splice(0, this.#start);
+      this.#start = 0;
+    }
+    return evicted;
+  }
+
+  /** The kept entries with `from <= at < to`, oldest first. */
+  range(from: number, to: number): TEntry[] {
+    const entries = this.#entries;
+    const start = this.#start;
+    const startOf = (at: number): number =>
+      start + partitionPoint(entries.length - start, (offset) => entries[start + offset]!.at < at);
+    return entries.slice(startOf(from), startOf(to)) as TEntry[];
+  }
+}
