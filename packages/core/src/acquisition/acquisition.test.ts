@@ -586,6 +586,107 @@ describe("Acquisition", () => {
     expect(cvt.get("fast.counter")).toBe(before);
   });
 
+  test("a subscribe that rejects after its timeout changes nothing more: no unhandled rejection, one subscription alive after the retry", async () => {
+    let calls = 0;
+    let live = 0;
+    const { clock, acquisition, cvt } = setup({
+      groups: {
+        fast: { periodMs: 50, mode: "subscribe", staleAfterPeriods: 3 },
+        slow: { periodMs: 1_000, mode: "poll", staleAfterPeriods: 3 },
+      },
+      preparePlc: (plc) => {
+        const subscribe = plc.subscribe.bind(plc);
+        plc.subscribe = async (tags, options, onSamples) => {
+          calls++;
+          if (calls <= 2) {
+            await clock.sleep(150);
+            throw new KilnError("KILN_CONNECTION_FAILED", "too many monitored items", { retryable: true });
+          }
+          const dispose = await subscribe(tags, options, onSamples);
+          live++;
+          return () => {
+            live--;
+            dispose();
+          };
+        };
+      },
+    });
+    const started = acquisition.start();
+    await clock.advance(50);
+    await started;
+    expect(acquisition.link).toBe("offline");
+    for (let step = 0; step < 300 && acquisition.link !== "online"; step++) await clock.advance(10);
+    await clock.advance(1_000); // both late rejections have come
+    expect(acquisition.link).toBe("online");
+    expect(calls).toBe(3);
+    expect(live).toBe(1);
+    expect(cvt.get("fast.counter")?.quality.severity).toBe("good");
+    await acquisition.stop();
+    expect(live).toBe(0);
+  });
+
+  test("a subscribe that completes after stop() is disposed at once; nothing it delivers, before or after, reaches the table; acquisition stays stopped", async () => {
+    // stop() during start(): the start's subscribe is in flight (30 ms against a 40 ms timeout)
+    // and completes after stop() returned. The driver calls back once while subscribing (as an
+    // initial notification can arrive before the subscribe answer) and once after.
+    let live = 0;
+    let emit: (() => void) | undefined;
+    const { clock, acquisition, cvt, plc } = setup({
+      groups: {
+        fast: { periodMs: 50, mode: "subscribe", staleAfterPeriods: 3 },
+        slow: { periodMs: 1_000, mode: "poll", staleAfterPeriods: 3 },
+      },
+      preparePlc: (plc) => {
+        const subscribe = plc.subscribe.bind(plc);
+        plc.subscribe = async (tags, options, onSamples) => {
+          emit = () => onSamples([{ tag: "fast.counter", value: 999_999, timestamp: clock.now(), quality: GOOD }]);
+          await clock.sleep(30);
+          emit();
+          const dispose = await subscribe(tags, options, onSamples);
+          live++;
+          return () => {
+            live--;
+            dispose();
+          };
+        };
+      },
+    });
+    const started = acquisition.start();
+    await clock.advance(10);
+    const before = cvt.get("fast.counter");
+    await acquisition.stop();
+    await clock.advance(100);
+    await started.catch(() => undefined);
+    expect(live).toBe(0);
+    emit?.();
+    const reads = plc.readCalls;
+    await clock.advance(5_000);
+    expect(cvt.get("fast.counter")).toEqual(before);
+    expect(acquisition.link).toBe("stopped");
+    expect(plc.readCalls).toBe(reads); // no scan group started after the stop, no reconnect loop
+    expect(live).toBe(0);
+  });
+
+  test("a stop() during a slow connect ends the start there: no scan group starts, no reconnect loop", async () => {
+    const { clock, acquisition, plc } = setup({
+      preparePlc: (plc) => {
+        const connect = plc.connect.bind(plc);
+        plc.connect = async (signal) => {
+          await clock.sleep(30);
+          await connect(signal);
+        };
+      },
+    });
+    const started = acquisition.start();
+    await clock.advance(10);
+    await acquisition.stop();
+    await clock.advance(100);
+    await started;
+    await clock.advance(5_000);
+    expect(acquisition.link).toBe("stopped");
+    expect(plc.readCalls).toBe(0);
+  });
+
   test("a tag in an undefined scan group is a configuration error", () => {
     const clock = new SimulatedClock();
     const plc = new SimulatedPlc({ tags, clock });

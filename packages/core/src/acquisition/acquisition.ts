@@ -205,8 +205,13 @@ export class Acquisition {
   /** Resolves when no group's first scan is pending (see {@link firstScan}). */
   #firstScan: Promise<void> = Promise.resolve();
   #firstScanDone: () => void = () => undefined;
-  /** Counts the driver's drops and our stops, so a subscribe that completes after one is disposed. */
+  /**
+   * Counts the driver's drops and our stops, so a subscribe that completes after one is disposed
+   * and a subscription made before one delivers nothing after it.
+   */
   #epoch = 0;
+  /** Counts stops, so a start that a stop overtook (its connect or subscribe was in flight) ends there. */
+  #stops = 0;
   /** The driver's endpoints (`driver.endpoints()`) last seen offline (see `#checkEndpoints`). */
   readonly #offlineEndpoints = new Set<string>();
   /** Driver replies on their way into the current value table, in arrival order. */
@@ -291,6 +296,7 @@ export class Acquisition {
   async start(): Promise<void> {
     if (this.#link !== "stopped") return;
     const { driver, clock, cvt } = this.#options;
+    const stops = this.#stops;
     this.#stopping = new AbortController();
     this.#gaveUp = false;
     this.#firstScan = new Promise((resolve) => (this.#firstScanDone = resolve));
@@ -326,6 +332,8 @@ export class Acquisition {
       await driver.connect();
       await this.#goOnline();
     } catch (error) {
+      // Stopped while connecting or subscribing: the stop has undone everything; nothing may resume.
+      if (stops !== this.#stops) return;
       if (KilnError.is(error) && !error.retryable) {
         this.#link = "stopped";
         this.#disposeListeners();
@@ -337,6 +345,7 @@ export class Acquisition {
       this.#link = "online"; // so that goOffline runs its full transition
       this.#goOffline(reason);
     }
+    if (stops !== this.#stops) return;
     this.#checkFirstScan();
     for (const group of this.#groups) {
       if (group.mode !== "poll") continue;
@@ -369,6 +378,7 @@ export class Acquisition {
     if (this.#link === "stopped") return;
     this.#link = "stopped";
     this.#epoch++;
+    this.#stops++;
     this.#stopping?.abort();
     this.#wake?.abort();
     for (const group of this.#groups) group.firstScanPending = false;
@@ -691,31 +701,52 @@ export class Acquisition {
   async #goOnline(): Promise<void> {
     const { clock, driver, bus } = this.#options;
     const epoch = this.#epoch;
+    // The link dropped or we stopped since this call began: whatever it subscribed has no caller.
+    const overtaken = (): boolean => epoch !== this.#epoch || this.#link === "stopped" || driver.status !== "connected";
+    // What this call subscribed, so that its failure disposes those and never a later call's.
+    const made: { readonly group: Group; readonly unsubscribe: Disposer }[] = [];
+    const dropped = (group: Group): KilnError => {
+      for (const subscription of made) {
+        this.#unsubscribe(subscription.group, subscription.unsubscribe);
+        if (subscription.group.unsubscribe === subscription.unsubscribe) subscription.group.unsubscribe = undefined;
+      }
+      return new KilnError("KILN_CONNECTION_FAILED", "The connection dropped while subscribing; retrying.", {
+        retryable: true,
+        details: { driver: driver.name, group: group.name },
+      });
+    };
     for (const group of this.#groups) {
       if (group.mode !== "subscribe") continue;
-      const unsubscribe = await driver.subscribe!(
-        group.tags,
-        {
-          samplingIntervalMs: group.settings.periodMs,
-          ...(group.settings.queueSize === undefined ? {} : { queueSize: group.settings.queueSize }),
-          ...(group.settings.deadband === undefined ? {} : { deadband: group.settings.deadband }),
-        },
-        (samples) => {
-          this.#accept(group, samples, false, clock.now()).catch((error: unknown) => {
-            this.#logger.error({ error: describe(error), group: group.name }, "subscription delivery failed");
-          });
-        },
-      );
-      group.unsubscribe = unsubscribe;
-      if (epoch !== this.#epoch || this.#link === "stopped" || driver.status !== "connected") {
-        // The link dropped (or we stopped) while subscribing: this subscription's caller has gone.
-        this.#unsubscribeAll();
-        throw new KilnError("KILN_CONNECTION_FAILED", "The connection dropped while subscribing; retrying.", {
-          retryable: true,
-          details: { driver: driver.name, group: group.name },
-        });
+      let subscribed: Disposer;
+      try {
+        subscribed = await driver.subscribe!(
+          group.tags,
+          {
+            samplingIntervalMs: group.settings.periodMs,
+            ...(group.settings.queueSize === undefined ? {} : { queueSize: group.settings.queueSize }),
+            ...(group.settings.deadband === undefined ? {} : { deadband: group.settings.deadband }),
+          },
+          (samples) => {
+            // A subscription of an earlier epoch (the link dropped, or we stopped, since it was
+            // asked for) delivers nothing: not while it is being made, not after its disposal.
+            if (epoch !== this.#epoch) return;
+            this.#accept(group, samples, false, clock.now()).catch((error: unknown) => {
+              this.#logger.error({ error: describe(error), group: group.name }, "subscription delivery failed");
+            });
+          },
+        );
+      } catch (error) {
+        dropped(group);
+        throw error;
       }
+      const unsubscribe = once(subscribed);
+      made.push({ group, unsubscribe });
+      if (overtaken()) throw dropped(group);
+      // Reachable by stop() and a link loss from now on (they dispose it; so may `dropped`).
+      group.unsubscribe = unsubscribe;
     }
+    // A poll-only system: the stop may have come while connecting.
+    if (this.#link === "stopped" || epoch !== this.#epoch) throw dropped(this.#groups[0]!);
     const wasOffline = this.#link === "offline";
     this.#link = "online";
     driver.breaker.reset();
@@ -786,12 +817,16 @@ export class Acquisition {
 
   #unsubscribeAll(): void {
     for (const group of this.#groups) {
-      try {
-        group.unsubscribe?.();
-      } catch (error) {
-        this.#logger.warn({ error: describe(error), group: group.name }, "unsubscribe failed");
-      }
+      if (group.unsubscribe) this.#unsubscribe(group, group.unsubscribe);
       group.unsubscribe = undefined;
+    }
+  }
+
+  #unsubscribe(group: Group, unsubscribe: Disposer): void {
+    try {
+      unsubscribe();
+    } catch (error) {
+      this.#logger.warn({ error: describe(error), group: group.name }, "unsubscribe failed");
     }
   }
 
@@ -816,4 +851,14 @@ function untilAborted(promise: Promise<void>, signal: AbortSignal): Promise<void
 function describe(error: unknown): string {
   if (KilnError.is(error)) return `${error.code}: ${error.message}`;
   return error instanceof Error ? error.message : String(error);
+}
+
+/** `dispose` called at most once, however often the result is. */
+function once(dispose: Disposer): Disposer {
+  let disposed = false;
+  return () => {
+    if (disposed) return;
+    disposed = true;
+    dispose();
+  };
 }

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "vitest";
 import { KilnError, type KilnValidationError } from "../domain/errors";
 import { defineTags } from "../domain/tags";
+import { MemoryMetrics } from "../memory/memory-metrics";
 import { MemoryStore } from "../memory/memory-store";
 import { SimulatedClock } from "../memory/simulated-clock";
 import { SimulatedPlc } from "../memory/simulated-plc";
@@ -375,16 +376,58 @@ describe("createControlSystem", () => {
   });
 });
 
+test("issue 16: a subscribe slower than the driver timeout leaves no subscription behind; one once it is fast enough; none after stop, and no value after stop", async () => {
+  // The issue's case: creating the subscription (tens of thousands of monitored items) takes
+  // 3 s against the 2 s default timeout. Before, every late subscription stayed alive: 6 after 20 s.
+  const clock = new SimulatedClock({ start: Date.UTC(2026, 10, 22) });
+  const plc = new SimulatedPlc({ tags, clock, sources: { "seq.counter": { kind: "counter" } } });
+  plc.faults.subscribeLatencyMs = 3_000;
+  const system = createControlSystem({
+    machineId: "ald-1",
+    tags,
+    driver: plc,
+    store: new MemoryStore({ clock }),
+    clock,
+    scanGroups: { fast: { periodMs: 1_000, mode: "subscribe" }, slow: { periodMs: 1_000, mode: "subscribe" } },
+  });
+  const started = system.start();
+  await clock.advance(2_000); // the first subscribe times out; start returns with the link down
+  await started;
+  let most = 0;
+  for (let second = 0; second < 20; second++) {
+    await clock.advance(1_000);
+    most = Math.max(most, plc.activeSubscriptions);
+  }
+  expect(most).toBe(0); // each late one disposed the moment it was made
+  expect(system.read("seq.counter")?.quality.severity).not.toBe("good");
+  plc.faults.subscribeLatencyMs = 0;
+  await clock.advance(60_000);
+  expect(system.health().acquisition.link).toBe("online");
+  expect(plc.activeSubscriptions).toBe(2); // one per subscribed scan group
+  expect(system.read("seq.counter")?.quality.severity).toBe("good");
+  // A slow subscribe in flight at stop, from a link loss just before it.
+  plc.faults.subscribeLatencyMs = 1_000;
+  plc.dropConnection();
+  await clock.advance(3_000);
+  await system.stop();
+  const after = system.read("seq.counter");
+  await clock.advance(10_000);
+  expect(plc.activeSubscriptions).toBe(0);
+  expect(system.read("seq.counter")).toEqual(after);
+});
+
 test("a MemoryStore's retention evictions are published as store-evict, and the kept samples stay bounded", async () => {
   const clock = new SimulatedClock({ start: Date.UTC(2026, 10, 22) });
   const plc = new SimulatedPlc({ tags, clock, sources: { "seq.counter": { kind: "counter" } } });
   const store = new MemoryStore({ clock, retention: { maxSamples: 20 } });
+  const metrics = new MemoryMetrics();
   const system = createControlSystem({
     machineId: "ald-1",
     tags,
     driver: plc,
     store,
     clock,
+    metrics,
     scanGroups,
     logging: { maxBatchSize: 50, maxLatencyMs: 200 },
   });
@@ -400,4 +443,23 @@ test("a MemoryStore's retention evictions are published as store-evict, and the 
   expect(evicted).toBeGreaterThan(0);
   expect(evicted).toBe(store.evicted.samples);
   expect(system.health().logging.samplesDropped).toBe(0);
+  // Counted where a host looks: health() and the metrics; by design, so not a problem.
+  const health = system.health();
+  expect(health.store.retention).toEqual({ evicted: store.evicted, retainedFrom: store.retainedFrom });
+  expect(health.store.retention?.retainedFrom).toBeGreaterThan(clock.now() - 5_000);
+  expect(metrics.value("kiln_store_evicted_total", { port: "samples" })).toBe(evicted);
+});
+
+test("health() has no store retention section for a store that is not the MemoryStore", async () => {
+  const clock = new SimulatedClock({ start: Date.UTC(2026, 10, 22) });
+  const memory = new MemoryStore({ clock });
+  const store = {
+    ...memory,
+    storeApiVersion: memory.storeApiVersion,
+    capabilities: memory.capabilities,
+    open: (t: never) => memory.open(t),
+    close: () => memory.close(),
+  } as never;
+  const system = createControlSystem({ machineId: "ald-1", tags, store, clock, scanGroups });
+  expect(system.health().store).toEqual({ state: "closed" });
 });

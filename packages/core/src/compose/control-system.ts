@@ -56,6 +56,7 @@ import type { MachineStateMachine, UncheckedParts } from "@kiln/core/advanced";
 import { recordEventMetrics } from "./event-metrics";
 import { InternalTokens } from "./tokens";
 import { monotonicNow } from "../runtime/system-clock";
+import { MemoryStore, type MemoryStoreEvictions } from "../memory/memory-store";
 
 /**
  * How long (ms) the driver's and the store's `close` may take at stop after the drain budget
@@ -130,7 +131,17 @@ export interface ControlSystemHealth {
    * The store's lifecycle: `opening` after a start during a database outage (samples go to the
    * spool while the store is opened in the background with backoff), with the last error.
    */
-  readonly store: { readonly state: "closed" | "opening" | "open"; readonly lastError?: string };
+  readonly store: {
+    readonly state: "closed" | "opening" | "open";
+    readonly lastError?: string;
+    /**
+     * With the embedded {@link MemoryStore} only: what its retention evicted since it was created,
+     * per port (`store-evict` events, `kiln_store_evicted_total{port}`), and its horizon
+     * (`retainedFrom`, ms since the epoch; history from it on is complete). Evictions are by design,
+     * not a problem: status stays `ok` (ADR 0045).
+     */
+    readonly retention?: { readonly evicted: MemoryStoreEvictions; readonly retainedFrom?: number };
+  };
   /**
    * The last lifecycle call to a port that failed or ran over `lifecycleTimeoutMs` (`store.open`,
    * `store.close`, `driver.close`), as `step: CODE: message`; cleared by the next start.
@@ -379,6 +390,13 @@ export class ControlSystem {
       bus: this.#bus,
       cvt: this.#cvt,
     });
+  }
+
+  #retentionHealth(): { retention?: NonNullable<ControlSystemHealth["store"]["retention"]> } {
+    const store = this.unchecked.store;
+    if (!(store instanceof MemoryStore)) return {};
+    const { retainedFrom } = store;
+    return { retention: { evicted: store.evicted, ...(retainedFrom === undefined ? {} : { retainedFrom }) } };
   }
 
   /** The current state of the machine's state machine (`idle`, `processing`...). */
@@ -1904,7 +1922,11 @@ export class ControlSystem {
       machineState: this.#machine.state,
       acquisition,
       logging,
-      store: { state: this.#storeState, ...(this.#storeError === undefined ? {} : { lastError: this.#storeError }) },
+      store: {
+        state: this.#storeState,
+        ...(this.#storeError === undefined ? {} : { lastError: this.#storeError }),
+        ...this.#retentionHealth(),
+      },
       lifecycle: this.#lifecycleError === undefined ? {} : { lastError: this.#lifecycleError },
       ports,
       alarms: {

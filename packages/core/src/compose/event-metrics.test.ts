@@ -5,7 +5,7 @@ import { MemoryMetrics } from "../memory/memory-metrics";
 import { recordEventMetrics } from "./event-metrics";
 
 describe("recordEventMetrics", () => {
-  test("breaker states, the PLC link, alarms, trips and audit refusals become metrics", async () => {
+  test("breaker states, the PLC link, alarms, trips, audit refusals and store evictions become metrics", async () => {
     const bus = new EventBus<KilnEvents>({ now: () => 0 });
     const metrics = new MemoryMetrics();
     const { deviceConnected, dispose } = recordEventMetrics(bus, metrics);
@@ -26,12 +26,17 @@ describe("recordEventMetrics", () => {
     });
     await bus.publish("interlock-trip", { at: 5, alarmId: "p:HIHI", tag: "p", value: 4 });
     await bus.publish("audit-entry-drop", { at: 6, count: 3, reason: "backlog full" });
+    await bus.publish("store-evict", { at: 6, port: "samples", count: 1_000 });
+    await bus.publish("store-evict", { at: 6, port: "samples", count: 24 });
+    await bus.publish("store-evict", { at: 6, port: "audit", count: 2 });
     expect(metrics.value("kiln_breaker_state", { breaker: "driver" })).toBe(2);
     expect(metrics.value("kiln_breaker_state", { breaker: "store:audit" })).toBe(1);
     expect(metrics.value("kiln_device_connected", { driver: "plc-1" })).toBe(0);
     expect(metrics.value("kiln_alarms_raised_total", { priority: "2" })).toBe(1);
     expect(metrics.value("kiln_interlock_trips_total")).toBe(1);
     expect(metrics.value("kiln_audit_entries_dropped_total")).toBe(3);
+    expect(metrics.value("kiln_store_evicted_total", { port: "samples" })).toBe(1_024);
+    expect(metrics.value("kiln_store_evicted_total", { port: "audit" })).toBe(2);
     await bus.publish("plc-connection-restore", { at: 7, driver: "plc-1", downtimeMs: 4 });
     expect(metrics.value("kiln_device_connected", { driver: "plc-1" })).toBe(1);
     dispose();

@@ -9,8 +9,9 @@ const BREAKER_STATE: Readonly<Record<BreakerState, number>> = { closed: 0, "half
  * Turns the bus's state events into metrics, so a scrape shows what `health()` and the events
  * show: `kiln_breaker_state{breaker}` (0 closed, 1 half-open, 2 open), `kiln_device_connected{driver}`
  * (1 while the PLC link is up), `kiln_alarms_raised_total{priority}`, `kiln_interlock_trips_total`,
- * `kiln_commands_refused_total` (audit could not be made durable: fail closed) and
- * `kiln_audit_entries_dropped_total`. One tap, set up once per system by composition.
+ * `kiln_commands_refused_total` (audit could not be made durable: fail closed),
+ * `kiln_audit_entries_dropped_total` and `kiln_store_evicted_total{port}` (entries the embedded
+ * `MemoryStore` evicted under its retention, by design: ADR 0045). One tap, set up once per system by composition.
  *
  * @returns a function that sets the device gauge (composition calls it when a start brings the
  *   link up or leaves it down, which publishes no event), and the tap's disposer.
@@ -28,6 +29,10 @@ export function recordEventMetrics(
     "Commands refused because their audit entry could not be made durable (IEC 62443-3-3 CR 2.10)",
   );
   const auditDropped = metrics.counter("kiln_audit_entries_dropped_total", "Audit entries dropped (backlog full)");
+  const evicted = metrics.counter(
+    "kiln_store_evicted_total",
+    "Entries the in-memory store evicted under its retention (samples, alarms, audit), by port",
+  );
   const deviceConnected = (driver: string, up: boolean): void => connected.set(up ? 1 : 0, { driver });
   const dispose = bus.tap((type, event) => {
     switch (type) {
@@ -59,6 +64,11 @@ export function recordEventMetrics(
         // One entry dropped: counted with the others (health().audit.refusalsDropped tells them apart).
         auditDropped.inc();
         return;
+      case "store-evict": {
+        const eviction = event as KilnEvents["store-evict"];
+        evicted.inc(eviction.count, { port: eviction.port });
+        return;
+      }
       default:
         return;
     }

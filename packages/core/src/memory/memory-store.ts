@@ -29,7 +29,7 @@ import type { AlarmHistory, AlarmHistoryEntry, TimeRange } from "@kiln/core/driv
 import type { AuditEntry, AuditLog } from "@kiln/core/driver-kit";
 import type { Clock } from "../ports/clock";
 import { SystemClock } from "../runtime/system-clock";
-import { lowerBound, partitionPoint, RetainedSamples, upperBound } from "./retained-samples";
+import { lowerBound, RetainedSamples, TimedEntries, upperBound } from "./retained-samples";
 import type { EventStore, NewDomainEvent, StoredDomainEvent } from "@kiln/core/driver-kit";
 import type { ProcessFilter, ProcessRecord, ProcessRepository } from "@kiln/core/driver-kit";
 import type { RecipeRepository, StoredRecipe } from "@kiln/core/driver-kit";
@@ -43,7 +43,14 @@ import type { StoreCapabilities } from "@kiln/core/driver-kit";
  * How much history a {@link MemoryStore} keeps. The store is an embedded convenience, not an
  * archive: it keeps a bounded window and evicts the oldest entries first, so a long run cannot
  * exhaust the host's memory. Evictions are counted ({@link MemoryStore.evicted}) and reported
- * ({@link MemoryStore.observeEvictions}; in a control system, the `store-evict` event).
+ * ({@link MemoryStore.observeEvictions}; in a control system, the `store-evict` event and the
+ * `kiln_store_evicted_total{port}` counter).
+ *
+ * Samples are retained as one window over every tag, by time (ADR 0045): the retention moves a
+ * horizon ({@link MemoryStore.retainedFrom}) forward and evicts a tag's sample once the tag's
+ * next sample is at or before it, so each tag keeps its value in force at the horizon (a quiet
+ * tag logged once an hour ago keeps that sample beside a tag logged every 10 ms) and history
+ * from the horizon on is complete for every tag.
  *
  * An evicted sample was stored and then aged out by this retention, as a database retention
  * policy would drop it; it is not a lost sample (`samplesDropped` in the logging health counts
@@ -52,17 +59,22 @@ import type { StoreCapabilities } from "@kiln/core/driver-kit";
  */
 export interface MemoryStoreRetention {
   /**
-   * Most samples kept, over every tag. Past it the oldest samples (by timestamp, over every tag)
-   * are evicted after each `writeBatch`. A number sample costs about 100 to 180 bytes of heap
-   * (more when each tag keeps only a few), so the default bounds the samples to roughly 100 to
-   * 180 MB; a string value costs its length on top. A sample written again after its (tag,
-   * timestamp) was evicted is stored again, not reported as a conflict.
+   * Most samples kept, over every tag. Past it the horizon moves forward, oldest first over every
+   * tag, after each `writeBatch`, until at most `maxSamples` are kept, or every tag is down to its
+   * one sample in force (so at most `max(maxSamples, tags written)` are kept). A number sample
+   * costs about 110 to 145 bytes of heap (measured at 100 and at 100,000 tags, ADR 0045; more when
+   * each tag keeps only a few), so the default bounds the samples to roughly 110 to 145 MB; a
+   * string value costs its length on top. A sample
+   * written again after its (tag, timestamp) was evicted is stored again, not reported as a
+   * conflict (and evicted again at once when it is before the horizon).
+   * An integer from 1 to `Number.MAX_SAFE_INTEGER`.
    * @default 1_000_000
    */
   readonly maxSamples?: number;
   /**
-   * Samples older than this, in ms before the store's clock's `now()`, are evicted after each
-   * `writeBatch` (a late sample already older is evicted at once). No age limit when absent.
+   * A sample is evicted after each `writeBatch` once it has been out of force (the next sample of
+   * its tag is at or before) for longer than this, in ms before the store's clock's `now()`; a
+   * tag's newest sample is kept however old it is. No age limit when absent. A finite number > 0.
    * @default undefined
    */
   readonly maxAgeMs?: number;
@@ -217,9 +229,9 @@ const recipeKeySchema = z.object({
  *   so the first stored value wins, as with SQL `ON CONFLICT DO NOTHING`; when its value or
  *   quality differs, `writeBatch` reports it as a conflict.
  * - History is bounded by {@link MemoryStoreOptions.retention} (by default the newest 1,000,000
- *   samples over every tag, 100,000 alarm and 100,000 audit entries): the oldest are evicted
- *   first, counted in {@link MemoryStore.evicted} and reported to
- *   {@link MemoryStore.observeEvictions}. Event streams, processes and recipes are not evicted
+ *   samples over every tag, each tag keeping its value in force, 100,000 alarm and 100,000 audit
+ *   entries): the oldest are evicted first, counted in {@link MemoryStore.evicted} and reported to
+ *   {@link MemoryStore.observeEvictions}; history from {@link MemoryStore.retainedFrom} on is complete. Event streams, processes and recipes are not evicted
  *   (they grow with processes run and recipes saved, not with time).
  * - Events, processes, recipes, alarm and audit entries are stored as JSON copies, as a durable
  *   store would, and come back frozen.
@@ -272,8 +284,8 @@ export class MemoryStore implements Store {
   readonly #streams = new Map<string, StoredDomainEvent[]>();
   readonly #processes = new Map<string, ProcessRecord>();
   readonly #recipes = new Map<string, Map<number, { readonly recipe: StoredRecipe; readonly canonical: string }>>();
-  readonly #alarms: AlarmHistoryEntry[] = [];
-  readonly #auditEntries: AuditEntry[] = [];
+  readonly #alarms = new TimedEntries<AlarmHistoryEntry>();
+  readonly #auditEntries = new TimedEntries<AuditEntry>();
   readonly #auditIds = new Set<string>();
 
   /**
@@ -411,9 +423,9 @@ export class MemoryStore implements Store {
       record: async (entry) => {
         await this.faults.held("alarms");
         this.#recordTimed(this.#alarms, entry);
-        const evicted = this.#alarms.length - this.#maxAlarmEntries;
+        const evicted = this.#alarms.size - this.#maxAlarmEntries;
         if (evicted > 0) {
-          this.#alarms.splice(0, evicted);
+          this.#alarms.evictOldest(evicted);
           this.#evictedAlarms += evicted;
           this.#reportEviction({ port: "alarms", count: evicted });
         }
@@ -431,10 +443,10 @@ export class MemoryStore implements Store {
         if (this.#auditIds.has(entry.id)) return;
         this.#recordTimed(this.#auditEntries, entry);
         this.#auditIds.add(entry.id);
-        const evicted = this.#auditEntries.length - this.#maxAuditEntries;
+        const evicted = this.#auditEntries.size - this.#maxAuditEntries;
         if (evicted > 0) {
           // The ids go too, to bound memory: a retry of an evicted entry would be stored again.
-          for (const old of this.#auditEntries.splice(0, evicted)) this.#auditIds.delete(old.id);
+          for (const old of this.#auditEntries.evictOldest(evicted)) this.#auditIds.delete(old.id);
           this.#evictedAudit += evicted;
           this.#reportEviction({ port: "audit", count: evicted });
         }
@@ -451,6 +463,17 @@ export class MemoryStore implements Store {
   /** Number of samples kept, over every tag (stored and not evicted). */
   get sampleCount(): number {
     return this.#samples.count;
+  }
+
+  /**
+   * The sample retention's horizon, in ms since the epoch: undefined until a sample was evicted,
+   * then the latest time at which an evicted sample was still its tag's value in force. It only
+   * moves forward. History at and after it (`readSamples` from it, `valueAt` and `valuesAt` at or
+   * after it, aggregates of intervals starting at or after it) is exactly what a store that keeps
+   * everything would answer; before it, samples are missing (ADR 0045).
+   */
+  get retainedFrom(): number | undefined {
+    return this.#samples.retainedFrom;
   }
 
   /** Entries evicted under the {@link MemoryStoreRetention} since the store was created, per port. */
@@ -574,9 +597,9 @@ export class MemoryStore implements Store {
   #readSamples(input: SampleQuery): Sample[] {
     this.#assertOpen();
     const query = parseOrThrow(sampleQuerySchema, input, "sample query");
-    const series = this.#samples.get(query.tag);
+    const series = this.#samples.peek(query.tag);
     if (!series || query.from >= query.to) return [];
-    let start = lowerBound(series.timestamps, query.from);
+    let start = Math.max(series.start, lowerBound(series.timestamps, query.from));
     if (query.after !== undefined) start = Math.max(start, upperBound(series.timestamps, query.after));
     const end = Math.min(lowerBound(series.timestamps, query.to), start + (query.limit ?? DEFAULT_LIMIT));
     return start < end ? series.samples.slice(start, end) : [];
@@ -589,14 +612,14 @@ export class MemoryStore implements Store {
   async #readBuckets(input: BucketQuery): Promise<SampleBucket[]> {
     this.#assertOpen();
     const query = parseOrThrow(bucketQuerySchema, input, "bucket query");
-    const series = this.#samples.get(query.tag);
+    const series = this.#samples.peek(query.tag);
     if (!series || query.from >= query.to) return [];
     const buckets: SampleBucket[] = [];
     let bucket: { -readonly [K in keyof SampleBucket]: SampleBucket[K] } | undefined;
     let sum = 0;
     // Copies of the range: writes and evictions between the slices change the stored arrays in place.
-    const first = lowerBound(series.timestamps, query.from);
-    const last = lowerBound(series.timestamps, query.to);
+    const first = Math.max(series.start, lowerBound(series.timestamps, query.from));
+    const last = Math.max(first, lowerBound(series.timestamps, query.to));
     const timestamps = series.timestamps.slice(first, last);
     const samples = series.samples.slice(first, last);
     for (let index = 0; index < samples.length; index++) {
@@ -694,28 +717,19 @@ export class MemoryStore implements Store {
     return versions.get(Math.max(...versions.keys()))?.recipe;
   }
 
-  #recordTimed<TEntry extends { readonly at: number }>(entries: TEntry[], entry: TEntry): void {
+  #recordTimed<TEntry extends { readonly at: number }>(entries: TimedEntries<TEntry>, entry: TEntry): void {
     this.#assertOpen();
     if (!Number.isFinite(entry.at)) {
       throw new KilnValidationError("entry", [{ path: "at", message: "must be a finite number" }]);
     }
-    const stored = deepFreeze(jsonCopy(entry));
-    const last = entries.at(-1);
-    if (!last || last.at <= stored.at) entries.push(stored);
-    else
-      entries.splice(
-        partitionPoint(entries.length, (index) => entries[index]!.at <= stored.at),
-        0,
-        stored,
-      );
+    entries.insert(deepFreeze(jsonCopy(entry)));
   }
 
-  #queryTimed<TEntry extends { readonly at: number }>(entries: readonly TEntry[], input: TimeRange): TEntry[] {
+  #queryTimed<TEntry extends { readonly at: number }>(entries: TimedEntries<TEntry>, input: TimeRange): TEntry[] {
     this.#assertOpen();
     const range = parseOrThrow(timeRangeSchema, input, "time range");
     if (range.from >= range.to) return [];
-    const startOf = (at: number): number => partitionPoint(entries.length, (index) => entries[index]!.at < at);
-    return entries.slice(startOf(range.from), startOf(range.to));
+    return entries.range(range.from, range.to);
   }
 }
 

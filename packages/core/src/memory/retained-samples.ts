@@ -3,12 +3,12 @@ import type { Sample } from "../domain/sample";
 import type { SampleSeries } from "../history/series-history";
 
 /**
- * One tag's samples, sorted by timestamp; `timestamps[i]` is `samples[i].timestamp`. Entries
- * before `start` are evicted (their samples replaced by a placeholder) and are cut off once they
- * outnumber the kept ones or when the series is read: cutting a long array's head on every
- * eviction would move the whole array each time.
+ * @internal One tag's samples, sorted by timestamp; `timestamps[i]` is `samples[i].timestamp`.
+ * Entries before `start` are evicted (their samples replaced by a placeholder) and are cut off
+ * once they outnumber the kept ones or when a history query needs the series from index 0:
+ * cutting a long array's head on every eviction would move the whole array each time.
  */
-interface Series extends SampleSeries {
+export interface Series extends SampleSeries {
   readonly timestamps: number[];
   readonly samples: Sample[];
   start: number;
@@ -21,23 +21,35 @@ const EVICTED: Sample = Object.freeze({
   quality: Object.freeze({ severity: "bad", code: 0 }),
 }) as Sample;
 
-/** @internal What {@link RetainedSamples} keeps: at most `maxSamples`, none older than `maxAgeMs`. */
+/**
+ * @internal What {@link RetainedSamples} keeps: at most `maxSamples` (or one per tag, if more), none
+ * out of force for longer than `maxAgeMs`.
+ */
 export interface SampleRetentionLimits {
   readonly maxSamples: number;
   readonly maxAgeMs: number | undefined;
 }
 
 interface HeapEntry {
+  /** The timestamp of the series' second kept sample: from then on its first is no longer in force. */
   readonly at: number;
   readonly series: Series;
 }
 
 /**
- * @internal The samples of a {@link MemoryStore}, per tag, under a retention: {@link retain}
- * evicts the oldest samples over every tag (by timestamp) until at most `maxSamples` are kept and
- * none is older than `now - maxAgeMs`. A min-heap of each series' first timestamp finds the
- * oldest sample in O(log tags); an entry is stale when its series' first timestamp has changed
- * and is then dropped when it reaches the top.
+ * @internal The samples of a {@link MemoryStore}, per tag, under a retention (ADR 0045). The
+ * retention moves a horizon forward ({@link retainedFrom}): a tag's sample is evicted once the
+ * next sample of the same tag is at or before the horizon, so it is no longer the value in force
+ * at any time from the horizon on. History from the horizon on is therefore exactly what an
+ * unbounded store would answer, and each tag keeps its value in force at the horizon, however
+ * old, however chatty the other tags are.
+ *
+ * {@link retain} advances the horizon over every tag, oldest first, until at most `maxSamples`
+ * are kept (or every tag is down to one sample) and no sample is out of force since before
+ * `now - maxAgeMs`. A min-heap of each series' second timestamp finds the next sample to evict
+ * in O(log tags); an entry is stale when its series' second timestamp has changed and is then
+ * dropped when it reaches the top. Cutting a series' head is amortised (see {@link Series}), so
+ * eviction costs O(log tags) amortised per sample.
  */
 export class RetainedSamples {
   readonly #limits: SampleRetentionLimits;
@@ -45,9 +57,18 @@ export class RetainedSamples {
   readonly #heap: HeapEntry[] = [];
   #count = 0;
   #evicted = 0;
+  #horizon: number | undefined;
 
   constructor(limits: SampleRetentionLimits) {
     this.#limits = limits;
+  }
+
+  /**
+   * The retention's horizon: the latest time at which an evicted sample was still in force
+   * (undefined until something is evicted). From it on, every tag's history is complete.
+   */
+  get retainedFrom(): number | undefined {
+    return this.#horizon;
   }
 
   /** Samples kept, over every tag. */
@@ -65,6 +86,15 @@ export class RetainedSamples {
     const series = this.#series.get(tag);
     if (series) compact(series);
     return series;
+  }
+
+  /**
+   * The samples of `tag` as stored, without cutting evicted entries off (reads of a range need no
+   * cut: a cut on every read between evictions would move the whole series each time). Entries
+   * before `start` are evicted; their timestamps stay sorted, so binary searches still work.
+   */
+  peek(tag: string): Readonly<Series> | undefined {
+    return this.#series.get(tag);
   }
 
   /** Registers `tag` with an empty series unless it has one. */
@@ -108,31 +138,38 @@ export class RetainedSamples {
       timestamps.splice(index, 0, timestamp);
       samples.splice(index, 0, stored);
     }
-    if (index === start) this.#push({ at: timestamp, series });
+    // The second kept timestamp changed: inserted first (the old first is second now) or second.
+    if (index === start && length - start >= 1) this.#push({ at: timestamps[start + 1]!, series });
+    else if (index === start + 1) this.#push({ at: timestamp, series });
     this.#count++;
     return undefined;
   }
 
   /**
-   * Evicts the oldest samples, over every tag, while more than `maxSamples` are kept or the
-   * oldest is older than `now - maxAgeMs`. Returns how many it evicted.
+   * Advances the horizon and evicts, over every tag, the samples no longer in force from it on:
+   * while more than `maxSamples` are kept (and some tag keeps two or more), and while a sample has
+   * been out of force since before `now - maxAgeMs` or since before the horizon (a late sample).
+   * Returns how many it evicted.
    */
   retain(now: number): number {
     const { maxSamples, maxAgeMs } = this.#limits;
-    const horizon = maxAgeMs === undefined ? -Infinity : now - maxAgeMs;
+    const aged = maxAgeMs === undefined ? -Infinity : now - maxAgeMs;
     const touched = new Set<Series>();
     let evicted = 0;
     while (this.#heap.length > 0) {
       const { at, series } = this.#heap[0]!;
-      if (series.start >= series.timestamps.length || series.timestamps[series.start] !== at) {
+      if (series.start + 1 >= series.timestamps.length || series.timestamps[series.start + 1] !== at) {
         this.#pop();
         continue;
       }
-      if (this.#count <= maxSamples && !(at < horizon)) break;
+      if (this.#count <= maxSamples && at > aged && (this.#horizon === undefined || at > this.#horizon)) break;
       this.#pop();
       series.samples[series.start++] = EVICTED;
       touched.add(series);
-      if (series.start < series.timestamps.length) this.#push({ at: series.timestamps[series.start]!, series });
+      if (series.start + 1 < series.timestamps.length) {
+        this.#push({ at: series.timestamps[series.start + 1]!, series });
+      }
+      if (this.#horizon === undefined || at > this.#horizon) this.#horizon = at;
       this.#count--;
       evicted++;
     }
@@ -148,7 +185,7 @@ export class RetainedSamples {
   #rebuild(): void {
     this.#heap.length = 0;
     for (const series of this.#series.values()) {
-      if (series.start < series.timestamps.length) this.#push({ at: series.timestamps[series.start]!, series });
+      if (series.start + 1 < series.timestamps.length) this.#push({ at: series.timestamps[series.start + 1]!, series });
     }
   }
 
@@ -218,4 +255,55 @@ export function lowerBound(sorted: readonly number[], value: number): number {
 /** First index whose timestamp is > `value`. */
 export function upperBound(sorted: readonly number[], value: number): number {
   return partitionPoint(sorted.length, (index) => sorted[index]! <= value);
+}
+
+/**
+ * @internal Entries sorted by `at` (alarm history, audit entries of a {@link MemoryStore}) whose
+ * oldest are evicted in O(1) amortised: the evicted head is cut off once it outnumbers the kept
+ * entries, never one array shift per eviction.
+ */
+export class TimedEntries<TEntry extends { readonly at: number }> {
+  readonly #entries: (TEntry | undefined)[] = [];
+  #start = 0;
+
+  /** Entries kept. */
+  get size(): number {
+    return this.#entries.length - this.#start;
+  }
+
+  /** Inserts `entry` after every kept entry at or before its `at` (appending in order is O(1)). */
+  insert(entry: TEntry): void {
+    const entries = this.#entries;
+    const start = this.#start;
+    const last = entries.at(-1);
+    if (entries.length === start || last!.at <= entry.at) {
+      entries.push(entry);
+      return;
+    }
+    const index = start + partitionPoint(entries.length - start, (offset) => entries[start + offset]!.at <= entry.at);
+    entries.splice(index, 0, entry);
+  }
+
+  /** Evicts the `count` oldest entries and returns them, oldest first. */
+  evictOldest(count: number): TEntry[] {
+    const entries = this.#entries;
+    const end = Math.min(entries.length, this.#start + count);
+    const evicted = entries.slice(this.#start, end) as TEntry[];
+    for (let index = this.#start; index < end; index++) entries[index] = undefined;
+    this.#start = end;
+    if (2 * this.#start >= entries.length) {
+      entries.splice(0, this.#start);
+      this.#start = 0;
+    }
+    return evicted;
+  }
+
+  /** The kept entries with `from <= at < to`, oldest first. */
+  range(from: number, to: number): TEntry[] {
+    const entries = this.#entries;
+    const start = this.#start;
+    const startOf = (at: number): number =>
+      start + partitionPoint(entries.length - start, (offset) => entries[start + offset]!.at < at);
+    return entries.slice(startOf(from), startOf(to)) as TEntry[];
+  }
 }

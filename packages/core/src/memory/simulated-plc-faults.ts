@@ -8,6 +8,12 @@ export interface SimulatedPlcFaults {
   hang: boolean;
   /** Extra latency per call, in ms on the PLC's clock. */
   latencyMs: number;
+  /**
+   * Time a `subscribe` takes before its subscription exists, in ms on the PLC's clock (a server
+   * creating tens of thousands of monitored items). Not cut short by the caller's timeout: the
+   * subscription is made when it elapses, as a server's would be. @default 0
+   */
+  subscribeLatencyMs: number;
   /** Tags that come back with quality bad. */
   readonly badQuality: Set<string>;
 }

@@ -77,7 +77,13 @@ export class SimulatedPlc implements PlcDriver {
   /** Browsing always; `subscribe` unless the options turned it off ({@link PlcDriver.capabilities}). */
   readonly capabilities: PlcDriverCapabilities;
   /** Switchable faults. */
-  readonly faults: SimulatedPlcFaults = { unreachable: false, hang: false, latencyMs: 0, badQuality: new Set() };
+  readonly faults: SimulatedPlcFaults = {
+    unreachable: false,
+    hang: false,
+    latencyMs: 0,
+    subscribeLatencyMs: 0,
+    badQuality: new Set(),
+  };
   /** Every accepted write, in order. */
   readonly writes: SimulatedWrite[] = [];
   /** Number of `read` calls that reached the PLC. */
@@ -209,9 +215,16 @@ export class SimulatedPlc implements PlcDriver {
     options: SubscriptionOptions,
     onSamples: (samples: Sample[]) => void,
   ): Promise<Disposer> {
+    const latency = this.faults.subscribeLatencyMs;
+    if (latency > 0) return this.#clock.sleep(latency).then(() => this.#subscribe(tags, options, onSamples));
     // As read(): a refusal lets the event loop turn.
     const subscribing = this.#subscribe(tags, options, onSamples);
     return this.status === "connected" ? subscribing : afterEventLoopTurn(subscribing);
+  }
+
+  /** Subscriptions made and not yet disposed (`close` ends them all). */
+  get activeSubscriptions(): number {
+    return this.#subscriptions.size;
   }
 
   async #subscribe(
