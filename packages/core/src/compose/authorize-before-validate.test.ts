@@ -23,11 +23,11 @@ const engineer: Principal = { id: "erik", roles: ["engineer"] };
 /** 5000 characters: no command accepts it (targets are at most 256). */
 const OVERSIZED = "x".repeat(5000);
 
-async function build() {
+async function build({ grants = ["heater.*"] }: { readonly grants?: readonly string[] } = {}) {
   const parts = simulatedSystem({
     tags,
     scanGroups: { fast: { periodMs: 50 } },
-    authorization: { operatorWritableTags: ["heater.*"] },
+    authorization: { operatorWritableTags: [...grants] },
   });
   await parts.system.start();
   await parts.clock.advance(100);
@@ -124,23 +124,45 @@ describe("every command is authorized before its target is validated (ADR 0007; 
     expect(entry?.reason).toMatch(/^KILN_FORBIDDEN: /);
   });
 
-  test("a grant limited to targets decides on the name as given: an operator gets KILN_FORBIDDEN outside heater.* and the validation rule inside it", async () => {
+  test("a grant limited to targets decides on a name of at most 256 characters as given: an operator gets KILN_FORBIDDEN outside heater.* and the validation rule inside it; a longer name is no target", async () => {
     const { system, plc, audit } = await build();
     // Not granted on the name it gave: the refusal, no rule.
     expect((await rejection(system.writeTag(operator, `valve.${OVERSIZED}`, true))).code).toBe("KILN_FORBIDDEN");
     // Granted on it (heater.* matches): authorized, so told what is wrong with it.
-    const invalid = await rejection(system.writeTag(operator, `heater.${OVERSIZED}`, 1));
+    const invalid = await rejection(system.writeTag(operator, "heater.\u0000", 1));
     expect(invalid.code).toBe("KILN_VALIDATION");
-    expect(invalid.message).toContain("target: must be at most 256 characters");
+    expect(invalid.message).toContain("target: must");
+    // Longer than any name: no target, which heater.* does not match (bounded matching cost, adv20d F1).
+    expect((await rejection(system.writeTag(operator, `heater.${OVERSIZED}`, 1))).code).toBe("KILN_FORBIDDEN");
     // Not a string: a grant limited to targets never matches it; an unlimited grant does.
     expect((await rejection(system.writeTag(operator, 42 as unknown as string, 1))).code).toBe("KILN_FORBIDDEN");
     expect((await rejection(system.writeTag(engineer, 42 as unknown as string, 1))).code).toBe("KILN_VALIDATION");
+    expect((await rejection(system.writeTag(engineer, `heater.${OVERSIZED}`, 1))).code).toBe("KILN_VALIDATION");
     expect(plc.writes).toEqual([]);
     expect((await audit()).map((entry) => [entry.principal, entry.reason?.split(":")[0], entry.outcome])).toEqual([
       ["olga", "KILN_FORBIDDEN", "denied"],
       ["olga", "KILN_VALIDATION", "denied"],
       ["olga", "KILN_FORBIDDEN", "denied"],
+      ["olga", "KILN_FORBIDDEN", "denied"],
+      ["erik", "KILN_VALIDATION", "denied"],
       ["erik", "KILN_VALIDATION", "denied"],
     ]);
+  });
+
+  test("authorizing a 5 MB target against many target-limited grants costs what a 256-character one does (adv20d F1: 1.6 s of blocked event loop)", async () => {
+    const patterns = Array.from({ length: 20 }, (_, index) => `line1.*.zone${index}.*`);
+    const { system, plc } = await build({ grants: patterns });
+    const huge = `line1.${"a.".repeat(2_500_000)}zone19.x`;
+    const timed = async (target: string): Promise<number> => {
+      const started = performance.now();
+      expect((await rejection(system.writeTag(operator, target, 1))).code).toMatch(/KILN_FORBIDDEN|KILN_VALIDATION|KILN_TAG_UNKNOWN/);
+      return performance.now() - started;
+    };
+    await timed("line1.a.zone0.y".padEnd(256, "y"));
+    const small = await timed("line1.a.zone0.y".padEnd(256, "y"));
+    const large = await timed(huge);
+    // Before: proportional to the 5 MB (about 1,000x the small one); now both a bounded check (slack for a loaded host).
+    expect(large).toBeLessThan(10 * small + 50);
+    expect(plc.writes).toEqual([]);
   });
 });

@@ -287,7 +287,7 @@ export class AuditedCommandRunner {
           this.#options.authorizer,
           read.principal,
           this.#options.machineId,
-          command.permission.startsWith("recipe.") && typeof command.target === "string" ? command.target : undefined,
+          command.permission.startsWith("recipe.") ? authorizedTarget(command.target) : undefined,
         ),
       );
     } finally {
@@ -304,10 +304,8 @@ export class AuditedCommandRunner {
     const action = command.action ?? command.permission;
     const source = typeof read.source === "string" ? read.source : this.#options.source;
     const targetProblem = checkTarget(command.target);
-    // What authorization is decided on before anything is validated: the target as given when it
-    // is a non-empty string (a grant's pattern matches it in bounded time, whatever its length:
-    // TagPattern), else no target, which a grant limited to targets never matches.
-    const givenTarget = typeof command.target === "string" && command.target !== "" ? command.target : undefined;
+    // What authorization is decided on before anything is validated: authorizedTarget.
+    const givenTarget = authorizedTarget(command.target);
     // Every caller-influenced text field is escaped and bounded here, by the one rule
     // (auditedText), valid or not: a refusal's record echoes at most a bounded, visible prefix and
     // the original length; `reason` goes through the same rule (reasonOf).
@@ -362,7 +360,11 @@ export class AuditedCommandRunner {
         refusedBeforeRun = authorizer.forbidden(
           principal,
           command.permission,
-          "subject" in command ? command.subject : givenTarget,
+          "subject" in command
+            ? command.subject
+            : typeof command.target === "string" && command.target !== ""
+              ? command.target
+              : undefined,
           checkContext,
         );
       } else if (targetProblem !== undefined) {
@@ -864,4 +866,16 @@ class CommandFlight {
     if (this.decided === undefined) this.owe(error);
     this.#answer(this.decided ?? { error });
   }
+}
+
+/**
+ * The target a command's principal is authorized on, before the target is validated (ADR 0007, amendment fix20d):
+ * the target as given when it is a string of 1 to {@link NAME_MAX_LENGTH} code units, else no target, which a
+ * grant limited to targets never matches (so a principal without an unrestricted grant is refused `KILN_FORBIDDEN`,
+ * one with it gets the target's `KILN_VALIDATION`). Bounded: a grant's pattern costs time in proportion to the
+ * target's length, once per pattern and check, and a 5 MB target against 20 patterns blocked the event loop for
+ * 1.6 s (adv20d F1; before fix20d the length rule ran first).
+ */
+function authorizedTarget(target: unknown): string | undefined {
+  return typeof target === "string" && target !== "" && target.length <= NAME_MAX_LENGTH ? target : undefined;
 }

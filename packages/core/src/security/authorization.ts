@@ -354,7 +354,9 @@ export class Authorizer {
     const named = shown === undefined ? undefined : auditedText(shown, NAME_MAX_LENGTH);
     const on = named === undefined ? "" : ` on "${named}"`;
     // Granted in some machine state: the refusal is the state rule, not a missing role (review 15z, L8).
-    const stateRule = !context.inAnyState && this.can(principal, permission, shown, { inAnyState: true });
+    // On the name as authorized (authorizedTarget): a longer one is no target, at bounded cost (adv20d F1).
+    const checked = shown !== undefined && shown.length <= NAME_MAX_LENGTH ? shown : undefined;
+    const stateRule = !context.inAnyState && this.can(principal, permission, checked, { inAnyState: true });
     const inState =
       stateRule && context.machineState !== undefined ? ` in machine state "${context.machineState}"` : "";
     const why = !stateRule
