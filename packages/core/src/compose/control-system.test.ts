@@ -450,6 +450,43 @@ test("a MemoryStore's retention evictions are published as store-evict, and the 
   expect(metrics.value("kiln_store_evicted_total", { port: "samples" })).toBe(evicted);
 });
 
+test("a stopped system publishes no more store-evict events: systems built one after another on one MemoryStore do not pile observers up (adv16a F8)", async () => {
+  const clock = new SimulatedClock({ start: Date.UTC(2026, 10, 22) });
+  const store = new MemoryStore({ clock, retention: { maxSamples: 20 } });
+  const build = (machineId: string) =>
+    createControlSystem({
+      machineId,
+      tags,
+      driver: new SimulatedPlc({ tags, clock, sources: { "seq.counter": { kind: "counter" } } }),
+      store,
+      clock,
+      scanGroups,
+      logging: { maxBatchSize: 50, maxLatencyMs: 200 },
+    });
+  const first = build("ald-1");
+  let firstAfterStop = 0;
+  let stopped = false;
+  first.bus.on("store-evict", (event) => {
+    if (stopped) firstAfterStop += event.count;
+  });
+  await first.start();
+  await clock.advance(2_000);
+  await first.stop();
+  stopped = true;
+  const second = build("ald-2");
+  let secondEvicted = 0;
+  second.bus.on("store-evict", (event) => {
+    secondEvicted += event.count;
+  });
+  const before = store.evicted.samples;
+  await second.start();
+  await clock.advance(2_000);
+  await second.stop();
+  expect(secondEvicted).toBeGreaterThan(0);
+  expect(secondEvicted).toBe(store.evicted.samples - before);
+  expect(firstAfterStop).toBe(0);
+});
+
 test("health() has no store retention section for a store that is not the MemoryStore", async () => {
   const clock = new SimulatedClock({ start: Date.UTC(2026, 10, 22) });
   const memory = new MemoryStore({ clock });

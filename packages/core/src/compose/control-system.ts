@@ -2137,6 +2137,17 @@ export class ControlSystem {
       if (!alarm.interlock) continue;
       this.#interlocksByTag.set(alarm.tag, [...(this.#interlocksByTag.get(alarm.tag) ?? []), alarm.id]);
     }
+    // Evictions of the in-memory default store, as `store-evict` events while the system runs; the observer goes
+    // at stop, so systems built one after another on one store do not pile observers up (adv16a F8).
+    const rawStore = this.unchecked.store;
+    if (rawStore instanceof MemoryStore) {
+      const clock = this.#clock;
+      this.#disposers.push(
+        rawStore.observeEvictions(
+          (eviction) => void this.#bus.publish("store-evict", { at: clock.now(), ...eviction }),
+        ),
+      );
+    }
     this.#disposers.push(
       this.#cvt.observeAll((change) => {
         this.#alarms.observe(change.sample);

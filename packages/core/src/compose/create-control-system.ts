@@ -117,15 +117,11 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
     InternalTokens.Driver,
     (resolve) => options.driver ?? new SimulatedPlc({ tags: options.tags, clock: resolve(InternalTokens.Clock) }),
   );
-  singleton(InternalTokens.Store, (resolve) => {
-    const clock = resolve(InternalTokens.Clock);
-    const store = options.store ?? new MemoryStore({ clock });
-    if (store instanceof MemoryStore) {
-      const bus = resolve(InternalTokens.Bus);
-      store.observeEvictions((eviction) => void bus.publish("store-evict", { at: clock.now(), ...eviction }));
-    }
-    return store;
-  });
+  // The default store's evictions are published as `store-evict` by the running system (ControlSystem #wire).
+  singleton(
+    InternalTokens.Store,
+    (resolve) => options.store ?? new MemoryStore({ clock: resolve(InternalTokens.Clock) }),
+  );
   singleton(InternalTokens.GuardedDriver, (resolve) =>
     guardDriver(resolve(InternalTokens.Driver), driverPolicy(options), {
       clock: resolve(InternalTokens.Clock),
