@@ -155,7 +155,9 @@ describe("every command is authorized before its target is validated (ADR 0007; 
     const huge = `line1.${"a.".repeat(2_500_000)}zone19.x`;
     const timed = async (target: string): Promise<number> => {
       const started = performance.now();
-      expect((await rejection(system.writeTag(operator, target, 1))).code).toMatch(/KILN_FORBIDDEN|KILN_VALIDATION|KILN_TAG_UNKNOWN/);
+      expect((await rejection(system.writeTag(operator, target, 1))).code).toMatch(
+        /KILN_FORBIDDEN|KILN_VALIDATION|KILN_TAG_UNKNOWN/,
+      );
       return performance.now() - started;
     };
     await timed("line1.a.zone0.y".padEnd(256, "y"));
