@@ -71,10 +71,10 @@ for (const { kind, title, skip } of TARGETS)
         await system.start();
         const viewer: Principal = { id: "vic", roles: ["viewer"] };
         const engineer: Principal = { id: "enzo", roles: ["engineer"], source: "hmi-2/session-81f" };
-        // Refused by the identifier rule (no control characters) before authorization; recorded with
-        // the NUL written out, so PostgreSQL holds the entry.
+        // Refused: a viewer may not write, whatever the name (authorized before the name's form is
+        // checked, ADR 0007 amendment fix20d); recorded with the NUL written out, so PostgreSQL holds it.
         await expect(system.writeTag(viewer, "heater.setpoint\u0000", 1)).rejects.toMatchObject({
-          code: "KILN_VALIDATION",
+          code: "KILN_FORBIDDEN",
         });
         for (let index = 0; index < 40; index++) {
           await system.writeTag(index % 2 === 0 ? engineer : viewer, "heater.setpoint", index).catch(() => undefined);
@@ -86,6 +86,10 @@ for (const { kind, title, skip } of TARGETS)
         expect(new Set([...entries.map((entry) => entry.id), ...skipped]).size).toBe(41);
         expect(entries.filter((entry) => entry.outcome === "allowed")).toHaveLength(20);
         expect(plc.writes).toHaveLength(20);
+        expect(entries.find((entry) => entry.target === "heater.setpoint\\u{0000}")).toMatchObject({
+          principal: "vic",
+          outcome: "denied",
+        });
         expect(entries.find((entry) => entry.principal === "enzo")).toMatchObject({
           machineId: "ald-1",
           source: "hmi-2/session-81f",
