@@ -788,6 +788,11 @@ export class Acquisition {
         await this.#goOnline();
         return;
       } catch (error) {
+        // An attempt in flight when the driver refused the identity fails after it: the refusal stays the last error.
+        if (this.#gaveUp) {
+          this.#unsubscribeAll();
+          return;
+        }
         this.#setLastError(describe(error));
         this.#logger.debug({ error: this.#lastError, attempt }, "reconnect attempt failed");
         this.#unsubscribeAll();
