@@ -197,6 +197,12 @@ export class ConnectionLifecycle {
     this.#tell("reconnecting", "reconnecting", reason, KilnError.is(error) ? error.code : undefined);
   }
 
+  /** Still `reconnecting`, for a new `reason`: listeners get a `reconnecting` → `reconnecting` change with it. */
+  #retell(reason: string): void {
+    this.#reason = reason;
+    this.#tell("reconnecting", "reconnecting", reason, undefined);
+  }
+
   #tell(from: DriverStatus, to: DriverStatus, reason: string | undefined, code: KilnErrorCode | undefined): void {
     const change: DriverStatusChange = {
       from,
@@ -392,8 +398,7 @@ export class ConnectionLifecycle {
     const reason = loss ?? options.reason;
     if (this.#status === "reconnecting" && reason !== options.reason && !this.#closing) {
       // The driver reported the loss already: tell why the next attempt waits, and how long.
-      this.#reason = reason;
-      this.#tell("reconnecting", "reconnecting", reason, undefined);
+      this.#retell(reason);
     } else this.setStatus("reconnecting", reason);
     const loop = async (): Promise<void> => {
       for (let attempt = 1; ; attempt++) {
@@ -455,10 +460,8 @@ export class ConnectionLifecycle {
       return wait > 0 ? `the repair waits ${wait} ms longer` : undefined;
     });
     const reason = loss ?? options.reason;
-    if (this.#status === "reconnecting") {
-      this.#reason = reason;
-      this.#tell("reconnecting", "reconnecting", reason, undefined);
-    } else this.setStatus("reconnecting", reason);
+    if (this.#status === "reconnecting") this.#retell(reason);
+    else this.setStatus("reconnecting", reason);
     return wait;
   }
 
