@@ -4,7 +4,7 @@ import type { Sample } from "@kiln/core";
 import { PostgresStore } from "@kiln/store-postgres";
 import mqtt, { type MqttClient } from "mqtt";
 import pg from "pg";
-import { encodePayload, type SparkplugMetric, type SparkplugPayload } from "../../src/payload";
+import { decodePayload, encodePayload, type SparkplugMetric, type SparkplugPayload } from "../../src/payload";
 import { sparkplugTopic } from "../../src/topic";
 
 /** The PostgreSQL server of the run (DATABASE_URL), else none: the tests use embedded PGlite. */
@@ -197,6 +197,24 @@ export class RawEdgeNode {
     );
   }
 
+  /**
+   * Answers every NCMD `Node Control/Rebirth` (true) with `answer` (its births), as an edge node
+   * does, one answer at a time in the order asked; resolves once subscribed. A host may ask at any
+   * moment (a hold's end, a gap): a test that answers only when it saw the request races it.
+   */
+  async answerRebirths(answer: () => Promise<void>): Promise<void> {
+    const topic = sparkplugTopic({ type: "NCMD", groupId: this.groupId, edgeNodeId: this.edgeNodeId });
+    let answering = Promise.resolve();
+    this.client.on("message", (received, bytes) => {
+      if (received !== topic) return;
+      const asked = decodePayload(bytes).metrics.some(
+        (metric) => metric.name === "Node Control/Rebirth" && metric.value === true,
+      );
+      if (asked) answering = answering.then(answer, answer).catch(() => undefined);
+    });
+    await this.client.subscribeAsync(topic, { qos: 1 });
+  }
+
   async close(): Promise<void> {
     await this.client.endAsync(true);
   }
@@ -206,17 +224,18 @@ export class RawEdgeNode {
   }
 }
 
-/** Polls `condition` every 10 ms until it holds, else fails after `timeoutMs`. */
+/** Polls `condition` every 10 ms until it holds, else fails after `timeoutMs` naming `what` (a function: said as it stands then). */
 export async function eventually<T>(
   condition: () => T | Promise<T>,
   timeoutMs = 5_000,
-  what = "condition",
+  what: string | (() => string) = "condition",
 ): Promise<T> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const value = await condition();
     if (value) return value;
-    if (Date.now() > until) throw new Error(`${what} did not hold within ${timeoutMs} ms`);
+    if (Date.now() > until)
+      throw new Error(`${typeof what === "string" ? what : what()} did not hold within ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
