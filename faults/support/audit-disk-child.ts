@@ -3,7 +3,7 @@
  * is `<journal>` (on a small tmpfs) and whose audit store is `<store>`, a JSON-lines file (fsync
  * per entry) that fails while the file `<store>.down` exists. Prints one line per event it sees.
  *
- * Usage: audit-disk-child.ts <journal> <store> fill|drain|start [viewer writes]
+ * Usage: audit-disk-child.ts <journal> <store> fill|drain|start|unguarded [viewer writes | writes]
  * - `fill`: engineer writes until 20 in a row are refused (the disk is full), then N (50) viewer
  *   writes (denied); prints `ok <n>`, `err <n> <code> <errno>` per command, `health <json>`, then
  *   `filled` and waits to be killed.
@@ -12,6 +12,9 @@
  *   (refused: the store is down and nothing can make its entry durable) and for N viewer writes
  *   (denied), `health <json>`, `held`; then `health <json>` every 100 ms until no journal
  *   problem is in force (the test gave it room), `journaled`, and waits to be killed.
+ * - `unguarded` (`tag.write` in `audit.runWithoutDurableAudit`: writes run without a durable
+ *   entry, as an abort does): engineer writes until the journal fails (the disk is full), then N
+ *   (400) more, each printed `ok <n>`; then `health <json>`, `filled`, and waits to be killed.
  * - `drain`: starts, prints `health <json>` every 100 ms; once the backlog is empty, no count is
  *   left and no journal problem is in force, stops, prints `drained <json>` and exits 0.
  */
@@ -20,8 +23,8 @@ import { createControlSystem, defineTags, KilnError, MemoryStore, SimulatedPlc }
 import type { AuditEntry } from "@kiln/core/driver-kit";
 
 const [journal, storeFile, mode, viewerWrites = "50"] = process.argv.slice(2);
-if (!journal || !storeFile || (mode !== "fill" && mode !== "drain" && mode !== "start")) {
-  throw new Error("usage: audit-disk-child.ts <journal> <store> fill|drain|start");
+if (!journal || !storeFile || !["fill", "drain", "start", "unguarded"].includes(mode ?? "")) {
+  throw new Error("usage: audit-disk-child.ts <journal> <store> fill|drain|start|unguarded");
 }
 const out = (line: string): void => void writeSync(1, `${line}\n`);
 const tags = defineTags({
@@ -53,10 +56,17 @@ const system = createControlSystem({
   driver: new SimulatedPlc({ tags }),
   store,
   scanGroups: { default: { periodMs: 1000 } },
-  audit: { backlog: { path: journal, maxEntries: 100_000 } },
+  audit: {
+    backlog: { path: journal, maxEntries: 100_000 },
+    ...(mode === "unguarded" ? { runWithoutDurableAudit: ["tag.write"] } : {}),
+  },
   storePolicies: { audit: { retry: { initialDelayMs: 100, maxDelayMs: 300 } } },
 });
-system.bus.on("audit-journal-fail", (event) => out(`journal-fail ${JSON.stringify(event)}`));
+let journalFailed = false;
+system.bus.on("audit-journal-fail", (event) => {
+  journalFailed = true;
+  out(`journal-fail ${JSON.stringify(event)}`);
+});
 const health = (): string => JSON.stringify({ audit: system.health().audit, problems: system.health().problems });
 await system.start();
 
@@ -102,6 +112,14 @@ if (mode === "start") {
     if (system.health().audit.journalProblems.length === 0) break;
   }
   out("journaled");
+  await new Promise(() => undefined);
+}
+
+if (mode === "unguarded") {
+  while (!journalFailed) await command(engineer);
+  for (let index = 0; index < Number(viewerWrites); index++) await command(engineer);
+  out(`health ${health()}`);
+  out("filled");
   await new Promise(() => undefined);
 }
 

@@ -90,18 +90,26 @@ export const RESERVE_SLOT_BYTES = 64 * 1024;
  */
 export const RESERVE_HEADROOM_BYTES = 2 * RESERVE_SLOT_BYTES;
 
-/** The reserve's record: `{ overflow, held }`. */
+/**
+ * The reserve's record: `{ overflow, held, drops?, coalesced?, memoryOnly? }`. `memoryOnly` counts
+ * the entries held only in memory when it was written (no room for them in the journal or in the
+ * reserve): lost if the process dies before the store takes them, so the next start records them
+ * as dropped (an `audit.drop` summary). Rewritten with every write, so it is never more than what
+ * memory held at the last write.
+ */
 export function encodeReserve(
   overflow: unknown[],
   held: readonly AuditEntry[],
   drops: DropTally | undefined,
   coalesced: readonly CoalescedRun[] = [],
+  memoryOnly?: DropTally,
 ): Buffer {
   return Buffer.from(
     encodeExactJson({
       overflow,
       held,
       ...(drops === undefined ? {} : { drops: { ...drops, reasons: [...drops.reasons] } }),
+      ...(memoryOnly === undefined ? {} : { memoryOnly: { ...memoryOnly, reasons: [...memoryOnly.reasons] } }),
       ...(coalesced.length === 0
         ? {}
         : { coalesced: coalesced.map(({ count, first, last }) => ({ count, first, last })) }),
@@ -144,6 +152,33 @@ export interface DropTally {
   readonly reasons: Set<string>;
 }
 
+/**
+ * The tally of `entries` held only in memory (no room in the journal or the reserve), in a
+ * reserve record's `memoryOnly`; undefined when there are none. Its reason names the first
+ * {@link MEMORY_ONLY_NAMES} actions and principals, so the `audit.drop` summary a next start makes
+ * of it says whose commands the trail lost.
+ */
+export function memoryOnlyTally(entries: readonly AuditEntry[]): DropTally | undefined {
+  if (entries.length === 0) return undefined;
+  const names = (pick: (entry: AuditEntry) => string): string => {
+    const found = [...new Set(entries.map(pick))];
+    return found.slice(0, MEMORY_ONLY_NAMES).join(", ") + (found.length > MEMORY_ONLY_NAMES ? ", ..." : "");
+  };
+  const byTime = [...entries].sort((a, b) => a.at - b.at);
+  return {
+    count: entries.length,
+    first: { id: byTime[0]!.id, at: byTime[0]!.at },
+    last: { id: byTime.at(-1)!.id, at: byTime.at(-1)!.at },
+    reasons: new Set([
+      `entries held only in memory (the audit journal and its reserve had no room) when the process ended ` +
+        `before the audit store took them: ${names((entry) => entry.action)} by ${names((entry) => entry.principal)}`,
+    ]),
+  };
+}
+
+/** Most actions and principals the reason of a {@link memoryOnlyTally} names. */
+const MEMORY_ONLY_NAMES = 4;
+
 /** A reserve record's `drops`, or undefined when absent or not decodable. */
 function decodeDrops(value: unknown): DropTally | undefined {
   if (typeof value !== "object" || value === null) return undefined;
@@ -172,6 +207,8 @@ export function decodeReserve(payload: Buffer | undefined):
       held: AuditEntry[];
       drops: DropTally | undefined;
       coalesced: CoalescedRun[];
+      /** Entries held only in memory when it was written: lost, if this is what a dead run left. */
+      memoryOnly: DropTally | undefined;
     }
   | undefined {
   if (payload === undefined) return undefined;
@@ -181,6 +218,7 @@ export function decodeReserve(payload: Buffer | undefined):
       held?: unknown;
       drops?: unknown;
       coalesced?: unknown;
+      memoryOnly?: unknown;
     } | null;
     if (typeof record !== "object" || record === null) return undefined;
     const overflow = decodeOverflow(Buffer.from(encodeExactJson(record.overflow ?? []), "utf8")) ?? new Map();
@@ -190,7 +228,13 @@ export function decodeReserve(payload: Buffer | undefined):
             typeof entry === "object" && entry !== null && typeof (entry as AuditEntry).id === "string",
         )
       : [];
-    return { overflow, held, drops: decodeDrops(record.drops), coalesced: decodeCoalesced(record.coalesced) };
+    return {
+      overflow,
+      held,
+      drops: decodeDrops(record.drops),
+      coalesced: decodeCoalesced(record.coalesced),
+      memoryOnly: decodeDrops(record.memoryOnly),
+    };
   } catch {
     return undefined;
   }

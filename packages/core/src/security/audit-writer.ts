@@ -29,6 +29,7 @@ import {
   RESERVE_SLOT_BYTES,
   RESERVE_HEADROOM_BYTES,
   encodeReserve,
+  memoryOnlyTally,
   type CoalescedRun,
   type DropTally,
   decodeReserve,
@@ -193,6 +194,11 @@ export class AuditWriter {
   #reserve: ReservedRecord | undefined;
   /** Ids of the entries the reserve's last record holds (kept only in memory otherwise). */
   #reservedIds = new Set<string>();
+  /**
+   * Ids of the entries the reserve's last record counts as held only in memory (its `memoryOnly`):
+   * once one is stored the record is rewritten, so a crash after it does not count it lost.
+   */
+  #memoryOnlyIds = new Set<string>();
   /**
    * What the reserve file holds while it cannot be opened (its room cannot be reserved: a disk
    * still full after a crash), read without opening it and left untouched: shown by health until
@@ -622,6 +628,13 @@ export class AuditWriter {
         // Named in health like those reported when the stop gives up on the close (fix15x, adv15w L3).
         this.#dropReports.countAtStop(others);
         this.#dropReports.reportDrop(others, "the control system stopped before the audit store took them");
+      }
+      if (this.#memoryOnlyIds.size > 0 && this.#reserve !== undefined) {
+        // Reported lost at the stop just above: the reserve's record must not count them again as
+        // held only in memory, or the next start would record them a second time.
+        const lost = new Set(memoryOnly);
+        this.#backlog.splice(0, this.#backlog.length, ...this.#backlog.filter((item) => !lost.has(item)));
+        await this.#persistReserve();
       }
       // Journaled (or reserved) entries wait for the next start: still the backlog health reports.
       this.#keptForNextStart = this.#backlog.filter(
@@ -1127,7 +1140,11 @@ export class AuditWriter {
         if (head.entry !== undefined) this.#landedLate.delete(head.entry.id);
         // An entry kept aside must not come back from the journal to be kept aside again.
         if (head.journaled) await this.#releaseJournalHead(setAside || keptAside);
-        else if (head.entry !== undefined && this.#reservedIds.has(head.entry.id)) await this.#persistReserve();
+        else if (
+          head.entry !== undefined &&
+          (this.#reservedIds.has(head.entry.id) || this.#memoryOnlyIds.has(head.entry.id))
+        )
+          await this.#persistReserve();
         await this.#summarizeOverflow();
         return false;
       });
@@ -1851,13 +1868,17 @@ export class AuditWriter {
     if (reserve === undefined) return;
     const held = this.#backlog.filter((item) => !item.journaled && item.entry !== undefined).map((item) => item.entry!);
     let overflow = encodeOverflowBuckets(this.#overflow);
-    let payload = encodeReserve(overflow, held, this.#drops, [...this.#coalesced.values()]);
+    // Allowed entries left out for want of room: held only in memory, counted in the record.
+    const leftOut: AuditEntry[] = [];
+    const encode = (): Buffer =>
+      encodeReserve(overflow, held, this.#drops, [...this.#coalesced.values()], memoryOnlyTally(leftOut));
+    let payload = encode();
     if (payload.length > reserve.capacity && this.#coalesced.size > 0) {
       // Coalesced runs that do not fit with their first and last entries become drop counts
       // (durable with this write, reported): counted, never only in memory.
       for (const run of this.#coalesced.values()) this.#foldRun(run, "they did not fit the audit reserve");
       this.#coalesced.clear();
-      payload = encodeReserve(overflow, held, this.#drops);
+      payload = encode();
     }
     // Over its room, in this order (adv15za HIGH-1 and MEDIUM-1): every kept denied or failed
     // entry becomes a count (durable with this write; newest first, names kept); only then are the
@@ -1878,12 +1899,12 @@ export class AuditWriter {
       this.#removeFromBacklog(left);
       this.#overflow.countAttempt(left, this.#noRoomInReserve());
       overflow = encodeCounts();
-      payload = encodeReserve(overflow, held, this.#drops);
+      payload = encode();
     }
     if (payload.length > reserve.capacity) {
       collapsed = true;
       overflow = encodeCounts();
-      payload = encodeReserve(overflow, held, this.#drops);
+      payload = encode();
     }
     const whole = new Map<AuditEntry, AuditEntry>();
     for (let index = held.length - 1; index >= 0 && payload.length > reserve.capacity; index--) {
@@ -1892,28 +1913,29 @@ export class AuditWriter {
       const stub = reserveStub(left);
       whole.set(stub, left);
       held[index] = stub;
-      payload = encodeReserve(overflow, held, this.#drops);
+      payload = encode();
     }
     for (let index = held.length - 1; index >= 0 && payload.length > reserve.capacity; index--) {
       if (isIntentRefusal(held[index]!)) continue;
-      held.splice(index, 1);
-      payload = encodeReserve(overflow, held, this.#drops);
+      leftOut.push(...held.splice(index, 1));
+      payload = encode();
     }
     while (payload.length > reserve.capacity && held.length > 0) {
       const stub = held.pop()!;
       const left = whole.get(stub) ?? stub;
       if (this.#removeFromBacklog(left)) this.#overflow.countAttempt(left, this.#noRoomInReserve());
       overflow = encodeCounts();
-      payload = encodeReserve(overflow, held, this.#drops);
+      payload = encode();
     }
     if (payload.length > reserve.capacity) {
       // The last resort, never reached with principal ids of their allowed length: no names.
       overflow = encodeOverflowBuckets(collapseOverflow(this.#overflow, { named: false }));
-      payload = encodeReserve(overflow, held, this.#drops);
+      payload = encode();
     }
     try {
       await reserve.write(payload);
       this.#reservedIds = new Set(held.map((entry) => entry.id));
+      this.#memoryOnlyIds = new Set(leftOut.map((entry) => entry.id));
       this.#journalFailures.clear("reserve");
     } catch (error) {
       this.#logger.error({ error: String(error) }, "the audit reserve could not be written");
@@ -1949,6 +1971,15 @@ export class AuditWriter {
       if (found.drops !== undefined) {
         // Drops an earlier run counted and had not summarized yet (it stopped or crashed first).
         this.#mergeDrops(found.drops);
+        changed = true;
+      }
+      if (found.memoryOnly !== undefined) {
+        // Entries an earlier run held only in memory when it last wrote the reserve, and then died:
+        // lost. Recorded now as dropped (an audit.drop summary) and reported (adv15, fix15c's
+        // pass: 74 of 400 aborts were lost uncounted to a SIGKILL). A run that stopped cleanly
+        // rewrote the record without them (close()).
+        this.#mergeDrops(found.memoryOnly);
+        this.#dropReports.reportDrop(found.memoryOnly.count, [...found.memoryOnly.reasons].join("; "));
         changed = true;
       }
       // Runs an earlier run coalesced and had not summarized yet (adv15p, M3).

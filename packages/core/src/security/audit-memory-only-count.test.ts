@@ -1,0 +1,125 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, test } from "vitest";
+import { KilnError } from "../domain/errors";
+import { defineTags } from "../domain/tags";
+import type { KilnEvents } from "../events/catalogue";
+import { EventBus } from "../events/event-bus";
+import { ReservedRecord } from "../journal/reserved-record";
+import { MemoryStore } from "../memory/memory-store";
+import { SimulatedClock } from "../memory/simulated-clock";
+import { SimulatedPlc } from "../memory/simulated-plc";
+import type { AuditEntry } from "../ports/audit-log";
+import { AuditedCommandRunner } from "./audited-command";
+import { decodeReserve, RESERVE_SLOT_BYTES } from "./audit-reserve-record";
+import { Authorizer, defaultRoleTable, type Principal } from "./authorization";
+
+// Issue 15 (the pass on fix15c): an action in runWithoutDurableAudit runs however full the
+// journal is; its entry is journaled, else kept in `<journal>.reserve`, else held only in memory.
+// Those held only in memory were lost uncounted to a SIGKILL (74 of 400 aborts). The reserve's
+// record now counts them (`memoryOnly`), so a next start records them dropped; the kill itself is
+// faults/audit-full-disk.test.ts. Here: the count follows what memory holds, in a live process.
+
+const tags = defineTags({ "heater.setpoint": { dataType: "float64", access: "readwrite" } });
+const operator: Principal = { id: "olga", roles: ["operator"] };
+const folders: string[] = [];
+
+afterEach(async () => {
+  for (const folder of folders.splice(0)) await rm(folder, { recursive: true, force: true });
+});
+
+/** A runner whose audit store is down until `up()`, journaling at most 32 KiB, writes run without a durable entry. */
+async function rig() {
+  const folder = await mkdtemp(join(tmpdir(), "kiln-audit-memory-only-"));
+  folders.push(folder);
+  const path = join(folder, "audit.journal");
+  const clock = new SimulatedClock({ start: Date.UTC(2026, 0, 1) });
+  const plc = new SimulatedPlc({ tags, clock });
+  await plc.connect();
+  const store = new MemoryStore({ clock });
+  await store.open(tags.list());
+  let up = false;
+  const audit = {
+    query: store.audit.query,
+    record: (entry: AuditEntry) =>
+      up ? store.audit.record(entry) : Promise.reject(new KilnError("KILN_TIMEOUT", "down", { retryable: true })),
+  };
+  const bus = new EventBus<KilnEvents>({ now: () => clock.now() });
+  const drops: KilnEvents["audit-entry-drop"][] = [];
+  bus.on("audit-entry-drop", (event) => void drops.push(event));
+  let ids = 0;
+  const make = () =>
+    new AuditedCommandRunner({
+      authorizer: new Authorizer({ roles: defaultRoleTable({ operatorWritableTags: ["heater.*"] }) }),
+      audit,
+      clock,
+      bus,
+      machineId: "ald-1",
+      newId: () => `entry-${++ids}`,
+      retryBackoff: { initialDelayMs: 1_000, maxDelayMs: 1_000 },
+      runWithoutDurableAudit: ["tag.write"],
+      backlog: { path, maxEntries: 100_000, maxBytes: 32_768 },
+    });
+  const runner = make();
+  await runner.open();
+  const write = (value: number) =>
+    runner.run({
+      principal: operator,
+      permission: "tag.write",
+      target: "heater.setpoint",
+      machineState: "idle",
+      newValue: value,
+      execute: () => plc.write(tags.get("heater.setpoint"), value),
+    });
+  /** What the reserve's newest record counts as held only in memory (0: none). */
+  const memoryOnly = async (): Promise<number> =>
+    decodeReserve(await ReservedRecord.peek(`${path}.reserve`, RESERVE_SLOT_BYTES))?.memoryOnly?.count ?? 0;
+  const restart = async (): Promise<AuditEntry[]> => {
+    up = true;
+    const next = make();
+    await next.open();
+    await next.close();
+    return store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
+  };
+  return { runner, write, memoryOnly, drops, up: () => void (up = true), restart, plc };
+}
+
+describe("entries held only in memory are counted in the audit reserve", () => {
+  test("600 writes beyond the journal's and the reserve's room: the reserve counts those held only in memory; once stored, it counts none, and a restart records nothing dropped", async () => {
+    const { runner, write, memoryOnly, drops, up, restart, plc } = await rig();
+    for (let value = 1; value <= 600; value++) await write(value);
+    expect(plc.writes).toHaveLength(600);
+    // Beyond the journal's 32 KiB and the reserve's 64 KiB some are held only in memory.
+    expect(runner.status().durableBacklog).toBe(false);
+    expect(await memoryOnly()).toBeGreaterThan(0);
+    up();
+    expect(await runner.flush()).toBe(true);
+    expect(runner.status().durableBacklog).toBe(true);
+    expect(await memoryOnly()).toBe(0);
+    await runner.close();
+    const trail = await restart();
+    expect(trail.filter((entry) => entry.action === "audit.drop")).toEqual([]);
+    expect(trail.filter((entry) => entry.action === "tag.write").map((entry) => entry.newValue)).toEqual(
+      Array.from({ length: 600 }, (_unused, index) => index + 1),
+    );
+    expect(drops).toEqual([]);
+  }, 60_000);
+
+  test("sibling: stopped with the store down, what memory held is reported lost at the stop once, and the next start does not count it again", async () => {
+    const { runner, write, memoryOnly, drops, restart } = await rig();
+    for (let value = 1; value <= 600; value++) await write(value);
+    const held = await memoryOnly();
+    expect(held).toBeGreaterThan(0);
+    await runner.close();
+    expect(drops.reduce((sum, drop) => sum + drop.count, 0)).toBe(held);
+    expect(await memoryOnly()).toBe(0);
+    const trail = await restart();
+    const stored = trail.filter((entry) => entry.action === "tag.write").map((entry) => entry.newValue as number);
+    expect(stored).toHaveLength(600 - held);
+    expect(new Set(stored).size).toBe(stored.length);
+    // Counted once, at the stop (the event): no audit.drop summary counts them a second time.
+    expect(trail.filter((entry) => entry.action === "audit.drop")).toEqual([]);
+    expect(drops.reduce((sum, drop) => sum + drop.count, 0)).toBe(held);
+  }, 60_000);
+});
