@@ -822,20 +822,14 @@ export class OpcuaServer {
       // crashing sessions filled every slot, adv20b). At the limit, the principal's own sessions whose
       // channel is gone (a crashed or power-cycled panel) are closed, oldest first, to make room: before,
       // counted and kept, they locked their user out meanwhile (adv20 F2). Live sessions are never closed.
-      const held = this.#server ? this.#makeRoomFor(session, principal.id) : 0;
+      const { held, closed } = this.#server ? this.#makeRoomFor(session, principal.id) : { held: 0, closed: 0 };
       if (held >= this.#options.limits.maxSessionsPerPrincipal) {
         this.#tooManySessions.add(session);
         this.#logger.warn(
-          { principal: principal.id, session: info.sessionId, held },
+          { principal: principal.id, session: info.sessionId, held, closed },
           "OPC UA session refused: too many sessions for this principal",
         );
-        await this.#refuseLogin(
-          info,
-          address,
-          "limited",
-          userName ?? principal.id,
-          `principal ${JSON.stringify(principal.id.slice(0, 64))} already holds ${held} live sessions (limits.maxSessionsPerPrincipal ${this.#options.limits.maxSessionsPerPrincipal}; sessions whose channel is gone were closed to make room)`,
-        );
+        await this.#refuseSessionLimit(info, principal, held, closed);
         return false;
       }
       const before = principalKeyOf(this.#principals.get(session));
@@ -858,7 +852,7 @@ export class OpcuaServer {
    * sessions whose secure channel is gone as it takes to bring them under `limits.maxSessionsPerPrincipal`
    * (their subscriptions deleted; a client that comes back gets BadSessionIdInvalid and opens a new one).
    */
-  #makeRoomFor(session: ServerSession, principalId: string): number {
+  #makeRoomFor(session: ServerSession, principalId: string): { held: number; closed: number } {
     const engine = this.#server!.engine;
     const own = engine
       .getSessions()
@@ -878,7 +872,43 @@ export class OpcuaServer {
         this.#logger.warn({ error: String(error) }, "an OPC UA session whose channel was gone could not be closed");
       }
     }
-    return held;
+    return { held, closed: own.length - held };
+  }
+
+  /**
+   * Audits a session refused at `limits.maxSessionsPerPrincipal` under the principal refused:
+   * `identify` authenticated it (that is why its sessions are counted), so the entry names it, its
+   * roles and the client's address (source), never `unauthenticated`; the reason names the limit,
+   * the live sessions it holds, and how many of its sessions whose channel was gone were closed
+   * first (only when some were). Coalesced per principal like its other refusals (the first at
+   * once, the rest of the window in one counted summary), so no summary counts one principal's
+   * refusals under another's name.
+   */
+  async #refuseSessionLimit(info: OpcuaSessionInfo, principal: Principal, held: number, closed: number): Promise<void> {
+    const limit = this.#options.limits.maxSessionsPerPrincipal;
+    const refused: Principal = { id: principal.id, roles: principal.roles, source: sourceOf(info) };
+    const made = closed === 0 ? "" : `; ${closed} of its sessions whose channel was gone were closed first`;
+    await this.#refuseCoalesced(
+      principalScopeOf(refused),
+      "login:limited",
+      {
+        permission: "read",
+        action: "opcua.ActivateSession",
+        target: this.#system.machineId,
+        reason: new KilnValidationError("OPC UA ActivateSession", [
+          {
+            path: "limits.maxSessionsPerPrincipal",
+            message: `${JSON.stringify(principal.id.slice(0, 64))} already holds ${held} live sessions, the most limits.maxSessionsPerPrincipal (${limit}) allows${made}`,
+          },
+        ]),
+        statusCode: ServerStatusCodes.BadTooManySessions,
+        count: 1,
+        names: [],
+        detail: "",
+      },
+      refused,
+      1,
+    );
   }
 
   /** Whether logins of `key` (an address, or an address and user name) are refused for now: `limit` failures in the window. */
@@ -914,15 +944,16 @@ export class OpcuaServer {
 
   /**
    * Audits a failed or throttled login ({@link OpcuaServer.#refuseCoalesced}, per remote address
-   * and per kind: `refused` by `identify`, `throttled`, or `limited` by `limits.maxSessionsPerPrincipal`):
-   * principal `unauthenticated` (the session never acts as anyone), the client
+   * and per kind: `refused` by `identify`, `throttled`): principal `unauthenticated` (no identity
+   * was established; a session refused at `limits.maxSessionsPerPrincipal` is audited under its
+   * principal instead, {@link OpcuaServer.#refuseSessionLimit}), the client
    * and address in its source, the user name (never the password) and the reason in the entry's
    * reason, and the user names of the coalesced ones in its summary.
    */
   async #refuseLogin(
     info: OpcuaSessionInfo,
     address: string,
-    kind: "refused" | "throttled" | "limited",
+    kind: "refused" | "throttled",
     userName: string | undefined,
     detail: string,
   ): Promise<void> {
