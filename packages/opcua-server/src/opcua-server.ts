@@ -45,7 +45,7 @@ import {
   statusCodeOfSample,
   statusCodeOfServed,
 } from "./opcua-status";
-import { diagnosticsScopeOf, OPCUA_DIAGNOSTICS_PERMISSION } from "./opcua-diagnostics-access";
+import { type DiagnosticsAccess, diagnosticsAccessOf, OPCUA_DIAGNOSTICS_PERMISSION } from "./opcua-diagnostics-access";
 import { HistoryService } from "./opcua-history";
 import { aggregateNameOf, serveHistory } from "./opcua-history-nodes";
 
@@ -442,6 +442,7 @@ export class OpcuaServer {
     server.authorizeSession = (session, token) => this.#identify(session, this.#identityOf(runtime, token));
     server.principalKeyOf = (session) => principalKeyOf(this.#principals.get(session));
     server.mayReceiveEvent = (session, event) => this.#mayReceiveEvent(session, event);
+    server.hidesNode = (session, node) => this.#diagnosticsAccess(session, node) === "hidden";
     server.onRefusedRequest = (session, refused) => this.#refuseRequest(session, refused);
     server.onHistoryUnsent = (session, points) => this.#history?.releaseUnsent(session, points);
     server.serveCall = (session, call) => this.#serveCall(session, call);
@@ -508,6 +509,7 @@ export class OpcuaServer {
       server.guardConditionRefresh();
       this.#history = this.#historyService(runtime);
       serveHistory(addressSpace, server.engine as never, this.#system.tags, this.#variables, this.#history);
+      server.guardHiddenNodes();
       this.#watchSystem();
       this.#server = server;
       await server.start();
@@ -1058,11 +1060,15 @@ export class OpcuaServer {
    * ActivateSession is judged as it is now).
    */
   #mayDiagnose(session: ServerSession, node: BaseNode): boolean {
-    if (node.nodeId.namespace === this.#namespaceIndex) return true; // Kiln's own nodes
-    const scope = diagnosticsScopeOf(node);
-    if (scope === "none" || scope === "open") return true;
-    if (scope !== "restricted" && scope.session === session.nodeId.toString()) return true;
-    return this.#can(this.#principalOf(session), OPCUA_DIAGNOSTICS_PERMISSION, this.#system.machineId);
+    return this.#diagnosticsAccess(session, node) === "allowed";
+  }
+
+  /** {@link diagnosticsAccessOf} for `session` (its principal's permission asked of the system now). */
+  #diagnosticsAccess(session: ServerSession, node: BaseNode): DiagnosticsAccess {
+    if (node.nodeId.namespace === this.#namespaceIndex) return "allowed"; // Kiln's own nodes
+    return diagnosticsAccessOf(node, session.nodeId.toString(), () =>
+      this.#can(this.#principalOf(session), OPCUA_DIAGNOSTICS_PERMISSION, this.#system.machineId),
+    );
   }
 
   /** The tag whose `read` guards a node: a tag variable's own tag, an alarm condition node's source tag, else none. */
