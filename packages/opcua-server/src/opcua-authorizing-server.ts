@@ -1171,8 +1171,9 @@ function mayRead(item: MonitoredItem, node: BaseNode): boolean {
 }
 
 /**
- * Makes a monitored item on a variable's Value ask its subscription's current session's context
- * for `Read` of it twice (see {@link mayRead}):
+ * Makes a monitored item ask `mayRead` (for a variable's Value: its subscription's current
+ * session's context for `Read` of it, {@link mayRead}; for any other attribute: whether the node is
+ * hidden from that session, `AuthorizingServer.hidesNode`) twice:
  *
  * - on every value it records (sampled or pushed on change, with sampling interval 0): node-opcua
  *   checks only when it samples. A refused value is recorded as `BadUserAccessDenied`, no value.

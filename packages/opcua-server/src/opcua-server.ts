@@ -153,7 +153,9 @@ export let setRefusalWindowCap: (server: OpcuaServer, cap: number) => void;
  *   diagnostics under `Server/ServerDiagnostics` and `EnabledFlag`; the rest (the summary, the
  *   arrays of every session and subscription, other sessions' objects) needs
  *   {@link OPCUA_DIAGNOSTICS_PERMISSION} (`opcua.diagnostics`) on the machine: without it
- *   `BadUserAccessDenied`, and Browse leaves them out (OPC UA Part 5, 12.12; issue 20, adv F4).
+ *   `BadUserAccessDenied`, and Browse leaves them out (OPC UA Part 5, 12.12; issue 20, adv F4);
+ *   other sessions' objects and the nodes under them do not exist for it (`BadNodeIdUnknown` for
+ *   every service, no Browse reference, no TranslateBrowsePaths target).
  * - **Writes** go through `system.writeTag` (authorization, range, access, machine state, audit
  *   with the OPC UA session as `source`); a refusal answers the StatusCode of its `KilnError`
  *   (`BadUserAccessDenied`, `BadOutOfRange`, `BadNotWritable`, `BadInvalidState`...) and nothing
