@@ -256,6 +256,37 @@ describe("OpcuaServer: another session's diagnostics do not exist for a session 
     expect((await served.store.audit.query({ from: 0, to: Date.now() + 1 })).length).toBe(before);
   });
 
+  test("an admin's item on the DisplayName of the operator's object delivers BadUserAccessDenied, no name, once its session switched to the viewer", async () => {
+    const client = await connect(served.server, pki.trusted, user("ada"));
+    try {
+      const subscription = await client.session.createSubscription2({
+        requestedPublishingInterval: 50,
+        requestedLifetimeCount: 600,
+        requestedMaxKeepAliveCount: 10,
+        publishingEnabled: true,
+      });
+      const seen: { code: unknown; value: unknown }[] = [];
+      const item = await subscription.monitor(
+        { nodeId: operatorNodes[0]!, attributeId: AttributeIds.DisplayName },
+        { samplingInterval: 50, queueSize: 1, discardOldest: true },
+        TimestampsToReturn.Both,
+      );
+      item.on("changed", (dataValue) => seen.push({ code: dataValue.statusCode, value: dataValue.value.value }));
+      const until = Date.now() + 3_000;
+      while (seen.length === 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(seen[0]?.code).toBe(StatusCodes.Good);
+      seen.length = 0;
+      expect(await client.session.changeUser(user("vic"))).toBe(StatusCodes.Good);
+      const later = Date.now() + 3_000;
+      while (seen.length === 0 && Date.now() < later) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(seen.length).toBeGreaterThan(0);
+      expect(seen.every((entry) => entry.code === StatusCodes.BadUserAccessDenied && entry.value === null)).toBe(true);
+      await subscription.terminate();
+    } finally {
+      await client.close();
+    }
+  });
+
   test("an admin session switched to the viewer no longer finds the operator's object; switched back, it does", async () => {
     const client = await connect(served.server, pki.trusted, user("ada"));
     try {
