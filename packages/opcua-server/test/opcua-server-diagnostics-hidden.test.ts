@@ -237,7 +237,7 @@ describe("OpcuaServer: another session's diagnostics do not exist for a session 
     }
   });
 
-  test("Write and Call naming another session's object answer BadNodeIdUnknown and leave no audit entry, as for an unknown node", async () => {
+  test("Write, Call and HistoryRead naming another session's nodes answer BadNodeIdUnknown and leave no audit entry, as for an unknown node", async () => {
     const before = (await served.store.audit.query({ from: 0, to: Date.now() + 1 })).length;
     const [write] = await viewer.session.write([
       {
@@ -253,6 +253,14 @@ describe("OpcuaServer: another session's diagnostics do not exist for a session 
       inputArguments: [],
     });
     expect(call.statusCode).toBe(StatusCodes.BadNodeIdUnknown);
+    const history = await viewer.session.readHistoryValue(operatorNodes[1]!, new Date(0), new Date());
+    expect(history.statusCode).toBe(StatusCodes.BadNodeIdUnknown);
+    const ownHistory = await viewer.session.readHistoryValue(
+      (await subtreeOf(viewer, viewer.session.sessionId))[1]!,
+      new Date(0),
+      new Date(),
+    );
+    expect(ownHistory.statusCode).toBe(StatusCodes.BadHistoryOperationUnsupported);
     expect((await served.store.audit.query({ from: 0, to: Date.now() + 1 })).length).toBe(before);
   });
 
