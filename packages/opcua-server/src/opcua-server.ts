@@ -908,7 +908,9 @@ export class OpcuaServer {
         statusCode: ServerStatusCodes.BadTooManySessions,
         count: 1,
         names: [],
-        detail: "",
+        // Kept in the entry even when the principal lacks `read` on the machine (then the reason is
+        // KILN_FORBIDDEN, the runner authorizing first): the limit and the count are never lost.
+        detail: `session limit: ${held} live sessions held, limits.maxSessionsPerPrincipal ${limit}`,
       },
       refused,
       1,

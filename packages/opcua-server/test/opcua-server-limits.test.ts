@@ -228,6 +228,29 @@ describe("OpcuaServer limits", () => {
     await again.close();
   });
 
+  test("a principal without `read` on the machine refused at maxSessionsPerPrincipal: audited under itself, KILN_FORBIDDEN, the limit and count still in the entry", async () => {
+    const held = [
+      await connect(served.server, pki.trusted, user("rita")),
+      await connect(served.server, pki.trusted, user("rita")),
+    ];
+    try {
+      const before = (await audited("opcua.ActivateSession")).length;
+      await expect(connect(served.server, pki.trusted, user("rita"))).rejects.toThrow(/BadTooManySessions/);
+      let entries: AuditEntry[] = [];
+      const until = Date.now() + 3_000;
+      while (entries.length === 0 && Date.now() < until) {
+        entries = (await audited("opcua.ActivateSession")).slice(before);
+        if (entries.length === 0) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      expect(entries).toHaveLength(1);
+      expect(entries[0]).toMatchObject({ principal: "rita", outcome: "denied" });
+      expect(entries[0]!.reason).toMatch(/^KILN_FORBIDDEN: /);
+      expect(entries[0]!.reason).toContain("session limit: 2 live sessions held, limits.maxSessionsPerPrincipal 2");
+    } finally {
+      for (const client of held) await client.close();
+    }
+  });
+
   // adv20 F2: a panel that crashed left its sessions on the server (node-opcua keeps them until
   // their timeout, up to 50 min); counted against the limit, they locked its user out, and the
   // refusal was only logged.
