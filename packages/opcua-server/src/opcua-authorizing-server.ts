@@ -242,6 +242,15 @@ export class AuthorizingServer extends OPCUAServer {
   mayReceiveEvent: (session: ServerSession, event: ServedEvent) => boolean = () => true;
 
   /**
+   * Whether a node does not exist for a session (set by the server: another session's diagnostics
+   * without `opcua.diagnostics`, `diagnosticsAccessOf`). Asked at each service that names or
+   * reaches a node: Read (every attribute), Write, Call, HistoryRead, Browse and BrowseNext,
+   * TranslateBrowsePaths, RegisterNodes, CreateMonitoredItems, and every value a monitored item
+   * records; each answers as for an unknown NodeId. @default no node is hidden
+   */
+  hidesNode: (session: ServerSession, node: BaseNode) => boolean = () => false;
+
+  /**
    * Who a session acts for, as a key that differs when the principal (or its roles) differs (set
    * by the server). A subscription transferred to a session of another key loses what it had
    * queued and sent for the former one.
@@ -312,6 +321,10 @@ export class AuthorizingServer extends OPCUAServer {
       this.#closeUnactivated(oldest);
     }
     const session = super.createSession(options);
+    // RegisterNodes gives an alias for a node that exists and the NodeId itself for an unknown one:
+    // a hidden node is unknown.
+    const register = session.registerNode.bind(session);
+    session.registerNode = (nodeId) => (this.#visibleNode(session, nodeId) === null ? nodeId : register(nodeId));
     setTimeout(() => {
       if (session.status === "new") this.#closeUnactivated(session);
     }, this.unactivatedSessionTimeoutMs).unref();
@@ -327,6 +340,75 @@ export class AuthorizingServer extends OPCUAServer {
     }
     const inUse = this.engine.getSessions().some((other) => other.channel === channel && other.status === "active");
     if (channel && !inUse) channel.close();
+  }
+
+  /** The node `nodeId` names as `session` may know it: null when unknown, or hidden from it ({@link AuthorizingServer.hidesNode}). */
+  #visibleNode(session: ServerSession | undefined, nodeId: unknown): BaseNode | null {
+    const node = nodeId ? (this.engine.addressSpace?.findNode(nodeId as never) ?? null) : null;
+    return node && session && this.hidesNode(session, node) ? null : node;
+  }
+
+  /** `addressSpace` as `session` sees it: its `findNode` answers null for a node hidden from the session. */
+  #visibleSpace<TSpace extends { findNode(nodeId: never): unknown }>(
+    session: ServerSession,
+    addressSpace: TSpace,
+  ): TSpace {
+    const findNode = addressSpace.findNode.bind(addressSpace);
+    return Object.create(addressSpace, {
+      findNode: {
+        value: (nodeId: never) => {
+          const node = findNode(nodeId) as BaseNode | null;
+          return node && this.hidesNode(session, node) ? null : node;
+        },
+      },
+    }) as TSpace;
+  }
+
+  /**
+   * Makes the engine's Read (every attribute), Write, Call and HistoryRead of a node hidden from the
+   * calling session ({@link AuthorizingServer.hidesNode}) answer as for an unknown NodeId
+   * (`BadNodeIdUnknown`; a Call on a hidden method `BadMethodInvalid`, node-opcua's answer for an
+   * unknown one), before anything else looks at it: nothing is audited, as for an unknown node.
+   * Call once the server's own wraps of the engine's accessor are in place (this one is outermost).
+   */
+  guardHiddenNodes(): void {
+    type Context = { session?: unknown } | undefined;
+    type Guarded = "readNode" | "writeNode" | "callMethod" | "historyReadNode";
+    const accessor = this.engine.addressSpaceAccessor as unknown as Record<
+      Guarded,
+      (context: Context, operation: Record<string, unknown> | undefined, ...rest: unknown[]) => Promise<unknown>
+    > | null;
+    if (!accessor) throw new Error("node-opcua server engine has no address space accessor");
+    /** Whether the node exists but not for the context's session. */
+    const hidden = (context: Context, nodeId: unknown): boolean => {
+      const session = context?.session as ServerSession | undefined;
+      const node = nodeId ? this.engine.addressSpace?.findNode(nodeId as never) : null;
+      return !!node && !!session && this.hidesNode(session, node);
+    };
+    const guard = (
+      name: Guarded,
+      refusalOf: (context: Context, operation: Record<string, unknown>) => unknown,
+    ): void => {
+      const original = accessor[name].bind(accessor);
+      accessor[name] = (context, operation, ...rest) => {
+        const refusal = operation ? refusalOf(context, operation) : undefined;
+        return refusal === undefined ? original(context, operation, ...rest) : Promise.resolve(refusal);
+      };
+    };
+    guard("readNode", (context, { nodeId }) =>
+      hidden(context, nodeId) ? new DataValue({ statusCode: StatusCodes.BadNodeIdUnknown }) : undefined,
+    );
+    guard("writeNode", (context, { nodeId }) => (hidden(context, nodeId) ? StatusCodes.BadNodeIdUnknown : undefined));
+    guard("historyReadNode", (context, { nodeId }) =>
+      hidden(context, nodeId) ? new HistoryReadResult({ statusCode: StatusCodes.BadNodeIdUnknown }) : undefined,
+    );
+    guard("callMethod", (context, { objectId, methodId }) =>
+      hidden(context, objectId)
+        ? { statusCode: StatusCodes.BadNodeIdUnknown }
+        : hidden(context, methodId)
+          ? { statusCode: StatusCodes.BadMethodInvalid }
+          : undefined,
+    );
   }
 
   /**
@@ -531,6 +613,7 @@ export class AuthorizingServer extends OPCUAServer {
       maxWorkPerCall: this.maxReferencesPerBrowse,
       maxContinuationPoints: this.engine.serverCapabilities.maxBrowseContinuationPoints || Infinity,
     }),
+    (session, node) => this.hidesNode(session, node),
   );
 
   /**
@@ -688,7 +771,21 @@ export class AuthorizingServer extends OPCUAServer {
       return;
     }
     this.#boundBrowsePaths();
-    super._on_TranslateBrowsePathsToNodeIdsRequest(message, channel);
+    // node-opcua's handler, with the calling session: a node hidden from it is not a step or a target.
+    void this._apply_on_SessionObject(
+      TranslateBrowsePathsToNodeIdsResponse,
+      message,
+      channel,
+      (session, sendResponse, sendError) => {
+        const paths = request.browsePaths ?? [];
+        if (paths.length === 0) return sendError(StatusCodes.BadNothingToDo);
+        const maxNodes = this.engine.serverCapabilities.operationLimits.maxNodesPerTranslateBrowsePathsToNodeIds;
+        if (maxNodes > 0 && paths.length > maxNodes) return sendError(StatusCodes.BadTooManyOperations);
+        const budget = { nodes: this.maxBrowsePathNodesPerCall };
+        const results = paths.map((path) => this.#translateBrowsePath(path, budget, session));
+        sendResponse(new TranslateBrowsePathsToNodeIdsResponse({ diagnosticInfos: null, results }));
+      },
+    );
   }
 
   /**
@@ -713,14 +810,19 @@ export class AuthorizingServer extends OPCUAServer {
     };
   }
 
-  /** One path of a TranslateBrowsePaths, followed breadth first over distinct nodes (see `#boundBrowsePaths`). */
-  #translateBrowsePath(path: BrowsePath, budget: { nodes: number }): BrowsePathResult {
+  /**
+   * One path of a TranslateBrowsePaths, followed breadth first over distinct nodes (see
+   * `#boundBrowsePaths`), as `session` sees the address space: a node hidden from it
+   * ({@link AuthorizingServer.hidesNode}) is neither a starting node (`BadNodeIdUnknown`), a step
+   * nor a target. Without a session (an in-process caller of the engine) nothing is hidden.
+   */
+  #translateBrowsePath(path: BrowsePath, budget: { nodes: number }, session?: ServerSession): BrowsePathResult {
     const elements = path?.relativePath?.elements ?? [];
     if (elements.length > this.maxBrowsePathElements || budget.nodes <= 0) {
       return new BrowsePathResult({ statusCode: StatusCodes.BadQueryTooComplex });
     }
     const addressSpace = this.engine.addressSpace;
-    const start = addressSpace?.findNode(path.startingNode);
+    const start = this.#visibleNode(session, path.startingNode);
     if (!addressSpace || !start) return new BrowsePathResult({ statusCode: StatusCodes.BadNodeIdUnknown });
     if (elements.length === 0) return new BrowsePathResult({ statusCode: StatusCodes.BadNothingToDo, targets: [] });
     // Part 4, 7.26: only the last element may omit its targetName, and TranslateBrowsePaths
@@ -737,6 +839,8 @@ export class AuthorizingServer extends OPCUAServer {
         budget.nodes -= stepCost(node, element);
         if (budget.nodes < 0) return new BrowsePathResult({ statusCode: StatusCodes.BadQueryTooComplex });
         for (const nodeId of node.browseNodeByTargetName(element, isLast)) {
+          const target = session ? addressSpace.findNode(nodeId) : null;
+          if (target && this.hidesNode(session!, target)) continue;
           next.set(nodeId.toString(), nodeId);
         }
         if (next.size > this.maxBrowsePathTargets) {
@@ -785,6 +889,9 @@ export class AuthorizingServer extends OPCUAServer {
       });
       const session = currentSessionOf(subscription);
       if (!session) return refuse(StatusCodes.BadUserAccessDenied);
+      // The address space as the session sees it: a node hidden from it is unknown to every check
+      // below and to node-opcua's own (BadNodeIdUnknown, as for a NodeId that names nothing).
+      addressSpace = this.#visibleSpace(session, addressSpace);
       const filter = itemRequest.requestedParameters?.filter;
       const filterRefusal = refusalOfEventFilter(filter, this.eventFilterBounds);
       if (filterRefusal) return refuse(filterRefusal.statusCode, filterRefusal.filterResult);
@@ -814,8 +921,15 @@ export class AuthorizingServer extends OPCUAServer {
       if (created.monitoredItem && cost > 0) this.#filterCosts.set(created.monitoredItem, cost);
       if (created.monitoredItem) this.#guardFilterChanges(created.monitoredItem);
       if (guarded && created.monitoredItem) {
-        guardValues(guarded, created.monitoredItem, this.#deliverable);
+        guardValues(guarded, created.monitoredItem, this.#deliverable, mayRead);
         isolateSampling(created.monitoredItem, (where, error) => this.onServiceError(where, error));
+      } else if (node && created.monitoredItem && item.attributeId !== EVENT_NOTIFIER_ATTRIBUTE) {
+        // Any other attribute (BrowseName, DisplayName…) of a node that may become hidden from the
+        // subscription's session (a change of user, a revoked grant, a transfer): checked per value.
+        guardValues(node, created.monitoredItem, this.#deliverable, (monitored, watched) => {
+          const current = currentSessionOf(monitored.$subscription as Subscription | undefined);
+          return current !== undefined && !this.hidesNode(current, watched);
+        });
       }
       if (item.attributeId === EVENT_NOTIFIER_ATTRIBUTE && created.monitoredItem)
         this.#guardEvents(created.monitoredItem);
@@ -1057,8 +1171,9 @@ function mayRead(item: MonitoredItem, node: BaseNode): boolean {
 }
 
 /**
- * Makes a monitored item on a variable's Value ask its subscription's current session's context
- * for `Read` of it twice (see {@link mayRead}):
+ * Makes a monitored item ask `mayRead` (for a variable's Value: its subscription's current
+ * session's context for `Read` of it, {@link mayRead}; for any other attribute: whether the node is
+ * hidden from that session, `AuthorizingServer.hidesNode`) twice:
  *
  * - on every value it records (sampled or pushed on change, with sampling interval 0): node-opcua
  *   checks only when it samples. A refused value is recorded as `BadUserAccessDenied`, no value.
@@ -1070,7 +1185,12 @@ function mayRead(item: MonitoredItem, node: BaseNode): boolean {
  * A session's principal can change (ActivateSession with another identity), as can its grants and
  * the session the subscription belongs to.
  */
-function guardValues(node: BaseNode, item: MonitoredItem, deliverable: WeakMap<object, () => boolean>): void {
+function guardValues(
+  node: BaseNode,
+  item: MonitoredItem,
+  deliverable: WeakMap<object, () => boolean>,
+  mayRead: (item: MonitoredItem, node: BaseNode) => boolean,
+): void {
   (item as unknown as OverflowInternals)._setOverflowBit = (notification) => setOverflowBit(item, notification);
   const record = item.recordValue.bind(item);
   item.recordValue = (dataValue, skipChangeTest, indexRange) =>

@@ -132,9 +132,17 @@ let lastKey = 0;
 export class BrowsePages {
   readonly #cursors = new WeakMap<ServerSession, Map<string, Cursor>>();
 
+  /**
+   * @param hides whether a node does not exist for a session (another session's diagnostics): a
+   *   Browse of it answers `BadNodeIdUnknown`, a BrowseNext of a point in it
+   *   `BadContinuationPointInvalid` (the point is released). References to such nodes are left out
+   *   by node-opcua's filter on the session's context (its Browse permission, which the server
+   *   decides by the same rule). @default nothing hidden
+   */
   constructor(
     private readonly addressSpace: () => BrowsableAddressSpace | null,
     private readonly bounds: () => BrowseBounds,
+    private readonly hides: (session: ServerSession, node: BaseNode) => boolean = () => false,
   ) {}
 
   /** Answers the BrowseDescriptions of one Browse call of `session`, `perPiece` references per node at most. */
@@ -156,6 +164,10 @@ export class BrowsePages {
         continue;
       }
       const node = addressSpace.findNode(description.nodeId)!;
+      if (this.hides(session, node)) {
+        results.push(new BrowseResult({ statusCode: StatusCodes.BadNodeIdUnknown }));
+        continue;
+      }
       const weight = scanWeight(description.resultMask);
       const maps = referenceMapsOf(addressSpace, node);
       // counted, not copied: the sizes of node-opcua's maps (unknown without them: may need a point)
@@ -196,6 +208,11 @@ export class BrowsePages {
       const key = point?.toString("hex") ?? "";
       const cursor = cursors.get(key);
       if (!cursor) return new BrowseResult({ statusCode: StatusCodes.BadContinuationPointInvalid });
+      if (this.hides(session, cursor.node)) {
+        // Hidden since the Browse (the session changed user, a grant was revoked): no such point.
+        cursors.delete(key);
+        return new BrowseResult({ statusCode: StatusCodes.BadContinuationPointInvalid });
+      }
       if (release) {
         cursors.delete(key);
         return new BrowseResult({ statusCode: StatusCodes.Good, references: [] });

@@ -68,6 +68,32 @@ export function diagnosticsScopeOf(node: BaseNode): DiagnosticsScope {
   return "none";
 }
 
+/**
+ * What a session may do with a node as far as the server's diagnostics go, the one rule every
+ * service asks (issue 20, F4 and fix20e):
+ * - `allowed`: not a diagnostics node, an open one (ServerDiagnostics, SessionsDiagnosticsSummary,
+ *   EnabledFlag), a node of the session's own diagnostics object, or any diagnostics node for a
+ *   principal holding {@link OPCUA_DIAGNOSTICS_PERMISSION} (`mayDiagnose`, asked only when needed);
+ * - `denied`: a standard diagnostics node (namespace 0: the summary, the arrays of every session and
+ *   subscription) that every OPC UA server has: it exists for everyone, its value is refused
+ *   `BadUserAccessDenied` and Browse leaves it out;
+ * - `hidden`: a node the server made for another session or its subscriptions (another session's
+ *   diagnostics object and all under it, an array's element node): for this session it does not
+ *   exist. Every service answers as for an unknown NodeId (`BadNodeIdUnknown`, no reference, no
+ *   match, the NodeId given back by RegisterNodes): its NodeId, BrowseName and DisplayName (the
+ *   SessionName its client chose) and how many there are stay the other sessions' own.
+ */
+export type DiagnosticsAccess = "allowed" | "denied" | "hidden";
+
+/** The {@link DiagnosticsAccess} of `node` for the session whose NodeId prints as `sessionId`. */
+export function diagnosticsAccessOf(node: BaseNode, sessionId: string, mayDiagnose: () => boolean): DiagnosticsAccess {
+  const scope = diagnosticsScopeOf(node);
+  if (scope === "none" || scope === "open") return "allowed";
+  if (scope !== "restricted" && scope.session === sessionId) return "allowed";
+  if (mayDiagnose()) return "allowed";
+  return scope === "restricted" && node.nodeId.namespace === 0 ? "denied" : "hidden";
+}
+
 /** The node's aggregate parent (HasComponent, HasProperty), or null. */
 function parentOf(node: BaseNode): BaseNode | null {
   const parent = node.parentNodeId;

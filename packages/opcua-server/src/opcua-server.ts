@@ -45,7 +45,7 @@ import {
   statusCodeOfSample,
   statusCodeOfServed,
 } from "./opcua-status";
-import { diagnosticsScopeOf, OPCUA_DIAGNOSTICS_PERMISSION } from "./opcua-diagnostics-access";
+import { type DiagnosticsAccess, diagnosticsAccessOf, OPCUA_DIAGNOSTICS_PERMISSION } from "./opcua-diagnostics-access";
 import { HistoryService } from "./opcua-history";
 import { aggregateNameOf, serveHistory } from "./opcua-history-nodes";
 
@@ -153,7 +153,9 @@ export let setRefusalWindowCap: (server: OpcuaServer, cap: number) => void;
  *   diagnostics under `Server/ServerDiagnostics` and `EnabledFlag`; the rest (the summary, the
  *   arrays of every session and subscription, other sessions' objects) needs
  *   {@link OPCUA_DIAGNOSTICS_PERMISSION} (`opcua.diagnostics`) on the machine: without it
- *   `BadUserAccessDenied`, and Browse leaves them out (OPC UA Part 5, 12.12; issue 20, adv F4).
+ *   `BadUserAccessDenied`, and Browse leaves them out (OPC UA Part 5, 12.12; issue 20, adv F4);
+ *   other sessions' objects and the nodes under them do not exist for it (`BadNodeIdUnknown` for
+ *   every service, no Browse reference, no TranslateBrowsePaths target).
  * - **Writes** go through `system.writeTag` (authorization, range, access, machine state, audit
  *   with the OPC UA session as `source`); a refusal answers the StatusCode of its `KilnError`
  *   (`BadUserAccessDenied`, `BadOutOfRange`, `BadNotWritable`, `BadInvalidState`...) and nothing
@@ -442,6 +444,7 @@ export class OpcuaServer {
     server.authorizeSession = (session, token) => this.#identify(session, this.#identityOf(runtime, token));
     server.principalKeyOf = (session) => principalKeyOf(this.#principals.get(session));
     server.mayReceiveEvent = (session, event) => this.#mayReceiveEvent(session, event);
+    server.hidesNode = (session, node) => this.#diagnosticsAccess(session, node) === "hidden";
     server.onRefusedRequest = (session, refused) => this.#refuseRequest(session, refused);
     server.onHistoryUnsent = (session, points) => this.#history?.releaseUnsent(session, points);
     server.serveCall = (session, call) => this.#serveCall(session, call);
@@ -508,6 +511,7 @@ export class OpcuaServer {
       server.guardConditionRefresh();
       this.#history = this.#historyService(runtime);
       serveHistory(addressSpace, server.engine as never, this.#system.tags, this.#variables, this.#history);
+      server.guardHiddenNodes();
       this.#watchSystem();
       this.#server = server;
       await server.start();
@@ -822,20 +826,14 @@ export class OpcuaServer {
       // crashing sessions filled every slot, adv20b). At the limit, the principal's own sessions whose
       // channel is gone (a crashed or power-cycled panel) are closed, oldest first, to make room: before,
       // counted and kept, they locked their user out meanwhile (adv20 F2). Live sessions are never closed.
-      const held = this.#server ? this.#makeRoomFor(session, principal.id) : 0;
+      const { held, closed } = this.#server ? this.#makeRoomFor(session, principal.id) : { held: 0, closed: 0 };
       if (held >= this.#options.limits.maxSessionsPerPrincipal) {
         this.#tooManySessions.add(session);
         this.#logger.warn(
-          { principal: principal.id, session: info.sessionId, held },
+          { principal: principal.id, session: info.sessionId, held, closed },
           "OPC UA session refused: too many sessions for this principal",
         );
-        await this.#refuseLogin(
-          info,
-          address,
-          "limited",
-          userName ?? principal.id,
-          `principal ${JSON.stringify(principal.id.slice(0, 64))} already holds ${held} live sessions (limits.maxSessionsPerPrincipal ${this.#options.limits.maxSessionsPerPrincipal}; sessions whose channel is gone were closed to make room)`,
-        );
+        await this.#refuseSessionLimit(info, principal, held, closed);
         return false;
       }
       const before = principalKeyOf(this.#principals.get(session));
@@ -858,7 +856,7 @@ export class OpcuaServer {
    * sessions whose secure channel is gone as it takes to bring them under `limits.maxSessionsPerPrincipal`
    * (their subscriptions deleted; a client that comes back gets BadSessionIdInvalid and opens a new one).
    */
-  #makeRoomFor(session: ServerSession, principalId: string): number {
+  #makeRoomFor(session: ServerSession, principalId: string): { held: number; closed: number } {
     const engine = this.#server!.engine;
     const own = engine
       .getSessions()
@@ -878,7 +876,45 @@ export class OpcuaServer {
         this.#logger.warn({ error: String(error) }, "an OPC UA session whose channel was gone could not be closed");
       }
     }
-    return held;
+    return { held, closed: own.length - held };
+  }
+
+  /**
+   * Audits a session refused at `limits.maxSessionsPerPrincipal` under the principal refused:
+   * `identify` authenticated it (that is why its sessions are counted), so the entry names it, its
+   * roles and the client's address (source), never `unauthenticated`; the reason names the limit,
+   * the live sessions it holds, and how many of its sessions whose channel was gone were closed
+   * first (only when some were). Coalesced per principal like its other refusals (the first at
+   * once, the rest of the window in one counted summary), so no summary counts one principal's
+   * refusals under another's name.
+   */
+  async #refuseSessionLimit(info: OpcuaSessionInfo, principal: Principal, held: number, closed: number): Promise<void> {
+    const limit = this.#options.limits.maxSessionsPerPrincipal;
+    const refused: Principal = { id: principal.id, roles: principal.roles, source: sourceOf(info) };
+    const made = closed === 0 ? "" : `; ${closed} of its sessions whose channel was gone were closed first`;
+    await this.#refuseCoalesced(
+      principalScopeOf(refused),
+      "login:limited",
+      {
+        permission: "read",
+        action: "opcua.ActivateSession",
+        target: this.#system.machineId,
+        reason: new KilnValidationError("OPC UA ActivateSession", [
+          {
+            path: "limits.maxSessionsPerPrincipal",
+            message: `${JSON.stringify(principal.id.slice(0, 64))} already holds ${held} live sessions, the most limits.maxSessionsPerPrincipal (${limit}) allows${made}`,
+          },
+        ]),
+        statusCode: ServerStatusCodes.BadTooManySessions,
+        count: 1,
+        names: [],
+        // Kept in the entry even when the principal lacks `read` on the machine (then the reason is
+        // KILN_FORBIDDEN, the runner authorizing first): the limit and the count are never lost.
+        detail: `session limit: ${held} live sessions held, limits.maxSessionsPerPrincipal ${limit}`,
+      },
+      refused,
+      1,
+    );
   }
 
   /** Whether logins of `key` (an address, or an address and user name) are refused for now: `limit` failures in the window. */
@@ -914,15 +950,16 @@ export class OpcuaServer {
 
   /**
    * Audits a failed or throttled login ({@link OpcuaServer.#refuseCoalesced}, per remote address
-   * and per kind: `refused` by `identify`, `throttled`, or `limited` by `limits.maxSessionsPerPrincipal`):
-   * principal `unauthenticated` (the session never acts as anyone), the client
+   * and per kind: `refused` by `identify`, `throttled`): principal `unauthenticated` (no identity
+   * was established; a session refused at `limits.maxSessionsPerPrincipal` is audited under its
+   * principal instead, {@link OpcuaServer.#refuseSessionLimit}), the client
    * and address in its source, the user name (never the password) and the reason in the entry's
    * reason, and the user names of the coalesced ones in its summary.
    */
   async #refuseLogin(
     info: OpcuaSessionInfo,
     address: string,
-    kind: "refused" | "throttled" | "limited",
+    kind: "refused" | "throttled",
     userName: string | undefined,
     detail: string,
   ): Promise<void> {
@@ -1027,11 +1064,15 @@ export class OpcuaServer {
    * ActivateSession is judged as it is now).
    */
   #mayDiagnose(session: ServerSession, node: BaseNode): boolean {
-    if (node.nodeId.namespace === this.#namespaceIndex) return true; // Kiln's own nodes
-    const scope = diagnosticsScopeOf(node);
-    if (scope === "none" || scope === "open") return true;
-    if (scope !== "restricted" && scope.session === session.nodeId.toString()) return true;
-    return this.#can(this.#principalOf(session), OPCUA_DIAGNOSTICS_PERMISSION, this.#system.machineId);
+    return this.#diagnosticsAccess(session, node) === "allowed";
+  }
+
+  /** {@link diagnosticsAccessOf} for `session` (its principal's permission asked of the system now). */
+  #diagnosticsAccess(session: ServerSession, node: BaseNode): DiagnosticsAccess {
+    if (node.nodeId.namespace === this.#namespaceIndex) return "allowed"; // Kiln's own nodes
+    return diagnosticsAccessOf(node, session.nodeId.toString(), () =>
+      this.#can(this.#principalOf(session), OPCUA_DIAGNOSTICS_PERMISSION, this.#system.machineId),
+    );
   }
 
   /** The tag whose `read` guards a node: a tag variable's own tag, an alarm condition node's source tag, else none. */

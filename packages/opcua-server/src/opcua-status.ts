@@ -12,6 +12,7 @@ export const ServerStatusCodes = {
   BadIndexRangeInvalid: 0x80360000,
   BadWriteNotSupported: 0x80730000,
   BadMethodInvalid: 0x80750000,
+  BadTooManySessions: 0x80560000,
 } as const;
 
 const SEVERITY_MASK = 0xc0000000;

@@ -184,7 +184,13 @@ describe("OpcuaServer limits", () => {
         if (entries.length === 0) await new Promise((resolve) => setTimeout(resolve, 50));
       }
       expect(entries.map((entry) => entry.outcome)).toEqual(["denied"]);
-      expect(entries[0]!.reason).toMatch(/already holds 2 live sessions \(limits\.maxSessionsPerPrincipal 2;/);
+      // Audited under the principal refused (it was authenticated: that is why the limit applies),
+      // with the limit and the count; no sessions were gone this time, so none are said closed.
+      expect(entries[0]).toMatchObject({ principal: "ada", roles: ["admin"] });
+      expect(entries[0]!.reason).toMatch(
+        /limits\.maxSessionsPerPrincipal: "ada" already holds 2 live sessions, the most limits\.maxSessionsPerPrincipal \(2\) allows/,
+      );
+      expect(entries[0]!.reason).not.toMatch(/closed/);
     } finally {
       for (const client of held) await client.close();
       await new Promise<void>((resolve) => proxy.close(() => resolve()));
@@ -197,7 +203,21 @@ describe("OpcuaServer limits", () => {
       await connect(served.server, pki.trusted, user("vic")),
     ];
     try {
+      const before = (await audited("opcua.ActivateSession")).length;
       await expect(connect(served.server, pki.trusted, user("vic"))).rejects.toThrow(/BadTooManySessions/);
+      let entries: AuditEntry[] = [];
+      const until = Date.now() + 3_000;
+      while (entries.length === 0 && Date.now() < until) {
+        entries = (await audited("opcua.ActivateSession")).slice(before);
+        if (entries.length === 0) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      expect(entries).toHaveLength(1);
+      expect(entries[0]).toMatchObject({ principal: "vic", roles: ["viewer"], outcome: "denied" });
+      expect(entries[0]!.principal).not.toBe("unauthenticated");
+      expect(entries[0]!.reason).toMatch(
+        /"vic" already holds 2 live sessions, the most limits\.maxSessionsPerPrincipal \(2\) allows/,
+      );
+      expect(entries[0]!.reason).not.toMatch(/closed/);
       const olga = await connect(served.server, pki.trusted, user("olga"));
       await olga.close();
     } finally {
@@ -206,6 +226,29 @@ describe("OpcuaServer limits", () => {
     // Closed sessions free their places.
     const again = await connect(served.server, pki.trusted, user("vic"));
     await again.close();
+  });
+
+  test("a principal without `read` on the machine refused at maxSessionsPerPrincipal: audited under itself, KILN_FORBIDDEN, the limit and count still in the entry", async () => {
+    const held = [
+      await connect(served.server, pki.trusted, user("rita")),
+      await connect(served.server, pki.trusted, user("rita")),
+    ];
+    try {
+      const before = (await audited("opcua.ActivateSession")).length;
+      await expect(connect(served.server, pki.trusted, user("rita"))).rejects.toThrow(/BadTooManySessions/);
+      let entries: AuditEntry[] = [];
+      const until = Date.now() + 3_000;
+      while (entries.length === 0 && Date.now() < until) {
+        entries = (await audited("opcua.ActivateSession")).slice(before);
+        if (entries.length === 0) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      expect(entries).toHaveLength(1);
+      expect(entries[0]).toMatchObject({ principal: "rita", outcome: "denied" });
+      expect(entries[0]!.reason).toMatch(/^KILN_FORBIDDEN: /);
+      expect(entries[0]!.reason).toContain("session limit: 2 live sessions held, limits.maxSessionsPerPrincipal 2");
+    } finally {
+      for (const client of held) await client.close();
+    }
   });
 
   // adv20 F2: a panel that crashed left its sessions on the server (node-opcua keeps them until

@@ -115,6 +115,27 @@ describe("every command is authorized before its target is validated (ADR 0007; 
     expect(entry?.target).toBe("heater\\u{202E}.setpoint\\u{0000}");
   });
 
+  test("a refusal's audit reason shows a malformed target written out once, as its message does (not escaped again)", async () => {
+    const { system, audit } = await build();
+    const error = await rejection(system.writeTag(viewer, "heater.setpoint\u0000\n", 1));
+    const [entry] = await audit();
+    expect(entry?.reason).toBe(`KILN_FORBIDDEN: ${error.message}`);
+    expect(entry?.reason).toContain('on "heater.setpoint\\u{0000}\\u{000A}"');
+    expect(entry?.reason).not.toContain("\\u{005C}");
+    expect(entry?.reason).not.toMatch(/[\p{Cc}\p{Cf}]/u);
+  });
+
+  test("a principal id with a backslash (a domain user) is written out once, in the message and in the reason", async () => {
+    const { system, audit } = await build();
+    const domainUser: Principal = { id: "PLANT\\vic", roles: ["viewer"] };
+    const error = await rejection(system.writeTag(domainUser, "heater.setpoint\u0000", 1));
+    expect(error.message).toContain(
+      '"PLANT\\u{005C}vic" (roles: viewer) may not tag.write on "heater.setpoint\\u{0000}"',
+    );
+    const [entry] = await audit();
+    expect(entry?.reason).toBe(`KILN_FORBIDDEN: ${error.message}`);
+  });
+
   test("a target that is not a string: KILN_FORBIDDEN for a viewer (recorded as (invalid target)), no crash", async () => {
     const { system, audit } = await build();
     const error = await rejection(system.writeTag(viewer, 42 as unknown as string, 1));

@@ -5,7 +5,14 @@
  */
 import type { AuditEntry } from "@kiln/core/driver-kit";
 import { KilnError, type KilnErrorCode, type ValidationIssue } from "../domain/errors";
-import { auditedText, checkIdentifier, ROLE_MAX_LENGTH, ROLES_MAX_COUNT } from "./command-input";
+import {
+  auditedText,
+  boundedText,
+  checkIdentifier,
+  hasVisibleMessage,
+  ROLE_MAX_LENGTH,
+  ROLES_MAX_COUNT,
+} from "./command-input";
 import { COMMENT_MAX_LENGTH } from "./storable-value";
 
 /**
@@ -178,14 +185,20 @@ export const REASON_MAX_LENGTH = 2000;
 
 /**
  * An entry's `reason`: the error (`CODE: message`) through {@link auditedText}, so a validation
- * message echoing a hostile key (a newline, U+202E) shows it written out, never raw; then the
- * operator's comment, escaped by the same rule where it was read.
+ * message echoing a hostile key (a newline, U+202E) shows it written out, never raw; a message
+ * already written out where it was built ({@link hasVisibleMessage}: `forbidden()`'s, naming the
+ * caller's target) is only cut to the bound, never escaped twice (ADR 0007, amendment fix20e);
+ * then the operator's comment, escaped by the same rule where it was read.
  */
 export function reasonOf(error: unknown, comment: string | undefined): string {
-  const text = auditedText(
-    KilnError.is(error) ? `${error.code}: ${error.message}` : error instanceof Error ? error.message : String(error),
-    REASON_MAX_LENGTH,
-  );
+  const message = KilnError.is(error)
+    ? `${error.code}: ${error.message}`
+    : error instanceof Error
+      ? error.message
+      : String(error);
+  const text = hasVisibleMessage(error)
+    ? boundedText(message, REASON_MAX_LENGTH)
+    : auditedText(message, REASON_MAX_LENGTH);
   return comment === undefined ? text : `${text} (comment: ${comment})`;
 }
 

@@ -11,6 +11,8 @@ import {
   NAME_MAX_LENGTH,
   ROLE_MAX_LENGTH,
   ROLES_MAX_COUNT,
+  visibleText,
+  withVisibleMessage,
 } from "./command-input";
 import { TagPattern } from "./tag-pattern";
 
@@ -364,18 +366,22 @@ export class Authorizer {
       : context.machineState === undefined
         ? "a role grants it only in some machine states, and no machine state was given (pass context.machineState)"
         : "a role grants it only in other machine states";
-    return new KilnError(
-      "KILN_FORBIDDEN",
-      `"${principal.id}" (roles: ${principal.roles.join(", ") || "none"}) may not ${permission}${on}${inState}: ${why}.`,
-      {
-        details: {
-          principal: principal.id,
-          roles: [...principal.roles],
-          permission,
-          target: named,
-          ...(inState === "" ? {} : { machineState: context.machineState }),
+    // Every caller-influenced part written out (visibleText), so the message is visible text as a
+    // whole and an audit reason records it as is, each character escaped once (fix20e).
+    return withVisibleMessage(
+      new KilnError(
+        "KILN_FORBIDDEN",
+        `"${auditedText(principal.id, NAME_MAX_LENGTH)}" (roles: ${visibleText(principal.roles.join(", ")) || "none"}) may not ${visibleText(permission)}${on}${inState === "" ? "" : visibleText(inState)}: ${why}.`,
+        {
+          details: {
+            principal: principal.id,
+            roles: [...principal.roles],
+            permission,
+            target: named,
+            ...(inState === "" ? {} : { machineState: context.machineState }),
+          },
         },
-      },
+      ),
     );
   }
 

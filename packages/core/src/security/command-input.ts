@@ -187,6 +187,26 @@ export function auditedText(text: string, max: number): string {
   return boundedText(visibleText(text), max);
 }
 
+/** The mark of an error whose message is already visible text (see {@link withVisibleMessage}); shared by duplicate installs. */
+const VISIBLE_MESSAGE = Symbol.for("kiln.visibleMessage");
+
+/**
+ * Marks `error` as one whose message echoes caller text only through {@link auditedText} or
+ * {@link visibleText} (a refused target, a principal id): an audit entry's reason then takes the
+ * message as it is, cut to its bound but not escaped again (`reasonOf`), so the entry shows what
+ * the caller was shown, each character written out once (ADR 0007, amendment fix20e). Only for
+ * messages built wholly so: an unmarked error's message is escaped when it is recorded.
+ */
+export function withVisibleMessage<TError extends Error>(error: TError): TError {
+  Object.defineProperty(error, VISIBLE_MESSAGE, { value: true });
+  return error;
+}
+
+/** Whether {@link withVisibleMessage} marked `error`. */
+export function hasVisibleMessage(error: unknown): boolean {
+  return typeof error === "object" && error !== null && (error as Record<symbol, unknown>)[VISIBLE_MESSAGE] === true;
+}
+
 /**
  * A command target as Kiln echoes it, in an audit entry's `target` and in every event or message
  * that names a refused target (`command-refuse`, adapters' own refusal events): control and format
