@@ -178,9 +178,25 @@ export class CurrentValueTable implements CurrentValueView {
     // No pair per tag: a sweep of a large group runs after each of its polls.
     if (tags === undefined)
       for (const [tag, entry] of this.#entries) this.#sweepOne(tag, entry, elapsedNow, now, turned);
-    else for (const tag of tags) this.#sweepOne(tag, this.#entries.get(tag), elapsedNow, now, turned);
+    else {
+      // The entries of a list swept before, by position: a tag's entry, once made, is the same object
+      // for the table's life, so a large group's sweep after each poll looks no name up in the map of
+      // every tag (a cache miss per tag; issue 16). Only tags without a value yet are looked up again.
+      let entries = this.#sweepLists.get(tags);
+      if (entries === undefined) this.#sweepLists.set(tags, (entries = new Array<Entry | undefined>(tags.length)));
+      for (let index = 0; index < tags.length; index++) {
+        const tag = tags[index]!;
+        let entry = entries[index];
+        // The name is checked: a caller may have changed its array since.
+        if (entry === undefined || entry.sample.tag !== tag) entries[index] = entry = this.#entries.get(tag);
+        this.#sweepOne(tag, entry, elapsedNow, now, turned);
+      }
+    }
     return turned;
   }
+
+  /** Per tag list given to {@link sweepStale} (acquisition passes the same array each poll): its entries. */
+  readonly #sweepLists = new WeakMap<readonly string[], (Entry | undefined)[]>();
 
   #sweepOne(tag: string, entry: Entry | undefined, elapsedNow: number, now: number, turned: string[]): void {
     if (entry === undefined) return;
