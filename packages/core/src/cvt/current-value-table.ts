@@ -37,6 +37,26 @@ function sealedSample(tag: string, value: Sample["value"], timestamp: number, qu
   return Object.freeze({ tag, value, timestamp, quality });
 }
 
+/**
+ * A frozen {@link CvtChange}; `readIssued` only when given. Two literals rather than a spread of a
+ * conditional object: this runs for every sample, and the spread allocated and copied an extra
+ * object each time (issue 16).
+ */
+function frozenChange(
+  sample: Sample,
+  previous: Sample | undefined,
+  valueChanged: boolean,
+  qualityChanged: boolean,
+  sourceTimestamp: number,
+  readIssued: number | undefined,
+): CvtChange {
+  return Object.freeze(
+    readIssued === undefined
+      ? { sample, previous, valueChanged, qualityChanged, sourceTimestamp }
+      : { sample, previous, valueChanged, qualityChanged, sourceTimestamp, readIssued },
+  );
+}
+
 /** `quality` itself when frozen, else a frozen copy. */
 function frozenQuality(quality: Quality): Quality {
   return Object.isFrozen(quality) ? quality : Object.freeze({ ...quality });
@@ -264,14 +284,7 @@ export class CurrentValueTable implements CurrentValueView {
         newest: timestamp,
         delivered: timestamp,
       });
-      change = Object.freeze({
-        sample,
-        previous: undefined,
-        valueChanged: true,
-        qualityChanged: true,
-        sourceTimestamp: timestamp,
-        ...(readIssued === undefined ? {} : { readIssued }),
-      });
+      change = frozenChange(sample, undefined, true, true, timestamp, readIssued);
     } else {
       const previous = entry.sample;
       // Kiln's own markers (keepReceivedAt) come stamped after the current sample already.
@@ -301,15 +314,14 @@ export class CurrentValueTable implements CurrentValueView {
         entry.stale = false;
         entry.delivered = timestamp;
       }
-      change = Object.freeze({
+      change = frozenChange(
         sample,
         previous,
-        valueChanged: !sameTagValue(previous.value, sample.value),
-        qualityChanged:
-          previous.quality.code !== sample.quality.code || previous.quality.severity !== sample.quality.severity,
-        sourceTimestamp: entry.delivered,
-        ...(readIssued === undefined || keepReceivedAt ? {} : { readIssued }),
-      });
+        !sameTagValue(previous.value, sample.value),
+        previous.quality.code !== sample.quality.code || previous.quality.severity !== sample.quality.severity,
+        entry.delivered,
+        keepReceivedAt ? undefined : readIssued,
+      );
     }
     const tagObservers = this.#tagObservers.size > 0 ? this.#tagObservers.get(tag) : undefined;
     if (tagObservers) for (const observer of tagObservers) this.#notify(observer, change);
