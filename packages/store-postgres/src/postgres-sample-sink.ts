@@ -109,7 +109,7 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
     if (samples.length === 0) return NO_CONFLICTS;
     checkSamples(samples);
     const conflicts = await this.#context.run("samples.writeBatch", async (client) => {
-      const ids = await this.#tags.idsFor(client, tagNames(samples));
+      const ids = await this.#tags.idsOf(client, samples);
       const batch = prepareSamples(samples, ids);
       if (client.copyBinary && !this.#preferInsert && !batch.unsigned && !batch.arrays) {
         try {
@@ -135,7 +135,7 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
     client: SqlClient,
     samples: readonly Sample[],
     batch: PreparedSamples,
-    ids: ReadonlyMap<string, number>,
+    ids: Int32Array,
   ): Promise<SampleConflict[]> {
     const found: { position: number; conflict: SampleConflict }[] = [];
     let pending = batch;
@@ -163,7 +163,7 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
       origin = unseen;
       pending = prepareSamples(
         unseen.map((index) => samples[index]!),
-        ids,
+        Int32Array.from(unseen, (index) => ids[index]!),
       );
     }
     return found.sort((a, b) => a.position - b.position).map((entry) => entry.conflict);
@@ -303,9 +303,4 @@ export class PostgresSampleSink implements SampleSink, SampleHistory {
       count: row.count,
     }));
   }
-}
-
-/** Each tag name of a batch (repeats included; `TagRegistry.idsFor` looks each up once). */
-function* tagNames(samples: readonly Sample[]): Iterable<string> {
-  for (const sample of samples) yield sample.tag;
 }

@@ -72,7 +72,13 @@ export interface PreparedSamples {
  * Timestamps are rounded to whole microseconds, PostgreSQL's resolution, here and only here, so
  * the COPY and the unnest paths store exactly the same key.
  */
-export function prepareSamples(samples: readonly Sample[], tagIds: ReadonlyMap<string, number>): PreparedSamples {
+export function prepareSamples(
+  samples: readonly Sample[],
+  tagIds: ReadonlyMap<string, number> | Int32Array,
+): PreparedSamples {
+  // By position (`TagRegistry.idsOf`), or by name.
+  const byPosition = tagIds instanceof Int32Array ? tagIds : undefined;
+  const byName = byPosition === undefined ? (tagIds as ReadonlyMap<string, number>) : undefined;
   const ids = new Int32Array(samples.length);
   const micros = new Float64Array(samples.length);
   const positions = new Int32Array(samples.length);
@@ -89,7 +95,7 @@ export function prepareSamples(samples: readonly Sample[], tagIds: ReadonlyMap<s
   let lastSet: Set<number> | undefined;
   for (let position = 0; position < samples.length; position++) {
     const sample = samples[position]!;
-    const id = tagIds.get(sample.tag);
+    const id = byPosition !== undefined ? byPosition[position] : byName!.get(sample.tag);
     if (id === undefined) throw new Error(`tag "${sample.tag}" has no id: register it before preparing`);
     const time = Math.round(sample.timestamp * 1000);
     const entry = time === lastTime && lastSet !== undefined ? lastSet : seen.get(time);

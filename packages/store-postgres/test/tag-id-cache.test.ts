@@ -75,6 +75,28 @@ for (const { kind, title, skip } of TARGETS) {
       const [at] = await store.history.valueAt(["reactor.temperature"], T0 + 10);
       expect(at?.value).toBe(21);
     });
+
+    test("one batch mixing catalog and new names, each new name several times, stores each row under its own tag (issue 16: ids by position)", async () => {
+      const { client, lookups } = countingLookups(target.client());
+      const store = await target.store(catalog.list(), { client, maxCachedTagNames: 4 });
+      const batch = [
+        sample("new/a", 1, T0),
+        sample("reactor.temperature", 20, T0),
+        sample("new/b", 2, T0),
+        sample("new/a", 3, T0 + 1),
+        sample("reactor.temperature", 21, T0 + 1),
+        sample("new/b", 4, T0 + 1),
+        sample("new/a", 5, T0 + 2),
+      ];
+      await store.samples.writeBatch(batch);
+      // The two new names are looked up once, together.
+      expect(lookups()).toBe(1);
+      const values = async (tag: string): Promise<unknown[]> =>
+        (await store.samples.readSamples({ tag, from: T0, to: T0 + 3 })).map((row) => row.value);
+      expect(await values("new/a")).toEqual([1, 3, 5]);
+      expect(await values("new/b")).toEqual([2, 4]);
+      expect(await values("reactor.temperature")).toEqual([20, 21]);
+    });
   });
 }
 

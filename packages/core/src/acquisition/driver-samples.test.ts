@@ -118,3 +118,24 @@ test("a good float sample holding NaN or ±Infinity (scalar or any array element
   // Sibling: an uncertain NaN is kept as the driver reported it (never shown good either).
   expect(checkDriverSamples([uncertain], byName, false, NOW).samples[0]).toBe(uncertain);
 });
+
+test("a float64 scalar tag: a finite number or a non-good one is kept as sent, a good NaN is bad; a float64 array tag given a number is a type mismatch (issue 16: the float64 fast path)", () => {
+  const float64 = defineTags({ scalar: { dataType: "float64" }, series: { dataType: "float64", arrayLength: 2 } });
+  const byName = new Map(float64.list().map((tag) => [tag.name, tag]));
+  const finite = good("scalar", 1.5);
+  const uncertainNaN: Sample = { ...good("scalar", Number.NaN), quality: quality("uncertain", "warming up") };
+  const badInfinity: Sample = {
+    ...good("scalar", Number.POSITIVE_INFINITY),
+    quality: quality("bad", "overflow", QualityCodes.BadOutOfRange),
+  };
+  for (const sample of [finite, uncertainNaN, badInfinity])
+    expect(checkDriverSamples([sample], byName, false, NOW).samples[0]).toBe(sample);
+  const [nan] = checkDriverSamples([good("scalar", Number.NaN)], byName, false, NOW).samples;
+  expect(nan).toMatchObject({ quality: { severity: "bad", code: QualityCodes.Bad } });
+  expect(nan!.value).toBeNaN();
+  const [scalarForArray] = checkDriverSamples([good("series", 2.5)], byName, false, NOW).samples;
+  expect(scalarForArray).toMatchObject({
+    value: null,
+    quality: { severity: "bad", code: QualityCodes.BadTypeMismatch },
+  });
+});

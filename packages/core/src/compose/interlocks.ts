@@ -127,12 +127,14 @@ export function sourceAgeLimits(
   tags: TagCatalog,
   scanGroups: Readonly<Record<string, { readonly maxSourceAgeMs?: number | undefined }>>,
 ): (tag: string) => number {
+  // Only the limited tags: this is asked for every change of every tag, and a lookup in a map of
+  // a whole large catalog costs a cache miss per sample (issue 16).
   const limits = new Map<string, number>();
   for (const tag of tags.list()) {
-    const group = scanGroups[tag.scanGroup];
-    if (group === undefined) continue;
-    limits.set(tag.name, group.maxSourceAgeMs ?? 0);
+    const limit = scanGroups[tag.scanGroup]?.maxSourceAgeMs ?? 0;
+    if (limit !== 0) limits.set(tag.name, limit);
   }
+  if (limits.size === 0) return () => 0;
   return (tag) => limits.get(tag) ?? 0;
 }
 

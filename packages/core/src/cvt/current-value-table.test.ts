@@ -104,6 +104,32 @@ describe("CurrentValueTable", () => {
     expect(cvt.get("a")?.quality.severity).toBe("good");
   });
 
+  test("a sweep of a tag list sees tags that got their first value since, and a list changed in place (issue 16: entries kept per list)", async () => {
+    const clock = new SimulatedClock({ start: 1_000 });
+    const cvt = new CurrentValueTable({ tags: tags.list(), clock });
+    cvt.setStaleAfter("a", 300);
+    cvt.setStaleAfter("b", 300);
+    const list = ["a", "b"];
+    cvt.update([sample("a", 7, 1_000)]);
+    expect(cvt.sweepStale(undefined, list)).toEqual([]);
+    // b's first value comes after the list was swept once without it.
+    await clock.advance(100);
+    cvt.update([sample("b", true, 1_100)]);
+    await clock.advance(200);
+    expect(cvt.sweepStale(undefined, list)).toEqual(["a"]);
+    await clock.advance(100);
+    expect(cvt.sweepStale(undefined, list)).toEqual(["b"]);
+    // The same array, changed in place: the sweep follows the names, not the positions it saw.
+    cvt.update([sample("a", 8, 1_500), sample("b", false, 1_500)]);
+    list[0] = "b";
+    list[1] = "a";
+    list.length = 1;
+    await clock.advance(300);
+    expect(cvt.sweepStale(undefined, list)).toEqual(["b"]);
+    expect(cvt.get("a")?.quality.severity).toBe("good");
+    expect(cvt.sweepStale(undefined, ["a"])).toEqual(["a"]);
+  });
+
   for (const stepMs of [-60_000, 3_600_000]) {
     test(`staleness is measured on monotonic time: a wall-clock step of ${stepMs} ms neither ages nor freezes a value`, async () => {
       const clock = new SimulatedClock({ start: 1_000 });

@@ -37,6 +37,26 @@ function sealedSample(tag: string, value: Sample["value"], timestamp: number, qu
   return Object.freeze({ tag, value, timestamp, quality });
 }
 
+/**
+ * A frozen {@link CvtChange}; `readIssued` only when given. Two literals rather than a spread of a
+ * conditional object: this runs for every sample, and the spread allocated and copied an extra
+ * object each time (issue 16).
+ */
+function frozenChange(
+  sample: Sample,
+  previous: Sample | undefined,
+  valueChanged: boolean,
+  qualityChanged: boolean,
+  sourceTimestamp: number,
+  readIssued: number | undefined,
+): CvtChange {
+  return Object.freeze(
+    readIssued === undefined
+      ? { sample, previous, valueChanged, qualityChanged, sourceTimestamp }
+      : { sample, previous, valueChanged, qualityChanged, sourceTimestamp, readIssued },
+  );
+}
+
 /** `quality` itself when frozen, else a frozen copy. */
 function frozenQuality(quality: Quality): Quality {
   return Object.isFrozen(quality) ? quality : Object.freeze({ ...quality });
@@ -178,9 +198,25 @@ export class CurrentValueTable implements CurrentValueView {
     // No pair per tag: a sweep of a large group runs after each of its polls.
     if (tags === undefined)
       for (const [tag, entry] of this.#entries) this.#sweepOne(tag, entry, elapsedNow, now, turned);
-    else for (const tag of tags) this.#sweepOne(tag, this.#entries.get(tag), elapsedNow, now, turned);
+    else {
+      // The entries of a list swept before, by position: a tag's entry, once made, is the same object
+      // for the table's life, so a large group's sweep after each poll looks no name up in the map of
+      // every tag (a cache miss per tag; issue 16). Only tags without a value yet are looked up again.
+      let entries = this.#sweepLists.get(tags);
+      if (entries === undefined) this.#sweepLists.set(tags, (entries = new Array<Entry | undefined>(tags.length)));
+      for (let index = 0; index < tags.length; index++) {
+        const tag = tags[index]!;
+        let entry = entries[index];
+        // The name is checked: a caller may have changed its array since.
+        if (entry === undefined || entry.sample.tag !== tag) entries[index] = entry = this.#entries.get(tag);
+        this.#sweepOne(tag, entry, elapsedNow, now, turned);
+      }
+    }
     return turned;
   }
+
+  /** Per tag list given to {@link sweepStale} (acquisition passes the same array each poll): its entries. */
+  readonly #sweepLists = new WeakMap<readonly string[], (Entry | undefined)[]>();
 
   #sweepOne(tag: string, entry: Entry | undefined, elapsedNow: number, now: number, turned: string[]): void {
     if (entry === undefined) return;
@@ -248,14 +284,7 @@ export class CurrentValueTable implements CurrentValueView {
         newest: timestamp,
         delivered: timestamp,
       });
-      change = Object.freeze({
-        sample,
-        previous: undefined,
-        valueChanged: true,
-        qualityChanged: true,
-        sourceTimestamp: timestamp,
-        ...(readIssued === undefined ? {} : { readIssued }),
-      });
+      change = frozenChange(sample, undefined, true, true, timestamp, readIssued);
     } else {
       const previous = entry.sample;
       // Kiln's own markers (keepReceivedAt) come stamped after the current sample already.
@@ -285,15 +314,14 @@ export class CurrentValueTable implements CurrentValueView {
         entry.stale = false;
         entry.delivered = timestamp;
       }
-      change = Object.freeze({
+      change = frozenChange(
         sample,
         previous,
-        valueChanged: !sameTagValue(previous.value, sample.value),
-        qualityChanged:
-          previous.quality.code !== sample.quality.code || previous.quality.severity !== sample.quality.severity,
-        sourceTimestamp: entry.delivered,
-        ...(readIssued === undefined || keepReceivedAt ? {} : { readIssued }),
-      });
+        !sameTagValue(previous.value, sample.value),
+        previous.quality.code !== sample.quality.code || previous.quality.severity !== sample.quality.severity,
+        entry.delivered,
+        keepReceivedAt ? undefined : readIssued,
+      );
     }
     const tagObservers = this.#tagObservers.size > 0 ? this.#tagObservers.get(tag) : undefined;
     if (tagObservers) for (const observer of tagObservers) this.#notify(observer, change);

@@ -156,7 +156,6 @@ export class SampleLogger {
   readonly #options: SampleLoggerOptions;
   readonly #logger: Logger;
   readonly #lanes: Lane[];
-  readonly #laneOfTag = new Map<string, Lane>();
   readonly #queue: PQueue;
   readonly #flushLatency = new RollingStats();
   readonly #instruments:
@@ -415,15 +414,16 @@ export class SampleLogger {
     };
   }
 
+  /**
+   * The lane of `tag`: a hash of its name, computed each time. A map from name to lane cost a
+   * cache miss per sample in a large catalog, more than hashing a name (issue 16).
+   */
   #laneFor(tag: string): Lane {
-    let lane = this.#laneOfTag.get(tag);
-    if (lane === undefined) {
-      let hash = 0;
-      for (let i = 0; i < tag.length; i++) hash = (Math.imul(hash, 31) + tag.charCodeAt(i)) | 0;
-      lane = this.#lanes[(hash >>> 0) % this.#lanes.length]!;
-      this.#laneOfTag.set(tag, lane);
-    }
-    return lane;
+    const lanes = this.#lanes;
+    if (lanes.length === 1) return lanes[0]!;
+    let hash = 0;
+    for (let i = 0; i < tag.length; i++) hash = (Math.imul(hash, 31) + tag.charCodeAt(i)) | 0;
+    return lanes[(hash >>> 0) % lanes.length]!;
   }
 
   #armTimer(): void {

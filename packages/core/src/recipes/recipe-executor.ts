@@ -259,6 +259,12 @@ export class RecipeExecutor {
   #halt = new AbortController();
   /** Per tag, the source timestamp its producer last delivered ({@link readBack}: `CvtChange.sourceTimestamp`). */
   readonly #lastSource = new Map<string, number>();
+  /**
+   * The catalog's writable tags: the only ones a failure can name (safe-state and step writes go to
+   * writable tags), so the only ones {@link readBack} keeps a source timestamp for. A read-only tag
+   * costs a lookup in this small set instead of a write to a map of the whole catalog (issue 16).
+   */
+  readonly #writable: ReadonlySet<string>;
 
   /**
    * @throws KilnValidationError (`KILN_VALIDATION`) when a safe-state write names an unknown or
@@ -268,6 +274,12 @@ export class RecipeExecutor {
   constructor(options: RecipeExecutorOptions) {
     this.#options = options;
     this.#safeState = checkSafeState(options.catalog, options.safeState ?? []);
+    this.#writable = new Set(
+      options.catalog
+        .list()
+        .filter((tag) => tag.access === "readwrite")
+        .map((tag) => tag.name),
+    );
     this.#progressSaveIntervalMs = options.progressSaveIntervalMs ?? DEFAULT_PROGRESS_SAVE_INTERVAL_MS;
     if (!(this.#progressSaveIntervalMs > 0)) throw new RangeError("progressSaveIntervalMs must be a positive number");
     this.#logger = options.logger ?? silentLogger;
@@ -352,7 +364,7 @@ export class RecipeExecutor {
    */
   readBack(change: Pick<CvtChange, "sample" | "sourceTimestamp" | "readIssued">): void {
     const { sample, sourceTimestamp, readIssued } = change;
-    this.#lastSource.set(sample.tag, sourceTimestamp);
+    if (this.#writable.has(sample.tag)) this.#lastSource.set(sample.tag, sourceTimestamp);
     if (this.#safeStateFailures.size === 0 || sample.quality.severity !== "good" || sample.value === null) return;
     if (isRestamped(sample)) return;
     const evidence = this.#options.evidence;
