@@ -270,3 +270,49 @@ describe("node-opcua holds a CreateSubscription for ever while the channel break
     }
   }, 120_000);
 });
+
+describe("a rebuild whose CreateMonitoredItems breaks the channel (adv13g LOW)", () => {
+  test("no `connected` is reported on the connection already lost", async () => {
+    const driver = newDriver();
+    const changes: (DriverStatusChange & { at: number })[] = [];
+    driver.onStatusChange((change) => changes.push({ ...change, at: performance.now() }));
+    const received: Sample[] = [];
+    try {
+      await driver.connect();
+      await driver.subscribe(tags.list(), { samplingIntervalMs: 50 }, (samples) => received.push(...samples));
+      // node-opcua's repair holds its re-creation for ever: the repair watchdog leads to a rebuild,
+      // whose CreateMonitoredItems meets a broken channel.
+      holdCreateSubscription = 1;
+      server.engine.closeSession(server.engine.getSessions()[0]!.authenticationToken, true, "Terminated");
+      for (const socket of sockets) socket.destroy();
+      await waitFor(() => holdCreateSubscription === 0, { what: "the repair's CreateSubscription held" });
+      breaks = 0;
+      breakOn = { request: "CreateMonitoredItemsRequest", remaining: 1 };
+      await waitFor(() => breaks === 1, {
+        what: "the rebuild's CreateMonitoredItems broke the channel",
+        timeoutMs: 30_000,
+      });
+      const mark = received.length;
+      await waitFor(() => driver.status === "connected", {
+        what: `connected (status ${driver.status}: ${changes.at(-1)?.reason})`,
+        timeoutMs: RECOVERY_MS,
+      });
+      await waitFor(() => received.slice(mark).some((fresh) => fresh.quality.severity === "good"), {
+        what: "fresh good subscribed values",
+      });
+      // A `connected` followed at once by a loss was reported on a connection already lost.
+      const flickers = changes.filter(
+        (change, index) =>
+          change.to === "connected" &&
+          changes[index + 1]?.to === "reconnecting" &&
+          changes[index + 1]!.at - change.at < 100,
+      );
+      expect(flickers.map((change) => change.reason)).toEqual([]);
+    } finally {
+      holdCreateSubscription = 0;
+      breakOn = undefined;
+      for (const callback of held.splice(0)) callback(new Error("released by the test"));
+      await driver.close();
+    }
+  }, 90_000);
+});
