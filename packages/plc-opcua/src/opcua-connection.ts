@@ -321,6 +321,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       failedConnectAttempts: 0,
       repairWaitMs: 0,
       repaired: false,
+      ...(settings.lifetime ? { retired: settings.lifetime } : {}),
     };
     connection.silenceBoundMs = linkSilenceMs(connection.keepAliveMs);
     setConnectStageMs(opened, connection.connectStageMs);

@@ -56,6 +56,13 @@ import type { OpcuaWriteTarget } from "./opcua-values";
 /** Service results that say the server no longer has the session (it closed or dropped it). */
 const SESSION_FAULTS: ReadonlySet<string> = new Set(["BadSessionClosed", "BadSessionIdInvalid"]);
 
+/** Requests of node-opcua's repair itself: their session fault is its normal path (re-activate, else re-create). */
+const REPAIR_OWN_REQUESTS: ReadonlySet<string> = new Set([
+  "ActivateSessionRequest",
+  "CreateSessionRequest",
+  "CloseSessionRequest",
+]);
+
 /**
  * How long a subscription id seen in a PublishResponse must stay unknown to node-opcua before
  * the driver deletes it as an orphan: node-opcua registers one it has just created a moment
@@ -188,6 +195,16 @@ export class OpcuaDriver implements PlcDriver {
   readonly #wantedNamespaces = new Set<string>();
   /** The link watchdog's next check of each open connection ({@link #watchLink}). */
   readonly #linkChecks = new WeakMap<Connection, TimerHandle>();
+  /**
+   * Per connection node-opcua is repairing: the session's authentication token when the loss was
+   * reported, and the requests sent since (by handle: name and the token they carried), so a session
+   * fault on a request of the session node-opcua re-created is told from one of its normal repair
+   * ({@link #sessionClosedInRepair}; adv13g MEDIUM).
+   */
+  readonly #repairRequests = new WeakMap<
+    Connection,
+    { readonly lostToken: string; readonly sent: Map<number, { readonly name: string; readonly token: string }> }
+  >();
 
   /**
    * Validates `options` and prepares the driver. No connection is opened: call {@link connect}.
@@ -691,6 +708,7 @@ export class OpcuaDriver implements PlcDriver {
     client.on("connection_lost", () => {
       // Publish requests of the lost channel are never answered.
       connection.publishes.clear();
+      this.#repairRequests.get(connection)?.sent.clear();
       if (connection.stalled) {
         // The link watchdog broke the channel and already reported the loss with its reason.
         connection.stalled = false;
@@ -774,6 +792,8 @@ export class OpcuaDriver implements PlcDriver {
       this.#silenceBound(connection);
     });
     client.on("receive_response", (response: unknown) => {
+      const handle = (response as { responseHeader?: { requestHandle?: number } }).responseHeader?.requestHandle;
+      if (handle !== undefined) this.#repairRequests.get(connection)?.sent.delete(handle);
       this.#answered(connection, (response as { responseHeader?: { requestHandle?: number } }).responseHeader);
       // An answer to the repair's own requests is progress: on a slow link node-opcua's
       // re-activation of the session (with one Republish per missed notification) takes many
@@ -786,10 +806,28 @@ export class OpcuaDriver implements PlcDriver {
     this.#rt.onServiceFault(client, (fault: ServiceFaultAnswer) => {
       // A fault is an answer: the server is there (node-opcua emits no receive_response for it).
       this.#answered(connection, fault);
+      const repair = this.#repairRequests.get(connection);
+      const sent = repair?.sent.get(fault.requestHandle);
+      repair?.sent.delete(fault.requestHandle);
       if (!current() || !SESSION_FAULTS.has(fault.statusName)) return;
       if (this.#abandonAttempt(connection, `the server dropped the session being reopened (${fault.statusName})`))
         return;
-      if (this.status !== "connected") return;
+      if (this.status !== "connected") {
+        // During node-opcua's repair: a fault on a request of the session it re-created (not its
+        // ActivateSession of the old one, not a request of the old session) means the server closed
+        // the new session too; node-opcua would hold the request and wait (adv13g MEDIUM).
+        if (
+          this.status === "reconnecting" &&
+          repair !== undefined &&
+          sent !== undefined &&
+          !REPAIR_OWN_REQUESTS.has(sent.name) &&
+          sent.token !== repair.lostToken &&
+          sent.token === String(session.authenticationToken)
+        ) {
+          this.#sessionClosedInRepair(connection, fault.statusName);
+        }
+        return;
+      }
       // The server dropped the session (a Publish it held, or any request, answered
       // BadSessionClosed / BadSessionIdInvalid): values are not live from now on. Repair it as
       // node-opcua's keep-alive does on the same fault (break the channel: it re-activates the
@@ -811,6 +849,16 @@ export class OpcuaDriver implements PlcDriver {
     });
     client.on("send_request", (request: unknown) => {
       this.#outstanding(connection, request);
+      const repair = this.#repairRequests.get(connection);
+      const header = (request as { requestHeader?: { requestHandle?: number; authenticationToken?: unknown } })
+        .requestHeader;
+      if (repair && current() && this.status !== "connected" && header?.requestHandle !== undefined) {
+        const name = (request as { constructor?: { name?: unknown } }).constructor?.name;
+        repair.sent.set(header.requestHandle, {
+          name: typeof name === "string" ? name : "",
+          token: String(header.authenticationToken),
+        });
+      }
       // node-opcua repairs a session the server dropped (BadSessionIdInvalid, seen on the next
       // keep-alive) by re-activating it, then re-creating it; the channel is up, so no
       // connection_lost. The first re-activation marks the loss: values are not live until the
@@ -864,6 +912,9 @@ export class OpcuaDriver implements PlcDriver {
     this.#losses++;
     this.#logger.warn({ reason }, "OPC UA session lost; repairing it");
     const lost = this.#connection;
+    if (lost) {
+      this.#repairRequests.set(lost, { lostToken: String(lost.session.authenticationToken), sent: new Map() });
+    }
     // Counted while connected, and while a connection node-opcua repaired is reconciled (adv13f F5: a server
     // breaking the channel at the first Read after ActivateSession got a session every ~1.1 s, never counted).
     if (lost && (this.status === "connected" || (this.status === "reconnecting" && lost.repaired))) {
@@ -881,6 +932,22 @@ export class OpcuaDriver implements PlcDriver {
       this.#namespacesToVerify(connection, "not read since the connection was lost");
       this.#armRepairWatchdog(connection);
     }
+  }
+
+  /**
+   * The server closed the session node-opcua re-created on `connection` during its repair (a request of
+   * that session answered `statusName`: BadSessionClosed, BadSessionIdInvalid). node-opcua puts the
+   * request back in its queue and waits; only the repair watchdog ended that, after
+   * `connectionStrategy.maxDelayMs + timeouts.connectMs` (adv13g MEDIUM). It counts as a loss on the
+   * kit's window (the re-created session was up: `repaired`, then `connectionLost`), and the
+   * connection is rebuilt on the capped backoff, from the step reached, with this reason.
+   */
+  #sessionClosedInRepair(connection: Connection, statusName: string): void {
+    const reason = `the server closed the session node-opcua had re-created (${statusName}); opening a new one`;
+    const { initialDelayMs, maxDelayMs, randomisationFactor } = this.#options.connectionStrategy;
+    this.#lifecycle.repaired();
+    this.#lifecycle.connectionLost({ reason, backoff: { initialDelayMs, maxDelayMs, jitter: randomisationFactor } });
+    this.#rebuild(connection, reason, { delayFirst: true });
   }
 
   /**
@@ -1255,12 +1322,14 @@ export class OpcuaDriver implements PlcDriver {
     await this.#deleteClosedSubscriptions(connection);
     // Subscriptions first, so a group the server refuses to re-create is reported with the repair.
     const failures = await this.#recreateSubscriptions(connection);
-    // Lost again while re-creating subscriptions: the next repair reports `connected`.
+    // Lost again while re-creating subscriptions (or its channel broke and node-opcua has not said so
+    // yet, adv13g LOW): the next repair reports `connected`.
     if (
       this.#connection !== connection ||
       this.#lifecycle.signal.aborted ||
       this.#losses !== losses ||
-      connection.client.isReconnecting
+      connection.client.isReconnecting ||
+      channelBroken(connection)
     ) {
       return;
     }
@@ -1559,6 +1628,17 @@ export class OpcuaDriver implements PlcDriver {
             await this.#dispose(connection, Math.min(this.#options.timeouts.requestMs, this.#silenceBound(connection)));
             throw error;
           }
+          // The channel broke under the re-creation (a CreateMonitoredItems answered by a broken
+          // channel leaves its items to the background retry, and ensure() resolves before node-opcua
+          // reports the loss): `connected` would be reported on a connection already lost, for ~1 ms
+          // (adv13g LOW). The attempt fails instead; the loop goes on on its backoff.
+          if (channelBroken(connection)) {
+            if (this.#connection === connection) this.#connection = undefined;
+            await this.#dispose(connection, Math.min(this.#options.timeouts.requestMs, this.#silenceBound(connection)));
+            throw reconnectFailure(
+              "the connection was lost while the subscriptions were re-created on the new session",
+            );
+          }
           if (failures.length > 0) {
             this.#lifecycle.attemptFailed(this.#rt.requestError(failures[0], "subscription re-creation", this.#secret));
           }
@@ -1803,6 +1883,16 @@ export class OpcuaDriver implements PlcDriver {
 }
 
 /** `reason` as the retryable failure of a reconnect attempt (its message is the status reason). */
+/**
+ * Whether the secure channel of `connection` is known broken, though node-opcua may not have reported
+ * the loss yet (its `connection_lost` comes after the failed request's callback): its session has no
+ * open channel. False when node-opcua's session offers no such check.
+ */
+function channelBroken(connection: Connection): boolean {
+  const session = connection.session as unknown as { isChannelValid?: () => boolean };
+  return typeof session.isChannelValid === "function" && !session.isChannelValid();
+}
+
 function reconnectFailure(reason: string): KilnError {
   return new KilnError("KILN_CONNECTION_FAILED", reason, { retryable: true });
 }

@@ -14,13 +14,18 @@ describe("OpcuaTagSubscription", () => {
   test("a session timeout below three publishing intervals: the subscription is requested with a third of it", async () => {
     const clock = new SimulatedClock();
     const requests: Record<string, number>[] = [];
+    // The subscription is created as node-opcua's ClientSubscription does (fix13h): the session's
+    // publish engine, then its CreateSubscription service call.
+    const publishEngine: { session?: unknown } = {};
     const session = {
       timeout: 2_000,
-      createSubscription2: (request: Record<string, number>) => {
+      getPublishEngine: () => publishEngine,
+      createSubscription: (request: Record<string, number>, callback: (error: Error) => void) => {
         requests.push(request);
-        return Promise.reject(new KilnError("KILN_DEVICE_ERROR", "refused in this test", { retryable: false }));
+        callback(new KilnError("KILN_DEVICE_ERROR", "refused in this test", { retryable: false }));
       },
     };
+    publishEngine.session = session;
     const connection = {
       session,
       namespaceArray: ["http://opcfoundation.org/UA/", "urn:kiln"],

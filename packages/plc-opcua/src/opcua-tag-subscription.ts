@@ -2,7 +2,7 @@ import { randomInt } from "node:crypto";
 import { type Clock, KilnError, type Logger, QualityCodes, type Sample, type Tag, type TagValue } from "@kiln/core";
 import { type SubscriptionOptions } from "@kiln/core/driver-kit";
 import { type TimerHandle } from "@kiln/core";
-import { reconnectDelay } from "@kiln/core/driver-kit";
+import { abortError, onAbort, raceAbort, reconnectDelay } from "@kiln/core/driver-kit";
 import {
   AttributeIds,
   ClientMonitoredItemGroup,
@@ -12,6 +12,7 @@ import {
   TimestampsToReturn,
   type ClientMonitoredItemBase,
   type ClientSession,
+  type ClientSubscriptionOptions,
   ClientSubscription,
   type DataValue,
   type MonitoringParametersOptions,
@@ -58,6 +59,13 @@ export interface SubscriptionConnection {
   readonly silenceBoundMs?: number;
   /** The server's MaxNodesPerRead (0: none), for the read of current values after a repair. */
   readonly limits?: { readonly maxNodesPerRead: number };
+  /**
+   * Aborts when the driver gives this connection up (a rebuild dropped it, an attempt was
+   * abandoned, `close()`): work of {@link OpcuaTagSubscription.ensure} still running on it leaves
+   * the subscription's queue at once, whatever node-opcua still holds (docs/adr/0022, amendment
+   * fix13h).
+   */
+  readonly retired?: AbortSignal;
 }
 
 /** The driver-side services a tag subscription uses. */
@@ -220,10 +228,17 @@ export class OpcuaTagSubscription {
    */
   ensure(): Promise<void> {
     const run = this.#queue.then(async () => {
+      const connection = this.#context.connection();
       try {
-        await this.#ensureNow();
+        // A request node-opcua never settles (a CreateSubscription outstanding when the channel
+        // broke) must not hold every later ensure(): the work on a connection the driver gave up
+        // leaves the queue at once; what it still does later is checked against the same signal
+        // (adv13g HIGH; docs/adr/0022, amendment fix13h).
+        await raceAbort(this.#ensureNow(connection), connection?.retired, "re-creating the OPC UA subscription");
       } catch (error) {
-        if (this.#established && !this.#subscription && !this.#closed) this.#recreationFailed(error);
+        // Given up with its connection: the driver's loss path reports the tags; the next connection re-creates it.
+        const retired = connection?.retired?.aborted === true;
+        if (this.#established && !this.#subscription && !this.#closed && !retired) this.#recreationFailed(error);
         // A configuration error (KILN_VALIDATION: node-opcua's W09 refusal) fails the same way
         // until the options change: not retried; the next repair or subscribe() tries again.
         if (!(KilnError.is(error) && !error.retryable)) this.#scheduleRetry();
@@ -305,9 +320,8 @@ export class OpcuaTagSubscription {
     }
   }
 
-  async #ensureNow(): Promise<void> {
-    const connection = this.#context.connection();
-    if (this.#closed || !connection) return;
+  async #ensureNow(connection: SubscriptionConnection | undefined): Promise<void> {
+    if (this.#closed || !connection || connection.retired?.aborted) return;
     this.#cancelRetry();
 
     if (
@@ -347,8 +361,10 @@ export class OpcuaTagSubscription {
 
     if (!this.#subscription) {
       const created = await this.#createSubscription(connection);
-      if (this.#closed) {
-        // Closed while the server was creating it: nobody else will delete it.
+      if (this.#closed || connection.retired?.aborted) {
+        // Closed while the server was creating it: nobody else will delete it. On a connection
+        // given up meanwhile, the work has left the queue and a newer ensure() owns the group: it is
+        // deleted (best effort; the server deletes it with its session otherwise).
         await this.#delete(created);
         return;
       }
@@ -359,6 +375,7 @@ export class OpcuaTagSubscription {
 
     const pending = this.#entries.filter((entry) => entry.item === undefined && entry.nodeId !== undefined);
     if (pending.length > 0) await this.#createItems(connection, this.#subscription, pending);
+    if (connection.retired?.aborted) return;
     this.#primePublishEngine(connection, false);
 
     if (this.#entries.some((entry) => entry.item === undefined)) this.#scheduleRetry();
@@ -555,7 +572,7 @@ export class OpcuaTagSubscription {
     // only logs its warning, and the subscription is logged below. The flag is reset by
     // node-opcua after each response (docs/adr/0022, amendment fix13d).
     ClientSubscription.ignoreNextWarning = true;
-    const subscription = await connection.session.createSubscription2({
+    const subscription = await startSubscription(connection, {
       requestedPublishingInterval: timing.publishingIntervalMs,
       requestedMaxKeepAliveCount: timing.maxKeepAliveCount,
       requestedLifetimeCount: timing.lifetimeCount,
@@ -735,7 +752,7 @@ export class OpcuaTagSubscription {
       [plain, undefined],
     ] as const) {
       for (let start = 0; start < entries.length; start += batchSize) {
-        if (this.#closed || subscription !== this.#subscription) return;
+        if (this.#closed || subscription !== this.#subscription || connection.retired?.aborted) return;
         const batch = entries.slice(start, start + batchSize);
         refusedFilter = (await this.#createBatch(connection, subscription, batch, deadband)) || refusedFilter;
       }
@@ -782,6 +799,12 @@ export class OpcuaTagSubscription {
       group.once("initialized", () => resolve(undefined));
       group.once("terminated", (error?: Error) => resolve(error ?? new Error("monitored item group terminated")));
     });
+    if (this.#closed || subscription !== this.#subscription || connection.retired?.aborted) {
+      // Answered after its connection was given up or its subscription dropped: a newer ensure()
+      // owns the entries; nothing of this answer is applied to them.
+      forgetGroup(subscription, group);
+      return false;
+    }
     if (failure) {
       const answered = !inDoubt(failure);
       this.#context.logger.warn(
@@ -1090,6 +1113,54 @@ function unguessableClientHandles(subscription: ClientSubscription): void {
  */
 function opensNewSession(expiries: number): boolean {
   return expiries === 2 || expiries === 4 || expiries === 8 || (expiries > 0 && expiries % 16 === 0);
+}
+
+/**
+ * Creates a subscription on `connection`'s session as node-opcua's `createSubscription2` does, but
+ * without its `started` handler, which asserts `subscription.session` and throws inside node-opcua's
+ * own event (an uncaught exception, "expecting a valid session") when the answer comes after the
+ * session was closed, and then never settles. Rejects at once when the connection is given up
+ * (`retired`) or the creation fails; a subscription whose answer comes after that is terminated
+ * (deleted on the server while its session still works, else only taken out of node-opcua's publish
+ * engine: the server deletes it with the session). adv13g HIGH; docs/adr/0022, amendment fix13h.
+ */
+function startSubscription(
+  connection: SubscriptionConnection,
+  options: ClientSubscriptionOptions,
+): Promise<ClientSubscription> {
+  const subscription = ClientSubscription.create(connection.session, options);
+  return new Promise<ClientSubscription>((resolve, reject) => {
+    let settled = false;
+    let stopWaiting = (): void => undefined;
+    const started = (): void => {
+      if (settled) return;
+      settled = true;
+      stopWaiting();
+      resolve(subscription);
+    };
+    const failed = (error: Error): void => {
+      if (settled) return;
+      settled = true;
+      stopWaiting();
+      subscription.removeListener("started", started);
+      reject(error);
+    };
+    subscription.once("started", started);
+    // Kept, as node-opcua's own createSubscription2 keeps its: an "error" with no listener would throw.
+    subscription.on("error", failed);
+    const retired = connection.retired;
+    if (!retired) return;
+    stopWaiting = onAbort(retired, () => {
+      if (settled) return;
+      settled = true;
+      subscription.removeListener("started", started);
+      // A late answer still makes it: it is not Kiln's any more.
+      subscription.once("started", () => {
+        subscription.terminate().catch(() => undefined);
+      });
+      reject(abortError(retired, "the OPC UA CreateSubscription"));
+    });
+  });
 }
 
 /** Statuses of a request that got no answer in time (the session itself may be fine). */

@@ -3,6 +3,7 @@ import type { AlarmDefinitionInput } from "../alarms/alarm-definition";
 import { KilnValidationError, type ValidationIssue } from "../domain/errors";
 import { frozenTagValue, TagCatalog, type TagValue } from "../domain/tags";
 import { safeStateIssues } from "../recipes/safe-state";
+import { multiplierProblem } from "../driver-kit/backoff";
 import { issuesFromZod } from "../domain/validation";
 import { DEFAULT_SPOOL_MAX_BYTES } from "../logging/sample-logger";
 import type { Clock } from "../ports/clock";
@@ -50,8 +51,8 @@ const jitterSchema = z.enum(["full", "equal", "none"]).default("full");
 
 /**
  * The one schema of a capped exponential backoff (reconnect, samples retry, store-port retry):
- * `initialDelayMs` > 0, `maxDelayMs` > 0 and at least `initialDelayMs`, `multiplier` ≥ 1, `jitter`
- * one of the kinds (the rules of the driver kit's `checkBackoff`).
+ * `initialDelayMs` > 0, `maxDelayMs` > 0 and at least `initialDelayMs`, `multiplier` ≥ 1 and
+ * reaching `maxDelayMs` within 1,000 attempts, `jitter` one of the kinds (the rules of the driver kit's `checkBackoff`).
  * `extra` adds fields of the same object (a retry's `maxAttempts`).
  */
 const backoffSchema = <TExtra extends z.ZodRawShape = Record<never, never>>(
@@ -70,6 +71,13 @@ const backoffSchema = <TExtra extends z.ZodRawShape = Record<never, never>>(
     .refine((value) => (value as BackoffDefaults).maxDelayMs >= (value as BackoffDefaults).initialDelayMs, {
       message: "maxDelayMs must be at least initialDelayMs",
       path: ["maxDelayMs"],
+    })
+    // The driver kit's rule: the delay reaches maxDelayMs within 1,000 attempts (adv13g).
+    .superRefine((value, context) => {
+      const backoff = value as BackoffDefaults;
+      if (!(backoff.maxDelayMs >= backoff.initialDelayMs)) return;
+      const problem = multiplierProblem(backoff);
+      if (problem !== undefined) context.addIssue({ code: "custom", message: problem, path: ["multiplier"] });
     })
     // Every field has a default, so `{}` is a complete input (zod cannot see that through TExtra).
     .prefault({} as never);

@@ -60,4 +60,33 @@ describe("reconnectDelay", () => {
       expect(() => checkBackoff({ ...backoff, jitter })).not.toThrow();
     }
   });
+
+  test("a multiplier that does not reach maxDelayMs within 1,000 attempts is refused, naming the field and the rule (adv13g)", () => {
+    const refused = (override: Partial<typeof backoff>): KilnValidationError => {
+      try {
+        checkBackoff({ ...backoff, ...override }, "reconnect");
+      } catch (error) {
+        return error as KilnValidationError;
+      }
+      throw new Error(`accepted ${JSON.stringify(override)}`);
+    };
+    // 100 ms → 1,000 ms at 1.0000001: about 23 million attempts, in practice never.
+    const error = refused({ multiplier: 1.0000001 });
+    expect(error.code).toBe("KILN_VALIDATION");
+    expect(error.issues).toEqual([
+      { path: "reconnect.multiplier", message: expect.stringMatching(/within 1000 attempts .*use at least 1\.0023/) },
+    ]);
+    // A multiplier of 1 never grows: a constant delay is written with equal delays.
+    expect(refused({ multiplier: 1 }).issues[0]!.message).toMatch(/it never grows.*constant delay/);
+    expect(() => checkBackoff({ ...backoff, maxDelayMs: backoff.initialDelayMs, multiplier: 1 })).not.toThrow();
+    // The least multiplier named is accepted; the rule is the bound already used for the loss window.
+    expect(() => checkBackoff({ ...backoff, multiplier: 1.1 })).not.toThrow();
+    expect(() => checkBackoff({ ...backoff, multiplier: 1.002308 })).not.toThrow();
+    expect(() =>
+      checkBackoff({ initialDelayMs: 1, maxDelayMs: MAX_DRIVER_DURATION_MS, multiplier: 1.02 }),
+    ).not.toThrow();
+    expect(() => checkBackoff({ initialDelayMs: 1, maxDelayMs: MAX_DRIVER_DURATION_MS, multiplier: 1.01 })).toThrow(
+      KilnValidationError,
+    );
+  });
 });

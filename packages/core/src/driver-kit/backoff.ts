@@ -71,10 +71,50 @@ export function reconnectDelay(
 const JITTER_KINDS: ReadonlySet<unknown> = new Set(["full", "equal", "none"]);
 
 /**
+ * The most attempts a backoff may take to grow from `initialDelayMs` to `maxDelayMs` (adversarial
+ * pass adv13g: `multiplier: 1.0000001` was accepted and never backed off in practice: 1,000 attempts
+ * later the delay had grown by 0.01 %). Also the bound of the driver kit's window of losses.
+ */
+export const MAX_BACKOFF_STEPS = 1_000;
+
+/**
+ * The attempt (1-based) whose delay first reaches `maxDelayMs`, before jitter: 1 when
+ * `maxDelayMs ≤ initialDelayMs`; `Infinity` when the delay never grows (`multiplier` ≤ 1). Assumes
+ * finite positive delays (see {@link checkBackoff}).
+ */
+export function backoffStepsToCap(
+  backoff: Pick<ReconnectBackoff, "initialDelayMs" | "maxDelayMs" | "multiplier">,
+): number {
+  const multiplier = backoff.multiplier ?? 2;
+  if (backoff.maxDelayMs <= backoff.initialDelayMs) return 1;
+  if (!(multiplier > 1)) return Number.POSITIVE_INFINITY;
+  // The smallest n with initialDelayMs × multiplier^(n − 1) ≥ maxDelayMs (a hair of slack for rounding).
+  return Math.max(
+    1,
+    Math.ceil(Math.log(backoff.maxDelayMs / backoff.initialDelayMs) / Math.log(multiplier) - 1e-9) + 1,
+  );
+}
+
+/**
+ * The rule on `multiplier` that {@link checkBackoff} and the control system's options apply: the
+ * delay reaches `maxDelayMs` within {@link MAX_BACKOFF_STEPS} attempts (a constant delay is
+ * `maxDelayMs` equal to `initialDelayMs`). Returns the issue's message, or undefined when it holds.
+ */
+export function multiplierProblem(
+  backoff: Pick<ReconnectBackoff, "initialDelayMs" | "maxDelayMs" | "multiplier">,
+): string | undefined {
+  const steps = backoffStepsToCap(backoff);
+  if (steps <= MAX_BACKOFF_STEPS) return undefined;
+  const least = Math.ceil((backoff.maxDelayMs / backoff.initialDelayMs) ** (1 / (MAX_BACKOFF_STEPS - 1)) * 1e6) / 1e6;
+  return `must make the delay grow from initialDelayMs to maxDelayMs within ${MAX_BACKOFF_STEPS} attempts (got ${String(backoff.multiplier)}: ${Number.isFinite(steps) ? `${steps} attempts` : "it never grows"}); use at least ${least}, or maxDelayMs equal to initialDelayMs for a constant delay`;
+}
+
+/**
  * The one check of a {@link ReconnectBackoff}: `initialDelayMs` a finite number > 0,
  * `maxDelayMs` finite and ≥ `initialDelayMs`, both at most {@link MAX_DRIVER_DURATION_MS}
  * (a longer delay overflows Node's timer and retries after 1 ms), `multiplier` (when given) finite and ≥ 1,
- * `jitter` (when given) `"full"`, `"equal"`, `"none"` or a fraction in `[0, 1]`. NaN fails every rule.
+ * and such that the delay reaches `maxDelayMs` within {@link MAX_BACKOFF_STEPS} (1,000) attempts
+ * ({@link multiplierProblem}; `maxDelayMs` equal to `initialDelayMs` is a constant delay, any multiplier), `jitter` (when given) `"full"`, `"equal"`, `"none"` or a fraction in `[0, 1]`. NaN fails every rule.
  *
  * @param path the field path of `backoff` in the caller's options, for the issues (`"reconnect"`).
  * @throws `KilnValidationError` (`KILN_VALIDATION`) listing every broken rule by field path.
@@ -103,6 +143,9 @@ export function checkBackoff(backoff: ReconnectBackoff, path = "backoff"): void 
   }
   if (multiplier !== undefined && (!finite(multiplier) || multiplier < 1)) {
     issues.push({ path: field("multiplier"), message: `must be a finite number ≥ 1, got ${String(multiplier)}` });
+  } else if (finite(initialDelayMs) && finite(maxDelayMs) && initialDelayMs > 0 && maxDelayMs >= initialDelayMs) {
+    const problem = multiplierProblem({ initialDelayMs, maxDelayMs, multiplier });
+    if (problem !== undefined) issues.push({ path: field("multiplier"), message: problem });
   }
   if (
     jitter !== undefined &&

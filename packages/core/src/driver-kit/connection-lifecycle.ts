@@ -5,7 +5,7 @@ import type { DriverStatus } from "@kiln/core";
 import type { DriverStatusChange } from "../ports/plc-driver-types";
 import { abortError, raceAbort } from "./abort";
 import { monotonicNow, SystemClock } from "../runtime/system-clock";
-import { checkBackoff, reconnectDelay, type ReconnectBackoff } from "./backoff";
+import { backoffStepsToCap, checkBackoff, MAX_BACKOFF_STEPS, reconnectDelay, type ReconnectBackoff } from "./backoff";
 
 /** Options of {@link ConnectionLifecycle}. */
 export interface ConnectionLifecycleOptions {
@@ -547,10 +547,9 @@ export class ConnectionLifecycle {
  * 1,000 (a multiplier of 1 never grows; 1.001 needs thousands): losses beyond it change no wait, so no more are kept.
  */
 function stepsToCap(backoff: ReconnectBackoff): number {
-  const multiplier = backoff.multiplier ?? 2;
-  if (multiplier <= 1 || backoff.maxDelayMs <= backoff.initialDelayMs) return 1;
-  const steps = Math.ceil(Math.log(backoff.maxDelayMs / backoff.initialDelayMs) / Math.log(multiplier)) + 1;
-  return Number.isFinite(steps) ? Math.min(1_000, Math.max(1, steps)) : 1_000;
+  // checkBackoff keeps it within MAX_BACKOFF_STEPS; a constant delay (multiplier 1, equal delays) has 1 step.
+  const steps = backoffStepsToCap(backoff);
+  return Number.isFinite(steps) ? Math.min(MAX_BACKOFF_STEPS, steps) : 1;
 }
 
 /**
