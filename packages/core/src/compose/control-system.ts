@@ -370,6 +370,7 @@ export class ControlSystem {
       samples: Object.freeze({
         readSamples: (query: Parameters<SampleHistory["readSamples"]>[0]) => store.samples.readSamples(query),
         readBuckets: (query: Parameters<SampleHistory["readBuckets"]>[0]) => store.samples.readBuckets(query),
+        ...(store.samples.retainedFrom ? { retainedFrom: () => store.samples.retainedFrom?.() } : {}),
       }),
       alarms: Object.freeze({ query: (range: Parameters<AlarmHistory["query"]>[0]) => store.alarms.query(range) }),
       audit: Object.freeze({ query: (range: Parameters<AuditLog["query"]>[0]) => store.audit.query(range) }),

@@ -24,6 +24,12 @@ import {
   valuesInSeries,
   type SampleSeries,
 } from "../history/series-history";
+import {
+  checkContinuation,
+  markEvictedBuckets,
+  markEvictedIntervals,
+  markEvictedValues,
+} from "../history/retention-horizon";
 import { parseOrThrow } from "../domain/validation";
 import type { AlarmHistory, AlarmHistoryEntry, TimeRange } from "@kiln/core/driver-kit";
 import type { AuditEntry, AuditLog } from "@kiln/core/driver-kit";
@@ -314,6 +320,7 @@ export class MemoryStore implements Store {
       },
       readSamples: async (query) => this.#readSamples(query),
       readBuckets: async (query) => this.#readBuckets(query),
+      retainedFrom: () => this.#samples.retainedFrom,
     };
     const known = (tag: string): boolean => this.#interpolations.has(tag);
     const isArray = (tag: string): boolean => this.#arrayTags.has(tag);
@@ -342,7 +349,7 @@ export class MemoryStore implements Store {
               checked.aggregates,
               this.#dataTypes.get(tag)!,
             );
-            for (const interval of slice) results.push(interval);
+            for (const interval of markEvictedIntervals(slice, this.#samples.completeFrom(tag))) results.push(interval);
           }
         }
         return results;
@@ -351,14 +358,20 @@ export class MemoryStore implements Store {
         this.#assertOpen();
         const checked = checkValueAtQuery(tags, time, known);
         return this.#perTag(checked.tags, (tag) =>
-          valuesInSeries(tag, seriesOf(tag), [checked.time], this.#interpolations.get(tag)!),
+          markEvictedValues(
+            valuesInSeries(tag, seriesOf(tag), [checked.time], this.#interpolations.get(tag)!),
+            this.#samples.completeFrom(tag),
+          ),
         );
       },
       valuesAt: async (tags, times) => {
         this.#assertOpen();
         const checked = checkValuesAtQuery(tags, times, known);
         const values = await this.#perTag(checked.tags, (tag) =>
-          valuesAtInSeries(tag, seriesOf(tag), checked.times, this.#interpolations.get(tag)!),
+          markEvictedValues(
+            valuesAtInSeries(tag, seriesOf(tag), checked.times, this.#interpolations.get(tag)!),
+            this.#samples.completeFrom(tag),
+          ),
         );
         return inRequestedOrder(checked, values);
       },
@@ -368,7 +381,10 @@ export class MemoryStore implements Store {
         const { start, intervalMs, count } = checked.intervals;
         const times = Array.from({ length: count }, (_, index) => start + index * intervalMs);
         return this.#perTag(checked.tags, (tag) =>
-          valuesInSeries(tag, seriesOf(tag), times, this.#interpolations.get(tag)!),
+          markEvictedValues(
+            valuesInSeries(tag, seriesOf(tag), times, this.#interpolations.get(tag)!),
+            this.#samples.completeFrom(tag),
+          ),
         );
       },
       downsample: async (tag, query) => {
@@ -599,6 +615,7 @@ export class MemoryStore implements Store {
     const query = parseOrThrow(sampleQuerySchema, input, "sample query");
     const series = this.#samples.peek(query.tag);
     if (!series || query.from >= query.to) return [];
+    checkContinuation(query.tag, query.after, series.evictedThrough, this.#samples.retainedFrom);
     let start = Math.max(series.start, lowerBound(series.timestamps, query.from));
     if (query.after !== undefined) start = Math.max(start, upperBound(series.timestamps, query.after));
     const end = Math.min(lowerBound(series.timestamps, query.to), start + (query.limit ?? DEFAULT_LIMIT));
@@ -643,7 +660,8 @@ export class MemoryStore implements Store {
         buckets.push(bucket);
       }
     }
-    return buckets;
+    // Evictions during the slices count too: a bucket that lost samples meanwhile is partial.
+    return markEvictedBuckets(buckets, this.#samples.evictedThrough(query.tag), this.#samples.completeFrom(query.tag));
   }
 
   #append(aggregateId: string, expectedVersion: number, events: readonly NewDomainEvent[]): number {
