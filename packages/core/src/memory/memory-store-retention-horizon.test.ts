@@ -136,4 +136,32 @@ describe("MemoryStore history before the retention horizon", () => {
       "",
     ]);
   });
+
+  test("a forward step of the wall clock does not age maxAgeMs out at once; the age runs on from the monotonic clock", async () => {
+    const clock = new SimulatedClock({ start: T0 });
+    const store = new MemoryStore({ clock, retention: { maxAgeMs: 100 } });
+    await store.open([]);
+    await store.samples.writeBatch([at(0, 0), at(50, 50)]);
+    clock.stepWall(3_600_000);
+    await store.samples.writeBatch([at(3_600_000, 1)]);
+    // Unfixed: a at 0 and 50 are out of force for an hour of wall time, evicted at once.
+    expect(store.evicted.samples).toBe(0);
+    await clock.advance(150);
+    await store.samples.writeBatch([at(3_600_150, 2)]);
+    // 150 ms of real time later, a at 0 is out of force for 100 ms: evicted; a at 50 only since the step.
+    expect(store.evicted.samples).toBe(1);
+  });
+
+  test("a backward step of the wall clock keeps more, never evicts early", async () => {
+    const clock = new SimulatedClock({ start: T0 + 1_000 });
+    const store = new MemoryStore({ clock, retention: { maxAgeMs: 100 } });
+    await store.open([]);
+    await store.samples.writeBatch([at(800, 0), at(950, 1)]);
+    expect(store.evicted.samples).toBe(0);
+    clock.stepWall(-500);
+    await clock.advance(100);
+    await store.samples.writeBatch([at(960, 2)]);
+    // Age clock follows the wall back (T0 + 600): nothing is out of force for 100 ms before it.
+    expect(store.evicted.samples).toBe(0);
+  });
 });

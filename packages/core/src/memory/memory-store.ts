@@ -34,7 +34,7 @@ import { parseOrThrow } from "../domain/validation";
 import type { AlarmHistory, AlarmHistoryEntry, TimeRange } from "@kiln/core/driver-kit";
 import type { AuditEntry, AuditLog } from "@kiln/core/driver-kit";
 import type { Clock } from "../ports/clock";
-import { SystemClock } from "../runtime/system-clock";
+import { monotonicNow, SystemClock } from "../runtime/system-clock";
 import { lowerBound, RetainedSamples, TimedEntries, upperBound } from "./retained-samples";
 import type { EventStore, NewDomainEvent, StoredDomainEvent } from "@kiln/core/driver-kit";
 import type { ProcessFilter, ProcessRecord, ProcessRepository } from "@kiln/core/driver-kit";
@@ -137,6 +137,12 @@ const memoryStoreOptionsSchema = z.object({
     .optional(),
   onObserverError: z.function().optional(),
 });
+
+/**
+ * How far ahead of the store's clock a sample may be stamped before a control system's `health()`
+ * reports it (clock skew between a PLC and the host is tolerated): 60,000 ms.
+ */
+export const MEMORY_STORE_FUTURE_TOLERANCE_MS = 60_000;
 
 const NO_CONFLICTS: SampleWriteResult = Object.freeze({ conflicts: Object.freeze([]) });
 
@@ -280,6 +286,9 @@ export class MemoryStore implements Store {
   readonly #maxAuditEntries: number;
   readonly #onObserverError: (error: unknown, eviction: MemoryStoreEviction) => void;
   #evictionObservers: readonly ((eviction: MemoryStoreEviction) => void)[] = [];
+  /** The age clock of `maxAgeMs` (see {@link MemoryStore.#ageNow}): its last wall and monotonic readings. */
+  #ageWall: number | undefined;
+  #ageMonotonic = 0;
   #evictedAlarms = 0;
   #evictedAudit = 0;
   readonly #interpolations = new Map<string, Interpolation>();
@@ -492,6 +501,33 @@ export class MemoryStore implements Store {
     return this.#samples.retainedFrom;
   }
 
+  /**
+   * The newest sample timestamp stored, ms since the epoch (undefined while empty). A tag stamped
+   * ahead of the clock keeps the retention's oldest-first window on its own time: the other tags
+   * are squeezed to their value in force. `health()` of a control system reports it as a problem
+   * once it is more than {@link MEMORY_STORE_FUTURE_TOLERANCE_MS} ahead of the clock (ADR 0045).
+   */
+  get newestSampleTime(): number | undefined {
+    return this.#samples.newestTimestamp;
+  }
+
+  /**
+   * The wall time `retention.maxAgeMs` counts back from (ADR 0021 for elapsed time): it advances
+   * with the clock's monotonic time since the previous write and never passes the wall clock. A
+   * forward step of the wall clock therefore does not age the history out at once (the age is
+   * counted from before the step, so samples are kept at most the step longer); a step back is
+   * followed at once (keeping more, never less). A clock without `monotonicNow` is read with
+   * `now()` for both, as before.
+   */
+  #ageNow(): number {
+    const wall = this.#clock.now();
+    const monotonic = monotonicNow(this.#clock);
+    const age = this.#ageWall === undefined ? wall : Math.min(wall, this.#ageWall + (monotonic - this.#ageMonotonic));
+    this.#ageWall = age;
+    this.#ageMonotonic = monotonic;
+    return age;
+  }
+
   /** Entries evicted under the {@link MemoryStoreRetention} since the store was created, per port. */
   get evicted(): MemoryStoreEvictions {
     return Object.freeze({ samples: this.#samples.evicted, alarms: this.#evictedAlarms, audit: this.#evictedAudit });
@@ -589,7 +625,7 @@ export class MemoryStore implements Store {
       // The sample at the key came from this batch when the key's first sample was inserted by it.
       (conflicts ??= []).push({ sample, existing: first < index && !collided.has(first) ? "batch" : "stored" });
     }
-    const evicted = this.#samples.retain(this.#clock.now());
+    const evicted = this.#samples.retain(this.#ageNow());
     if (evicted > 0) this.#reportEviction({ port: "samples", count: evicted });
     if (fault === "fail-after") throw simulatedFailure("fail-after");
     return conflicts ? { conflicts } : NO_CONFLICTS;

@@ -62,6 +62,7 @@ export class RetainedSamples {
   #count = 0;
   #evicted = 0;
   #horizon: number | undefined;
+  #newest = -Infinity;
 
   constructor(limits: SampleRetentionLimits) {
     this.#limits = limits;
@@ -73,6 +74,11 @@ export class RetainedSamples {
    */
   get retainedFrom(): number | undefined {
     return this.#horizon;
+  }
+
+  /** The newest timestamp ever stored (a tag's newest sample is never evicted, so it is kept). */
+  get newestTimestamp(): number | undefined {
+    return this.#newest === -Infinity ? undefined : this.#newest;
   }
 
   /** Samples kept, over every tag. */
@@ -169,6 +175,7 @@ export class RetainedSamples {
     if (index === start && length - start >= 1) this.#push({ at: timestamps[start + 1]!, series });
     else if (index === start + 1) this.#push({ at: timestamp, series });
     this.#count++;
+    if (timestamp > this.#newest) this.#newest = timestamp;
     return undefined;
   }
 
