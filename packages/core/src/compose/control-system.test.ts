@@ -432,6 +432,9 @@ test("a MemoryStore's retention evictions are published as store-evict, and the 
     scanGroups,
     logging: { maxBatchSize: 50, maxLatencyMs: 200 },
   });
+  // Published at 0 before the first eviction, so a scrape sees the series (#16 fix16b).
+  expect(metrics.value("kiln_store_evicted_total", { port: "samples" })).toBe(0);
+  expect(metrics.value("kiln_store_evicted_total", { port: "audit" })).toBe(0);
   let evicted = 0;
   system.bus.on("store-evict", (event) => {
     expect(event.port).toBe("samples");

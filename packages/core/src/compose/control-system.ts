@@ -373,7 +373,9 @@ export class ControlSystem {
     this.#machine = container.resolve(InternalTokens.Machine);
     this.#recipes = container.resolve(InternalTokens.RecipeExecutor);
     this.#freshness = container.resolve(InternalTokens.SourceFreshness);
-    this.#eventMetrics = recordEventMetrics(this.#bus, container.resolve(InternalTokens.Metrics));
+    this.#eventMetrics = recordEventMetrics(this.#bus, container.resolve(InternalTokens.Metrics), {
+      evictingStore: container.resolve(InternalTokens.Store) instanceof MemoryStore,
+    });
     const store = this.#guardedStore;
     this.history = Object.freeze({
       samples: Object.freeze({
