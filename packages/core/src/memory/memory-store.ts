@@ -79,7 +79,9 @@ export interface MemoryStoreRetention {
   readonly maxSamples?: number;
   /**
    * A sample is evicted after each `writeBatch` once it has been out of force (the next sample of
-   * its tag is at or before) for longer than this, in ms before the store's clock's `now()`; a
+   * its tag is at or before) for longer than this, in ms before the store's age clock: the clock's
+   * `now()`, advanced by its `monotonicNow()` since the previous write and never past `now()`, so a
+   * forward step of the wall clock does not evict the history at once (ADR 0021, ADR 0045); a
    * tag's newest sample is kept however old it is. No age limit when absent. A finite number > 0.
    * @default undefined
    */
@@ -495,7 +497,9 @@ export class MemoryStore implements Store {
    * then the latest time at which an evicted sample was still its tag's value in force. It only
    * moves forward. History at and after it (`readSamples` from it, `valueAt` and `valuesAt` at or
    * after it, aggregates of intervals starting at or after it) is exactly what a store that keeps
-   * everything would answer; before it, samples are missing (ADR 0045).
+   * everything would answer; before it, samples are missing, and every history result that rests
+   * on them is marked uncertain or bad with the reason "rests on history evicted by retention"
+   * (ADR 0045, amendment fix16b). Also on the port: `samples.retainedFrom()`.
    */
   get retainedFrom(): number | undefined {
     return this.#samples.retainedFrom;
