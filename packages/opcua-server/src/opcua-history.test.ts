@@ -1,4 +1,4 @@
-import { KilnError, quality } from "@kiln/core";
+import { KilnError, MemoryStore, quality } from "@kiln/core";
 import { describe, expect, test } from "vitest";
 import {
   HISTORIAN_CALCULATED,
@@ -36,5 +36,36 @@ describe("historyStatusOfError", () => {
     expect(historyStatusOfError(new KilnError("KILN_TIMEOUT", "x"))).toBe(0x800a0000);
     expect(historyStatusOfError(new KilnError("KILN_LIFECYCLE", "x"))).toBe(0x80040000);
     expect(historyStatusOfError(new Error("boom"))).toBe(0x80020000);
+  });
+
+  test("a raw page continuing across samples the store evicted is BadContinuationPointInvalid (#16 fix16b)", async () => {
+    const store = new MemoryStore({ retention: { maxSamples: 2 } });
+    await store.open([]);
+    const T0 = Date.UTC(2026, 0, 1);
+    await store.samples.writeBatch(
+      [0, 1, 2, 3].map((i) => ({ tag: "t", value: i, timestamp: T0 + i, quality: quality("good") })),
+    );
+    const error = await store.samples
+      .readSamples({ tag: "t", from: T0, to: T0 + 10, after: T0 })
+      .catch((caught: unknown) => caught);
+    expect(historyStatusOfError(error)).toBe(0x804a0000);
+  });
+});
+
+describe("a MemoryStore aggregate over evicted history is served Uncertain, never Good (#16 fix16b)", () => {
+  test("the marked quality maps to UncertainDataSubNormal with HistorianCalculated", async () => {
+    const store = new MemoryStore({ retention: { maxSamples: 2 } });
+    const T0 = Date.UTC(2026, 0, 1);
+    await store.open([{ name: "t", dataType: "float64" } as never]);
+    await store.samples.writeBatch(
+      [0, 10, 20, 30].map((i) => ({ tag: "t", value: i, timestamp: T0 + i, quality: quality("good") })),
+    );
+    const [interval] = await store.history.aggregate(["t"], {
+      start: T0 + 10,
+      end: T0 + 40,
+      intervalMs: 30,
+      aggregates: ["Count"],
+    });
+    expect(statusCodeOfAggregate("Count", interval!.values.Count!)).toBe((0x40a40000 | HISTORIAN_CALCULATED) >>> 0);
   });
 });

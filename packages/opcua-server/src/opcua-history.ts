@@ -107,7 +107,8 @@ export function statusCodeOfAggregate(name: AggregateName, result: AggregateValu
 
 /**
  * The StatusCode a history read answers for a `KilnError` of `system.history`: bad input
- * (`KILN_VALIDATION`) `BadInvalidArgument`; the store closed (`KILN_LIFECYCLE`), failing or its
+ * (`KILN_VALIDATION`) `BadInvalidArgument`; a raw page continuing across samples the store evicted
+ * since the previous page (`KILN_HISTORY_EVICTED`) `BadContinuationPointInvalid`; the store closed (`KILN_LIFECYCLE`), failing or its
  * breaker open `BadResourceUnavailable`; `KILN_TIMEOUT` `BadTimeout`; anything else
  * `BadInternalError`.
  */
@@ -120,6 +121,9 @@ export function historyStatusOfError(error: unknown): number {
       return ServerStatusCodes.BadUserAccessDenied;
     case "KILN_TIMEOUT":
       return ServerStatusCodes.BadTimeout;
+    case "KILN_HISTORY_EVICTED":
+      // The continuation point names samples the store's retention evicted since the last page.
+      return HistoryStatusCodes.BadContinuationPointInvalid;
     case "KILN_LIFECYCLE":
     case "KILN_STORE_ERROR":
     case "KILN_CIRCUIT_OPEN":

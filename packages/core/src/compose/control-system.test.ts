@@ -1,5 +1,6 @@
 import { describe, expect, test } from "vitest";
 import { KilnError, type KilnValidationError } from "../domain/errors";
+import { GOOD } from "../domain/quality";
 import { defineTags } from "../domain/tags";
 import { MemoryMetrics } from "../memory/memory-metrics";
 import { MemoryStore } from "../memory/memory-store";
@@ -431,6 +432,9 @@ test("a MemoryStore's retention evictions are published as store-evict, and the 
     scanGroups,
     logging: { maxBatchSize: 50, maxLatencyMs: 200 },
   });
+  // Published at 0 before the first eviction, so a scrape sees the series (#16 fix16b).
+  expect(metrics.value("kiln_store_evicted_total", { port: "samples" })).toBe(0);
+  expect(metrics.value("kiln_store_evicted_total", { port: "audit" })).toBe(0);
   let evicted = 0;
   system.bus.on("store-evict", (event) => {
     expect(event.port).toBe("samples");
@@ -448,6 +452,36 @@ test("a MemoryStore's retention evictions are published as store-evict, and the 
   expect(health.store.retention).toEqual({ evicted: store.evicted, retainedFrom: store.retainedFrom });
   expect(health.store.retention?.retainedFrom).toBeGreaterThan(clock.now() - 5_000);
   expect(metrics.value("kiln_store_evicted_total", { port: "samples" })).toBe(evicted);
+});
+
+test("a sample stamped far ahead of the clock in a MemoryStore is a health problem, with how far ahead (#16 fix16b)", async () => {
+  const clock = new SimulatedClock({ start: Date.UTC(2026, 10, 22) });
+  const store = new MemoryStore({ clock, retention: { maxSamples: 20 } });
+  const system = createControlSystem({
+    machineId: "ald-1",
+    tags,
+    driver: new SimulatedPlc({ tags, clock, sources: { "seq.counter": { kind: "counter" } } }),
+    store,
+    clock,
+    scanGroups,
+    logging: { maxBatchSize: 50, maxLatencyMs: 200 },
+  });
+  await system.start();
+  try {
+    // Within the tolerance (clock skew between a PLC and the host): not a problem.
+    await store.samples.writeBatch([{ tag: "seq.counter", value: 1, timestamp: clock.now() + 30_000, quality: GOOD }]);
+    expect(system.health().store.retention?.aheadOfClockMs).toBeUndefined();
+    expect(system.health().problems.join("\n")).not.toContain("ahead of the clock");
+    await store.samples.writeBatch([
+      { tag: "seq.counter", value: 2, timestamp: clock.now() + 365 * 86_400_000, quality: GOOD },
+    ]);
+    const health = system.health();
+    expect(health.store.retention?.aheadOfClockMs).toBe(365 * 86_400_000);
+    expect(health.status).not.toBe("ok");
+    expect(health.problems.join("\n")).toContain("stamped 31536000 s ahead of the clock");
+  } finally {
+    await system.stop();
+  }
 });
 
 test("a stopped system publishes no more store-evict events: systems built one after another on one MemoryStore do not pile observers up (adv16a F8)", async () => {

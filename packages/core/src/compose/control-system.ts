@@ -56,7 +56,7 @@ import type { MachineStateMachine, UncheckedParts } from "@kiln/core/advanced";
 import { recordEventMetrics } from "./event-metrics";
 import { InternalTokens } from "./tokens";
 import { monotonicNow } from "../runtime/system-clock";
-import { MemoryStore, type MemoryStoreEvictions } from "../memory/memory-store";
+import { MEMORY_STORE_FUTURE_TOLERANCE_MS, MemoryStore, type MemoryStoreEvictions } from "../memory/memory-store";
 
 /**
  * How long (ms) the driver's and the store's `close` may take at stop after the drain budget
@@ -140,7 +140,16 @@ export interface ControlSystemHealth {
      * (`retainedFrom`, ms since the epoch; history from it on is complete). Evictions are by design,
      * not a problem: status stays `ok` (ADR 0045).
      */
-    readonly retention?: { readonly evicted: MemoryStoreEvictions; readonly retainedFrom?: number };
+    readonly retention?: {
+      readonly evicted: MemoryStoreEvictions;
+      readonly retainedFrom?: number;
+      /**
+       * How far the newest stored sample is stamped ahead of the clock, in ms, when it is more than
+       * `MEMORY_STORE_FUTURE_TOLERANCE_MS` (60 s): such a tag keeps the retention window on its own
+       * time and squeezes every other tag to its value in force, so it is a problem (status degraded).
+       */
+      readonly aheadOfClockMs?: number;
+    };
   };
   /**
    * The last lifecycle call to a port that failed or ran over `lifecycleTimeoutMs` (`store.open`,
@@ -364,12 +373,15 @@ export class ControlSystem {
     this.#machine = container.resolve(InternalTokens.Machine);
     this.#recipes = container.resolve(InternalTokens.RecipeExecutor);
     this.#freshness = container.resolve(InternalTokens.SourceFreshness);
-    this.#eventMetrics = recordEventMetrics(this.#bus, container.resolve(InternalTokens.Metrics));
+    this.#eventMetrics = recordEventMetrics(this.#bus, container.resolve(InternalTokens.Metrics), {
+      evictingStore: container.resolve(InternalTokens.Store) instanceof MemoryStore,
+    });
     const store = this.#guardedStore;
     this.history = Object.freeze({
       samples: Object.freeze({
         readSamples: (query: Parameters<SampleHistory["readSamples"]>[0]) => store.samples.readSamples(query),
         readBuckets: (query: Parameters<SampleHistory["readBuckets"]>[0]) => store.samples.readBuckets(query),
+        ...(store.samples.retainedFrom ? { retainedFrom: () => store.samples.retainedFrom?.() } : {}),
       }),
       alarms: Object.freeze({ query: (range: Parameters<AlarmHistory["query"]>[0]) => store.alarms.query(range) }),
       audit: Object.freeze({ query: (range: Parameters<AuditLog["query"]>[0]) => store.audit.query(range) }),
@@ -395,8 +407,15 @@ export class ControlSystem {
   #retentionHealth(): { retention?: NonNullable<ControlSystemHealth["store"]["retention"]> } {
     const store = this.unchecked.store;
     if (!(store instanceof MemoryStore)) return {};
-    const { retainedFrom } = store;
-    return { retention: { evicted: store.evicted, ...(retainedFrom === undefined ? {} : { retainedFrom }) } };
+    const { retainedFrom, newestSampleTime } = store;
+    const ahead = newestSampleTime === undefined ? 0 : newestSampleTime - this.#clock.now();
+    return {
+      retention: {
+        evicted: store.evicted,
+        ...(retainedFrom === undefined ? {} : { retainedFrom }),
+        ...(ahead > MEMORY_STORE_FUTURE_TOLERANCE_MS ? { aheadOfClockMs: ahead } : {}),
+      },
+    };
   }
 
   /** The current state of the machine's state machine (`idle`, `processing`...). */
@@ -1769,6 +1788,12 @@ export class ControlSystem {
       if (logging.mode === "replaying")
         problems.push(`store catching up: ${logging.spooled} spooled samples to replay`);
       if (logging.samplesDropped > 0) problems.push(`${logging.samplesDropped} samples dropped`);
+      const ahead = this.#retentionHealth().retention?.aheadOfClockMs;
+      if (ahead !== undefined) {
+        problems.push(
+          `store retention: a sample is stamped ${Math.round(ahead / 1000)} s ahead of the clock; the memory store's window follows it and other tags keep only their value in force`,
+        );
+      }
       if (logging.samplesAbandoned > 0) {
         problems.push(
           `${logging.samplesAbandoned} samples of unknown outcome (given up at a stop while being written)`,

@@ -13,12 +13,17 @@ const BREAKER_STATE: Readonly<Record<BreakerState, number>> = { closed: 0, "half
  * `kiln_audit_entries_dropped_total` and `kiln_store_evicted_total{port}` (entries the embedded
  * `MemoryStore` evicted under its retention, by design: ADR 0045). One tap, set up once per system by composition.
  *
+ * With `evictingStore` (the store is a `MemoryStore`), `kiln_store_evicted_total` is published at 0
+ * for each port from the start, so a scrape (and an alert on its rate) sees the series before the
+ * first eviction (#16 fix16b).
+ *
  * @returns a function that sets the device gauge (composition calls it when a start brings the
  *   link up or leaves it down, which publishes no event), and the tap's disposer.
  */
 export function recordEventMetrics(
   bus: EventBus<KilnEvents>,
   metrics: Metrics,
+  options: { readonly evictingStore?: boolean } = {},
 ): { readonly deviceConnected: (driver: string, connected: boolean) => void; readonly dispose: Disposer } {
   const breaker = metrics.gauge("kiln_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open");
   const connected = metrics.gauge("kiln_device_connected", "1 while the link to the PLC is up, 0 while it is lost");
@@ -33,6 +38,7 @@ export function recordEventMetrics(
     "kiln_store_evicted_total",
     "Entries the in-memory store evicted under its retention (samples, alarms, audit), by port",
   );
+  if (options.evictingStore) for (const port of ["samples", "alarms", "audit"]) evicted.inc(0, { port });
   const deviceConnected = (driver: string, up: boolean): void => connected.set(up ? 1 : 0, { driver });
   const dispose = bus.tap((type, event) => {
     switch (type) {

@@ -266,6 +266,8 @@ export function guardStore(store: Store, policies: StorePolicies, context: PortP
       writeBatch: (batch, call) => sink.writeBatch(batch, call),
       readSamples: (query) => history.execute(() => raw.samples.readSamples(query)),
       readBuckets: (query) => history.execute(() => raw.samples.readBuckets(query)),
+      // A local, synchronous read of the store's horizon: no policy (not a store round trip).
+      ...(raw.samples.retainedFrom ? { retainedFrom: () => raw.samples.retainedFrom?.() } : {}),
     },
     ...(raw.history ? { history: guardHistory(raw.history, history) } : {}),
     events: {

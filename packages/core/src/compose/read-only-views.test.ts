@@ -92,7 +92,9 @@ test("system.history reads stored samples and alarm history through the store's 
   const health = system.health();
   expect(health.ports.history.successes).toBe(1);
   expect(health.ports.alarms.successes).toBeGreaterThanOrEqual(1);
-  expect(Object.keys(system.history.samples).sort()).toEqual(["readBuckets", "readSamples"]);
+  // retainedFrom (a reader too) is there when the store has it: the MemoryStore's horizon (#16 fix16b).
+  expect(Object.keys(system.history.samples).sort()).toEqual(["readBuckets", "readSamples", "retainedFrom"]);
+  expect(system.history.samples.retainedFrom?.()).toBe(system.unchecked.store.samples.retainedFrom?.());
   expect(Object.keys(system.history.alarms)).toEqual(["query"]);
   await system.stop();
   await expect(system.history.alarms.query(range)).rejects.toMatchObject({ code: "KILN_LIFECYCLE" });

@@ -29,6 +29,7 @@ export const KILN_ERROR_CODES = [
   "KILN_JOURNAL_FAILED",
   "KILN_JOURNAL_LOCKED",
   "KILN_AUDIT_UNAVAILABLE",
+  "KILN_HISTORY_EVICTED",
 ] as const satisfies readonly KilnErrorCode[];
 
 /** A stable Kiln error code. */
@@ -56,7 +57,8 @@ export type KilnErrorCode =
   | "KILN_BUFFER_FULL"
   | "KILN_JOURNAL_FAILED"
   | "KILN_JOURNAL_LOCKED"
-  | "KILN_AUDIT_UNAVAILABLE";
+  | "KILN_AUDIT_UNAVAILABLE"
+  | "KILN_HISTORY_EVICTED";
 
 /** Options accepted by {@link KilnError}'s constructor. */
 export interface KilnErrorOptions {

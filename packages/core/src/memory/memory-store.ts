@@ -24,11 +24,17 @@ import {
   valuesInSeries,
   type SampleSeries,
 } from "../history/series-history";
+import {
+  checkContinuation,
+  markEvictedBuckets,
+  markEvictedIntervals,
+  markEvictedValues,
+} from "../history/retention-horizon";
 import { parseOrThrow } from "../domain/validation";
 import type { AlarmHistory, AlarmHistoryEntry, TimeRange } from "@kiln/core/driver-kit";
 import type { AuditEntry, AuditLog } from "@kiln/core/driver-kit";
 import type { Clock } from "../ports/clock";
-import { SystemClock } from "../runtime/system-clock";
+import { monotonicNow, SystemClock } from "../runtime/system-clock";
 import { lowerBound, RetainedSamples, TimedEntries, upperBound } from "./retained-samples";
 import type { EventStore, NewDomainEvent, StoredDomainEvent } from "@kiln/core/driver-kit";
 import type { ProcessFilter, ProcessRecord, ProcessRepository } from "@kiln/core/driver-kit";
@@ -73,7 +79,9 @@ export interface MemoryStoreRetention {
   readonly maxSamples?: number;
   /**
    * A sample is evicted after each `writeBatch` once it has been out of force (the next sample of
-   * its tag is at or before) for longer than this, in ms before the store's clock's `now()`; a
+   * its tag is at or before) for longer than this, in ms before the store's age clock: the clock's
+   * `now()`, advanced by its `monotonicNow()` since the previous write and never past `now()`, so a
+   * forward step of the wall clock does not evict the history at once (ADR 0021, ADR 0045); a
    * tag's newest sample is kept however old it is. No age limit when absent. A finite number > 0.
    * @default undefined
    */
@@ -131,6 +139,12 @@ const memoryStoreOptionsSchema = z.object({
     .optional(),
   onObserverError: z.function().optional(),
 });
+
+/**
+ * How far ahead of the store's clock a sample may be stamped before a control system's `health()`
+ * reports it (clock skew between a PLC and the host is tolerated): 60,000 ms.
+ */
+export const MEMORY_STORE_FUTURE_TOLERANCE_MS = 60_000;
 
 const NO_CONFLICTS: SampleWriteResult = Object.freeze({ conflicts: Object.freeze([]) });
 
@@ -274,6 +288,9 @@ export class MemoryStore implements Store {
   readonly #maxAuditEntries: number;
   readonly #onObserverError: (error: unknown, eviction: MemoryStoreEviction) => void;
   #evictionObservers: readonly ((eviction: MemoryStoreEviction) => void)[] = [];
+  /** The age clock of `maxAgeMs` (see {@link MemoryStore.#ageNow}): its last wall and monotonic readings. */
+  #ageWall: number | undefined;
+  #ageMonotonic = 0;
   #evictedAlarms = 0;
   #evictedAudit = 0;
   readonly #interpolations = new Map<string, Interpolation>();
@@ -314,6 +331,7 @@ export class MemoryStore implements Store {
       },
       readSamples: async (query) => this.#readSamples(query),
       readBuckets: async (query) => this.#readBuckets(query),
+      retainedFrom: () => this.#samples.retainedFrom,
     };
     const known = (tag: string): boolean => this.#interpolations.has(tag);
     const isArray = (tag: string): boolean => this.#arrayTags.has(tag);
@@ -342,7 +360,7 @@ export class MemoryStore implements Store {
               checked.aggregates,
               this.#dataTypes.get(tag)!,
             );
-            for (const interval of slice) results.push(interval);
+            for (const interval of markEvictedIntervals(slice, this.#samples.completeFrom(tag))) results.push(interval);
           }
         }
         return results;
@@ -351,14 +369,20 @@ export class MemoryStore implements Store {
         this.#assertOpen();
         const checked = checkValueAtQuery(tags, time, known);
         return this.#perTag(checked.tags, (tag) =>
-          valuesInSeries(tag, seriesOf(tag), [checked.time], this.#interpolations.get(tag)!),
+          markEvictedValues(
+            valuesInSeries(tag, seriesOf(tag), [checked.time], this.#interpolations.get(tag)!),
+            this.#samples.completeFrom(tag),
+          ),
         );
       },
       valuesAt: async (tags, times) => {
         this.#assertOpen();
         const checked = checkValuesAtQuery(tags, times, known);
         const values = await this.#perTag(checked.tags, (tag) =>
-          valuesAtInSeries(tag, seriesOf(tag), checked.times, this.#interpolations.get(tag)!),
+          markEvictedValues(
+            valuesAtInSeries(tag, seriesOf(tag), checked.times, this.#interpolations.get(tag)!),
+            this.#samples.completeFrom(tag),
+          ),
         );
         return inRequestedOrder(checked, values);
       },
@@ -368,7 +392,10 @@ export class MemoryStore implements Store {
         const { start, intervalMs, count } = checked.intervals;
         const times = Array.from({ length: count }, (_, index) => start + index * intervalMs);
         return this.#perTag(checked.tags, (tag) =>
-          valuesInSeries(tag, seriesOf(tag), times, this.#interpolations.get(tag)!),
+          markEvictedValues(
+            valuesInSeries(tag, seriesOf(tag), times, this.#interpolations.get(tag)!),
+            this.#samples.completeFrom(tag),
+          ),
         );
       },
       downsample: async (tag, query) => {
@@ -470,10 +497,39 @@ export class MemoryStore implements Store {
    * then the latest time at which an evicted sample was still its tag's value in force. It only
    * moves forward. History at and after it (`readSamples` from it, `valueAt` and `valuesAt` at or
    * after it, aggregates of intervals starting at or after it) is exactly what a store that keeps
-   * everything would answer; before it, samples are missing (ADR 0045).
+   * everything would answer; before it, samples are missing, and every history result that rests
+   * on them is marked uncertain or bad with the reason "rests on history evicted by retention"
+   * (ADR 0045, amendment fix16b). Also on the port: `samples.retainedFrom()`.
    */
   get retainedFrom(): number | undefined {
     return this.#samples.retainedFrom;
+  }
+
+  /**
+   * The newest sample timestamp stored, ms since the epoch (undefined while empty). A tag stamped
+   * ahead of the clock keeps the retention's oldest-first window on its own time: the other tags
+   * are squeezed to their value in force. `health()` of a control system reports it as a problem
+   * once it is more than {@link MEMORY_STORE_FUTURE_TOLERANCE_MS} ahead of the clock (ADR 0045).
+   */
+  get newestSampleTime(): number | undefined {
+    return this.#samples.newestTimestamp;
+  }
+
+  /**
+   * The wall time `retention.maxAgeMs` counts back from (ADR 0021 for elapsed time): it advances
+   * with the clock's monotonic time since the previous write and never passes the wall clock. A
+   * forward step of the wall clock therefore does not age the history out at once (the age is
+   * counted from before the step, so samples are kept at most the step longer); a step back is
+   * followed at once (keeping more, never less). A clock without `monotonicNow` is read with
+   * `now()` for both, as before.
+   */
+  #ageNow(): number {
+    const wall = this.#clock.now();
+    const monotonic = monotonicNow(this.#clock);
+    const age = this.#ageWall === undefined ? wall : Math.min(wall, this.#ageWall + (monotonic - this.#ageMonotonic));
+    this.#ageWall = age;
+    this.#ageMonotonic = monotonic;
+    return age;
   }
 
   /** Entries evicted under the {@link MemoryStoreRetention} since the store was created, per port. */
@@ -573,7 +629,7 @@ export class MemoryStore implements Store {
       // The sample at the key came from this batch when the key's first sample was inserted by it.
       (conflicts ??= []).push({ sample, existing: first < index && !collided.has(first) ? "batch" : "stored" });
     }
-    const evicted = this.#samples.retain(this.#clock.now());
+    const evicted = this.#samples.retain(this.#ageNow());
     if (evicted > 0) this.#reportEviction({ port: "samples", count: evicted });
     if (fault === "fail-after") throw simulatedFailure("fail-after");
     return conflicts ? { conflicts } : NO_CONFLICTS;
@@ -599,6 +655,7 @@ export class MemoryStore implements Store {
     const query = parseOrThrow(sampleQuerySchema, input, "sample query");
     const series = this.#samples.peek(query.tag);
     if (!series || query.from >= query.to) return [];
+    checkContinuation(query.tag, query.after, series.evictedThrough, this.#samples.retainedFrom);
     let start = Math.max(series.start, lowerBound(series.timestamps, query.from));
     if (query.after !== undefined) start = Math.max(start, upperBound(series.timestamps, query.after));
     const end = Math.min(lowerBound(series.timestamps, query.to), start + (query.limit ?? DEFAULT_LIMIT));
@@ -643,7 +700,8 @@ export class MemoryStore implements Store {
         buckets.push(bucket);
       }
     }
-    return buckets;
+    // Evictions during the slices count too: a bucket that lost samples meanwhile is partial.
+    return markEvictedBuckets(buckets, this.#samples.evictedThrough(query.tag), this.#samples.completeFrom(query.tag));
   }
 
   #append(aggregateId: string, expectedVersion: number, events: readonly NewDomainEvent[]): number {

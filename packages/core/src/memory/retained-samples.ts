@@ -1,6 +1,6 @@
 import type { Quality } from "../domain/quality";
 import type { Sample } from "../domain/sample";
-import type { SampleSeries } from "../history/series-history";
+import { isGoodData, type SampleSeries } from "../history/series-history";
 
 /**
  * @internal One tag's samples, sorted by timestamp; `timestamps[i]` is `samples[i].timestamp`.
@@ -12,6 +12,10 @@ export interface Series extends SampleSeries {
   readonly timestamps: number[];
   readonly samples: Sample[];
   start: number;
+  /** The newest timestamp of an evicted sample of this tag; undefined while none was evicted. */
+  evictedThrough: number | undefined;
+  /** Whether a good sample (data, Part 13) of this tag was evicted: look-backs may need it. */
+  evictedGood: boolean;
 }
 
 const EVICTED: Sample = Object.freeze({
@@ -58,6 +62,7 @@ export class RetainedSamples {
   #count = 0;
   #evicted = 0;
   #horizon: number | undefined;
+  #newest = -Infinity;
 
   constructor(limits: SampleRetentionLimits) {
     this.#limits = limits;
@@ -69,6 +74,11 @@ export class RetainedSamples {
    */
   get retainedFrom(): number | undefined {
     return this.#horizon;
+  }
+
+  /** The newest timestamp ever stored (a tag's newest sample is never evicted, so it is kept). */
+  get newestTimestamp(): number | undefined {
+    return this.#newest === -Infinity ? undefined : this.#newest;
   }
 
   /** Samples kept, over every tag. */
@@ -97,6 +107,29 @@ export class RetainedSamples {
     return this.#series.get(tag);
   }
 
+  /** The newest timestamp of an evicted sample of `tag` (undefined: none evicted). */
+  evictedThrough(tag: string): number | undefined {
+    return this.#series.get(tag)?.evictedThrough;
+  }
+
+  /**
+   * From when `tag`'s history answers exactly what a store keeping everything would: undefined
+   * when none of its samples was evicted; else its first kept sample's time (its value in force
+   * before that was evicted), or, when a good sample was evicted, its first kept good sample's
+   * time, since a Part 13 look-back to the last good value from an earlier time crosses evicted
+   * samples (a bad value in force at the horizon); `Infinity` when it keeps no good sample then.
+   */
+  completeFrom(tag: string): number | undefined {
+    const series = this.#series.get(tag);
+    if (series?.evictedThrough === undefined) return undefined;
+    const { timestamps, samples, start } = series;
+    if (!series.evictedGood) return timestamps[start];
+    for (let index = start; index < samples.length; index++) {
+      if (isGoodData(samples[index]!)) return timestamps[index];
+    }
+    return Infinity;
+  }
+
   /** Registers `tag` with an empty series unless it has one. */
   register(tag: string): void {
     this.#seriesOf(tag);
@@ -105,7 +138,7 @@ export class RetainedSamples {
   #seriesOf(tag: string): Series {
     let series = this.#series.get(tag);
     if (!series) {
-      series = { timestamps: [], samples: [], start: 0 };
+      series = { timestamps: [], samples: [], start: 0, evictedThrough: undefined, evictedGood: false };
       this.#series.set(tag, series);
     }
     return series;
@@ -142,6 +175,7 @@ export class RetainedSamples {
     if (index === start && length - start >= 1) this.#push({ at: timestamps[start + 1]!, series });
     else if (index === start + 1) this.#push({ at: timestamp, series });
     this.#count++;
+    if (timestamp > this.#newest) this.#newest = timestamp;
     return undefined;
   }
 
@@ -164,6 +198,9 @@ export class RetainedSamples {
       }
       if (this.#count <= maxSamples && at > aged && (this.#horizon === undefined || at > this.#horizon)) break;
       this.#pop();
+      const evictedAt = series.timestamps[series.start]!;
+      if (series.evictedThrough === undefined || evictedAt > series.evictedThrough) series.evictedThrough = evictedAt;
+      if (!series.evictedGood && isGoodData(series.samples[series.start]!)) series.evictedGood = true;
       series.samples[series.start++] = EVICTED;
       touched.add(series);
       if (series.start + 1 < series.timestamps.length) {

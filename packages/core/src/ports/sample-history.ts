@@ -11,7 +11,13 @@ export interface SampleQuery {
   readonly to: number;
   /** At most this many samples. @default 10000 */
   readonly limit?: number;
-  /** Page after this timestamp (exclusive): pass the last timestamp of the previous page. */
+  /**
+   * Page after this timestamp (exclusive): pass the last timestamp of the previous page. When the
+   * store evicted samples of the tag stamped after it since (a bounded store's retention, see
+   * {@link SampleHistory.retainedFrom}), the read rejects with `KILN_HISTORY_EVICTED` instead of
+   * skipping them: `details.evictedThrough` is the newest evicted timestamp of the tag, so a reader
+   * that accepts the gap continues with `after: details.evictedThrough`.
+   */
   readonly after?: number;
 }
 
@@ -43,6 +49,13 @@ export interface SampleBucket {
   readonly last: number;
   /** Number of numeric samples in the bucket (at least 1). */
   readonly count: number;
+  /**
+   * Absent when the bucket holds every sample stored in it. `uncertain`, with a reason naming the
+   * retention horizon, when the store evicted samples of the bucket's time (the bucket starts at or
+   * before the tag's newest evicted sample): its figures are of the kept samples only (OPC UA
+   * Part 13 partial interval: never good).
+   */
+  readonly quality?: Quality;
 }
 
 /**
@@ -50,10 +63,25 @@ export interface SampleBucket {
  * zero or less rejects with `KILN_VALIDATION`; an empty or reversed range gives `[]`.
  */
 export interface SampleHistory {
-  /** Samples of one tag in time order. */
+  /**
+   * Samples of one tag in time order.
+   * @throws KilnError `KILN_HISTORY_EVICTED` when `after` is given and samples of the tag stamped
+   * after it were evicted (see {@link SampleQuery.after}).
+   */
   readSamples(query: SampleQuery): Promise<Sample[]>;
   /** Min/max/avg/first/last/count of numeric samples per bucket, in time order. */
   readBuckets(query: BucketQuery): Promise<SampleBucket[]>;
+  /**
+   * From when this store's history is complete, ms since the epoch: `undefined` (or the method
+   * absent) for a store that keeps every sample it stored, such as the PostgreSQL store. A bounded
+   * store (MemoryStore's retention, ADR 0045) returns its horizon once it evicted something: from
+   * it on every tag's samples are all kept; before it samples are missing. The store itself marks
+   * every history result that rests on evicted time: aggregates, interpolated values and values at
+   * a time before the horizon are `uncertain` (or `bad`, no data), with a reason naming the
+   * horizon, buckets carry `quality`, and a page continuing across evicted samples rejects with
+   * `KILN_HISTORY_EVICTED`. Only moves forward. Synchronous and cheap: not a store round trip.
+   */
+  retainedFrom?(): number | undefined;
 }
 
 /**
@@ -170,6 +198,10 @@ export interface AggregateValue {
    * missing data (bad samples, an interval starting before the first sample, a value held past
    * the last sample), its reason naming every cause that applies in a fixed order ("rests on bad
    * data; rests on missing data; precision lost: ..."); `bad` when there was no data to compute it.
+   * An interval that rests on history a bounded store evicted (it starts before the tag's history
+   * is complete, see {@link SampleHistory.retainedFrom}) is never good: `uncertain`, or `bad`
+   * without a value, the reason ending "rests on history evicted by retention (complete from
+   * <ISO time>)".
    */
   readonly quality: Quality;
 }
@@ -240,7 +272,10 @@ export interface HistoryQueries {
    * good value before it; for a sloped tag the straight line between the good samples on either
    * side (or the last one held, when there is none after: uncertain). Quality is uncertain when a
    * bad sample lies between the value's sources and `time`, or nothing was stored after `time`;
-   * bad, with value `null`, when there is no good sample at or before it. One sample per tag,
+   * bad, with value `null`, when there is no good sample at or before it. A time before the tag's
+   * history is complete in a bounded store (see {@link SampleHistory.retainedFrom}; a look-back to
+   * the last good sample that crossed evicted time counts too) is never good: uncertain or bad,
+   * with the reason "rests on history evicted by retention (complete from <ISO time>)". One sample per tag,
    * stamped `time`, in the order given.
    * @throws KilnValidationError (`KILN_VALIDATION`) for bad input.
    */

@@ -85,6 +85,7 @@ const CALLER_FAULT_CODES: ReadonlySet<KilnErrorCode> = new Set<KilnErrorCode>([
   "KILN_ALREADY_EXISTS",
   "KILN_FORBIDDEN",
   "KILN_ABORTED",
+  "KILN_HISTORY_EVICTED",
 ]);
 
 /**
@@ -93,7 +94,7 @@ const CALLER_FAULT_CODES: ReadonlySet<KilnErrorCode> = new Set<KilnErrorCode>([
  * - a non-retryable `KilnError` whose code is a caller fault (`KILN_VALIDATION`, `KILN_TAG_UNKNOWN`,
  *   `KILN_TAG_NOT_WRITABLE`, `KILN_OUT_OF_RANGE`, `KILN_WRITE_REJECTED`, `KILN_NOT_SUPPORTED`,
  *   `KILN_INVALID_TRANSITION`, `KILN_CONCURRENCY_CONFLICT`, `KILN_NOT_FOUND`, `KILN_ALREADY_EXISTS`,
- *   `KILN_FORBIDDEN`, `KILN_ABORTED`);
+ *   `KILN_FORBIDDEN`, `KILN_ABORTED`, `KILN_HISTORY_EVICTED`);
  * - a `TypeError` or `RangeError` (a programmer error in the caller);
  * - an `AbortError` (the caller aborted its own signal).
  *

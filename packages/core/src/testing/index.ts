@@ -33,6 +33,7 @@ export {
   sampleSinkConformance,
   storeConformance,
   storeLifecycleConformance,
+  storeRetentionConformance,
   type StoreConformanceGroup,
   type StoreConformanceOptions,
   type StoreFactory,

@@ -4,7 +4,12 @@ import { SAMPLE_TIME_MAX, SAMPLE_TIME_MIN, type Sample } from "../domain/sample"
 import { MemoryStore } from "../memory/memory-store";
 import type { AggregateQuery, AggregateValue } from "../ports/sample-history";
 import type { SampleConflict, SampleWriteResult } from "../ports/sample-sink";
-import { edgeValueConformance, sampleConflictConformance, storeConformance } from "./store-conformance";
+import {
+  edgeValueConformance,
+  sampleConflictConformance,
+  storeConformance,
+  storeRetentionConformance,
+} from "./store-conformance";
 import { storeHistoryConformance } from "./store-history-conformance";
 
 storeConformance({
@@ -13,6 +18,70 @@ storeConformance({
   describe,
   factory: async () => new MemoryStore(),
   capabilities: new MemoryStore().capabilities,
+});
+
+// The retention group against a store that evicts: MemoryStore keeping 3 samples.
+describe("MemoryStore with a tiny retention", () => {
+  storeRetentionConformance({
+    test,
+    expect,
+    describe,
+    factory: async () => new MemoryStore({ retention: { maxSamples: 3 } }),
+    aggregates: true,
+  });
+});
+
+// A store that evicts but answers as if it kept everything (the unfixed MemoryStore): the retention
+// group must fail each rule.
+describe("the retention group fails a store that hides its evictions", () => {
+  const hiding = async (): Promise<MemoryStore> => {
+    const store = new MemoryStore({ retention: { maxSamples: 3 } });
+    const readSamples = store.samples.readSamples.bind(store.samples);
+    const readBuckets = store.samples.readBuckets.bind(store.samples);
+    const aggregate = store.history.aggregate.bind(store.history);
+    const good = Object.freeze({ severity: "good", code: 0 }) as AggregateValue["quality"];
+    Object.assign(store.samples, {
+      readSamples: async (query: Parameters<typeof readSamples>[0]) => {
+        try {
+          return await readSamples(query);
+        } catch {
+          return readSamples({ ...query, after: store.retainedFrom });
+        }
+      },
+      readBuckets: async (query: Parameters<typeof readBuckets>[0]) =>
+        (await readBuckets(query)).map(({ quality: _quality, ...bucket }) => bucket),
+    });
+    Object.assign(store.history, {
+      aggregate: async (...args: Parameters<typeof aggregate>) =>
+        (await aggregate(...args)).map((interval) => ({
+          ...interval,
+          values: Object.fromEntries(
+            Object.entries(interval.values).map(([name, value]) => [
+              name,
+              value!.value === null ? value : { value: value!.value, quality: good },
+            ]),
+          ),
+        })),
+    });
+    return store;
+  };
+  const names = [
+    "a page continued with after returns every later sample, or rejects KILN_HISTORY_EVICTED naming the gap: never skips silently",
+    "a bucket without quality holds every sample written in it; one that lost samples is marked, never good",
+    "a good aggregate or value at a time equals the written data's; what rests on evicted history is not good",
+  ];
+  for (const name of names) {
+    test(`fails "${name}"`, async () => {
+      const bodies = new Map<string, () => Promise<void>>();
+      storeRetentionConformance({
+        test: (testName, body) => bodies.set(testName, body),
+        expect,
+        factory: hiding,
+        aggregates: true,
+      });
+      await expect(bodies.get(`retention: ${name}`)!()).rejects.toThrow();
+    });
+  }
 });
 
 // A store breaking one edge-value rule at a time: the edge-value group must fail it, by name.

@@ -37,6 +37,7 @@ export type StoreConformanceGroup =
   | "edge-values"
   | "arrays"
   | "history"
+  | "retention"
   | "events"
   | "processes"
   | "recipes"
@@ -79,6 +80,8 @@ export function storeConformance(options: StoreConformanceOptions): void {
   if (groups["edge-values"] !== false) edgeValueConformance(options);
   if (groups.arrays !== false) arrayValueConformance(options);
   if (groups.history !== false && options.capabilities.aggregates) storeHistoryConformance(options);
+  if (groups.retention !== false)
+    storeRetentionConformance({ ...options, aggregates: options.capabilities.aggregates });
   if (groups.events !== false) eventStoreConformance(options);
   if (groups.processes !== false) processRepositoryConformance(options);
   if (groups.recipes !== false) recipeRepositoryConformance(options);
@@ -117,6 +120,127 @@ function withStore(factory: StoreFactory, body: StoreTest): () => Promise<void> 
 
 function sampleAt(tag: string, offsetMs: number, value: TagValue | null, sampleQuality: Quality = GOOD): Sample {
   return { tag, value, timestamp: T0 + offsetMs, quality: sampleQuality };
+}
+
+/**
+ * The completeness rule every store's history obeys (ADR 0045, fix16b): a store may keep a bounded
+ * history (`samples.retainedFrom()` then says from when it is complete), but it never answers a
+ * wrong value as good and never skips samples silently. Each test writes 40 samples of one tag in
+ * four batches and checks every answer against the written data: a page continued with `after`
+ * returns every later sample or rejects `KILN_HISTORY_EVICTED` naming the gap; a good aggregate,
+ * value at a time or unmarked bucket equals what the written data gives. A store that keeps
+ * everything passes with `retainedFrom` absent or undefined; core runs the group against a
+ * MemoryStore with a tiny retention too, so the evicting branch is exercised.
+ */
+export function storeRetentionConformance(
+  options: StoreGroupConformanceOptions & { readonly aggregates?: boolean },
+): void {
+  const { expect, factory } = options;
+  const written = Array.from({ length: 40 }, (_, index) => sampleAt(TEMPERATURE, index * 10, index));
+  group(options, "retention", (test) => {
+    test(
+      "a page continued with after returns every later sample, or rejects KILN_HISTORY_EVICTED naming the gap: never skips silently",
+      withStore(factory, async (store) => {
+        const returned: number[] = [];
+        const gaps: [number, number][] = [];
+        // A first page (no after) of a store that evicted already starts at its horizon: the reader
+        // is told by retainedFrom, not by an error.
+        let toldFrom: number | undefined;
+        let after: number | undefined;
+        const page = async (): Promise<Sample[]> => {
+          for (;;) {
+            try {
+              return await store.samples.readSamples({
+                tag: TEMPERATURE,
+                from: T0,
+                to: T0 + 1_000,
+                limit: 3,
+                ...(after === undefined ? {} : { after }),
+              });
+            } catch (error) {
+              if (!KilnError.is(error, "KILN_HISTORY_EVICTED")) throw error;
+              const through = error.details?.evictedThrough as number;
+              expect(typeof through === "number" && through > after!).toBe(true);
+              expect(store.samples.retainedFrom?.() !== undefined).toBe(true);
+              gaps.push([after!, through]);
+              after = through;
+            }
+          }
+        };
+        for (let batch = 0; batch < 4; batch++) {
+          await store.samples.writeBatch(written.slice(batch * 10, batch * 10 + 10));
+          const first = after === undefined;
+          const rows = await page();
+          if (first) toldFrom = store.samples.retainedFrom?.();
+          for (const row of rows) returned.push(row.timestamp);
+          if (rows.length > 0) after = rows.at(-1)!.timestamp;
+        }
+        for (let rows = await page(); rows.length > 0; rows = await page()) {
+          for (const row of rows) returned.push(row.timestamp);
+          after = rows.at(-1)!.timestamp;
+        }
+        const missing = written
+          .map((sample) => sample.timestamp)
+          .filter((time) => !returned.includes(time) && (toldFrom === undefined || time >= toldFrom))
+          .filter((time) => !gaps.some(([from, through]) => time > from && time <= through));
+        expect(missing).toEqual([]);
+        if (store.samples.retainedFrom?.() === undefined) expect(gaps).toEqual([]);
+      }),
+    );
+
+    test(
+      "a bucket without quality holds every sample written in it; one that lost samples is marked, never good",
+      withStore(factory, async (store) => {
+        for (let batch = 0; batch < 4; batch++)
+          await store.samples.writeBatch(written.slice(batch * 10, batch * 10 + 10));
+        const buckets = await store.samples.readBuckets({ tag: TEMPERATURE, from: T0 - 5, to: T0 + 400, bucketMs: 50 });
+        for (const bucket of buckets) {
+          const expected = written.filter(
+            (sample) => sample.timestamp >= bucket.start && sample.timestamp < bucket.start + 50,
+          ).length;
+          if (bucket.quality === undefined || bucket.quality.severity === "good")
+            expect([bucket.start, bucket.count]).toEqual([bucket.start, expected]);
+        }
+        if (store.samples.retainedFrom?.() === undefined)
+          expect(buckets.every((bucket) => bucket.quality === undefined)).toBe(true);
+      }),
+    );
+
+    if (options.aggregates) {
+      test(
+        "a good aggregate or value at a time equals the written data's; what rests on evicted history is not good",
+        withStore(factory, async (store) => {
+          for (let batch = 0; batch < 4; batch++)
+            await store.samples.writeBatch(written.slice(batch * 10, batch * 10 + 10));
+          const history = store.history!;
+          const intervals = await history.aggregate([TEMPERATURE], {
+            start: T0 - 5,
+            end: T0 + 395,
+            intervalMs: 50,
+            aggregates: ["Count", "Minimum"],
+          });
+          for (const interval of intervals) {
+            const inside = written.filter(
+              (sample) => sample.timestamp >= interval.start && sample.timestamp < interval.end,
+            );
+            const count = interval.values.Count!;
+            if (count.quality.severity === "good")
+              expect([interval.start, count.value]).toEqual([interval.start, inside.length]);
+            const minimum = interval.values.Minimum!;
+            if (minimum.quality.severity === "good")
+              expect([interval.start, minimum.value]).toEqual([interval.start, inside[0]?.value]);
+          }
+          const times = written.map((sample) => sample.timestamp);
+          const values = await history.valuesAt([TEMPERATURE], times);
+          for (const [index, value] of values.entries()) {
+            if (value.quality.severity === "good")
+              expect([value.timestamp, value.value]).toEqual([times[index], index]);
+            else if (store.samples.retainedFrom?.() === undefined) expect(value.quality.severity).toBe("good");
+          }
+        }),
+      );
+    }
+  });
 }
 
 const ARRAY_TAGS = defineTags({

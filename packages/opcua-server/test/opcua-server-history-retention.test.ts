@@ -1,0 +1,152 @@
+import {
+  Authorizer,
+  createControlSystem,
+  defaultRoleTable,
+  defineTags,
+  MemoryStore,
+  quality,
+  type Sample,
+  SimulatedPlc,
+} from "@kiln/core";
+import {
+  type DataValue,
+  type HistoryData,
+  HistoryReadRequest,
+  ReadProcessedDetails,
+  ReadRawModifiedDetails,
+  StatusCodes,
+  TimestampsToReturn,
+  UserTokenType,
+} from "node-opcua-client";
+import { afterAll, beforeAll, expect, test } from "vitest";
+import { AGGREGATE_FUNCTION_NODE_IDS, OpcuaServer } from "../src/index";
+import { connect, identify, makeTestPki, type TestPki, USERS } from "./support/opcua-fixture";
+
+// Issue 16, fix16b: HistoryRead served from a MemoryStore whose retention evicted part of the range.
+const tags = defineTags({
+  "hist.temp": { dataType: "float64", unit: "degC" },
+  "hist.valve": { dataType: "bool" },
+});
+const T0 = Date.UTC(2026, 0, 1, 8, 0, 0);
+const HISTORY: Sample[] = Array.from({ length: 40 }, (_, i) => ({
+  tag: "hist.temp",
+  timestamp: T0 + i * 1_000,
+  value: 20 + i,
+  quality: quality("good"),
+}));
+
+let pki: TestPki;
+let store: MemoryStore;
+let system: ReturnType<typeof createControlSystem>;
+let server: OpcuaServer;
+let client: Awaited<ReturnType<typeof connect>>;
+let node: string;
+
+beforeAll(async () => {
+  pki = await makeTestPki();
+  store = new MemoryStore({ retention: { maxSamples: 20 } });
+  system = createControlSystem({
+    machineId: "reactor-1",
+    tags,
+    driver: new SimulatedPlc({ tags }),
+    store,
+    // One scan at start, then none for the test: the live samples do not move the horizon meanwhile.
+    scanGroups: { default: { periodMs: 3_600_000 } },
+  });
+  server = new OpcuaServer(system, {
+    port: 0,
+    host: "127.0.0.1",
+    pki: { dir: pki.serverDir },
+    identify,
+    authorizer: new Authorizer({ roles: defaultRoleTable() }),
+  });
+  await system.start();
+  await system.ready();
+  await system.unchecked.store.samples.writeBatch(HISTORY);
+  await server.start();
+  client = await connect(server, pki.trusted, {
+    type: UserTokenType.UserName,
+    userName: "vic",
+    password: USERS.vic!.password,
+  });
+  node = server.nodeIdOf("hist.temp");
+}, 60_000);
+
+afterAll(async () => {
+  await client?.close();
+  await server?.stop();
+  await system?.stop();
+  await pki?.dispose();
+});
+
+async function read(details: unknown, continuationPoint?: Buffer) {
+  const response = await client.session.historyRead(
+    new HistoryReadRequest({
+      historyReadDetails: details as ReadRawModifiedDetails,
+      nodesToRead: [{ nodeId: node, ...(continuationPoint ? { continuationPoint } : {}) }],
+      timestampsToReturn: TimestampsToReturn.Source,
+      releaseContinuationPoints: false,
+    }),
+  );
+  return response.results![0]!;
+}
+const valuesOf = (result: { historyData?: unknown }): DataValue[] =>
+  ((result.historyData as HistoryData | undefined)?.dataValues ?? []) as DataValue[];
+const severity = (value: DataValue): number => (value.statusCode.value & 0xc0000000) >>> 0;
+
+test("Processed intervals over evicted history are served Uncertain or Bad, never Good; later ones stay Good", async () => {
+  const retainedFrom = store.retainedFrom!;
+  expect(retainedFrom).toBeGreaterThan(T0);
+  const result = await read(
+    new ReadProcessedDetails({
+      startTime: new Date(T0),
+      endTime: new Date(T0 + 40_000),
+      processingInterval: 5_000,
+      aggregateConfiguration: { useServerCapabilitiesDefaults: true },
+      aggregateType: [`i=${AGGREGATE_FUNCTION_NODE_IDS.Count}`],
+    }),
+  );
+  const values = valuesOf(result);
+  expect(values).toHaveLength(8);
+  for (const value of values) {
+    const start = value.sourceTimestamp!.getTime();
+    if (start < retainedFrom) expect(severity(value)).not.toBe(0);
+  }
+  expect(severity(values.at(-1)!)).toBe(0);
+  expect(values.at(-1)!.value.value).toBe(5);
+});
+
+test("a raw read continued across samples evicted since its last page answers BadContinuationPointInvalid", async () => {
+  const from = T0 + 30_000;
+  const first = await read(
+    new ReadRawModifiedDetails({
+      startTime: new Date(from),
+      endTime: new Date(T0 + 40_000),
+      numValuesPerNode: 3,
+      isReadModified: false,
+      returnBounds: false,
+    }),
+  );
+  expect(valuesOf(first).map((value) => value.sourceTimestamp!.getTime() - T0)).toEqual([30_000, 31_000, 32_000]);
+  expect(first.continuationPoint).toBeTruthy();
+  // Newer samples of another tag push the horizon past the page cursor (32 s).
+  await system.unchecked.store.samples.writeBatch(
+    Array.from({ length: 15 }, (_, i) => ({
+      tag: "hist.valve",
+      timestamp: T0 + 100_000 + i,
+      value: i % 2 === 0,
+      quality: quality("good"),
+    })),
+  );
+  const next = await read(
+    new ReadRawModifiedDetails({
+      startTime: new Date(from),
+      endTime: new Date(T0 + 40_000),
+      numValuesPerNode: 3,
+      isReadModified: false,
+      returnBounds: false,
+    }),
+    first.continuationPoint!,
+  );
+  expect(next.statusCode.value).toBe(StatusCodes.BadContinuationPointInvalid.value);
+});
