@@ -113,8 +113,8 @@ export function multiplierProblem(
  * The one check of a {@link ReconnectBackoff}: `initialDelayMs` a finite number > 0,
  * `maxDelayMs` finite and ≥ `initialDelayMs`, both at most {@link MAX_DRIVER_DURATION_MS}
  * (a longer delay overflows Node's timer and retries after 1 ms), `multiplier` (when given) finite and ≥ 1,
- * and such that the delay reaches `maxDelayMs` within {@link MAX_BACKOFF_STEPS} (1,000) attempts
- * ({@link multiplierProblem}; `maxDelayMs` equal to `initialDelayMs` is a constant delay, any multiplier), `jitter` (when given) `"full"`, `"equal"`, `"none"` or a fraction in `[0, 1]`. NaN fails every rule.
+ * and such that the delay reaches `maxDelayMs` within 1,000 attempts
+ * (`maxDelayMs` equal to `initialDelayMs` is a constant delay, any multiplier), `jitter` (when given) `"full"`, `"equal"`, `"none"` or a fraction in `[0, 1]`. NaN fails every rule.
  *
  * @param path the field path of `backoff` in the caller's options, for the issues (`"reconnect"`).
  * @throws `KilnValidationError` (`KILN_VALIDATION`) listing every broken rule by field path.
