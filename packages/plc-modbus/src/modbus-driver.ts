@@ -277,8 +277,8 @@ export class ModbusDriver implements PlcDriver {
           ...this.#guarded(unitId, shape, shape.split("/")[0]!),
           ...this.#writeFence(unitId, shape),
         }),
-      read: (unitId, area, address, count, what, signal) =>
-        this.#readGuarded({ unitId, area, address, count, items: [] }, what, signal),
+      read: (unitId, area, address, count, what, signal, again) =>
+        this.#readGuarded({ unitId, area, address, count, items: [] }, what, signal, again),
     });
     this.#queue = new ModbusRequestQueue({
       clock: this.#clock,
@@ -294,10 +294,10 @@ export class ModbusDriver implements PlcDriver {
       onFenceTimeout: (error) => this.#fenceTimedOut(error),
       // A busy RTU device ignores the requests it gets while it sends a late answer: its fence waits for the bound.
       fenceAfterLateBound: transport.kind === "rtu",
-      // TCP with the guard: ids cannot be trusted (a transparent gateway stamps the newest), so one extra answer frame
-      // would shift every later answer of its shape onto the next request of that shape; never two such back to back
-      // (ADR 0041, amendment fix12d). RTU is covered by the client's answer-time rule (fix12c).
-      separateShapes: transport.kind === "tcp" && transport.lateAnswerGuard,
+      // `transport.separateShapes` (TCP with the guard): ids cannot be trusted behind a transparent gateway, so one
+      // extra answer frame would shift every later answer of its shape onto the next request of that shape; never two
+      // such back to back (ADR 0041, amendment fix12d). RTU is covered by the client's answer-time rule (fix12c).
+      separateShapes: this.#separating(),
       // Only TCP: a new connection proves that no answer of the old one comes (a serial line outlives its port).
       ...(transport.kind === "tcp" && transport.lateAnswerGuard && this.#options.reconnect.enabled
         ? { resyncAfterMs: transport.lostAnswerResyncMs, onResync: (reason: string) => this.#resync(reason) }
@@ -820,11 +820,9 @@ export class ModbusDriver implements PlcDriver {
     const sorted = mixed ? [...requests].sort((a, b) => rank(a) - rank(b) || missed(b) - missed(a)) : requests;
     // Separating shapes (TCP with the guard): the queue sends a read of another size between two requests of one
     // answer shape; ordering the blocks so shapes alternate (within a rank) saves most of those (fix12d).
-    const transport = this.#options.transport;
-    const order =
-      transport.kind === "tcp" && transport.lateAnswerGuard
-        ? alternateShapes(sorted, (request) => shapeOf(request), mixed ? rank : () => 0, this.#queue.lastShape)
-        : sorted;
+    const order = this.#separating()
+      ? alternateShapes(sorted, (request) => shapeOf(request), mixed ? rank : () => 0, this.#queue.lastShape)
+      : sorted;
     return { order, anyHealthy, anySuspect };
   }
 
@@ -1245,6 +1243,7 @@ export class ModbusDriver implements PlcDriver {
     request: ModbusReadRequest,
     what: string,
     signal: AbortSignal | undefined,
+    again = false,
   ): Promise<boolean[] | number[]> {
     return this.#request(
       request.unitId,
@@ -1255,7 +1254,11 @@ export class ModbusDriver implements PlcDriver {
       },
       what,
       signal,
-      { ...this.#guarded(request.unitId, shapeOf(request), request.area), ...this.#fenceFor(request.unitId, request) },
+      {
+        ...this.#guarded(request.unitId, shapeOf(request), request.area),
+        ...this.#fenceFor(request.unitId, request),
+        ...(again ? { unseparated: true } : {}),
+      },
     );
   }
 
@@ -1390,6 +1393,12 @@ export class ModbusDriver implements PlcDriver {
   #fenceAnswered(unitId: number, rtu: boolean): void {
     this.#consecutiveTimeouts = 0;
     if (rtu) this.#units.answered(unitId);
+  }
+
+  /** Whether requests of one answer shape are never sent back to back (`transport.separateShapes`, fix12d). */
+  #separating(): boolean {
+    const transport = this.#options.transport;
+    return transport.kind === "tcp" && transport.lateAnswerGuard && transport.separateShapes;
   }
 
   /** Records `request` as answered (see `#provenReads`). */

@@ -175,6 +175,8 @@ interface Entry {
   readonly exceptionShape?: string | undefined;
   /** The unit it addresses; see {@link ModbusRequestOptions.unit}. */
   readonly unit?: number | undefined;
+  /** Goes without a separator; see {@link ModbusRequestOptions.unseparated}. */
+  readonly unseparated?: boolean;
   /** Sent while a late answer of its exception shape could still come (see `#strayExceptions`). */
   strayRisk?: boolean;
   /** Order in which it went on the wire (set by #execute). */
@@ -248,6 +250,12 @@ export interface ModbusRequestOptions {
    * Undefined: the hold lasts until the answer comes or the horizon, as before.
    */
   readonly unit?: number;
+  /**
+   * Goes right after a request of its shape without a separator (see
+   * {@link ModbusRequestQueueOptions.separateShapes}): for a request whose answer is checked against the one before
+   * (the second read of a bit write's read-modify-write: a shifted answer makes the two disagree). @default false
+   */
+  readonly unseparated?: boolean;
 }
 
 /**
@@ -907,6 +915,7 @@ export class ModbusRequestQueue {
         fence: options.fence,
         scope: options.scope ?? "",
         unit: options.unit,
+        unseparated: options.unseparated ?? false,
         resolve: resolve as (value: unknown) => void,
         reject,
         settled: false,
@@ -1082,7 +1091,8 @@ export class ModbusRequestQueue {
    * shape of the request sent just before it, within that one's late bound, and the ids are not proven.
    */
   #separatorDue(entry: Entry): boolean {
-    if (!this.#separateShapes || this.idsProven || entry.shape === undefined || entry.fence === undefined) return false;
+    if (!this.#separateShapes || this.idsProven || entry.unseparated === true) return false;
+    if (entry.shape === undefined || entry.fence === undefined) return false;
     const last = this.#lastSent;
     if (last === undefined || last.shape !== entry.shape) return false;
     return this.#clock.now() < last.at + this.#timeoutMs + this.#guardMs;

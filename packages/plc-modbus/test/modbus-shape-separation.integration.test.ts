@@ -6,8 +6,8 @@ import { rawRegister, startRawTcpDevice, type RawAnswer, type RawRequest } from 
 // Issue 12, ADR 0041 amendment fix12d (the open HIGH of fix12ab/fix12c on TCP). Behind a transparent TCP-to-RTU
 // gateway (every answer stamped with the newest request's transaction id), one extra answer frame of the right size
 // that lands while a request waits is taken by it; that request's own answer then came while the next request of
-// the same shape waited and was taken by it, good and wrong, and so on down a chain of same-size reads. Now no two
-// requests of one answer shape go back to back: the shifted answer lands on a read of another size (a mismatch or a
+// the same shape waited and was taken by it, good and wrong, and so on down a chain of same-size reads. With
+// `transport.separateShapes` no two requests of one answer shape go back to back: the shifted answer lands on a read of another size (a mismatch or a
 // dropped answer, reported) and the stream is resynchronised. The extra frame itself, taken by the request it landed
 // on, cannot be told from that request's answer (it has its size, the newest id, and it came in time): at most that
 // one wrong value remains per extra frame.
@@ -34,7 +34,7 @@ async function gateway(bend: (request: RawRequest, stamp: () => number) => RawAn
   });
   cleanups.push(() => device.stop());
   const driver = new ModbusDriver({
-    transport: { kind: "tcp", host: device.host, port: device.port },
+    transport: { kind: "tcp", host: device.host, port: device.port, separateShapes: true },
     requestTimeoutMs: 300,
   });
   cleanups.push(() => driver.close());
