@@ -64,6 +64,25 @@ export interface ModbusTcpTransport {
    * it. ADR 0041, amendments fix12v, fix12y and fix12u (2026-12-01). @default 30000
    */
   readonly lostAnswerResyncMs?: number;
+  /**
+   * Never send two requests of one answer shape (function code and byte count; the unit is left out, as for the
+   * guard) back to back while the transaction ids are not proven (with `lateAnswerGuard`; ids are proven only by
+   * pipelined answers, `maxInFlight` > 1). For a peer that stamps whatever answer it forwards with the newest
+   * request's transaction id (a transparent TCP-to-RTU gateway) or that repeats answers (a repeater, a gateway
+   * retrying): one extra answer frame of the right size taken by a request leaves that request's own answer to
+   * come next, and without this the next request of the same shape takes it, **good and wrong**, and so on while
+   * same-size requests follow each other (measured: 1-3 wrong values a scan of 20 same-size blocks, a whole chain
+   * of reads back to back). With it, each read's blocks are ordered so shapes alternate, and where they cannot
+   * (a plan of same-size blocks, the next scan's first block) a read of another size (a fence, built from a read
+   * that answered) goes alone between two same-shape requests sent less than their late bound (twice
+   * `requestTimeoutMs`) apart: the shifted answer lands on it, is refused or dropped and reported (the answer
+   * stream is fenced), and at most the extra frame itself is taken (it cannot be told from the answer it stands
+   * for: one wrong, good value per extra frame). Cost: none on a plan whose shapes alternate; up to one more
+   * request per block on a plan whose blocks all have one size (measured: see ADR 0041, amendment fix12d). The
+   * second read of a bit write's read-modify-write goes without one (the two reads' agreement is its check).
+   * Ignored without `lateAnswerGuard`. @default false
+   */
+  readonly separateShapes?: boolean;
 }
 
 /** Modbus RTU over a serial port; every answer is checked against its request (see docs/drivers/modbus.md, "Serial lines"). */
@@ -242,6 +261,7 @@ export const modbusDriverOptionsSchema = z
           .positive()
           .max(MAX_DURATION_MS, "must be at most 3600000 (1 hour)")
           .default(30_000),
+        separateShapes: z.boolean().default(false),
       }),
       z.strictObject({
         kind: z.literal("rtu"),

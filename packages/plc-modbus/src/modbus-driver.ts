@@ -277,8 +277,8 @@ export class ModbusDriver implements PlcDriver {
           ...this.#guarded(unitId, shape, shape.split("/")[0]!),
           ...this.#writeFence(unitId, shape),
         }),
-      read: (unitId, area, address, count, what, signal) =>
-        this.#readGuarded({ unitId, area, address, count, items: [] }, what, signal),
+      read: (unitId, area, address, count, what, signal, again) =>
+        this.#readGuarded({ unitId, area, address, count, items: [] }, what, signal, again),
     });
     this.#queue = new ModbusRequestQueue({
       clock: this.#clock,
@@ -294,6 +294,10 @@ export class ModbusDriver implements PlcDriver {
       onFenceTimeout: (error) => this.#fenceTimedOut(error),
       // A busy RTU device ignores the requests it gets while it sends a late answer: its fence waits for the bound.
       fenceAfterLateBound: transport.kind === "rtu",
+      // `transport.separateShapes` (TCP with the guard): ids cannot be trusted behind a transparent gateway, so one
+      // extra answer frame would shift every later answer of its shape onto the next request of that shape; never two
+      // such back to back (ADR 0041, amendment fix12d). RTU is covered by the client's answer-time rule (fix12c).
+      separateShapes: this.#separating(),
       // Only TCP: a new connection proves that no answer of the old one comes (a serial line outlives its port).
       ...(transport.kind === "tcp" && transport.lateAnswerGuard && this.#options.reconnect.enabled
         ? { resyncAfterMs: transport.lostAnswerResyncMs, onResync: (reason: string) => this.#resync(reason) }
@@ -813,7 +817,12 @@ export class ModbusDriver implements PlcDriver {
       Number(anyHealthy) + Number(anySuspect) + Number(anyUnknown) > 1 ||
       requests.some((request) => missed(request) > 0) ||
       (this.#silentBlocks.size > 0 && requests.some((request) => silent(request) > 0));
-    const order = mixed ? [...requests].sort((a, b) => rank(a) - rank(b) || missed(b) - missed(a)) : requests;
+    const sorted = mixed ? [...requests].sort((a, b) => rank(a) - rank(b) || missed(b) - missed(a)) : requests;
+    // Separating shapes (TCP with the guard): the queue sends a read of another size between two requests of one
+    // answer shape; ordering the blocks so shapes alternate (within a rank) saves most of those (fix12d).
+    const order = this.#separating()
+      ? alternateShapes(sorted, (request) => shapeOf(request), mixed ? rank : () => 0, this.#queue.lastShape)
+      : sorted;
     return { order, anyHealthy, anySuspect };
   }
 
@@ -1234,6 +1243,7 @@ export class ModbusDriver implements PlcDriver {
     request: ModbusReadRequest,
     what: string,
     signal: AbortSignal | undefined,
+    again = false,
   ): Promise<boolean[] | number[]> {
     return this.#request(
       request.unitId,
@@ -1244,7 +1254,11 @@ export class ModbusDriver implements PlcDriver {
       },
       what,
       signal,
-      { ...this.#guarded(request.unitId, shapeOf(request), request.area), ...this.#fenceFor(request.unitId, request) },
+      {
+        ...this.#guarded(request.unitId, shapeOf(request), request.area),
+        ...this.#fenceFor(request.unitId, request),
+        ...(again ? { unseparated: true } : {}),
+      },
     );
   }
 
@@ -1379,6 +1393,12 @@ export class ModbusDriver implements PlcDriver {
   #fenceAnswered(unitId: number, rtu: boolean): void {
     this.#consecutiveTimeouts = 0;
     if (rtu) this.#units.answered(unitId);
+  }
+
+  /** Whether requests of one answer shape are never sent back to back (`transport.separateShapes`, fix12d). */
+  #separating(): boolean {
+    const transport = this.#options.transport;
+    return transport.kind === "tcp" && transport.lateAnswerGuard && transport.separateShapes;
   }
 
   /** Records `request` as answered (see `#provenReads`). */
@@ -1716,6 +1736,32 @@ function blockKey(request: ModbusReadRequest): string {
 }
 
 /** The shape of a read's answer: area and byte count (with the unit, see `ModbusDriver.#guarded`, what tells two answers apart). */
+/**
+ * `requests` reordered so that no two in a row have the same `shape` where another order allows it (ADR 0041,
+ * amendment fix12d): each next one is the first left of the lowest rank left whose shape differs from the one before
+ * (`last`: the shape sent just before the first), else the first of that rank. Stable otherwise; ranks keep their order.
+ */
+function alternateShapes<T>(
+  requests: readonly T[],
+  shape: (request: T) => string,
+  rank: (request: T) => number,
+  last: string | undefined,
+): readonly T[] {
+  if (requests.length < 2 && (requests.length === 0 || shape(requests[0]!) !== last)) return requests;
+  const left = [...requests];
+  const out: T[] = [];
+  let previous = last;
+  while (left.length > 0) {
+    const lowest = rank(left[0]!);
+    let index = left.findIndex((request) => rank(request) === lowest && shape(request) !== previous);
+    if (index < 0) index = 0;
+    const [next] = left.splice(index, 1);
+    out.push(next!);
+    previous = shape(next!);
+  }
+  return out;
+}
+
 function shapeOf(request: Pick<ModbusReadRequest, "area" | "count">): string {
   const bytes = isBitArea(request.area) ? Math.ceil(request.count / 8) : request.count * 2;
   return `${request.area}/${bytes}`;

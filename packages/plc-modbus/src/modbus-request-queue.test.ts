@@ -39,6 +39,55 @@ describe("ModbusRequestQueue", () => {
     };
   }
 
+  it("separateShapes: a read of another size goes alone between two same-shape requests (fix12d)", async () => {
+    const clock = new SimulatedClock();
+    const started: [string, number][] = [];
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100, separateShapes: true });
+    const fence = fences(clock, started, () => Promise.resolve([]));
+    const read = (what: string, shape: string, unseparated = false) =>
+      queue.run(() => (started.push([what, clock.now()]), Promise.resolve(what)), what, undefined, {
+        shape,
+        fence,
+        unseparated,
+      });
+    expect(await Promise.all([read("HR0", "hr/2"), read("HR10", "hr/2"), read("HR20", "hr/4")])).toEqual([
+      "HR0",
+      "HR10",
+      "HR20",
+    ]);
+    // HR10 has HR0's shape: a read of another size (the first the builder finds that is not unsure) goes first.
+    expect(started.map(([what]) => what)).toEqual(["HR0", "fence hr/4", "HR10", "HR20"]);
+    expect(queue.separators).toBe(1);
+    expect(queue.lastShape).toBe("hr/4");
+    // The bit write's second read goes right after its first.
+    started.length = 0;
+    await Promise.all([read("HR30", "hr/2"), read("HR30 again", "hr/2", true)]);
+    expect(started.map(([what]) => what)).toEqual(["HR30", "HR30 again"]);
+    // Past the late bound of the request before, no separator: its shifted answer would have come as a stray.
+    started.length = 0;
+    await clock.advance(200);
+    expect(queue.lastShape).toBeUndefined();
+    await read("HR40", "hr/2");
+    expect(started.map(([what]) => what)).toEqual(["HR40"]);
+    expect(queue.separators).toBe(1);
+  });
+
+  it("without separateShapes, same-shape requests go back to back as before (sibling)", async () => {
+    const clock = new SimulatedClock();
+    const started: [string, number][] = [];
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const fence = fences(clock, started, () => Promise.resolve([]));
+    const read = (what: string) =>
+      queue.run(() => (started.push([what, clock.now()]), Promise.resolve(what)), what, undefined, {
+        shape: "hr/2",
+        fence,
+      });
+    await Promise.all([read("HR0"), read("HR10")]);
+    expect(started.map(([what]) => what)).toEqual(["HR0", "HR10"]);
+    expect(queue.separators).toBe(0);
+    expect(queue.lastShape).toBeUndefined();
+  });
+
   it("with no fence to build, resynchronises on a backoff instead of failing for good (adv12s H2)", async () => {
     const clock = new SimulatedClock();
     const resyncs: string[] = [];

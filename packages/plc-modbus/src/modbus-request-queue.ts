@@ -67,6 +67,21 @@ export interface ModbusRequestQueueOptions {
    * connection and opens a new one, then calls {@link ModbusRequestQueue.newConnection}. A listener that throws is ignored.
    */
   readonly onResync?: (reason: string) => void;
+  /**
+   * Never sends two requests of one answer shape (see {@link ModbusRequestOptions.shape}) back to back while the
+   * transaction ids are not proven ({@link ModbusRequestQueue.idsProven}): before a request whose shape is the
+   * shape of the request sent just before it (less than its late bound, `timeoutMs + lateAnswerGuardMs`, ago),
+   * a separator goes alone: a read built by the request's `fence` builder, of a shape that is neither that shape
+   * nor one still possibly on its way. For a peer that stamps whatever answer it forwards with the newest
+   * request's transaction id (a transparent gateway; a repeater retransmitting): one extra answer frame of the
+   * right size taken by a request leaves that request's own answer to come next, and without a separator the next
+   * request of the same shape takes it, good and wrong, and so on down the chain. With one, the answer lands on a
+   * request of another size (a mismatch, or a drop the client reports) and the stream is resynchronised: at most
+   * the extra frame itself is taken (nothing tells it apart). A request without a shape or a fence builder, or
+   * whose builder finds no other shape, goes without one. ADR 0041, amendment fix12d.
+   * @default false
+   */
+  readonly separateShapes?: boolean;
 }
 
 /**
@@ -160,6 +175,8 @@ interface Entry {
   readonly exceptionShape?: string | undefined;
   /** The unit it addresses; see {@link ModbusRequestOptions.unit}. */
   readonly unit?: number | undefined;
+  /** Goes without a separator; see {@link ModbusRequestOptions.unseparated}. */
+  readonly unseparated?: boolean;
   /** Sent while a late answer of its exception shape could still come (see `#strayExceptions`). */
   strayRisk?: boolean;
   /** Order in which it went on the wire (set by #execute). */
@@ -233,6 +250,12 @@ export interface ModbusRequestOptions {
    * Undefined: the hold lasts until the answer comes or the horizon, as before.
    */
   readonly unit?: number;
+  /**
+   * Goes right after a request of its shape without a separator (see
+   * {@link ModbusRequestQueueOptions.separateShapes}): for a request whose answer is checked against the one before
+   * (the second read of a bit write's read-modify-write: a shifted answer makes the two disagree). @default false
+   */
+  readonly unseparated?: boolean;
 }
 
 /**
@@ -293,6 +316,14 @@ export class ModbusRequestQueue {
   readonly #onAlignment: ((change: ModbusAlignmentChange) => void) | undefined;
   readonly #onFenceTimeout: ((error: unknown) => void) | undefined;
   readonly #fenceAfterLateBound: boolean;
+  /** See {@link ModbusRequestQueueOptions.separateShapes}. */
+  readonly #separateShapes: boolean;
+  /** The shape of the request sent last and when it went on the wire (see `separateShapes`). */
+  #lastSent: { readonly shape: string | undefined; readonly at: number } | undefined;
+  /** A separator (see `separateShapes`) is on the wire: it goes alone. */
+  #separating = false;
+  /** Separators sent (see {@link ModbusRequestQueue.separators}). */
+  #separators = 0;
   /**
    * Scopes with an anomaly since their last proof (see {@link ModbusRequestOptions.fence} and
    * {@link ModbusRequestOptions.scope}); the stream is aligned when there is none.
@@ -387,6 +418,7 @@ export class ModbusRequestQueue {
     this.#onAlignment = options.onAlignment;
     this.#onFenceTimeout = options.onFenceTimeout;
     this.#fenceAfterLateBound = options.fenceAfterLateBound ?? false;
+    this.#separateShapes = options.separateShapes ?? false;
     this.#resyncAfterMs =
       options.resyncAfterMs === undefined
         ? undefined
@@ -808,6 +840,22 @@ export class ModbusRequestQueue {
     return this.#proofs >= TRANSACTION_ID_PROOFS;
   }
 
+  /**
+   * The shape of the request that went on the wire last while separating shapes (see
+   * {@link ModbusRequestQueueOptions.separateShapes}), for a caller ordering its next requests; undefined
+   * otherwise, or when the next request of any shape needs no separator (its late bound has passed).
+   */
+  get lastShape(): string | undefined {
+    if (!this.#separateShapes || this.idsProven || this.#lastSent === undefined) return undefined;
+    if (this.#clock.now() >= this.#lastSent.at + this.#timeoutMs + this.#guardMs) return undefined;
+    return this.#lastSent.shape;
+  }
+
+  /** Separators sent so far (see {@link ModbusRequestQueueOptions.separateShapes}): their cost, in requests. */
+  get separators(): number {
+    return this.#separators;
+  }
+
   /** Forgets that proof (a new connection may reach another device). */
   forgetIdProof(): void {
     this.#proofs = 0;
@@ -867,6 +915,7 @@ export class ModbusRequestQueue {
         fence: options.fence,
         scope: options.scope ?? "",
         unit: options.unit,
+        unseparated: options.unseparated ?? false,
         resolve: resolve as (value: unknown) => void,
         reject,
         settled: false,
@@ -925,7 +974,7 @@ export class ModbusRequestQueue {
     this.#running = true;
     let again = false;
     try {
-      while (this.#queue.length > 0 && this.#inFlight.size < this.#maxInFlight && !this.#fencing) {
+      while (this.#queue.length > 0 && this.#inFlight.size < this.#maxInFlight && !this.#fencing && !this.#separating) {
         // Past the forget horizon no request is admitted until the link is resynchronised: the resync then goes
         // as soon as the requests on the wire are done, even while reads keep the queue busy (adv12z F3).
         if (this.#resyncDue()) break;
@@ -964,6 +1013,11 @@ export class ModbusRequestQueue {
 
         // Until the device proved its transaction ids, an answer must fit only one request in flight.
         if (this.#sameShapeInFlight(next)) break;
+        // The same shape as the request sent just before: a read of another size goes between, alone (fix12d).
+        if (this.#separatorDue(next)) {
+          if (this.#inFlight.size > 0) break; // pumped again when the requests on the wire are done
+          if (this.#sendSeparator(next)) continue;
+        }
         const entry = this.#queue.shift()!;
         void this.#execute(entry).then(() => {
           this.#lastEnd = this.#clock.now();
@@ -1030,6 +1084,52 @@ export class ModbusRequestQueue {
       reject: () => undefined,
       settled: true,
     });
+  }
+
+  /**
+   * Whether a separator must go before `entry` (see {@link ModbusRequestQueueOptions.separateShapes}): it has the
+   * shape of the request sent just before it, within that one's late bound, and the ids are not proven.
+   */
+  #separatorDue(entry: Entry): boolean {
+    if (!this.#separateShapes || this.idsProven || entry.unseparated === true) return false;
+    if (entry.shape === undefined || entry.fence === undefined) return false;
+    const last = this.#lastSent;
+    if (last === undefined || last.shape !== entry.shape) return false;
+    return this.#clock.now() < last.at + this.#timeoutMs + this.#guardMs;
+  }
+
+  /**
+   * Sends a separator before `next` (see {@link ModbusRequestQueueOptions.separateShapes}), alone, like any
+   * request (its timeout, mismatch or untrusted answer is an anomaly as for any request); its outcome is ignored.
+   * False when `next`'s fence builder finds no read of another shape that no answer on its way has: `next` then
+   * goes without one.
+   */
+  #sendSeparator(next: Entry): boolean {
+    const shape = next.shape;
+    const separator = next.fence!((candidate) => candidate === shape || this.#isUnsure(candidate));
+    if (separator === undefined) return false;
+    this.#separators++;
+    this.#separating = true;
+    const entry: Entry = {
+      operation: separator.run,
+      what: `a read of another size sent between two requests of one answer shape (${shape}), before ${next.what}`,
+      signal: undefined,
+      background: false,
+      fence: undefined,
+      scope: next.scope,
+      shape: separator.shape,
+      exceptionShape: separator.exceptionShape,
+      unit: separator.unit,
+      resolve: () => undefined,
+      reject: () => undefined,
+      settled: false,
+    };
+    void this.#execute(entry).then(() => {
+      this.#separating = false;
+      this.#lastEnd = this.#clock.now();
+      void this.#pump();
+    });
+    return true;
   }
 
   /** Whether `entry` waits for a fence's proof: the answer stream may be shifted and it has a fence. */
@@ -1296,6 +1396,7 @@ export class ModbusRequestQueue {
   #execute(entry: Entry): Promise<void> {
     entry.sent = ++this.#sent;
     entry.sentAt = this.#clock.now();
+    this.#lastSent = { shape: entry.shape, at: entry.sentAt };
     entry.strayRisk = this.#strayExceptionPossible(entry);
     this.#countUnsure(entry, 1);
     // On the wire now: its caller's signal no longer concerns it (see run).

@@ -22,7 +22,9 @@ export interface ModbusRequestRunner {
   ): Promise<T>;
   /**
    * Reads `count` registers at `address` of `area` of unit `unitId` the way a scan reads them (same shape,
-   * same fence behind a gateway that holds a late answer back): the read half of a read-modify-write.
+   * same fence behind a gateway that holds a late answer back): the read half of a read-modify-write. `again`:
+   * the same read right after the first (its check), sent without a separator between them (see the queue's
+   * `separateShapes`): the two reads' agreement is the check there.
    */
   read(
     unitId: number,
@@ -31,6 +33,7 @@ export interface ModbusRequestRunner {
     count: number,
     what: string,
     signal: AbortSignal | undefined,
+    again?: boolean,
   ): Promise<boolean[] | number[]>;
 }
 
@@ -262,8 +265,8 @@ export class ModbusWriter {
     // register's. The second read then holds the first one's own answer, this register's: two values that agree
     // are this register's (or the other register held the same word, which writes the same), two that differ are
     // refused, never written back. One more request per bit write; `bitWriteMode: "mask-write"` needs no read.
-    const first = await this.#readHalf(unitId, address.address, readWhat, call);
-    const second = await this.#readHalf(unitId, address.address, readWhat, call);
+    const first = await this.#readHalf(unitId, address.address, readWhat, call, false);
+    const second = await this.#readHalf(unitId, address.address, readWhat, call, true);
     if (first !== second)
       throw new KilnError(
         "KILN_DEVICE_ERROR",
@@ -279,8 +282,8 @@ export class ModbusWriter {
   }
 
   /** One read of the register of a bit write's read-modify-write (see `#writeBit`): its word, or a refusal if doubtful. */
-  async #readHalf(unitId: number, address: number, readWhat: string, call: WriteCall): Promise<number> {
-    const current = await this.#request.read(unitId, "holding-register", address, 1, readWhat, call.signal);
+  async #readHalf(unitId: number, address: number, readWhat: string, call: WriteCall, again: boolean): Promise<number> {
+    const current = await this.#request.read(unitId, "holding-register", address, 1, readWhat, call.signal, again);
     const doubt = answerDoubt(current);
     if (doubt !== undefined) {
       // Writing a word back that may be another register's would change the register's other bits.
