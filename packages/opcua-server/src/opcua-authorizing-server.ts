@@ -6,6 +6,7 @@ import { StatusCode, StatusCodes } from "node-opcua-status-code";
 // node-opcua's own filter check (exported by no entry of the package): run before a modify applies anything.
 import { validateFilter } from "node-opcua-server/dist/validate_filter.js";
 import { BrowsePages } from "./opcua-browse-pages";
+import { isDisposedNode } from "./opcua-diagnostics-access";
 import { costOfEventFilter, type EventFilterBounds, refusalOfEventFilter } from "./opcua-event-filter";
 import { checkMonitoringParameters } from "./opcua-request-numbers";
 import { DataType, sameVariant, Variant, VariantArrayType } from "node-opcua-variant";
@@ -1192,25 +1193,39 @@ function guardValues(
   mayRead: (item: MonitoredItem, node: BaseNode) => boolean,
 ): void {
   (item as unknown as OverflowInternals)._setOverflowBit = (notification) => setOverflowBit(item, notification);
+  // A node node-opcua disposed since (another session's diagnostics after it closed) no longer
+  // exists: BadNodeIdUnknown, asked first (node-opcua's permission check throws on it, from a timer:
+  // adv20e F1). Any other failure of the check refuses the value rather than escaping.
+  const refusal = (): StatusCode | undefined => {
+    if (isDisposedNode(node)) return StatusCodes.BadNodeIdUnknown;
+    try {
+      return mayRead(item, node) ? undefined : StatusCodes.BadUserAccessDenied;
+    } catch {
+      return StatusCodes.BadUserAccessDenied;
+    }
+  };
   const record = item.recordValue.bind(item);
-  item.recordValue = (dataValue, skipChangeTest, indexRange) =>
-    mayRead(item, node)
+  item.recordValue = (dataValue, skipChangeTest, indexRange) => {
+    const refused = refusal();
+    return refused === undefined
       ? recordThroughDeadband(item, record, dataValue, skipChangeTest, indexRange)
       : record(
-          new DataValue({ statusCode: StatusCodes.BadUserAccessDenied, serverTimestamp: dataValue.serverTimestamp }),
+          new DataValue({ statusCode: refused, serverTimestamp: dataValue.serverTimestamp }),
           skipChangeTest,
           indexRange,
         );
+  };
   const extract = item.extractMonitoredItemNotifications.bind(item);
   item.extractMonitoredItemNotifications = (force?: boolean) => {
     const notifications = extract(force);
     if (notifications.length === 0) return notifications;
-    if (mayRead(item, node)) {
-      const check = (): boolean => mayRead(item, node);
+    const refused = refusal();
+    if (refused === undefined) {
+      const check = (): boolean => refusal() === undefined;
       for (const notification of notifications) deliverable.set(notification, check);
       return notifications;
     }
-    return [deniedNotification(notifications.at(-1) as MonitoredItemNotification)];
+    return [deniedNotification(notifications.at(-1) as MonitoredItemNotification, refused)];
   };
 }
 
@@ -1364,11 +1379,14 @@ function euRangeOf(node: BaseNode | null | undefined): { low: number; high: numb
 }
 
 /** A value notification's refusal: same clientHandle, `BadUserAccessDenied`, no value. */
-function deniedNotification(notification: MonitoredItemNotification): MonitoredItemNotification {
+function deniedNotification(
+  notification: MonitoredItemNotification,
+  statusCode: StatusCode = StatusCodes.BadUserAccessDenied,
+): MonitoredItemNotification {
   return new MonitoredItemNotification({
     clientHandle: notification.clientHandle,
     value: new DataValue({
-      statusCode: StatusCodes.BadUserAccessDenied,
+      statusCode,
       serverTimestamp: notification.value?.serverTimestamp ?? null,
     }),
   });

@@ -87,11 +87,29 @@ export type DiagnosticsAccess = "allowed" | "denied" | "hidden";
 
 /** The {@link DiagnosticsAccess} of `node` for the session whose NodeId prints as `sessionId`. */
 export function diagnosticsAccessOf(node: BaseNode, sessionId: string, mayDiagnose: () => boolean): DiagnosticsAccess {
+  // A node node-opcua disposed (a closed session's or deleted subscription's diagnostics, still
+  // named by a monitored item or a continuation point) exists for nobody.
+  if (isDisposedNode(node)) return "hidden";
   const scope = diagnosticsScopeOf(node);
   if (scope === "none" || scope === "open") return "allowed";
   if (scope !== "restricted" && scope.session === sessionId) return "allowed";
   if (mayDiagnose()) return "allowed";
   return scope === "restricted" && node.nodeId.namespace === 0 ? "denied" : "hidden";
+}
+
+/**
+ * Whether node-opcua disposed `node` (removed from its address space): its private data is gone,
+ * and node-opcua's own accessors (`addressSpace`, `isDisposed()`) then throw. A monitored item or a
+ * continuation point may still name it (another session's diagnostics after that session closed);
+ * every check of such a node must ask this first, or the error escapes from a publish timer
+ * (adv20e F1: an uncaught TypeError that ended the process).
+ */
+export function isDisposedNode(node: BaseNode): boolean {
+  try {
+    return !node.addressSpace;
+  } catch {
+    return true;
+  }
 }
 
 /** The node's aggregate parent (HasComponent, HasProperty), or null. */

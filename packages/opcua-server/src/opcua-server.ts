@@ -902,7 +902,7 @@ export class OpcuaServer {
         reason: new KilnValidationError("OPC UA ActivateSession", [
           {
             path: "limits.maxSessionsPerPrincipal",
-            message: `${JSON.stringify(principal.id.slice(0, 64))} already holds ${held} live sessions, the most limits.maxSessionsPerPrincipal (${limit}) allows${made}`,
+            message: `"${principal.id.slice(0, 64)}" already holds ${held} live sessions, the most limits.maxSessionsPerPrincipal (${limit}) allows${made}`,
           },
         ]),
         statusCode: ServerStatusCodes.BadTooManySessions,
@@ -968,7 +968,7 @@ export class OpcuaServer {
       if (this.#loginScopes.size >= MAX_LOGIN_SCOPES) this.#loginScopes.clear();
       this.#loginScopes.set(address, (scope = {}));
     }
-    const who = userName === undefined ? "" : `user ${JSON.stringify(userName.slice(0, 64))}`;
+    const who = userName === undefined ? "" : `user "${userName.slice(0, 64)}"`;
     await this.#refuseCoalesced(
       scope,
       `login:${kind}`,

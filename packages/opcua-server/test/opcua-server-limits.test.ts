@@ -223,6 +223,28 @@ describe("OpcuaServer limits", () => {
     } finally {
       for (const client of held) await client.close();
     }
+  });
+
+  test("sibling: a domain user's id (a backslash) is written out once in the refusal's reason, as in every other refusal (adv20e F3)", async () => {
+    const held = [
+      await connect(served.server, pki.trusted, user("PLANT\\val")),
+      await connect(served.server, pki.trusted, user("PLANT\\val")),
+    ];
+    try {
+      const before = (await audited("opcua.ActivateSession")).length;
+      await expect(connect(served.server, pki.trusted, user("PLANT\\val"))).rejects.toThrow(/BadTooManySessions/);
+      let entries: AuditEntry[] = [];
+      const until = Date.now() + 3_000;
+      while (entries.length === 0 && Date.now() < until) {
+        entries = (await audited("opcua.ActivateSession")).slice(before);
+        if (entries.length === 0) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      expect(entries).toHaveLength(1);
+      expect(entries[0]!.reason).toContain('"PLANT\\u{005C}val" already holds 2 live sessions');
+      expect(entries[0]!.reason).not.toContain("\\u{005C}\\u{005C}");
+    } finally {
+      for (const client of held) await client.close();
+    }
     // Closed sessions free their places.
     const again = await connect(served.server, pki.trusted, user("vic"));
     await again.close();

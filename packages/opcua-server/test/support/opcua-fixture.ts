@@ -27,6 +27,8 @@ export const USERS: Readonly<Record<string, { readonly password: string; readonl
   olga: { password: "operator-Pa55", principal: { id: "olga", roles: ["operator"] } },
   vic: { password: "viewer-Pa55", principal: { id: "vic", roles: ["viewer"] } },
   ada: { password: "admin-Pa55", principal: { id: "ada", roles: ["admin"] } },
+  /** A domain user: its id has a backslash, which an audit reason writes out once (`\u{005C}`). */
+  "PLANT\\val": { password: "viewer-Pa55", principal: { id: "PLANT\\val", roles: ["viewer"] } },
   /** A role of no default table: a test that uses her gives the system a `chamber-reader` role. */
   rita: { password: "reader-Pa55", principal: { id: "rita", roles: ["chamber-reader"] } },
 };
