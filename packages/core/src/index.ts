@@ -79,7 +79,6 @@ export {
 } from "./memory/simulated-plc";
 export type { SignalSpec } from "./memory/signals";
 export {
-  MEMORY_STORE_FUTURE_TOLERANCE_MS,
   MemoryStore,
   type MemoryStoreOptions,
   type MemoryStoreEviction,

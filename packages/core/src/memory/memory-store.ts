@@ -509,7 +509,7 @@ export class MemoryStore implements Store {
    * The newest sample timestamp stored, ms since the epoch (undefined while empty). A tag stamped
    * ahead of the clock keeps the retention's oldest-first window on its own time: the other tags
    * are squeezed to their value in force. `health()` of a control system reports it as a problem
-   * once it is more than {@link MEMORY_STORE_FUTURE_TOLERANCE_MS} ahead of the clock (ADR 0045).
+   * once it is more than 60 s ahead of the clock (ADR 0045).
    */
   get newestSampleTime(): number | undefined {
     return this.#samples.newestTimestamp;
