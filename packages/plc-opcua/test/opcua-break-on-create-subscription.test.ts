@@ -1,14 +1,10 @@
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { defineTags, type Sample } from "@kiln/core";
 import { type DriverStatusChange } from "@kiln/core/driver-kit";
-import { DataType, MessageSecurityMode, SecurityPolicy, Variant } from "node-opcua-client";
-import { nodesets } from "node-opcua-nodesets";
-import { OPCUAServer } from "node-opcua-server";
 import { createRequire } from "node:module";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { OpcuaDriver } from "../src/index";
+import { type RawOpcuaServer, startRawOpcuaServer } from "./support/raw-opcua-server";
 import { waitFor } from "./support/wait-for";
 
 // Issue 13, adversarial pass adv13g (HIGH): a CreateSubscription outstanding when the secure channel
@@ -23,10 +19,7 @@ const tags = defineTags({
   x: { dataType: "float64", address: `nsu=${NS};s=X`, scanGroup: "fast" },
 });
 
-let workDir: string;
-let server: OPCUAServer;
-let url: string;
-let counter = 0;
+let raw: RawOpcuaServer;
 /** The request kind whose arrival breaks the channel, and how many more times it does. */
 let breakOn: { readonly request: string; remaining: number } | undefined;
 let breaks = 0;
@@ -36,41 +29,15 @@ const held: ((error: Error) => void)[] = [];
 const sockets = new Set<{ destroy(): void }>();
 
 beforeAll(async () => {
-  workDir = await mkdtemp(path.join(tmpdir(), "kiln-opcua-break-create-"));
-  server = new OPCUAServer({
-    port: 0,
-    hostname: "127.0.0.1",
-    nodeset_filename: [nodesets.standard],
-    securityModes: [MessageSecurityMode.None],
-    securityPolicies: [SecurityPolicy.None],
-    allowAnonymous: true,
-    serverCertificateManager: undefined,
-  } as ConstructorParameters<typeof OPCUAServer>[0]);
-  await server.initialize();
-  const addressSpace = server.engine.addressSpace!;
-  const namespace = addressSpace.registerNamespace(NS);
-  namespace.addVariable({
-    organizedBy: addressSpace.rootFolder.objects,
-    browseName: "X",
-    nodeId: "s=X",
-    dataType: "Double",
-    minimumSamplingInterval: 50,
-    value: { get: () => new Variant({ dataType: DataType.Double, value: ++counter }) },
+  raw = await startRawOpcuaServer({ namespaceUri: NS });
+  raw.onRequest((request, channel) => {
+    const name = request?.constructor.name;
+    if (!breakOn || breakOn.remaining <= 0 || name !== breakOn.request) return;
+    breakOn.remaining--;
+    breaks++;
+    // The server carries the request out (a subscription made on the session), the answer never leaves.
+    channel.transport?._socket?.destroy();
   });
-  type Channel = {
-    on(event: "message", listener: (message: { request?: object }) => void): void;
-    transport?: { _socket?: { destroy(): void } };
-  };
-  server.on("newChannel", (channel: Channel) =>
-    channel.on("message", (message) => {
-      const name = message.request?.constructor.name;
-      if (!breakOn || breakOn.remaining <= 0 || name !== breakOn.request) return;
-      breakOn.remaining--;
-      breaks++;
-      // The server carries the request out (a subscription made on the session), the answer never leaves.
-      channel.transport?._socket?.destroy();
-    }),
-  );
   // node-opcua's CreateSubscription held inside the client session, above the driver's request
   // bound: neither answered nor ended by the disconnect, as adv13g saw node-opcua's createSubscription2
   // (no time bound, not ended by disconnect). Released (failed) only when the test ends.
@@ -89,33 +56,22 @@ beforeAll(async () => {
     return createSubscription.call(this, request, callback);
   };
   type Transported = { transport?: { _socket?: { destroy(): void } } };
-  server.on("newChannel", (channel) => {
+  raw.server.on("newChannel", (channel) => {
     const socket = (channel as unknown as Transported).transport?._socket;
     if (socket) sockets.add(socket);
   });
-  server.on("closeChannel", (channel) => {
+  raw.server.on("closeChannel", (channel) => {
     const socket = (channel as unknown as Transported).transport?._socket;
     if (socket) sockets.delete(socket);
   });
-  await server.start();
-  url = `opc.tcp://127.0.0.1:${server.endpoints[0]!.port}`;
 });
 
 afterAll(async () => {
-  await server?.shutdown(0);
-  await rm(workDir, { recursive: true, force: true });
+  await raw?.close();
 });
 
 /** Subscriptions and monitored items the server holds, over its live sessions. */
-function serverHolds(): { sessions: number; subscriptions: number; items: number } {
-  const sessions = server.engine.getSessions();
-  const counts = sessions as unknown as { currentSubscriptionCount: number; currentMonitoredItemCount: number }[];
-  return {
-    sessions: sessions.length,
-    subscriptions: counts.reduce((sum, session) => sum + session.currentSubscriptionCount, 0),
-    items: counts.reduce((sum, session) => sum + session.currentMonitoredItemCount, 0),
-  };
-}
+const serverHolds = (): { sessions: number; subscriptions: number; items: number } => raw.holds();
 
 /** Connected again within this after the server behaves: a few backoff steps and one bounded attempt. */
 const RECOVERY_MS = 15_000;
@@ -123,9 +79,9 @@ const SESSION_MS = 4_000;
 
 function newDriver(): OpcuaDriver {
   return new OpcuaDriver({
-    endpointUrl: url,
+    endpointUrl: raw.url,
     security: { mode: "None" },
-    pki: { dir: path.join(workDir, "client") },
+    pki: { dir: path.join(raw.workDir, "client") },
     connectionStrategy: { maxRetry: 1_000, initialDelayMs: 200, maxDelayMs: 1_000, randomisationFactor: 0 },
     timeouts: { keepAliveMs: 1_000, requestMs: 2_000, connectMs: 3_000, sessionMs: SESSION_MS },
     subscriptions: { maxPublishingIntervalMs: 500, keepAliveMs: 1_500 },
@@ -167,7 +123,7 @@ describe("the channel breaks at a subscription request, twice, then the server b
           breakOn.remaining = 0;
           expect(serverHolds()).toMatchObject({ sessions: 1, subscriptions: 1, items: 1 });
           breakOn.remaining = 2;
-          server.engine.closeSession(server.engine.getSessions()[0]!.authenticationToken, true, "Terminated");
+          raw.server.engine.closeSession(raw.server.engine.getSessions()[0]!.authenticationToken, true, "Terminated");
         } else {
           // The application subscribes until a subscribe() resolves (one may fail: the connection broke under it).
           await waitFor(
@@ -238,7 +194,7 @@ describe("node-opcua holds a CreateSubscription for ever while the channel break
       expect(serverHolds()).toMatchObject({ sessions: 1, subscriptions: 1, items: 1 });
       holdCreateSubscription = 2;
       // The server drops the session and the channel: every way back re-creates the subscription.
-      server.engine.closeSession(server.engine.getSessions()[0]!.authenticationToken, true, "Terminated");
+      raw.server.engine.closeSession(raw.server.engine.getSessions()[0]!.authenticationToken, true, "Terminated");
       for (const socket of sockets) socket.destroy();
       await waitFor(() => holdCreateSubscription === 0, {
         what: `two CreateSubscription calls held (${holdCreateSubscription} to go; status ${driver.status}: ${changes.at(-1)?.reason})`,
@@ -284,7 +240,7 @@ describe("a rebuild whose CreateMonitoredItems breaks the channel (adv13g LOW)",
       // whose CreateMonitoredItems meets a broken channel.
       holdCreateSubscription = 1;
       const fromChange = changes.length;
-      server.engine.closeSession(server.engine.getSessions()[0]!.authenticationToken, true, "Terminated");
+      raw.server.engine.closeSession(raw.server.engine.getSessions()[0]!.authenticationToken, true, "Terminated");
       for (const socket of sockets) socket.destroy();
       await waitFor(() => holdCreateSubscription === 0, { what: "the repair's CreateSubscription held" });
       breaks = 0;
