@@ -41,6 +41,9 @@ export const OPCUA_HISTORY_LIMITS = {
 } as const;
 
 /** OPC UA StatusCodes (Part 4, 7.39; Part 11; Part 13) of history reads. */
+/** OPC UA StatusCode Uncertain_DataSubNormal: a value computed from (or found in) history some of which is missing. */
+const UNCERTAIN_DATA_SUB_NORMAL = 0x40a40000;
+
 export const HistoryStatusCodes = {
   BadHistoryOperationUnsupported: 0x80720000,
   BadAggregateNotSupported: 0x80d50000,
@@ -183,6 +186,9 @@ interface RawCursor {
   readonly end: number;
   /** `start`: the first page still owes the start bound; `samples`; `end`: only the end bound is left. */
   phase: "start" | "samples" | "end";
+  /** The store's `retainedFrom()` when the last page was read; absent before the first page. */
+  horizon?: number | undefined;
+  paged?: boolean;
 }
 
 /** Where a processed read resumes: the intervals of `[from, to)` not returned yet. */
@@ -313,6 +319,29 @@ export class HistoryService {
       value: variant ?? { dataType: runtime.DataType.Null },
       statusCode: runtime.getStatusCodeFromCode((served | (served < QualityCodes.Bad ? extraBits : 0)) >>> 0),
       sourceTimestamp: new Date(sample.timestamp),
+    });
+  }
+
+  /**
+   * A bound found by searching `after` (at or after `time`) or `before` it: as stored, unless the
+   * search crossed time the store's retention evicted (`horizon`: its `retainedFrom()`): then the
+   * sample found may not be the bound (an evicted one lay between), and a good one is served
+   * Uncertain_DataSubNormal, never Good (adv16b F0b).
+   */
+  #boundOf(
+    tag: Tag,
+    bound: Sample,
+    searched: "after" | "before",
+    time: number,
+    horizon: number | undefined,
+  ): DataValue {
+    const crossed = horizon !== undefined && (searched === "after" ? time < horizon : bound.timestamp < horizon);
+    const value = this.#dataValueOfSample(tag, bound);
+    if (!crossed || !value.statusCode.isGood()) return value;
+    return new this.#runtime.DataValue({
+      value: value.value,
+      statusCode: this.#runtime.getStatusCodeFromCode(UNCERTAIN_DATA_SUB_NORMAL),
+      sourceTimestamp: value.sourceTimestamp,
     });
   }
 
@@ -462,6 +491,20 @@ export class HistoryService {
     const samples = this.#host.history.samples;
     const values: DataValue[] = [];
     const size = cursor.pageSize;
+    // A bounded store (MemoryStore's retention) may evict what a read has not reached yet, between
+    // its pages. A forward page after a sample is checked by the store itself, per tag (`after`:
+    // KILN_HISTORY_EVICTED); a reverse page, or a forward one before any sample was returned (only
+    // the start bound), is checked here: when the store's horizon moved into what is left to read
+    // ([lo, hi)) since the last page, samples of it may be gone: the point is refused, never a page
+    // that skips them (adv16b F0a, F0c).
+    const horizon = samples.retainedFrom?.();
+    if (cursor.paged === true && horizon !== undefined && !(cursor.forward && cursor.after !== undefined)) {
+      if (horizon > Math.max(cursor.horizon ?? Number.NEGATIVE_INFINITY, cursor.lo)) {
+        return this.#fail(HistoryStatusCodes.BadContinuationPointInvalid);
+      }
+    }
+    cursor.paged = true;
+    cursor.horizon = horizon;
     if (cursor.phase === "start") {
       cursor.phase = "samples";
       const at = await samples.readSamples({ tag: tag.name, from: cursor.start, to: cursor.start + 1, limit: 1 });
@@ -469,7 +512,17 @@ export class HistoryService {
         const bound = cursor.forward
           ? await this.#lastBefore(tag.name, cursor.start)
           : await this.#firstAtOrAfter(tag.name, cursor.start + 1);
-        values.push(bound ? this.#dataValueOfSample(tag, bound) : this.#noBound(cursor.start));
+        values.push(
+          bound
+            ? this.#boundOf(
+                tag,
+                bound,
+                cursor.forward ? "before" : "after",
+                cursor.forward ? cursor.start : cursor.start + 1,
+                horizon,
+              )
+            : this.#noBound(cursor.start),
+        );
       }
     }
     if (cursor.phase === "samples" && values.length < size) {
@@ -505,7 +558,18 @@ export class HistoryService {
         : await this.#lastBefore(tag.name, cursor.end + 1);
       // start == end reads [start, start + 1): a sample at end is already on the page, not a bound again.
       const returned = bound !== undefined && cursor.forward && bound.timestamp < cursor.hi;
-      if (!returned) values.push(bound ? this.#dataValueOfSample(tag, bound) : this.#noBound(cursor.end));
+      if (!returned)
+        values.push(
+          bound
+            ? this.#boundOf(
+                tag,
+                bound,
+                cursor.forward ? "after" : "before",
+                cursor.forward ? cursor.end : cursor.end + 1,
+                horizon,
+              )
+            : this.#noBound(cursor.end),
+        );
     }
     return this.#result(values);
   }

@@ -150,3 +150,64 @@ test("a raw read continued across samples evicted since its last page answers Ba
   );
   expect(next.statusCode.value).toBe(StatusCodes.BadContinuationPointInvalid.value);
 });
+
+/** 40 samples of hist.temp from `base`, one a second (the store keeps 20 samples in all). */
+async function writeTemp(base: number): Promise<void> {
+  await system.unchecked.store.samples.writeBatch(
+    Array.from({ length: 40 }, (_, i) => ({
+      tag: "hist.temp",
+      timestamp: base + i * 1_000,
+      value: 100 + i,
+      quality: quality("good"),
+    })),
+  );
+}
+
+test("adv16b F0a: a reverse raw read continued after the horizon moved into what it has left to read answers BadContinuationPointInvalid, never a short page that ends Good", async () => {
+  const base = T0 + 200_000;
+  await writeTemp(base);
+  const details = new ReadRawModifiedDetails({
+    startTime: new Date(base + 40_000),
+    endTime: new Date(base),
+    numValuesPerNode: 3,
+    isReadModified: false,
+    returnBounds: false,
+  });
+  const first = await read(details);
+  expect(valuesOf(first).map((value) => value.sourceTimestamp!.getTime() - base)).toEqual([39_000, 38_000, 37_000]);
+  expect(first.continuationPoint).toBeTruthy();
+  // Another tag's samples push the horizon past 34 s: 20 s to 34 s, kept when the read began, are evicted.
+  await system.unchecked.store.samples.writeBatch(
+    Array.from({ length: 15 }, (_, i) => ({
+      tag: "hist.valve",
+      timestamp: base + 300_000 + i,
+      value: i % 2 === 0,
+      quality: quality("good"),
+    })),
+  );
+  const next = await read(details, first.continuationPoint!);
+  expect(next.statusCode.value).toBe(StatusCodes.BadContinuationPointInvalid.value);
+});
+
+test("adv16b F0b: a bound found across evicted time is served Uncertain, never Good (the evicted sample may have been the bound)", async () => {
+  const base = T0 + 600_000; // newer than every sample before: the store keeps its 20 newest
+  await writeTemp(base);
+  // The store keeps its 20 newest samples (and each tag's value in force): 5 s to 8 s are evicted.
+  // The end bound of [5 s, 8 s) is found at the first kept sample, while the true one (8 s) was evicted.
+  const result = await read(
+    new ReadRawModifiedDetails({
+      startTime: new Date(base + 5_000),
+      endTime: new Date(base + 8_000),
+      numValuesPerNode: 10,
+      isReadModified: false,
+      returnBounds: true,
+    }),
+  );
+  const values = valuesOf(result);
+  const end = values.at(-1)!;
+  // Found at the first kept sample (past 8 s: 8 s itself was evicted).
+  expect(end.sourceTimestamp!.getTime()).toBeGreaterThanOrEqual(store.retainedFrom!);
+  expect(end.sourceTimestamp!.getTime() - base).toBeGreaterThan(8_000);
+  expect(severity(end)).toBe(0x40000000);
+  expect(values.every((value) => severity(value) !== 0)).toBe(true);
+});
