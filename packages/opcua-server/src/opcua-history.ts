@@ -40,10 +40,10 @@ export const OPCUA_HISTORY_LIMITS = {
   maxContinuationPoints: 10,
 } as const;
 
-/** OPC UA StatusCodes (Part 4, 7.39; Part 11; Part 13) of history reads. */
 /** OPC UA StatusCode Uncertain_DataSubNormal: a value computed from (or found in) history some of which is missing. */
 const UNCERTAIN_DATA_SUB_NORMAL = 0x40a40000;
 
+/** OPC UA StatusCodes (Part 4, 7.39; Part 11; Part 13) of history reads. */
 export const HistoryStatusCodes = {
   BadHistoryOperationUnsupported: 0x80720000,
   BadAggregateNotSupported: 0x80d50000,
