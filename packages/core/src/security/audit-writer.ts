@@ -1915,11 +1915,25 @@ export class AuditWriter {
       held[index] = stub;
       payload = encode();
     }
+    // The newest allowed entries left out until the record fits. Each one left out takes its own
+    // encoded length off an estimate, and the record is encoded again only once the estimate fits
+    // (then checked, with the memory-only tally it now carries): encoding the whole record per
+    // entry left out cost O(k) encodes of up to the reserve's room per write, k the entries held
+    // only in memory (adv15d F3: 0.3 s per write at 548, every audited command waiting behind it).
+    let estimate = payload.length;
+    let stale = false;
     for (let index = held.length - 1; index >= 0 && payload.length > reserve.capacity; index--) {
       if (isIntentRefusal(held[index]!)) continue;
-      leftOut.push(...held.splice(index, 1));
+      const [left] = held.splice(index, 1);
+      leftOut.push(left!);
+      estimate -= Buffer.byteLength(encodeExactJson(left), "utf8") + 1;
+      stale = true;
+      if (estimate > reserve.capacity) continue;
       payload = encode();
+      estimate = payload.length;
+      stale = false;
     }
+    if (stale) payload = encode();
     while (payload.length > reserve.capacity && held.length > 0) {
       const stub = held.pop()!;
       const left = whole.get(stub) ?? stub;
