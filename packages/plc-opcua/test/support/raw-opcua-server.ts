@@ -5,12 +5,15 @@ import { DataType, MessageSecurityMode, SecurityPolicy, Variant } from "node-opc
 import { nodesets } from "node-opcua-nodesets";
 import { OPCUAServer } from "node-opcua-server";
 
-/** A server-side secure channel as the tests' hooks see it: its requests, and its socket to break. */
+/**
+ * A server-side secure channel as the tests' hooks see it: its requests, and `abruptlyInterrupt()`
+ * to break it (its socket destroyed). node-opcua keeps the transport private (`#transport`):
+ * `channel.transport._socket` is undefined, so a test that destroyed it broke nothing (adv13h F2).
+ */
 export interface RawChannel {
   on(event: "message", listener: (message: { request?: object }) => void): void;
   close?(): void;
   abruptlyInterrupt?(): void;
-  transport?: { _socket?: { destroy(): void } };
 }
 
 /** A request as a raw server's hook sees it: its kind is `constructor.name` ("ReadRequest"...). */
