@@ -55,8 +55,9 @@ import type { StoreCapabilities } from "@kiln/core/driver-kit";
  * Samples are retained as one window over every tag, by time (ADR 0045): the retention moves a
  * horizon ({@link MemoryStore.retainedFrom}) forward and evicts a tag's sample once the tag's
  * next sample is at or before it, so each tag keeps its value in force at the horizon (a quiet
- * tag logged once an hour ago keeps that sample beside a tag logged every 10 ms) and history
- * from the horizon on is complete for every tag.
+ * tag logged once an hour ago keeps that sample beside a tag logged every 10 ms) and every tag's
+ * samples from the horizon on are kept. A history result that rests on evicted time (one that looks
+ * back past the horizon included) is never good: see {@link MemoryStore.retainedFrom}.
  *
  * An evicted sample was stored and then aged out by this retention, as a database retention
  * policy would drop it; it is not a lost sample (`samplesDropped` in the logging health counts
@@ -245,7 +246,7 @@ const recipeKeySchema = z.object({
  * - History is bounded by {@link MemoryStoreOptions.retention} (by default the newest 1,000,000
  *   samples over every tag, each tag keeping its value in force, 100,000 alarm and 100,000 audit
  *   entries): the oldest are evicted first, counted in {@link MemoryStore.evicted} and reported to
- *   {@link MemoryStore.observeEvictions}; history from {@link MemoryStore.retainedFrom} on is complete. Event streams, processes and recipes are not evicted
+ *   {@link MemoryStore.observeEvictions}; every tag's samples from {@link MemoryStore.retainedFrom} on are kept. Event streams, processes and recipes are not evicted
  *   (they grow with processes run and recipes saved, not with time).
  * - Events, processes, recipes, alarm and audit entries are stored as JSON copies, as a durable
  *   store would, and come back frozen.
