@@ -323,18 +323,21 @@ export class HistoryService {
   }
 
   /**
-   * A bound found by searching `after` (at or after `time`) or `before` it: as stored, unless the
+   * A bound found by searching `after` (at or after `time`) or `before` it (none: BadBoundNotFound at
+   * `noBoundAt`): as stored, unless the
    * search crossed time the store's retention evicted (`horizon`: its `retainedFrom()`): then the
    * sample found may not be the bound (an evicted one lay between), and a good one is served
    * Uncertain_DataSubNormal, never Good (adv16b F0b).
    */
   #boundOf(
     tag: Tag,
-    bound: Sample,
+    bound: Sample | undefined,
     searched: "after" | "before",
     time: number,
     horizon: number | undefined,
+    noBoundAt: number,
   ): DataValue {
+    if (bound === undefined) return this.#noBound(noBoundAt);
     const crossed = horizon !== undefined && (searched === "after" ? time < horizon : bound.timestamp < horizon);
     const value = this.#dataValueOfSample(tag, bound);
     if (!crossed || !value.statusCode.isGood()) return value;
@@ -343,6 +346,11 @@ export class HistoryService {
       statusCode: this.#runtime.getStatusCodeFromCode(UNCERTAIN_DATA_SUB_NORMAL),
       sourceTimestamp: value.sourceTimestamp,
     });
+  }
+
+  /** The bound of a raw read: the last sample before `time` (`before`), or the first at or after it. */
+  #searchBound(tag: string, searched: "after" | "before", time: number): Promise<Sample | undefined> {
+    return searched === "before" ? this.#lastBefore(tag, time) : this.#firstAtOrAfter(tag, time);
   }
 
   #noBound(time: number): DataValue {
@@ -509,20 +517,10 @@ export class HistoryService {
       cursor.phase = "samples";
       const at = await samples.readSamples({ tag: tag.name, from: cursor.start, to: cursor.start + 1, limit: 1 });
       if (at.length === 0) {
-        const bound = cursor.forward
-          ? await this.#lastBefore(tag.name, cursor.start)
-          : await this.#firstAtOrAfter(tag.name, cursor.start + 1);
-        values.push(
-          bound
-            ? this.#boundOf(
-                tag,
-                bound,
-                cursor.forward ? "before" : "after",
-                cursor.forward ? cursor.start : cursor.start + 1,
-                horizon,
-              )
-            : this.#noBound(cursor.start),
-        );
+        const searched = cursor.forward ? "before" : "after";
+        const time = cursor.forward ? cursor.start : cursor.start + 1;
+        const bound = await this.#searchBound(tag.name, searched, time);
+        values.push(this.#boundOf(tag, bound, searched, time, horizon, cursor.start));
       }
     }
     if (cursor.phase === "samples" && values.length < size) {
@@ -553,23 +551,12 @@ export class HistoryService {
     if (cursor.phase === "samples") return this.#continue(values, cursor, cursors);
     if (cursor.phase === "end" && cursor.returnBounds) {
       if (values.length >= size) return this.#continue(values, cursor, cursors);
-      const bound = cursor.forward
-        ? await this.#firstAtOrAfter(tag.name, cursor.end)
-        : await this.#lastBefore(tag.name, cursor.end + 1);
+      const searched = cursor.forward ? "after" : "before";
+      const time = cursor.forward ? cursor.end : cursor.end + 1;
+      const bound = await this.#searchBound(tag.name, searched, time);
       // start == end reads [start, start + 1): a sample at end is already on the page, not a bound again.
       const returned = bound !== undefined && cursor.forward && bound.timestamp < cursor.hi;
-      if (!returned)
-        values.push(
-          bound
-            ? this.#boundOf(
-                tag,
-                bound,
-                cursor.forward ? "after" : "before",
-                cursor.forward ? cursor.end : cursor.end + 1,
-                horizon,
-              )
-            : this.#noBound(cursor.end),
-        );
+      if (!returned) values.push(this.#boundOf(tag, bound, searched, time, horizon, cursor.end));
     }
     return this.#result(values);
   }
