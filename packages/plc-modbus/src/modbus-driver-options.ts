@@ -66,8 +66,14 @@ export interface ModbusTcpTransport {
   readonly lostAnswerResyncMs?: number;
   /**
    * Never send two requests of one answer shape (function code and byte count; the unit is left out, as for the
-   * guard) back to back while the transaction ids are not proven (with `lateAnswerGuard`; ids are proven only by
-   * pipelined answers, `maxInFlight` > 1). For a peer that stamps whatever answer it forwards with the newest
+   * guard) back to back while the transaction ids are not proven (with `lateAnswerGuard`). **On by default**
+   * (fix12e); **free on a peer that proves its ids**: the first time two same-shape requests would follow each
+   * other on a connection, the driver sends two reads of other sizes (inside reads that answered) together
+   * instead; a native Modbus TCP device answers each with its own transaction id, which proves its ids for that
+   * connection, and from then on nothing is separated or reordered on it (cost: those two reads, once per
+   * connection). A peer that stamps the newest request's id fails the proof (one read times out, the other's
+   * answer is refused or dropped: the answer stream is fenced) and separation stays on for the connection. Ids
+   * are also proven by pipelined answers (`maxInFlight` > 1). A new connection proves them again. For a peer that stamps whatever answer it forwards with the newest
    * request's transaction id (a transparent TCP-to-RTU gateway) or that repeats answers (a repeater, a gateway
    * retrying): one extra answer frame of the right size taken by a request leaves that request's own answer to
    * come next, and without this the next request of the same shape takes it, **good and wrong**, and so on while
@@ -80,7 +86,10 @@ export interface ModbusTcpTransport {
    * for: one wrong, good value per extra frame). Cost: none on a plan whose shapes alternate; up to one more
    * request per block on a plan whose blocks all have one size (measured: see ADR 0041, amendment fix12d). The
    * second read of a bit write's read-modify-write goes without one (the two reads' agreement is its check).
-   * Ignored without `lateAnswerGuard`. @default false
+   * `false` turns it off (the fix12d behaviour before fix12e's default): only for a peer known to stamp each
+   * answer with its own request's id, to save the two proof reads per connection. Not a proof against a gateway
+   * that answers pipelined requests with their own ids but stamps an extra (repeated) frame with the newest one
+   * (see docs/drivers/modbus.md, "Gateways to serial lines"). Ignored without `lateAnswerGuard`. @default true
    */
   readonly separateShapes?: boolean;
 }
@@ -261,7 +270,7 @@ export const modbusDriverOptionsSchema = z
           .positive()
           .max(MAX_DURATION_MS, "must be at most 3600000 (1 hour)")
           .default(30_000),
-        separateShapes: z.boolean().default(false),
+        separateShapes: z.boolean().default(true),
       }),
       z.strictObject({
         kind: z.literal("rtu"),
