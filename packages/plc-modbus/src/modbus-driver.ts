@@ -820,10 +820,12 @@ export class ModbusDriver implements PlcDriver {
       (this.#silentBlocks.size > 0 && requests.some((request) => silent(request) > 0));
     const sorted = mixed ? [...requests].sort((a, b) => rank(a) - rank(b) || missed(b) - missed(a)) : requests;
     // Separating shapes (TCP with the guard): the queue sends a read of another size between two requests of one
-    // answer shape; ordering the blocks so shapes alternate (within a rank) saves most of those (fix12d). Not once
-    // this connection's peer proved that its answers carry their own ids (fix12e): the plan's order then stands.
+    // answer shape; ordering the blocks so shapes alternate (within a rank) saves most of those (fix12d). Only once
+    // this connection's id proof failed (fix12e): before it the first same-shape pair sends the proof instead of a
+    // separator, and a native device that passes it keeps the plan's order (and which blocks a timeout leaves
+    // unread in a scan) for good.
     const order =
-      this.#separating() && this.#queue.shapesSeparated
+      this.#separating() && this.#queue.shapesSeparated && this.#queue.idProof === "failed"
         ? alternateShapes(sorted, (request) => shapeOf(request), mixed ? rank : () => 0, this.#queue.lastShape)
         : sorted;
     return { order, anyHealthy, anySuspect };

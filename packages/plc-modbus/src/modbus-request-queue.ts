@@ -1172,7 +1172,7 @@ export class ModbusRequestQueue {
    * of two shapes that are neither `next`'s nor one possibly on its way, built by `next`'s fence builder, on the
    * wire together (each executed in this same tick, so both frames are written before any answer can come). It
    * passes when the first is answered (with its own id: the client matches answers by id and checks each against
-   * its request) while the second is on the wire, and the second is answered too. Otherwise (a timeout, an answer
+   * its request; data or a Modbus exception) while the second is on the wire, and the second is answered too. Otherwise (a timeout, an answer
    * that did not fit, the link lost) it fails: each failure is an anomaly like any request's, and separators stay
    * on for this connection. False when two such reads cannot be built (nothing answered yet, or no free size).
    */
@@ -1206,12 +1206,23 @@ export class ModbusRequestQueue {
     });
     const a = entryOf(first, "the first");
     const b = entryOf(second, "the second");
+    // An exception is an answer too (a refused address proves the id as well as data: under a peer stamping the
+    // newest id the first read gets no answer at all); not one the queue did not trust (`unprovenException`).
+    const answered = (error: unknown): boolean => typeof modbusFailureOf(error) === "number";
     a.resolve = () => {
+      firstAnswered = true;
+      firstWhileSecondOut = this.#inFlight.has(b) && !b.settled;
+    };
+    a.reject = (error) => {
+      if (!answered(error)) return;
       firstAnswered = true;
       firstWhileSecondOut = this.#inFlight.has(b) && !b.settled;
     };
     b.resolve = () => {
       secondAnswered = true;
+    };
+    b.reject = (error) => {
+      secondAnswered = answered(error);
     };
     const done = Promise.all([this.#execute(a), this.#execute(b)]);
     void done.then(() => {

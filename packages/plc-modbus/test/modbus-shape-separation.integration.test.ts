@@ -125,13 +125,28 @@ describe("never two requests of one answer shape back to back behind a gateway s
       d: { dataType: "uint32", address: "HR300@1" },
     });
     const { driver, device } = await gateway(() => undefined);
+    const word = (address: number) => rawRegister(1, address);
+    const expected: Record<string, number> = {
+      a: word(0),
+      b: word(100),
+      c: word(200) * 65536 + word(201),
+      d: word(300) * 65536 + word(301),
+    };
+    let firstScanRequests = 0;
     for (let scan = 0; scan < 3; scan++) {
       const samples = await driver.read(mixed.list());
-      expect(samples.every((sample) => sample.quality.severity === "good")).toBe(true);
+      if (scan > 0) expect(samples.every((sample) => sample.quality.severity === "good")).toBe(true);
+      // The first scan's values may be bad (the failed id proof fences the stream), never wrong.
+      for (const sample of samples)
+        if (sample.quality.severity === "good") expect(sample.value, sample.tag).toBe(expected[sample.tag]);
+      if (scan === 0) firstScanRequests = device.requests.length;
     }
-    // Planned HR0, HR100 (one register), HR200, HR300 (two): read alternating, 12 requests for 3 scans, no separator.
-    expect(device.requests.length).toBe(12);
+    const later = device.requests.slice(firstScanRequests);
+    // Planned HR0, HR100 (one register), HR200, HR300 (two). The first scan (fix12e): plan order, the id proof
+    // before HR100 (this gateway fails it: one read times out), a fence. From then on read alternating: 8 requests
+    // for 2 scans, no separator.
+    expect(later.length).toBe(8);
     // Before: in the plan's order, one register, one, two, two (same shapes back to back).
-    expect(device.requests.map((request) => request.value)).toEqual([1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1, 2]);
+    expect(later.map((request) => request.value)).toEqual([1, 2, 1, 2, 1, 2, 1, 2]);
   });
 });
