@@ -1050,7 +1050,9 @@ export class ModbusRequestQueue {
         if (this.#separatorDue(next)) {
           if (this.#inFlight.size > 0) break; // pumped again when the requests on the wire are done
           // The first one on this connection: prove the ids instead (two reads of other shapes together, fix12e).
-          if (this.#idProof === "untried" && this.#sendIdProof(next)) continue;
+          // Not on a device seen answering out of order: a proof read timed out there would hold its shape until
+          // its answer or the forget horizon (one more resync); separation simply stays on.
+          if (this.#idProof === "untried" && !this.#outOfOrder && this.#sendIdProof(next)) continue;
           if (this.#sendSeparator(next)) continue;
         }
         const entry = this.#queue.shift()!;
