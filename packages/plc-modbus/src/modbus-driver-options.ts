@@ -66,21 +66,33 @@ export interface ModbusTcpTransport {
   readonly lostAnswerResyncMs?: number;
   /**
    * Never send two requests of one answer shape (function code and byte count; the unit is left out, as for the
-   * guard) back to back while the transaction ids are not proven (with `lateAnswerGuard`; ids are proven only by
-   * pipelined answers, `maxInFlight` > 1). For a peer that stamps whatever answer it forwards with the newest
-   * request's transaction id (a transparent TCP-to-RTU gateway) or that repeats answers (a repeater, a gateway
-   * retrying): one extra answer frame of the right size taken by a request leaves that request's own answer to
-   * come next, and without this the next request of the same shape takes it, **good and wrong**, and so on while
-   * same-size requests follow each other (measured: 1-3 wrong values a scan of 20 same-size blocks, a whole chain
-   * of reads back to back). With it, each read's blocks are ordered so shapes alternate, and where they cannot
-   * (a plan of same-size blocks, the next scan's first block) a read of another size (a fence, built from a read
-   * that answered) goes alone between two same-shape requests sent less than their late bound (twice
+   * guard) back to back while the transaction ids are not proven (with `lateAnswerGuard`). For a peer that stamps
+   * whatever answer it forwards with the newest request's transaction id (a transparent TCP-to-RTU gateway) or
+   * that repeats answers (a repeater, a gateway retrying): one extra answer frame of the right size taken by a
+   * request leaves that request's own answer to come next, and without this the next request of the same shape
+   * takes it, **good and wrong**, and so on while same-size requests follow each other (measured: 1-3 wrong values
+   * a scan of 20 same-size blocks, a whole chain of reads back to back). With it, a read of another size (built
+   * from a read that answered) goes alone between two same-shape requests sent less than their late bound (twice
    * `requestTimeoutMs`) apart: the shifted answer lands on it, is refused or dropped and reported (the answer
    * stream is fenced), and at most the extra frame itself is taken (it cannot be told from the answer it stands
-   * for: one wrong, good value per extra frame). Cost: none on a plan whose shapes alternate; up to one more
-   * request per block on a plan whose blocks all have one size (measured: see ADR 0041, amendment fix12d). The
-   * second read of a bit write's read-modify-write goes without one (the two reads' agreement is its check).
-   * Ignored without `lateAnswerGuard`. @default false
+   * for: one wrong, good value per extra frame). The second read of a bit write's read-modify-write goes without
+   * one (the two reads' agreement is its check).
+   *
+   * **On by default, and free on a peer that proves its ids** (fix12e): the first time two same-shape requests
+   * would follow each other on a connection, the driver sends two reads of other sizes together instead; a native
+   * Modbus TCP device answers each with its own transaction id (data or an exception), which proves its ids for
+   * that connection: nothing is separated on it any more and the plan's order stands (cost: those two reads, once
+   * per connection). A peer that stamps the newest request's id fails the proof (one read times out, counted
+   * against no unit; the other's answer is refused or dropped; the answer stream is fenced); separation then stays
+   * on for the connection and each read's blocks are ordered so sizes alternate (no cost on a plan with two or
+   * more block sizes; up to one more request per block on a plan whose blocks all have one size: ADR 0041,
+   * amendment fix12d). No proof on a peer seen answering out of order. Ids are also proven by pipelined answers
+   * (`maxInFlight` > 1). Every new connection proves them again.
+   *
+   * Not a proof against a gateway that answers pipelined requests with their own ids but stamps an extra
+   * (repeated) frame with the newest one (see docs/drivers/modbus.md, "Gateways to serial lines"). `false` turns
+   * the rule and the proof off (the default before fix12e): only for a peer known to stamp each answer with its
+   * own request's id. Ignored without `lateAnswerGuard`. @default true
    */
   readonly separateShapes?: boolean;
 }
@@ -261,7 +273,7 @@ export const modbusDriverOptionsSchema = z
           .positive()
           .max(MAX_DURATION_MS, "must be at most 3600000 (1 hour)")
           .default(30_000),
-        separateShapes: z.boolean().default(false),
+        separateShapes: z.boolean().default(true),
       }),
       z.strictObject({
         kind: z.literal("rtu"),

@@ -294,9 +294,10 @@ export class ModbusDriver implements PlcDriver {
       onFenceTimeout: (error) => this.#fenceTimedOut(error),
       // A busy RTU device ignores the requests it gets while it sends a late answer: its fence waits for the bound.
       fenceAfterLateBound: transport.kind === "rtu",
-      // `transport.separateShapes` (TCP with the guard): ids cannot be trusted behind a transparent gateway, so one
-      // extra answer frame would shift every later answer of its shape onto the next request of that shape; never two
-      // such back to back (ADR 0041, amendment fix12d). RTU is covered by the client's answer-time rule (fix12c).
+      // `transport.separateShapes` (TCP with the guard, on by default): ids cannot be trusted behind a transparent
+      // gateway, so one extra answer frame would shift every later answer of its shape onto the next request of that
+      // shape; never two such back to back (ADR 0041, amendment fix12d) until the connection's peer proves that its
+      // answers carry their own ids (two reads together, fix12e). RTU is covered by the client's answer-time rule (fix12c).
       separateShapes: this.#separating(),
       // Only TCP: a new connection proves that no answer of the old one comes (a serial line outlives its port).
       ...(transport.kind === "tcp" && transport.lateAnswerGuard && this.#options.reconnect.enabled
@@ -819,10 +820,14 @@ export class ModbusDriver implements PlcDriver {
       (this.#silentBlocks.size > 0 && requests.some((request) => silent(request) > 0));
     const sorted = mixed ? [...requests].sort((a, b) => rank(a) - rank(b) || missed(b) - missed(a)) : requests;
     // Separating shapes (TCP with the guard): the queue sends a read of another size between two requests of one
-    // answer shape; ordering the blocks so shapes alternate (within a rank) saves most of those (fix12d).
-    const order = this.#separating()
-      ? alternateShapes(sorted, (request) => shapeOf(request), mixed ? rank : () => 0, this.#queue.lastShape)
-      : sorted;
+    // answer shape; ordering the blocks so shapes alternate (within a rank) saves most of those (fix12d). Only once
+    // this connection's id proof failed (fix12e): before it the first same-shape pair sends the proof instead of a
+    // separator, and a native device that passes it keeps the plan's order (and which blocks a timeout leaves
+    // unread in a scan) for good.
+    const order =
+      this.#separating() && this.#queue.shapesSeparated && this.#queue.idProof === "failed"
+        ? alternateShapes(sorted, (request) => shapeOf(request), mixed ? rank : () => 0, this.#queue.lastShape)
+        : sorted;
     return { order, anyHealthy, anySuspect };
   }
 
@@ -1395,7 +1400,10 @@ export class ModbusDriver implements PlcDriver {
     if (rtu) this.#units.answered(unitId);
   }
 
-  /** Whether requests of one answer shape are never sent back to back (`transport.separateShapes`, fix12d). */
+  /**
+   * Whether requests of one answer shape are never sent back to back until the connection's ids are proven
+   * (`transport.separateShapes`, fix12d; on by default since fix12e).
+   */
   #separating(): boolean {
     const transport = this.#options.transport;
     return transport.kind === "tcp" && transport.lateAnswerGuard && transport.separateShapes;

@@ -43,20 +43,35 @@ describe("ModbusRequestQueue", () => {
     const clock = new SimulatedClock();
     const started: [string, number][] = [];
     const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100, separateShapes: true });
-    const fence = fences(clock, started, () => Promise.resolve([]));
+    // The id proof's first read is answered only after its second (fix12e): the ids are not proven, so the
+    // separators of fix12d stay on for this connection.
+    let calls = 0;
+    const fence = fences(clock, started, () =>
+      ++calls === 1 ? new Promise((resolve) => setTimeout(() => resolve([]), 5)) : Promise.resolve([]),
+    );
     const read = (what: string, shape: string, unseparated = false) =>
       queue.run(() => (started.push([what, clock.now()]), Promise.resolve(what)), what, undefined, {
         shape,
         fence,
         unseparated,
       });
-    expect(await Promise.all([read("HR0", "hr/2"), read("HR10", "hr/2"), read("HR20", "hr/4")])).toEqual([
+    expect(queue.shapesSeparated).toBe(true);
+    expect(
+      await Promise.all([read("HR0", "hr/2"), read("HR10", "hr/2"), read("HR11", "hr/2"), read("HR20", "hr/4")]),
+    ).toEqual(["HR0", "HR10", "HR11", "HR20"]);
+    // HR10 has HR0's shape: the connection's id proof goes first (two reads of other sizes together); it fails, so
+    // before HR11 (HR10's shape) a read of another size (the first the builder finds that is not unsure) goes alone.
+    expect(started.map(([what]) => what)).toEqual([
       "HR0",
+      "fence hr/4",
+      "fence hr/6",
       "HR10",
+      "fence hr/4",
+      "HR11",
       "HR20",
     ]);
-    // HR10 has HR0's shape: a read of another size (the first the builder finds that is not unsure) goes first.
-    expect(started.map(([what]) => what)).toEqual(["HR0", "fence hr/4", "HR10", "HR20"]);
+    expect(queue.idProof).toBe("failed");
+    expect(queue.shapesSeparated).toBe(true);
     expect(queue.separators).toBe(1);
     expect(queue.lastShape).toBe("hr/4");
     // The bit write's second read goes right after its first.
@@ -70,6 +85,56 @@ describe("ModbusRequestQueue", () => {
     await read("HR40", "hr/2");
     expect(started.map(([what]) => what)).toEqual(["HR40"]);
     expect(queue.separators).toBe(1);
+  });
+
+  it("separateShapes: a peer answering the id proof's two reads in order, each with its own id, needs no separator on that connection (fix12e)", async () => {
+    const clock = new SimulatedClock();
+    const started: [string, number][] = [];
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100, separateShapes: true });
+    const fence = fences(clock, started, () => Promise.resolve([]));
+    const read = (what: string) =>
+      queue.run(() => (started.push([what, clock.now()]), Promise.resolve(what)), what, undefined, {
+        shape: "hr/2",
+        fence,
+      });
+    await Promise.all([read("HR0"), read("HR10"), read("HR11"), read("HR12")]);
+    // The two proof reads went on the wire together; once proven, same-shape requests follow each other.
+    expect(started.map(([what]) => what)).toEqual(["HR0", "fence hr/4", "fence hr/6", "HR10", "HR11", "HR12"]);
+    expect(queue.idProof).toBe("passed");
+    expect(queue.shapesSeparated).toBe(false);
+    expect(queue.separators).toBe(0);
+    expect(queue.lastShape).toBeUndefined();
+    // A new connection may reach another peer: proven again (sibling).
+    queue.newConnection();
+    expect(queue.idProof).toBe("untried");
+    expect(queue.shapesSeparated).toBe(true);
+    started.length = 0;
+    await clock.advance(200); // past the late bound of the last request of the old connection
+    await Promise.all([read("HR0"), read("HR10")]);
+    expect(started.map(([what]) => what)).toEqual(["HR0", "fence hr/4", "fence hr/6", "HR10"]);
+    expect(queue.idProof).toBe("passed");
+  });
+
+  it("separateShapes: the id proof's second read sent in the same tick as its first (both on the wire before any answer)", async () => {
+    const clock = new SimulatedClock();
+    const started: [string, number][] = [];
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100, separateShapes: true });
+    const gate = deferred<unknown>();
+    let calls = 0;
+    const fence = fences(clock, started, () => (++calls === 1 ? gate.promise : Promise.resolve([])));
+    const read = (what: string) =>
+      queue.run(() => (started.push([what, clock.now()]), Promise.resolve(what)), what, undefined, {
+        shape: "hr/2",
+        fence,
+      });
+    const reads = Promise.all([read("HR0"), read("HR10")]);
+    await clock.advance(0);
+    // The first proof read is unanswered, and the second is on the wire already.
+    expect(started.map(([what]) => what)).toEqual(["HR0", "fence hr/4", "fence hr/6"]);
+    gate.resolve([]);
+    await reads;
+    // Answered after the second: not proven (conservative), separators stay on.
+    expect(queue.idProof).toBe("failed");
   });
 
   it("without separateShapes, same-shape requests go back to back as before (sibling)", async () => {

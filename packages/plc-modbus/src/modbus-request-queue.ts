@@ -79,6 +79,16 @@ export interface ModbusRequestQueueOptions {
    * request of another size (a mismatch, or a drop the client reports) and the stream is resynchronised: at most
    * the extra frame itself is taken (nothing tells it apart). A request without a shape or a fence builder, or
    * whose builder finds no other shape, goes without one. ADR 0041, amendment fix12d.
+   *
+   * **Lifted per connection by an id proof** (ADR 0041, amendment fix12e): the first time a separator is due on a
+   * connection, two reads of two other shapes, both built by the request's `fence` builder, go on the wire
+   * together instead (written in the same tick, so a gateway has both before it can answer the first). A peer
+   * stamping each answer with its own request's transaction id answers each with its own: the ids are proven for
+   * this connection ({@link ModbusRequestQueue.shapesSeparated} false) and no separator goes any more on it. A
+   * peer stamping the newest request's id gives the first one's answer the second one's id (refused, or dropped
+   * and reported) and the first one none (a timeout): an anomaly like any, the answer stream is fenced, and
+   * separators stay on for the connection. {@link ModbusRequestQueue.newConnection} and
+   * {@link ModbusRequestQueue.forgetIdProof} forget the proof (a new connection may reach another peer).
    * @default false
    */
   readonly separateShapes?: boolean;
@@ -324,6 +334,8 @@ export class ModbusRequestQueue {
   #separating = false;
   /** Separators sent (see {@link ModbusRequestQueue.separators}). */
   #separators = 0;
+  /** This connection's id proof (see {@link ModbusRequestQueue.idProof}); a proof in flight is `"sent"`. */
+  #idProof: "untried" | "sent" | "passed" | "failed" = "untried";
   /**
    * Scopes with an anomaly since their last proof (see {@link ModbusRequestOptions.fence} and
    * {@link ModbusRequestOptions.scope}); the stream is aligned when there is none.
@@ -435,6 +447,8 @@ export class ModbusRequestQueue {
    */
   newConnection(): void {
     this.#connection++;
+    // Ids proven on the old connection say nothing about the peer behind this one (fix12e).
+    this.#idProof = "untried";
     // The out-of-order classification belongs to a connection, like the holds it causes (fix12z): a new one
     // starts where the driver started, with the time bound, until it shows out-of-order answers itself. Not after a
     // resynchronisation this queue asked for: it was asked because the device answers out of order, and a new
@@ -846,9 +860,27 @@ export class ModbusRequestQueue {
    * otherwise, or when the next request of any shape needs no separator (its late bound has passed).
    */
   get lastShape(): string | undefined {
-    if (!this.#separateShapes || this.idsProven || this.#lastSent === undefined) return undefined;
+    if (!this.shapesSeparated || this.#lastSent === undefined) return undefined;
     if (this.#clock.now() >= this.#lastSent.at + this.#timeoutMs + this.#guardMs) return undefined;
     return this.#lastSent.shape;
+  }
+
+  /**
+   * Whether requests of one answer shape are kept apart now (see {@link ModbusRequestQueueOptions.separateShapes}):
+   * the option is on, the transaction ids are not proven by pipelined answers ({@link ModbusRequestQueue.idsProven})
+   * and this connection's id proof has not passed.
+   */
+  get shapesSeparated(): boolean {
+    return this.#separateShapes && !this.idsProven && this.#idProof !== "passed";
+  }
+
+  /**
+   * This connection's id proof (see {@link ModbusRequestQueueOptions.separateShapes}): `"untried"` (none sent yet,
+   * or no option), `"sent"` (on the wire), `"passed"` (each answer came with its own id: no separator any more on
+   * this connection) or `"failed"` (separators stay on for this connection).
+   */
+  get idProof(): "untried" | "sent" | "passed" | "failed" {
+    return this.#idProof;
   }
 
   /** Separators sent so far (see {@link ModbusRequestQueueOptions.separateShapes}): their cost, in requests. */
@@ -859,6 +891,7 @@ export class ModbusRequestQueue {
   /** Forgets that proof (a new connection may reach another device). */
   forgetIdProof(): void {
     this.#proofs = 0;
+    this.#idProof = "untried";
   }
 
   /**
@@ -1016,6 +1049,10 @@ export class ModbusRequestQueue {
         // The same shape as the request sent just before: a read of another size goes between, alone (fix12d).
         if (this.#separatorDue(next)) {
           if (this.#inFlight.size > 0) break; // pumped again when the requests on the wire are done
+          // The first one on this connection: prove the ids instead (two reads of other shapes together, fix12e).
+          // Not on a device seen answering out of order: a proof read timed out there would hold its shape until
+          // its answer or the forget horizon (one more resync); separation simply stays on.
+          if (this.#idProof === "untried" && !this.#outOfOrder && this.#sendIdProof(next)) continue;
           if (this.#sendSeparator(next)) continue;
         }
         const entry = this.#queue.shift()!;
@@ -1091,7 +1128,7 @@ export class ModbusRequestQueue {
    * shape of the request sent just before it, within that one's late bound, and the ids are not proven.
    */
   #separatorDue(entry: Entry): boolean {
-    if (!this.#separateShapes || this.idsProven || entry.unseparated === true) return false;
+    if (!this.shapesSeparated || entry.unseparated === true) return false;
     if (entry.shape === undefined || entry.fence === undefined) return false;
     const last = this.#lastSent;
     if (last === undefined || last.shape !== entry.shape) return false;
@@ -1127,6 +1164,74 @@ export class ModbusRequestQueue {
     void this.#execute(entry).then(() => {
       this.#separating = false;
       this.#lastEnd = this.#clock.now();
+      void this.#pump();
+    });
+    return true;
+  }
+
+  /**
+   * Sends this connection's id proof before `next` (see {@link ModbusRequestQueueOptions.separateShapes}): two reads
+   * of two shapes that are neither `next`'s nor one possibly on its way, built by `next`'s fence builder, on the
+   * wire together (each executed in this same tick, so both frames are written before any answer can come). It
+   * passes when the first is answered (with its own id: the client matches answers by id and checks each against
+   * its request; data or a Modbus exception) while the second is on the wire, and the second is answered too. Otherwise (a timeout, an answer
+   * that did not fit, the link lost) it fails: each failure is an anomaly like any request's, and separators stay
+   * on for this connection. False when two such reads cannot be built (nothing answered yet, or no free size).
+   */
+  #sendIdProof(next: Entry): boolean {
+    const shape = next.shape;
+    const first = next.fence!((candidate) => candidate === shape || this.#isUnsure(candidate));
+    if (first === undefined) return false;
+    const second = next.fence!(
+      (candidate) => candidate === shape || candidate === first.shape || this.#isUnsure(candidate),
+    );
+    if (second === undefined) return false;
+    this.#idProof = "sent";
+    this.#separating = true;
+    const connection = this.#connection;
+    let firstAnswered = false;
+    let secondAnswered = false;
+    let firstWhileSecondOut = false;
+    const entryOf = (read: ModbusFence, which: string): Entry => ({
+      operation: read.run,
+      what: `${which} of two reads sent together to prove that answers carry their own request's id (before ${next.what})`,
+      signal: undefined,
+      background: false,
+      fence: undefined,
+      scope: next.scope,
+      shape: read.shape,
+      exceptionShape: read.exceptionShape,
+      unit: read.unit,
+      resolve: () => undefined,
+      reject: () => undefined,
+      settled: false,
+    });
+    const a = entryOf(first, "the first");
+    const b = entryOf(second, "the second");
+    // An exception is an answer too (a refused address proves the id as well as data: under a peer stamping the
+    // newest id the first read gets no answer at all); not one the queue did not trust (`unprovenException`).
+    const answered = (error: unknown): boolean => typeof modbusFailureOf(error) === "number";
+    a.resolve = () => {
+      firstAnswered = true;
+      firstWhileSecondOut = this.#inFlight.has(b) && !b.settled;
+    };
+    a.reject = (error) => {
+      if (!answered(error)) return;
+      firstAnswered = true;
+      firstWhileSecondOut = this.#inFlight.has(b) && !b.settled;
+    };
+    b.resolve = () => {
+      secondAnswered = true;
+    };
+    b.reject = (error) => {
+      secondAnswered = answered(error);
+    };
+    const done = Promise.all([this.#execute(a), this.#execute(b)]);
+    void done.then(() => {
+      this.#separating = false;
+      this.#lastEnd = this.#clock.now();
+      if (this.#connection === connection && this.#idProof === "sent")
+        this.#idProof = firstAnswered && secondAnswered && firstWhileSecondOut ? "passed" : "failed";
       void this.#pump();
     });
     return true;

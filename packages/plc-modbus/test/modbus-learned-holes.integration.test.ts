@@ -37,16 +37,17 @@ describe("learned holes", () => {
     const [served] = await driver.read(tags.list());
     expect(served).toMatchObject({ value: 42, quality: { severity: "good" } });
     expect(driver.learned.poisoned).toEqual([]);
-    expect(requests).toEqual([266, 266]);
+    // The two reads, and between them the connection's id proof: two reads sent together (fix12e).
+    expect(requests).toEqual([266, 266, 266, 266]);
   });
 
   it("a tag refused alone in 3 reads in a row is learned: no traffic, a reason naming it and the next probe", async () => {
     const { simulator, driver, requests } = await setup({ planner: { learnRefusalSpanMs: 0 } });
     simulator.injectException({ area: "holding-register", address: 266, unitId: 100 }, 2);
     for (let read = 0; read < 3; read++) await driver.read(tags.list());
-    expect(requests).toHaveLength(3);
+    expect(requests).toHaveLength(3 + 2); // and the connection's id proof, two reads (fix12e)
     const [learned] = await driver.read(tags.list());
-    expect(requests).toHaveLength(3);
+    expect(requests).toHaveLength(3 + 2);
     expect(learned!.quality.reason).toMatch(
       /^modbus exception 2 \(illegal data address\) at HR266:uint16@100; learned, next probe at \d{4}-\d\d-\d\dT[\d:.]+Z$/,
     );
@@ -60,7 +61,7 @@ describe("learned holes", () => {
       const [sample] = await driver.read(tags.list());
       expect(sample!.quality.severity).toBe("bad");
     }
-    expect(requests).toHaveLength(5);
+    expect(requests).toHaveLength(5 + 2); // and the connection's id proof, two reads (fix12e)
     expect(driver.learned.poisoned).toEqual([]);
   });
 

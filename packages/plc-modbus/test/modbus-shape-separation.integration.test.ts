@@ -7,7 +7,7 @@ import { rawRegister, startRawTcpDevice, type RawAnswer, type RawRequest } from 
 // gateway (every answer stamped with the newest request's transaction id), one extra answer frame of the right size
 // that lands while a request waits is taken by it; that request's own answer then came while the next request of
 // the same shape waited and was taken by it, good and wrong, and so on down a chain of same-size reads. With
-// `transport.separateShapes` no two requests of one answer shape go back to back: the shifted answer lands on a read of another size (a mismatch or a
+// `transport.separateShapes` (on by default since fix12e; this gateway fails the id proof) no two requests of one answer shape go back to back: the shifted answer lands on a read of another size (a mismatch or a
 // dropped answer, reported) and the stream is resynchronised. The extra frame itself, taken by the request it landed
 // on, cannot be told from that request's answer (it has its size, the newest id, and it came in time): at most that
 // one wrong value remains per extra frame.
@@ -34,7 +34,8 @@ async function gateway(bend: (request: RawRequest, stamp: () => number) => RawAn
   });
   cleanups.push(() => device.stop());
   const driver = new ModbusDriver({
-    transport: { kind: "tcp", host: device.host, port: device.port, separateShapes: true },
+    // `separateShapes` at its default (on until the peer proves its ids; this one never does: fix12e).
+    transport: { kind: "tcp", host: device.host, port: device.port },
     requestTimeoutMs: 300,
   });
   cleanups.push(() => driver.close());
@@ -124,13 +125,28 @@ describe("never two requests of one answer shape back to back behind a gateway s
       d: { dataType: "uint32", address: "HR300@1" },
     });
     const { driver, device } = await gateway(() => undefined);
+    const word = (address: number) => rawRegister(1, address);
+    const expected: Record<string, number> = {
+      a: word(0),
+      b: word(100),
+      c: word(200) * 65536 + word(201),
+      d: word(300) * 65536 + word(301),
+    };
+    let firstScanRequests = 0;
     for (let scan = 0; scan < 3; scan++) {
       const samples = await driver.read(mixed.list());
-      expect(samples.every((sample) => sample.quality.severity === "good")).toBe(true);
+      if (scan > 0) expect(samples.every((sample) => sample.quality.severity === "good")).toBe(true);
+      // The first scan's values may be bad (the failed id proof fences the stream), never wrong.
+      for (const sample of samples)
+        if (sample.quality.severity === "good") expect(sample.value, sample.tag).toBe(expected[sample.tag]);
+      if (scan === 0) firstScanRequests = device.requests.length;
     }
-    // Planned HR0, HR100 (one register), HR200, HR300 (two): read alternating, 12 requests for 3 scans, no separator.
-    expect(device.requests.length).toBe(12);
+    const later = device.requests.slice(firstScanRequests);
+    // Planned HR0, HR100 (one register), HR200, HR300 (two). The first scan (fix12e): plan order, the id proof
+    // before HR100 (this gateway fails it: one read times out), a fence. From then on read alternating: 8 requests
+    // for 2 scans, no separator.
+    expect(later.length).toBe(8);
     // Before: in the plan's order, one register, one, two, two (same shapes back to back).
-    expect(device.requests.map((request) => request.value)).toEqual([1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1, 2]);
+    expect(later.map((request) => request.value)).toEqual([1, 2, 1, 2, 1, 2, 1, 2]);
   });
 });

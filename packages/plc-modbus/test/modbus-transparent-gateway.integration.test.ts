@@ -47,6 +47,8 @@ function wrongGood(samples: readonly Sample[], expected: Record<string, number>)
     .map((sample) => `${sample.tag}=${String(sample.value)} (true ${expected[sample.tag]})`);
 }
 
+// The slow (or held) answer is the n-th of a tag's own one-register reads: since separation is on by default
+// (fix12e), the id proof, separators and fences also read at these addresses, with other sizes.
 describe("a transparent TCP-to-RTU gateway stamps a late answer with the next request's transaction id", () => {
   /** A raw device behind such a gateway: the `slowAt`-th request to HR50 takes SLOW_MS, everything else 2 ms. */
   async function serialGateway(slowAt = 2) {
@@ -56,7 +58,7 @@ describe("a transparent TCP-to-RTU gateway stamps a late answer with the next re
     const device = await startRawTcpDevice((request) => {
       newest = request.transactionId;
       const now = Date.now();
-      const slow = request.address === 50 && ++hr50 === slowAt;
+      const slow = request.address === 50 && request.value === 1 && ++hr50 === slowAt; // the tag's own read
       lineFreeAt = Math.max(now, lineFreeAt) + (slow ? SLOW_MS : 2);
       return { kind: "normal", delayMs: lineFreeAt - now, transactionId: () => newest };
     });
@@ -170,7 +172,7 @@ describe("a transparent TCP-to-RTU gateway stamps a late answer with the next re
     const device = await startRawTcpDevice((request) => {
       newest = { transactionId: request.transactionId, unitId: request.unitId };
       const now = Date.now();
-      const slow = request.unitId === 2 && ++unit2 === slowAt;
+      const slow = request.unitId === 2 && request.value === 1 && ++unit2 === slowAt; // a tag's own read
       lineFreeAt = Math.max(now, lineFreeAt) + (slow ? SLOW_MS : 2);
       const key = `${request.unitId}/${request.address}`;
       if (request.functionCode === 6) registers.set(key, request.value);
@@ -236,7 +238,7 @@ describe("a transparent TCP-to-RTU gateway stamps a late answer with the next re
         held = undefined;
         return { kind: "normal", values: [rawRegister(1, late.address)], registers: 1, thenOwnAfterMs: 20 };
       }
-      if (request.functionCode === 3 && request.address === 5 && ++hr5 === 2) {
+      if (request.functionCode === 3 && request.address === 5 && request.value === 1 && ++hr5 === 2) {
         held = request;
         return { kind: "silent" };
       }
@@ -371,7 +373,7 @@ async function transparentGateway(serial: net.Socket, slowAt = 2): Promise<numbe
         const pdu = Buffer.from(buffer.subarray(7, 6 + length));
         newest = { transactionId: buffer.readUInt16BE(0), unitId };
         buffer = buffer.subarray(6 + length);
-        const slow = pdu[0] === 3 && pdu.readUInt16BE(1) === 50 && ++hr50 === slowAt;
+        const slow = pdu[0] === 3 && pdu.readUInt16BE(1) === 50 && pdu.readUInt16BE(3) === 1 && ++hr50 === slowAt;
         line = line.then(async () => {
           if (slow) await new Promise((resolve) => setTimeout(resolve, SLOW_MS));
           serial.write(rtuFrame(unitId, pdu));

@@ -1,0 +1,144 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { defineTags, type Sample } from "@kiln/core";
+import { ModbusDriver } from "../src/index";
+import { rawRegister, startRawTcpDevice, type RawAnswer, type RawRequest } from "./raw-tcp-device";
+
+// Issue 12, ADR 0041 amendment fix12e. fix12d's `transport.separateShapes` (never two requests of one answer shape
+// back to back) closed the gateway chain (one extra answer frame behind a transparent gateway stamping the newest
+// request's id shifted every later same-size read, good and wrong) but was opt-in. It is now on by default and
+// lifted per connection by an id proof: the first time two same-shape requests would follow each other, two reads
+// of other sizes go on the wire together; a native device answers each with its own id (proven: nothing separated
+// any more on that connection), a gateway stamping the newest id does not (separation stays on).
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+/** Twenty one-register tags, one block each (100 registers apart): twenty reads of one answer shape. */
+const ADDRESSES = Array.from({ length: 20 }, (_, index) => index * 100);
+const tags = defineTags(
+  Object.fromEntries(ADDRESSES.map((address) => [`hr${address}`, { dataType: "uint16", address: `HR${address}@1` }])),
+);
+const all = tags.list();
+
+/** Good samples whose value is not their own register's. */
+function wrongGood(samples: readonly Sample[]): string[] {
+  return samples
+    .filter((sample) => sample.quality.severity === "good")
+    .filter((sample) => sample.value !== rawRegister(1, Number(sample.tag.slice(2))))
+    .map((sample) => `${sample.tag}=${String(sample.value)}`);
+}
+
+/**
+ * A raw device answering after 15 ms; `stampNewest` (switchable) stamps every answer with the newest request's id
+ * like a transparent gateway, else with the request's own; `bend` may answer a request otherwise. Default driver
+ * settings apart from the request timeout.
+ */
+async function peer(
+  mode: { stampNewest: boolean },
+  bend: (request: RawRequest, stamp: () => number) => RawAnswer | undefined,
+) {
+  let newest = 0;
+  const device = await startRawTcpDevice((request) => {
+    newest = request.transactionId;
+    const own = request.transactionId;
+    const stamp = () => (mode.stampNewest ? newest : own);
+    return bend(request, stamp) ?? { kind: "normal", delayMs: 15, transactionId: stamp };
+  });
+  cleanups.push(() => device.stop());
+  const driver = new ModbusDriver({
+    transport: { kind: "tcp", host: device.host, port: device.port },
+    requestTimeoutMs: 300,
+    reconnect: { initialDelayMs: 50 },
+  });
+  cleanups.push(() => driver.close());
+  await driver.connect();
+  return { driver, device };
+}
+
+/** One extra frame (HR30's word) lands in HR300's window, HR300's own answer 15 ms behind it, stamped the same. */
+function extraFrameAt300(armed: { extra: boolean }) {
+  return (request: RawRequest, stamp: () => number): RawAnswer | undefined => {
+    if (request.functionCode !== 3 || request.address !== 300 || !armed.extra) return undefined;
+    armed.extra = false;
+    return { kind: "normal", values: [rawRegister(1, 30)], transactionId: stamp, thenOwnAfterMs: 15, ownStamped: true };
+  };
+}
+
+async function until(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** Wrong good values other than the extra frame itself (which has HR300's size, the newest id and came in time). */
+const shifted = (wrong: readonly string[]) => wrong.filter((value) => value !== `hr300=${rawRegister(1, 30)}`);
+
+describe("default settings: requests of one answer shape kept apart until the peer proves its ids (fix12e)", () => {
+  it("behind a gateway stamping the newest id, one extra frame shifts no later read (before: later reads shifted, good)", async () => {
+    const armed = { extra: true };
+    const { driver } = await peer({ stampNewest: true }, extraFrameAt300(armed));
+    const wrong: string[] = [];
+    let good = 0;
+    for (let scan = 0; scan < 4; scan++) {
+      const samples = await driver.read(all);
+      wrong.push(...wrongGood(samples));
+      good += samples.filter((sample) => sample.quality.severity === "good").length;
+    }
+    expect(armed.extra).toBe(false);
+    // Before (separation off by default): HR400..HR1900 read the register before's answer, good.
+    expect(shifted(wrong), wrong.join(", ")).toEqual([]);
+    expect(wrong.length).toBeLessThanOrEqual(1);
+    expect(driver.answerStream.aligned).toBe(true);
+    expect(good).toBeGreaterThanOrEqual(4 * 20 - 5);
+  });
+
+  it("a native device proves its ids once: same-size blocks cost two requests per connection, not one per block", async () => {
+    const { driver, device } = await peer({ stampNewest: false }, () => undefined);
+    for (let scan = 0; scan < 5; scan++) {
+      const samples = await driver.read(all);
+      expect(samples.every((sample) => sample.quality.severity === "good")).toBe(true);
+      expect(wrongGood(samples)).toEqual([]);
+    }
+    // 5 scans of 20 blocks, plus the proof's two reads sent together (fix12d's rule on its own: 5 × 39 or more).
+    expect(device.requests.length).toBe(5 * 20 + 2);
+    // The plan's order stands (no reordering once proven).
+    const lastScan = device.requests.slice(-20).map((request) => request.address);
+    expect(lastScan).toEqual(ADDRESSES);
+  });
+
+  it("proven on one connection, then a reconnect reaches a gateway: proven again per connection (sibling)", async () => {
+    const mode = { stampNewest: false };
+    const armed = { extra: false };
+    let reset = false;
+    const extra = extraFrameAt300(armed);
+    const { driver, device } = await peer(mode, (request, stamp) => {
+      if (reset) {
+        reset = false;
+        return { kind: "reset" };
+      }
+      return extra(request, stamp);
+    });
+    for (let scan = 0; scan < 2; scan++) await driver.read(all);
+    expect(device.requests.length).toBe(2 * 20 + 2); // proven on the first connection
+    // The peer becomes a gateway stamping the newest id; the connection drops and the driver reconnects.
+    mode.stampNewest = true;
+    reset = true;
+    await driver.read(all).catch(() => undefined);
+    await until(() => driver.status !== "connected");
+    await until(() => driver.status === "connected");
+    armed.extra = true;
+    const wrong: string[] = [];
+    for (let scan = 0; scan < 4; scan++) {
+      const samples = await driver.read(all).catch(() => [] as Sample[]);
+      wrong.push(...wrongGood(samples));
+    }
+    expect(armed.extra).toBe(false);
+    // Had the first connection's proof been kept: HR400..HR1900 shifted, good.
+    expect(shifted(wrong), wrong.join(", ")).toEqual([]);
+    expect(wrong.length).toBeLessThanOrEqual(1);
+  });
+});
