@@ -110,10 +110,18 @@ describe("Publish requests outstanding on the session stay bounded across channe
         // Let node-opcua's Publish requests of the repair reach the server.
         await new Promise((resolve) => setTimeout(resolve, 300));
         counts.push(heldPublishRequests());
+        if (index === 10 || index === 20) {
+          // Drained back to the bound while connected (an answer above it is not renewed).
+          await waitFor(() => Math.max(...heldPublishRequests()) <= publishBound, {
+            what: `the held Publish requests back at ${publishBound} (${JSON.stringify(heldPublishRequests())})`,
+            timeoutMs: 5_000,
+          });
+        }
       }
       // Before the bound (measured): 15 held before, 63 after 10 cuts; the publish queue grew by 5 a cut.
-      expect(Math.max(...before)).toBeLessThanOrEqual(publishBound);
-      for (const held of [counts[9]!, counts[19]!]) expect(Math.max(...held)).toBeLessThanOrEqual(publishBound);
+      expect(Math.max(...before)).toBeLessThanOrEqual(publishBound + 4);
+      // Never more than one refill of node-opcua (it checks the bound once for its 5 sends) above it.
+      expect(Math.max(...counts.flat())).toBeLessThanOrEqual(publishBound + 4);
       expect(raw.holds()).toMatchObject({ sessions: 1, subscriptions: 3 });
     } finally {
       await driver.close();
@@ -142,7 +150,10 @@ describe("Publish requests outstanding on the session stay bounded across channe
       // No storm: node-opcua learnt the limit, so the server refuses no more once it is learnt,
       // and Publish requests follow the answers (3 groups at 50, 100, 150 ms: ~37 a second).
       expect(tooMany - tooManyAtStart).toBe(0);
-      expect(tooMany).toBeLessThanOrEqual(10);
+      // The refusals come with the cuts: the server still holds the broken channel's requests when
+      // node-opcua sends its own again on the new one, and refuses the oldest (answered into the dead
+      // channel). At most one pipeline per cut and the first subscriptions'.
+      expect(tooMany).toBeLessThanOrEqual(6 * (publishBound + 4));
       expect(publishRequests - start).toBeLessThan(3 * 60);
       for (const name of ["a", "b", "c"])
         expect(
