@@ -82,9 +82,7 @@ describe("boundPublishRequests against node-opcua's own ClientSidePublishEngine 
     const { ClientSidePublishEngine } = createRequire(import.meta.url)(
       "node-opcua-client/dist/private/client_publish_engine.js",
     ) as {
-      ClientSidePublishEngine: new (
-        session: object,
-      ) => Record<string, unknown> & {
+      ClientSidePublishEngine: new (session: object) => Record<string, unknown> & {
         replenish_publish_request_queue(): void;
         registerSubscription(subscription: object): void;
       };
