@@ -34,6 +34,7 @@ import {
 } from "./opcua-certificates";
 import { parseEndpointUrl, type OpcTcpEndpoint } from "./opcua-endpoint-url";
 import { forgetRejectedCopiesOfTrusted, keepTrustedCertificates } from "./opcua-kept-trust";
+import { boundPublishRequests } from "./opcua-publish-engine";
 import type { ResolvedOpcuaDriverOptions } from "./opcua-driver-options";
 import { connectError, isConnectionLoss, statusOfError } from "./opcua-errors";
 import { markReplayedNotifications } from "./opcua-replayed-notifications";
@@ -262,6 +263,7 @@ export async function openOpcuaConnection(settings: OpcuaConnectionSettings, sig
       const session = await opened.createSession(identity);
       openedSession = session;
       refuseSubscriptionTransfers(session);
+      boundPublishRequests(session);
       markReplayedNotifications(session);
       markApplicationRequests(session);
       if (settings.lifetime)

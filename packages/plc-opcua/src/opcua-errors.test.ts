@@ -53,6 +53,25 @@ describe("connectError", () => {
     expect(error.details).toMatchObject({ statusName: "BadIdentityTokenRejected", endpointUrl: context.endpointUrl });
   });
 
+  test("a repair that lost its channel again says so, not 'Cannot connect' (adv13h LOW)", () => {
+    const error = connectError(new Error("Failure during reconnection : client or session is not usable anymore"), {
+      ...context,
+      stage: "session",
+    });
+    expect(error.code).toBe("KILN_CONNECTION_FAILED");
+    expect(error.retryable).toBe(true);
+    expect(error.message).toMatch(/lost again while the session and its subscriptions were being re-created/);
+    expect(error.message).not.toMatch(/^Cannot connect/);
+    expect(error.details.reason).toBe("lost-during-repair");
+  });
+
+  test("sibling: any other failure of a connection attempt still reads 'Cannot connect', retryable", () => {
+    const error = connectError(new Error("connect ECONNREFUSED 127.0.0.1:4840"), context);
+    expect(error.message).toMatch(/^Cannot connect to the OPC UA server/);
+    expect(error.retryable).toBe(true);
+    expect(error.details.reason).toBeUndefined();
+  });
+
   test("an untrusted server certificate says how to trust it, not retryable", () => {
     const error = connectError(
       new Error("server Certificate verification failed with err BadCertificateUntrusted (0x801a0000)"),

@@ -129,7 +129,8 @@ export function isTransientStatus(statusName: string): boolean {
  * Turns a failure to open a connection or session into the Kiln error a user can act on:
  * `KILN_AUTHENTICATION_FAILED` (not retryable) for a refused identity, a non-retryable
  * `KILN_CONNECTION_FAILED` for certificate and endpoint mismatches (repeating cannot help until
- * the configuration changes), and a retryable `KILN_CONNECTION_FAILED` otherwise.
+ * the configuration changes), and a retryable `KILN_CONNECTION_FAILED` otherwise (`details.reason`
+ * `"lost-during-repair"` when node-opcua's repair of the session lost its channel again).
  */
 export function connectError(error: unknown, context: ConnectErrorContext): KilnError {
   if (KilnError.is(error)) return error;
@@ -179,6 +180,15 @@ export function connectError(error: unknown, context: ConnectErrorContext): Kiln
       "KILN_CONNECTION_FAILED",
       `The OPC UA server at ${context.endpointUrl} offers no endpoint with security mode ${context.securityMode} and policy ${context.securityPolicy}. Pick a mode and policy the server offers.`,
       { cause: error, retryable: false, details: { ...details, reason: "no-matching-endpoint" } },
+    );
+  }
+  if (/client or session is not usable anymore/i.test(raw)) {
+    // node-opcua's repair (re-activating or re-creating the session, re-creating its subscriptions)
+    // found its secure channel gone: the link broke again mid-repair, the server was reachable.
+    return new KilnError(
+      "KILN_CONNECTION_FAILED",
+      `The connection to the OPC UA server at ${context.endpointUrl} was lost again while the session and its subscriptions were being re-created after an earlier loss (node-opcua: ${message}); reconnecting`,
+      { cause: error, retryable: true, details: { ...details, reason: "lost-during-repair" } },
     );
   }
   return new KilnError(

@@ -1,6 +1,10 @@
 import type { ClientSession } from "node-opcua-client";
 import { describe, expect, test } from "vitest";
-import { primePublishEngine } from "./opcua-publish-engine";
+import { createRequire } from "node:module";
+import { boundPublishRequests, primePublishEngine, publishRequestBound } from "./opcua-publish-engine";
+
+const nodeOpcuaClientVersion = (createRequire(import.meta.url)("node-opcua-client/package.json") as { version: string })
+  .version;
 
 /** A stand-in for node-opcua's ClientSidePublishEngine, counting the Publish refills. */
 function engineOf(state: { active: number; held: number; pending: number; suspended?: boolean }) {
@@ -69,5 +73,74 @@ describe("primePublishEngine", () => {
     expect(primePublishEngine({} as ClientSession, { whenIdle: true })).toEqual([]);
     const bare = { getPublishEngine: () => ({}) } as unknown as ClientSession;
     expect(primePublishEngine(bare, { whenIdle: true })).toEqual([]);
+  });
+});
+
+describe("boundPublishRequests against node-opcua's own ClientSidePublishEngine (fails loudly if node-opcua changes)", () => {
+  /** node-opcua's real engine on a session stand-in that counts Publish requests and never answers them. */
+  function realEngine() {
+    const { ClientSidePublishEngine } = createRequire(import.meta.url)(
+      "node-opcua-client/dist/private/client_publish_engine.js",
+    ) as {
+      ClientSidePublishEngine: new (session: object) => Record<string, unknown> & {
+        replenish_publish_request_queue(): void;
+        registerSubscription(subscription: object): void;
+      };
+    };
+    const sent = { count: 0 };
+    const fakeSession = {
+      isChannelValid: () => true,
+      publish: () => void sent.count++,
+    };
+    const engine = new ClientSidePublishEngine(fakeSession);
+    const session = { getPublishEngine: () => engine } as unknown as ClientSession;
+    return { engine, session, sent };
+  }
+  const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+  test("node-opcua 2.x: the engine's limit member exists, and a refill per repair stops at the bound", async () => {
+    expect(Number.parseInt(nodeOpcuaClientVersion, 10)).toBe(2);
+    const { engine, session, sent } = realEngine();
+    expect(engine.nbMaxPublishRequestsAcceptedByServer).toBe(1000);
+    for (const id of [1, 2, 3]) {
+      engine.registerSubscription({ subscriptionId: id, timeoutHint: 10_000, onNotificationMessage: () => undefined });
+      boundPublishRequests(session);
+      await turn();
+    }
+    expect(engine.nbMaxPublishRequestsAcceptedByServer).toBe(publishRequestBound(3));
+    // node-opcua's repair refills without counting what is outstanding: ten repairs, no growth.
+    for (let repair = 0; repair < 10; repair++) {
+      engine.replenish_publish_request_queue();
+      await turn();
+    }
+    expect(engine.nbPendingPublishRequests).toBe(sent.count);
+    expect(sent.count).toBeLessThanOrEqual(publishRequestBound(3));
+  });
+
+  test("without the bound node-opcua's refills pile up (what the bound is for)", async () => {
+    const { engine, sent } = realEngine();
+    engine.registerSubscription({ subscriptionId: 1, timeoutHint: 10_000, onNotificationMessage: () => undefined });
+    await turn();
+    for (let repair = 0; repair < 10; repair++) {
+      engine.replenish_publish_request_queue();
+      await turn();
+    }
+    expect(sent.count).toBe(55);
+  });
+
+  test("a lower limit node-opcua learnt from BadTooManyPublishRequests is kept; the bound follows the subscriptions", () => {
+    const engine = { subscriptionCount: 3, nbMaxPublishRequestsAcceptedByServer: 1000 };
+    const session = { getPublishEngine: () => engine } as unknown as ClientSession;
+    boundPublishRequests(session);
+    expect(engine.nbMaxPublishRequestsAcceptedByServer).toBe(5);
+    engine.subscriptionCount = 10;
+    boundPublishRequests(session);
+    expect(engine.nbMaxPublishRequestsAcceptedByServer).toBe(12);
+    engine.nbMaxPublishRequestsAcceptedByServer = 3; // node-opcua, on BadTooManyPublishRequests
+    boundPublishRequests(session);
+    expect(engine.nbMaxPublishRequestsAcceptedByServer).toBe(3);
+    engine.subscriptionCount = 1;
+    boundPublishRequests(session);
+    expect(engine.nbMaxPublishRequestsAcceptedByServer).toBe(3);
   });
 });

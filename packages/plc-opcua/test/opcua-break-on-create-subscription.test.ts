@@ -161,6 +161,13 @@ describe("the channel breaks at a subscription request, twice, then the server b
           what: "values still delivered",
         });
         expect(uncaught.map((error) => String(error))).toEqual([]);
+        // A break during the re-creation is named as one (adv13h LOW), not node-opcua's bare
+        // "Cannot connect … client or session is not usable anymore" with the server reachable.
+        expect(
+          changes
+            .map((change) => change.reason)
+            .filter((reason) => /^Cannot connect.*not usable anymore/.test(reason ?? "")),
+        ).toEqual([]);
       } finally {
         breakOn = undefined;
         process.off("uncaughtException", onUncaught);

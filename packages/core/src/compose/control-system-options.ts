@@ -77,7 +77,7 @@ const backoffSchema = <TExtra extends z.ZodRawShape = Record<never, never>>(
       const backoff = value as BackoffDefaults;
       if (!(backoff.maxDelayMs >= backoff.initialDelayMs)) return;
       const problem = multiplierProblem(backoff);
-      if (problem !== undefined) context.addIssue({ code: "custom", message: problem, path: ["multiplier"] });
+      if (problem !== undefined) context.addIssue({ code: "custom", message: problem.message, path: [problem.field] });
     })
     // Every field has a default, so `{}` is a complete input (zod cannot see that through TExtra).
     .prefault({} as never);

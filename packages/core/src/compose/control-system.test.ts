@@ -309,6 +309,26 @@ describe("createControlSystem", () => {
     ]);
   });
 
+  test("a backoff whose initialDelayMs is too small to reach maxDelayMs in 1,000 attempts names initialDelayMs (adv13h)", () => {
+    let caught: unknown;
+    try {
+      resolveControlSystemOptions({
+        machineId: "m",
+        tags,
+        scanGroups,
+        acquisition: { reconnect: { initialDelayMs: 1e-300 } },
+      });
+    } catch (error) {
+      caught = error;
+    }
+    expect((caught as KilnValidationError).issues).toEqual([
+      {
+        path: "acquisition.reconnect.initialDelayMs",
+        message: expect.stringMatching(/within 1000 attempts \(got 1e-300/),
+      },
+    ]);
+  });
+
   test("every backoff keeps its documented defaults", () => {
     const resolved = resolveControlSystemOptions({ machineId: "m", tags, scanGroups });
     expect(resolved.acquisition.reconnect).toEqual({

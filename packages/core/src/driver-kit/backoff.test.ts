@@ -90,3 +90,57 @@ describe("reconnectDelay", () => {
     );
   });
 });
+
+describe("checkBackoff names the field that breaks the rule (adv13h)", () => {
+  const issuesOf = (backoff: Partial<ReconnectBackoff>): readonly { path: string; message: string }[] => {
+    try {
+      checkBackoff(backoff as ReconnectBackoff, "reconnect");
+    } catch (error) {
+      return (error as KilnValidationError).issues;
+    }
+    return [];
+  };
+
+  test("a tiny initialDelayMs with the default multiplier blames initialDelayMs, not multiplier ('got undefined')", () => {
+    const issues = issuesOf({ initialDelayMs: 1e-300, maxDelayMs: 30_000 });
+    expect(issues).toEqual([
+      {
+        path: "reconnect.initialDelayMs",
+        message: expect.stringMatching(
+          /within 1000 attempts \(got 1e-300: with multiplier 2 \(the default\).*use at least/,
+        ),
+      },
+    ]);
+    expect(issues[0]!.message).not.toMatch(/undefined/);
+    // The value it names is accepted.
+    const least = Number(/use at least (\S+)$/.exec(issues[0]!.message)![1]);
+    expect(issuesOf({ initialDelayMs: least, maxDelayMs: 30_000 })).toEqual([]);
+  });
+
+  test("sibling: a tiny initialDelayMs with a given multiplier the default would not rescue blames initialDelayMs", () => {
+    expect(
+      issuesOf({ initialDelayMs: 1e-300, maxDelayMs: 30_000, multiplier: 1.5 }).map((issue) => issue.path),
+    ).toEqual(["reconnect.initialDelayMs"]);
+    // A slow multiplier over an ordinary range is still the multiplier's fault.
+    expect(
+      issuesOf({ initialDelayMs: 100, maxDelayMs: 30_000, multiplier: 1.0000001 }).map((issue) => issue.path),
+    ).toEqual(["reconnect.multiplier"]);
+  });
+
+  test("a string is said to be a string, not read as the number it spells", () => {
+    expect(issuesOf({ initialDelayMs: 100, maxDelayMs: 1_000, multiplier: "2" as never })).toEqual([
+      { path: "reconnect.multiplier", message: 'must be a finite number ≥ 1, got the string "2" (not a number)' },
+    ]);
+    expect(issuesOf({ initialDelayMs: "100" as never, maxDelayMs: 1_000 })[0]).toEqual({
+      path: "reconnect.initialDelayMs",
+      message: expect.stringContaining('got the string "100" (not a number)'),
+    });
+    expect(issuesOf({ initialDelayMs: 100, maxDelayMs: "1000" as never })[0]).toEqual({
+      path: "reconnect.maxDelayMs",
+      message: expect.stringContaining('got the string "1000" (not a number)'),
+    });
+    expect(issuesOf({ initialDelayMs: 100, maxDelayMs: 1_000, jitter: "0.5" as never })[0]!.message).toContain(
+      'got "0.5"',
+    );
+  });
+});

@@ -98,15 +98,38 @@ export function backoffStepsToCap(
 /**
  * The rule on `multiplier` that {@link checkBackoff} and the control system's options apply: the
  * delay reaches `maxDelayMs` within {@link MAX_BACKOFF_STEPS} attempts (a constant delay is
- * `maxDelayMs` equal to `initialDelayMs`). Returns the issue's message, or undefined when it holds.
+ * `maxDelayMs` equal to `initialDelayMs`). Returns the field to blame and the issue's message, or
+ * undefined when it holds. The field is `multiplier` when a multiplier was given and the default
+ * (2) would meet the rule; else `initialDelayMs`: the range from it to `maxDelayMs` is too wide for
+ * the multiplier (`initialDelayMs: 1e-300` with the default multiplier; adv13h).
  */
 export function multiplierProblem(
   backoff: Pick<ReconnectBackoff, "initialDelayMs" | "maxDelayMs" | "multiplier">,
-): string | undefined {
+): { readonly field: "initialDelayMs" | "multiplier"; readonly message: string } | undefined {
   const steps = backoffStepsToCap(backoff);
   if (steps <= MAX_BACKOFF_STEPS) return undefined;
-  const least = Math.ceil((backoff.maxDelayMs / backoff.initialDelayMs) ** (1 / (MAX_BACKOFF_STEPS - 1)) * 1e6) / 1e6;
-  return `must make the delay grow from initialDelayMs to maxDelayMs within ${MAX_BACKOFF_STEPS} attempts (got ${String(backoff.multiplier)}: ${Number.isFinite(steps) ? `${steps} attempts` : "it never grows"}); use at least ${least}, or maxDelayMs equal to initialDelayMs for a constant delay`;
+  const multiplier = backoff.multiplier ?? 2;
+  const named = backoff.multiplier === undefined ? "2 (the default)" : String(multiplier);
+  const attempts = Number.isFinite(steps) ? `${steps} attempts` : "it never grows";
+  if (backoff.multiplier !== undefined && backoffStepsToCap({ ...backoff, multiplier: 2 }) <= MAX_BACKOFF_STEPS) {
+    const least = Math.ceil((backoff.maxDelayMs / backoff.initialDelayMs) ** (1 / (MAX_BACKOFF_STEPS - 1)) * 1e6) / 1e6;
+    return {
+      field: "multiplier",
+      message: `must make the delay grow from initialDelayMs to maxDelayMs within ${MAX_BACKOFF_STEPS} attempts (got ${named}: ${attempts}); use at least ${least}, or maxDelayMs equal to initialDelayMs for a constant delay`,
+    };
+  }
+  const growth = multiplier > 1 ? multiplier : 2;
+  // A hair above the exact bound so the value named is accepted.
+  const least = Number(((backoff.maxDelayMs / growth ** (MAX_BACKOFF_STEPS - 1)) * 1.01).toPrecision(3));
+  return {
+    field: "initialDelayMs",
+    message: `must be large enough for the delay to grow to maxDelayMs within ${MAX_BACKOFF_STEPS} attempts (got ${backoff.initialDelayMs}: with multiplier ${named} and maxDelayMs ${backoff.maxDelayMs}, ${attempts}); use at least ${least}`,
+  };
+}
+
+/** A value as an issue names it: a string is said to be one (`"2"` is not the number 2). */
+function describeValue(value: unknown): string {
+  return typeof value === "string" ? `the string ${JSON.stringify(value)} (not a number)` : String(value);
 }
 
 /**
@@ -127,7 +150,7 @@ export function checkBackoff(backoff: ReconnectBackoff, path = "backoff"): void 
   if (!finite(initialDelayMs) || initialDelayMs <= 0 || initialDelayMs > MAX_DRIVER_DURATION_MS) {
     issues.push({
       path: field("initialDelayMs"),
-      message: `must be a finite number > 0 and at most ${MAX_DRIVER_DURATION_MS} (1 hour), got ${String(initialDelayMs)}`,
+      message: `must be a finite number > 0 and at most ${MAX_DRIVER_DURATION_MS} (1 hour), got ${describeValue(initialDelayMs)}`,
     });
   }
   if (
@@ -138,14 +161,17 @@ export function checkBackoff(backoff: ReconnectBackoff, path = "backoff"): void 
   ) {
     issues.push({
       path: field("maxDelayMs"),
-      message: `must be a finite number > 0, at least initialDelayMs and at most ${MAX_DRIVER_DURATION_MS} (1 hour), got ${String(maxDelayMs)}`,
+      message: `must be a finite number > 0, at least initialDelayMs and at most ${MAX_DRIVER_DURATION_MS} (1 hour), got ${describeValue(maxDelayMs)}`,
     });
   }
   if (multiplier !== undefined && (!finite(multiplier) || multiplier < 1)) {
-    issues.push({ path: field("multiplier"), message: `must be a finite number ≥ 1, got ${String(multiplier)}` });
+    issues.push({
+      path: field("multiplier"),
+      message: `must be a finite number ≥ 1, got ${describeValue(multiplier)}`,
+    });
   } else if (finite(initialDelayMs) && finite(maxDelayMs) && initialDelayMs > 0 && maxDelayMs >= initialDelayMs) {
     const problem = multiplierProblem({ initialDelayMs, maxDelayMs, multiplier });
-    if (problem !== undefined) issues.push({ path: field("multiplier"), message: problem });
+    if (problem !== undefined) issues.push({ path: field(problem.field), message: problem.message });
   }
   if (
     jitter !== undefined &&
@@ -154,7 +180,7 @@ export function checkBackoff(backoff: ReconnectBackoff, path = "backoff"): void 
   ) {
     issues.push({
       path: field("jitter"),
-      message: `must be "full", "equal", "none" or a fraction in [0, 1], got ${String(jitter)}`,
+      message: `must be "full", "equal", "none" or a fraction in [0, 1], got ${typeof jitter === "string" ? JSON.stringify(jitter) : String(jitter)}`,
     });
   }
   if (issues.length > 0) throw new KilnValidationError("reconnect backoff", issues);
