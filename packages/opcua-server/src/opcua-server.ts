@@ -17,7 +17,7 @@ import {
   type TagValue,
   type TimerHandle,
 } from "@kiln/core";
-import { endpointUrlHost } from "@kiln/core/driver-kit";
+import { auditedTarget, endpointUrlHost } from "@kiln/core/driver-kit";
 import type { Namespace, UAObject, UAVariable } from "node-opcua-address-space";
 import type { BaseNode, ISessionBase, ISessionContext } from "node-opcua-address-space-base";
 import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
@@ -890,7 +890,11 @@ export class OpcuaServer {
    */
   async #refuseSessionLimit(info: OpcuaSessionInfo, principal: Principal, held: number, closed: number): Promise<void> {
     const limit = this.#options.limits.maxSessionsPerPrincipal;
-    const refused: Principal = { id: principal.id, roles: principal.roles, source: sourceOf(info) };
+    const refused: Principal = {
+      id: auditablePrincipalId(principal.id),
+      roles: principal.roles,
+      source: sourceOf(info),
+    };
     const made = closed === 0 ? "" : `; ${closed} of its sessions whose channel was gone were closed first`;
     await this.#refuseCoalesced(
       principalScopeOf(refused),
@@ -2056,4 +2060,27 @@ function principalScopeOf(principal: Principal): string {
 /** A key that differs when the principal (its id or roles) differs; none for a session not identified. */
 function principalKeyOf(principal: Principal | undefined): string | undefined {
   return principal === undefined ? undefined : JSON.stringify([principal.id, [...principal.roles].sort()]);
+}
+
+/** Control, format, line- and paragraph-separator characters and lone surrogates: what no principal id may hold. */
+const UNAUDITABLE_CHARACTER = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/u;
+/** Longest principal id an audit entry takes (`NAME_MAX_LENGTH` of @kiln/core). */
+const PRINCIPAL_ID_MAX_LENGTH = 256;
+
+/**
+ * The id a refusal is audited under for a principal the host's `identify` returned: the id itself,
+ * or, when it is no valid principal id (a control or format character, longer than 256 code
+ * units), that id written out once (`auditedTarget`, character by character, at most 200 code
+ * units and a `…`). Audited as given, an invalid id made the entry's reason "Invalid principal"
+ * and left what was refused (the session limit) to the comment (adv20e F4).
+ */
+function auditablePrincipalId(id: string): string {
+  if (id !== "" && id.length <= PRINCIPAL_ID_MAX_LENGTH && !UNAUDITABLE_CHARACTER.test(id)) return id;
+  let written = "";
+  for (const character of id) {
+    const visible = auditedTarget(character);
+    if (written.length + visible.length > 200) return `${written}…`;
+    written += visible;
+  }
+  return written === "" ? "(empty principal id)" : written;
 }
