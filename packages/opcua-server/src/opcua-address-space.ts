@@ -96,44 +96,6 @@ export function deriveChildNodeIds(namespace: Namespace): void {
   };
 }
 
-/** `NodeIdType.NUMERIC` (node-opcua-nodeid), without loading node-opcua. */
-const NUMERIC_IDENTIFIER = 1;
-/** The first numeric identifier node-opcua's own NodeIdManager hands out (below: its fixed ones). */
-const FIRST_NEW_IDENTIFIER = 1_000;
-
-/**
- * Makes the numeric NodeIds `namespace` hands out to nodes created without one opaque: a random
- * UInt32 not in use (node-opcua's `NodeIdManager.buildNewNodeId` counts up from 1000). Applied to
- * the server's own namespace (ns=1), where node-opcua creates each session's diagnostics (109
- * nodes a session): counted ids let a session tell from two of its own how many sessions were
- * opened between them (adv20e F5). The identifiers are drawn from `random` (a UInt32 each), a
- * cryptographic source in the server.
- *
- * @returns whether node-opcua's manager was found (false after an upgrade that moved it: then
- *   the ids stay counted).
- */
-export function randomizeNewNodeIds(namespace: Namespace, random: () => number): boolean {
-  const manager = (namespace as unknown as { _nodeIdManager?: Partial<RandomizableNodeIdManager> })._nodeIdManager;
-  if (typeof manager?.buildNewNodeId !== "function" || typeof manager._isInCache !== "function") return false;
-  const template = (namespace.addressSpace.rootFolder as unknown as { nodeId: NodeId }).nodeId;
-  const NodeIdClass = template.constructor as new (type: number, value: number, namespace: number) => NodeId;
-  const inCache = manager._isInCache.bind(manager);
-  manager.buildNewNodeId = () => {
-    for (;;) {
-      const value = random();
-      if (value < FIRST_NEW_IDENTIFIER) continue;
-      const nodeId = new NodeIdClass(NUMERIC_IDENTIFIER, value, namespace.index);
-      if (!namespace.addressSpace.findNode(nodeId as never) && !inCache(nodeId)) return nodeId;
-    }
-  };
-  return true;
-}
-
-interface RandomizableNodeIdManager {
-  buildNewNodeId(): NodeId;
-  _isInCache(nodeId: NodeId): boolean;
-}
-
 /** Unit spellings Kiln users write that differ from node-opcua's standard display names. */
 const UNIT_ALIASES: Readonly<Record<string, string>> = {
   degC: "°C",

@@ -1,5 +1,4 @@
 import { AsyncLocalStorage } from "node:async_hooks";
-import { randomInt } from "node:crypto";
 import { hostname } from "node:os";
 import path from "node:path";
 import {
@@ -29,13 +28,7 @@ import type { StatusCode } from "node-opcua-status-code";
 import type { UserIdentityToken } from "node-opcua-types";
 import type { Variant } from "node-opcua-variant";
 import { serveAlarms, type ServedAlarms } from "./opcua-alarms";
-import {
-  addTagVariables,
-  deriveChildNodeIds,
-  folderIdentifier,
-  OPCUA_DATA_TYPE_OF_TAG,
-  randomizeNewNodeIds,
-} from "./opcua-address-space";
+import { addTagVariables, deriveChildNodeIds, folderIdentifier, OPCUA_DATA_TYPE_OF_TAG } from "./opcua-address-space";
 import { addMachineNodes, machineIdentifier, type MachineMethods, type MachineVariable } from "./opcua-machine";
 import {
   type OpcuaServerOptions,
@@ -463,10 +456,6 @@ export class OpcuaServer {
     try {
       await server.initialize();
       const addressSpace = server.engine.addressSpace!;
-      // each session's diagnostics nodes (ns=1) get random NodeIds, not counted ones (adv20e F5)
-      if (!randomizeNewNodeIds(addressSpace.getOwnNamespace(), () => randomInt(0, 2 ** 32))) {
-        this.#logger.warn({}, "node-opcua's NodeIdManager not found: session diagnostics keep counted NodeIds");
-      }
       const namespace = addressSpace.registerNamespace(this.#namespaceUri);
       deriveChildNodeIds(namespace);
       this.#namespaceIndex = namespace.index;
