@@ -90,7 +90,7 @@ describe("BrowsePages", () => {
     expect(spent!.statusCode).toBe(StatusCodes.BadContinuationPointInvalid);
   });
 
-  test("with every continuation point of the session held, a node that may need one answers BadNoContinuationPoints before any of it is scanned; a node that fits one piece is still browsed", async () => {
+  test("with every continuation point of the session held, a node whose references do not fit one piece answers BadNoContinuationPoints after scanning at most one piece and one reference (charged); a node that fits one piece is still browsed", async () => {
     const browser = pages(1_000_000, 1);
     const owner = session();
     const [held] = await browser.browse(owner, [everything(folder)], 1_000);
@@ -98,7 +98,9 @@ describe("BrowsePages", () => {
     scans = [];
     const [refused, fits] = await browser.browse(owner, [everything(folder), everything(small)], 1_000);
     expect(refused!.statusCode).toBe(StatusCodes.BadNoContinuationPoints);
-    expect(scans).toEqual([]);
+    // Whether the references the session may see fit is found by scanning the piece (fix20g: the
+    // maps' sizes count hidden references too), never more than the piece and one ahead.
+    expect(scans.reduce((sum, size) => sum + size, 0)).toBeLessThanOrEqual(1_001);
     expect(fits!.statusCode).toBe(StatusCodes.Good);
     expect(fits!.references?.length).toBeGreaterThan(0);
     // Released, the point frees its place.

@@ -61,17 +61,31 @@ export function referenceMapsOf(addressSpace: BrowsableAddressSpace, node: BaseN
 }
 
 /**
- * The node's references, forward then inverse, read from node-opcua's maps as they are when each is
- * reached (a Map iterator is live: a reference added before the walk reaches its place is walked, one
- * removed before is not; none is walked twice).
+ * The node's references the session may know of, forward then inverse, read from node-opcua's maps
+ * as they are when each is reached (a Map iterator is live: a reference added before the walk
+ * reaches its place is walked, one removed before is not; none is walked twice). A reference to a
+ * node `hidden` from the session (another session's diagnostics) is passed over here, before it
+ * is counted, charged or paged: for the session it does not exist, so no piece size, continuation
+ * point or refusal may depend on it (adv20e F2: a viewer counted other sessions from them). How
+ * many are passed over is bounded by the diagnostics nodes the server holds for other sessions.
  */
-function* walk(maps: ReferenceMaps | undefined, node: BaseNode): Generator<UAReference> {
-  if (!maps) {
-    yield* node.allReferences();
-    return;
+function* walk(
+  maps: ReferenceMaps | undefined,
+  node: BaseNode,
+  hidden: (target: BaseNode) => boolean,
+): Generator<UAReference> {
+  const addressSpace = node.addressSpace;
+  const all = maps ? chain(maps._referenceIdx.values(), maps._back_referenceIdx.values()) : node.allReferences();
+  for (const reference of all) {
+    // as node-opcua's allReferences() does, for this reference only: its target node, once
+    const target = ((reference as { node?: BaseNode | null }).node ??= addressSpace.findNode(reference.nodeId));
+    if (target && hidden(target)) continue;
+    yield reference;
   }
-  yield* maps._referenceIdx.values();
-  yield* maps._back_referenceIdx.values();
+}
+
+function* chain<T>(...iterators: Iterable<T>[]): Generator<T> {
+  for (const iterator of iterators) yield* iterator;
 }
 
 /** A node's Browse in progress: what a continuation point holds. */
@@ -81,6 +95,8 @@ interface Cursor {
   readonly references: Iterator<UAReference>;
   /** The next reference not yet scanned, read one ahead so that the end is known. */
   ahead: IteratorResult<UAReference>;
+  /** References scanned and selected by the filters, not yet sent (described when they are). */
+  readonly selected: ReferenceDescription[];
   /** The Browse's filters, with only the cheap fields asked (the pieces are described with `resultMask`). */
   readonly selection: BrowseDescription;
   readonly resultMask: number;
@@ -169,11 +185,17 @@ export class BrowsePages {
         continue;
       }
       const weight = scanWeight(description.resultMask);
+      if (budget.started && budget.left < weight) {
+        results.push(new BrowseResult({ statusCode: StatusCodes.BadNoContinuationPoints }));
+        continue;
+      }
       const maps = referenceMapsOf(addressSpace, node);
-      // counted, not copied: the sizes of node-opcua's maps (unknown without them: may need a point)
+      // Counted, not copied: the sizes of node-opcua's maps, hidden references included. A node
+      // within them surely fits this piece; past them, only the piece itself can tell (below).
       const count = maps ? maps._referenceIdx.size + maps._back_referenceIdx.size : Infinity;
-      const mayNeedPoint = count > perPiece || count * weight > budget.left;
-      if ((budget.started && budget.left < weight) || (mayNeedPoint && cursors.size >= maxContinuationPoints)) {
+      const surelyFits = count <= perPiece && count * weight <= budget.left;
+      const full = cursors.size >= maxContinuationPoints;
+      if (full && !surelyFits && !maps) {
         results.push(new BrowseResult({ statusCode: StatusCodes.BadNoContinuationPoints }));
         continue;
       }
@@ -182,11 +204,12 @@ export class BrowsePages {
         await node.onFirstBrowseAction().catch(() => undefined);
         node.onFirstBrowseAction = undefined;
       }
-      const references = walk(maps, node);
+      const references = walk(maps, node, (target) => this.hides(session, target));
       const cursor: Cursor = {
         node,
         references,
         ahead: references.next(),
+        selected: [],
         selection: new BrowseDescription({
           ...description,
           referenceTypeId: description.referenceTypeId?.value === 0 ? null : description.referenceTypeId,
@@ -195,7 +218,14 @@ export class BrowsePages {
         resultMask: description.resultMask,
         perPiece,
       };
-      results.push(this.#answer(session, cursors, cursor, budget, undefined));
+      if (full && !surelyFits) {
+        // The session holds its most points: the node is answered only if its visible references
+        // fit this piece, which is scanned (and charged) to find out; hidden ones are not counted.
+        const result = this.#answer(session, cursors, cursor, budget, undefined, false);
+        results.push(result ?? new BrowseResult({ statusCode: StatusCodes.BadNoContinuationPoints }));
+        continue;
+      }
+      results.push(this.#answer(session, cursors, cursor, budget, undefined, true)!);
     }
     return results;
   }
@@ -217,23 +247,29 @@ export class BrowsePages {
         cursors.delete(key);
         return new BrowseResult({ statusCode: StatusCodes.Good, references: [] });
       }
-      return this.#answer(session, cursors, cursor, budget, key);
+      return this.#answer(session, cursors, cursor, budget, key, true)!;
     });
   }
 
-  /** The cursor's next piece, with a continuation point (kept under `key`, or a new one) when references are left. */
+  /**
+   * The cursor's next piece, with a continuation point (kept under `key`, or a new one) when
+   * references are left; `undefined` when references are left and no point may be made (`mayHold`
+   * false: the session holds its most).
+   */
   #answer(
     session: ServerSession,
     cursors: Map<string, Cursor>,
     cursor: Cursor,
     budget: Budget,
     key: string | undefined,
-  ): BrowseResult {
+    mayHold: boolean,
+  ): BrowseResult | undefined {
     const references = this.#piece(session, cursor, budget);
-    if (cursor.ahead.done) {
+    if (cursor.ahead.done && cursor.selected.length === 0) {
       if (key !== undefined) cursors.delete(key);
       return new BrowseResult({ statusCode: StatusCodes.Good, references });
     }
+    if (!mayHold) return undefined;
     let point: Buffer;
     if (key === undefined) {
       lastKey += 1;
@@ -246,9 +282,13 @@ export class BrowsePages {
   }
 
   /**
-   * Scans the cursor's references from where it stopped, a chunk at a time, each chunk charged
-   * before it is scanned, until `perPiece` are selected, the references end or the budget is spent;
-   * describes the selected ones with the Browse's ResultMask.
+   * Sends the references selected and not yet sent, then scans the cursor's references from where
+   * it stopped, a chunk at a time, each chunk charged before it is scanned, until `perPiece` are
+   * selected, the references end or the budget is spent; describes the sent ones with the Browse's
+   * ResultMask. Once the piece is full it scans on (charged as well) until one more reference is
+   * selected or the references end, so that a continuation point is given only where a reference
+   * follows: a node whose references fit the piece carries none, and the piece after a point is
+   * empty only when the budget ran out before a selected reference was found.
    */
   #piece(session: ServerSession, cursor: Cursor, budget: Budget): ReferenceDescription[] {
     const weight = scanWeight(cursor.resultMask);
@@ -257,30 +297,35 @@ export class BrowsePages {
       description: BrowseDescription,
       context: ISessionContext,
     ) => ReferenceDescription[];
+    const take = (): void => {
+      const wanted = cursor.perPiece - piece.length;
+      piece.push(...cursor.selected.splice(0, wanted));
+    };
     const piece: ReferenceDescription[] = [];
-    const addressSpace = cursor.node.addressSpace;
-    while (piece.length < cursor.perPiece && !cursor.ahead.done) {
+    take();
+    // past a full piece, chunks of 1, 2, 4… references: one more selected is all that is looked for
+    let ahead = 1;
+    // scan while the piece wants more, then while nothing selected is left to tell that more follow
+    while (!cursor.ahead.done && (piece.length < cursor.perPiece || cursor.selected.length === 0)) {
       const affordable = Math.floor(budget.left / weight);
       if (affordable <= 0 && budget.started) break;
-      const size = Math.min(Math.max(affordable, 1), cursor.perPiece - piece.length);
+      const wanted = cursor.perPiece - piece.length;
+      const size = Math.min(Math.max(affordable, 1), wanted > 0 ? wanted : ahead);
+      if (wanted <= 0) ahead = Math.min(ahead * 2, cursor.perPiece);
       budget.left -= size * weight;
       budget.started = true;
       const chunk: UAReference[] = [];
       while (chunk.length < size && !cursor.ahead.done) {
-        const reference = cursor.ahead.value;
-        // as node-opcua's allReferences() does, for this reference only: its target node, once
-        (reference as { node?: BaseNode | null }).node ??= addressSpace.findNode(reference.nodeId);
-        chunk.push(reference);
+        chunk.push(cursor.ahead.value);
         cursor.ahead = cursor.references.next();
       }
       budget.left += (size - chunk.length) * weight; // the references ended: what was not scanned is not spent
       // node-opcua's own Browse of the node (its filters, the session's context), over this chunk only.
       const over = Object.create(cursor.node, { allReferences: { value: () => chunk } }) as BaseNode;
-      for (const selected of browseNode.call(over, cursor.selection, session.sessionContext)) {
-        piece.push(describe(cursor.node.addressSpace, selected, cursor.resultMask));
-      }
+      cursor.selected.push(...browseNode.call(over, cursor.selection, session.sessionContext));
+      take();
     }
-    return piece;
+    return piece.map((selected) => describe(cursor.node.addressSpace, selected, cursor.resultMask));
   }
 
   #cursorsOf(session: ServerSession): Map<string, Cursor> {

@@ -250,6 +250,32 @@ describe("OpcuaServer limits", () => {
     await again.close();
   });
 
+  test("sibling: a principal id with control characters refused at the limit: the reason names the limit and the count, the id written out once (adv20e F4)", async () => {
+    const held = [
+      await connect(served.server, pki.trusted, user("ctl")),
+      await connect(served.server, pki.trusted, user("ctl")),
+    ];
+    try {
+      const before = (await audited("opcua.ActivateSession")).length;
+      await expect(connect(served.server, pki.trusted, user("ctl"))).rejects.toThrow(/BadTooManySessions/);
+      let entries: AuditEntry[] = [];
+      const until = Date.now() + 3_000;
+      while (entries.length === 0 && Date.now() < until) {
+        entries = (await audited("opcua.ActivateSession")).slice(before);
+        if (entries.length === 0) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      expect(entries).toHaveLength(1);
+      const reason = entries[0]!.reason ?? "";
+      expect(reason).toContain("already holds 2 live sessions, the most limits.maxSessionsPerPrincipal (2) allows");
+      expect(reason).toContain('"ctl\\u{0000}\\u{0007}\\u{000A}ctl');
+      expect(reason).not.toContain("\\u{005C}");
+      expect([...reason].some((character) => character.charCodeAt(0) < 0x20)).toBe(false);
+      expect(entries[0]!.principal).toMatch(/^ctl\uFFFD\uFFFD\uFFFDctl/);
+    } finally {
+      for (const client of held) await client.close();
+    }
+  });
+
   test("a principal without `read` on the machine refused at maxSessionsPerPrincipal: audited under itself, KILN_FORBIDDEN, the limit and count still in the entry", async () => {
     const held = [
       await connect(served.server, pki.trusted, user("rita")),

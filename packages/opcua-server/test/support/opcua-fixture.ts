@@ -29,6 +29,8 @@ export const USERS: Readonly<Record<string, { readonly password: string; readonl
   ada: { password: "admin-Pa55", principal: { id: "ada", roles: ["admin"] } },
   /** A domain user: its id has a backslash, which an audit reason writes out once (`\u{005C}`). */
   "PLANT\\val": { password: "viewer-Pa55", principal: { id: "PLANT\\val", roles: ["viewer"] } },
+  /** A host whose ids carry control characters (a NUL, a bell, a newline), each written out once in an audit entry. */
+  ctl: { password: "viewer-Pa55", principal: { id: "ctl\u0000\u0007\n".repeat(30), roles: ["viewer"] } },
   /** A role of no default table: a test that uses her gives the system a `chamber-reader` role. */
   rita: { password: "reader-Pa55", principal: { id: "rita", roles: ["chamber-reader"] } },
 };
