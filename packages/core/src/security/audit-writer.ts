@@ -200,6 +200,11 @@ export class AuditWriter {
    */
   #memoryOnlyIds = new Set<string>();
   /**
+   * Entries of `runWithoutDurableAudit` actions counted in the reserve's `memoryOnly` tally before
+   * the action acts ({@link announce}), until they join the backlog (fix15e, adv15d F1).
+   */
+  readonly #announced = new Set<AuditEntry>();
+  /**
    * What the reserve file holds while it cannot be opened (its room cannot be reserved: a disk
    * still full after a crash), read without opening it and left untouched: shown by health until
    * it opens, then merged and summarized as usual (adversarial review 15w, B). Its held entries
@@ -381,6 +386,53 @@ export class AuditWriter {
     return this.#journalFailures.get("append") ?? this.#journalFailures.get("open");
   }
 
+  /**
+   * Before an action in `runWithoutDurableAudit` acts without waiting for its entry: whether it
+   * may. With a journal, it may at once while the journal takes entries (the reserve holds and
+   * counts none) and the reserve can be written (an entry the journal then fails on goes to the
+   * reserve, or its `memoryOnly` tally).
+   * Otherwise its entry could end up held only in memory, so it is counted in the reserve's
+   * `memoryOnly` tally first (one write of the reserve, no store call): it may act once that write
+   * is durable. When the reserve cannot be written (EIO, no reserve) nothing could count the entry
+   * after a crash: false, and the action waits for a durable entry like any other command (fail
+   * closed; fix15e, adv15d F1). Without a journal, always true (nothing is durable but the store,
+   * ADR 0013 step 5). Call {@link withdraw} if the action then does not run. `true` itself (not
+   * a promise) when it may act at once, so the action loses no turn of the event loop.
+   */
+  announce(entry: AuditEntry): true | Promise<boolean> {
+    if (this.#options.backlog?.path === undefined) return true;
+    const reserveWritable = this.#reserve !== undefined && !this.#journalFailures.has("reserve");
+    // The journal took the entries so far: the reserve neither holds nor counts any (a journal at
+    // its maxBytes fails without a failure in force, so the reserve's contents tell).
+    if (
+      reserveWritable &&
+      this.#journal !== undefined &&
+      !this.#journalFailures.has("append") &&
+      !this.#journalFailures.has("open") &&
+      this.#reservedIds.size === 0 &&
+      this.#memoryOnlyIds.size === 0
+    ) {
+      return true;
+    }
+    return this.#countBeforeActing(entry);
+  }
+
+  async #countBeforeActing(entry: AuditEntry): Promise<boolean> {
+    if (this.#reserve === undefined || this.#closed) return false;
+    this.#announced.add(entry);
+    await this.#persistReserve();
+    if (this.#journalFailures.has("reserve") || !this.#memoryOnlyIds.has(entry.id)) {
+      this.#announced.delete(entry);
+      return false;
+    }
+    return true;
+  }
+
+  /** An entry {@link announce} counted whose action did not run after all: no longer counted. */
+  withdraw(entry: AuditEntry): void {
+    if (this.#announced.delete(entry)) void this.#persistReserve();
+  }
+
   /** Entries of actions that do not wait for the store, not yet stored or queued (each settles, never rejects). */
   readonly #systemRecords = new Set<Promise<void>>();
 
@@ -483,6 +535,12 @@ export class AuditWriter {
     for (let index = from; index < this.#backlog.length; index++) {
       const item = this.#backlog[index]!;
       if (item.entry === undefined) continue;
+      // Counted lost by a reserve record that cannot be rewritten: journaled, it would come back
+      // at the next start and be counted too (fix15e, adv15d F2). It and those behind it wait.
+      if (this.#heldBack(item.entry)) {
+        whole = false;
+        break;
+      }
       try {
         await journal.append(Buffer.from(encodeExactJson(item.entry), "utf8"));
       } catch (error) {
@@ -840,6 +898,8 @@ export class AuditWriter {
       await Promise.race([this.#recordPending(entry), this.#givenUp.released]);
     } finally {
       this.#pending.delete(entry);
+      // Whatever became of it (queued, coalesced, reported dropped), it is no longer only announced.
+      this.#announced.delete(entry);
     }
   }
 
@@ -881,14 +941,20 @@ export class AuditWriter {
   /**
    * Stores one entry: `stored`, `skipped` (refused for good: kept aside and reported, see
    * {@link #keepAside}), `held` (refused for good, but its journal record is its only durable
-   * copy and the set-aside append failed: it stays at the head, see {@link #keepAside}) or
-   * `retry`. `notRun`: the entry is the intent of a command that will not
+   * copy and the set-aside append failed: it stays at the head, see {@link #keepAside}; or not
+   * offered, see {@link #heldBack}) or `retry`. `notRun`: the entry is the intent of a command that will not
    * run if it is refused; what is kept aside and reported is then its refusal (`denied`).
    */
   async #store(
     entry: AuditEntry,
     options: { notRun?: boolean; item?: BacklogItem } = {},
   ): Promise<"stored" | "skipped" | "held" | "retry"> {
+    if (this.#heldBack(entry)) {
+      // Counted lost by the reserve's last record, which cannot be rewritten: stored now, it would
+      // be stored and counted after a crash. The reserve is tried again first (fix15e, adv15d F2).
+      await this.#persistReserve();
+      if (this.#heldBack(entry)) return "held";
+    }
     const seq = ++this.#callSeq;
     try {
       await this.#options.audit.record(entry);
@@ -946,6 +1012,17 @@ export class AuditWriter {
       }
       return "retry";
     }
+  }
+
+  /**
+   * Whether `entry` waits before it is stored: the reserve's last durable record counts it as held
+   * only in memory (its `memoryOnly` tally) and the reserve cannot be written now (EIO). Stored
+   * then, a crash before the record is rewritten would count it lost although the store has it:
+   * the count must equal what is missing (fix15e, adv15d F2). It is stored once the reserve takes
+   * a write again; until then it is counted, and a crash loses it counted.
+   */
+  #heldBack(entry: AuditEntry): boolean {
+    return this.#memoryOnlyIds.has(entry.id) && this.#journalFailures.has("reserve");
   }
 
   /**
@@ -1040,7 +1117,7 @@ export class AuditWriter {
             for (let index = 1; index < this.#backlog.length; index++) {
               const item = this.#backlog[index]!;
               if (tried.has(item) || item.entry === undefined || item.stored === true) continue;
-              if (item.skipped === true || item.aside !== undefined) continue;
+              if (item.skipped === true || item.aside !== undefined || this.#heldBack(item.entry)) continue;
               if (probeItem === undefined || rank(item) < rank(probeItem)) probeItem = item;
               if (rank(probeItem) === 0) break;
             }
@@ -1837,6 +1914,8 @@ export class AuditWriter {
       }
     }
     this.#backlog.push({ entry, journaled, failures: 0, since: this.#options.clock.now() });
+    // Announced before its action acted (fix15e): in the backlog now, counted from there.
+    this.#announced.delete(entry);
     // An append failure stays named while entries it left are held only in memory (issue 15).
     if (journaled && this.#journalFailures.has("append") && this.#unjournaled().memoryOnly === 0) {
       this.#journalFailures.clear("append");
@@ -1868,8 +1947,10 @@ export class AuditWriter {
     if (reserve === undefined) return;
     const held = this.#backlog.filter((item) => !item.journaled && item.entry !== undefined).map((item) => item.entry!);
     let overflow = encodeOverflowBuckets(this.#overflow);
-    // Allowed entries left out for want of room: held only in memory, counted in the record.
-    const leftOut: AuditEntry[] = [];
+    // Allowed entries left out for want of room: held only in memory, counted in the record; and
+    // the entries of actions about to act without waiting for them (fix15e), counted first.
+    const queued = new Set(this.#backlog.map((item) => item.entry));
+    const leftOut: AuditEntry[] = [...this.#announced].filter((entry) => !queued.has(entry));
     const encode = (): Buffer =>
       encodeReserve(overflow, held, this.#drops, [...this.#coalesced.values()], memoryOnlyTally(leftOut));
     let payload = encode();
