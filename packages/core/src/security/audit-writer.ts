@@ -205,6 +205,13 @@ export class AuditWriter {
    */
   readonly #announced = new Set<AuditEntry>();
   /**
+   * The id of the newest journal record `drop-oldest` dropped, kept in the reserve's record with
+   * the drop count: a release the full disk did not let become durable brings the record back at
+   * the next start, which then releases it unread instead of storing it (it is counted; fix15e,
+   * adv15d F5).
+   */
+  #releasedThrough: string | undefined;
+  /**
    * What the reserve file holds while it cannot be opened (its room cannot be reserved: a disk
    * still full after a crash), read without opening it and left untouched: shown by health until
    * it opens, then merged and summarized as usual (adversarial review 15w, B). Its held entries
@@ -1758,6 +1765,7 @@ export class AuditWriter {
     const evicted = new Set<BacklogItem>();
     const droppedEntries: AuditEntry[] = [];
     let journalReleases = 0;
+    const previousReleasedThrough = this.#releasedThrough;
     while (this.#entriesInBacklog() > this.#maxEntries) {
       const oldest = this.#backlog[0]!;
       // A drop count must equal what is missing (fix15ad): an entry whose store call is out may
@@ -1783,6 +1791,7 @@ export class AuditWriter {
       this.#backlog.shift();
       evicted.add(oldest);
       if (oldest.journaled) journalReleases++;
+      if (oldest.journaled && oldest.entry !== undefined) this.#releasedThrough = oldest.entry.id;
       // Stored or kept aside already (its answer came, the drain has not removed it yet): uncounted.
       if (oldest.entry !== undefined && oldest.stored !== true && oldest.skipped !== true) {
         droppedEntries.push(oldest.entry);
@@ -1817,6 +1826,7 @@ export class AuditWriter {
           ...before.filter((item) => evicted.has(item) || present.has(item)),
         );
         this.#drops = previousDrops;
+        this.#releasedThrough = previousReleasedThrough;
         this.#logger.error(
           { count: dropped },
           "the audit backlog is full but the drop could not be counted durably (the reserve failed): nothing is dropped",
@@ -1952,7 +1962,14 @@ export class AuditWriter {
     const queued = new Set(this.#backlog.map((item) => item.entry));
     const leftOut: AuditEntry[] = [...this.#announced].filter((entry) => !queued.has(entry));
     const encode = (): Buffer =>
-      encodeReserve(overflow, held, this.#drops, [...this.#coalesced.values()], memoryOnlyTally(leftOut));
+      encodeReserve(
+        overflow,
+        held,
+        this.#drops,
+        [...this.#coalesced.values()],
+        memoryOnlyTally(leftOut),
+        this.#releasedThrough,
+      );
     let payload = encode();
     if (payload.length > reserve.capacity && this.#coalesced.size > 0) {
       // Coalesced runs that do not fit with their first and last entries become drop counts
@@ -2068,6 +2085,7 @@ export class AuditWriter {
         this.#mergeDrops(found.drops);
         changed = true;
       }
+      if (this.#releaseDropped(found.releasedThrough) > 0) changed = true;
       if (found.memoryOnly !== undefined) {
         // Entries an earlier run held only in memory when it last wrote the reserve, and then died:
         // lost. Recorded now as dropped (an audit.drop summary) and reported (adv15, fix15c's
@@ -2143,18 +2161,57 @@ export class AuditWriter {
     if (found === undefined) return undefined;
     const overflow = [...found.overflow.values()].reduce((sum, bucket) => sum + bucket.count, 0);
     const drops = found.drops?.count ?? 0;
+    const released = this.#releaseDropped(found.releasedThrough);
     const known = new Set(this.#backlog.map((item) => item.entry?.id));
     const since = this.#options.clock.now();
     for (const entry of found.held) {
       this.#reservedIds.add(entry.id);
       if (!known.has(entry.id)) this.#backlog.push({ entry, journaled: false, failures: 0, since, reported: true });
     }
-    if (overflow === 0 && drops === 0 && found.held.length === 0) return undefined;
+    if (overflow === 0 && drops === 0 && found.held.length === 0 && released === 0) return undefined;
     this.#logger.error(
-      { path, overflow, drops, held: found.held.length },
+      { path, overflow, drops, held: found.held.length, released },
       "the audit reserve of an earlier run cannot be opened (no room): what it holds was read without changing it",
     );
-    return { overflow, drops, held: found.held.length, ids: new Set(found.held.map((entry) => entry.id)) };
+    return {
+      overflow,
+      drops,
+      held: found.held.length,
+      ids: new Set(found.held.map((entry) => entry.id)),
+      released,
+    };
+  }
+
+  /**
+   * Releases unread the journal records an earlier run dropped (`drop-oldest`, counted in the
+   * reserve's `drops`) whose release it could not make durable: the backlog's journaled records
+   * from its front through the one whose entry is `through` (the journal releases oldest first, so
+   * every record before the newest dropped one was released too: dropped and counted, or stored).
+   * Each stays in its place as an unread record, as a tombstoned one does. Replayed and stored
+   * instead, an entry was stored and counted dropped (fix15e, adv15d F5: over-count 296 of 788).
+   * The cursor is kept for the next record: until a durable mark passes it, a crash brings the
+   * records back again. Returns how many were released.
+   */
+  #releaseDropped(through: string | undefined): number {
+    if (through === undefined) return 0;
+    this.#releasedThrough ??= through;
+    let last = -1;
+    for (let index = 0; index < this.#backlog.length && this.#backlog[index]!.journaled; index++) {
+      if (this.#backlog[index]!.entry?.id === through) last = index;
+    }
+    let released = 0;
+    for (let index = 0; index <= last; index++) {
+      if (this.#backlog[index]!.entry === undefined) continue;
+      this.#backlog[index] = { entry: undefined, journaled: true, failures: 0 };
+      released++;
+    }
+    if (released > 0) {
+      this.#logger.warn(
+        { count: released },
+        "audit journal records an earlier run dropped (counted) and could not release durably are released unread",
+      );
+    }
+    return released;
   }
 
   /**
