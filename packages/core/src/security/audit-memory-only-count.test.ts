@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, test, vi } from "vitest";
@@ -50,7 +50,7 @@ async function rig() {
   const drops: KilnEvents["audit-entry-drop"][] = [];
   bus.on("audit-entry-drop", (event) => void drops.push(event));
   let ids = 0;
-  const make = () =>
+  const make = (at = path) =>
     new AuditedCommandRunner({
       authorizer: new Authorizer({ roles: defaultRoleTable({ operatorWritableTags: ["heater.*"] }) }),
       audit,
@@ -60,7 +60,7 @@ async function rig() {
       newId: () => `entry-${++ids}`,
       retryBackoff: { initialDelayMs: 1_000, maxDelayMs: 1_000 },
       runWithoutDurableAudit: ["tag.write"],
-      backlog: { path, maxEntries: 100_000, maxBytes: 32_768 },
+      backlog: { path: at, maxEntries: 100_000, maxBytes: 32_768 },
     });
   const runner = make();
   await runner.open();
@@ -83,7 +83,7 @@ async function rig() {
     await next.close();
     return store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
   };
-  return { runner, write, memoryOnly, drops, up: () => void (up = true), restart, plc };
+  return { runner, write, memoryOnly, drops, up: () => void (up = true), restart, plc, make, path };
 }
 
 describe("entries held only in memory are counted in the audit reserve", () => {
@@ -164,5 +164,36 @@ describe("entries held only in memory are counted in the audit reserve", () => {
       ...Array.from({ length: 600 }, (_unused, index) => index + 1),
       602,
     ]);
+  }, 60_000);
+
+  // fix15e (adv15d F4): restarted on a disk still full, the reserve cannot be opened (its room
+  // cannot be reserved) and is only read; what the run that died held only in memory was not
+  // named until it opened. Health names it now; it is recorded as dropped once the reserve opens.
+  test("restarted while the reserve cannot be opened: health names the entries the dead run held only in memory", async () => {
+    const { runner, write, memoryOnly, make, path } = await rig();
+    for (let value = 1; value <= 600; value++) await write(value);
+    const held = await memoryOnly();
+    expect(held).toBeGreaterThan(0);
+    // The files as a SIGKILL leaves them, in another folder (the first runner keeps its lock).
+    const crashed = join(await mkdtemp(join(tmpdir(), "kiln-audit-memory-only-")), "audit.journal");
+    folders.push(join(crashed, ".."));
+    await copyFile(path, crashed);
+    await copyFile(`${path}.reserve`, `${crashed}.reserve`);
+    const full = Object.assign(new Error("no space left on device"), { code: "ENOSPC" });
+    vi.spyOn(ReservedRecord, "open").mockRejectedValue(
+      new KilnError("KILN_JOURNAL_FAILED", "reserve failed: the disk is full", {
+        cause: full,
+        retryable: true,
+        details: { errno: "ENOSPC" },
+      }),
+    );
+    const next = make(crashed);
+    await next.open();
+    expect(next.status().journalProblems.join("\n")).toMatch(
+      new RegExp(`${held} entries the run that ended held only in memory \\(lost; recorded as dropped once it opens\\)`),
+    );
+    vi.restoreAllMocks();
+    await next.close();
+    await runner.close();
   }, 60_000);
 });

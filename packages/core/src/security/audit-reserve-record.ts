@@ -46,6 +46,11 @@ export interface UnopenedReserve {
   readonly ids: ReadonlySet<string>;
   /** Journal records dropped by the dead run whose release was not durable, released unread (fix15e). */
   readonly released: number;
+  /**
+   * Entries the dead run held only in memory (its `memoryOnly` tally): lost, recorded as dropped
+   * once it opens, named by health until then (fix15e, adv15d F4).
+   */
+  readonly memoryOnly: number;
 }
 
 /** Attempts counted while the backlog was full (refuse-commands), summarized into one entry later. */
@@ -396,9 +401,14 @@ export function foldedTally(entry: AuditEntry): { tally: DropTally; reported: bo
 export function unopenedReserveText(found: UnopenedReserve | undefined): string {
   if (found === undefined) return "";
   const drops = found.drops > 0 ? ` and ${found.drops} dropped entr${found.drops === 1 ? "y" : "ies"}` : "";
+  const lost =
+    found.memoryOnly > 0
+      ? `, ${found.memoryOnly} entr${found.memoryOnly === 1 ? "y" : "ies"} the run that ended held only in memory ` +
+        "(lost; recorded as dropped once it opens)"
+      : "";
   return (
     `; the reserve file of an earlier run, read without opening it and left as it is, holds ${found.overflow} ` +
-    `counted denied attempt(s)${drops} not yet in summary entries (recorded once it opens) and ${found.held} ` +
+    `counted denied attempt(s)${drops} not yet in summary entries (recorded once it opens)${lost} and ${found.held} ` +
     `held entr${found.held === 1 ? "y" : "ies"} (in the backlog)`
   );
 }

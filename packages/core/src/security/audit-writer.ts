@@ -1924,8 +1924,9 @@ export class AuditWriter {
       }
     }
     this.#backlog.push({ entry, journaled, failures: 0, since: this.#options.clock.now() });
-    // Announced before its action acted (fix15e): in the backlog now, counted from there.
-    this.#announced.delete(entry);
+    // Announced before its action acted (fix15e): in the backlog now, counted from there. Journaled,
+    // the reserve's record must stop counting it, or a crash would replay it and count it too.
+    if (this.#announced.delete(entry) && journaled) await this.#persistReserve();
     // An append failure stays named while entries it left are held only in memory (issue 15).
     if (journaled && this.#journalFailures.has("append") && this.#unjournaled().memoryOnly === 0) {
       this.#journalFailures.clear("append");
@@ -2162,15 +2163,16 @@ export class AuditWriter {
     const overflow = [...found.overflow.values()].reduce((sum, bucket) => sum + bucket.count, 0);
     const drops = found.drops?.count ?? 0;
     const released = this.#releaseDropped(found.releasedThrough);
+    const memoryOnly = found.memoryOnly?.count ?? 0;
     const known = new Set(this.#backlog.map((item) => item.entry?.id));
     const since = this.#options.clock.now();
     for (const entry of found.held) {
       this.#reservedIds.add(entry.id);
       if (!known.has(entry.id)) this.#backlog.push({ entry, journaled: false, failures: 0, since, reported: true });
     }
-    if (overflow === 0 && drops === 0 && found.held.length === 0 && released === 0) return undefined;
+    if (overflow === 0 && drops === 0 && found.held.length === 0 && released === 0 && memoryOnly === 0) return undefined;
     this.#logger.error(
-      { path, overflow, drops, held: found.held.length, released },
+      { path, overflow, drops, held: found.held.length, released, memoryOnly },
       "the audit reserve of an earlier run cannot be opened (no room): what it holds was read without changing it",
     );
     return {
@@ -2179,6 +2181,7 @@ export class AuditWriter {
       held: found.held.length,
       ids: new Set(found.held.map((entry) => entry.id)),
       released,
+      memoryOnly,
     };
   }
 
