@@ -177,7 +177,7 @@ if (mode === "unguarded-eio" || mode === "unguarded-eio-back") {
   if (mode === "unguarded-eio-back") {
     unlinkSync(`${storeFile}.down`);
     let last = Number.POSITIVE_INFINITY;
-    for (let still = 0; still < 50 && system.health().audit.backlog > 0; ) {
+    for (let still = 0; still < 50 && system.health().audit.backlog > 0;) {
       await new Promise((resolve) => setTimeout(resolve, 100));
       const backlog = system.health().audit.backlog;
       still = backlog < last ? 0 : still + 1;

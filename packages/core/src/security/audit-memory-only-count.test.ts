@@ -190,7 +190,9 @@ describe("entries held only in memory are counted in the audit reserve", () => {
     const next = make(crashed);
     await next.open();
     expect(next.status().journalProblems.join("\n")).toMatch(
-      new RegExp(`${held} entries the run that ended held only in memory \\(lost; recorded as dropped once it opens\\)`),
+      new RegExp(
+        `${held} entries the run that ended held only in memory \\(lost; recorded as dropped once it opens\\)`,
+      ),
     );
     vi.restoreAllMocks();
     await next.close();

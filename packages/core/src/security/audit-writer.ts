@@ -2170,7 +2170,8 @@ export class AuditWriter {
       this.#reservedIds.add(entry.id);
       if (!known.has(entry.id)) this.#backlog.push({ entry, journaled: false, failures: 0, since, reported: true });
     }
-    if (overflow === 0 && drops === 0 && found.held.length === 0 && released === 0 && memoryOnly === 0) return undefined;
+    if (overflow === 0 && drops === 0 && found.held.length === 0 && released === 0 && memoryOnly === 0)
+      return undefined;
     this.#logger.error(
       { path, overflow, drops, held: found.held.length, released, memoryOnly },
       "the audit reserve of an earlier run cannot be opened (no room): what it holds was read without changing it",
