@@ -1,7 +1,7 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, describe, expect, test } from "vitest";
+import { afterEach, describe, expect, test, vi } from "vitest";
 import { KilnError } from "../domain/errors";
 import { defineTags } from "../domain/tags";
 import type { KilnEvents } from "../events/catalogue";
@@ -26,6 +26,7 @@ const operator: Principal = { id: "olga", roles: ["operator"] };
 const folders: string[] = [];
 
 afterEach(async () => {
+  vi.restoreAllMocks();
   for (const folder of folders.splice(0)) await rm(folder, { recursive: true, force: true });
 });
 
@@ -49,7 +50,7 @@ async function rig() {
   const drops: KilnEvents["audit-entry-drop"][] = [];
   bus.on("audit-entry-drop", (event) => void drops.push(event));
   let ids = 0;
-  const make = () =>
+  const make = (at = path) =>
     new AuditedCommandRunner({
       authorizer: new Authorizer({ roles: defaultRoleTable({ operatorWritableTags: ["heater.*"] }) }),
       audit,
@@ -59,7 +60,7 @@ async function rig() {
       newId: () => `entry-${++ids}`,
       retryBackoff: { initialDelayMs: 1_000, maxDelayMs: 1_000 },
       runWithoutDurableAudit: ["tag.write"],
-      backlog: { path, maxEntries: 100_000, maxBytes: 32_768 },
+      backlog: { path: at, maxEntries: 100_000, maxBytes: 32_768 },
     });
   const runner = make();
   await runner.open();
@@ -82,7 +83,7 @@ async function rig() {
     await next.close();
     return store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
   };
-  return { runner, write, memoryOnly, drops, up: () => void (up = true), restart, plc };
+  return { runner, write, memoryOnly, drops, up: () => void (up = true), restart, plc, make, path };
 }
 
 describe("entries held only in memory are counted in the audit reserve", () => {
@@ -121,5 +122,80 @@ describe("entries held only in memory are counted in the audit reserve", () => {
     // Counted once, at the stop (the event): no audit.drop summary counts them a second time.
     expect(trail.filter((entry) => entry.action === "audit.drop")).toEqual([]);
     expect(drops.reduce((sum, drop) => sum + drop.count, 0)).toBe(held);
+  }, 60_000);
+
+  // fix15e (adv15d F1, F2): while the reserve's writes fail (EIO) nothing durable can count an
+  // entry held only in memory. An action that runs without a durable entry then waits for one like
+  // any other command (refused while the store is down); and the entries the reserve's last record
+  // counts are not stored (nor journaled) until the record can be rewritten, so the count at the
+  // next start is exactly what is missing.
+  test("the reserve cannot be written: an unguarded write is refused while the store is down, waits for its stored entry once it is up; counted entries wait for the reserve", async () => {
+    const { runner, write, memoryOnly, up, restart, plc } = await rig();
+    for (let value = 1; value <= 600; value++) await write(value);
+    const held = await memoryOnly();
+    expect(held).toBeGreaterThan(0);
+    const eio = vi
+      .spyOn(ReservedRecord.prototype, "write")
+      .mockRejectedValue(
+        new KilnError("KILN_JOURNAL_FAILED", "write failed (EIO)", { retryable: true, details: { errno: "EIO" } }),
+      );
+    await expect(write(601)).rejects.toMatchObject({ code: "KILN_AUDIT_UNAVAILABLE" });
+    expect(plc.writes).toHaveLength(600);
+    up();
+    // The store takes what the journal and the reserve hold; what the record counts waits (and
+    // the refusal of 601, behind it).
+    expect(await runner.flush()).toBe(false);
+    expect(runner.status().backlog).toBe(held + 1);
+    await write(602);
+    expect(plc.writes).toHaveLength(601);
+    // Its entry was made durable before it acted: journaled (the store took the journal's records,
+    // so it has room again), not counted in memory.
+    expect(runner.status().backlog).toBe(held + 2);
+    expect(await memoryOnly()).toBe(held);
+    eio.mockRestore();
+    expect(await runner.flush()).toBe(true);
+    expect(await memoryOnly()).toBe(0);
+    await runner.close();
+    const trail = await restart();
+    expect(trail.filter((entry) => entry.action === "audit.drop")).toEqual([]);
+    const written = trail.filter((entry) => entry.action === "tag.write" && entry.outcome === "allowed");
+    // Each once, never the refused 601 (602 went ahead of the entries that waited).
+    expect(written.map((entry) => entry.newValue as number).sort((a, b) => a - b)).toEqual([
+      ...Array.from({ length: 600 }, (_unused, index) => index + 1),
+      602,
+    ]);
+  }, 60_000);
+
+  // fix15e (adv15d F4): restarted on a disk still full, the reserve cannot be opened (its room
+  // cannot be reserved) and is only read; what the run that died held only in memory was not
+  // named until it opened. Health names it now; it is recorded as dropped once the reserve opens.
+  test("restarted while the reserve cannot be opened: health names the entries the dead run held only in memory", async () => {
+    const { runner, write, memoryOnly, make, path } = await rig();
+    for (let value = 1; value <= 600; value++) await write(value);
+    const held = await memoryOnly();
+    expect(held).toBeGreaterThan(0);
+    // The files as a SIGKILL leaves them, in another folder (the first runner keeps its lock).
+    const crashed = join(await mkdtemp(join(tmpdir(), "kiln-audit-memory-only-")), "audit.journal");
+    folders.push(join(crashed, ".."));
+    await copyFile(path, crashed);
+    await copyFile(`${path}.reserve`, `${crashed}.reserve`);
+    const full = Object.assign(new Error("no space left on device"), { code: "ENOSPC" });
+    vi.spyOn(ReservedRecord, "open").mockRejectedValue(
+      new KilnError("KILN_JOURNAL_FAILED", "reserve failed: the disk is full", {
+        cause: full,
+        retryable: true,
+        details: { errno: "ENOSPC" },
+      }),
+    );
+    const next = make(crashed);
+    await next.open();
+    expect(next.status().journalProblems.join("\n")).toMatch(
+      new RegExp(
+        `${held} entries the run that ended held only in memory \\(lost; recorded as dropped once it opens\\)`,
+      ),
+    );
+    vi.restoreAllMocks();
+    await next.close();
+    await runner.close();
   }, 60_000);
 });

@@ -44,6 +44,13 @@ export interface UnopenedReserve {
   readonly held: number;
   /** Their ids: not queued again when it opens. */
   readonly ids: ReadonlySet<string>;
+  /** Journal records dropped by the dead run whose release was not durable, released unread (fix15e). */
+  readonly released: number;
+  /**
+   * Entries the dead run held only in memory (its `memoryOnly` tally): lost, recorded as dropped
+   * once it opens, named by health until then (fix15e, adv15d F4).
+   */
+  readonly memoryOnly: number;
 }
 
 /** Attempts counted while the backlog was full (refuse-commands), summarized into one entry later. */
@@ -95,7 +102,9 @@ export const RESERVE_HEADROOM_BYTES = 2 * RESERVE_SLOT_BYTES;
  * the entries held only in memory when it was written (no room for them in the journal or in the
  * reserve): lost if the process dies before the store takes them, so the next start records them
  * as dropped (an `audit.drop` summary). Rewritten with every write, so it is never more than what
- * memory held at the last write.
+ * memory held at the last write. `releasedThrough` is the id of the newest journal record that
+ * `drop-oldest` dropped (counted in `drops`): every record up to it was released, durably or not,
+ * so a next start that finds it in the journal releases it and those before it unread (fix15e).
  */
 export function encodeReserve(
   overflow: unknown[],
@@ -103,11 +112,13 @@ export function encodeReserve(
   drops: DropTally | undefined,
   coalesced: readonly CoalescedRun[] = [],
   memoryOnly?: DropTally,
+  releasedThrough?: string,
 ): Buffer {
   return Buffer.from(
     encodeExactJson({
       overflow,
       held,
+      ...(releasedThrough === undefined ? {} : { releasedThrough }),
       ...(drops === undefined ? {} : { drops: { ...drops, reasons: [...drops.reasons] } }),
       ...(memoryOnly === undefined ? {} : { memoryOnly: { ...memoryOnly, reasons: [...memoryOnly.reasons] } }),
       ...(coalesced.length === 0
@@ -209,6 +220,8 @@ export function decodeReserve(payload: Buffer | undefined):
       coalesced: CoalescedRun[];
       /** Entries held only in memory when it was written: lost, if this is what a dead run left. */
       memoryOnly: DropTally | undefined;
+      /** The id of the newest journal record dropped (released) when it was written, if any. */
+      releasedThrough: string | undefined;
     }
   | undefined {
   if (payload === undefined) return undefined;
@@ -219,6 +232,7 @@ export function decodeReserve(payload: Buffer | undefined):
       drops?: unknown;
       coalesced?: unknown;
       memoryOnly?: unknown;
+      releasedThrough?: unknown;
     } | null;
     if (typeof record !== "object" || record === null) return undefined;
     const overflow = decodeOverflow(Buffer.from(encodeExactJson(record.overflow ?? []), "utf8")) ?? new Map();
@@ -234,6 +248,7 @@ export function decodeReserve(payload: Buffer | undefined):
       drops: decodeDrops(record.drops),
       coalesced: decodeCoalesced(record.coalesced),
       memoryOnly: decodeDrops(record.memoryOnly),
+      releasedThrough: typeof record.releasedThrough === "string" ? record.releasedThrough : undefined,
     };
   } catch {
     return undefined;
@@ -386,9 +401,14 @@ export function foldedTally(entry: AuditEntry): { tally: DropTally; reported: bo
 export function unopenedReserveText(found: UnopenedReserve | undefined): string {
   if (found === undefined) return "";
   const drops = found.drops > 0 ? ` and ${found.drops} dropped entr${found.drops === 1 ? "y" : "ies"}` : "";
+  const lost =
+    found.memoryOnly > 0
+      ? `, ${found.memoryOnly} entr${found.memoryOnly === 1 ? "y" : "ies"} the run that ended held only in memory ` +
+        "(lost; recorded as dropped once it opens)"
+      : "";
   return (
     `; the reserve file of an earlier run, read without opening it and left as it is, holds ${found.overflow} ` +
-    `counted denied attempt(s)${drops} not yet in summary entries (recorded once it opens) and ${found.held} ` +
+    `counted denied attempt(s)${drops} not yet in summary entries (recorded once it opens)${lost} and ${found.held} ` +
     `held entr${found.held === 1 ? "y" : "ies"} (in the backlog)`
   );
 }

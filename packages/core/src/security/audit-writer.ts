@@ -200,6 +200,18 @@ export class AuditWriter {
    */
   #memoryOnlyIds = new Set<string>();
   /**
+   * Entries of `runWithoutDurableAudit` actions counted in the reserve's `memoryOnly` tally before
+   * the action acts ({@link announce}), until they join the backlog (fix15e, adv15d F1).
+   */
+  readonly #announced = new Set<AuditEntry>();
+  /**
+   * The id of the newest journal record `drop-oldest` dropped, kept in the reserve's record with
+   * the drop count: a release the full disk did not let become durable brings the record back at
+   * the next start, which then releases it unread instead of storing it (it is counted; fix15e,
+   * adv15d F5).
+   */
+  #releasedThrough: string | undefined;
+  /**
    * What the reserve file holds while it cannot be opened (its room cannot be reserved: a disk
    * still full after a crash), read without opening it and left untouched: shown by health until
    * it opens, then merged and summarized as usual (adversarial review 15w, B). Its held entries
@@ -381,6 +393,53 @@ export class AuditWriter {
     return this.#journalFailures.get("append") ?? this.#journalFailures.get("open");
   }
 
+  /**
+   * Before an action in `runWithoutDurableAudit` acts without waiting for its entry: whether it
+   * may. With a journal, it may at once while the journal takes entries (the reserve holds and
+   * counts none) and the reserve can be written (an entry the journal then fails on goes to the
+   * reserve, or its `memoryOnly` tally).
+   * Otherwise its entry could end up held only in memory, so it is counted in the reserve's
+   * `memoryOnly` tally first (one write of the reserve, no store call): it may act once that write
+   * is durable. When the reserve cannot be written (EIO, no reserve) nothing could count the entry
+   * after a crash: false, and the action waits for a durable entry like any other command (fail
+   * closed; fix15e, adv15d F1). Without a journal, always true (nothing is durable but the store,
+   * ADR 0013 step 5). Call {@link withdraw} if the action then does not run. `true` itself (not
+   * a promise) when it may act at once, so the action loses no turn of the event loop.
+   */
+  announce(entry: AuditEntry): true | Promise<boolean> {
+    if (this.#options.backlog?.path === undefined) return true;
+    const reserveWritable = this.#reserve !== undefined && !this.#journalFailures.has("reserve");
+    // The journal took the entries so far: the reserve neither holds nor counts any (a journal at
+    // its maxBytes fails without a failure in force, so the reserve's contents tell).
+    if (
+      reserveWritable &&
+      this.#journal !== undefined &&
+      !this.#journalFailures.has("append") &&
+      !this.#journalFailures.has("open") &&
+      this.#reservedIds.size === 0 &&
+      this.#memoryOnlyIds.size === 0
+    ) {
+      return true;
+    }
+    return this.#countBeforeActing(entry);
+  }
+
+  async #countBeforeActing(entry: AuditEntry): Promise<boolean> {
+    if (this.#reserve === undefined || this.#closed) return false;
+    this.#announced.add(entry);
+    await this.#persistReserve();
+    if (this.#journalFailures.has("reserve") || !this.#memoryOnlyIds.has(entry.id)) {
+      this.#announced.delete(entry);
+      return false;
+    }
+    return true;
+  }
+
+  /** An entry {@link announce} counted whose action did not run after all: no longer counted. */
+  withdraw(entry: AuditEntry): void {
+    if (this.#announced.delete(entry)) void this.#persistReserve();
+  }
+
   /** Entries of actions that do not wait for the store, not yet stored or queued (each settles, never rejects). */
   readonly #systemRecords = new Set<Promise<void>>();
 
@@ -483,6 +542,12 @@ export class AuditWriter {
     for (let index = from; index < this.#backlog.length; index++) {
       const item = this.#backlog[index]!;
       if (item.entry === undefined) continue;
+      // Counted lost by a reserve record that cannot be rewritten: journaled, it would come back
+      // at the next start and be counted too (fix15e, adv15d F2). It and those behind it wait.
+      if (this.#heldBack(item.entry)) {
+        whole = false;
+        break;
+      }
       try {
         await journal.append(Buffer.from(encodeExactJson(item.entry), "utf8"));
       } catch (error) {
@@ -840,6 +905,8 @@ export class AuditWriter {
       await Promise.race([this.#recordPending(entry), this.#givenUp.released]);
     } finally {
       this.#pending.delete(entry);
+      // Whatever became of it (queued, coalesced, reported dropped), it is no longer only announced.
+      this.#announced.delete(entry);
     }
   }
 
@@ -881,14 +948,20 @@ export class AuditWriter {
   /**
    * Stores one entry: `stored`, `skipped` (refused for good: kept aside and reported, see
    * {@link #keepAside}), `held` (refused for good, but its journal record is its only durable
-   * copy and the set-aside append failed: it stays at the head, see {@link #keepAside}) or
-   * `retry`. `notRun`: the entry is the intent of a command that will not
+   * copy and the set-aside append failed: it stays at the head, see {@link #keepAside}; or not
+   * offered, see {@link #heldBack}) or `retry`. `notRun`: the entry is the intent of a command that will not
    * run if it is refused; what is kept aside and reported is then its refusal (`denied`).
    */
   async #store(
     entry: AuditEntry,
     options: { notRun?: boolean; item?: BacklogItem } = {},
   ): Promise<"stored" | "skipped" | "held" | "retry"> {
+    if (this.#heldBack(entry)) {
+      // Counted lost by the reserve's last record, which cannot be rewritten: stored now, it would
+      // be stored and counted after a crash. The reserve is tried again first (fix15e, adv15d F2).
+      await this.#persistReserve();
+      if (this.#heldBack(entry)) return "held";
+    }
     const seq = ++this.#callSeq;
     try {
       await this.#options.audit.record(entry);
@@ -946,6 +1019,17 @@ export class AuditWriter {
       }
       return "retry";
     }
+  }
+
+  /**
+   * Whether `entry` waits before it is stored: the reserve's last durable record counts it as held
+   * only in memory (its `memoryOnly` tally) and the reserve cannot be written now (EIO). Stored
+   * then, a crash before the record is rewritten would count it lost although the store has it:
+   * the count must equal what is missing (fix15e, adv15d F2). It is stored once the reserve takes
+   * a write again; until then it is counted, and a crash loses it counted.
+   */
+  #heldBack(entry: AuditEntry): boolean {
+    return this.#memoryOnlyIds.has(entry.id) && this.#journalFailures.has("reserve");
   }
 
   /**
@@ -1040,7 +1124,7 @@ export class AuditWriter {
             for (let index = 1; index < this.#backlog.length; index++) {
               const item = this.#backlog[index]!;
               if (tried.has(item) || item.entry === undefined || item.stored === true) continue;
-              if (item.skipped === true || item.aside !== undefined) continue;
+              if (item.skipped === true || item.aside !== undefined || this.#heldBack(item.entry)) continue;
               if (probeItem === undefined || rank(item) < rank(probeItem)) probeItem = item;
               if (rank(probeItem) === 0) break;
             }
@@ -1681,6 +1765,7 @@ export class AuditWriter {
     const evicted = new Set<BacklogItem>();
     const droppedEntries: AuditEntry[] = [];
     let journalReleases = 0;
+    const previousReleasedThrough = this.#releasedThrough;
     while (this.#entriesInBacklog() > this.#maxEntries) {
       const oldest = this.#backlog[0]!;
       // A drop count must equal what is missing (fix15ad): an entry whose store call is out may
@@ -1706,6 +1791,7 @@ export class AuditWriter {
       this.#backlog.shift();
       evicted.add(oldest);
       if (oldest.journaled) journalReleases++;
+      if (oldest.journaled && oldest.entry !== undefined) this.#releasedThrough = oldest.entry.id;
       // Stored or kept aside already (its answer came, the drain has not removed it yet): uncounted.
       if (oldest.entry !== undefined && oldest.stored !== true && oldest.skipped !== true) {
         droppedEntries.push(oldest.entry);
@@ -1740,6 +1826,7 @@ export class AuditWriter {
           ...before.filter((item) => evicted.has(item) || present.has(item)),
         );
         this.#drops = previousDrops;
+        this.#releasedThrough = previousReleasedThrough;
         this.#logger.error(
           { count: dropped },
           "the audit backlog is full but the drop could not be counted durably (the reserve failed): nothing is dropped",
@@ -1837,6 +1924,9 @@ export class AuditWriter {
       }
     }
     this.#backlog.push({ entry, journaled, failures: 0, since: this.#options.clock.now() });
+    // Announced before its action acted (fix15e): in the backlog now, counted from there. Journaled,
+    // the reserve's record must stop counting it, or a crash would replay it and count it too.
+    if (this.#announced.delete(entry) && journaled) await this.#persistReserve();
     // An append failure stays named while entries it left are held only in memory (issue 15).
     if (journaled && this.#journalFailures.has("append") && this.#unjournaled().memoryOnly === 0) {
       this.#journalFailures.clear("append");
@@ -1868,10 +1958,19 @@ export class AuditWriter {
     if (reserve === undefined) return;
     const held = this.#backlog.filter((item) => !item.journaled && item.entry !== undefined).map((item) => item.entry!);
     let overflow = encodeOverflowBuckets(this.#overflow);
-    // Allowed entries left out for want of room: held only in memory, counted in the record.
-    const leftOut: AuditEntry[] = [];
+    // Allowed entries left out for want of room: held only in memory, counted in the record; and
+    // the entries of actions about to act without waiting for them (fix15e), counted first.
+    const queued = new Set(this.#backlog.map((item) => item.entry));
+    const leftOut: AuditEntry[] = [...this.#announced].filter((entry) => !queued.has(entry));
     const encode = (): Buffer =>
-      encodeReserve(overflow, held, this.#drops, [...this.#coalesced.values()], memoryOnlyTally(leftOut));
+      encodeReserve(
+        overflow,
+        held,
+        this.#drops,
+        [...this.#coalesced.values()],
+        memoryOnlyTally(leftOut),
+        this.#releasedThrough,
+      );
     let payload = encode();
     if (payload.length > reserve.capacity && this.#coalesced.size > 0) {
       // Coalesced runs that do not fit with their first and last entries become drop counts
@@ -1987,6 +2086,7 @@ export class AuditWriter {
         this.#mergeDrops(found.drops);
         changed = true;
       }
+      if (this.#releaseDropped(found.releasedThrough) > 0) changed = true;
       if (found.memoryOnly !== undefined) {
         // Entries an earlier run held only in memory when it last wrote the reserve, and then died:
         // lost. Recorded now as dropped (an audit.drop summary) and reported (adv15, fix15c's
@@ -2062,18 +2162,60 @@ export class AuditWriter {
     if (found === undefined) return undefined;
     const overflow = [...found.overflow.values()].reduce((sum, bucket) => sum + bucket.count, 0);
     const drops = found.drops?.count ?? 0;
+    const released = this.#releaseDropped(found.releasedThrough);
+    const memoryOnly = found.memoryOnly?.count ?? 0;
     const known = new Set(this.#backlog.map((item) => item.entry?.id));
     const since = this.#options.clock.now();
     for (const entry of found.held) {
       this.#reservedIds.add(entry.id);
       if (!known.has(entry.id)) this.#backlog.push({ entry, journaled: false, failures: 0, since, reported: true });
     }
-    if (overflow === 0 && drops === 0 && found.held.length === 0) return undefined;
+    if (overflow === 0 && drops === 0 && found.held.length === 0 && released === 0 && memoryOnly === 0)
+      return undefined;
     this.#logger.error(
-      { path, overflow, drops, held: found.held.length },
+      { path, overflow, drops, held: found.held.length, released, memoryOnly },
       "the audit reserve of an earlier run cannot be opened (no room): what it holds was read without changing it",
     );
-    return { overflow, drops, held: found.held.length, ids: new Set(found.held.map((entry) => entry.id)) };
+    return {
+      overflow,
+      drops,
+      held: found.held.length,
+      ids: new Set(found.held.map((entry) => entry.id)),
+      released,
+      memoryOnly,
+    };
+  }
+
+  /**
+   * Releases unread the journal records an earlier run dropped (`drop-oldest`, counted in the
+   * reserve's `drops`) whose release it could not make durable: the backlog's journaled records
+   * from its front through the one whose entry is `through` (the journal releases oldest first, so
+   * every record before the newest dropped one was released too: dropped and counted, or stored).
+   * Each stays in its place as an unread record, as a tombstoned one does. Replayed and stored
+   * instead, an entry was stored and counted dropped (fix15e, adv15d F5: over-count 296 of 788).
+   * The cursor is kept for the next record: until a durable mark passes it, a crash brings the
+   * records back again. Returns how many were released.
+   */
+  #releaseDropped(through: string | undefined): number {
+    if (through === undefined) return 0;
+    this.#releasedThrough ??= through;
+    let last = -1;
+    for (let index = 0; index < this.#backlog.length && this.#backlog[index]!.journaled; index++) {
+      if (this.#backlog[index]!.entry?.id === through) last = index;
+    }
+    let released = 0;
+    for (let index = 0; index <= last; index++) {
+      if (this.#backlog[index]!.entry === undefined) continue;
+      this.#backlog[index] = { entry: undefined, journaled: true, failures: 0 };
+      released++;
+    }
+    if (released > 0) {
+      this.#logger.warn(
+        { count: released },
+        "audit journal records an earlier run dropped (counted) and could not release durably are released unread",
+      );
+    }
+    return released;
   }
 
   /**

@@ -1,6 +1,6 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { describe, expect, onTestFinished, test } from "vitest";
+import { describe, expect, onTestFinished, test, vi } from "vitest";
 import { KilnError } from "../domain/errors";
 import { defineTags, type TagValue } from "../domain/tags";
 import type { KilnEvents } from "../events/catalogue";
@@ -591,6 +591,35 @@ describe("AuditedCommandRunner", () => {
       expect(dropSummaries(await third.entries())).toEqual([]);
       await third.runner.close();
       await runner.close();
+    });
+
+    // fix15e (adv15d F5): on a full disk the drop's release mark cannot be written; the count was
+    // durable, so the next start stored the dropped entries and counted them too.
+    test("drop-oldest: the releases of dropped entries could not be made durable before the crash: the next start neither stores them nor counts them twice", async () => {
+      const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+      const backlog = { path, maxEntries: 2, whenFull: "drop-oldest" } as const;
+      const { writeTag, runner } = await setup({ audit: flaky({ down: true }), backlog });
+      onTestFinished(() => runner.close());
+      const release = RecordJournal.prototype.release;
+      const marks = vi.spyOn(RecordJournal.prototype, "release").mockImplementation(async function (
+        this: RecordJournal,
+        options = {},
+      ) {
+        await release.call(this, {});
+        if (options.durable === true) throw new KilnError("KILN_JOURNAL_FAILED", "mark failed (ENOSPC)");
+      });
+      for (const value of [1, 2, 3, 4, 5]) await writeTag(engineer, "heater.setpoint", value);
+      marks.mockRestore();
+      expect(runner.dropped).toBe(3);
+      const crashed = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
+      await writeFile(crashed, await readFile(path));
+      await writeFile(`${crashed}.reserve`, await readFile(`${path}.reserve`));
+      const next = await setup({ backlog: { ...backlog, path: crashed }, idPrefix: "next" });
+      expect(await next.runner.flush()).toBe(true);
+      const stored = await next.entries();
+      expect(stored.filter((entry) => entry.action === "tag.write").map((entry) => entry.newValue)).toEqual([4, 5]);
+      expect(dropSummaries(stored)).toMatchObject([{ count: 3, firstId: "entry-1", lastId: "entry-3" }]);
+      await next.runner.close();
     });
   });
 

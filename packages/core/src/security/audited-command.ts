@@ -474,7 +474,20 @@ export class AuditedCommandRunner {
       };
       const stillAllowed = (): boolean =>
         typeof stateOf !== "function" || authorizer.can(principal, command.permission, command.target, contextNow());
-      if (!guarded) {
+      // An action in runWithoutDurableAudit (not a system safety function, and not while the
+      // system stops) whose entry nothing durable could record or count now (the journal failing
+      // and the reserve's writes failing too) waits for a durable entry like any other command:
+      // fail closed, else a crash would lose its entry uncounted (fix15e, adv15d F1).
+      let actsAtOnce = !guarded;
+      if (actsAtOnce && command.safetyFunction !== true && this.#writer.gate === undefined) {
+        const announced = this.#writer.announce(allowed);
+        actsAtOnce = announced === true || (await announced);
+        // Refused below after all: no longer counted.
+        const refusedNow =
+          !stillAllowed() || (this.#writer.gateAll && this.#writer.gate !== undefined) || flight.released !== undefined;
+        if (actsAtOnce && refusedNow) this.#writer.withdraw(allowed);
+      }
+      if (actsAtOnce) {
         // A safety action (abort, pause) acts at once: it never waits behind other entries or a
         // hanging store. Its entry follows through the writer: stored, else kept in the backlog
         // (journaled when possible) and reported by audit-record-fail (ADR 0013).
