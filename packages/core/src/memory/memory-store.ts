@@ -73,17 +73,20 @@ export interface MemoryStoreRetention {
    * each tag keeps only a few), so the default bounds the samples to roughly 110 to 145 MB; a
    * string value costs its length on top. A sample
    * written again after its (tag, timestamp) was evicted is stored again, not reported as a
-   * conflict (and evicted again at once when it is before the horizon).
+   * conflict (and evicted first when the bound is reached again: it went out of force early).
    * An integer from 1 to `Number.MAX_SAFE_INTEGER`.
    * @default 1_000_000
    */
   readonly maxSamples?: number;
   /**
    * A sample is evicted after each `writeBatch` once it has been out of force (the next sample of
-   * its tag is at or before) for longer than this, in ms before the store's age clock: the clock's
-   * `now()`, advanced by its `monotonicNow()` since the previous write and never past `now()`, so a
-   * forward step of the wall clock does not evict the history at once (ADR 0021, ADR 0045); a
-   * tag's newest sample is kept however old it is. No age limit when absent. A finite number > 0.
+   * its tag is at or before) for longer than this, in ms, counted on the store's age clock: the
+   * clock's `now()` less every step of the wall clock seen between writes (a change of `now()` more
+   * than 1 s away from the change of `monotonicNow()`), each sample's time taken as received
+   * (ADR 0021, ADR 0045 fix16d). So a wall-clock step forward does not age the history out at once,
+   * a step back does not evict the samples written after it (stamped before older ones), and steps
+   * do not add up; a tag's newest sample is kept however old it is. No age limit when absent. A
+   * finite number > 0.
    * @default undefined
    */
   readonly maxAgeMs?: number;
@@ -146,6 +149,14 @@ const memoryStoreOptionsSchema = z.object({
  * reports it (clock skew between a PLC and the host is tolerated): 60,000 ms.
  */
 export const MEMORY_STORE_FUTURE_TOLERANCE_MS = 60_000;
+
+/**
+ * A change of the wall clock between two writes that differs from the monotonic clock's change by
+ * more than this is a step, which the age clock of `retention.maxAgeMs` leaves out (ADR 0045,
+ * fix16d); smaller differences (drift, NTP slewing) are followed, so the age clock stays on the
+ * wall clock until the first step.
+ */
+const AGE_CLOCK_STEP_TOLERANCE_MS = 1_000;
 
 const NO_CONFLICTS: SampleWriteResult = Object.freeze({ conflicts: Object.freeze([]) });
 
@@ -292,6 +303,8 @@ export class MemoryStore implements Store {
   /** The age clock of `maxAgeMs` (see {@link MemoryStore.#ageNow}): its last wall and monotonic readings. */
   #ageWall: number | undefined;
   #ageMonotonic = 0;
+  /** How far the wall clock stands ahead of the age clock: the sum of the wall-clock steps seen. */
+  #ageSkew = 0;
   #evictedAlarms = 0;
   #evictedAudit = 0;
   readonly #interpolations = new Map<string, Interpolation>();
@@ -517,20 +530,25 @@ export class MemoryStore implements Store {
   }
 
   /**
-   * The wall time `retention.maxAgeMs` counts back from (ADR 0021 for elapsed time): it advances
-   * with the clock's monotonic time since the previous write and never passes the wall clock. A
-   * forward step of the wall clock therefore does not age the history out at once (the age is
-   * counted from before the step, so samples are kept at most the step longer); a step back is
-   * followed at once (keeping more, never less). A clock without `monotonicNow` is read with
-   * `now()` for both, as before.
+   * The store's age clock, which `retention.maxAgeMs` counts on (ADR 0021 for elapsed time, ADR 0045
+   * fix16d): the wall clock less every step it made between two writes, a step being a change of
+   * `now()` that differs from the change of `monotonicNow()` by more than
+   * `AGE_CLOCK_STEP_TOLERANCE_MS`. A sample's age key is its timestamp less the steps seen when it
+   * was received ({@link MemoryStore.#ageSkew}), so the age of every sample runs on one monotonic
+   * reckoning: a step back keeps the samples written after it (stamped before older ones) and ages
+   * the older ones out on time; a step forward ages nothing out at once; steps do not add up. A
+   * clock without `monotonicNow` never steps, as before.
    */
   #ageNow(): number {
     const wall = this.#clock.now();
     const monotonic = monotonicNow(this.#clock);
-    const age = this.#ageWall === undefined ? wall : Math.min(wall, this.#ageWall + (monotonic - this.#ageMonotonic));
-    this.#ageWall = age;
+    if (this.#ageWall !== undefined) {
+      const step = wall - this.#ageWall - (monotonic - this.#ageMonotonic);
+      if (Math.abs(step) > AGE_CLOCK_STEP_TOLERANCE_MS) this.#ageSkew += step;
+    }
+    this.#ageWall = wall;
     this.#ageMonotonic = monotonic;
-    return age;
+    return wall - this.#ageSkew;
   }
 
   /** Entries evicted under the {@link MemoryStoreRetention} since the store was created, per port. */
@@ -609,6 +627,8 @@ export class MemoryStore implements Store {
         (issues ??= []).push(...checkSample(samples[index], `[${index}]`));
     }
     if (issues) throw new KilnValidationError("sample batch", issues);
+    const ageNow = this.#ageNow();
+    const skew = this.#ageSkew;
     let conflicts: SampleConflict[] | undefined;
     // Built only once a conflict needs them: which samples met a sample already at their key,
     // and the first index of each key in the batch (so the common batch costs nothing more).
@@ -621,7 +641,7 @@ export class MemoryStore implements Store {
         Array.isArray(given.value) && !Object.isFrozen(given.value)
           ? { ...given, value: frozenTagValue(given.value) }
           : given;
-      const existing = this.#samples.insert(sample);
+      const existing = this.#samples.insert(sample, skew);
       if (existing === undefined) continue;
       (collided ??= new Set()).add(index);
       if (sameSamplePayload(existing, sample)) continue;
@@ -630,7 +650,7 @@ export class MemoryStore implements Store {
       // The sample at the key came from this batch when the key's first sample was inserted by it.
       (conflicts ??= []).push({ sample, existing: first < index && !collided.has(first) ? "batch" : "stored" });
     }
-    const evicted = this.#samples.retain(this.#ageNow());
+    const evicted = this.#samples.retain(ageNow);
     if (evicted > 0) this.#reportEviction({ port: "samples", count: evicted });
     if (fault === "fail-after") throw simulatedFailure("fail-after");
     return conflicts ? { conflicts } : NO_CONFLICTS;

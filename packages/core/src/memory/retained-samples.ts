@@ -16,6 +16,11 @@ export interface Series extends SampleSeries {
   evictedThrough: number | undefined;
   /** Whether a good sample (data, Part 13) of this tag was evicted: look-backs may need it. */
   evictedGood: boolean;
+  /**
+   * Each entry's age key (see {@link RetainedSamples.insert}), beside `timestamps`; undefined while
+   * every sample of the tag was received with no wall-clock step to allow for (key = timestamp).
+   */
+  keys: number[] | undefined;
 }
 
 const EVICTED: Sample = Object.freeze({
@@ -37,6 +42,11 @@ export interface SampleRetentionLimits {
 interface HeapEntry {
   /** The timestamp of the series' second kept sample: from then on its first is no longer in force. */
   readonly at: number;
+  /**
+   * Since when the series' first kept sample is out of force on the store's age clock: the later of
+   * its own and its successor's age keys (a sample received just now was not out of force before).
+   */
+  readonly key: number;
   readonly series: Series;
 }
 
@@ -48,11 +58,14 @@ interface HeapEntry {
  * unbounded store would answer, and each tag keeps its value in force at the horizon, however
  * old, however chatty the other tags are.
  *
- * {@link retain} advances the horizon over every tag, oldest first, until at most `maxSamples`
- * are kept (or every tag is down to one sample) and no sample is out of force since before
- * `now - maxAgeMs`. A min-heap of each series' second timestamp finds the next sample to evict
- * in O(log tags); an entry is stale when its series' second timestamp has changed and is then
- * dropped when it reaches the top. Cutting a series' head is amortised (see {@link Series}), so
+ * {@link retain} evicts first kept samples over every tag, in the order they went out of force on
+ * the store's age clock, until at most `maxSamples` are kept (or every tag is down to one sample)
+ * and no sample is out of force since before `now - maxAgeMs`. A min-heap of each series' first
+ * two kept samples (keyed by the later of their age keys, the second's timestamp until the wall
+ * clock steps) finds the next sample to evict in O(log tags); an entry is stale when its series'
+ * second timestamp has changed and is then dropped when it reaches the top. A sample stamped
+ * before the horizon (a late one, or one written after a step back of the wall clock) is kept
+ * until the limits need it gone, like any other (ADR 0045 fix16d). Cutting a series' head is amortised (see {@link Series}), so
  * eviction costs O(log tags) amortised per sample.
  */
 export class RetainedSamples {
@@ -122,9 +135,12 @@ export class RetainedSamples {
   completeFrom(tag: string): number | undefined {
     const series = this.#series.get(tag);
     if (series?.evictedThrough === undefined) return undefined;
-    const { timestamps, samples, start } = series;
-    if (!series.evictedGood) return timestamps[start];
-    for (let index = start; index < samples.length; index++) {
+    const { timestamps, samples, start, evictedThrough } = series;
+    // Kept samples stamped before an evicted one (written after a step back of the wall clock)
+    // share their time with it: complete only from the first kept sample after the newest evicted.
+    const first = start + partitionPoint(timestamps.length - start, (offset) => timestamps[start + offset]! <= evictedThrough);
+    if (!series.evictedGood) return first < timestamps.length ? timestamps[first] : Infinity;
+    for (let index = first; index < samples.length; index++) {
       if (isGoodData(samples[index]!)) return timestamps[index];
     }
     return Infinity;
@@ -138,7 +154,7 @@ export class RetainedSamples {
   #seriesOf(tag: string): Series {
     let series = this.#series.get(tag);
     if (!series) {
-      series = { timestamps: [], samples: [], start: 0, evictedThrough: undefined, evictedGood: false };
+      series = { timestamps: [], samples: [], start: 0, evictedThrough: undefined, evictedGood: false, keys: undefined };
       this.#series.set(tag, series);
     }
     return series;
@@ -146,12 +162,19 @@ export class RetainedSamples {
 
   /**
    * Stores `sample` unless its (tag, timestamp) is kept already (the first value wins); returns
-   * the kept sample then, else undefined.
+   * the kept sample then, else undefined. `skew` is how far the wall clock stood ahead of the
+   * store's age clock when the sample was received (0 until the wall clock stepped): the sample's
+   * age key, its timestamp on the age clock, is `timestamp - skew`, so retention by age counts
+   * from what the store received when, not from a stamp taken on a clock that stepped since.
    */
-  insert(sample: Sample): Sample | undefined {
+  insert(sample: Sample, skew = 0): Sample | undefined {
     const series = this.#seriesOf(sample.tag);
-    const { timestamps, samples, start } = series;
     const timestamp = sample.timestamp;
+    // Before an evicted entry (a step back of the wall clock, or a late sample): cut the evicted
+    // head first, so every entry, evicted ones included, stays sorted by timestamp.
+    if (series.start > 0 && timestamp < series.timestamps[series.start - 1]!) compact(series);
+    if (skew !== 0 && series.keys === undefined) series.keys = series.timestamps.slice();
+    const { timestamps, samples, start, keys } = series;
     const length = timestamps.length;
     let index = length;
     if (length > start && timestamps[length - 1]! >= timestamp) {
@@ -167,22 +190,24 @@ export class RetainedSamples {
     if (index === length) {
       timestamps.push(timestamp);
       samples.push(stored);
+      keys?.push(timestamp - skew);
     } else {
       timestamps.splice(index, 0, timestamp);
       samples.splice(index, 0, stored);
+      keys?.splice(index, 0, timestamp - skew);
     }
-    // The second kept timestamp changed: inserted first (the old first is second now) or second.
-    if (index === start && length - start >= 1) this.#push({ at: timestamps[start + 1]!, series });
-    else if (index === start + 1) this.#push({ at: timestamp, series });
+    // The first two kept samples changed: inserted first (the old first is second now) or second.
+    if ((index === start && length - start >= 1) || index === start + 1) this.#pushHead(series);
     this.#count++;
     if (timestamp > this.#newest) this.#newest = timestamp;
     return undefined;
   }
 
   /**
-   * Advances the horizon and evicts, over every tag, the samples no longer in force from it on:
-   * while more than `maxSamples` are kept (and some tag keeps two or more), and while a sample has
-   * been out of force since before `now - maxAgeMs` or since before the horizon (a late sample).
+   * Evicts, over every tag, first kept samples in the order they went out of force on the age clock
+   * (their {@link HeapEntry.key}), and moves the horizon to the latest time an evicted sample was
+   * in force: while more than `maxSamples` are kept (and some tag keeps two or more), and while a
+   * sample has been out of force since before `now - maxAgeMs`, `now` read on the age clock.
    * Returns how many it evicted.
    */
   retain(now: number): number {
@@ -191,21 +216,19 @@ export class RetainedSamples {
     const touched = new Set<Series>();
     let evicted = 0;
     while (this.#heap.length > 0) {
-      const { at, series } = this.#heap[0]!;
+      const { at, key, series } = this.#heap[0]!;
       if (series.start + 1 >= series.timestamps.length || series.timestamps[series.start + 1] !== at) {
         this.#pop();
         continue;
       }
-      if (this.#count <= maxSamples && at > aged && (this.#horizon === undefined || at > this.#horizon)) break;
+      if (this.#count <= maxSamples && key > aged) break;
       this.#pop();
       const evictedAt = series.timestamps[series.start]!;
       if (series.evictedThrough === undefined || evictedAt > series.evictedThrough) series.evictedThrough = evictedAt;
       if (!series.evictedGood && isGoodData(series.samples[series.start]!)) series.evictedGood = true;
       series.samples[series.start++] = EVICTED;
       touched.add(series);
-      if (series.start + 1 < series.timestamps.length) {
-        this.#push({ at: series.timestamps[series.start + 1]!, series });
-      }
+      this.#pushHead(series);
       if (this.#horizon === undefined || at > this.#horizon) this.#horizon = at;
       this.#count--;
       evicted++;
@@ -221,9 +244,15 @@ export class RetainedSamples {
 
   #rebuild(): void {
     this.#heap.length = 0;
-    for (const series of this.#series.values()) {
-      if (series.start + 1 < series.timestamps.length) this.#push({ at: series.timestamps[series.start + 1]!, series });
-    }
+    for (const series of this.#series.values()) this.#pushHead(series);
+  }
+
+  /** Pushes the entry of `series`' first kept sample, if it has a second. */
+  #pushHead(series: Series): void {
+    const { timestamps, keys, start } = series;
+    if (start + 1 >= timestamps.length) return;
+    const at = timestamps[start + 1]!;
+    this.#push({ at, key: keys === undefined ? at : Math.max(keys[start]!, keys[start + 1]!), series });
   }
 
   #push(entry: HeapEntry): void {
@@ -231,7 +260,7 @@ export class RetainedSamples {
     let index = heap.push(entry) - 1;
     while (index > 0) {
       const parent = (index - 1) >>> 1;
-      if (heap[parent]!.at <= entry.at) break;
+      if (heap[parent]!.key <= entry.key) break;
       heap[index] = heap[parent]!;
       index = parent;
     }
@@ -247,8 +276,8 @@ export class RetainedSamples {
       const left = 2 * index + 1;
       if (left >= heap.length) break;
       const right = left + 1;
-      const child = right < heap.length && heap[right]!.at < heap[left]!.at ? right : left;
-      if (heap[child]!.at >= last.at) break;
+      const child = right < heap.length && heap[right]!.key < heap[left]!.key ? right : left;
+      if (heap[child]!.key >= last.key) break;
       heap[index] = heap[child]!;
       index = child;
     }
@@ -260,6 +289,7 @@ function compact(series: Series): void {
   if (series.start === 0) return;
   series.timestamps.splice(0, series.start);
   series.samples.splice(0, series.start);
+  series.keys?.splice(0, series.start);
   series.start = 0;
 }
 

@@ -1,0 +1,89 @@
+import { describe, expect, test } from "vitest";
+import { GOOD } from "../domain/quality";
+import type { Sample } from "../domain/sample";
+import { MemoryStore, type MemoryStoreOptions } from "./memory-store";
+import { SimulatedClock } from "./simulated-clock";
+
+// Issue 16, fix16d (adv16b F1, F2): retention by age runs on what the store received when, so a
+// step of the wall clock neither drops new samples nor keeps or evicts by the wrong reckoning.
+const T0 = Date.UTC(2026, 0, 1);
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+
+async function openStore(retention: MemoryStoreOptions["retention"]) {
+  const clock = new SimulatedClock({ start: T0 });
+  const store = new MemoryStore({ clock, retention });
+  await store.open([{ name: "a", dataType: "float64", interpolation: "stepped" } as never]);
+  return { store, clock };
+}
+
+/** Writes one sample of `a` stamped with the wall clock every `stepMs` for `durationMs`; returns them. */
+async function log(store: MemoryStore, clock: SimulatedClock, durationMs: number, stepMs: number): Promise<Sample[]> {
+  const written: Sample[] = [];
+  for (let elapsed = 0; elapsed < durationMs; elapsed += stepMs) {
+    const sample: Sample = { tag: "a", value: written.length, timestamp: clock.now(), quality: GOOD };
+    await store.samples.writeBatch([sample]);
+    written.push(sample);
+    await clock.advance(stepMs);
+  }
+  return written;
+}
+
+const read = async (store: MemoryStore, from: number, to: number): Promise<Sample[]> =>
+  store.samples.readSamples({ tag: "a", from, to, limit: 1e9 });
+
+describe("MemoryStore retention across wall-clock steps", () => {
+  test("a step back of 1 h: every sample written after it is stored and read back good (maxAgeMs)", async () => {
+    const { store, clock } = await openStore({ maxAgeMs: 10 * MINUTE });
+    await log(store, clock, 30 * MINUTE, 10_000);
+    expect(store.evicted.samples).toBeGreaterThan(0);
+    clock.stepWall(-HOUR);
+    const after = await log(store, clock, 5 * MINUTE, 10_000);
+    // Unfixed: each of them is stamped before the horizon and evicted by the write that brought it.
+    const kept = await read(store, after[0]!.timestamp, after.at(-1)!.timestamp + 1);
+    expect(kept.map((sample) => sample.value)).toEqual(after.map((sample) => sample.value));
+    expect(kept.every((sample) => sample.quality.severity === "good")).toBe(true);
+    // A read covering them also covers the evicted samples stamped in the same hour: never good.
+    const [interval] = await store.history.aggregate(["a"], {
+      start: after[0]!.timestamp,
+      end: after.at(-1)!.timestamp + 1,
+      intervalMs: 5 * MINUTE,
+      aggregates: ["Count"],
+    });
+    expect(interval!.values.Count!.quality.severity).not.toBe("good");
+    expect(interval!.values.Count!.quality.reason).toContain("evicted by retention");
+  });
+
+  test("a step back of 1 h with maxSamples room left: the samples written after it are kept, not evicted at once", async () => {
+    const { store, clock } = await openStore({ maxSamples: 100, maxAgeMs: 10 * MINUTE });
+    await log(store, clock, 30 * MINUTE, 10_000);
+    expect(store.sampleCount).toBeLessThan(100);
+    clock.stepWall(-HOUR);
+    const after = await log(store, clock, 5 * MINUTE, 10_000);
+    // Unfixed: stamped before the horizon, each is evicted by the write that brought it.
+    const kept = await read(store, after[0]!.timestamp, after.at(-1)!.timestamp + 1);
+    expect(kept.map((sample) => sample.value)).toEqual(after.map((sample) => sample.value));
+    expect(store.sampleCount).toBeLessThanOrEqual(100);
+  });
+
+  test("samples out of force for longer than maxAgeMs by the store's monotonic reckoning go, whatever the wall clock did", async () => {
+    const { store, clock } = await openStore({ maxAgeMs: 10 * MINUTE });
+    const before = await log(store, clock, 20 * MINUTE, 10_000);
+    clock.stepWall(-HOUR);
+    const back = await log(store, clock, 20 * MINUTE, 10_000);
+    // A step forward again (the wall clock corrected): a second step does not add up with the first.
+    clock.stepWall(+HOUR);
+    const forward = await log(store, clock, 20 * MINUTE, 10_000);
+    // Everything received in the last 10 minutes (and the sample in force 10 minutes ago) is kept.
+    const recent = await read(store, forward[0]!.timestamp, forward.at(-1)!.timestamp + 1);
+    expect(recent.length).toBeGreaterThanOrEqual(60);
+    // Every sample received more than 10 minutes (+ one 10 s step) ago is gone: those of the
+    // first 20 minutes (but the newest: the tag's newest by timestamp is always kept) and those
+    // written while the wall clock was an hour behind.
+    const all = await read(store, T0 - 2 * HOUR, T0 + 3 * HOUR);
+    const keptValues = new Set(all.map((sample) => `${sample.timestamp}:${sample.value}`));
+    const old = [...before.slice(0, -1), ...back].filter((sample) => keptValues.has(`${sample.timestamp}:${sample.value}`));
+    expect(old).toEqual([]);
+    expect(all.length).toBeLessThanOrEqual(forward.length + 1);
+  });
+});
