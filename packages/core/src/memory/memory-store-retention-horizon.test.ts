@@ -69,6 +69,27 @@ describe("MemoryStore history before the retention horizon", () => {
     ]);
   });
 
+  test("readBuckets keeps a bucket whose samples were all evicted: present, count 0, bad with the reason", async () => {
+    const store = await openStore({ maxSamples: 3 });
+    await store.samples.writeBatch([0, 10, 20, 30, 40].map((offset) => at(offset, offset)));
+    const buckets = await store.samples.readBuckets({ tag: "a", from: T0 - 10, to: T0 + 50, bucketMs: 10 });
+    // Unfixed: the buckets at 0 and 10 were left out, with no mark (adv16b F3).
+    expect(buckets.map((bucket) => [bucket.start - T0, bucket.count, bucket.quality?.severity])).toEqual([
+      [0, 0, "bad"],
+      [10, 0, "bad"],
+      [20, 1, undefined],
+      [30, 1, undefined],
+      [40, 1, undefined],
+    ]);
+    expect(buckets[0]!.quality!.reason).toContain("evicted by retention");
+    expect(Number.isNaN(buckets[0]!.avg)).toBe(true);
+    // Too many empty buckets: refused, naming the tag, never cut short silently.
+    const error = await store.samples
+      .readBuckets({ tag: "a", from: T0 - 10, to: T0 + 50, bucketMs: 0.0005 })
+      .catch((caught: unknown) => caught);
+    expect(KilnError.is(error, "KILN_HISTORY_EVICTED")).toBe(true);
+  });
+
   test("readSamples continuing with after across evicted samples rejects KILN_HISTORY_EVICTED with the resume point", async () => {
     const store = await openStore({ maxSamples: 1_000 });
     await store.samples.writeBatch([0, 10, 20, 30].map((offset) => at(offset, offset)));

@@ -722,7 +722,13 @@ export class MemoryStore implements Store {
       }
     }
     // Evictions during the slices count too: a bucket that lost samples meanwhile is partial.
-    return markEvictedBuckets(buckets, this.#samples.evictedThrough(query.tag), this.#samples.completeFrom(query.tag));
+    return markEvictedBuckets(
+      query.tag,
+      buckets,
+      query,
+      this.#samples.evictedSpan(query.tag),
+      this.#samples.completeFrom(query.tag),
+    );
   }
 
   #append(aggregateId: string, expectedVersion: number, events: readonly NewDomainEvent[]): number {

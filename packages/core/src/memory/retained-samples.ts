@@ -14,6 +14,8 @@ export interface Series extends SampleSeries {
   start: number;
   /** The newest timestamp of an evicted sample of this tag; undefined while none was evicted. */
   evictedThrough: number | undefined;
+  /** The oldest timestamp of an evicted sample of this tag; undefined while none was evicted. */
+  evictedFrom: number | undefined;
   /** Whether a good sample (data, Part 13) of this tag was evicted: look-backs may need it. */
   evictedGood: boolean;
   /**
@@ -125,6 +127,13 @@ export class RetainedSamples {
     return this.#series.get(tag)?.evictedThrough;
   }
 
+  /** The oldest and newest timestamps of `tag`'s evicted samples (undefined: none evicted). */
+  evictedSpan(tag: string): { readonly from: number; readonly through: number } | undefined {
+    const series = this.#series.get(tag);
+    if (series?.evictedThrough === undefined || series.evictedFrom === undefined) return undefined;
+    return { from: series.evictedFrom, through: series.evictedThrough };
+  }
+
   /**
    * From when `tag`'s history answers exactly what a store keeping everything would: undefined
    * when none of its samples was evicted; else its first kept sample's time (its value in force
@@ -154,7 +163,7 @@ export class RetainedSamples {
   #seriesOf(tag: string): Series {
     let series = this.#series.get(tag);
     if (!series) {
-      series = { timestamps: [], samples: [], start: 0, evictedThrough: undefined, evictedGood: false, keys: undefined };
+      series = { timestamps: [], samples: [], start: 0, evictedThrough: undefined, evictedFrom: undefined, evictedGood: false, keys: undefined };
       this.#series.set(tag, series);
     }
     return series;
@@ -225,6 +234,7 @@ export class RetainedSamples {
       this.#pop();
       const evictedAt = series.timestamps[series.start]!;
       if (series.evictedThrough === undefined || evictedAt > series.evictedThrough) series.evictedThrough = evictedAt;
+      if (series.evictedFrom === undefined || evictedAt < series.evictedFrom) series.evictedFrom = evictedAt;
       if (!series.evictedGood && isGoodData(series.samples[series.start]!)) series.evictedGood = true;
       series.samples[series.start++] = EVICTED;
       touched.add(series);

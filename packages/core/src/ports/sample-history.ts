@@ -47,13 +47,17 @@ export interface SampleBucket {
   readonly first: number;
   /** Value of the latest sample in the bucket. */
   readonly last: number;
-  /** Number of numeric samples in the bucket (at least 1). */
+  /**
+   * Number of numeric samples in the bucket: at least 1, except in a bucket marked `bad` whose
+   * samples a bounded store evicted all of (count 0, the other figures `NaN`; ADR 0045 fix16d).
+   */
   readonly count: number;
   /**
    * Absent when the bucket holds every sample stored in it. `uncertain`, with a reason naming the
    * retention horizon, when the store evicted samples of the bucket's time (the bucket starts at or
    * before the tag's newest evicted sample): its figures are of the kept samples only (OPC UA
-   * Part 13 partial interval: never good).
+   * Part 13 partial interval: never good). `bad` (`Bad_NoData`, same reason) for a bucket that
+   * touches the evicted time and kept no sample: `count` 0.
    */
   readonly quality?: Quality;
 }
@@ -69,7 +73,14 @@ export interface SampleHistory {
    * after it were evicted (see {@link SampleQuery.after}).
    */
   readSamples(query: SampleQuery): Promise<Sample[]>;
-  /** Min/max/avg/first/last/count of numeric samples per bucket, in time order. */
+  /**
+   * Min/max/avg/first/last/count of numeric samples per bucket, in time order; buckets with no
+   * sample are left out, except those whose samples a bounded store evicted (see
+   * {@link SampleBucket.quality}): they are there, marked, never silently missing.
+   * @throws KilnError `KILN_HISTORY_EVICTED` from a bounded store rather than make more than
+   * {@link MAX_HISTORY_INTERVALS} buckets whose samples were all evicted (query from
+   * `retainedFrom()` on, or with wider buckets).
+   */
   readBuckets(query: BucketQuery): Promise<SampleBucket[]>;
   /**
    * From when this store's history is complete, ms since the epoch: `undefined` (or the method
