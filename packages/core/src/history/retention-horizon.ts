@@ -157,15 +157,19 @@ const NO_SAMPLE: Quality = Object.freeze(quality("bad", "no kept sample", BAD_NO
 
 /**
  * Refuses a `readSamples` continuation (`after`) across evicted samples of the tag: a pager must
- * learn of the gap, not skip it. Throws `KILN_HISTORY_EVICTED` when `after < evictedThrough`.
+ * learn of the gap, not skip it. Throws `KILN_HISTORY_EVICTED` when evicted samples may lie in the
+ * range still to be read, `(after, to)` from `from` on: the tag's evicted span reaches past `after`
+ * and into `[from, to)`. A cursor whose remaining range lost nothing pages on (ADR 0045 fix16d).
  */
 export function checkContinuation(
-  tag: string,
-  after: number | undefined,
-  evictedThrough: number | undefined,
+  query: { readonly tag: string; readonly from: number; readonly to: number; readonly after?: number | undefined },
+  evicted: EvictedSpan | undefined,
   retainedFrom: number | undefined,
 ): void {
-  if (after === undefined || evictedThrough === undefined || after >= evictedThrough) return;
+  const { tag, after, from, to } = query;
+  if (after === undefined || evicted === undefined) return;
+  const evictedThrough = evicted.through;
+  if (after >= evictedThrough || evictedThrough < from || evicted.from >= to) return;
   throw new KilnError(
     "KILN_HISTORY_EVICTED",
     `Samples of "${tag}" after the page cursor (${isoTime(after)}) up to ${isoTime(evictedThrough)} were evicted by the store's retention since the previous page: continue with after = details.evictedThrough to accept the gap, or raise the retention.`,

@@ -109,6 +109,21 @@ describe("MemoryStore history before the retention horizon", () => {
     expect(rest.map((sample) => sample.timestamp - T0)).toEqual([30, 40, 50]);
   });
 
+  test("a stale cursor pages on when nothing was evicted from the range still to be read (adv16b F5)", async () => {
+    const store = await openStore({ maxSamples: 3 });
+    await store.samples.writeBatch([0, 10, 20, 30, 40].map((offset) => at(offset, offset)));
+    expect(store.evicted.samples).toBe(2);
+    // Evicted: 0 and 10. A reader of [25, 100) with an old cursor at 5 lost nothing: unfixed, refused.
+    const rows = await store.samples.readSamples({ tag: "a", from: T0 + 25, to: T0 + 100, after: T0 + 5 });
+    expect(rows.map((sample) => sample.timestamp - T0)).toEqual([30, 40]);
+    // Sibling: the range still to be read holds the evicted 10: refused, naming the resume point.
+    const error = await store.samples
+      .readSamples({ tag: "a", from: T0, to: T0 + 100, after: T0 + 5 })
+      .catch((caught: unknown) => caught);
+    expect(KilnError.is(error, "KILN_HISTORY_EVICTED")).toBe(true);
+    expect((error as KilnError).details).toMatchObject({ evictedThrough: T0 + 10 });
+  });
+
   test("a cursor at or after the tag's evicted samples pages on; another tag's evictions do not refuse it", async () => {
     const store = await openStore({ maxSamples: 4 });
     await store.samples.writeBatch([at(0, 0, "b"), at(5, 5, "b"), at(10, 10, "b"), at(20, 20), at(30, 30)]);

@@ -676,7 +676,7 @@ export class MemoryStore implements Store {
     const query = parseOrThrow(sampleQuerySchema, input, "sample query");
     const series = this.#samples.peek(query.tag);
     if (!series || query.from >= query.to) return [];
-    checkContinuation(query.tag, query.after, series.evictedThrough, this.#samples.retainedFrom);
+    checkContinuation(query, this.#samples.evictedSpan(query.tag), this.#samples.retainedFrom);
     let start = Math.max(series.start, lowerBound(series.timestamps, query.from));
     if (query.after !== undefined) start = Math.max(start, upperBound(series.timestamps, query.after));
     const end = Math.min(lowerBound(series.timestamps, query.to), start + (query.limit ?? DEFAULT_LIMIT));

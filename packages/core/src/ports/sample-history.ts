@@ -13,8 +13,8 @@ export interface SampleQuery {
   readonly limit?: number;
   /**
    * Page after this timestamp (exclusive): pass the last timestamp of the previous page. When the
-   * store evicted samples of the tag stamped after it since (a bounded store's retention, see
-   * {@link SampleHistory.retainedFrom}), the read rejects with `KILN_HISTORY_EVICTED` instead of
+   * store evicted samples of the tag stamped after it and within `[from, to)` since (a bounded
+   * store's retention, see {@link SampleHistory.retainedFrom}), the read rejects with `KILN_HISTORY_EVICTED` instead of
    * skipping them: `details.evictedThrough` is the newest evicted timestamp of the tag, so a reader
    * that accepts the gap continues with `after: details.evictedThrough`.
    */
@@ -70,7 +70,7 @@ export interface SampleHistory {
   /**
    * Samples of one tag in time order.
    * @throws KilnError `KILN_HISTORY_EVICTED` when `after` is given and samples of the tag stamped
-   * after it were evicted (see {@link SampleQuery.after}).
+   * after it, in the range, were evicted (see {@link SampleQuery.after}).
    */
   readSamples(query: SampleQuery): Promise<Sample[]>;
   /**
