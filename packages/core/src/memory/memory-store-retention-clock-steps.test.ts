@@ -82,7 +82,9 @@ describe("MemoryStore retention across wall-clock steps", () => {
     // written while the wall clock was an hour behind.
     const all = await read(store, T0 - 2 * HOUR, T0 + 3 * HOUR);
     const keptValues = new Set(all.map((sample) => `${sample.timestamp}:${sample.value}`));
-    const old = [...before.slice(0, -1), ...back].filter((sample) => keptValues.has(`${sample.timestamp}:${sample.value}`));
+    const old = [...before.slice(0, -1), ...back].filter((sample) =>
+      keptValues.has(`${sample.timestamp}:${sample.value}`),
+    );
     expect(old).toEqual([]);
     expect(all.length).toBeLessThanOrEqual(forward.length + 1);
   });

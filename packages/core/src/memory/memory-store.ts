@@ -509,11 +509,13 @@ export class MemoryStore implements Store {
   /**
    * The sample retention's horizon, in ms since the epoch: undefined until a sample was evicted,
    * then the latest time at which an evicted sample was still its tag's value in force. It only
-   * moves forward. History at and after it (`readSamples` from it, `valueAt` and `valuesAt` at or
-   * after it, aggregates of intervals starting at or after it) is exactly what a store that keeps
-   * everything would answer; before it, samples are missing, and every history result that rests
-   * on them is marked uncertain or bad with the reason "rests on history evicted by retention"
-   * (ADR 0045, amendment fix16b). Also on the port: `samples.retainedFrom()`.
+   * moves forward. Every tag's samples from it on are kept (`readSamples` from it returns them all);
+   * before it, samples are missing. Every history result that rests on missing samples is marked
+   * uncertain or bad with the reason "rests on history evicted by retention": before the horizon,
+   * and after it too for a tag whose value in force is bad (a Part 13 look-back to its last good
+   * value crosses evicted samples) or that kept samples written after a wall-clock step back
+   * (stamped in evicted time). Unmarked results are exactly what a store that keeps everything
+   * would answer (ADR 0045, amendments fix16b, fix16d). Also on the port: `samples.retainedFrom()`.
    */
   get retainedFrom(): number | undefined {
     return this.#samples.retainedFrom;

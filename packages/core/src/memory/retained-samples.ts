@@ -147,7 +147,8 @@ export class RetainedSamples {
     const { timestamps, samples, start, evictedThrough } = series;
     // Kept samples stamped before an evicted one (written after a step back of the wall clock)
     // share their time with it: complete only from the first kept sample after the newest evicted.
-    const first = start + partitionPoint(timestamps.length - start, (offset) => timestamps[start + offset]! <= evictedThrough);
+    const first =
+      start + partitionPoint(timestamps.length - start, (offset) => timestamps[start + offset]! <= evictedThrough);
     if (!series.evictedGood) return first < timestamps.length ? timestamps[first] : Infinity;
     for (let index = first; index < samples.length; index++) {
       if (isGoodData(samples[index]!)) return timestamps[index];
@@ -163,7 +164,15 @@ export class RetainedSamples {
   #seriesOf(tag: string): Series {
     let series = this.#series.get(tag);
     if (!series) {
-      series = { timestamps: [], samples: [], start: 0, evictedThrough: undefined, evictedFrom: undefined, evictedGood: false, keys: undefined };
+      series = {
+        timestamps: [],
+        samples: [],
+        start: 0,
+        evictedThrough: undefined,
+        evictedFrom: undefined,
+        evictedGood: false,
+        keys: undefined,
+      };
       this.#series.set(tag, series);
     }
     return series;

@@ -49,7 +49,9 @@ describe("the retention group fails a store that hides its evictions", () => {
         }
       },
       readBuckets: async (query: Parameters<typeof readBuckets>[0]) =>
-        (await readBuckets(query)).filter((bucket) => bucket.count > 0).map(({ quality: _quality, ...bucket }) => bucket),
+        (await readBuckets(query))
+          .filter((bucket) => bucket.count > 0)
+          .map(({ quality: _quality, ...bucket }) => bucket),
     });
     Object.assign(store.history, {
       aggregate: async (...args: Parameters<typeof aggregate>) =>
