@@ -33,7 +33,10 @@ export interface BucketQuery {
   readonly bucketMs: number;
 }
 
-/** Aggregates of the numeric samples in one bucket. Empty buckets are omitted. */
+/**
+ * Aggregates of the numeric samples in one bucket. Empty buckets are omitted, except a bucket whose
+ * samples a bounded store evicted: it is there, `count` 0, marked `bad` (see {@link SampleBucket.quality}).
+ */
 export interface SampleBucket {
   /** Bucket start, ms since epoch. */
   readonly start: number;
