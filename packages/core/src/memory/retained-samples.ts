@@ -23,6 +23,13 @@ export interface Series extends SampleSeries {
    * every sample of the tag was received with no wall-clock step to allow for (key = timestamp).
    */
   keys: number[] | undefined;
+  /**
+   * The index of the first kept sample, after the first, received before the sample stamped just
+   * before it (its key is smaller): after a step back of the wall clock, where the samples written
+   * since end and the older ones stamped after them begin. Undefined when there is none (tracked
+   * only for the first such place).
+   */
+  boundary: number | undefined;
 }
 
 const EVICTED: Sample = Object.freeze({
@@ -50,6 +57,8 @@ interface HeapEntry {
    */
   readonly key: number;
   readonly series: Series;
+  /** Whether the entry is the series' {@link Series.boundary} sample rather than its first. */
+  readonly boundary: boolean;
 }
 
 /**
@@ -172,6 +181,7 @@ export class RetainedSamples {
         evictedFrom: undefined,
         evictedGood: false,
         keys: undefined,
+        boundary: undefined,
       };
       this.#series.set(tag, series);
     }
@@ -216,6 +226,7 @@ export class RetainedSamples {
     }
     // The first two kept samples changed: inserted first (the old first is second now) or second.
     if ((index === start && length - start >= 1) || index === start + 1) this.#pushHead(series);
+    if (keys !== undefined) this.#trackBoundary(series, index);
     this.#count++;
     if (timestamp > this.#newest) this.#newest = timestamp;
     return undefined;
@@ -234,20 +245,26 @@ export class RetainedSamples {
     const touched = new Set<Series>();
     let evicted = 0;
     while (this.#heap.length > 0) {
-      const { at, key, series } = this.#heap[0]!;
-      if (series.start + 1 >= series.timestamps.length || series.timestamps[series.start + 1] !== at) {
+      const { at, key, series, boundary } = this.#heap[0]!;
+      const index = boundary ? series.boundary : series.start;
+      if (index === undefined || index + 1 >= series.timestamps.length || series.timestamps[index + 1] !== at) {
         this.#pop();
         continue;
       }
       if (this.#count <= maxSamples && key > aged) break;
       this.#pop();
-      const evictedAt = series.timestamps[series.start]!;
+      const evictedAt = series.timestamps[index]!;
       if (series.evictedThrough === undefined || evictedAt > series.evictedThrough) series.evictedThrough = evictedAt;
       if (series.evictedFrom === undefined || evictedAt < series.evictedFrom) series.evictedFrom = evictedAt;
-      if (!series.evictedGood && isGoodData(series.samples[series.start]!)) series.evictedGood = true;
-      series.samples[series.start++] = EVICTED;
+      if (!series.evictedGood && isGoodData(series.samples[index]!)) series.evictedGood = true;
+      if (boundary) evictBoundary(series);
+      else {
+        series.samples[series.start++] = EVICTED;
+        if (series.boundary !== undefined && series.boundary <= series.start) series.boundary = undefined;
+      }
       touched.add(series);
       this.#pushHead(series);
+      if (boundary) this.#pushBoundary(series);
       if (this.#horizon === undefined || at > this.#horizon) this.#horizon = at;
       this.#count--;
       evicted++;
@@ -263,7 +280,34 @@ export class RetainedSamples {
 
   #rebuild(): void {
     this.#heap.length = 0;
-    for (const series of this.#series.values()) this.#pushHead(series);
+    for (const series of this.#series.values()) {
+      this.#pushHead(series);
+      this.#pushBoundary(series);
+    }
+  }
+
+  /** Keeps {@link Series.boundary} after an insert at `index`, and pushes its entry when it moved. */
+  #trackBoundary(series: Series, index: number): void {
+    const keys = series.keys!;
+    let boundary = series.boundary;
+    if (boundary !== undefined && index <= boundary) boundary++;
+    if (index > series.start && keys[index]! < keys[index - 1]! && (boundary === undefined || index < boundary)) {
+      boundary = index;
+    }
+    const next = index + 1;
+    if (next < keys.length && keys[next]! < keys[index]! && (boundary === undefined || next < boundary)) {
+      boundary = next;
+    }
+    series.boundary = boundary;
+    if (boundary !== undefined && index <= boundary + 1) this.#pushBoundary(series);
+  }
+
+  /** Pushes the entry of `series`' boundary sample, if it has one with a successor. */
+  #pushBoundary(series: Series): void {
+    const { timestamps, keys, boundary } = series;
+    if (boundary === undefined || keys === undefined || boundary + 1 >= timestamps.length) return;
+    const at = timestamps[boundary + 1]!;
+    this.#push({ at, key: Math.max(keys[boundary]!, keys[boundary + 1]!), series, boundary: true });
   }
 
   /** Pushes the entry of `series`' first kept sample, if it has a second. */
@@ -271,7 +315,12 @@ export class RetainedSamples {
     const { timestamps, keys, start } = series;
     if (start + 1 >= timestamps.length) return;
     const at = timestamps[start + 1]!;
-    this.#push({ at, key: keys === undefined ? at : Math.max(keys[start]!, keys[start + 1]!), series });
+    this.#push({
+      at,
+      key: keys === undefined ? at : Math.max(keys[start]!, keys[start + 1]!),
+      series,
+      boundary: false,
+    });
   }
 
   #push(entry: HeapEntry): void {
@@ -304,8 +353,26 @@ export class RetainedSamples {
   }
 }
 
+/**
+ * Evicts the sample at `series.boundary`: the samples before it move one place on (over it), the
+ * first becomes an evicted entry; the boundary follows while the next sample is older still.
+ */
+function evictBoundary(series: Series): void {
+  const { timestamps, samples, start } = series;
+  const keys = series.keys!;
+  const boundary = series.boundary!;
+  timestamps.copyWithin(start + 1, start, boundary);
+  samples.copyWithin(start + 1, start, boundary);
+  keys.copyWithin(start + 1, start, boundary);
+  samples[start] = EVICTED;
+  series.start = start + 1;
+  const next = boundary + 1;
+  series.boundary = next < keys.length && keys[next]! < keys[next - 1]! ? next : undefined;
+}
+
 function compact(series: Series): void {
   if (series.start === 0) return;
+  if (series.boundary !== undefined) series.boundary -= series.start;
   series.timestamps.splice(0, series.start);
   series.samples.splice(0, series.start);
   series.keys?.splice(0, series.start);
