@@ -1,6 +1,7 @@
 import { KilnError } from "../domain/errors";
 import { quality, type Quality } from "../domain/quality";
 import type { Sample } from "../domain/sample";
+import { MAX_HISTORY_INTERVALS } from "../ports/sample-history";
 import type { AggregateInterval, AggregateValue, SampleBucket, ValueAtTime } from "../ports/sample-history";
 
 /**
@@ -11,6 +12,9 @@ import type { AggregateInterval, AggregateValue, SampleBucket, ValueAtTime } fro
  * A store computes its results from what it kept, then passes them through these functions with
  * the time from which the tag's history is complete; `undefined` means complete, nothing changes.
  */
+
+/** OPC UA StatusCode `Bad_NoData`. */
+const BAD_NO_DATA = 0x809b0000;
 
 /** OPC UA StatusCode `Uncertain_DataSubNormal`. */
 const UNCERTAIN_DATA_SUB_NORMAL = 0x40a40000;
@@ -89,32 +93,83 @@ export function markEvictedValues<TSample extends Sample | ValueAtTime>(
   );
 }
 
-/**
- * Buckets of one tag; a bucket starting at or before `evictedThrough` (the tag's newest evicted
- * sample) holds only part of its samples and gets `quality` uncertain.
- */
-export function markEvictedBuckets(
-  buckets: readonly SampleBucket[],
-  evictedThrough: number | undefined,
-  completeFrom: number | undefined,
-): SampleBucket[] {
-  if (evictedThrough === undefined) return buckets as SampleBucket[];
-  const marker = new EvictedHistoryMarker(completeFrom ?? evictedThrough);
-  const partial = marker.quality(Object.freeze(quality("good")));
-  return buckets.map((bucket) => (bucket.start <= evictedThrough ? { ...bucket, quality: partial } : bucket));
+/** The bucket grid of a `readBuckets` query: buckets start at `from + k * bucketMs`, before `to`. */
+export interface BucketGrid {
+  readonly from: number;
+  readonly to: number;
+  readonly bucketMs: number;
+}
+
+/** Evicted samples of one tag: the oldest and the newest evicted timestamp. */
+export interface EvictedSpan {
+  readonly from: number;
+  readonly through: number;
 }
 
 /**
+ * Buckets of one tag (sorted by start, those with kept samples only), marked: a bucket starting at
+ * or before `evicted.through` (the tag's newest evicted sample) holds only part of its samples and
+ * gets `quality` uncertain; and every bucket of the grid that touches the evicted span but kept no
+ * sample is added, `count` 0, its figures `NaN`, `quality` bad, so no bucket whose samples were
+ * evicted is silently missing (ADR 0045 fix16d). Throws `KILN_HISTORY_EVICTED` rather than make
+ * more than {@link MAX_HISTORY_INTERVALS} such empty buckets (query from `retainedFrom()` on, or
+ * with wider buckets).
+ */
+export function markEvictedBuckets(
+  tag: string,
+  buckets: readonly SampleBucket[],
+  grid: BucketGrid,
+  evicted: EvictedSpan | undefined,
+  completeFrom: number | undefined,
+): SampleBucket[] {
+  if (evicted === undefined) return buckets as SampleBucket[];
+  const marker = new EvictedHistoryMarker(completeFrom ?? evicted.through);
+  const partial = marker.quality(Object.freeze(quality("good")));
+  const gone = marker.quality(NO_SAMPLE);
+  const { from, to, bucketMs } = grid;
+  // Buckets k in [first, last] touch [evicted.from, evicted.through]: start <= through, end > from.
+  const first = Math.max(0, Math.floor((evicted.from - from) / bucketMs));
+  const last = Math.min(Math.floor((evicted.through - from) / bucketMs), Math.ceil((to - from) / bucketMs) - 1);
+  if (last - first + 1 > MAX_HISTORY_INTERVALS + buckets.length) {
+    throw new KilnError(
+      "KILN_HISTORY_EVICTED",
+      `Samples of "${tag}" in more than ${MAX_HISTORY_INTERVALS} of the requested buckets were evicted by the store's retention: query from samples.retainedFrom() on, or use wider buckets.`,
+      { details: { tag, evictedFrom: evicted.from, evictedThrough: evicted.through, bucketMs } },
+    );
+  }
+  const marked: SampleBucket[] = [];
+  let index = 0;
+  const keep = (bucket: SampleBucket): void => {
+    marked.push(bucket.start <= evicted.through ? { ...bucket, quality: partial } : bucket);
+  };
+  for (let k = first; k <= last; k++) {
+    const start = from + k * bucketMs;
+    while (index < buckets.length && buckets[index]!.start < start) keep(buckets[index++]!);
+    if (index < buckets.length && buckets[index]!.start === start) keep(buckets[index++]!);
+    else marked.push({ start, min: NaN, max: NaN, avg: NaN, first: NaN, last: NaN, count: 0, quality: gone });
+  }
+  while (index < buckets.length) keep(buckets[index++]!);
+  return marked;
+}
+
+/** The quality of a bucket without a kept sample, before marking. */
+const NO_SAMPLE: Quality = Object.freeze(quality("bad", "no kept sample", BAD_NO_DATA));
+
+/**
  * Refuses a `readSamples` continuation (`after`) across evicted samples of the tag: a pager must
- * learn of the gap, not skip it. Throws `KILN_HISTORY_EVICTED` when `after < evictedThrough`.
+ * learn of the gap, not skip it. Throws `KILN_HISTORY_EVICTED` when evicted samples may lie in the
+ * range still to be read, `(after, to)` from `from` on: the tag's evicted span reaches past `after`
+ * and into `[from, to)`. A cursor whose remaining range lost nothing pages on (ADR 0045 fix16d).
  */
 export function checkContinuation(
-  tag: string,
-  after: number | undefined,
-  evictedThrough: number | undefined,
+  query: { readonly tag: string; readonly from: number; readonly to: number; readonly after?: number | undefined },
+  evicted: EvictedSpan | undefined,
   retainedFrom: number | undefined,
 ): void {
-  if (after === undefined || evictedThrough === undefined || after >= evictedThrough) return;
+  const { tag, after, from, to } = query;
+  if (after === undefined || evicted === undefined) return;
+  const evictedThrough = evicted.through;
+  if (after >= evictedThrough || evictedThrough < from || evicted.from >= to) return;
   throw new KilnError(
     "KILN_HISTORY_EVICTED",
     `Samples of "${tag}" after the page cursor (${isoTime(after)}) up to ${isoTime(evictedThrough)} were evicted by the store's retention since the previous page: continue with after = details.evictedThrough to accept the gap, or raise the retention.`,

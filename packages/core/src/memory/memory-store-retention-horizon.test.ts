@@ -69,6 +69,27 @@ describe("MemoryStore history before the retention horizon", () => {
     ]);
   });
 
+  test("readBuckets keeps a bucket whose samples were all evicted: present, count 0, bad with the reason", async () => {
+    const store = await openStore({ maxSamples: 3 });
+    await store.samples.writeBatch([0, 10, 20, 30, 40].map((offset) => at(offset, offset)));
+    const buckets = await store.samples.readBuckets({ tag: "a", from: T0 - 10, to: T0 + 50, bucketMs: 10 });
+    // Unfixed: the buckets at 0 and 10 were left out, with no mark (adv16b F3).
+    expect(buckets.map((bucket) => [bucket.start - T0, bucket.count, bucket.quality?.severity])).toEqual([
+      [0, 0, "bad"],
+      [10, 0, "bad"],
+      [20, 1, undefined],
+      [30, 1, undefined],
+      [40, 1, undefined],
+    ]);
+    expect(buckets[0]!.quality!.reason).toContain("evicted by retention");
+    expect(Number.isNaN(buckets[0]!.avg)).toBe(true);
+    // Too many empty buckets: refused, naming the tag, never cut short silently.
+    const error = await store.samples
+      .readBuckets({ tag: "a", from: T0 - 10, to: T0 + 50, bucketMs: 0.0005 })
+      .catch((caught: unknown) => caught);
+    expect(KilnError.is(error, "KILN_HISTORY_EVICTED")).toBe(true);
+  });
+
   test("readSamples continuing with after across evicted samples rejects KILN_HISTORY_EVICTED with the resume point", async () => {
     const store = await openStore({ maxSamples: 1_000 });
     await store.samples.writeBatch([0, 10, 20, 30].map((offset) => at(offset, offset)));
@@ -86,6 +107,21 @@ describe("MemoryStore history before the retention horizon", () => {
     expect((error as KilnError).details).toMatchObject({ tag: "a", after: T0 + 10, evictedThrough: T0 + 20 });
     const rest = await small.samples.readSamples({ tag: "a", from: T0, to: T0 + 1_000, after: T0 + 20 });
     expect(rest.map((sample) => sample.timestamp - T0)).toEqual([30, 40, 50]);
+  });
+
+  test("a stale cursor pages on when nothing was evicted from the range still to be read (adv16b F5)", async () => {
+    const store = await openStore({ maxSamples: 3 });
+    await store.samples.writeBatch([0, 10, 20, 30, 40].map((offset) => at(offset, offset)));
+    expect(store.evicted.samples).toBe(2);
+    // Evicted: 0 and 10. A reader of [25, 100) with an old cursor at 5 lost nothing: unfixed, refused.
+    const rows = await store.samples.readSamples({ tag: "a", from: T0 + 25, to: T0 + 100, after: T0 + 5 });
+    expect(rows.map((sample) => sample.timestamp - T0)).toEqual([30, 40]);
+    // Sibling: the range still to be read holds the evicted 10: refused, naming the resume point.
+    const error = await store.samples
+      .readSamples({ tag: "a", from: T0, to: T0 + 100, after: T0 + 5 })
+      .catch((caught: unknown) => caught);
+    expect(KilnError.is(error, "KILN_HISTORY_EVICTED")).toBe(true);
+    expect((error as KilnError).details).toMatchObject({ evictedThrough: T0 + 10 });
   });
 
   test("a cursor at or after the tag's evicted samples pages on; another tag's evictions do not refuse it", async () => {
@@ -148,8 +184,11 @@ describe("MemoryStore history before the retention horizon", () => {
     expect(store.evicted.samples).toBe(0);
     await clock.advance(150);
     await store.samples.writeBatch([at(3_600_150, 2)]);
-    // 150 ms of real time later, a at 0 is out of force for 100 ms: evicted; a at 50 only since the step.
-    expect(store.evicted.samples).toBe(1);
+    // 150 ms of real time later, a at 0 and a at 50 (stamped 50 ms ahead, superseded by the sample
+    // received at the step) are out of force for 100 ms by the monotonic reckoning: evicted. The
+    // step itself counts for nothing (fix16d: before, the age clock lagged the wall by the step).
+    expect(store.evicted.samples).toBe(2);
+    expect(store.sampleCount).toBe(2);
   });
 
   test("a backward step of the wall clock keeps more, never evicts early", async () => {
@@ -161,7 +200,8 @@ describe("MemoryStore history before the retention horizon", () => {
     clock.stepWall(-500);
     await clock.advance(100);
     await store.samples.writeBatch([at(960, 2)]);
-    // Age clock follows the wall back (T0 + 600): nothing is out of force for 100 ms before it.
+    // A step within the tolerance (1 s) is followed like drift: the age clock goes back to T0 + 600,
+    // so nothing is out of force for 100 ms before it (larger steps: memory-store-retention-clock-steps).
     expect(store.evicted.samples).toBe(0);
   });
 });

@@ -73,17 +73,20 @@ export interface MemoryStoreRetention {
    * each tag keeps only a few), so the default bounds the samples to roughly 110 to 145 MB; a
    * string value costs its length on top. A sample
    * written again after its (tag, timestamp) was evicted is stored again, not reported as a
-   * conflict (and evicted again at once when it is before the horizon).
+   * conflict (and evicted first when the bound is reached again: it went out of force early).
    * An integer from 1 to `Number.MAX_SAFE_INTEGER`.
    * @default 1_000_000
    */
   readonly maxSamples?: number;
   /**
    * A sample is evicted after each `writeBatch` once it has been out of force (the next sample of
-   * its tag is at or before) for longer than this, in ms before the store's age clock: the clock's
-   * `now()`, advanced by its `monotonicNow()` since the previous write and never past `now()`, so a
-   * forward step of the wall clock does not evict the history at once (ADR 0021, ADR 0045); a
-   * tag's newest sample is kept however old it is. No age limit when absent. A finite number > 0.
+   * its tag is at or before) for longer than this, in ms, counted on the store's age clock: the
+   * clock's `now()` less every step of the wall clock seen between writes (a change of `now()` more
+   * than 1 s away from the change of `monotonicNow()`), each sample's time taken as received
+   * (ADR 0021, ADR 0045 fix16d). So a wall-clock step forward does not age the history out at once,
+   * a step back does not evict the samples written after it (stamped before older ones), and steps
+   * do not add up; a tag's newest sample is kept however old it is. No age limit when absent. A
+   * finite number > 0.
    * @default undefined
    */
   readonly maxAgeMs?: number;
@@ -146,6 +149,14 @@ const memoryStoreOptionsSchema = z.object({
  * reports it (clock skew between a PLC and the host is tolerated): 60,000 ms.
  */
 export const MEMORY_STORE_FUTURE_TOLERANCE_MS = 60_000;
+
+/**
+ * A change of the wall clock between two writes that differs from the monotonic clock's change by
+ * more than this is a step, which the age clock of `retention.maxAgeMs` leaves out (ADR 0045,
+ * fix16d); smaller differences (drift, NTP slewing) are followed, so the age clock stays on the
+ * wall clock until the first step.
+ */
+const AGE_CLOCK_STEP_TOLERANCE_MS = 1_000;
 
 const NO_CONFLICTS: SampleWriteResult = Object.freeze({ conflicts: Object.freeze([]) });
 
@@ -292,6 +303,8 @@ export class MemoryStore implements Store {
   /** The age clock of `maxAgeMs` (see {@link MemoryStore.#ageNow}): its last wall and monotonic readings. */
   #ageWall: number | undefined;
   #ageMonotonic = 0;
+  /** How far the wall clock stands ahead of the age clock: the sum of the wall-clock steps seen. */
+  #ageSkew = 0;
   #evictedAlarms = 0;
   #evictedAudit = 0;
   readonly #interpolations = new Map<string, Interpolation>();
@@ -496,11 +509,13 @@ export class MemoryStore implements Store {
   /**
    * The sample retention's horizon, in ms since the epoch: undefined until a sample was evicted,
    * then the latest time at which an evicted sample was still its tag's value in force. It only
-   * moves forward. History at and after it (`readSamples` from it, `valueAt` and `valuesAt` at or
-   * after it, aggregates of intervals starting at or after it) is exactly what a store that keeps
-   * everything would answer; before it, samples are missing, and every history result that rests
-   * on them is marked uncertain or bad with the reason "rests on history evicted by retention"
-   * (ADR 0045, amendment fix16b). Also on the port: `samples.retainedFrom()`.
+   * moves forward. Every tag's samples from it on are kept (`readSamples` from it returns them all);
+   * before it, samples are missing. Every history result that rests on missing samples is marked
+   * uncertain or bad with the reason "rests on history evicted by retention": before the horizon,
+   * and after it too for a tag whose value in force is bad (a Part 13 look-back to its last good
+   * value crosses evicted samples) or that kept samples written after a wall-clock step back
+   * (stamped in evicted time). Unmarked results are exactly what a store that keeps everything
+   * would answer (ADR 0045, amendments fix16b, fix16d). Also on the port: `samples.retainedFrom()`.
    */
   get retainedFrom(): number | undefined {
     return this.#samples.retainedFrom;
@@ -517,20 +532,25 @@ export class MemoryStore implements Store {
   }
 
   /**
-   * The wall time `retention.maxAgeMs` counts back from (ADR 0021 for elapsed time): it advances
-   * with the clock's monotonic time since the previous write and never passes the wall clock. A
-   * forward step of the wall clock therefore does not age the history out at once (the age is
-   * counted from before the step, so samples are kept at most the step longer); a step back is
-   * followed at once (keeping more, never less). A clock without `monotonicNow` is read with
-   * `now()` for both, as before.
+   * The store's age clock, which `retention.maxAgeMs` counts on (ADR 0021 for elapsed time, ADR 0045
+   * fix16d): the wall clock less every step it made between two writes, a step being a change of
+   * `now()` that differs from the change of `monotonicNow()` by more than
+   * `AGE_CLOCK_STEP_TOLERANCE_MS`. A sample's age key is its timestamp less the steps seen when it
+   * was received ({@link MemoryStore.#ageSkew}), so the age of every sample runs on one monotonic
+   * reckoning: a step back keeps the samples written after it (stamped before older ones) and ages
+   * the older ones out on time; a step forward ages nothing out at once; steps do not add up. A
+   * clock without `monotonicNow` never steps, as before.
    */
   #ageNow(): number {
     const wall = this.#clock.now();
     const monotonic = monotonicNow(this.#clock);
-    const age = this.#ageWall === undefined ? wall : Math.min(wall, this.#ageWall + (monotonic - this.#ageMonotonic));
-    this.#ageWall = age;
+    if (this.#ageWall !== undefined) {
+      const step = wall - this.#ageWall - (monotonic - this.#ageMonotonic);
+      if (Math.abs(step) > AGE_CLOCK_STEP_TOLERANCE_MS) this.#ageSkew += step;
+    }
+    this.#ageWall = wall;
     this.#ageMonotonic = monotonic;
-    return age;
+    return wall - this.#ageSkew;
   }
 
   /** Entries evicted under the {@link MemoryStoreRetention} since the store was created, per port. */
@@ -609,6 +629,8 @@ export class MemoryStore implements Store {
         (issues ??= []).push(...checkSample(samples[index], `[${index}]`));
     }
     if (issues) throw new KilnValidationError("sample batch", issues);
+    const ageNow = this.#ageNow();
+    const skew = this.#ageSkew;
     let conflicts: SampleConflict[] | undefined;
     // Built only once a conflict needs them: which samples met a sample already at their key,
     // and the first index of each key in the batch (so the common batch costs nothing more).
@@ -621,7 +643,7 @@ export class MemoryStore implements Store {
         Array.isArray(given.value) && !Object.isFrozen(given.value)
           ? { ...given, value: frozenTagValue(given.value) }
           : given;
-      const existing = this.#samples.insert(sample);
+      const existing = this.#samples.insert(sample, skew);
       if (existing === undefined) continue;
       (collided ??= new Set()).add(index);
       if (sameSamplePayload(existing, sample)) continue;
@@ -630,7 +652,7 @@ export class MemoryStore implements Store {
       // The sample at the key came from this batch when the key's first sample was inserted by it.
       (conflicts ??= []).push({ sample, existing: first < index && !collided.has(first) ? "batch" : "stored" });
     }
-    const evicted = this.#samples.retain(this.#ageNow());
+    const evicted = this.#samples.retain(ageNow);
     if (evicted > 0) this.#reportEviction({ port: "samples", count: evicted });
     if (fault === "fail-after") throw simulatedFailure("fail-after");
     return conflicts ? { conflicts } : NO_CONFLICTS;
@@ -656,7 +678,7 @@ export class MemoryStore implements Store {
     const query = parseOrThrow(sampleQuerySchema, input, "sample query");
     const series = this.#samples.peek(query.tag);
     if (!series || query.from >= query.to) return [];
-    checkContinuation(query.tag, query.after, series.evictedThrough, this.#samples.retainedFrom);
+    checkContinuation(query, this.#samples.evictedSpan(query.tag), this.#samples.retainedFrom);
     let start = Math.max(series.start, lowerBound(series.timestamps, query.from));
     if (query.after !== undefined) start = Math.max(start, upperBound(series.timestamps, query.after));
     const end = Math.min(lowerBound(series.timestamps, query.to), start + (query.limit ?? DEFAULT_LIMIT));
@@ -702,7 +724,13 @@ export class MemoryStore implements Store {
       }
     }
     // Evictions during the slices count too: a bucket that lost samples meanwhile is partial.
-    return markEvictedBuckets(buckets, this.#samples.evictedThrough(query.tag), this.#samples.completeFrom(query.tag));
+    return markEvictedBuckets(
+      query.tag,
+      buckets,
+      query,
+      this.#samples.evictedSpan(query.tag),
+      this.#samples.completeFrom(query.tag),
+    );
   }
 
   #append(aggregateId: string, expectedVersion: number, events: readonly NewDomainEvent[]): number {

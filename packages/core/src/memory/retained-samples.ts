@@ -14,8 +14,22 @@ export interface Series extends SampleSeries {
   start: number;
   /** The newest timestamp of an evicted sample of this tag; undefined while none was evicted. */
   evictedThrough: number | undefined;
+  /** The oldest timestamp of an evicted sample of this tag; undefined while none was evicted. */
+  evictedFrom: number | undefined;
   /** Whether a good sample (data, Part 13) of this tag was evicted: look-backs may need it. */
   evictedGood: boolean;
+  /**
+   * Each entry's age key (see {@link RetainedSamples.insert}), beside `timestamps`; undefined while
+   * every sample of the tag was received with no wall-clock step to allow for (key = timestamp).
+   */
+  keys: number[] | undefined;
+  /**
+   * The index of the first kept sample, after the first, received before the sample stamped just
+   * before it (its key is smaller): after a step back of the wall clock, where the samples written
+   * since end and the older ones stamped after them begin. Undefined when there is none (tracked
+   * only for the first such place).
+   */
+  boundary: number | undefined;
 }
 
 const EVICTED: Sample = Object.freeze({
@@ -37,7 +51,14 @@ export interface SampleRetentionLimits {
 interface HeapEntry {
   /** The timestamp of the series' second kept sample: from then on its first is no longer in force. */
   readonly at: number;
+  /**
+   * Since when the series' first kept sample is out of force on the store's age clock: the later of
+   * its own and its successor's age keys (a sample received just now was not out of force before).
+   */
+  readonly key: number;
   readonly series: Series;
+  /** Whether the entry is the series' {@link Series.boundary} sample rather than its first. */
+  readonly boundary: boolean;
 }
 
 /**
@@ -48,11 +69,14 @@ interface HeapEntry {
  * unbounded store would answer, and each tag keeps its value in force at the horizon, however
  * old, however chatty the other tags are.
  *
- * {@link retain} advances the horizon over every tag, oldest first, until at most `maxSamples`
- * are kept (or every tag is down to one sample) and no sample is out of force since before
- * `now - maxAgeMs`. A min-heap of each series' second timestamp finds the next sample to evict
- * in O(log tags); an entry is stale when its series' second timestamp has changed and is then
- * dropped when it reaches the top. Cutting a series' head is amortised (see {@link Series}), so
+ * {@link retain} evicts first kept samples over every tag, in the order they went out of force on
+ * the store's age clock, until at most `maxSamples` are kept (or every tag is down to one sample)
+ * and no sample is out of force since before `now - maxAgeMs`. A min-heap of each series' first
+ * two kept samples (keyed by the later of their age keys, the second's timestamp until the wall
+ * clock steps) finds the next sample to evict in O(log tags); an entry is stale when its series'
+ * second timestamp has changed and is then dropped when it reaches the top. A sample stamped
+ * before the horizon (a late one, or one written after a step back of the wall clock) is kept
+ * until the limits need it gone, like any other (ADR 0045 fix16d). Cutting a series' head is amortised (see {@link Series}), so
  * eviction costs O(log tags) amortised per sample.
  */
 export class RetainedSamples {
@@ -112,6 +136,13 @@ export class RetainedSamples {
     return this.#series.get(tag)?.evictedThrough;
   }
 
+  /** The oldest and newest timestamps of `tag`'s evicted samples (undefined: none evicted). */
+  evictedSpan(tag: string): { readonly from: number; readonly through: number } | undefined {
+    const series = this.#series.get(tag);
+    if (series?.evictedThrough === undefined || series.evictedFrom === undefined) return undefined;
+    return { from: series.evictedFrom, through: series.evictedThrough };
+  }
+
   /**
    * From when `tag`'s history answers exactly what a store keeping everything would: undefined
    * when none of its samples was evicted; else its first kept sample's time (its value in force
@@ -122,9 +153,13 @@ export class RetainedSamples {
   completeFrom(tag: string): number | undefined {
     const series = this.#series.get(tag);
     if (series?.evictedThrough === undefined) return undefined;
-    const { timestamps, samples, start } = series;
-    if (!series.evictedGood) return timestamps[start];
-    for (let index = start; index < samples.length; index++) {
+    const { timestamps, samples, start, evictedThrough } = series;
+    // Kept samples stamped before an evicted one (written after a step back of the wall clock)
+    // share their time with it: complete only from the first kept sample after the newest evicted.
+    const first =
+      start + partitionPoint(timestamps.length - start, (offset) => timestamps[start + offset]! <= evictedThrough);
+    if (!series.evictedGood) return first < timestamps.length ? timestamps[first] : Infinity;
+    for (let index = first; index < samples.length; index++) {
       if (isGoodData(samples[index]!)) return timestamps[index];
     }
     return Infinity;
@@ -138,7 +173,16 @@ export class RetainedSamples {
   #seriesOf(tag: string): Series {
     let series = this.#series.get(tag);
     if (!series) {
-      series = { timestamps: [], samples: [], start: 0, evictedThrough: undefined, evictedGood: false };
+      series = {
+        timestamps: [],
+        samples: [],
+        start: 0,
+        evictedThrough: undefined,
+        evictedFrom: undefined,
+        evictedGood: false,
+        keys: undefined,
+        boundary: undefined,
+      };
       this.#series.set(tag, series);
     }
     return series;
@@ -146,12 +190,19 @@ export class RetainedSamples {
 
   /**
    * Stores `sample` unless its (tag, timestamp) is kept already (the first value wins); returns
-   * the kept sample then, else undefined.
+   * the kept sample then, else undefined. `skew` is how far the wall clock stood ahead of the
+   * store's age clock when the sample was received (0 until the wall clock stepped): the sample's
+   * age key, its timestamp on the age clock, is `timestamp - skew`, so retention by age counts
+   * from what the store received when, not from a stamp taken on a clock that stepped since.
    */
-  insert(sample: Sample): Sample | undefined {
+  insert(sample: Sample, skew = 0): Sample | undefined {
     const series = this.#seriesOf(sample.tag);
-    const { timestamps, samples, start } = series;
     const timestamp = sample.timestamp;
+    // Before an evicted entry (a step back of the wall clock, or a late sample): cut the evicted
+    // head first, so every entry, evicted ones included, stays sorted by timestamp.
+    if (series.start > 0 && timestamp < series.timestamps[series.start - 1]!) compact(series);
+    if (skew !== 0 && series.keys === undefined) series.keys = series.timestamps.slice();
+    const { timestamps, samples, start, keys } = series;
     const length = timestamps.length;
     let index = length;
     if (length > start && timestamps[length - 1]! >= timestamp) {
@@ -167,22 +218,25 @@ export class RetainedSamples {
     if (index === length) {
       timestamps.push(timestamp);
       samples.push(stored);
+      keys?.push(timestamp - skew);
     } else {
       timestamps.splice(index, 0, timestamp);
       samples.splice(index, 0, stored);
+      keys?.splice(index, 0, timestamp - skew);
     }
-    // The second kept timestamp changed: inserted first (the old first is second now) or second.
-    if (index === start && length - start >= 1) this.#push({ at: timestamps[start + 1]!, series });
-    else if (index === start + 1) this.#push({ at: timestamp, series });
+    // The first two kept samples changed: inserted first (the old first is second now) or second.
+    if ((index === start && length - start >= 1) || index === start + 1) this.#pushHead(series);
+    if (keys !== undefined) this.#trackBoundary(series, index);
     this.#count++;
     if (timestamp > this.#newest) this.#newest = timestamp;
     return undefined;
   }
 
   /**
-   * Advances the horizon and evicts, over every tag, the samples no longer in force from it on:
-   * while more than `maxSamples` are kept (and some tag keeps two or more), and while a sample has
-   * been out of force since before `now - maxAgeMs` or since before the horizon (a late sample).
+   * Evicts, over every tag, first kept samples in the order they went out of force on the age clock
+   * (their {@link HeapEntry.key}), and moves the horizon to the latest time an evicted sample was
+   * in force: while more than `maxSamples` are kept (and some tag keeps two or more), and while a
+   * sample has been out of force since before `now - maxAgeMs`, `now` read on the age clock.
    * Returns how many it evicted.
    */
   retain(now: number): number {
@@ -191,21 +245,26 @@ export class RetainedSamples {
     const touched = new Set<Series>();
     let evicted = 0;
     while (this.#heap.length > 0) {
-      const { at, series } = this.#heap[0]!;
-      if (series.start + 1 >= series.timestamps.length || series.timestamps[series.start + 1] !== at) {
+      const { at, key, series, boundary } = this.#heap[0]!;
+      const index = boundary ? series.boundary : series.start;
+      if (index === undefined || index + 1 >= series.timestamps.length || series.timestamps[index + 1] !== at) {
         this.#pop();
         continue;
       }
-      if (this.#count <= maxSamples && at > aged && (this.#horizon === undefined || at > this.#horizon)) break;
+      if (this.#count <= maxSamples && key > aged) break;
       this.#pop();
-      const evictedAt = series.timestamps[series.start]!;
+      const evictedAt = series.timestamps[index]!;
       if (series.evictedThrough === undefined || evictedAt > series.evictedThrough) series.evictedThrough = evictedAt;
-      if (!series.evictedGood && isGoodData(series.samples[series.start]!)) series.evictedGood = true;
-      series.samples[series.start++] = EVICTED;
-      touched.add(series);
-      if (series.start + 1 < series.timestamps.length) {
-        this.#push({ at: series.timestamps[series.start + 1]!, series });
+      if (series.evictedFrom === undefined || evictedAt < series.evictedFrom) series.evictedFrom = evictedAt;
+      if (!series.evictedGood && isGoodData(series.samples[index]!)) series.evictedGood = true;
+      if (boundary) evictBoundary(series);
+      else {
+        series.samples[series.start++] = EVICTED;
+        if (series.boundary !== undefined && series.boundary <= series.start) series.boundary = undefined;
       }
+      touched.add(series);
+      this.#pushHead(series);
+      if (boundary) this.#pushBoundary(series);
       if (this.#horizon === undefined || at > this.#horizon) this.#horizon = at;
       this.#count--;
       evicted++;
@@ -222,8 +281,46 @@ export class RetainedSamples {
   #rebuild(): void {
     this.#heap.length = 0;
     for (const series of this.#series.values()) {
-      if (series.start + 1 < series.timestamps.length) this.#push({ at: series.timestamps[series.start + 1]!, series });
+      this.#pushHead(series);
+      this.#pushBoundary(series);
     }
+  }
+
+  /** Keeps {@link Series.boundary} after an insert at `index`, and pushes its entry when it moved. */
+  #trackBoundary(series: Series, index: number): void {
+    const keys = series.keys!;
+    let boundary = series.boundary;
+    if (boundary !== undefined && index <= boundary) boundary++;
+    if (index > series.start && keys[index]! < keys[index - 1]! && (boundary === undefined || index < boundary)) {
+      boundary = index;
+    }
+    const next = index + 1;
+    if (next < keys.length && keys[next]! < keys[index]! && (boundary === undefined || next < boundary)) {
+      boundary = next;
+    }
+    series.boundary = boundary;
+    if (boundary !== undefined && index <= boundary + 1) this.#pushBoundary(series);
+  }
+
+  /** Pushes the entry of `series`' boundary sample, if it has one with a successor. */
+  #pushBoundary(series: Series): void {
+    const { timestamps, keys, boundary } = series;
+    if (boundary === undefined || keys === undefined || boundary + 1 >= timestamps.length) return;
+    const at = timestamps[boundary + 1]!;
+    this.#push({ at, key: Math.max(keys[boundary]!, keys[boundary + 1]!), series, boundary: true });
+  }
+
+  /** Pushes the entry of `series`' first kept sample, if it has a second. */
+  #pushHead(series: Series): void {
+    const { timestamps, keys, start } = series;
+    if (start + 1 >= timestamps.length) return;
+    const at = timestamps[start + 1]!;
+    this.#push({
+      at,
+      key: keys === undefined ? at : Math.max(keys[start]!, keys[start + 1]!),
+      series,
+      boundary: false,
+    });
   }
 
   #push(entry: HeapEntry): void {
@@ -231,7 +328,7 @@ export class RetainedSamples {
     let index = heap.push(entry) - 1;
     while (index > 0) {
       const parent = (index - 1) >>> 1;
-      if (heap[parent]!.at <= entry.at) break;
+      if (heap[parent]!.key <= entry.key) break;
       heap[index] = heap[parent]!;
       index = parent;
     }
@@ -247,8 +344,8 @@ export class RetainedSamples {
       const left = 2 * index + 1;
       if (left >= heap.length) break;
       const right = left + 1;
-      const child = right < heap.length && heap[right]!.at < heap[left]!.at ? right : left;
-      if (heap[child]!.at >= last.at) break;
+      const child = right < heap.length && heap[right]!.key < heap[left]!.key ? right : left;
+      if (heap[child]!.key >= last.key) break;
       heap[index] = heap[child]!;
       index = child;
     }
@@ -256,10 +353,32 @@ export class RetainedSamples {
   }
 }
 
+/**
+ * Evicts the sample at `series.boundary`: the samples before it move one place on (over it), the
+ * first becomes an evicted entry; the boundary follows while the next sample is older still.
+ */
+function evictBoundary(series: Series): void {
+  const { timestamps, samples, start } = series;
+  const keys = series.keys!;
+  const boundary = series.boundary!;
+  // A plain loop: Array.prototype.copyWithin is far slower on these arrays (measured ~100×).
+  for (let index = boundary; index > start; index--) {
+    timestamps[index] = timestamps[index - 1]!;
+    samples[index] = samples[index - 1]!;
+    keys[index] = keys[index - 1]!;
+  }
+  samples[start] = EVICTED;
+  series.start = start + 1;
+  const next = boundary + 1;
+  series.boundary = next < keys.length && keys[next]! < keys[next - 1]! ? next : undefined;
+}
+
 function compact(series: Series): void {
   if (series.start === 0) return;
+  if (series.boundary !== undefined) series.boundary -= series.start;
   series.timestamps.splice(0, series.start);
   series.samples.splice(0, series.start);
+  series.keys?.splice(0, series.start);
   series.start = 0;
 }
 

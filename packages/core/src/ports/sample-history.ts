@@ -13,8 +13,8 @@ export interface SampleQuery {
   readonly limit?: number;
   /**
    * Page after this timestamp (exclusive): pass the last timestamp of the previous page. When the
-   * store evicted samples of the tag stamped after it since (a bounded store's retention, see
-   * {@link SampleHistory.retainedFrom}), the read rejects with `KILN_HISTORY_EVICTED` instead of
+   * store evicted samples of the tag stamped after it and within `[from, to)` since (a bounded
+   * store's retention, see {@link SampleHistory.retainedFrom}), the read rejects with `KILN_HISTORY_EVICTED` instead of
    * skipping them: `details.evictedThrough` is the newest evicted timestamp of the tag, so a reader
    * that accepts the gap continues with `after: details.evictedThrough`.
    */
@@ -33,7 +33,10 @@ export interface BucketQuery {
   readonly bucketMs: number;
 }
 
-/** Aggregates of the numeric samples in one bucket. Empty buckets are omitted. */
+/**
+ * Aggregates of the numeric samples in one bucket. Empty buckets are omitted, except a bucket whose
+ * samples a bounded store evicted: it is there, `count` 0, marked `bad` (see {@link SampleBucket.quality}).
+ */
 export interface SampleBucket {
   /** Bucket start, ms since epoch. */
   readonly start: number;
@@ -47,13 +50,17 @@ export interface SampleBucket {
   readonly first: number;
   /** Value of the latest sample in the bucket. */
   readonly last: number;
-  /** Number of numeric samples in the bucket (at least 1). */
+  /**
+   * Number of numeric samples in the bucket: at least 1, except in a bucket marked `bad` whose
+   * samples a bounded store evicted all of (count 0, the other figures `NaN`; ADR 0045 fix16d).
+   */
   readonly count: number;
   /**
    * Absent when the bucket holds every sample stored in it. `uncertain`, with a reason naming the
    * retention horizon, when the store evicted samples of the bucket's time (the bucket starts at or
    * before the tag's newest evicted sample): its figures are of the kept samples only (OPC UA
-   * Part 13 partial interval: never good).
+   * Part 13 partial interval: never good). `bad` (`Bad_NoData`, same reason) for a bucket that
+   * touches the evicted time and kept no sample: `count` 0.
    */
   readonly quality?: Quality;
 }
@@ -66,10 +73,17 @@ export interface SampleHistory {
   /**
    * Samples of one tag in time order.
    * @throws KilnError `KILN_HISTORY_EVICTED` when `after` is given and samples of the tag stamped
-   * after it were evicted (see {@link SampleQuery.after}).
+   * after it, in the range, were evicted (see {@link SampleQuery.after}).
    */
   readSamples(query: SampleQuery): Promise<Sample[]>;
-  /** Min/max/avg/first/last/count of numeric samples per bucket, in time order. */
+  /**
+   * Min/max/avg/first/last/count of numeric samples per bucket, in time order; buckets with no
+   * sample are left out, except those whose samples a bounded store evicted (see
+   * {@link SampleBucket.quality}): they are there, marked, never silently missing.
+   * @throws KilnError `KILN_HISTORY_EVICTED` from a bounded store rather than make more than
+   * {@link MAX_HISTORY_INTERVALS} buckets whose samples were all evicted (query from
+   * `retainedFrom()` on, or with wider buckets).
+   */
   readBuckets(query: BucketQuery): Promise<SampleBucket[]>;
   /**
    * From when this store's history is complete, ms since the epoch: `undefined` (or the method

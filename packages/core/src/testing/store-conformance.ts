@@ -189,7 +189,7 @@ export function storeRetentionConformance(
     );
 
     test(
-      "a bucket without quality holds every sample written in it; one that lost samples is marked, never good",
+      "every bucket with written samples is there: without quality it holds them all; one that lost samples is marked, never good",
       withStore(factory, async (store) => {
         for (let batch = 0; batch < 4; batch++)
           await store.samples.writeBatch(written.slice(batch * 10, batch * 10 + 10));
@@ -200,6 +200,14 @@ export function storeRetentionConformance(
           ).length;
           if (bucket.quality === undefined || bucket.quality.severity === "good")
             expect([bucket.start, bucket.count]).toEqual([bucket.start, expected]);
+        }
+        // A bucket whose samples were all evicted is there too, marked (count 0): never silently missing.
+        for (let start = T0 - 5; start < T0 + 400; start += 50) {
+          const wroteIn = written.some((sample) => sample.timestamp >= start && sample.timestamp < start + 50);
+          if (wroteIn) expect([start, buckets.some((bucket) => bucket.start === start)]).toEqual([start, true]);
+        }
+        for (const bucket of buckets) {
+          if (bucket.count === 0) expect([bucket.start, bucket.quality?.severity]).toEqual([bucket.start, "bad"]);
         }
         if (store.samples.retainedFrom?.() === undefined)
           expect(buckets.every((bucket) => bucket.quality === undefined)).toBe(true);
