@@ -171,8 +171,8 @@ export interface SparkplugEdgeNodeOptions {
    */
   readonly primaryHostId?: string;
   /**
-   * How far ahead of this node's clock a primary host's STATE timestamp may be, in ms; off by
-   * default. Sparkplug 3.0.0 compares STATE timestamps only with each other: a STATE is followed
+   * How far ahead of this node's clock a primary host's STATE timestamp may be, in ms (5 minutes
+   * by default; Infinity turns the check off). Sparkplug 3.0.0 compares STATE timestamps only with each other: a STATE is followed
    * when it is at least as new as the last one seen
    * ([tck-id-message-flow-edge-node-birth-publish-phid-wait-timestamp]), so a retained STATE
    * stamped far in the future (a forged one, or a host whose clock was wrong) would make the node
@@ -181,7 +181,10 @@ export interface SparkplugEdgeNodeOptions {
    * checked again every second: it is followed once this node's clock has come within the bound
    * (an NTP step after boot), dropped when the session ends or a STATE at least as new is
    * followed. Set it only where host and node clocks are kept within the bound: a node whose
-   * clock stays further behind its host never publishes. @default Infinity (no check)
+   * clock stays further behind its host never publishes. The default was Infinity before
+   * amendment fix19b of ADR 0043 (review adv19z MEDIUM-1: a retained STATE offline stamped 10
+   * years ahead, published by anyone allowed on the STATE topic, silenced every edge node for
+   * good; a host restart does not outrun it). @default 300000 (5 minutes)
    */
   readonly maxHostClockSkewMs?: number;
   /**
@@ -610,7 +613,8 @@ function forwardSettings(options: SparkplugStoreAndForwardOptions): ForwardSetti
 const DEFAULT_MAX_PENDING_COMMANDS = 64;
 /** `ackOverdueMs`: how long published samples may wait for an acknowledgement before it is a problem. */
 const DEFAULT_ACK_OVERDUE_MS = 10_000;
-const DEFAULT_MAX_HOST_CLOCK_SKEW_MS = Number.POSITIVE_INFINITY;
+/** `maxHostClockSkewMs` (amendment fix19b of ADR 0043): 5 minutes, well beyond NTP-kept clocks. */
+const DEFAULT_MAX_HOST_CLOCK_SKEW_MS = 300_000;
 /** How often a STATE held back as too far ahead is checked again against the node's clock (ms). */
 const DEFERRED_STATE_RECHECK_MS = 1_000;
 const DEFAULT_MIN_REBIRTH_INTERVAL_MS = 1_000;
