@@ -12,7 +12,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, test } from "vitest";
 import { SparkplugHost } from "../src/index";
-import { freePort, type TestBroker } from "../src/testing/index";
+import { freePort, startTestBroker, type TestBroker } from "../src/testing/index";
+import mqtt from "mqtt";
+import { encodeHostState } from "../src/host-state";
 import { edgeFixture, GROUP, EDGE, DEVICE } from "./support/edge-fixture";
 import { eventually, openTestDatabase } from "./support/host-harness";
 
@@ -145,4 +147,48 @@ describe("a primary host gone without its Will", () => {
       mosquitto.close();
     }
   }, 90_000);
+
+  test("a spoofed STATE online a little newer than the host's: the host outruns it, so the edge node believes the host's Will when it dies (adv19z MEDIUM-2)", async () => {
+    const broker = await startTestBroker();
+    const db = await openTestDatabase();
+    const host = new SparkplugHost({
+      brokerUrl: broker.url,
+      hostId: "scada-spoofed",
+      groups: [GROUP],
+      store: db.store,
+      stopLingerMs: 100,
+      reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
+      batching: { maxDelayMs: 5 },
+    });
+    await host.start();
+    await host.whenConnected();
+    const fixture = await edgeFixture({ primaryHostId: "scada-spoofed", broker });
+    try {
+      await fixture.node.start();
+      await eventually(() => host.latest(PRESSURE)?.sample.quality.severity === "good", 10_000, "edge born");
+      const spoofAt = Date.now() + 2_000;
+      const other = await mqtt.connectAsync(broker.url, { reconnectPeriod: 0 });
+      await other.publishAsync(
+        "spBv1.0/STATE/scada-spoofed",
+        Buffer.from(encodeHostState({ online: true, timestamp: spoofAt })),
+        { qos: 1, retain: true },
+      );
+      await other.endAsync();
+      await eventually(() => host.health().state.outruns === 1, 10_000, "the host outran the spoof");
+      await eventually(
+        () => (fixture.node.health().primaryHost?.timestamp ?? 0) > spoofAt,
+        10_000,
+        "the edge follows the host's new session",
+      );
+      await host.stop();
+      // The host's STATE offline (its new session's timestamp, newer than the spoof) is believed.
+      await eventually(() => !fixture.node.health().publishing, 10_000, "the edge stops publishing");
+      expect(fixture.node.health().primaryHost?.state).toBe("offline");
+    } finally {
+      await fixture.close();
+      await host.stop();
+      await db.close();
+      await broker.stop();
+    }
+  }, 60_000);
 });
