@@ -417,7 +417,8 @@ export interface SparkplugHostHealth {
    * STATE), so they believe it, not this host: offline, they stop sending live data; online, they
    * will not believe this host's Will when it dies. Within 5 minutes (300,000 ms) ahead, the
    * host outruns it: once its clock has passed that timestamp it ends its session (a DISCONNECT,
-   * no Will) and opens a new one, whose STATE is newer (counted in `outruns`). Further ahead, edge
+   * no Will) and opens a new one, whose STATE is newer (counted in `outruns`; at most one a
+   * minute, each costing stale marks and rebirths). Further ahead, edge
    * nodes with the default `maxHostClockSkewMs` hold it back. `forgedOffline`: STATE offline
    * messages carrying exactly this session's timestamp that came while the session was connected
    * (so not its own Will): someone copied the retained timestamp; each makes edge nodes die and
@@ -844,6 +845,8 @@ const DEFAULT_MAX_PAYLOAD_BYTES = 4_194_304;
  * `maxHostClockSkewMs`, beyond which edge nodes hold such a STATE back (amendment fix19b of ADR 0043).
  */
 const HOST_STATE_OUTRUN_MS = 300_000;
+/** The shortest time between two outruns, in ms (each costs stale marks and rebirths). */
+const HOST_STATE_OUTRUN_INTERVAL_MS = 60_000;
 
 /** An ISO date, or the number when it is not a date. */
 function iso(at: number): string {
@@ -1042,6 +1045,7 @@ export class SparkplugHost {
   /** STATE offline with the connected session's own timestamp: not its Will (health `state.forgedOffline`). */
   #forgedOffline: { count: number; lastSeenAt: number } | undefined;
   #outruns = 0;
+  #lastOutrunAt: number | undefined;
   #outrunTimer: TimerHandle | undefined;
   #started = false;
   #stopping = false;
@@ -1893,8 +1897,14 @@ export class SparkplugHost {
   #scheduleOutrun(session: Session): void {
     const foreign = this.#foreignState;
     if (foreign === undefined || this.#stopping) return;
-    const wait = foreign.timestamp - this.#clock.now() + 1;
-    if (wait > HOST_STATE_OUTRUN_MS) return;
+    const now = this.#clock.now();
+    if (foreign.timestamp - now + 1 > HOST_STATE_OUTRUN_MS) return;
+    // At most one outrun per HOST_STATE_OUTRUN_INTERVAL_MS: each costs every live tag a stale mark
+    // and every edge node a rebirth, so a spoofer repeating near-future STATEs gets no amplifier.
+    const wait = Math.max(
+      foreign.timestamp - now + 1,
+      this.#lastOutrunAt === undefined ? 0 : this.#lastOutrunAt + HOST_STATE_OUTRUN_INTERVAL_MS - now,
+    );
     if (this.#outrunTimer !== undefined) this.#clock.clearTimeout(this.#outrunTimer);
     this.#outrunTimer = this.#clock.setTimeout(
       () => {
@@ -1902,11 +1912,15 @@ export class SparkplugHost {
         const current = this.#foreignState;
         if (this.#stopping || this.#session !== session || session.closing || session.lost === true) return;
         if (current === undefined || current.timestamp < session.timestamp) return;
-        if (current.timestamp >= this.#clock.now()) {
+        if (
+          current.timestamp >= this.#clock.now() ||
+          (this.#lastOutrunAt !== undefined && this.#clock.now() < this.#lastOutrunAt + HOST_STATE_OUTRUN_INTERVAL_MS)
+        ) {
           this.#scheduleOutrun(session);
           return;
         }
         this.#outruns++;
+        this.#lastOutrunAt = this.#clock.now();
         session.outrun = `a new session to outrun a foreign STATE ${current.online ? "online" : "offline"} at ${iso(current.timestamp)} on this host's topic`;
         session.client.end(false);
       },

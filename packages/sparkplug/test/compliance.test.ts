@@ -535,7 +535,9 @@ describe("Sparkplug B 3.0 edge node: primary host STATE", () => {
     const node = fixture.newNode({ clock });
     await node.start();
     await setHost(fixture, true, Date.now());
-    await expect.poll(() => node.health().problems.join("\n"), { timeout: 5_000 }).toContain("300000 ms (maxHostClockSkewMs)");
+    await expect
+      .poll(() => node.health().problems.join("\n"), { timeout: 5_000 })
+      .toContain("300000 ms (maxHostClockSkewMs)");
     expect(node.health().publishing).toBe(false);
   });
 

@@ -117,7 +117,9 @@ describe("a primary host gone without its Will", () => {
       // Publishing on the restored STATE, but keeping everything: the lag and the count are named.
       expect(during.primaryHost?.state).toBe("online");
       expect(during.storeAndForward?.acknowledgement?.unacknowledgedSamples).toBeGreaterThan(0);
-      expect(during.problems.join("\n")).toMatch(/acknowledgements from primary host scada-gone overdue: none for \d+ ms .* \d+ published samples/);
+      expect(during.problems.join("\n")).toMatch(
+        /acknowledgements from primary host scada-gone overdue: none for \d+ ms .* \d+ published samples/,
+      );
       host = newHost();
       await host.start();
       await host.whenConnected();

@@ -290,9 +290,14 @@ describe("Sparkplug host: STATE (Sparkplug 3.0.0, 5.3 host session establishment
       retain: true,
     });
     await eventually(() => host.health().state.foreign !== undefined, 5_000, "the foreign STATE reported");
-    expect(host.health().problems.join("\n")).toMatch(/starts a new session stamped after it once its clock has passed/);
+    expect(host.health().problems.join("\n")).toMatch(
+      /starts a new session stamped after it once its clock has passed/,
+    );
     await eventually(
-      () => host.health().state.outruns === 1 && (host.health().state.timestamp ?? 0) > spoofAt && host.health().state.online,
+      () =>
+        host.health().state.outruns === 1 &&
+        (host.health().state.timestamp ?? 0) > spoofAt &&
+        host.health().state.online,
       10_000,
       "outrun by a new session",
     );
@@ -315,7 +320,9 @@ describe("Sparkplug host: STATE (Sparkplug 3.0.0, 5.3 host session establishment
     const { host } = await rig({ hostId: "scada-far" });
     await eventually(() => host.health().state.foreign !== undefined, 5_000, "the retained foreign STATE reported");
     expect(host.health().state.foreign).toMatchObject({ online: false, timestamp: future });
-    expect(host.health().problems.join("\n")).toMatch(/more than 300000 ms ahead: edge nodes with the default maxHostClockSkewMs hold it back/);
+    expect(host.health().problems.join("\n")).toMatch(
+      /more than 300000 ms ahead: edge nodes with the default maxHostClockSkewMs hold it back/,
+    );
     expect(host.health().state.outruns).toBe(0);
   });
 
@@ -331,7 +338,9 @@ describe("Sparkplug host: STATE (Sparkplug 3.0.0, 5.3 host session establishment
       });
       await eventually(() => host.health().state.forgedOffline?.count === round + 1, 5_000, "forged offline counted");
     }
-    expect(host.health().problems.join("\n")).toMatch(/2 STATE offline message\(s\) with this session's own timestamp came while the session was connected/);
+    expect(host.health().problems.join("\n")).toMatch(
+      /2 STATE offline message\(s\) with this session's own timestamp came while the session was connected/,
+    );
     // The host said online again (same timestamp): still its session.
     expect(host.health().state).toMatchObject({ online: true, timestamp });
     // Its own stop() is not counted.

@@ -134,7 +134,10 @@ describe("store-and-forward on a real broker", () => {
   test("host offline: every change is journaled; host online: births, then the backlog as is_historical DDATA in time order, then live; 0 lost, 0 duplicated", async () => {
     const fixture = await fixtureWithHost();
     // The wire shape without acks (no message numbers): "auto", the default, numbers every DDATA.
-    const node = fixture.newNode({ storeAndForward: { path: await tempJournal(), batchSamples: 3 }, awaitHostAcks: false });
+    const node = fixture.newNode({
+      storeAndForward: { path: await tempJournal(), batchSamples: 3 },
+      awaitHostAcks: false,
+    });
     await node.start();
     await setHost(fixture, true, 1_000);
     await fixture.recorder.waitFor(ofType("DDATA"));
