@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, test } from "vitest";
 import { SparkplugHost } from "../src/index";
-import { freePort, startTestBroker, type TestBroker } from "../src/testing/index";
+import { freePort, startMqttTap, startTestBroker, type TestBroker } from "../src/testing/index";
 import mqtt from "mqtt";
 import { encodeHostState } from "../src/host-state";
 import { edgeFixture, GROUP, EDGE, DEVICE } from "./support/edge-fixture";
@@ -193,4 +193,60 @@ describe("a primary host gone without its Will", () => {
       await broker.stop();
     }
   }, 60_000);
+
+  test("sibling: the host's link goes silent (killed, no DISCONNECT) while the broker stays up: until the broker publishes its Will the node keeps what it publishes, and the next host stores it all", async () => {
+    const broker = await startTestBroker();
+    const hostTap = await startMqttTap(broker.port);
+    const db = await openTestDatabase();
+    const hostOptions = {
+      hostId: "scada-silent",
+      groups: [GROUP],
+      store: db.store,
+      stopLingerMs: 100,
+      drainTimeoutMs: 100,
+      reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
+      batching: { maxDelayMs: 5 },
+    };
+    // Keep-alive 2 s: the broker publishes the Will about 3 s after the last packet.
+    const first = new SparkplugHost({ ...hostOptions, brokerUrl: hostTap.url, mqtt: { keepalive: 2 } });
+    let second: SparkplugHost | undefined;
+    await first.start();
+    await first.whenConnected();
+    const fixture = await edgeFixture({ primaryHostId: "scada-silent", broker });
+    const node = fixture.newNode({ storeAndForward: {} });
+    try {
+      await node.start();
+      await eventually(() => first.latest(PRESSURE)?.sample.quality.severity === "good", 10_000, "edge born");
+      await eventually(() => node.health().storeAndForward?.acknowledgement?.awaiting === true, 10_000, "first ack");
+      const from = Date.now();
+      hostTap.stall(); // the host's machine froze or died: nothing from or to it, no DISCONNECT
+      await eventually(() => node.health().primaryHost?.state === "offline", 15_000, "the host's Will");
+      const to = Date.now();
+      hostTap.refuse = true;
+      hostTap.cut();
+      await first.stop().catch(() => undefined);
+      second = new SparkplugHost({ ...hostOptions, brokerUrl: broker.url });
+      await second.start();
+      await second.whenConnected();
+      const produced = fixture.samples.filter(
+        (sample) => sample.tag === "chamber.pressure" && sample.timestamp >= from && sample.timestamp <= to,
+      );
+      expect(produced.length).toBeGreaterThan(20);
+      const storedInWindow = async (): Promise<number> =>
+        new Set(
+          (await db.samples(PRESSURE))
+            .filter((row) => row.timestamp >= from && row.timestamp <= to && row.value !== null)
+            .map((row) => row.timestamp),
+        ).size;
+      await eventually(async () => (await storedInWindow()) >= produced.length, 20_000, "the window stored");
+      expect(await storedInWindow()).toBe(produced.length);
+    } finally {
+      await fixture.close();
+      await second?.stop();
+      await first.stop().catch(() => undefined);
+      await hostTap.close();
+      await db.close();
+      await broker.stop();
+    }
+  }, 90_000);
 });
