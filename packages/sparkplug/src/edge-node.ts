@@ -171,8 +171,8 @@ export interface SparkplugEdgeNodeOptions {
    */
   readonly primaryHostId?: string;
   /**
-   * How far ahead of this node's clock a primary host's STATE timestamp may be, in ms; off by
-   * default. Sparkplug 3.0.0 compares STATE timestamps only with each other: a STATE is followed
+   * How far ahead of this node's clock a primary host's STATE timestamp may be, in ms (5 minutes
+   * by default; Infinity turns the check off). Sparkplug 3.0.0 compares STATE timestamps only with each other: a STATE is followed
    * when it is at least as new as the last one seen
    * ([tck-id-message-flow-edge-node-birth-publish-phid-wait-timestamp]), so a retained STATE
    * stamped far in the future (a forged one, or a host whose clock was wrong) would make the node
@@ -181,7 +181,10 @@ export interface SparkplugEdgeNodeOptions {
    * checked again every second: it is followed once this node's clock has come within the bound
    * (an NTP step after boot), dropped when the session ends or a STATE at least as new is
    * followed. Set it only where host and node clocks are kept within the bound: a node whose
-   * clock stays further behind its host never publishes. @default Infinity (no check)
+   * clock stays further behind its host never publishes. The default was Infinity before
+   * amendment fix19b of ADR 0043 (review adv19z MEDIUM-1: a retained STATE offline stamped 10
+   * years ahead, published by anyone allowed on the STATE topic, silenced every edge node for
+   * good; a host restart does not outrun it). @default 300000 (5 minutes)
    */
   readonly maxHostClockSkewMs?: number;
   /**
@@ -283,9 +286,28 @@ export interface SparkplugEdgeNodeOptions {
    * records they cover durably. What is unacknowledged when a new birth goes out (a new session,
    * the primary host back, a rebirth) is sent again as `is_historical` DDATA before the rest of the
    * backlog. Needs `storeAndForward` and `primaryHostId`. The journal's records are then also held
-   * in memory (at most `storeAndForward.maxBytes`). @default false
+   * in memory (at most `storeAndForward.maxBytes`).
+   *
+   * `"auto"` (the default with `storeAndForward` and `primaryHostId`, amendment fix19b of ADR
+   * 0043): the NBIRTH declares {@link AWAIT_ACKS_METRIC} and DDATA are numbered, as with `true`;
+   * until the primary host's first acknowledgement in this run, what is published is released at
+   * once, as with `false` (a host that never acknowledges, not a Kiln host, costs nothing and is
+   * named in `health().problems` once `ackOverdueMs` has passed without an ack); from the first
+   * acknowledgement on, everything is kept until acknowledged, as with `true`. So with a Kiln
+   * primary host, what is published after its first ack survives a host that dies without its Will
+   * (a broker and host crashing together, the broker restoring the dead host's retained STATE
+   * online); what went out before it is only as safe as without acks.
+   * @default "auto" with `storeAndForward` and `primaryHostId`, else false
    */
-  readonly awaitHostAcks?: boolean;
+  readonly awaitHostAcks?: boolean | "auto";
+  /**
+   * With acknowledgements awaited (`awaitHostAcks`): how long, in ms, published samples may wait
+   * for an acknowledgement before `health().problems` says so (the lag and the count: the host may
+   * be gone without its Will; they are kept and sent again to the next host). With `"auto"`
+   * before the first ack: how long after the first numbered DDATA a host that has not acknowledged
+   * anything is named as not acknowledging. From 1 to 3,600,000. @default 10000
+   */
+  readonly ackOverdueMs?: number;
 }
 
 /** The acknowledgement part of {@link SparkplugStoreAndForwardHealth} (with `awaitHostAcks`, ADR 0037). */
@@ -300,6 +322,11 @@ export interface SparkplugAcknowledgementHealth {
   readonly samplesAcknowledged: number;
   /** Acknowledgements accepted, ignored (another host, an old bdSeq) and refused (malformed, counted in `commands.malformed` too). */
   readonly acks: { readonly accepted: number; readonly ignored: number; readonly refused: number };
+  /**
+   * True while published samples are kept until acknowledged: always with `awaitHostAcks: true`;
+   * with `"auto"`, from the primary host's first acknowledgement in this run on.
+   */
+  readonly awaiting: boolean;
 }
 
 /** The store-and-forward part of {@link SparkplugEdgeNodeHealth}. */
@@ -584,7 +611,10 @@ function forwardSettings(options: SparkplugStoreAndForwardOptions): ForwardSetti
 }
 
 const DEFAULT_MAX_PENDING_COMMANDS = 64;
-const DEFAULT_MAX_HOST_CLOCK_SKEW_MS = Number.POSITIVE_INFINITY;
+/** `ackOverdueMs`: how long published samples may wait for an acknowledgement before it is a problem. */
+const DEFAULT_ACK_OVERDUE_MS = 10_000;
+/** `maxHostClockSkewMs` (amendment fix19b of ADR 0043): 5 minutes, well beyond NTP-kept clocks. */
+const DEFAULT_MAX_HOST_CLOCK_SKEW_MS = 300_000;
 /** How often a STATE held back as too far ahead is checked again against the node's clock (ms). */
 const DEFERRED_STATE_RECHECK_MS = 1_000;
 const DEFAULT_MIN_REBIRTH_INTERVAL_MS = 1_000;
@@ -667,6 +697,7 @@ const EDGE_NODE_OPTION_KEYS: OptionKeys<SparkplugEdgeNodeOptions> = {
   random: true,
   storeAndForward: { path: true, journal: true, maxBytes: true, maxSamples: true, overflow: true, batchSamples: true },
   awaitHostAcks: true,
+  ackOverdueMs: true,
 };
 
 /**
@@ -814,7 +845,18 @@ export class SparkplugEdgeNode {
   /** DCMD messages received and not yet handled (the one in hand included). */
   #commandsQueued = 0;
   // ---- host acknowledgements (ADR 0037) ----
-  readonly #awaitAcks: boolean;
+  /** `awaitHostAcks` resolved: off, on, or auto (on from the first ack in this run). */
+  readonly #ackMode: "off" | "on" | "auto";
+  /** True once the primary host acknowledged something in this run (`"auto"` awaits from then on). */
+  #hostAcks = false;
+  /** Since when published samples wait for an ack without one coming (undefined: nothing waits). */
+  #ackWaitSince: number | undefined;
+  /** When the first numbered DDATA went out in this run (the `"auto"` no-ack problem counts from it). */
+  #firstNumberedAt: number | undefined;
+  /** Kept until acknowledged now: `awaitHostAcks` true, or `"auto"` once the host acknowledged. */
+  get #awaitAcks(): boolean {
+    return this.#ackMode === "on" || (this.#ackMode === "auto" && this.#hostAcks);
+  }
   /** DDATA messages published in this MQTT session (live and historical): the numbers acks name. */
   #dataCount = 0;
   /** Bumped at every birth: what was sent before it and not acknowledged is sent again after it. */
@@ -875,11 +917,15 @@ export class SparkplugEdgeNode {
     checkMaxPayloadBytes("Sparkplug edge node options", options.maxPayloadBytes);
     checkMaxPayloadBytes("Sparkplug edge node options", options.brokerMaximumPacketSize, "brokerMaximumPacketSize");
     checkBrokerUrl("Sparkplug edge node options", options.brokerUrl);
-    if (options.awaitHostAcks !== undefined && typeof options.awaitHostAcks !== "boolean")
+    if (
+      options.awaitHostAcks !== undefined &&
+      typeof options.awaitHostAcks !== "boolean" &&
+      options.awaitHostAcks !== "auto"
+    )
       throw new KilnValidationError("Sparkplug edge node options", [
-        { path: "awaitHostAcks", message: "must be true or false" },
+        { path: "awaitHostAcks", message: 'must be true, false or "auto"' },
       ]);
-    if (options.awaitHostAcks === true) {
+    if (options.awaitHostAcks === true || options.awaitHostAcks === "auto") {
       const issues: ValidationIssue[] = [];
       if (options.storeAndForward === undefined)
         issues.push({ path: "awaitHostAcks", message: "needs storeAndForward (the journal keeps what awaits an ack)" });
@@ -887,10 +933,19 @@ export class SparkplugEdgeNode {
         issues.push({ path: "awaitHostAcks", message: "needs primaryHostId (only the primary host's acks count)" });
       if (issues.length > 0) throw new KilnValidationError("Sparkplug edge node options", issues);
     }
-    this.#awaitAcks = options.awaitHostAcks === true;
+    this.#ackMode =
+      options.awaitHostAcks === true
+        ? "on"
+        : options.awaitHostAcks === "auto" ||
+            (options.awaitHostAcks === undefined &&
+              options.storeAndForward !== undefined &&
+              options.primaryHostId !== undefined)
+          ? "auto"
+          : "off";
     const durations = durationIssues([
       ["minRebirthIntervalMs", options.minRebirthIntervalMs, 0],
       ["connectTimeoutMs", options.connectTimeoutMs, 1],
+      ["ackOverdueMs", options.ackOverdueMs, 1],
     ]).concat(mqttTimingIssues(options.mqtt));
     if (durations.length > 0) throw new KilnValidationError("Sparkplug edge node options", durations);
     const skew = options.maxHostClockSkewMs;
@@ -1072,6 +1127,8 @@ export class SparkplugEdgeNode {
     }
     const takenOver = this.#takeover.problem();
     if (takenOver !== undefined && this.#lifecycle.status === "connected") problems.push(takenOver);
+    const ackProblem = this.#ackProblem();
+    if (ackProblem !== undefined) problems.push(ackProblem);
     if (primaryHostId !== undefined && this.#host.state !== "online" && this.#started) {
       problems.push(
         `primary host ${primaryHostId} is ${this.#host.state}: nothing is published${this.#forward === undefined ? "" : " (changes are stored to forward later)"}`,
@@ -1111,6 +1168,29 @@ export class SparkplugEdgeNode {
     };
   }
 
+  /**
+   * Acknowledgements overdue (amendment fix19b of ADR 0043, review adv19z LOW-2): published
+   * samples waiting longer than `ackOverdueMs` for one (the host may be gone without its Will);
+   * or, with `"auto"`, a primary host that acknowledged nothing that long after the first DDATA.
+   */
+  #ackProblem(): string | undefined {
+    if (this.#ackMode === "off" || this.#stopping) return undefined;
+    const bound = this.#options.ackOverdueMs ?? DEFAULT_ACK_OVERDUE_MS;
+    const now = this.#clock.now();
+    const host = this.#options.primaryHostId!;
+    if (!this.#awaitAcks) {
+      if (this.#firstNumberedAt === undefined || now - this.#firstNumberedAt <= bound) return undefined;
+      return `primary host ${host} has acknowledged nothing in ${now - this.#firstNumberedAt} ms since the first DDATA (awaitHostAcks "auto": not a Kiln host, or one that does not acknowledge): data is released once published, so what goes out while the host is gone without its Will (a broker and host crashing together) is lost unreported`;
+    }
+    const backlog = this.#backlog;
+    const waiting = this.#ackWaitSince;
+    if (backlog === undefined || waiting === undefined || now - waiting <= bound) return undefined;
+    const tally = backlog.tally(this.#epoch);
+    const samples = tally.sentSamples + this.#storingSent;
+    if (samples === 0) return undefined;
+    return `acknowledgements from primary host ${host} overdue: none for ${now - waiting} ms (ackOverdueMs ${bound}) while ${samples} published samples (${tally.sentRecords} records) await one; they are kept and sent again to the next host (the host may be gone without its Will)`;
+  }
+
   /** Samples the backlog holds that no host acknowledged (all of them when not awaiting acks). */
   #unacknowledged(backlog: ForwardBacklog): number {
     if (!this.#awaitAcks) return backlog.samples;
@@ -1136,9 +1216,10 @@ export class SparkplugEdgeNode {
       samplesDropped: this.#counts.forwardDropped,
       samplesDroppedAfterPublish: this.#counts.forwardDroppedAfterPublish,
       ...(this.#recovered === undefined ? {} : { recovered: this.#recovered }),
-      ...(this.#awaitAcks
+      ...(this.#ackMode !== "off"
         ? {
             acknowledgement: {
+              awaiting: this.#awaitAcks,
               unacknowledgedSamples: (tally?.sentSamples ?? 0) + this.#storingSent,
               unacknowledgedRecords: tally?.sentRecords ?? 0,
               ...(this.#lastAckAt === undefined
@@ -1622,7 +1703,7 @@ export class SparkplugEdgeNode {
       { name: BDSEQ_METRIC, timestamp: now, datatype: "Int64", value: session.bdSeq },
       { name: REBIRTH_METRIC, timestamp: now, datatype: "Boolean", value: false },
     ];
-    if (this.#awaitAcks)
+    if (this.#ackMode !== "off")
       nodeMetrics.push({ name: AWAIT_ACKS_METRIC, timestamp: now, datatype: "UInt64", value: this.#dataCount });
     const nbirth = this.#encode({ timestamp: now, seq: 0, metrics: nodeMetrics });
     const metrics = this.#bindings.map((binding) =>
@@ -1635,7 +1716,7 @@ export class SparkplugEdgeNode {
       datatype: "String",
       value: this.#system.machineState,
     });
-    if (this.#awaitAcks) metrics.push(this.#messageNumber(this.#dataCount, now, true));
+    if (this.#ackMode !== "off") metrics.push(this.#messageNumber(this.#dataCount, now, true));
     // [tck-id-topics-nbirth-seq-num]: NBIRTH has seq 0, the DBIRTH 1; taken only once sent.
     // The DBIRTH's values too large for the broker go as null and bad, as in DDATA (amendment fix19s).
     const dbirth = this.#fit(session, this.#topics.dbirth, { timestamp: now, seq: 1, metrics }, false);
@@ -1747,9 +1828,10 @@ export class SparkplugEdgeNode {
         value: machineState,
       });
     }
-    const unsent = this.#publishData(session, metrics, this.#awaitAcks, (from, to) => {
+    const awaiting = this.#awaitAcks;
+    const unsent = this.#publishData(session, metrics, this.#ackMode !== "off", (from, to) => {
       // Kept until the host acknowledges it (ADR 0037), as the record a replay would send.
-      if (this.#awaitAcks)
+      if (awaiting)
         this.#store(samples.slice(from, to), to > samples.length ? machineState : undefined, {
           epoch: this.#epoch,
           message: this.#dataCount,
@@ -1781,6 +1863,10 @@ export class SparkplugEdgeNode {
     });
     if (bytes !== undefined) {
       this.#publish(session, "DDATA", this.#topics.ddata, bytes);
+      if (numbered) {
+        this.#firstNumberedAt ??= now;
+        if (this.#awaitAcks) this.#ackWaitSince ??= now;
+      }
       this.#dataCount++;
       this.#counts.dataMessages++;
       this.#counts.metrics += metrics.length;
@@ -1813,8 +1899,8 @@ export class SparkplugEdgeNode {
     }
     const opened =
       forward.journal !== undefined
-        ? { ...(await JournalBacklog.of(forward.journal, false, this.#awaitAcks)), recovery: undefined }
-        : await JournalBacklog.open(forward.path!, forward.maxBytes, this.#awaitAcks);
+        ? { ...(await JournalBacklog.of(forward.journal, false, this.#ackMode !== "off")), recovery: undefined }
+        : await JournalBacklog.open(forward.path!, forward.maxBytes, this.#ackMode !== "off");
     this.#backlog = opened.backlog;
     this.#recovered = {
       records: opened.backlog.records,
@@ -2017,6 +2103,11 @@ export class SparkplugEdgeNode {
         return;
       }
       for (;;) {
+        // "auto" and the host's first ack came: what is left is kept until acknowledged.
+        if (this.#awaitAcks) {
+          await this.#replayUnsent(backlog);
+          return;
+        }
         const session = this.#session;
         const live = (): boolean =>
           !this.#stopping &&
@@ -2030,14 +2121,15 @@ export class SparkplugEdgeNode {
         const window = new Map<number, number>();
         let last: number | undefined;
         let published = false;
-        while (window.size < REPLAY_WINDOW_RECORDS) {
+        // Records published live after the first ack carry a sent mark: not taken here.
+        while (window.size < REPLAY_WINDOW_RECORDS && !this.#awaitAcks) {
           const after = last;
           const record = await this.#onForward(() => backlog.peekAfter(after));
           if (record === undefined || !live()) break;
           const metrics = this.#historicalMetrics(record.bytes);
           let sent = 0;
           if (metrics.length > 0) {
-            const unsent = this.#publishData(session!, metrics, false, (from, to) => {
+            const unsent = this.#publishData(session!, metrics, this.#ackMode !== "off", (from, to) => {
               sent += to - from;
               published = true;
             });
@@ -2142,7 +2234,7 @@ export class SparkplugEdgeNode {
     if (typeof bdSeq !== "number" && typeof bdSeq !== "bigint") return refuse("it needs a bdSeq property (UInt64)");
     if (typeof hostId !== "string") return refuse("it needs a hostId property (String)");
     const through = Number(value);
-    if (!this.#awaitAcks || hostId !== this.#options.primaryHostId || Number(bdSeq) !== session.bdSeq) {
+    if (this.#ackMode === "off" || hostId !== this.#options.primaryHostId || Number(bdSeq) !== session.bdSeq) {
       this.#ackCounts.ignored++;
       return;
     }
@@ -2151,6 +2243,9 @@ export class SparkplugEdgeNode {
     const backlog = this.#backlog;
     this.#ackCounts.accepted++;
     this.#lastAckAt = this.#clock.now();
+    // "auto": the primary host acknowledges; from now on what is published is kept until it does.
+    this.#hostAcks = true;
+    this.#ackWaitSince = through >= this.#dataCount ? undefined : this.#lastAckAt;
     if ((this.#ackedThrough.get(this.#epoch) ?? -1) >= through) return;
     this.#ackedThrough.set(this.#epoch, through);
     if (backlog !== undefined)

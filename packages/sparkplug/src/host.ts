@@ -410,17 +410,28 @@ export interface SparkplugHostHealth {
   readonly linkReason?: string;
   /**
    * This host's STATE as last published: online with its timestamp, or offline. `foreign`: the
-   * newest STATE on this host's own topic with a timestamp newer than this session's, published by
-   * someone else (a second host with this host id, or a spoof) while this session runs. Edge nodes
-   * follow the newest timestamp (Sparkplug 3.0.0 §5.x, STATE), so they believe it, not this host:
-   * offline, they stop sending live data; online, they will not believe this host's Will when it
-   * dies. Only broker access control prevents it (publish on `spBv1.0/STATE/<hostId>` for this
-   * host alone); a new session (restart) outruns it with a newer timestamp.
+   * newest STATE on this host's own topic with a timestamp newer than its session's, published by
+   * someone else (a second host with this host id, or a spoof), seen by this process (found
+   * retained at a (re)connect, or arriving while a session runs); kept until a session of this host
+   * stamped after it has said online. Edge nodes follow the newest timestamp (Sparkplug 3.0.0 §5.x,
+   * STATE), so they believe it, not this host: offline, they stop sending live data; online, they
+   * will not believe this host's Will when it dies. Within 5 minutes (300,000 ms) ahead, the
+   * host outruns it: once its clock has passed that timestamp it ends its session (a DISCONNECT,
+   * no Will) and opens a new one, whose STATE is newer (counted in `outruns`; at most one a
+   * minute, each costing stale marks and rebirths). Further ahead, edge
+   * nodes with the default `maxHostClockSkewMs` hold it back. `forgedOffline`: STATE offline
+   * messages carrying exactly this session's timestamp that came while the session was connected
+   * (so not its own Will): someone copied the retained timestamp; each makes edge nodes die and
+   * rebirth. Only broker access control prevents these (publish on `spBv1.0/STATE/<hostId>` for
+   * this host alone). Amendment fix19b of ADR 0043.
    */
   readonly state: {
     readonly online: boolean;
     readonly timestamp?: number;
     readonly foreign?: { readonly online: boolean; readonly timestamp: number; readonly seenAt: number };
+    readonly forgedOffline?: { readonly count: number; readonly lastSeenAt: number };
+    /** Sessions this host ended to outrun a foreign STATE, since start. */
+    readonly outruns: number;
   };
   /** Every edge node the host has heard from, in the order it first did. */
   readonly edgeNodes: readonly SparkplugHostEdgeNodeHealth[];
@@ -816,8 +827,8 @@ interface Session {
   watch?: MqttClient;
   /** Host time at which the inbox began holding MQTT.js, while it does. */
   heldSince?: number;
-  /** The newest STATE on its own topic newer than this session's, from another publisher (health `state.foreign`). */
-  foreignState?: { readonly online: boolean; readonly timestamp: number; readonly seenAt: number };
+  /** Set when the host ends this session to outrun a foreign STATE (the reconnect's reason). */
+  outrun?: string;
   /** When the host last said online again on this session after a seq gap (`#restateOnline`, ms). */
   restatedAt?: number;
   /** Host time the death watch's CONNECT was started (see {@link SparkplugHost.#watchReplacedMain}). */
@@ -827,6 +838,20 @@ interface Session {
 }
 
 const DEFAULT_MAX_PAYLOAD_BYTES = 4_194_304;
+
+/**
+ * How far ahead of the host's clock a foreign STATE on its own topic may be for the host to outrun
+ * it (a new session once its clock has passed it), in ms: 5 minutes, the edge node's default
+ * `maxHostClockSkewMs`, beyond which edge nodes hold such a STATE back (amendment fix19b of ADR 0043).
+ */
+const HOST_STATE_OUTRUN_MS = 300_000;
+/** The shortest time between two outruns, in ms (each costs stale marks and rebirths). */
+const HOST_STATE_OUTRUN_INTERVAL_MS = 60_000;
+
+/** An ISO date, or the number when it is not a date. */
+function iso(at: number): string {
+  return Number.isFinite(at) && Math.abs(at) <= 8.64e15 ? new Date(at).toISOString() : String(at);
+}
 /** Work per turn of the event loop when every live tag is marked stale (a link loss, a stop), in ms. */
 const MARK_SLICE_MS = 5;
 /** Tags marked between two looks at the clock. */
@@ -1015,6 +1040,13 @@ export class SparkplugHost {
   readonly #releasedMarks = new OldestFirstIndex<string, number>();
   #session: Session | undefined;
   #lastState: { online: boolean; timestamp?: number } = { online: false };
+  /** The newest STATE on its own topic newer than its session's, from another publisher (health `state.foreign`). */
+  #foreignState: { readonly online: boolean; readonly timestamp: number; readonly seenAt: number } | undefined;
+  /** STATE offline with the connected session's own timestamp: not its Will (health `state.forgedOffline`). */
+  #forgedOffline: { count: number; lastSeenAt: number } | undefined;
+  #outruns = 0;
+  #lastOutrunAt: number | undefined;
+  #outrunTimer: TimerHandle | undefined;
   #started = false;
   #stopping = false;
   /** Aborted by `stop()`: ends a `start()` still waiting for the store. */
@@ -1336,6 +1368,8 @@ export class SparkplugHost {
     this.#stopping = true;
     this.#starting.abort(new KilnError("KILN_ABORTED", "the Sparkplug host was stopped while it waited for its store"));
     if (this.#verifyTimer !== undefined) this.#clock.clearTimeout(this.#verifyTimer);
+    if (this.#outrunTimer !== undefined) this.#clock.clearTimeout(this.#outrunTimer);
+    this.#outrunTimer = undefined;
     this.#verifyTimer = undefined;
     const drainTimeoutMs = this.#options.drainTimeoutMs ?? 10_000;
     const drainUntil = this.#clock.now() + drainTimeoutMs;
@@ -1458,10 +1492,21 @@ export class SparkplugHost {
         `broker link ${this.#lifecycle.status}${this.#lifecycle.reason ? `: ${this.#lifecycle.reason}` : ""}`,
       );
     }
-    const foreign = this.#session?.foreignState;
+    const foreign = this.#foreignState;
     if (foreign !== undefined) {
+      const at = iso(foreign.timestamp);
+      const outrun =
+        foreign.timestamp - foreign.seenAt <= HOST_STATE_OUTRUN_MS
+          ? `this host starts a new session stamped after it once its clock has passed ${at}`
+          : `it is more than ${HOST_STATE_OUTRUN_MS} ms ahead: edge nodes with the default maxHostClockSkewMs hold it back, those with a larger one (or Infinity) follow it until they restart, and no restart of this host outruns it`;
       problems.push(
-        `a STATE ${foreign.online ? "online" : "offline"} for this host id with a newer timestamp (${foreign.timestamp}) than this session's was published by someone else at ${new Date(foreign.seenAt).toISOString()} (a second host with this host id, or a spoof): edge nodes following this host believe it, not this host, until the host restarts; give publish on ${this.#stateTopic} to this host alone in the broker's access control`,
+        `a STATE ${foreign.online ? "online" : "offline"} for this host id with a newer timestamp (${at}, ${foreign.timestamp}) than this session's was published by someone else, seen at ${new Date(foreign.seenAt).toISOString()} (a second host with this host id, or a spoof): edge nodes following this host believe it, not this host (offline: they send no live data; online: they will not believe this host's Will); ${outrun}; give publish on ${this.#stateTopic} to this host alone in the broker's access control`,
+      );
+    }
+    const forged = this.#forgedOffline;
+    if (forged !== undefined) {
+      problems.push(
+        `${forged.count} STATE offline message(s) with this session's own timestamp came while the session was connected, the last at ${new Date(forged.lastSeenAt).toISOString()}: not this host's Will, someone copied the retained timestamp (each makes edge nodes die and rebirth, their values marked stale); give publish on ${this.#stateTopic} to this host alone in the broker's access control`,
       );
     }
     const takenOver = this.#takeover.problem();
@@ -1549,7 +1594,9 @@ export class SparkplugHost {
       ...(this.#lifecycle.reason === undefined ? {} : { linkReason: this.#lifecycle.reason }),
       state: {
         ...this.#lastState,
-        ...(this.#session?.foreignState === undefined ? {} : { foreign: { ...this.#session.foreignState } }),
+        ...(this.#foreignState === undefined ? {} : { foreign: { ...this.#foreignState } }),
+        ...(this.#forgedOffline === undefined ? {} : { forgedOffline: { ...this.#forgedOffline } }),
+        outruns: this.#outruns,
       },
       edgeNodes,
       messages: {
@@ -1794,7 +1841,7 @@ export class SparkplugHost {
     this.#takeover.follow(watch, clientId);
     watch.on("message", (topic, payload, packet) => {
       if (topic === this.#stateTopic) {
-        if (this.#session === session && !session.closing) this.#onOwnState(session, topic, payload);
+        if (this.#session === session && !session.closing) this.#onOwnState(session, topic, payload, "watch");
       } else this.#onWatchedDeath(session, topic, payload, packet.retain);
     });
     watch.once("close", () => this.#onSessionLost(session, watch));
@@ -1837,6 +1884,48 @@ export class SparkplugHost {
     );
     session.online = true;
     this.#lastState = { online: true, timestamp: session.timestamp };
+    // Said online with a newer timestamp: edge nodes follow this host again.
+    if (this.#foreignState !== undefined && session.timestamp > this.#foreignState.timestamp)
+      this.#foreignState = undefined;
+  }
+
+  /**
+   * Ends `session` (DISCONNECT, no Will) once the host's clock has passed the foreign STATE's
+   * timestamp, when that is at most `HOST_STATE_OUTRUN_MS` ahead, so the next session's
+   * STATE is newer than it and edge nodes follow this host again (amendment fix19b).
+   */
+  #scheduleOutrun(session: Session): void {
+    const foreign = this.#foreignState;
+    if (foreign === undefined || this.#stopping) return;
+    const now = this.#clock.now();
+    if (foreign.timestamp - now + 1 > HOST_STATE_OUTRUN_MS) return;
+    // At most one outrun per HOST_STATE_OUTRUN_INTERVAL_MS: each costs every live tag a stale mark
+    // and every edge node a rebirth, so a spoofer repeating near-future STATEs gets no amplifier.
+    const wait = Math.max(
+      foreign.timestamp - now + 1,
+      this.#lastOutrunAt === undefined ? 0 : this.#lastOutrunAt + HOST_STATE_OUTRUN_INTERVAL_MS - now,
+    );
+    if (this.#outrunTimer !== undefined) this.#clock.clearTimeout(this.#outrunTimer);
+    this.#outrunTimer = this.#clock.setTimeout(
+      () => {
+        this.#outrunTimer = undefined;
+        const current = this.#foreignState;
+        if (this.#stopping || this.#session !== session || session.closing || session.lost === true) return;
+        if (current === undefined || current.timestamp < session.timestamp) return;
+        if (
+          current.timestamp >= this.#clock.now() ||
+          (this.#lastOutrunAt !== undefined && this.#clock.now() < this.#lastOutrunAt + HOST_STATE_OUTRUN_INTERVAL_MS)
+        ) {
+          this.#scheduleOutrun(session);
+          return;
+        }
+        this.#outruns++;
+        this.#lastOutrunAt = this.#clock.now();
+        session.outrun = `a new session to outrun a foreign STATE ${current.online ? "online" : "offline"} at ${iso(current.timestamp)} on this host's topic`;
+        session.client.end(false);
+      },
+      Math.max(0, wait),
+    );
   }
 
   #onSessionLost(session: Session, closed: MqttClient): void {
@@ -1873,7 +1962,7 @@ export class SparkplugHost {
     void this.#markAllStale("the host lost its broker connection").then(() => {
       if (this.#stopping) return;
       void this.#reconnect(
-        session.takenOver ?? session.heldTooLong ?? "connection to the broker lost",
+        session.takenOver ?? session.heldTooLong ?? session.outrun ?? "connection to the broker lost",
         session.takenOver !== undefined,
       );
     });
@@ -1952,7 +2041,7 @@ export class SparkplugHost {
     if (topic === this.#stateTopic) {
       // Size first, as for every other message (adv19y MEDIUM-2: a 200 MB STATE was parsed as JSON,
       // 2.7 GB and 16.6 s, counted nowhere). The host's own STATE is a few dozen bytes.
-      if (this.#oversized(topic, bytes) === undefined) this.#onOwnState(session, topic, bytes);
+      if (this.#oversized(topic, bytes) === undefined) this.#onOwnState(session, topic, bytes, "main");
       return;
     }
     this.#counts.received++;
@@ -2029,7 +2118,7 @@ export class SparkplugHost {
     }
   }
 
-  #onOwnState(session: Session, topic: string, bytes: Uint8Array): void {
+  #onOwnState(session: Session, topic: string, bytes: Uint8Array, via: "main" | "watch"): void {
     let state: { online: boolean; timestamp: number };
     try {
       state = decodeHostState(bytes);
@@ -2039,9 +2128,29 @@ export class SparkplugHost {
     }
     // A STATE newer than this session's is not this host's (its births and Will carry the
     // session's timestamp): a second host with this id, or a spoof. Edge nodes follow the newest
-    // timestamp, so what the host says next does not outrun it: reported (adv19x M2).
-    if (state.timestamp > session.timestamp && state.timestamp >= (session.foreignState?.timestamp ?? -Infinity)) {
-      session.foreignState = { online: state.online, timestamp: state.timestamp, seenAt: this.#clock.now() };
+    // timestamp, so what the host says next does not outrun it: reported (adv19x M2), and outrun
+    // by a new session once the host's clock has passed it (amendment fix19b, adv19z MEDIUM-2).
+    if (state.timestamp > session.timestamp && state.timestamp >= (this.#foreignState?.timestamp ?? -Infinity)) {
+      this.#foreignState = { online: state.online, timestamp: state.timestamp, seenAt: this.#clock.now() };
+      this.#scheduleOutrun(session);
+    }
+    // While the main session is connected its Will cannot have been published, and stop() says
+    // offline only once stopping: an offline with exactly its timestamp is forged (adv19z LOW-1).
+    if (
+      !state.online &&
+      state.timestamp === session.timestamp &&
+      via === "main" &&
+      session.online &&
+      !this.#stopping &&
+      session.lost !== true &&
+      session.client.connected
+    ) {
+      const now = this.#clock.now();
+      this.#forgedOffline = { count: (this.#forgedOffline?.count ?? 0) + 1, lastSeenAt: now };
+      this.#reject(
+        topic,
+        `STATE offline with this session's own timestamp (${state.timestamp}) while the session is connected: not its Will, forged`,
+      );
     }
     // [tck-id-message-flow-hid-sparkplug-state-message-delivered]: seeing itself offline while
     // connected, the host says it is online again (same timestamp as its Will, so the Will still

@@ -460,6 +460,32 @@ describe("Sparkplug B 3.0 edge node: primary host STATE", () => {
     expect(node.health().problems.join("\n")).not.toContain("maxHostClockSkewMs");
   });
 
+  test("at default options a retained STATE offline 10 years ahead (a spoof) does not silence the node: held back, reported, and the node keeps publishing (adv19z MEDIUM-1)", async () => {
+    fixture = await edgeFixture({ primaryHostId: HOST });
+    const ignored: SparkplugEdgeNodeEvents["host-state-ignore"][] = [];
+    fixture.node.events.on("host-state-ignore", (event) => void ignored.push(event));
+    await fixture.node.start();
+    await setHost(fixture, true, Date.now());
+    await fixture.recorder.waitFor(ofType("NBIRTH"));
+    const future = Date.now() + 10 * 365 * 24 * 3_600_000;
+    await setHost(fixture, false, future);
+    await pause(300);
+    expect(fixture.node.health().publishing).toBe(true);
+    expect(ignored).toEqual([expect.objectContaining({ online: false, timestamp: future, reason: "future" })]);
+    expect(ignored[0]!.message).toContain("300000 ms (maxHostClockSkewMs)");
+    expect(fixture.recorder.messages.filter(ofType("NDEATH"))).toEqual([]);
+  });
+
+  test("maxHostClockSkewMs Infinity turns the check off: the far-future STATE offline is followed (the node stops publishing)", async () => {
+    fixture = await edgeFixture({ primaryHostId: HOST });
+    const node = fixture.newNode({ maxHostClockSkewMs: Number.POSITIVE_INFINITY });
+    await node.start();
+    await setHost(fixture, true, Date.now());
+    await fixture.recorder.waitFor(ofType("NBIRTH"));
+    await setHost(fixture, false, Date.now() + 10 * 365 * 24 * 3_600_000);
+    await expect.poll(() => node.health().publishing, { timeout: 5_000 }).toBe(false);
+  });
+
   test("a STATE a little ahead (within maxHostClockSkewMs) is followed as before", async () => {
     fixture = await edgeFixture({ primaryHostId: HOST });
     await fixture.newNode({ maxHostClockSkewMs: 300_000 }).start();
@@ -487,16 +513,32 @@ describe("Sparkplug B 3.0 edge node: primary host STATE", () => {
     expect(node.health().problems.join("\n")).not.toContain("maxHostClockSkewMs");
   });
 
-  test("by default STATE timestamps are compared only with each other: a node whose clock is 6 min behind its host publishes at once", async () => {
+  test("with maxHostClockSkewMs Infinity STATE timestamps are compared only with each other: a node whose clock is 6 min behind its host publishes at once", async () => {
     fixture = await edgeFixture({ primaryHostId: HOST });
     const clock = new (class extends SystemClock {
       override now(): number {
         return super.now() - 360_000;
       }
     })();
-    await fixture.newNode({ clock }).start();
+    await fixture.newNode({ clock, maxHostClockSkewMs: Number.POSITIVE_INFINITY }).start();
     await setHost(fixture, true, Date.now());
     await fixture.recorder.waitFor(ofType("NBIRTH"));
+  });
+
+  test("by default (5 minutes) a node whose clock is 6 min behind its host holds its STATE online back and says why in health (fix19b)", async () => {
+    fixture = await edgeFixture({ primaryHostId: HOST });
+    const clock = new (class extends SystemClock {
+      override now(): number {
+        return super.now() - 360_000;
+      }
+    })();
+    const node = fixture.newNode({ clock });
+    await node.start();
+    await setHost(fixture, true, Date.now());
+    await expect
+      .poll(() => node.health().problems.join("\n"), { timeout: 5_000 })
+      .toContain("300000 ms (maxHostClockSkewMs)");
+    expect(node.health().publishing).toBe(false);
   });
 
   test("[tck-id-operational-behavior-edge-node-termination-host-offline-timestamp] an offline STATE older than the online one does not disconnect the node", async () => {

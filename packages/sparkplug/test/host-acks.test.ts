@@ -318,7 +318,7 @@ describe("acks the edge node must not believe", () => {
       .toBe(0);
   });
 
-  test("awaitHostAcks without storeAndForward or without primaryHostId is refused, naming the field", async () => {
+  test('awaitHostAcks (true or "auto") without storeAndForward or without primaryHostId, or not true/false/"auto", and a bad ackOverdueMs are refused, naming the field', async () => {
     const fixture = await edgeFixture();
     cleanups.push(() => fixture.close());
     const base = {
@@ -331,6 +331,9 @@ describe("acks the edge node must not believe", () => {
     for (const options of [
       { ...base, primaryHostId: HOST, awaitHostAcks: true },
       { ...base, storeAndForward: {}, awaitHostAcks: true },
+      { ...base, storeAndForward: {}, awaitHostAcks: "auto" as const },
+      { ...base, primaryHostId: HOST, storeAndForward: {}, awaitHostAcks: "yes" as unknown as boolean },
+      { ...base, primaryHostId: HOST, storeAndForward: {}, ackOverdueMs: 0 },
     ]) {
       let error: unknown;
       try {
@@ -339,8 +342,12 @@ describe("acks the edge node must not believe", () => {
         error = caught;
       }
       expect(KilnError.is(error, "KILN_VALIDATION")).toBe(true);
-      expect((error as KilnError).details?.["issues"]).toEqual([expect.objectContaining({ path: "awaitHostAcks" })]);
+      expect((error as KilnError).details?.["issues"]).toEqual([
+        expect.objectContaining({ path: "ackOverdueMs" in options ? "ackOverdueMs" : "awaitHostAcks" }),
+      ]);
     }
+    // The default needs neither: without storeAndForward (or primaryHostId) it is simply off.
+    expect(() => new SparkplugEdgeNode({ ...base, primaryHostId: HOST })).not.toThrow();
   });
 });
 

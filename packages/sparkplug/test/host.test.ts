@@ -256,9 +256,10 @@ describe("Sparkplug host: STATE (Sparkplug 3.0.0, 5.3 host session establishment
     // An older session's Will, delivered late: nothing to report.
     await publish({ online: false, timestamp: timestamp! - 5_000 });
     // Sibling: a STATE online newer than this session's: edge nodes would ignore this host's Will.
-    await publish({ online: true, timestamp: timestamp! + 1_000 });
+    // (Far enough ahead that the host does not outrun it, a new session, within the test.)
+    await publish({ online: true, timestamp: timestamp! + 30_000 });
     await eventually(() => host.health().state.foreign !== undefined, 10_000, "the foreign STATE online reported");
-    expect(host.health().state.foreign).toMatchObject({ online: true, timestamp: timestamp! + 1_000 });
+    expect(host.health().state.foreign).toMatchObject({ online: true, timestamp: timestamp! + 30_000 });
     await publish({ online: false, timestamp: timestamp! + 60_000 });
     await eventually(() => host.health().state.foreign?.online === false, 10_000, "the foreign STATE offline reported");
     const health = host.health();
@@ -276,6 +277,75 @@ describe("Sparkplug host: STATE (Sparkplug 3.0.0, 5.3 host session establishment
     await publish({ online: false, timestamp: timestamp! + 30_000 });
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(host.health().state.foreign).toMatchObject({ online: false, timestamp: timestamp! + 60_000 });
+  });
+
+  test("a foreign STATE online a little ahead is outrun: once the host's clock has passed it, a new session says online with a newer timestamp (fix19b, adv19z MEDIUM-2)", async () => {
+    const { host } = await rig({ hostId: "scada-outrun" });
+    const { timestamp } = host.health().state;
+    const other = await mqtt.connectAsync(broker.url, { reconnectPeriod: 0 });
+    perTest.push(() => other.endAsync());
+    const spoofAt = Date.now() + 1_500;
+    await other.publishAsync("spBv1.0/STATE/scada-outrun", JSON.stringify({ online: true, timestamp: spoofAt }), {
+      qos: 1,
+      retain: true,
+    });
+    await eventually(() => host.health().state.foreign !== undefined, 5_000, "the foreign STATE reported");
+    expect(host.health().problems.join("\n")).toMatch(
+      /starts a new session stamped after it once its clock has passed/,
+    );
+    await eventually(
+      () =>
+        host.health().state.outruns === 1 &&
+        (host.health().state.timestamp ?? 0) > spoofAt &&
+        host.health().state.online,
+      10_000,
+      "outrun by a new session",
+    );
+    expect(host.health().state.timestamp).toBeGreaterThan(timestamp!);
+    expect(host.health().state.foreign).toBeUndefined();
+    const retained = await recordSparkplug(broker.url, { filter: "spBv1.0/STATE/scada-outrun" });
+    perTest.push(() => retained.close());
+    const state = await retained.waitFor((message) => message.retain);
+    expect((state.state as { online: boolean; timestamp: number }).timestamp).toBeGreaterThan(spoofAt);
+  });
+
+  test("a foreign STATE offline 10 years ahead found retained at start is reported (not outrun: edge nodes hold it back by maxHostClockSkewMs) (fix19b, adv19z MEDIUM-1)", async () => {
+    const other = await mqtt.connectAsync(broker.url, { reconnectPeriod: 0 });
+    perTest.push(() => other.endAsync());
+    const future = Date.now() + 10 * 365 * 86_400_000;
+    await other.publishAsync("spBv1.0/STATE/scada-far", JSON.stringify({ online: false, timestamp: future }), {
+      qos: 1,
+      retain: true,
+    });
+    const { host } = await rig({ hostId: "scada-far" });
+    await eventually(() => host.health().state.foreign !== undefined, 5_000, "the retained foreign STATE reported");
+    expect(host.health().state.foreign).toMatchObject({ online: false, timestamp: future });
+    expect(host.health().problems.join("\n")).toMatch(
+      /more than 300000 ms ahead: edge nodes with the default maxHostClockSkewMs hold it back/,
+    );
+    expect(host.health().state.outruns).toBe(0);
+  });
+
+  test("a STATE offline with exactly the session's timestamp while it is connected is counted and reported as forged (fix19b, adv19z LOW-1)", async () => {
+    const { host } = await rig({ hostId: "scada-forged" });
+    const { timestamp } = host.health().state;
+    const other = await mqtt.connectAsync(broker.url, { reconnectPeriod: 0 });
+    perTest.push(() => other.endAsync());
+    for (let round = 0; round < 2; round++) {
+      await other.publishAsync("spBv1.0/STATE/scada-forged", JSON.stringify({ online: false, timestamp }), {
+        qos: 1,
+        retain: true,
+      });
+      await eventually(() => host.health().state.forgedOffline?.count === round + 1, 5_000, "forged offline counted");
+    }
+    expect(host.health().problems.join("\n")).toMatch(
+      /2 STATE offline message\(s\) with this session's own timestamp came while the session was connected/,
+    );
+    // The host said online again (same timestamp): still its session.
+    expect(host.health().state).toMatchObject({ online: true, timestamp });
+    // Its own stop() is not counted.
+    await host.stop();
+    expect(host.health().state.forgedOffline?.count).toBe(2);
   });
 
   test("[tck-id-host-topic-phid-death-payload] stop() publishes STATE offline (retained, the session's timestamp) before disconnecting", async () => {

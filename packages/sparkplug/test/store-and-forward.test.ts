@@ -133,7 +133,11 @@ describe("store-and-forward options", () => {
 describe("store-and-forward on a real broker", () => {
   test("host offline: every change is journaled; host online: births, then the backlog as is_historical DDATA in time order, then live; 0 lost, 0 duplicated", async () => {
     const fixture = await fixtureWithHost();
-    const node = fixture.newNode({ storeAndForward: { path: await tempJournal(), batchSamples: 3 } });
+    // The wire shape without acks (no message numbers): "auto", the default, numbers every DDATA.
+    const node = fixture.newNode({
+      storeAndForward: { path: await tempJournal(), batchSamples: 3 },
+      awaitHostAcks: false,
+    });
     await node.start();
     await setHost(fixture, true, 1_000);
     await fixture.recorder.waitFor(ofType("DDATA"));
@@ -196,7 +200,7 @@ describe("store-and-forward on a real broker", () => {
   test("live data is not starved: live DDATA goes out between historical records while a long backlog drains", async () => {
     const fixture = await edgeFixture({ primaryHostId: HOST, fastPeriodMs: 5 });
     cleanups.push(() => fixture.close());
-    const node = fixture.newNode({ storeAndForward: { batchSamples: 1 } });
+    const node = fixture.newNode({ storeAndForward: { batchSamples: 1 }, awaitHostAcks: false });
     await node.start();
     await expect.poll(() => storeAndForward(node).backlogSamples, { timeout: 10_000 }).toBeGreaterThan(150);
     const onlineAt = fixture.recorder.messages.length;
@@ -484,5 +488,33 @@ describe("store-and-forward end to end: edge node → broker → SparkplugHost �
     // At least the backlog's worth (more than 10, checked above) of changes falls in the windows compared.
     expect(expected.length).toBeGreaterThan(10);
     for (const [key, value] of expected) expect(byTime.get(Number(key.split("@")[1]))).toEqual(value);
+  });
+});
+
+describe('awaitHostAcks "auto", the default with storeAndForward and primaryHostId (amendment fix19b)', () => {
+  test("a primary host that never acknowledges (not a Kiln host): the NBIRTH declares Kiln/Await Acks, nothing is kept after publishing, and once ackOverdueMs has passed the health names it", async () => {
+    const fixture = await fixtureWithHost();
+    const node = fixture.newNode({ storeAndForward: {}, ackOverdueMs: 500 });
+    await node.start();
+    await setHost(fixture, true, 1_000);
+    const nbirth = await fixture.recorder.waitFor(ofType("NBIRTH"));
+    expect(nbirth.payload!.metrics.some((metric) => metric.name === "Kiln/Await Acks")).toBe(true);
+    await fixture.recorder.waitFor(ofType("DDATA"));
+    await expect
+      .poll(() => node.health().problems.join("\n"), { timeout: 5_000 })
+      .toMatch(/primary host scada has acknowledged nothing in \d+ ms since the first DDATA/);
+    const health = storeAndForward(node);
+    expect(health.acknowledgement).toMatchObject({ awaiting: false, unacknowledgedSamples: 0 });
+    expect(health.backlogSamples).toBe(0);
+  });
+
+  test("awaitHostAcks false: no Kiln/Await Acks in the NBIRTH, no acknowledgement health", async () => {
+    const fixture = await fixtureWithHost();
+    const node = fixture.newNode({ storeAndForward: {}, awaitHostAcks: false });
+    await node.start();
+    await setHost(fixture, true, 1_000);
+    const nbirth = await fixture.recorder.waitFor(ofType("NBIRTH"));
+    expect(nbirth.payload!.metrics.some((metric) => metric.name === "Kiln/Await Acks")).toBe(false);
+    expect(storeAndForward(node).acknowledgement).toBeUndefined();
   });
 });
