@@ -74,12 +74,13 @@ test("drop-oldest: an entry whose timed-out store call lands late is not counted
       .filter((entry) => entry.action === action)
       .reduce((sum, entry) => sum + ((entry.newValue as { count?: number } | undefined)?.count ?? 0), 0);
   let missing = 0;
-  let okMissing = 0;
   for (let written = 1; written <= value; written++) {
     if (all.some((entry) => entry.action === "tag.write" && entry.newValue === written)) continue;
     missing++;
-    if (answers.get(written) === "ok") okMissing++;
   }
-  expect(okMissing).toBe(0);
+  // No ok command missing uncounted. An ok command's entry may itself be the oldest one dropped
+  // (what drop-oldest does, ADR 0013): on a loaded machine one was, counted (41 counted for 41
+  // missing), so the test no longer asserts that none is; the count equal to what is missing is
+  // the rule, and it fails when a landed entry is counted as well (42 for 40 before fix15af).
   expect(counted("audit.drop") + counted("audit.overflow")).toBe(missing);
 }, 60_000);
