@@ -591,8 +591,7 @@ export class AuthorizingServer extends OPCUAServer {
    */
   #ownSubscriptionsOnly(): void {
     const server = this.engine.addressSpace?.rootFolder?.objects?.server as
-      | { getMethodByName(name: string): unknown }
-      | undefined;
+      { getMethodByName(name: string): unknown } | undefined;
     for (const name of ["GetMonitoredItems", "ResendData", "SetSubscriptionDurable"]) {
       const method = server?.getMethodByName(name) as RefreshMethod | null | undefined;
       const original = method?._asyncExecutionFunction;

@@ -114,13 +114,19 @@ function callsWith(session: ClientSession, subscriptionId: number, itemId: numbe
         new ModifyMonitoredItemsRequest({
           subscriptionId,
           timestampsToReturn: TimestampsToReturn.Both,
-          itemsToModify: [{ monitoredItemId: itemId, requestedParameters: { clientHandle: 2, samplingInterval: 500, queueSize: 1 } }],
+          itemsToModify: [
+            { monitoredItemId: itemId, requestedParameters: { clientHandle: 2, samplingInterval: 500, queueSize: 1 } },
+          ],
         }),
       ),
     SetMonitoringMode: () =>
       raw.setMonitoringMode!.call(
         session,
-        new SetMonitoringModeRequest({ subscriptionId, monitoringMode: MonitoringMode.Sampling, monitoredItemIds: [itemId] }),
+        new SetMonitoringModeRequest({
+          subscriptionId,
+          monitoringMode: MonitoringMode.Sampling,
+          monitoredItemIds: [itemId],
+        }),
       ),
     SetTriggering: () =>
       raw.setTriggering!.call(
@@ -130,14 +136,22 @@ function callsWith(session: ClientSession, subscriptionId: number, itemId: numbe
     Republish: () =>
       rawSession(session).republish(new RepublishRequest({ subscriptionId, retransmitSequenceNumber: 1 })),
     DeleteMonitoredItems: () =>
-      raw.deleteMonitoredItems!.call(session, new DeleteMonitoredItemsRequest({ subscriptionId, monitoredItemIds: [itemId] })),
+      raw.deleteMonitoredItems!.call(
+        session,
+        new DeleteMonitoredItemsRequest({ subscriptionId, monitoredItemIds: [itemId] }),
+      ),
     DeleteSubscriptions: () =>
       raw.deleteSubscriptions!.call(session, new DeleteSubscriptionsRequest({ subscriptionIds: [subscriptionId] })),
   };
 }
 
 type CallName = keyof ReturnType<typeof callsWith>;
-const SUBSCRIPTION_CALLS: CallName[] = ["GetMonitoredItems", "ResendData", "SetSubscriptionDurable", "TransferSubscriptions"];
+const SUBSCRIPTION_CALLS: CallName[] = [
+  "GetMonitoredItems",
+  "ResendData",
+  "SetSubscriptionDurable",
+  "TransferSubscriptions",
+];
 const ALL_CALLS: CallName[] = [
   ...SUBSCRIPTION_CALLS,
   "CreateMonitoredItems",
@@ -176,7 +190,10 @@ describe("another session's subscription answers as an id never used (ADR 0036, 
         expect(await answers(vic.session, other.subscriptionId, other.itemId, SUBSCRIPTION_CALLS)).toEqual(never);
       }
       // The other sessions' subscriptions are untouched, and one's own still answers.
-      for (const [session, other] of [[olga, others[0]!], [ada, others[1]!]] as const) {
+      for (const [session, other] of [
+        [olga, others[0]!],
+        [ada, others[1]!],
+      ] as const) {
         const listed = await session.session.call({
           objectId: "ns=0;i=2253",
           methodId: GET_MONITORED_ITEMS,
@@ -210,7 +227,12 @@ describe("another session's subscription answers as an id never used (ADR 0036, 
       expect(await answers(vic.session, other.subscriptionId, other.itemId, ALL_CALLS)).toEqual(never);
       // Another session's item id inside one's own subscription is an unknown item id. (The
       // subscription-wide calls are left out: they act on one's own subscription.)
-      const itemCalls: CallName[] = ["ModifyMonitoredItems", "SetMonitoringMode", "SetTriggering", "DeleteMonitoredItems"];
+      const itemCalls: CallName[] = [
+        "ModifyMonitoredItems",
+        "SetMonitoringMode",
+        "SetTriggering",
+        "DeleteMonitoredItems",
+      ];
       const ownNever = await answers(vic.session, own.subscriptionId, unused.itemId, itemCalls);
       expect(await answers(vic.session, own.subscriptionId, other.itemId, itemCalls)).toEqual(ownNever);
       const listed = await olga.session.call({
