@@ -558,10 +558,11 @@ export class AuthorizingServer extends OPCUAServer {
     const closeSession = engine.closeSession.bind(engine);
     engine.closeSession = (authenticationToken, _deleteSubscriptions, reason) =>
       closeSession(authenticationToken, true, reason);
-    // node-opcua transfers only between sessions of the same user token; a principal Kiln maps
-    // differently all the same gets nothing that was queued or sent for the former one.
-    // A subscription of another principal's session answers as an unknown id: node-opcua's
-    // BadUserAccessDenied told that the id is live (ADR 0036, fix20i).
+    // node-opcua transfers only between sessions of the same user token, and Kiln only between
+    // sessions of the same principal: a subscription of another principal's session answers as an
+    // unknown id (node-opcua's BadUserAccessDenied told that the id is live; ADR 0036, fix20i). An
+    // orphaned one (none are kept, see above) taken by another principal carries nothing that was
+    // queued or sent for the former one.
     const transferSubscription = engine.transferSubscription.bind(engine);
     engine.transferSubscription = async (session, subscriptionId, sendInitialValues): Promise<TransferResult> => {
       const subscription = engine.findSubscription(subscriptionId);
