@@ -35,7 +35,7 @@ import {
   NotificationMessage,
   PermissionType,
   ReadProcessedDetails,
-  type TransferResult,
+  TransferResult,
   type TranslateBrowsePathsToNodeIdsRequest,
   TranslateBrowsePathsToNodeIdsResponse,
   type UserIdentityToken,
@@ -550,6 +550,7 @@ export class AuthorizingServer extends OPCUAServer {
     await super.initialize();
     isolateValueSources(this, (where, error) => this.onServiceError(where, error));
     this.#historyPerNode();
+    this.#ownSubscriptionsOnly();
     // A session that ends (CloseSession with DeleteSubscriptions false, or its timeout) takes its
     // subscriptions with it: node-opcua would keep them as orphans (until their lifetime ends)
     // outside every per-session and per-principal cap, queueing for no one.
@@ -557,20 +558,55 @@ export class AuthorizingServer extends OPCUAServer {
     const closeSession = engine.closeSession.bind(engine);
     engine.closeSession = (authenticationToken, _deleteSubscriptions, reason) =>
       closeSession(authenticationToken, true, reason);
-    // node-opcua transfers only between sessions of the same user token; a principal Kiln maps
-    // differently all the same gets nothing that was queued or sent for the former one.
+    // node-opcua transfers only between sessions of the same user token, and Kiln only between
+    // sessions of the same principal: a subscription of another principal's session answers as an
+    // unknown id (node-opcua's BadUserAccessDenied told that the id is live; ADR 0036, fix20i). An
+    // orphaned one (none are kept, see above) taken by another principal carries nothing that was
+    // queued or sent for the former one.
     const transferSubscription = engine.transferSubscription.bind(engine);
     engine.transferSubscription = async (session, subscriptionId, sendInitialValues): Promise<TransferResult> => {
       const subscription = engine.findSubscription(subscriptionId);
       const from = currentSessionOf(subscription ?? undefined);
       const before = from ? this.principalKeyOf(from) : undefined;
+      if (subscription && from && before !== this.principalKeyOf(session)) {
+        return new TransferResult({ statusCode: StatusCodes.BadSubscriptionIdInvalid });
+      }
       const result = await transferSubscription(session, subscriptionId, sendInitialValues);
+      if (result.statusCode.equals(StatusCodes.BadUserAccessDenied)) {
+        return new TransferResult({ statusCode: StatusCodes.BadSubscriptionIdInvalid });
+      }
       if (subscription && result.statusCode.isGood() && this.principalKeyOf(session) !== before) {
         dropUndeliveredOf(subscription);
         result.availableSequenceNumbers = [];
       }
       return result;
     };
+  }
+
+  /**
+   * Makes the Server object's methods that take a subscription id (GetMonitoredItems, ResendData,
+   * SetSubscriptionDurable; OPC UA Part 5, 9.1 to 9.3) answer `BadSubscriptionIdInvalid` for any
+   * subscription that is not the calling session's, exactly as for an id never used. node-opcua
+   * answered `BadUserAccessDenied` for another session's, so any session could tell which ids
+   * other sessions hold right now (ids count up, one's own tells where to look): ADR 0036, fix20i.
+   */
+  #ownSubscriptionsOnly(): void {
+    const server = this.engine.addressSpace?.rootFolder?.objects?.server as
+      { getMethodByName(name: string): unknown } | undefined;
+    for (const name of ["GetMonitoredItems", "ResendData", "SetSubscriptionDurable"]) {
+      const method = server?.getMethodByName(name) as RefreshMethod | null | undefined;
+      const original = method?._asyncExecutionFunction;
+      if (!method || !original) continue;
+      method.bindMethod((inputArguments, context, callback) => {
+        const session = context.session as ServerSession | undefined;
+        const subscriptionId = Number(inputArguments[0]?.value);
+        if (!session?.getSubscription(subscriptionId)) {
+          callback(null, { statusCode: StatusCodes.BadSubscriptionIdInvalid });
+          return;
+        }
+        original.call(method, inputArguments, context, callback);
+      });
+    }
   }
 
   /**

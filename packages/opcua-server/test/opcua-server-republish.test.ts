@@ -222,7 +222,7 @@ describe("Republish hands out no message produced for another principal or a rev
     }
   });
 
-  test("TransferSubscriptions to another user's session is refused: it gets neither the queued messages nor new ones", async () => {
+  test("TransferSubscriptions to another user's session is refused as an unknown id (ADR 0036, fix20i): it gets neither the queued messages nor new ones", async () => {
     const olga = await connect(served.server, pki.trusted, user("olga"));
     const rita = await connect(served.server, pki.trusted, user("rita"));
     try {
@@ -231,7 +231,7 @@ describe("Republish hands out no message produced for another principal or a rev
         subscriptionIds: [subscriptionId],
         sendInitialValues: true,
       });
-      expect(transferred.results?.[0]?.statusCode).toBe(StatusCodes.BadUserAccessDenied);
+      expect(transferred.results?.[0]?.statusCode).toBe(StatusCodes.BadSubscriptionIdInvalid);
       expect(await republish(rita, subscriptionId, sequenceNumber)).toEqual({ refused: "BadSubscriptionIdInvalid" });
       const before = await republish(olga, subscriptionId, sequenceNumber);
       expect("values" in before && before.values.length).toBeGreaterThan(0);
