@@ -852,6 +852,13 @@ const HOST_STATE_OUTRUN_MS = 300_000;
  * stepped, and a STATE far ahead is waited for in steps (amendment fix19c of ADR 0043).
  */
 const HOST_STATE_OUTRUN_RECHECK_MS = 1_000;
+/**
+ * The shortest time between two answers (STATE online again) to forged STATE offline messages
+ * with the session's own timestamp, in ms: each answer costs every edge node that died on the
+ * forgery a rebirth and every live tag a stale mark, so a flood of forgeries is answered at most
+ * once per this (amendment fix19c of ADR 0043, review adv19c LOW-1).
+ */
+const FORGED_OFFLINE_ANSWER_INTERVAL_MS = 5_000;
 /** The shortest time between two outruns, in ms (each costs stale marks and rebirths). */
 const HOST_STATE_OUTRUN_INTERVAL_MS = 60_000;
 
@@ -1053,6 +1060,9 @@ export class SparkplugHost {
   #forgedOffline: { count: number; lastSeenAt: number } | undefined;
   #outruns = 0;
   #lastOutrunAt: number | undefined;
+  /** Host time of the last answer to a forged STATE offline, and the timer of a paced one. */
+  #lastForgedAnswerAt: number | undefined;
+  #forgedAnswerTimer: TimerHandle | undefined;
   #outrunTimer: TimerHandle | undefined;
   #started = false;
   #stopping = false;
@@ -1377,6 +1387,8 @@ export class SparkplugHost {
     if (this.#verifyTimer !== undefined) this.#clock.clearTimeout(this.#verifyTimer);
     if (this.#outrunTimer !== undefined) this.#clock.clearTimeout(this.#outrunTimer);
     this.#outrunTimer = undefined;
+    if (this.#forgedAnswerTimer !== undefined) this.#clock.clearTimeout(this.#forgedAnswerTimer);
+    this.#forgedAnswerTimer = undefined;
     this.#verifyTimer = undefined;
     const drainTimeoutMs = this.#options.drainTimeoutMs ?? 10_000;
     const drainUntil = this.#clock.now() + drainTimeoutMs;
@@ -1515,7 +1527,7 @@ export class SparkplugHost {
     const forged = this.#forgedOffline;
     if (forged !== undefined) {
       problems.push(
-        `${forged.count} STATE offline message(s) with this session's own timestamp came while the session was connected, the last at ${new Date(forged.lastSeenAt).toISOString()}: not this host's Will, someone copied the retained timestamp (each makes edge nodes die and rebirth, their values marked stale); give publish on ${this.#stateTopic} to this host alone in the broker's access control`,
+        `${forged.count} STATE offline message(s) with this session's own timestamp came while the session was connected, the last at ${new Date(forged.lastSeenAt).toISOString()}: not this host's Will, someone copied the retained timestamp (each makes edge nodes die; this host says online again at most once every ${FORGED_OFFLINE_ANSWER_INTERVAL_MS} ms, and each answer makes them rebirth, their values marked stale meanwhile); give publish on ${this.#stateTopic} to this host alone in the broker's access control`,
       );
     }
     const takenOver = this.#takeover.problem();
@@ -1943,6 +1955,26 @@ export class SparkplugHost {
     );
   }
 
+  /**
+   * Says online again after a forged STATE offline (amendment fix19c): at once if the last such
+   * answer is at least `FORGED_OFFLINE_ANSWER_INTERVAL_MS` old, else once it is (one timer for
+   * all the forgeries meanwhile; the last STATE on the topic is then this host's online).
+   */
+  #answerForgedOffline(session: Session): void {
+    if (this.#forgedAnswerTimer !== undefined) return;
+    const now = this.#clock.now();
+    const wait =
+      this.#lastForgedAnswerAt === undefined ? 0 : this.#lastForgedAnswerAt + FORGED_OFFLINE_ANSWER_INTERVAL_MS - now;
+    const answer = (): void => {
+      this.#forgedAnswerTimer = undefined;
+      if (this.#stopping || this.#session !== session || session.closing || session.lost === true) return;
+      this.#lastForgedAnswerAt = this.#clock.now();
+      void this.#publishOnline(session).catch(() => undefined);
+    };
+    if (wait <= 0) answer();
+    else this.#forgedAnswerTimer = this.#clock.setTimeout(answer, wait);
+  }
+
   #onSessionLost(session: Session, closed: MqttClient): void {
     if (session.closing || this.#session !== session || session.lost === true) return;
     session.lost = true;
@@ -2171,8 +2203,12 @@ export class SparkplugHost {
     // [tck-id-message-flow-hid-sparkplug-state-message-delivered]: seeing itself offline while
     // connected, the host says it is online again (same timestamp as its Will, so the Will still
     // counts when this session ends).
+    // A forged one is answered at most once per FORGED_OFFLINE_ANSWER_INTERVAL_MS (each answer is
+    // a rebirth of every edge node that died on it): a flood gets no amplifier (adv19c LOW-1).
     if (!state.online && session.online) {
-      void this.#publishOnline(session).catch(() => undefined);
+      // With the session's own timestamp (each forgery comes on the death watch too): paced.
+      if (state.timestamp === session.timestamp) this.#answerForgedOffline(session);
+      else void this.#publishOnline(session).catch(() => undefined);
     }
     if (!state.online && state.timestamp === session.timestamp && this.#stopping) {
       session.farewellEchoed = true;

@@ -348,6 +348,36 @@ describe("Sparkplug host: STATE (Sparkplug 3.0.0, 5.3 host session establishment
     expect(host.health().state.forgedOffline?.count).toBe(2);
   });
 
+  test("a flood of forged STATE offline messages with the session's timestamp is answered with STATE online at most once per 5 s, every forgery counted, the last word online (fix19c, adv19c LOW-1)", async () => {
+    const { host } = await rig({ hostId: "scada-flood" });
+    const { timestamp } = host.health().state;
+    const recorder = await recordSparkplug(broker.url, { filter: "spBv1.0/STATE/scada-flood" });
+    perTest.push(() => recorder.close());
+    await recorder.waitFor((message) => message.retain);
+    const other = await mqtt.connectAsync(broker.url, { reconnectPeriod: 0 });
+    perTest.push(() => other.endAsync());
+    const onlineAnswers = () =>
+      recorder.messages.filter(
+        (message) => !message.retain && (message.state as { online: boolean } | undefined)?.online === true,
+      ).length;
+    for (let i = 0; i < 40; i++) {
+      await other.publishAsync("spBv1.0/STATE/scada-flood", JSON.stringify({ online: false, timestamp }), {
+        qos: 1,
+        retain: true,
+      });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await eventually(() => host.health().state.forgedOffline?.count === 40, 5_000, "every forgery counted");
+    // About 2 s of flood: the first answered at once, the rest wait for one paced answer.
+    expect(onlineAnswers()).toBe(1);
+    expect(host.health().problems.join("\n")).toMatch(/says online again at most once every 5000 ms/);
+    await eventually(() => onlineAnswers() === 2, 8_000, "the paced answer");
+    const last = recorder.messages.at(-1)!;
+    expect(last.state).toEqual({ online: true, timestamp });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(onlineAnswers()).toBe(2);
+  });
+
   test("[tck-id-host-topic-phid-death-payload] stop() publishes STATE offline (retained, the session's timestamp) before disconnecting", async () => {
     const { host } = await rig({ hostId: "scada-stop" });
     const { timestamp } = host.health().state;
