@@ -104,11 +104,7 @@ describe("a foreign STATE more than 5 minutes ahead is outrun once the host's cl
       const spoofAt = Date.now() + OUTRUN_MS + 1_000;
       await r.spoof({ online: true, timestamp: spoofAt });
       await eventually(() => r.host.health().state.foreign?.online === true, 5_000, "the foreign STATE reported");
-      await eventually(
-        () => r.node.health().primaryHost?.timestamp === spoofAt,
-        10_000,
-        "the edge follows the spoof",
-      );
+      await eventually(() => r.node.health().primaryHost?.timestamp === spoofAt, 10_000, "the edge follows the spoof");
       expect(r.host.health().state.outruns).toBe(0);
       r.step(OUTRUN_MS + 2_000);
       await eventually(() => r.host.health().state.outruns === 1, 10_000, "the host outran the spoof");
