@@ -104,6 +104,8 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
         reconnect: { initialDelayMs: 500, maxDelayMs: 5_000 },
         storeAndForward: {},
         // The host is a Kiln SparkplugHost: keep what was published until it says it stored it (ADR 0037).
+        // "auto", the default with storeAndForward and primaryHostId, does the same from the host's first
+        // acknowledgement on; true says so from the start.
         awaitHostAcks: true,
       });
       await system.start();

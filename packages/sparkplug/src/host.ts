@@ -415,11 +415,12 @@ export interface SparkplugHostHealth {
    * retained at a (re)connect, or arriving while a session runs); kept until a session of this host
    * stamped after it has said online. Edge nodes follow the newest timestamp (Sparkplug 3.0.0 §5.x,
    * STATE), so they believe it, not this host: offline, they stop sending live data; online, they
-   * will not believe this host's Will when it dies. Within 5 minutes (300,000 ms) ahead, the
-   * host outruns it: once its clock has passed that timestamp it ends its session (a DISCONNECT,
-   * no Will) and opens a new one, whose STATE is newer (counted in `outruns`; at most one a
-   * minute, each costing stale marks and rebirths). Further ahead, edge
-   * nodes with the default `maxHostClockSkewMs` hold it back. `forgedOffline`: STATE offline
+   * will not believe this host's Will when it dies. The host outruns it, however far ahead it
+   * is: once its clock has passed that timestamp it ends its session (a DISCONNECT, no Will) and
+   * opens a new one, whose STATE is newer (counted in `outruns`; at most one a minute, each
+   * costing stale marks and rebirths). Edge nodes with the default `maxHostClockSkewMs` (5
+   * minutes) hold a STATE further ahead of their clock back only until their clock comes within
+   * that, then follow it (amendment fix19c). `forgedOffline`: STATE offline
    * messages carrying exactly this session's timestamp that came while the session was connected
    * (so not its own Will): someone copied the retained timestamp; each makes edge nodes die and
    * rebirth. Only broker access control prevents these (publish on `spBv1.0/STATE/<hostId>` for
@@ -840,11 +841,24 @@ interface Session {
 const DEFAULT_MAX_PAYLOAD_BYTES = 4_194_304;
 
 /**
- * How far ahead of the host's clock a foreign STATE on its own topic may be for the host to outrun
- * it (a new session once its clock has passed it), in ms: 5 minutes, the edge node's default
- * `maxHostClockSkewMs`, beyond which edge nodes hold such a STATE back (amendment fix19b of ADR 0043).
+ * The edge node's default `maxHostClockSkewMs`, in ms (5 minutes): an edge node holds a STATE
+ * further ahead of its clock than this back, and follows it once its clock has come within it.
+ * The host outruns a foreign STATE whatever its distance (amendment fix19c of ADR 0043); this only
+ * words the problem it reports.
  */
 const HOST_STATE_OUTRUN_MS = 300_000;
+/**
+ * How often the host looks again at a foreign STATE it has not outrun yet, in ms: its clock may be
+ * stepped, and a STATE far ahead is waited for in steps (amendment fix19c of ADR 0043).
+ */
+const HOST_STATE_OUTRUN_RECHECK_MS = 1_000;
+/**
+ * The shortest time between two answers (STATE online again) to forged STATE offline messages
+ * with the session's own timestamp, in ms: each answer costs every edge node that died on the
+ * forgery a rebirth and every live tag a stale mark, so a flood of forgeries is answered at most
+ * once per this (amendment fix19c of ADR 0043, review adv19c LOW-1).
+ */
+const FORGED_OFFLINE_ANSWER_INTERVAL_MS = 5_000;
 /** The shortest time between two outruns, in ms (each costs stale marks and rebirths). */
 const HOST_STATE_OUTRUN_INTERVAL_MS = 60_000;
 
@@ -1046,6 +1060,9 @@ export class SparkplugHost {
   #forgedOffline: { count: number; lastSeenAt: number } | undefined;
   #outruns = 0;
   #lastOutrunAt: number | undefined;
+  /** Host time of the last answer to a forged STATE offline, and the timer of a paced one. */
+  #lastForgedAnswerAt: number | undefined;
+  #forgedAnswerTimer: TimerHandle | undefined;
   #outrunTimer: TimerHandle | undefined;
   #started = false;
   #stopping = false;
@@ -1370,6 +1387,8 @@ export class SparkplugHost {
     if (this.#verifyTimer !== undefined) this.#clock.clearTimeout(this.#verifyTimer);
     if (this.#outrunTimer !== undefined) this.#clock.clearTimeout(this.#outrunTimer);
     this.#outrunTimer = undefined;
+    if (this.#forgedAnswerTimer !== undefined) this.#clock.clearTimeout(this.#forgedAnswerTimer);
+    this.#forgedAnswerTimer = undefined;
     this.#verifyTimer = undefined;
     const drainTimeoutMs = this.#options.drainTimeoutMs ?? 10_000;
     const drainUntil = this.#clock.now() + drainTimeoutMs;
@@ -1495,10 +1514,12 @@ export class SparkplugHost {
     const foreign = this.#foreignState;
     if (foreign !== undefined) {
       const at = iso(foreign.timestamp);
-      const outrun =
-        foreign.timestamp - foreign.seenAt <= HOST_STATE_OUTRUN_MS
-          ? `this host starts a new session stamped after it once its clock has passed ${at}`
-          : `it is more than ${HOST_STATE_OUTRUN_MS} ms ahead: edge nodes with the default maxHostClockSkewMs hold it back, those with a larger one (or Infinity) follow it until they restart, and no restart of this host outruns it`;
+      const ahead = foreign.timestamp - this.#clock.now();
+      const outrun = `this host starts a new session stamped after it once its clock has passed ${at} (at most one such new session a minute)${
+        ahead > HOST_STATE_OUTRUN_MS
+          ? `; it is ${ahead} ms ahead of this host's clock: edge nodes with the default maxHostClockSkewMs (${HOST_STATE_OUTRUN_MS} ms) hold it back until their clock comes within that of it and then follow it, those with a larger one (or Infinity) follow it at once`
+          : ""
+      }`;
       problems.push(
         `a STATE ${foreign.online ? "online" : "offline"} for this host id with a newer timestamp (${at}, ${foreign.timestamp}) than this session's was published by someone else, seen at ${new Date(foreign.seenAt).toISOString()} (a second host with this host id, or a spoof): edge nodes following this host believe it, not this host (offline: they send no live data; online: they will not believe this host's Will); ${outrun}; give publish on ${this.#stateTopic} to this host alone in the broker's access control`,
       );
@@ -1506,7 +1527,7 @@ export class SparkplugHost {
     const forged = this.#forgedOffline;
     if (forged !== undefined) {
       problems.push(
-        `${forged.count} STATE offline message(s) with this session's own timestamp came while the session was connected, the last at ${new Date(forged.lastSeenAt).toISOString()}: not this host's Will, someone copied the retained timestamp (each makes edge nodes die and rebirth, their values marked stale); give publish on ${this.#stateTopic} to this host alone in the broker's access control`,
+        `${forged.count} STATE offline message(s) with this session's own timestamp came while the session was connected, the last at ${new Date(forged.lastSeenAt).toISOString()}: not this host's Will, someone copied the retained timestamp (each makes edge nodes die; this host says online again at most once every ${FORGED_OFFLINE_ANSWER_INTERVAL_MS} ms, and each answer makes them rebirth, their values marked stale meanwhile); give publish on ${this.#stateTopic} to this host alone in the broker's access control`,
       );
     }
     const takenOver = this.#takeover.problem();
@@ -1891,19 +1912,25 @@ export class SparkplugHost {
 
   /**
    * Ends `session` (DISCONNECT, no Will) once the host's clock has passed the foreign STATE's
-   * timestamp, when that is at most `HOST_STATE_OUTRUN_MS` ahead, so the next session's
-   * STATE is newer than it and edge nodes follow this host again (amendment fix19b).
+   * timestamp, whatever its distance, so the next session's STATE is newer than it and edge nodes
+   * follow this host again (amendments fix19b and fix19c). Looked at again at least every
+   * `HOST_STATE_OUTRUN_RECHECK_MS`: a STATE far ahead is waited for in steps, and a stepped clock
+   * is noticed.
    */
   #scheduleOutrun(session: Session): void {
     const foreign = this.#foreignState;
     if (foreign === undefined || this.#stopping) return;
     const now = this.#clock.now();
-    if (foreign.timestamp - now + 1 > HOST_STATE_OUTRUN_MS) return;
     // At most one outrun per HOST_STATE_OUTRUN_INTERVAL_MS: each costs every live tag a stale mark
     // and every edge node a rebirth, so a spoofer repeating near-future STATEs gets no amplifier.
-    const wait = Math.max(
-      foreign.timestamp - now + 1,
-      this.#lastOutrunAt === undefined ? 0 : this.#lastOutrunAt + HOST_STATE_OUTRUN_INTERVAL_MS - now,
+    // No distance is too far: an edge node holds a STATE more than its maxHostClockSkewMs ahead
+    // back only until its clock comes within that, then follows it (review adv19c MEDIUM-1).
+    const wait = Math.min(
+      HOST_STATE_OUTRUN_RECHECK_MS,
+      Math.max(
+        foreign.timestamp - now + 1,
+        this.#lastOutrunAt === undefined ? 0 : this.#lastOutrunAt + HOST_STATE_OUTRUN_INTERVAL_MS - now,
+      ),
     );
     if (this.#outrunTimer !== undefined) this.#clock.clearTimeout(this.#outrunTimer);
     this.#outrunTimer = this.#clock.setTimeout(
@@ -1926,6 +1953,26 @@ export class SparkplugHost {
       },
       Math.max(0, wait),
     );
+  }
+
+  /**
+   * Says online again after a forged STATE offline (amendment fix19c): at once if the last such
+   * answer is at least `FORGED_OFFLINE_ANSWER_INTERVAL_MS` old, else once it is (one timer for
+   * all the forgeries meanwhile; the last STATE on the topic is then this host's online).
+   */
+  #answerForgedOffline(session: Session): void {
+    if (this.#forgedAnswerTimer !== undefined) return;
+    const now = this.#clock.now();
+    const wait =
+      this.#lastForgedAnswerAt === undefined ? 0 : this.#lastForgedAnswerAt + FORGED_OFFLINE_ANSWER_INTERVAL_MS - now;
+    const answer = (): void => {
+      this.#forgedAnswerTimer = undefined;
+      if (this.#stopping || this.#session !== session || session.closing || session.lost === true) return;
+      this.#lastForgedAnswerAt = this.#clock.now();
+      void this.#publishOnline(session).catch(() => undefined);
+    };
+    if (wait <= 0) answer();
+    else this.#forgedAnswerTimer = this.#clock.setTimeout(answer, wait);
   }
 
   #onSessionLost(session: Session, closed: MqttClient): void {
@@ -2129,7 +2176,8 @@ export class SparkplugHost {
     // A STATE newer than this session's is not this host's (its births and Will carry the
     // session's timestamp): a second host with this id, or a spoof. Edge nodes follow the newest
     // timestamp, so what the host says next does not outrun it: reported (adv19x M2), and outrun
-    // by a new session once the host's clock has passed it (amendment fix19b, adv19z MEDIUM-2).
+    // by a new session once the host's clock has passed it, whatever the distance (amendments
+    // fix19b and fix19c, adv19z MEDIUM-2, adv19c MEDIUM-1).
     if (state.timestamp > session.timestamp && state.timestamp >= (this.#foreignState?.timestamp ?? -Infinity)) {
       this.#foreignState = { online: state.online, timestamp: state.timestamp, seenAt: this.#clock.now() };
       this.#scheduleOutrun(session);
@@ -2155,8 +2203,12 @@ export class SparkplugHost {
     // [tck-id-message-flow-hid-sparkplug-state-message-delivered]: seeing itself offline while
     // connected, the host says it is online again (same timestamp as its Will, so the Will still
     // counts when this session ends).
+    // A forged one is answered at most once per FORGED_OFFLINE_ANSWER_INTERVAL_MS (each answer is
+    // a rebirth of every edge node that died on it): a flood gets no amplifier (adv19c LOW-1).
     if (!state.online && session.online) {
-      void this.#publishOnline(session).catch(() => undefined);
+      // With the session's own timestamp (each forgery comes on the death watch too): paced.
+      if (state.timestamp === session.timestamp) this.#answerForgedOffline(session);
+      else void this.#publishOnline(session).catch(() => undefined);
     }
     if (!state.online && state.timestamp === session.timestamp && this.#stopping) {
       session.farewellEchoed = true;

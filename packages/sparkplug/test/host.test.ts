@@ -309,7 +309,7 @@ describe("Sparkplug host: STATE (Sparkplug 3.0.0, 5.3 host session establishment
     expect((state.state as { online: boolean; timestamp: number }).timestamp).toBeGreaterThan(spoofAt);
   });
 
-  test("a foreign STATE offline 10 years ahead found retained at start is reported (not outrun: edge nodes hold it back by maxHostClockSkewMs) (fix19b, adv19z MEDIUM-1)", async () => {
+  test("a foreign STATE offline 10 years ahead found retained at start is reported (outrun only once the host's clock passes it: edge nodes hold it back until their clock is within maxHostClockSkewMs) (fix19b, fix19c, adv19z MEDIUM-1)", async () => {
     const other = await mqtt.connectAsync(broker.url, { reconnectPeriod: 0 });
     perTest.push(() => other.endAsync());
     const future = Date.now() + 10 * 365 * 86_400_000;
@@ -321,7 +321,7 @@ describe("Sparkplug host: STATE (Sparkplug 3.0.0, 5.3 host session establishment
     await eventually(() => host.health().state.foreign !== undefined, 5_000, "the retained foreign STATE reported");
     expect(host.health().state.foreign).toMatchObject({ online: false, timestamp: future });
     expect(host.health().problems.join("\n")).toMatch(
-      /more than 300000 ms ahead: edge nodes with the default maxHostClockSkewMs hold it back/,
+      /ms ahead of this host's clock: edge nodes with the default maxHostClockSkewMs \(300000 ms\) hold it back until/,
     );
     expect(host.health().state.outruns).toBe(0);
   });
@@ -346,6 +346,36 @@ describe("Sparkplug host: STATE (Sparkplug 3.0.0, 5.3 host session establishment
     // Its own stop() is not counted.
     await host.stop();
     expect(host.health().state.forgedOffline?.count).toBe(2);
+  });
+
+  test("a flood of forged STATE offline messages with the session's timestamp is answered with STATE online at most once per 5 s, every forgery counted, the last word online (fix19c, adv19c LOW-1)", async () => {
+    const { host } = await rig({ hostId: "scada-flood" });
+    const { timestamp } = host.health().state;
+    const recorder = await recordSparkplug(broker.url, { filter: "spBv1.0/STATE/scada-flood" });
+    perTest.push(() => recorder.close());
+    await recorder.waitFor((message) => message.retain);
+    const other = await mqtt.connectAsync(broker.url, { reconnectPeriod: 0 });
+    perTest.push(() => other.endAsync());
+    const onlineAnswers = () =>
+      recorder.messages.filter(
+        (message) => !message.retain && (message.state as { online: boolean } | undefined)?.online === true,
+      ).length;
+    for (let i = 0; i < 40; i++) {
+      await other.publishAsync("spBv1.0/STATE/scada-flood", JSON.stringify({ online: false, timestamp }), {
+        qos: 1,
+        retain: true,
+      });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await eventually(() => host.health().state.forgedOffline?.count === 40, 5_000, "every forgery counted");
+    // About 2 s of flood: the first answered at once, the rest wait for one paced answer.
+    expect(onlineAnswers()).toBe(1);
+    expect(host.health().problems.join("\n")).toMatch(/says online again at most once every 5000 ms/);
+    await eventually(() => onlineAnswers() === 2, 8_000, "the paced answer");
+    const last = recorder.messages.at(-1)!;
+    expect(last.state).toEqual({ online: true, timestamp });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(onlineAnswers()).toBe(2);
   });
 
   test("[tck-id-host-topic-phid-death-payload] stop() publishes STATE offline (retained, the session's timestamp) before disconnecting", async () => {
