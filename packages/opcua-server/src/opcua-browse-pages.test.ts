@@ -90,6 +90,23 @@ describe("BrowsePages", () => {
     expect(spent!.statusCode).toBe(StatusCodes.BadContinuationPointInvalid);
   });
 
+  test("continuation points are random, not counted: a session's two points tell nothing of the paged Browses other sessions made between them; another session's point is unknown (adv20j F1)", async () => {
+    const browser = pages(1_000_000, 10);
+    const mine = session();
+    const other = session();
+    const [first] = await browser.browse(mine, [everything(folder)], 1);
+    for (let index = 0; index < 5; index++) await browser.browse(other, [everything(folder)], 1);
+    const [second] = await browser.browse(mine, [everything(folder)], 1);
+    const points = [first!.continuationPoint!, second!.continuationPoint!];
+    // Was "b1" then "b7": the five between were the other session's.
+    for (const point of points) expect(point.length).toBe(16);
+    expect(points[0]!.equals(points[1]!)).toBe(false);
+    const [foreign] = browser.browseNext(other, [points[0]!], false);
+    expect(foreign!.statusCode).toBe(StatusCodes.BadContinuationPointInvalid);
+    const [own] = browser.browseNext(mine, [points[0]!], false);
+    expect(own!.statusCode).toBe(StatusCodes.Good);
+  });
+
   test("with every continuation point of the session held, a node whose references do not fit one piece answers BadNoContinuationPoints after scanning at most one piece and one reference (charged); a node that fits one piece is still browsed", async () => {
     const browser = pages(1_000_000, 1);
     const owner = session();

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import type { BaseNode, ISessionContext, UAReference } from "node-opcua-address-space-base";
 import type { ServerSession } from "node-opcua-server";
 import { type StatusCode, StatusCodes } from "node-opcua-status-code";
@@ -119,8 +120,6 @@ interface Budget {
 export function scanWeight(resultMask: number): number {
   return 2 + DEAR_FIELDS.filter((field) => (resultMask & field) !== 0).length;
 }
-
-let lastKey = 0;
 
 /**
  * Browse and BrowseNext answered in pieces, each piece scanned, selected and described when it
@@ -272,8 +271,10 @@ export class BrowsePages {
     if (!mayHold) return undefined;
     let point: Buffer;
     if (key === undefined) {
-      lastKey += 1;
-      point = Buffer.from(`b${lastKey}`, "utf8");
+      // Random, not counted: a counter shared by every session told each one how many paged
+      // Browses the others made (ADR 0036, adv20j F1), as HistoryRead's points are made.
+      do point = randomBytes(16);
+      while (cursors.has(point.toString("hex")));
       cursors.set(point.toString("hex"), cursor);
     } else {
       point = Buffer.from(key, "hex");
