@@ -291,6 +291,13 @@ const OUT_OF_ORDER_DECAY_ANSWERS = 20;
  */
 const OTHER_UNIT_RESYNC_BOUNDS = 2;
 
+/**
+ * Modbus exception 11, Gateway Target Device Failed To Respond (Modbus Application Protocol v1.1b3, 7): the gateway
+ * gave up waiting for the device, whose answer may still come after it (ADR 0041 fix12f). Exception 10 (Gateway Path
+ * Unavailable) is a final answer: no request reached a device, so none can answer late.
+ */
+const GATEWAY_GAVE_UP = 11;
+
 /** The longest wait (ms) before the answer stream is resynchronised for want of a fence (see `#noFence`). */
 const NO_FENCE_MAX_BACKOFF_MS = 60_000;
 
@@ -1598,10 +1605,13 @@ export class ModbusRequestQueue {
           if (entry.fenceFor !== undefined) {
             // An exception answers the fence unless an exception of its function may still be on its way.
             // Nor while one is owed by a device that answers out of order: it may be that answer.
-            if (typeof failure === "number" && !this.#strayExceptionBesides(entry)) this.#prove(entry);
+            // Exception 11 (the gateway gave up waiting for the device) proves nothing: the device's own answer
+            // may still come after it and be handed to the next request (ADR 0041 fix12f).
+            const gaveUp = failure === GATEWAY_GAVE_UP;
+            if (typeof failure === "number" && !gaveUp && !this.#strayExceptionBesides(entry)) this.#prove(entry);
             else if (failure === "disconnected") this.#fenceFailed(entry, error);
             else {
-              if (failure !== "timeout") this.#fenceNotBefore = this.#clock.now() + this.#timeoutMs;
+              if (failure !== "timeout" && !gaveUp) this.#fenceNotBefore = this.#clock.now() + this.#timeoutMs;
               this.#startQuiet(entry, true);
               this.#anomaly(`${entry.what} got an answer that did not fit it`, true, entry.scope);
               this.#fenceFailed(entry, error);
@@ -1613,6 +1623,22 @@ export class ModbusRequestQueue {
           if (unproven) {
             error = this.#unprovenException(entry, error, failure as number);
             failure = undefined;
+          } else if (failure === GATEWAY_GAVE_UP) {
+            // The gateway gave up waiting for the device (exception 11), so the device's answer may still come on
+            // the serial side after the gateway moved on, and be handed to the next request: for the answer
+            // stream this is a timeout (ADR 0041 fix12f). The request still fails with the exception.
+            this.#startQuiet(entry);
+            if (!entry.background) {
+              this.#anomaly(
+                `${entry.what} got exception 11: the gateway gave up waiting, its answer may still come`,
+                true,
+                entry.scope,
+              );
+              this.#silenceOnly.add(entry.scope);
+            }
+            this.#settle(entry, false, error);
+            finish();
+            return;
           }
           // An answer that did not fit (a mismatch, a pipeline desync) may not have been this request's own:
           // its own may still come, stamped with a later request's id, like a late one.
