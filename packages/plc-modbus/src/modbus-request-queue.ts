@@ -344,6 +344,11 @@ export class ModbusRequestQueue {
   /** This connection's id proof (see {@link ModbusRequestQueue.idProof}); a proof in flight is `"sent"`. */
   #idProof: "untried" | "sent" | "passed" | "failed" = "untried";
   /**
+   * This connection showed a sign of a shifted answer stream (see `#distrustIds`): ids are not trusted on it any
+   * more, whatever proof passed or comes (ADR 0041 fix12f).
+   */
+  #idsDistrusted = false;
+  /**
    * Scopes with an anomaly since their last proof (see {@link ModbusRequestOptions.fence} and
    * {@link ModbusRequestOptions.scope}); the stream is aligned when there is none.
    */
@@ -456,6 +461,7 @@ export class ModbusRequestQueue {
     this.#connection++;
     // Ids proven on the old connection say nothing about the peer behind this one (fix12e).
     this.#idProof = "untried";
+    this.#idsDistrusted = false;
     // The out-of-order classification belongs to a connection, like the holds it causes (fix12z): a new one
     // starts where the driver started, with the time bound, until it shows out-of-order answers itself. Not after a
     // resynchronisation this queue asked for: it was asked because the device answers out of order, and a new
@@ -577,6 +583,7 @@ export class ModbusRequestQueue {
   unasked(reason: string, answer?: ModbusAnswerShape): void {
     this.#strays++;
     if (this.#pay(answer)) return;
+    this.#distrustIds();
     // Dropped rather than taken by the request on the wire: that one's answer is not suspect for it.
     this.#anomaly(
       `an answer came that no request was waiting for (${reason}): a duplicate or a very late answer`,
@@ -602,6 +609,7 @@ export class ModbusRequestQueue {
    * of its shape, if one is.
    */
   unfit(answer: ModbusAnswerShape): void {
+    this.#distrustIds();
     this.#pay(answer);
   }
 
@@ -672,12 +680,14 @@ export class ModbusRequestQueue {
       for (const unsure of this.#unsure.values()) if (unsure.size > 0) return;
       this.#outOfOrder = true;
       this.#cleanAnswers = 0;
+      this.#distrustIds();
       return;
     }
     if (answer.shape !== undefined ? this.#sentUnsure(answer.shape) : this.#sentUnsure(`!${answer.exceptionShape}`))
       return;
     this.#outOfOrder = true;
     this.#cleanAnswers = 0;
+    this.#distrustIds();
   }
 
   /**
@@ -1238,7 +1248,8 @@ export class ModbusRequestQueue {
       this.#separating = false;
       this.#lastEnd = this.#clock.now();
       if (this.#connection === connection && this.#idProof === "sent")
-        this.#idProof = firstAnswered && secondAnswered && firstWhileSecondOut ? "passed" : "failed";
+        this.#idProof =
+          firstAnswered && secondAnswered && firstWhileSecondOut && !this.#idsDistrusted ? "passed" : "failed";
       void this.#pump();
     });
     return true;
@@ -1394,13 +1405,25 @@ export class ModbusRequestQueue {
    * which the answer would not fit).
    */
   #proveIds(entry: Entry): void {
-    if (entry.shape === undefined || this.idsProven) return;
+    if (entry.shape === undefined || this.idsProven || this.#idsDistrusted) return;
     for (const other of this.#inFlight) {
       if (other !== entry && (other.sent ?? 0) > (entry.sent ?? 0) && other.shape !== entry.shape) {
         this.#proofs++;
         return;
       }
     }
+  }
+
+  /**
+   * A sign of a shifted answer stream (a stray answer no owed one accounts for, a mismatch, an answer overtaking a
+   * fence's): an id proof that passed (by timing the client cannot see, adv12f H2) or pipelined answers that proved
+   * the ids are no longer trusted, and separation is back on for this connection, for good (ADR 0041 fix12f).
+   */
+  #distrustIds(): void {
+    if (this.#idsDistrusted) return;
+    this.#idsDistrusted = true;
+    this.#proofs = 0;
+    if (this.#idProof !== "untried") this.#idProof = "failed";
   }
 
   /**
@@ -1611,7 +1634,10 @@ export class ModbusRequestQueue {
             if (typeof failure === "number" && !gaveUp && !this.#strayExceptionBesides(entry)) this.#prove(entry);
             else if (failure === "disconnected") this.#fenceFailed(entry, error);
             else {
-              if (failure !== "timeout" && !gaveUp) this.#fenceNotBefore = this.#clock.now() + this.#timeoutMs;
+              if (failure !== "timeout" && !gaveUp) {
+                this.#fenceNotBefore = this.#clock.now() + this.#timeoutMs;
+                this.#distrustIds();
+              }
               this.#startQuiet(entry, true);
               this.#anomaly(`${entry.what} got an answer that did not fit it`, true, entry.scope);
               this.#fenceFailed(entry, error);
@@ -1643,6 +1669,7 @@ export class ModbusRequestQueue {
           // An answer that did not fit (a mismatch, a pipeline desync) may not have been this request's own:
           // its own may still come, stamped with a later request's id, like a late one.
           if (typeof failure !== "number" && failure !== "disconnected") {
+            if (failure !== "timeout") this.#distrustIds();
             this.#startQuiet(entry, unproven);
             if (!unproven) this.#anomaly(`${entry.what} got an answer that did not fit it`, true, entry.scope);
           }
