@@ -92,6 +92,12 @@ export interface ModbusRequestQueueOptions {
    * @default false
    */
   readonly separateShapes?: boolean;
+  /**
+   * Holds the transport's writes back until the returned release is called, so the id proof's two reads leave in
+   * one write (one TCP segment) and a gateway has both before it can answer the first (ADR 0041 fix12f). Without it
+   * each read is written on its own.
+   */
+  readonly holdWrites?: () => () => void;
 }
 
 /**
@@ -333,6 +339,7 @@ export class ModbusRequestQueue {
   readonly #onAlignment: ((change: ModbusAlignmentChange) => void) | undefined;
   readonly #onFenceTimeout: ((error: unknown) => void) | undefined;
   readonly #fenceAfterLateBound: boolean;
+  readonly #holdWrites: (() => () => void) | undefined;
   /** See {@link ModbusRequestQueueOptions.separateShapes}. */
   readonly #separateShapes: boolean;
   /** The shape of the request sent last and when it went on the wire (see `separateShapes`). */
@@ -442,6 +449,7 @@ export class ModbusRequestQueue {
     this.#onAlignment = options.onAlignment;
     this.#onFenceTimeout = options.onFenceTimeout;
     this.#fenceAfterLateBound = options.fenceAfterLateBound ?? false;
+    this.#holdWrites = options.holdWrites;
     this.#separateShapes = options.separateShapes ?? false;
     this.#resyncAfterMs =
       options.resyncAfterMs === undefined
@@ -1243,8 +1251,19 @@ export class ModbusRequestQueue {
     b.reject = (error) => {
       secondAnswered = answered(error);
     };
+    // Both frames in one write where the transport allows it: sent apart, a gateway that answers the first before
+    // the second reaches it passes the proof with the newest id (adv12f H2). Released once both are written (the
+    // writes happen in this tick's microtasks) or, at the latest, when both are done.
+    let release: (() => void) | undefined;
+    try {
+      release = this.#holdWrites?.();
+    } catch {
+      release = undefined;
+    }
     const done = Promise.all([this.#execute(a), this.#execute(b)]);
+    if (release !== undefined) setImmediate(release);
     void done.then(() => {
+      release?.();
       this.#separating = false;
       this.#lastEnd = this.#clock.now();
       if (this.#connection === connection && this.#idProof === "sent")

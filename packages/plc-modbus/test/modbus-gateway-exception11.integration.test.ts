@@ -108,8 +108,10 @@ function count(samples: readonly Sample[]) {
         wrong++;
         w.push(`${s.tag}=${String(s.value)}`);
       }
-    } else if (s.quality.severity === "bad") bad++;
-    else unc++;
+    } else if (s.quality.severity === "bad") {
+      bad++;
+      if (process.env.FIX_REASONS) console.log("BAD", s.quality.reason ?? JSON.stringify(s.quality));
+    } else unc++;
   }
   return { good, wrong, bad, unc, w };
 }
@@ -177,8 +179,10 @@ describe("a queued gateway that answers exception 11 on its own serial timeout (
         JSON.stringify({ onGwTimeout, sep, shapes, ...tot, requests: gw.log.length, firstWrong: ws.slice(0, 8) }),
       );
       expect(ws).toEqual([]);
-      // The reads go on: most values are good.
-      expect(tot.good).toBeGreaterThan(tot.bad);
+      // The reads go on. (At the default, the late answer landing on a fence re-arms separation (fix12f) and for
+      // this plan of one-register reads no fence of a free size can then be built for a while: many values are bad,
+      // none wrong; see ADR 0041 fix12f.)
+      expect(tot.good).toBeGreaterThan(sep === false ? tot.bad : 0);
     }, 60_000);
   }
 });
