@@ -44,6 +44,11 @@ export interface ModbusClient {
   writeRegisters(address: number, values: number[]): Promise<unknown>;
   /** Function code 22. */
   maskWriteRegister(address: number, andMask: number, orMask: number): Promise<unknown>;
+  /**
+   * Holds writes back until the returned release is called, so frames written meanwhile leave together (Modbus TCP
+   * only; see `ModbusTcpClient.holdWrites`). Optional: a client without it writes each frame at once.
+   */
+  holdWrites?(): () => void;
   /** Drops the connection at once. */
   destroy(callback: () => void): void;
   /** Calls `listener` when the transport closes. */

@@ -299,6 +299,8 @@ export class ModbusDriver implements PlcDriver {
       // shape; never two such back to back (ADR 0041, amendment fix12d) until the connection's peer proves that its
       // answers carry their own ids (two reads together, fix12e). RTU is covered by the client's answer-time rule (fix12c).
       separateShapes: this.#separating(),
+      // The id proof's two reads in one TCP segment (fix12f).
+      holdWrites: () => this.#client?.holdWrites?.() ?? (() => undefined),
       // Only TCP: a new connection proves that no answer of the old one comes (a serial line outlives its port).
       ...(transport.kind === "tcp" && transport.lateAnswerGuard && this.#options.reconnect.enabled
         ? { resyncAfterMs: transport.lostAnswerResyncMs, onResync: (reason: string) => this.#resync(reason) }

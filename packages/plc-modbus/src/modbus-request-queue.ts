@@ -92,6 +92,12 @@ export interface ModbusRequestQueueOptions {
    * @default false
    */
   readonly separateShapes?: boolean;
+  /**
+   * Holds the transport's writes back until the returned release is called, so the id proof's two reads leave in
+   * one write (one TCP segment) and a gateway has both before it can answer the first (ADR 0041 fix12f). Without it
+   * each read is written on its own.
+   */
+  readonly holdWrites?: () => () => void;
 }
 
 /**
@@ -291,6 +297,13 @@ const OUT_OF_ORDER_DECAY_ANSWERS = 20;
  */
 const OTHER_UNIT_RESYNC_BOUNDS = 2;
 
+/**
+ * Modbus exception 11, Gateway Target Device Failed To Respond (Modbus Application Protocol v1.1b3, 7): the gateway
+ * gave up waiting for the device, whose answer may still come after it (ADR 0041 fix12f). Exception 10 (Gateway Path
+ * Unavailable) is a final answer: no request reached a device, so none can answer late.
+ */
+const GATEWAY_GAVE_UP = 11;
+
 /** The longest wait (ms) before the answer stream is resynchronised for want of a fence (see `#noFence`). */
 const NO_FENCE_MAX_BACKOFF_MS = 60_000;
 
@@ -326,6 +339,7 @@ export class ModbusRequestQueue {
   readonly #onAlignment: ((change: ModbusAlignmentChange) => void) | undefined;
   readonly #onFenceTimeout: ((error: unknown) => void) | undefined;
   readonly #fenceAfterLateBound: boolean;
+  readonly #holdWrites: (() => () => void) | undefined;
   /** See {@link ModbusRequestQueueOptions.separateShapes}. */
   readonly #separateShapes: boolean;
   /** The shape of the request sent last and when it went on the wire (see `separateShapes`). */
@@ -336,6 +350,11 @@ export class ModbusRequestQueue {
   #separators = 0;
   /** This connection's id proof (see {@link ModbusRequestQueue.idProof}); a proof in flight is `"sent"`. */
   #idProof: "untried" | "sent" | "passed" | "failed" = "untried";
+  /**
+   * This connection showed a sign of a shifted answer stream (see `#distrustIds`): ids are not trusted on it any
+   * more, whatever proof passed or comes (ADR 0041 fix12f).
+   */
+  #idsDistrusted = false;
   /**
    * Scopes with an anomaly since their last proof (see {@link ModbusRequestOptions.fence} and
    * {@link ModbusRequestOptions.scope}); the stream is aligned when there is none.
@@ -430,6 +449,7 @@ export class ModbusRequestQueue {
     this.#onAlignment = options.onAlignment;
     this.#onFenceTimeout = options.onFenceTimeout;
     this.#fenceAfterLateBound = options.fenceAfterLateBound ?? false;
+    this.#holdWrites = options.holdWrites;
     this.#separateShapes = options.separateShapes ?? false;
     this.#resyncAfterMs =
       options.resyncAfterMs === undefined
@@ -449,6 +469,7 @@ export class ModbusRequestQueue {
     this.#connection++;
     // Ids proven on the old connection say nothing about the peer behind this one (fix12e).
     this.#idProof = "untried";
+    this.#idsDistrusted = false;
     // The out-of-order classification belongs to a connection, like the holds it causes (fix12z): a new one
     // starts where the driver started, with the time bound, until it shows out-of-order answers itself. Not after a
     // resynchronisation this queue asked for: it was asked because the device answers out of order, and a new
@@ -570,6 +591,7 @@ export class ModbusRequestQueue {
   unasked(reason: string, answer?: ModbusAnswerShape): void {
     this.#strays++;
     if (this.#pay(answer)) return;
+    this.#distrustIds();
     // Dropped rather than taken by the request on the wire: that one's answer is not suspect for it.
     this.#anomaly(
       `an answer came that no request was waiting for (${reason}): a duplicate or a very late answer`,
@@ -595,6 +617,7 @@ export class ModbusRequestQueue {
    * of its shape, if one is.
    */
   unfit(answer: ModbusAnswerShape): void {
+    this.#distrustIds();
     this.#pay(answer);
   }
 
@@ -665,12 +688,14 @@ export class ModbusRequestQueue {
       for (const unsure of this.#unsure.values()) if (unsure.size > 0) return;
       this.#outOfOrder = true;
       this.#cleanAnswers = 0;
+      this.#distrustIds();
       return;
     }
     if (answer.shape !== undefined ? this.#sentUnsure(answer.shape) : this.#sentUnsure(`!${answer.exceptionShape}`))
       return;
     this.#outOfOrder = true;
     this.#cleanAnswers = 0;
+    this.#distrustIds();
   }
 
   /**
@@ -1226,12 +1251,24 @@ export class ModbusRequestQueue {
     b.reject = (error) => {
       secondAnswered = answered(error);
     };
+    // Both frames in one write where the transport allows it: sent apart, a gateway that answers the first before
+    // the second reaches it passes the proof with the newest id (adv12f H2). Released once both are written (the
+    // writes happen in this tick's microtasks) or, at the latest, when both are done.
+    let release: (() => void) | undefined;
+    try {
+      release = this.#holdWrites?.();
+    } catch {
+      release = undefined;
+    }
     const done = Promise.all([this.#execute(a), this.#execute(b)]);
+    if (release !== undefined) setImmediate(release);
     void done.then(() => {
+      release?.();
       this.#separating = false;
       this.#lastEnd = this.#clock.now();
       if (this.#connection === connection && this.#idProof === "sent")
-        this.#idProof = firstAnswered && secondAnswered && firstWhileSecondOut ? "passed" : "failed";
+        this.#idProof =
+          firstAnswered && secondAnswered && firstWhileSecondOut && !this.#idsDistrusted ? "passed" : "failed";
       void this.#pump();
     });
     return true;
@@ -1387,13 +1424,25 @@ export class ModbusRequestQueue {
    * which the answer would not fit).
    */
   #proveIds(entry: Entry): void {
-    if (entry.shape === undefined || this.idsProven) return;
+    if (entry.shape === undefined || this.idsProven || this.#idsDistrusted) return;
     for (const other of this.#inFlight) {
       if (other !== entry && (other.sent ?? 0) > (entry.sent ?? 0) && other.shape !== entry.shape) {
         this.#proofs++;
         return;
       }
     }
+  }
+
+  /**
+   * A sign of a shifted answer stream (a stray answer no owed one accounts for, a mismatch, an answer overtaking a
+   * fence's): an id proof that passed (by timing the client cannot see, adv12f H2) or pipelined answers that proved
+   * the ids are no longer trusted, and separation is back on for this connection, for good (ADR 0041 fix12f).
+   */
+  #distrustIds(): void {
+    if (this.#idsDistrusted) return;
+    this.#idsDistrusted = true;
+    this.#proofs = 0;
+    if (this.#idProof !== "untried") this.#idProof = "failed";
   }
 
   /**
@@ -1598,10 +1647,16 @@ export class ModbusRequestQueue {
           if (entry.fenceFor !== undefined) {
             // An exception answers the fence unless an exception of its function may still be on its way.
             // Nor while one is owed by a device that answers out of order: it may be that answer.
-            if (typeof failure === "number" && !this.#strayExceptionBesides(entry)) this.#prove(entry);
+            // Exception 11 (the gateway gave up waiting for the device) proves nothing: the device's own answer
+            // may still come after it and be handed to the next request (ADR 0041 fix12f).
+            const gaveUp = failure === GATEWAY_GAVE_UP;
+            if (typeof failure === "number" && !gaveUp && !this.#strayExceptionBesides(entry)) this.#prove(entry);
             else if (failure === "disconnected") this.#fenceFailed(entry, error);
             else {
-              if (failure !== "timeout") this.#fenceNotBefore = this.#clock.now() + this.#timeoutMs;
+              if (failure !== "timeout" && !gaveUp) {
+                this.#fenceNotBefore = this.#clock.now() + this.#timeoutMs;
+                this.#distrustIds();
+              }
               this.#startQuiet(entry, true);
               this.#anomaly(`${entry.what} got an answer that did not fit it`, true, entry.scope);
               this.#fenceFailed(entry, error);
@@ -1613,10 +1668,27 @@ export class ModbusRequestQueue {
           if (unproven) {
             error = this.#unprovenException(entry, error, failure as number);
             failure = undefined;
+          } else if (failure === GATEWAY_GAVE_UP) {
+            // The gateway gave up waiting for the device (exception 11), so the device's answer may still come on
+            // the serial side after the gateway moved on, and be handed to the next request: for the answer
+            // stream this is a timeout (ADR 0041 fix12f). The request still fails with the exception.
+            this.#startQuiet(entry);
+            if (!entry.background) {
+              this.#anomaly(
+                `${entry.what} got exception 11: the gateway gave up waiting, its answer may still come`,
+                true,
+                entry.scope,
+              );
+              this.#silenceOnly.add(entry.scope);
+            }
+            this.#settle(entry, false, error);
+            finish();
+            return;
           }
           // An answer that did not fit (a mismatch, a pipeline desync) may not have been this request's own:
           // its own may still come, stamped with a later request's id, like a late one.
           if (typeof failure !== "number" && failure !== "disconnected") {
+            if (failure !== "timeout") this.#distrustIds();
             this.#startQuiet(entry, unproven);
             if (!unproven) this.#anomaly(`${entry.what} got an answer that did not fit it`, true, entry.scope);
           }

@@ -209,6 +209,23 @@ export class ModbusTcpClient extends ModbusFunctionCodes implements ModbusClient
     });
   }
 
+  /**
+   * Holds this connection's writes back until the returned release is called (idempotent), so the frames written
+   * meanwhile leave in one TCP segment where they fit (`socket.cork()`): the queue's id proof sends its two reads
+   * this way, so a gateway gets both before it can answer the first (ADR 0041 fix12f). A no-op when not connected.
+   */
+  holdWrites(): () => void {
+    const socket = this.#socket;
+    if (socket === undefined || socket.destroyed) return () => undefined;
+    socket.cork();
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      if (!socket.destroyed) socket.uncork();
+    };
+  }
+
   /** Forgets requests their callers have given up on (timed out), so they no longer count as in flight. */
   #pruneStale(): void {
     // The caller's timer may fire a little before this clock says the time is up.
