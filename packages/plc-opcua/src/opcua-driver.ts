@@ -232,7 +232,7 @@ export class OpcuaDriver implements PlcDriver {
       logger: this.#logger,
       session: () => (this.status === "connected" ? this.#connection?.session : undefined),
       graceMs: ORPHAN_GRACE_MS,
-      // A freed slot: groups the server refused for its limit try again at once (fix13k2).
+      // A freed slot: groups the server refused for its limit try again at once (fix13k-slots).
       deleted: () => {
         for (const subscription of this.#subscriptions) subscription.retryNow();
       },

@@ -58,7 +58,7 @@ export interface OrphanSweeperContext {
  * itself: an orphan answers it (a late subscription at once, else within its keep-alive period),
  * the answer reaches {@link OrphanSubscriptionSweeper.published} like any other, and the orphan is
  * deleted; `deleted` then lets the refused creation be retried at once (docs/adr/0022, amendment
- * fix13k2).
+ * fix13k-slots).
  */
 export class OrphanSubscriptionSweeper {
   readonly #context: OrphanSweeperContext;

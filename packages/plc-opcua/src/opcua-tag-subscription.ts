@@ -103,7 +103,7 @@ export interface TagSubscriptionContext {
    * Called when the server refused creating the subscription for its limit
    * (BadTooManySubscriptions) on `session`: subscriptions left by lost creation replies may hold
    * the slots, and the driver makes them answer so they are deleted (docs/adr/0022, amendment
-   * fix13k2). Absent: nothing is done.
+   * fix13k-slots). Absent: nothing is done.
    */
   readonly subscriptionsRefused?: (session: ClientSession) => void;
 }
@@ -248,7 +248,7 @@ export class OpcuaTagSubscription {
         // Given up with its connection: the driver's loss path reports the tags; the next connection re-creates it.
         const retired = connection?.retired?.aborted === true;
         // Also a group whose subscribe() resolved while there was no connection (its first
-        // creation runs in the background): its tags say why it has no subscription (fix13k2).
+        // creation runs in the background): its tags say why it has no subscription (fix13k-slots).
         if ((this.#established || this.#background) && !this.#subscription && !this.#closed && !retired)
           this.#recreationFailed(error);
         if (connection && !retired && statusOfError(error)?.statusName === "BadTooManySubscriptions") {
@@ -274,7 +274,7 @@ export class OpcuaTagSubscription {
 
   /**
    * A subscription slot was freed on the server (an orphan deleted): a group waiting on its
-   * retry backoff without a subscription tries again now (docs/adr/0022, amendment fix13k2).
+   * retry backoff without a subscription tries again now (docs/adr/0022, amendment fix13k-slots).
    */
   retryNow(): void {
     if (this.#closed || this.#subscription || !this.#retryTimer) return;
