@@ -12,7 +12,7 @@ import { waitFor } from "./support/wait-for";
 // session holds none of its own: the orphan stayed silent until its lifetime ran out (~15 s), then
 // the group waited its escalated backoff (~12 s more), about 30 s without a value while the driver
 // said `connected`. Now a refusal for the limit makes the orphans answer one Publish, they are
-// deleted and the refused group is created at once (docs/adr/0022, amendment fix13k2).
+// deleted and the refused group is created at once (docs/adr/0022, amendment fix13k-slots).
 const NS = "urn:kiln:test:orphans-hold-every-slot";
 const tags = defineTags({
   a: { dataType: "float64", address: `nsu=${NS};s=X`, scanGroup: "a" },
