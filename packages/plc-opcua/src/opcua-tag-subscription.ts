@@ -291,6 +291,9 @@ export class OpcuaTagSubscription {
     for (const entry of this.#entries) {
       entry.liveSinceLoss = false;
       entry.unreadReason = undefined;
+      // The outage's reason replaces a refusal the tag showed: a refusal after the repair is
+      // delivered again, not hidden behind the outage (adv13j LOW-3; docs/adr/0022, amendment fix13k-slots).
+      entry.reportedStatus = undefined;
     }
     this.#currentUnread = true;
     this.#losses++;
