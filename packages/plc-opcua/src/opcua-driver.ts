@@ -232,6 +232,12 @@ export class OpcuaDriver implements PlcDriver {
       logger: this.#logger,
       session: () => (this.status === "connected" ? this.#connection?.session : undefined),
       graceMs: ORPHAN_GRACE_MS,
+      // A freed slot: groups the server refused for its limit try again at once (fix13k-slots).
+      deleted: () => {
+        for (const subscription of this.#subscriptions) subscription.retryNow();
+      },
+      publishRequest: () => new this.#rt.PublishRequest({ subscriptionAcknowledgements: [] }),
+      probeTimeoutMs: this.#options.timeouts.requestMs,
     });
     this.#lifecycle.onStatusChange((change) => {
       if (change.to === "failed") {
@@ -581,6 +587,7 @@ export class OpcuaDriver implements PlcDriver {
       },
       recreationFailed: (error) => this.#subscriptionFailed(error),
       publishingStalled: (reason) => this.#publishingStalled(reason),
+      subscriptionsRefused: (session) => this.#orphans.probe(session),
     });
     this.#subscriptions.add(subscription);
     try {

@@ -9,6 +9,7 @@ export const PENDING_SUBSCRIPTION_ID = 0xc0cac01a;
 interface SessionInternals {
   getPublishEngine?: () => { getSubscriptionIds(): number[] };
   deleteSubscriptions(request: { subscriptionIds: number[] }): Promise<unknown>;
+  performMessageTransaction(request: object, callback: (error: Error | null, response?: unknown) => void): void;
 }
 
 /** The server-side ids of the subscriptions node-opcua holds on `session` (its publish engine's). */
@@ -29,6 +30,12 @@ export interface OrphanSweeperContext {
   readonly session: () => ClientSession | undefined;
   /** How long an unknown id must stay unknown before it is deleted (ms). */
   readonly graceMs: number;
+  /** Called after an orphan was deleted: a slot it held on the server is free again. */
+  readonly deleted?: () => void;
+  /** A new PublishRequest with no acknowledgements (node-opcua's, from the loaded runtime). */
+  readonly publishRequest?: () => object;
+  /** How long a probing Publish may wait for an answer (ms). */
+  readonly probeTimeoutMs?: number;
 }
 
 /**
@@ -46,11 +53,17 @@ export interface OrphanSweeperContext {
  * after the server answers), is an orphan: it is deleted.
  *
  * While the session has no subscription at all, node-opcua sends no Publish requests and an
- * orphan stays silent; the server then deletes it when its lifetime expires.
+ * orphan stays silent. When the server then refuses a creation (BadTooManySubscriptions: the
+ * orphans may hold every slot), {@link OrphanSubscriptionSweeper.probe} sends one Publish request
+ * itself: an orphan answers it (a late subscription at once, else within its keep-alive period),
+ * the answer reaches {@link OrphanSubscriptionSweeper.published} like any other, and the orphan is
+ * deleted; `deleted` then lets the refused creation be retried at once (docs/adr/0022, amendment
+ * fix13k-slots).
  */
 export class OrphanSubscriptionSweeper {
   readonly #context: OrphanSweeperContext;
   readonly #suspects = new Map<number, TimerHandle>();
+  readonly #probing = new WeakSet<ClientSession>();
 
   constructor(context: OrphanSweeperContext) {
     this.#context = context;
@@ -64,6 +77,37 @@ export class OrphanSubscriptionSweeper {
       void this.#check(session, subscriptionId);
     }, this.#context.graceMs);
     this.#suspects.set(subscriptionId, timer);
+  }
+
+  /**
+   * The server refused a subscription on `session` for its limit: when node-opcua holds no
+   * subscription there (so sends no Publish request an orphan could answer), sends one Publish
+   * request; its answer goes through {@link OrphanSubscriptionSweeper.published} (the driver's
+   * response hook). One at a time per session; answered or not, it is forgotten after
+   * `probeTimeoutMs`. Not while node-opcua holds a subscription: its own Publish requests find the
+   * orphans, and the probe's answer could carry that subscription's notifications.
+   */
+  probe(session: ClientSession): void {
+    const makeRequest = this.#context.publishRequest;
+    if (!makeRequest || this.#probing.has(session) || this.#context.session() !== session) return;
+    if (heldSubscriptionIds(session).size > 0) return;
+    this.#probing.add(session);
+    const timeoutMs = this.#context.probeTimeoutMs ?? 10_000;
+    const timer = this.#context.clock.setTimeout(() => this.#probing.delete(session), timeoutMs);
+    try {
+      (session as unknown as SessionInternals).performMessageTransaction(makeRequest(), (error) => {
+        this.#context.clock.clearTimeout(timer);
+        this.#probing.delete(session);
+        if (error) this.#context.logger.debug({ err: error }, "no OPC UA subscription answered the probing Publish");
+      });
+      this.#context.logger.info(
+        "the OPC UA server refused a subscription for its limit while this session holds none of its own: asking for a Publish answer to find subscriptions left by lost creation replies",
+      );
+    } catch (error) {
+      this.#context.clock.clearTimeout(timer);
+      this.#probing.delete(session);
+      this.#context.logger.debug({ err: error }, "sending a probing Publish failed");
+    }
   }
 
   /** Forgets every suspect (the session is gone or the driver closes). */
@@ -90,6 +134,7 @@ export class OrphanSubscriptionSweeper {
         { subscriptionId },
         "deleted an OPC UA subscription the server held for this session but no subscriber owns (its creation reply was lost in an outage)",
       );
+      this.#context.deleted?.();
     } catch (error) {
       this.#context.logger.debug({ err: error, subscriptionId }, "deleting an orphaned OPC UA subscription failed");
     }

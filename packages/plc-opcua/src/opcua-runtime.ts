@@ -12,6 +12,7 @@ export {
   DataType,
   MessageSecurityMode,
   ObjectIds,
+  PublishRequest,
   PublishResponse,
   ReadRequest,
   resolveNodeId,

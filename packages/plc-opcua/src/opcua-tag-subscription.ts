@@ -99,6 +99,13 @@ export interface TagSubscriptionContext {
    * the subscription is then re-created on the current session.
    */
   readonly publishingStalled: (reason: string) => boolean;
+  /**
+   * Called when the server refused creating the subscription for its limit
+   * (BadTooManySubscriptions) on `session`: subscriptions left by lost creation replies may hold
+   * the slots, and the driver makes them answer so they are deleted (docs/adr/0022, amendment
+   * fix13k-slots). Absent: nothing is done.
+   */
+  readonly subscriptionsRefused?: (session: ClientSession) => void;
 }
 
 interface Entry {
@@ -158,6 +165,8 @@ export class OpcuaTagSubscription {
   /** The keep-alive watchdog of the current subscription (see {@link keepAliveWatchdogMs}). */
   #watchdog: TimerHandle | undefined;
   #retryAttempt = 0;
+  /** The first ensure() (the subscribe() call's) has settled well: later failures are reported on the tags. */
+  #background = false;
   /** Numbers item-creation batches, so a late reply to an older batch is recognised. */
   #nextAttempt = 1;
   #buffer: Sample[] = [];
@@ -238,7 +247,13 @@ export class OpcuaTagSubscription {
       } catch (error) {
         // Given up with its connection: the driver's loss path reports the tags; the next connection re-creates it.
         const retired = connection?.retired?.aborted === true;
-        if (this.#established && !this.#subscription && !this.#closed && !retired) this.#recreationFailed(error);
+        // Also a group whose subscribe() resolved while there was no connection (its first
+        // creation runs in the background): its tags say why it has no subscription (fix13k-slots).
+        if ((this.#established || this.#background) && !this.#subscription && !this.#closed && !retired)
+          this.#recreationFailed(error);
+        if (connection && !retired && statusOfError(error)?.statusName === "BadTooManySubscriptions") {
+          this.#context.subscriptionsRefused?.(connection.session);
+        }
         // A configuration error (KILN_VALIDATION: node-opcua's W09 refusal) fails the same way
         // until the options change: not retried; the next repair or subscribe() tries again.
         if (!(KilnError.is(error) && !error.retryable)) this.#scheduleRetry();
@@ -246,7 +261,27 @@ export class OpcuaTagSubscription {
       }
     });
     this.#queue = run.catch(() => undefined);
+    // Every later ensure() runs in the background: its failure is reported on the tags, as no
+    // subscribe() call hears it.
+    void run.then(
+      () => {
+        this.#background = true;
+      },
+      () => undefined,
+    );
     return run;
+  }
+
+  /**
+   * A subscription slot was freed on the server (an orphan deleted): a group waiting on its
+   * retry backoff without a subscription tries again now (docs/adr/0022, amendment fix13k-slots).
+   */
+  retryNow(): void {
+    if (this.#closed || this.#subscription || !this.#retryTimer) return;
+    this.#cancelRetry();
+    this.ensure().catch((error: unknown) => {
+      this.#context.logger.warn({ err: error }, "re-creating the OPC UA subscription failed; will retry");
+    });
   }
 
   /** The connection dropped (`reason`: why): report every tag `uncertain` (last value) and stop retrying. */
@@ -256,6 +291,9 @@ export class OpcuaTagSubscription {
     for (const entry of this.#entries) {
       entry.liveSinceLoss = false;
       entry.unreadReason = undefined;
+      // The outage's reason replaces a refusal the tag showed: a refusal after the repair is
+      // delivered again, not hidden behind the outage (adv13j LOW-3; docs/adr/0022, amendment fix13k-slots).
+      entry.reportedStatus = undefined;
     }
     this.#currentUnread = true;
     this.#losses++;

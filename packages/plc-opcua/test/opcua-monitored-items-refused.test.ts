@@ -128,6 +128,50 @@ describe("a CreateMonitoredItems failed as a whole is reported on every tag (adv
     }
   }, 30_000);
 
+  test("a refusal still given after a repair is delivered again, not hidden behind the outage's reason (adv13j LOW-3)", async () => {
+    const refuse = (message: { request: object }, channel: Channel): void =>
+      channel.send_response(
+        "MSG",
+        new ServiceFault({ responseHeader: { serviceResult: StatusCodes.BadTooManyMonitoredItems } }),
+        message,
+      );
+    onCreateMonitoredItems(1_000, refuse);
+    const samples: Sample[] = [];
+    const driver = await subscribed(5_000, samples);
+    try {
+      await waitFor(() => samples.some((sample) => /BadTooManyMonitoredItems/.test(sample.quality.reason ?? "")), {
+        what: "the refusal on the tags",
+        timeoutMs: 5_000,
+      });
+      // The server drops the session: the driver's repair opens a new one, where the items are refused again.
+      server.engine.closeSession(server.engine.getSessions()[0]!.authenticationToken, true, "Terminated");
+      const lost = await waitFor(
+        () => {
+          const index = samples.findIndex(
+            (sample) => sample.tag === "a" && !/BadTooManyMonitoredItems/.test(sample.quality.reason ?? ""),
+          );
+          return index >= 0 && index + 1;
+        },
+        { what: "the outage on the tags", timeoutMs: 10_000 },
+      );
+      await waitFor(
+        () =>
+          samples
+            .slice(lost)
+            .some(
+              (sample) =>
+                sample.tag === "a" &&
+                sample.quality.severity === "bad" &&
+                /BadTooManyMonitoredItems/.test(sample.quality.reason ?? ""),
+            ),
+        { what: `the refusal delivered again after the repair (status ${driver.status})`, timeoutMs: 15_000 },
+      );
+      expect(samples.some((sample) => sample.quality.severity === "good")).toBe(false);
+    } finally {
+      await driver.close();
+    }
+  }, 40_000);
+
   test("sibling: a CreateMonitoredItems never answered: every tag bad BadTimeout with the reason, then good after the retry", async () => {
     onCreateMonitoredItems(1, () => {
       // No answer.

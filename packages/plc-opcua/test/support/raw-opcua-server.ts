@@ -45,6 +45,8 @@ export async function startRawOpcuaServer(options: {
   readonly namespaceUri: string;
   readonly minimumSamplingIntervalMs?: number;
   readonly value?: () => number;
+  /** The server's limit of subscriptions per session (node-opcua's default otherwise). */
+  readonly maxSubscriptionsPerSession?: number;
 }): Promise<RawOpcuaServer> {
   const workDir = await mkdtemp(path.join(tmpdir(), "kiln-opcua-raw-server-"));
   let counter = 0;
@@ -57,6 +59,9 @@ export async function startRawOpcuaServer(options: {
     securityPolicies: [SecurityPolicy.None],
     allowAnonymous: true,
     serverCertificateManager: undefined,
+    ...(options.maxSubscriptionsPerSession === undefined
+      ? {}
+      : { serverCapabilities: { maxSubscriptionsPerSession: options.maxSubscriptionsPerSession } }),
   } as ConstructorParameters<typeof OPCUAServer>[0]);
   await server.initialize();
   const addressSpace = server.engine.addressSpace!;
