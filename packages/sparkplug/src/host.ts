@@ -1769,6 +1769,10 @@ export class SparkplugHost {
       else this.#problems.delete("subscription-qos");
       // [tck-id-host-topic-phid-birth-required], [tck-id-host-topic-phid-birth-qos], [-retain]: STATE online.
       await raceAbort(this.#publishOnline(session), signal, "Sparkplug host STATE");
+      // A foreign STATE newer than this session's, seen by an earlier session (a broker restart or
+      // a link blip before its stamp): outrun it from this session too, or the outrun promised in
+      // health never comes (review adv19d MEDIUM-1; amendment fix19d of ADR 0043).
+      if (this.#foreignState !== undefined) this.#scheduleOutrun(session);
       this.#watchReplacements = 0;
       this.#problems.delete("watch-replaced-main");
     } catch (error) {

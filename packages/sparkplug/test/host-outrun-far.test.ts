@@ -55,6 +55,7 @@ async function rig(hostId: string) {
   return {
     host,
     node,
+    broker,
     spoof,
     step(ms: number) {
       offsetMs += ms;
@@ -93,6 +94,30 @@ describe("a foreign STATE more than 5 minutes ahead is outrun once the host's cl
         10_000,
         "live values good again",
       );
+    } finally {
+      await r.close();
+    }
+  }, 60_000);
+
+  test("offline, with the host's session lost before the stamp (a broker restart): the next session outruns it once the clock passes the stamp (adv19d MEDIUM-1: the outrun was cancelled with the session that saw the spoof)", async () => {
+    const r = await rig("scada-far-restart");
+    try {
+      const spoofAt = Date.now() + OUTRUN_MS + 1_000;
+      await r.spoof({ online: false, timestamp: spoofAt });
+      await eventually(() => r.host.health().state.foreign !== undefined, 5_000, "the foreign STATE reported");
+      await eventually(() => !r.node.health().publishing, 10_000, "the edge follows the spoof");
+      // The broker restarts before the stamp: the host's session that saw the spoof is gone.
+      const before = r.host.health().state.timestamp;
+      await r.broker.restart();
+      await eventually(
+        () => r.host.health().state.timestamp !== before && r.host.health().state.online === true,
+        15_000,
+        "the host's new session online",
+      );
+      expect(r.host.health().state.outruns).toBe(0);
+      r.step(OUTRUN_MS + 2_000);
+      await eventually(() => r.host.health().state.outruns === 1, 10_000, "the new session outran the spoof");
+      await eventually(() => r.node.health().publishing, 15_000, "the edge publishes again");
     } finally {
       await r.close();
     }
