@@ -1172,26 +1172,42 @@ export class ModbusRequestQueue {
     if (separator === undefined) return false;
     this.#separators++;
     this.#separating = true;
-    const entry: Entry = {
-      operation: separator.run,
-      what: `a read of another size sent between two requests of one answer shape (${shape}), before ${next.what}`,
+    const entry = this.#readBefore(
+      next,
+      separator,
+      `a read of another size sent between two requests of one answer shape (${shape}), before ${next.what}`,
+    );
+    void this.#execute(entry).then(() => this.#separated());
+    return true;
+  }
+
+  /**
+   * A read of `next`'s fence builder sent alone before `next` (a separator or an id proof's read, see
+   * {@link ModbusRequestQueueOptions.separateShapes}): in `next`'s scope, like any request as to its answer; its
+   * outcome is the sender's (ignored unless `resolve`/`reject` are set on it).
+   */
+  #readBefore(next: Entry, read: ModbusFence, what: string): Entry {
+    return {
+      operation: read.run,
+      what,
       signal: undefined,
       background: false,
       fence: undefined,
       scope: next.scope,
-      shape: separator.shape,
-      exceptionShape: separator.exceptionShape,
-      unit: separator.unit,
+      shape: read.shape,
+      exceptionShape: read.exceptionShape,
+      unit: read.unit,
       resolve: () => undefined,
       reject: () => undefined,
       settled: false,
     };
-    void this.#execute(entry).then(() => {
-      this.#separating = false;
-      this.#lastEnd = this.#clock.now();
-      void this.#pump();
-    });
-    return true;
+  }
+
+  /** A separator or id proof is done: the queue goes on (its end counts as the last request's end). */
+  #separated(): void {
+    this.#separating = false;
+    this.#lastEnd = this.#clock.now();
+    void this.#pump();
   }
 
   /**
@@ -1217,20 +1233,12 @@ export class ModbusRequestQueue {
     let firstAnswered = false;
     let secondAnswered = false;
     let firstWhileSecondOut = false;
-    const entryOf = (read: ModbusFence, which: string): Entry => ({
-      operation: read.run,
-      what: `${which} of two reads sent together to prove that answers carry their own request's id (before ${next.what})`,
-      signal: undefined,
-      background: false,
-      fence: undefined,
-      scope: next.scope,
-      shape: read.shape,
-      exceptionShape: read.exceptionShape,
-      unit: read.unit,
-      resolve: () => undefined,
-      reject: () => undefined,
-      settled: false,
-    });
+    const entryOf = (read: ModbusFence, which: string): Entry =>
+      this.#readBefore(
+        next,
+        read,
+        `${which} of two reads sent together to prove that answers carry their own request's id (before ${next.what})`,
+      );
     const a = entryOf(first, "the first");
     const b = entryOf(second, "the second");
     // An exception is an answer too (a refused address proves the id as well as data: under a peer stamping the
@@ -1264,12 +1272,10 @@ export class ModbusRequestQueue {
     if (release !== undefined) setImmediate(release);
     void done.then(() => {
       release?.();
-      this.#separating = false;
-      this.#lastEnd = this.#clock.now();
       if (this.#connection === connection && this.#idProof === "sent")
         this.#idProof =
           firstAnswered && secondAnswered && firstWhileSecondOut && !this.#idsDistrusted ? "passed" : "failed";
-      void this.#pump();
+      this.#separated();
     });
     return true;
   }
