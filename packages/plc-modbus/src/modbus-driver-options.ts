@@ -81,8 +81,9 @@ export interface ModbusTcpTransport {
    * **On by default, and free on a peer that proves its ids** (fix12e): the first time two same-shape requests
    * would follow each other on a connection, the driver sends two reads of other sizes together instead; a native
    * Modbus TCP device answers each with its own transaction id (data or an exception), which proves its ids for
-   * that connection: nothing is separated on it any more and the plan's order stands (cost: those two reads, once
-   * per connection). A peer that stamps the newest request's id fails the proof (one read times out, counted
+   * that connection: the plan's order stands, and only after 8 requests of one size in a row does a read of another
+   * size still go between (a check a shifted stream cannot pass, fix12g; free on a plan whose block sizes vary)
+   * (cost: those two reads, once per connection). A peer that stamps the newest request's id fails the proof (one read times out, counted
    * against no unit; the other's answer is refused or dropped; the answer stream is fenced); separation then stays
    * on for the connection and each read's blocks are ordered so sizes alternate (no cost on a plan with two or
    * more block sizes; up to one more request per block on a plan whose blocks all have one size: ADR 0041,

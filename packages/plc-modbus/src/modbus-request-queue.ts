@@ -304,6 +304,17 @@ const OTHER_UNIT_RESYNC_BOUNDS = 2;
  */
 const GATEWAY_GAVE_UP = 11;
 
+/**
+ * On a connection whose id proof passed (one request on the wire at a time), a separator still goes after this
+ * many requests of one answer shape in a row (ADR 0041, amendment fix12g). A peer that passed the proof and then
+ * shifts its answer stream by one (an extra frame, each later answer stamped with the newest request's id) gives
+ * every later request the answer of the one before, with the right id and the right size: nothing else shows it
+ * while requests follow one another faster than the peer answers (a chain of 49 wrong good values in 6 back-to-back
+ * scans was seen). The separator gets an answer of the wrong size or a stray, which loses the proof: at most this
+ * many values of a shift are taken. Free on a plan whose block sizes change at least this often.
+ */
+const PROVEN_SAME_SHAPE_RUN = 8;
+
 /** The longest wait (ms) before the answer stream is resynchronised for want of a fence (see `#noFence`). */
 const NO_FENCE_MAX_BACKOFF_MS = 60_000;
 
@@ -344,6 +355,8 @@ export class ModbusRequestQueue {
   readonly #separateShapes: boolean;
   /** The shape of the request sent last and when it went on the wire (see `separateShapes`). */
   #lastSent: { readonly shape: string | undefined; readonly at: number } | undefined;
+  /** Requests of `#lastSent`'s shape sent in a row, it included (see {@link PROVEN_SAME_SHAPE_RUN}). */
+  #sameShapeRun = 0;
   /** A separator (see `separateShapes`) is on the wire: it goes alone. */
   #separating = false;
   /** Separators sent (see {@link ModbusRequestQueue.separators}). */
@@ -1150,14 +1163,24 @@ export class ModbusRequestQueue {
 
   /**
    * Whether a separator must go before `entry` (see {@link ModbusRequestQueueOptions.separateShapes}): it has the
-   * shape of the request sent just before it, within that one's late bound, and the ids are not proven.
+   * shape of the request sent just before it, within that one's late bound, and the ids are not proven (or proven
+   * by the id proof only and {@link PROVEN_SAME_SHAPE_RUN} requests of that shape went in a row).
    */
   #separatorDue(entry: Entry): boolean {
-    if (!this.shapesSeparated || entry.unseparated === true) return false;
+    if (!this.#separateShapes || entry.unseparated === true) return false;
     if (entry.shape === undefined || entry.fence === undefined) return false;
     const last = this.#lastSent;
     if (last === undefined || last.shape !== entry.shape) return false;
-    return this.#clock.now() < last.at + this.#timeoutMs + this.#guardMs;
+    if (this.#clock.now() >= last.at + this.#timeoutMs + this.#guardMs) return false;
+    if (this.shapesSeparated) return true;
+    // Proven by the id proof alone, one request at a time: still one separator per PROVEN_SAME_SHAPE_RUN (fix12g).
+    // Pipelined answers (idsProven, maxInFlight > 1) show a shifted stream themselves, as duplicates.
+    return (
+      this.#idProof === "passed" &&
+      !this.idsProven &&
+      this.#maxInFlight === 1 &&
+      this.#sameShapeRun >= PROVEN_SAME_SHAPE_RUN
+    );
   }
 
   /**
@@ -1556,6 +1579,8 @@ export class ModbusRequestQueue {
   #execute(entry: Entry): Promise<void> {
     entry.sent = ++this.#sent;
     entry.sentAt = this.#clock.now();
+    this.#sameShapeRun =
+      this.#lastSent !== undefined && this.#lastSent.shape === entry.shape ? this.#sameShapeRun + 1 : 1;
     this.#lastSent = { shape: entry.shape, at: entry.sentAt };
     entry.strayRisk = this.#strayExceptionPossible(entry);
     this.#countUnsure(entry, 1);
