@@ -819,7 +819,8 @@ export class SparkplugEdgeNode {
   #lastBirthAt: number | undefined;
   #rebirthTimer: TimerHandle | undefined;
   /** A primary host STATE held back as further ahead than maxHostClockSkewMs, and its recheck timer. */
-  #deferredState: { session: Session; state: { online: boolean; timestamp: number } } | undefined;
+  #deferredState:
+    { session: Session; state: { online: boolean; timestamp: number }; readonly message: string } | undefined;
   #deferredTimer: TimerHandle | undefined;
   /** The id of the record the replay (without acks) is sending, until it is released. */
   /** The ids of the records a replay has published and not yet released, from the oldest through the newest. */
@@ -1120,6 +1121,11 @@ export class SparkplugEdgeNode {
     const session = this.#session;
     const primaryHostId = this.#options.primaryHostId;
     const problems = [...this.#problems.values()];
+    // A STATE held back as too far ahead is a problem while it is held and would change what the node does once
+    // followed: an offline one (a spoof 10 years ahead, or a host far ahead saying it went offline; before, only an
+    // event), or an online one while the host is not online (ADR 0043, amendment fix19e).
+    const held = this.#deferredState;
+    if (held !== undefined && (!held.state.online || this.#host.state !== "online")) problems.push(held.message);
     if (this.#lifecycle.status !== "connected" && this.#started && !this.#stopping) {
       problems.push(
         `broker link ${this.#lifecycle.status}${this.#lifecycle.reason ? `: ${this.#lifecycle.reason}` : ""}`,
@@ -2468,12 +2474,9 @@ export class SparkplugEdgeNode {
     // Far ahead of this node's clock: taken as the newest, it would pin the node, which would
     // then ignore every later STATE of that host until it restarts.
     if (state.timestamp > now + skew) {
-      this.#ignoreHostState(
-        state,
-        "future",
-        `${what} ignored: more than ${skew} ms (maxHostClockSkewMs) ahead of this node's clock (${iso(now)}); check the host's and this node's clocks (held back and followed once this node's clock is within the bound)`,
-      );
-      this.#deferHostState(session, state);
+      const message = `${what} ignored: more than ${skew} ms (maxHostClockSkewMs) ahead of this node's clock (${iso(now)}); check the host's and this node's clocks (held back and followed once this node's clock is within the bound)`;
+      this.#ignoreHostState(state, "future", message);
+      this.#deferHostState(session, state, message);
       return;
     }
     // [tck-id-message-flow-edge-node-birth-publish-phid-wait-timestamp]: only a STATE at least as
@@ -2532,11 +2535,11 @@ export class SparkplugEdgeNode {
    * checks it again every {@link DEFERRED_STATE_RECHECK_MS}: once the clock is within the bound it
    * is taken as if it had just arrived; it is dropped when its session ends.
    */
-  #deferHostState(session: Session, state: { online: boolean; timestamp: number }): void {
+  #deferHostState(session: Session, state: { online: boolean; timestamp: number }, message: string): void {
     if (this.#stopping) return;
     const held = this.#deferredState;
     if (held !== undefined && held.session === session && held.state.timestamp > state.timestamp) return;
-    this.#deferredState = { session, state };
+    this.#deferredState = { session, state, message };
     if (this.#deferredTimer !== undefined) return;
     const recheck = (): void => {
       this.#deferredTimer = undefined;
@@ -2572,7 +2575,7 @@ export class SparkplugEdgeNode {
       reason,
       message,
     });
-    if (state.online && this.#host.state !== "online") this.#problems.set("host-state", message);
+    if (reason === "older" && state.online && this.#host.state !== "online") this.#problems.set("host-state", message);
   }
 
   /**

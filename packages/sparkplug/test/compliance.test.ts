@@ -474,6 +474,27 @@ describe("Sparkplug B 3.0 edge node: primary host STATE", () => {
     expect(ignored).toEqual([expect.objectContaining({ online: false, timestamp: future, reason: "future" })]);
     expect(ignored[0]!.message).toContain("300000 ms (maxHostClockSkewMs)");
     expect(fixture.recorder.messages.filter(ofType("NDEATH"))).toEqual([]);
+    // Held back, it is a problem in health while held (fix19e: before, an event only, though the host is online).
+    expect(fixture.node.health().problems.join("\n")).toContain(
+      `STATE offline at ${new Date(future).toISOString()} (${future}) ignored: more than 300000 ms (maxHostClockSkewMs)`,
+    );
+  });
+
+  test("a STATE offline held back a little beyond maxHostClockSkewMs is a problem while held; once followed the node stops publishing and the problem goes (fix19e)", async () => {
+    fixture = await edgeFixture({ primaryHostId: HOST });
+    const node = fixture.newNode({ maxHostClockSkewMs: 500 });
+    await node.start();
+    await setHost(fixture, true, Date.now());
+    await fixture.recorder.waitFor(ofType("NBIRTH"));
+    const ahead = Date.now() + 2_500;
+    await setHost(fixture, false, ahead);
+    await expect
+      .poll(() => node.health().problems.join("\n"), { timeout: 2_000 })
+      .toContain("500 ms (maxHostClockSkewMs)");
+    expect(node.health().publishing).toBe(true);
+    // Once this node's clock is within the bound (a recheck a second), the STATE is followed.
+    await expect.poll(() => node.health().publishing, { timeout: 6_000 }).toBe(false);
+    expect(node.health().problems.join("\n")).not.toContain("maxHostClockSkewMs");
   });
 
   test("maxHostClockSkewMs Infinity turns the check off: the far-future STATE offline is followed (the node stops publishing)", async () => {

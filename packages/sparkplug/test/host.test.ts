@@ -902,7 +902,12 @@ describe("Sparkplug host: seq, bdSeq and rebirth (Sparkplug 3.0.0, 5.9 message o
     expect(rigged.events["message-reject"]?.some((event) => /over maxPayloadBytes \(2000\)/.test(event.message))).toBe(
       true,
     );
-    expect(rigged.host.health()).toMatchObject({ link: "connected", state: { online: true } });
+    // Seen once under the full suite: the link found reconnecting here. Its reason is printed if it comes again.
+    const health = rigged.host.health();
+    expect(health, `the host's health: ${JSON.stringify(health)}`).toMatchObject({
+      link: "connected",
+      state: { online: true },
+    });
   });
 
   // MQTT 5 §3.1.2.11.4: a broker drops, silently, a message larger than the Maximum Packet Size the
