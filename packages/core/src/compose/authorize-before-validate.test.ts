@@ -182,8 +182,11 @@ describe("every command is authorized before its target is validated (ADR 0007; 
       return performance.now() - started;
     };
     await timed("line1.a.zone0.y".padEnd(256, "y"));
-    const small = await timed("line1.a.zone0.y".padEnd(256, "y"));
-    const large = await timed(huge);
+    // The fastest of three each: a load spike on the host slows one try, not all three.
+    const fastest = async (target: string): Promise<number> =>
+      Math.min(await timed(target), await timed(target), await timed(target));
+    const small = await fastest("line1.a.zone0.y".padEnd(256, "y"));
+    const large = await fastest(huge);
     // Before: proportional to the 5 MB (about 1,000x the small one); now both a bounded check (slack for a loaded host).
     expect(large).toBeLessThan(10 * small + 50);
     expect(plc.writes).toEqual([]);

@@ -287,11 +287,17 @@ describe("late landings coalesce into one re-assert per tag (review 15h, M1)", (
         lateWriteWaitMs: 1,
       });
     };
+    // The fastest of three batches of 2,000 after 12,000 writes: a load spike on the host slows one batch, not all
+    // three (the single batch timed before failed under a loaded full run).
     const lastOf = async (writer: CheckedTagWriter): Promise<number> => {
       for (let index = 0; index < 12_000; index++) await writer.write("t", index).catch(() => undefined);
-      const started = performance.now();
-      for (let index = 0; index < 6_000; index++) await writer.write("t", index).catch(() => undefined);
-      return performance.now() - started;
+      const batches: number[] = [];
+      for (let batch = 0; batch < 3; batch++) {
+        const started = performance.now();
+        for (let index = 0; index < 2_000; index++) await writer.write("t", index).catch(() => undefined);
+        batches.push(performance.now() - started);
+      }
+      return Math.min(...batches);
     };
     const control = await lastOf(refusingWriter(false));
     const hung = refusingWriter(true);
