@@ -17,7 +17,7 @@ import {
   type TagValue,
   type TimerHandle,
 } from "@kiln/core";
-import { endpointUrlHost } from "@kiln/core/driver-kit";
+import { auditablePrincipalId, endpointUrlHost } from "@kiln/core/driver-kit";
 import type { Namespace, UAObject, UAVariable } from "node-opcua-address-space";
 import type { BaseNode, ISessionBase, ISessionContext } from "node-opcua-address-space-base";
 import type { OPCUACertificateManager } from "node-opcua-certificate-manager";
@@ -2060,25 +2060,4 @@ function principalScopeOf(principal: Principal): string {
 /** A key that differs when the principal (its id or roles) differs; none for a session not identified. */
 function principalKeyOf(principal: Principal | undefined): string | undefined {
   return principal === undefined ? undefined : JSON.stringify([principal.id, [...principal.roles].sort()]);
-}
-
-/** Control, format, line- and paragraph-separator characters and lone surrogates: what no principal id may hold. */
-const UNAUDITABLE_CHARACTER = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/gu;
-/** Longest principal id an audit entry takes (`NAME_MAX_LENGTH` of @kiln/core). */
-const PRINCIPAL_ID_MAX_LENGTH = 256;
-
-/**
- * The id a session-limit refusal is audited under for a principal the host's `identify` returned:
- * the id itself, or, when it is no valid principal id, the id with each control or format
- * character (and lone surrogate) replaced by U+FFFD and cut to 256 code units. Audited as given,
- * an invalid id made the entry's reason "Invalid principal" and left what was refused (the session
- * limit) to the comment (adv20e F4). The reason still quotes the id as it was, written out once
- * by the audit (`\u{0000}`); the entry's principal field is escaped by the audit too, so the id is
- * not written out here (that would show `\u{005C}u{0000}`).
- */
-function auditablePrincipalId(id: string): string {
-  const replaced = id.replace(UNAUDITABLE_CHARACTER, "\uFFFD");
-  // cut before a pair rather than split it (the half left would be a lone surrogate)
-  const cut = replaced.slice(0, PRINCIPAL_ID_MAX_LENGTH).replace(/[\uD800-\uDBFF]$/u, "");
-  return cut === "" ? "(empty principal id)" : cut;
 }

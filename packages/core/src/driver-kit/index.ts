@@ -39,6 +39,7 @@ export {
 } from "../domain/quality";
 export { FLOAT32_MAX, checkTagValue } from "../domain/tags";
 export { auditedTarget } from "../security/command-input";
+export { auditablePrincipalId } from "../security/authorization";
 
 // For adapters with a durable backlog (an MQTT edge node's store-and-forward): the crash-safe
 // journal behind the sample spool, so no adapter writes a journal of its own.

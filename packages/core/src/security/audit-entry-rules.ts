@@ -204,7 +204,8 @@ export function reasonOf(error: unknown, comment: string | undefined): string {
 
 /**
  * The rule a command's target breaks, or undefined when it is an identifier: 1 to
- * {@link NAME_MAX_LENGTH} characters without control, format or line-separator characters or lone surrogates (the one rule,
+ * {@link NAME_MAX_LENGTH} characters without control, format, invisible or line-separator characters, spaces but U+0020,
+ * or lone surrogates (the one rule,
  * {@link checkIdentifier}).
  */
 export function checkTarget(target: unknown): ValidationIssue | undefined {

@@ -855,6 +855,44 @@ describe("AuditedCommandRunner", () => {
     expect(plc.writes.map((write) => write.value)).toEqual([2]);
   });
 
+  test("ids that read as (system) or admin are refused KILN_VALIDATION on principal.id and never reach the device: invisible or space characters, parentheses of another width (adv15g MEDIUM-1)", async () => {
+    const { writeTag, entries, plc } = await setup();
+    // Accepted before: each wrote as an engineer under an id an audit view shows as (system) or admin.
+    const lookalikes = [
+      "(system)\uFE0F",
+      "(system)\u00A0",
+      "(system)\u3164",
+      "\u3164(system)",
+      "(system)\u{E0100}",
+      "(system) ",
+      " (system)",
+      "\uFF08system\uFF09",
+      "ad\u034Fmin",
+      "admin\u2800",
+      // siblings: superscript parentheses, the halfwidth Hangul filler, an ideographic space
+      "\u207Dsystem\u207E",
+      "admin\uFFA0",
+      "adm\u3000in",
+    ];
+    for (const id of lookalikes) {
+      const error = await rejection(writeTag({ id, roles: ["engineer"] }, "heater.setpoint", 1));
+      expect(error.code, JSON.stringify(id)).toBe("KILN_VALIDATION");
+      const paths = (error.details as { issues: { path: string }[] }).issues.map((issue) => issue.path);
+      expect(paths.length, JSON.stringify(id)).toBeGreaterThan(0);
+      expect(new Set(paths), JSON.stringify(id)).toEqual(new Set(["id"]));
+    }
+    expect(plc.writes).toEqual([]);
+    const recorded = (await entries()).map((entry) => entry.principal);
+    expect(recorded).toHaveLength(lookalikes.length);
+    // Each recorded as the placeholder or with the odd character written out: none reads as (system) or admin.
+    for (const principal of recorded)
+      expect(principal === "(invalid principal)" || principal.includes("\\u{")).toBe(true);
+    // Names of people in any script stay valid.
+    for (const [index, id] of ["José", "Jose\u0301", "用户", "PLANT\\vera", "o'brien (night)"].entries())
+      await writeTag({ id, roles: ["engineer"] }, "heater.setpoint", 10 + index);
+    expect(plc.writes.map((write) => write.value)).toEqual([10, 11, 12, 13, 14]);
+  });
+
   test("one entry larger than the journal's maxBytes is refused alone: the journal keeps taking the next commands", async () => {
     const path = join(await mkdtemp(join(tmpdir(), "kiln-audit-")), "audit.journal");
     const { plc, runner, writeTag } = await setup({

@@ -1,6 +1,14 @@
 import { describe, expect, test } from "vitest";
 import { KilnError } from "../domain/errors";
-import { Authorizer, PERMISSIONS, defaultRoleTable, snapshotPrincipal, type Principal } from "./authorization";
+import {
+  Authorizer,
+  PERMISSIONS,
+  auditablePrincipalId,
+  defaultRoleTable,
+  principalSchema,
+  snapshotPrincipal,
+  type Principal,
+} from "./authorization";
 import { boundedText } from "./command-input";
 
 const viewer: Principal = { id: "vera", roles: ["viewer"] };
@@ -303,5 +311,25 @@ describe("role and record names that are Object.prototype members (review 15r)",
     expect(authorizer.can({ id: "p", roles: ["__proto__"] }, "tag.write", "heater.setpoint")).toBe(true);
     expect(authorizer.can({ id: "v", roles: ["viewer"] }, "tag.write", "heater.setpoint")).toBe(false);
     expect(authorizer.can({ id: "c", roles: ["constructor", "toString"] }, "read")).toBe(false);
+  });
+});
+
+describe("auditablePrincipalId: an id an adapter must audit a refusal under, valid or not", () => {
+  test("a valid id is kept as it is; control, format and separator characters and lone surrogates become U+FFFD", () => {
+    expect(auditablePrincipalId("PLANT\\vera")).toBe("PLANT\\vera");
+    expect(auditablePrincipalId("ctl\u0000\u0007\nctl")).toBe("ctl\uFFFD\uFFFD\uFFFDctl");
+    expect(auditablePrincipalId("ada\u202Enimda\u2028x\uD800y")).toBe("ada\uFFFDnimda\uFFFDx\uFFFDy");
+  });
+
+  test("sibling: an id in parentheses cannot pass for Kiln's own entries; an empty id gets the placeholder; a long one is cut without splitting a pair", () => {
+    expect(auditablePrincipalId("(system)")).toBe("\uFFFD(system)");
+    expect(auditablePrincipalId("(audit)")).toBe("\uFFFD(audit)");
+    expect(auditablePrincipalId("")).toBe("(empty principal id)");
+    const cut = auditablePrincipalId("a" + "😀".repeat(300));
+    expect(cut.length).toBe(255);
+    expect(/[\uD800-\uDBFF]$/u.test(cut)).toBe(false);
+    // Whatever it was given (but the empty id), the result is a principal id core takes.
+    for (const id of ["(system)", "ctl\u0000", "a" + "😀".repeat(300), "\uDC00", "x".repeat(10_000)])
+      expect(principalSchema.safeParse({ id: auditablePrincipalId(id), roles: [] }).success).toBe(true);
   });
 });

@@ -8,6 +8,7 @@ import {
   auditedText,
   IDENTIFIER_CHARACTER_MESSAGE,
   identifierCharacterProblem,
+  INVISIBLE_CHARACTERS,
   NAME_MAX_LENGTH,
   ROLE_MAX_LENGTH,
   ROLES_MAX_COUNT,
@@ -44,10 +45,37 @@ function textAtMost(max: number) {
 /**
  * True for an id in parentheses (`(system)`, `(audit)`, `(invalid principal)`): the audit trail
  * names Kiln's own entries so (the system's actions, the writer's summaries, placeholders), so
- * no caller's principal may carry one (adversarial review 15x, F2).
+ * no caller's principal may carry one (adversarial review 15x, F2). Judged on the id as it reads:
+ * after Unicode compatibility normalisation (NFKC: fullwidth `（system）`, small and superscript
+ * parentheses read as `(` and `)`) and without spaces around it (` (system) `) (adv15g MEDIUM-1).
  */
 export function isReservedPrincipalId(id: string): boolean {
-  return id.startsWith("(") && id.endsWith(")");
+  // Only its ends are normalised: an id of 50 MB is judged in constant time (it is refused by length anyway).
+  const trimmed = id.trim();
+  return (
+    trimmed.slice(0, 16).normalize("NFKC").trimStart().startsWith("(") &&
+    trimmed.slice(-16).normalize("NFKC").trimEnd().endsWith(")")
+  );
+}
+
+/**
+ * A principal id an audit entry takes, made from an id an adapter was given by its host (an OPC UA
+ * server's `identify`) that it must audit a refusal under even when the id is not a valid one
+ * ({@link principalSchema}): `id` itself when valid; else each character the identifier rule refuses
+ * (control, format, default-ignorable, line-separator characters, spaces but U+0020, lone surrogates:
+ * `IDENTIFIER_CHARACTER_MESSAGE`) replaced by U+FFFD, the result cut to
+ * `NAME_MAX_LENGTH` (256) UTF-16 code units without splitting a surrogate pair, an id in parentheses
+ * (reserved for Kiln's own entries: {@link isReservedPrincipalId}) prefixed with U+FFFD so it cannot
+ * pass for one of them, and `(empty principal id)` for an empty id. Audited as given, an invalid id
+ * made the entry's reason "Invalid principal" and hid what was refused (adv20e F4). The one copy of
+ * the principal id rule for adapters (issue 15). Never throws.
+ */
+export function auditablePrincipalId(id: string): string {
+  if (id === "") return "(empty principal id)";
+  const replaced = id.replace(INVISIBLE_CHARACTERS, "\uFFFD");
+  const marked = isReservedPrincipalId(replaced) ? `\uFFFD${replaced}` : replaced;
+  // cut before a pair rather than split it (the half left would be a lone surrogate)
+  return marked.slice(0, NAME_MAX_LENGTH).replace(/[\uD800-\uDBFF]$/u, "");
 }
 
 const RESERVED_PRINCIPAL_MESSAGE =

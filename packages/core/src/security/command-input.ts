@@ -14,23 +14,31 @@ export const ROLES_MAX_COUNT = 64;
 export const ROLE_MAX_LENGTH = 128;
 
 /**
- * Unicode control (category Cc: C0, DEL, C1) and format (Cf) characters, line and paragraph
- * separators (Zl U+2028, Zp U+2029) and lone surrogates (Cs): invisible, breaking a line, or
- * reordering what is shown around them (U+202E right-to-left override, U+2066–2069 isolates,
- * U+200B zero-width space, U+FEFF). Never part of an identifier: `ada\u202Enimda` reads as
- * `adaadmin` in a log or an audit viewer, and `eng\u2028… allowed` forges a line.
+ * The characters no identifier holds and every audited text writes out: Unicode control (category
+ * Cc: C0, DEL, C1) and format (Cf) characters, line and paragraph separators (Zl U+2028, Zp
+ * U+2029), lone surrogates (Cs), default-ignorable code points (variation selectors U+FE0F and
+ * U+E0100…, the combining grapheme joiner U+034F, the Hangul fillers U+3164 and U+115F), every space
+ * but U+0020 (Zs: U+00A0, U+3000, …) and the Braille blank U+2800: invisible, breaking a line,
+ * reordering what is shown around them (U+202E right-to-left override, U+2066–2069 isolates), or
+ * showing as a plain space or nothing. Never part of an identifier: `ada\u202Enimda` reads as
+ * `adaadmin` in a log or an audit viewer, `eng\u2028… allowed` forges a line, and `(system)\u00A0`
+ * or `ad\u034Fmin` read as `(system)` and `admin` (adversarial review adv15g MEDIUM-1).
  */
-const INVISIBLE_CHARACTER = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/u;
+const INVISIBLE_CLASS =
+  "\\p{Cc}\\p{Cf}\\p{Zl}\\p{Zp}\\p{Cs}\\p{Default_Ignorable_Code_Point}\\u00A0\\u1680\\u2000-\\u200A\\u202F\\u205F\\u3000\\u2800";
+const INVISIBLE_CHARACTER = new RegExp(`[${INVISIBLE_CLASS}]`, "u");
+/** {@link INVISIBLE_CHARACTER}, every occurrence (for replacing them: `auditablePrincipalId`). */
+export const INVISIBLE_CHARACTERS = new RegExp(`[${INVISIBLE_CLASS}]`, "gu");
 /**
  * What {@link visibleText} writes out: the invisible characters, and the backslash itself, so a
  * literal `\u{000A}` typed by a caller can never read the same as an escaped real newline
  * (adversarial review 15j).
  */
-const ESCAPED_CHARACTERS = /[\\\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/gu;
+const ESCAPED_CHARACTERS = new RegExp(`[\\\\${INVISIBLE_CLASS}]`, "gu");
 
 /** The message of the one identifier character rule (see {@link identifierCharacterProblem}). */
 export const IDENTIFIER_CHARACTER_MESSAGE =
-  "must not contain control, format or line-separator characters or lone surrogates (Unicode Cc, Cf, Zl, Zp, Cs)";
+  "must not contain control, format or line-separator characters, invisible (default-ignorable) ones, spaces other than U+0020, or lone surrogates (Unicode Cc, Cf, Zl, Zp, Cs, Default_Ignorable_Code_Point, Zs but U+0020, U+2800)";
 
 /**
  * The one character rule of every identifier a command is given (principal id, roles and
