@@ -185,7 +185,10 @@ describe("a primary host gone without its Will", () => {
       await host.stop();
       // The host's STATE offline (its new session's timestamp, newer than the spoof) is believed.
       await eventually(() => !fixture.node.health().publishing, 10_000, "the edge stops publishing");
-      expect(fixture.node.health().primaryHost?.state).toBe("offline");
+      // Polled: a link blip of the edge under load (seen once in a full run) starts a session whose host state is
+      // unknown until the retained STATE offline arrives on it again.
+      await eventually(() => fixture.node.health().primaryHost?.state === "offline", 10_000, "the edge believes it");
+      expect(fixture.node.health().publishing).toBe(false);
     } finally {
       await fixture.close();
       await host.stop();
