@@ -136,9 +136,11 @@ export class AuditDropReports {
         this.reportRefusalDrop(entry, "the audit writer was closed by the stop before the entry reached it");
         return;
       }
+      // A denied command did not act (adv15g LOW-3: 22,386 denials were each said to have acted).
+      const did = entry.outcome === "denied" ? "was refused during stop()" : "acted during stop()";
       this.reportDrop(
         1,
-        `the control system was stopping: the entry of ${what}, which acted during stop(), reached the audit writer after the stop closed it, so it could not be recorded`,
+        `the control system was stopping: the entry of ${what}, which ${did}, reached the audit writer after the stop closed it, so it could not be recorded`,
       );
       return;
     }
