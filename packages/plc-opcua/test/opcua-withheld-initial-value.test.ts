@@ -2,9 +2,18 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { defineTags, type Sample } from "@kiln/core";
-import { DataType, MessageSecurityMode, SecurityPolicy, Variant } from "node-opcua-client";
+import {
+  AttributeIds,
+  DataType,
+  DataValue,
+  MessageSecurityMode,
+  SecurityPolicy,
+  StatusCodes,
+  Variant,
+  type ReadRequest,
+} from "node-opcua-client";
 import { nodesets } from "node-opcua-nodesets";
-import { OPCUAServer } from "node-opcua-server";
+import { OPCUAServer, ServerEngine } from "node-opcua-server";
 import { afterEach, describe, expect, test } from "vitest";
 import { OpcuaDriver } from "../src/index";
 import { startRawOpcuaServer, type RawRequest } from "./support/raw-opcua-server";
@@ -117,6 +126,78 @@ describe("an nsu= value withheld until the namespace table is read is read at on
     expect(driver.status).toBe("connected");
     console.log(`withheld initial values: ${withheldLines(lines)}`);
   }, 40_000);
+
+  test("sibling: the read that replaces the withheld value answers Bad: uncertain with that reason, never good, then good once the server reads it", async () => {
+    const raw = await startRawOpcuaServer({ namespaceUri: NS, value: () => 42 });
+    const lines: LogLine[] = [];
+    const driver = new OpcuaDriver({
+      logger: new RecordingLogger(lines),
+      endpointUrl: raw.url,
+      security: { mode: "None" },
+      pki: { dir: path.join(raw.workDir, "client") },
+      subscriptions: { keepAliveMs: KEEP_ALIVE_MS },
+      monitoredItemRetry: { initialDelayMs: 200, maxDelayMs: 800 },
+      connectionStrategy: STRATEGY,
+    });
+    // Reads of the Value of s=X answer BadResourceUnavailable per node while `refusing`; the
+    // namespace table and the items' sampling are not affected.
+    let refusing = false;
+    const original = Object.getOwnPropertyDescriptor(ServerEngine.prototype, "read")!;
+    const read = original.value as (this: ServerEngine, context: unknown, request: ReadRequest) => Promise<DataValue[]>;
+    Object.defineProperty(ServerEngine.prototype, "read", {
+      ...original,
+      value: async function (this: ServerEngine, context: unknown, request: ReadRequest) {
+        const results = await read.call(this, context, request);
+        return results.map((result, index) => {
+          const node = request.nodesToRead![index]!;
+          return refusing && node.attributeId === AttributeIds.Value && node.nodeId.toString().includes("s=X")
+            ? new DataValue({ statusCode: StatusCodes.BadResourceUnavailable })
+            : result;
+        });
+      },
+    });
+    cleanups.push(async () => {
+      Object.defineProperty(ServerEngine.prototype, "read", original);
+      await driver.close();
+      await raw.close();
+    });
+    let lastRequest: RawRequest;
+    raw.onRequest((request) => {
+      lastRequest = request;
+    });
+    const tags = defineTags({ a: { dataType: "float64", address: `nsu=${NS};s=X` } });
+    const record = recorder();
+    await driver.connect();
+    await driver.subscribe(tags.list(), { samplingIntervalMs: 100 }, record.onSamples);
+    await waitFor(() => record.samples.some((r) => r.sample.quality.severity === "good"), {
+      what: "the initial value",
+    });
+
+    const from = record.mark();
+    refusing = true;
+    expect(raw.closeSessionOf(lastRequest)).toBe(true);
+    const after = () => record.samples.filter((r) => r.seq >= from);
+    const refused = await waitFor(
+      () =>
+        after().find((r) =>
+          r.sample.quality.reason?.includes(
+            "the read of the current value after a repair answered BadResourceUnavailable",
+          ),
+        ),
+      { timeoutMs: WITHIN_MS, what: "the refused read's reason on the tag within half a keep-alive period" },
+    );
+    expect(refused.sample.quality.severity).toBe("uncertain");
+    // Nothing good while the server cannot read it: the withheld value is not delivered as a fallback.
+    expect(after().filter((r) => r.sample.quality.severity === "good")).toEqual([]);
+    const refusedUntil = record.mark();
+    refusing = false;
+    // Read again at a later live Publish answer (the keep-alive at the latest) on the retry backoff.
+    const good = await waitFor(
+      () => record.samples.find((r) => r.seq >= refusedUntil && r.sample.quality.severity === "good"),
+      { timeoutMs: KEEP_ALIVE_MS + 10_000, what: "the tag good once the read works" },
+    );
+    expect(good.sample.value).toBe(42);
+  }, 60_000);
 
   test("sibling: the server restarts with the same namespaces, constant value: good again well inside a keep-alive period", async () => {
     const workDir = await mkdtemp(path.join(tmpdir(), "kiln-opcua-withheld-"));
