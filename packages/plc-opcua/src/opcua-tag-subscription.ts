@@ -181,6 +181,15 @@ export class OpcuaTagSubscription {
   #readingCurrent = false;
   /** Since the last loss, no read of current values has yet completed ({@link #deliversAgain}). */
   #currentUnread = false;
+  /**
+   * The subscription answered a Publish live since the last loss, but the read of current values
+   * could not be sent then: the connection was being repaired, its session not yet this group's, or
+   * the items not yet bound to the session's namespace table (an `nsu=` value was withheld for it).
+   * The {@link #ensureNow} that binds the group to the connection sends it, not the next live
+   * Publish answer, which for unchanged values is a whole keep-alive period later (docs/adr/0022,
+   * amendment fix13n-withheld).
+   */
+  #readPending = false;
   /** Counts losses, so a read answered after a newer loss is not delivered. */
   #losses = 0;
   /** Failed reads of current values since the last loss or success: the backoff's attempt ({@link #readFailed}). */
@@ -296,6 +305,7 @@ export class OpcuaTagSubscription {
       entry.reportedStatus = undefined;
     }
     this.#currentUnread = true;
+    this.#readPending = false;
     this.#losses++;
     // A loss while the read of current values was out may be that read's doing (a server too slow
     // at it, taken for a stalled link): it counts as a failed read, so the next waits for its
@@ -312,6 +322,7 @@ export class OpcuaTagSubscription {
   connectionFailed(reason: string): void {
     this.#cancelRetry();
     this.#cancelWatchdog();
+    this.#readPending = false;
     this.#losses++;
     this.#resetReadBackoff();
     const now = this.#context.clock.now();
@@ -418,6 +429,14 @@ export class OpcuaTagSubscription {
 
     if (this.#entries.some((entry) => entry.item === undefined)) this.#scheduleRetry();
     else this.#retryAttempt = 0;
+
+    // A live Publish answer came while the read of current values could not be sent (a value
+    // withheld for want of the namespace table, or the connection still being repaired): the group
+    // is bound to this connection now, so it is sent at once (fix13n-withheld).
+    if (this.#readPending) {
+      this.#readPending = false;
+      this.#deliversAgain();
+    }
   }
 
   /**
@@ -435,7 +454,19 @@ export class OpcuaTagSubscription {
     // asked again at every Publish answer (docs/adr/0022, amendment fix13o).
     if (this.#context.clock.now() < this.#readNotBefore) return;
     const connection = this.#context.connection();
-    if (!connection || connection.session !== this.#session) return;
+    if (
+      !connection ||
+      connection.session !== this.#session ||
+      // Not bound to the connection's current namespace table (an ensure() is due): a NodeId of an
+      // nsu= tag may carry another server run's index.
+      this.#generation !== connection.generation ||
+      this.#tableUnverifiedFor(connection)
+    ) {
+      // The subscription delivers, but the read must wait for the group's next ensure(), which
+      // sends it (fix13n-withheld).
+      this.#readPending = true;
+      return;
+    }
     this.#readingCurrent = true;
     void this.#readCurrentValues(connection).finally(() => {
       this.#readingCurrent = false;
@@ -574,6 +605,15 @@ export class OpcuaTagSubscription {
     this.#readAttempt = 0;
     this.#readNotBefore = 0;
     this.#readRefusal = undefined;
+  }
+
+  /**
+   * Whether an `nsu=` item of this group node-opcua re-created on `connection`'s session is still
+   * bound to an index the table read Good on it has not confirmed ({@link #tableUnverified}; an
+   * unread table unbinds every `nsu=` item, so a read skips them).
+   */
+  #tableUnverifiedFor(connection: SubscriptionConnection): boolean {
+    return this.#tableUnverified && connection.namespacesUnread === undefined;
   }
 
   async #resolveNodeIds(connection: SubscriptionConnection): Promise<void> {
@@ -897,11 +937,17 @@ export class OpcuaTagSubscription {
   #onValue(entry: Entry, dataValue: DataValue): void {
     if (this.#closed) return;
     if (this.#tableUnverified && entry.address.namespaceUri !== undefined) {
-      // Maybe another namespace's node: its value waits for the table (it is read afterwards).
+      // Maybe another namespace's node: its value waits for the table. The tag is read once the
+      // group is bound to the table (the ensure() that clears the flag sends the read), not at the
+      // next live Publish answer: for an unchanged value that is a keep-alive period later
+      // (fix13n-withheld).
       this.#context.logger.debug(
         { tag: entry.tag.name },
-        "nsu= item value before the namespace table was read; not delivered",
+        "nsu= item value before the namespace table was read; not delivered, read once the table is",
       );
+      entry.liveSinceLoss = false;
+      this.#currentUnread = true;
+      if (!isReplayed(dataValue)) this.#readPending = true;
       return;
     }
     const read = sampleFromDataValue(entry.tag, dataValue, this.#context.clock.now());
@@ -1025,6 +1071,8 @@ export class OpcuaTagSubscription {
 
   #dropSubscription(): void {
     this.#cancelWatchdog();
+    // Its Publish answers proved the old subscription only: the next one's first answer triggers the read.
+    this.#readPending = false;
     for (const entry of this.#entries) {
       entry.item = undefined;
       entry.confirmedOn = undefined;
