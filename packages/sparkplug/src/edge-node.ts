@@ -28,6 +28,7 @@ import {
   type TagScalarValue,
   type ValidationIssue,
 } from "@kiln/core/driver-kit";
+import { hostAcksMarkerPath, loadHostAcksMarker, saveHostAcksMarker } from "./host-acks-marker";
 import { memoryBdSeqStore, type BdSeqStore } from "./bdseq-store";
 import { CommandDropAudit, type DroppedCommandReason } from "./command-drop-audit";
 import { durationIssues, mqttTimingIssues } from "./duration-options";
@@ -848,8 +849,13 @@ export class SparkplugEdgeNode {
   // ---- host acknowledgements (ADR 0037) ----
   /** `awaitHostAcks` resolved: off, on, or auto (on from the first ack in this run). */
   readonly #ackMode: "off" | "on" | "auto";
-  /** True once the primary host acknowledged something in this run (`"auto"` awaits from then on). */
+  /**
+   * True once the primary host acknowledged something (`"auto"` awaits from then on): in this run,
+   * or in an earlier one as the marker beside the journal recalls (fix19g).
+   */
   #hostAcks = false;
+  /** `<journal path>.host-acks` with `"auto"` and a journal file (fix19g), and whether it already names the primary host. */
+  #hostAcksMarker: { readonly file: string; saved: boolean } | undefined;
   /** Since when published samples wait for an ack without one coming (undefined: nothing waits). */
   #ackWaitSince: number | undefined;
   /** When the first numbered DDATA went out in this run (the `"auto"` no-ack problem counts from it). */
@@ -1023,7 +1029,8 @@ export class SparkplugEdgeNode {
     if (this.#started)
       throw new KilnError("KILN_LIFECYCLE", "This Sparkplug edge node was already started; make a new one.");
     this.#started = true;
-    if (this.#forward !== undefined) await this.#openBacklog(this.#forward);
+    // Observing first (fix19g, adv19f LOW-1): a change made while the journal opens is kept; its
+    // append waits on the forward chain behind the open.
     this.#disposers.push(this.#system.cvt.observeAll((change) => this.#onChange(change)));
     this.#disposers.push(
       this.#system.bus.on("machine-state-change", (event) => {
@@ -1031,6 +1038,15 @@ export class SparkplugEdgeNode {
         this.#scheduleFlush();
       }),
     );
+    const forward = this.#forward;
+    if (forward !== undefined) {
+      try {
+        await this.#onForward(() => this.#openBacklog(forward));
+      } catch (error) {
+        for (const dispose of this.#disposers.splice(0)) dispose();
+        throw error;
+      }
+    }
     try {
       await this.#lifecycle.connect((signal) => this.#open(signal));
     } catch (error) {
@@ -1908,6 +1924,16 @@ export class SparkplugEdgeNode {
         ? { ...(await JournalBacklog.of(forward.journal, false, this.#ackMode !== "off")), recovery: undefined }
         : await JournalBacklog.open(forward.path!, forward.maxBytes, this.#ackMode !== "off");
     this.#backlog = opened.backlog;
+    const journalPath = forward.path ?? forward.journal?.path;
+    if (this.#ackMode === "auto" && journalPath !== undefined) {
+      // A primary host that acknowledged in an earlier run acknowledges now: awaited from the
+      // start, so recovered records and live data are kept until it stores them (adv19f HIGH-1).
+      const file = hostAcksMarkerPath(journalPath);
+      const named = await loadHostAcksMarker(file);
+      const recalled = named === null || named === this.#options.primaryHostId;
+      if (recalled) this.#hostAcks = true;
+      this.#hostAcksMarker = { file, saved: recalled };
+    }
     this.#recovered = {
       records: opened.backlog.records,
       samples: opened.backlog.samples,
@@ -2251,11 +2277,36 @@ export class SparkplugEdgeNode {
     this.#lastAckAt = this.#clock.now();
     // "auto": the primary host acknowledges; from now on what is published is kept until it does.
     this.#hostAcks = true;
+    this.#rememberHostAcks();
     this.#ackWaitSince = through >= this.#dataCount ? undefined : this.#lastAckAt;
     if ((this.#ackedThrough.get(this.#epoch) ?? -1) >= through) return;
     this.#ackedThrough.set(this.#epoch, through);
     if (backlog !== undefined)
       this.#forwardTask(this.#releaseAcknowledged(backlog, { epoch: this.#epoch, message: through }));
+  }
+
+  /**
+   * Writes the marker beside the journal once the primary host acknowledged (fix19g), so a later
+   * process awaits acks from its start; a failed write is a problem and is tried again at the next ack.
+   */
+  #rememberHostAcks(): void {
+    const marker = this.#hostAcksMarker;
+    if (marker === undefined || marker.saved) return;
+    marker.saved = true;
+    this.#forwardTask(
+      saveHostAcksMarker(marker.file, this.#options.primaryHostId!).then(
+        () => {
+          this.#problems.delete("host-acks-marker");
+        },
+        (error: unknown) => {
+          marker.saved = false;
+          this.#problems.set(
+            "host-acks-marker",
+            `could not record that primary host ${this.#options.primaryHostId!} acknowledges (${marker.file}: ${(error as Error).message}): a restart before it is recorded releases what it recovers and publishes without acks`,
+          );
+        },
+      ),
+    );
   }
 
   /** The DDATA metrics of a backlog record: by alias, flagged historical; what no longer maps is dropped. */
