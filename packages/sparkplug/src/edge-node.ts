@@ -321,6 +321,14 @@ export interface SparkplugAcknowledgementHealth {
   readonly lastAckAgeMs?: number;
   /** Samples released by acknowledgements since start. */
   readonly samplesAcknowledged: number;
+  /**
+   * With `"auto"` before the primary host's first acknowledgement ever (no marker beside the
+   * journal, fix19g): samples published and released at once that no acknowledgement covered
+   * (those of a session whose births were followed by new ones, and those of this session not yet
+   * covered). The host stored them or they are lost (a host gone without its Will, a host that does
+   * not acknowledge): this run cannot tell, so they are counted here, not as dropped. Since start.
+   */
+  readonly samplesUnconfirmed: number;
   /** Acknowledgements accepted, ignored (another host, an old bdSeq) and refused (malformed, counted in `commands.malformed` too). */
   readonly acks: { readonly accepted: number; readonly ignored: number; readonly refused: number };
   /**
@@ -879,6 +887,11 @@ export class SparkplugEdgeNode {
   /** Samples published live and not yet appended to the journal. */
   #storingSent = 0;
   #ackCounts = { accepted: 0, ignored: 0, refused: 0, samples: 0 };
+  /**
+   * `"auto"` before the first ack: samples of each numbered DDATA released at once in this epoch,
+   * by message number, until an ack covers them or births end the epoch (then `released`).
+   */
+  #unconfirmed = { pending: [] as { message: number; samples: number }[], pendingSamples: 0, released: 0 };
 
   /**
    * Checks the options; connects nothing (see {@link SparkplugEdgeNode.start}).
@@ -1202,7 +1215,7 @@ export class SparkplugEdgeNode {
     const host = this.#options.primaryHostId!;
     if (!this.#awaitAcks) {
       if (this.#firstNumberedAt === undefined || now - this.#firstNumberedAt <= bound) return undefined;
-      return `primary host ${host} has acknowledged nothing in ${now - this.#firstNumberedAt} ms since the first DDATA (awaitHostAcks "auto": not a Kiln host, or one that does not acknowledge): data is released once published, so what goes out while the host is gone without its Will (a broker and host crashing together) is lost unreported`;
+      return `primary host ${host} has acknowledged nothing in ${now - this.#firstNumberedAt} ms since the first DDATA (awaitHostAcks "auto": not a Kiln host, or one that does not acknowledge): data is released once published, so what goes out while the host is gone without its Will (a broker and host crashing together) is lost (${this.#unconfirmed.released + this.#unconfirmed.pendingSamples} samples released unconfirmed so far: acknowledgement.samplesUnconfirmed)`;
     }
     const backlog = this.#backlog;
     const waiting = this.#ackWaitSince;
@@ -1248,6 +1261,7 @@ export class SparkplugEdgeNode {
                 ? {}
                 : { lastAckAgeMs: Math.max(0, this.#clock.now() - this.#lastAckAt) }),
               samplesAcknowledged: this.#ackCounts.samples,
+              samplesUnconfirmed: this.#unconfirmed.released + this.#unconfirmed.pendingSamples,
               acks: {
                 accepted: this.#ackCounts.accepted,
                 ignored: this.#ackCounts.ignored,
@@ -1767,6 +1781,9 @@ export class SparkplugEdgeNode {
     // A new epoch: what was sent and not acknowledged is sent again after these births (ADR 0037).
     this.#epoch++;
     this.#forgetEarlierAcks();
+    this.#unconfirmed.released += this.#unconfirmed.pendingSamples;
+    this.#unconfirmed.pending = [];
+    this.#unconfirmed.pendingSamples = 0;
     // NBIRTH, DBIRTH, NDATA, DDATA: QoS 0, not retained ([tck-id-topics-nbirth-mqtt] and the like).
     this.#publish(session, "NBIRTH", this.#topics.nbirth, nbirth!);
     this.#publish(session, "DBIRTH", this.#topics.dbirth, dbirth!);
@@ -1888,6 +1905,7 @@ export class SparkplugEdgeNode {
       if (numbered) {
         this.#firstNumberedAt ??= now;
         if (this.#awaitAcks) this.#ackWaitSince ??= now;
+        else this.#unconfirmedSent(this.#dataCount + 1, metrics);
       }
       this.#dataCount++;
       this.#counts.dataMessages++;
@@ -2274,6 +2292,9 @@ export class SparkplugEdgeNode {
       return refuse(`message ${String(value)} was never published in this session (${this.#dataCount} so far)`);
     const backlog = this.#backlog;
     this.#ackCounts.accepted++;
+    const confirmed = this.#unconfirmed.pending.filter((each) => each.message <= through);
+    this.#unconfirmed.pending = this.#unconfirmed.pending.filter((each) => each.message > through);
+    for (const each of confirmed) this.#unconfirmed.pendingSamples -= each.samples;
     this.#lastAckAt = this.#clock.now();
     // "auto": the primary host acknowledges; from now on what is published is kept until it does.
     this.#hostAcks = true;
@@ -2283,6 +2304,22 @@ export class SparkplugEdgeNode {
     this.#ackedThrough.set(this.#epoch, through);
     if (backlog !== undefined)
       this.#forwardTask(this.#releaseAcknowledged(backlog, { epoch: this.#epoch, message: through }));
+  }
+
+  /** Counts a DDATA released at once in `"auto"` before the first ack (fix19g): unconfirmed until an ack covers it. */
+  #unconfirmedSent(message: number, metrics: readonly SparkplugMetric[]): void {
+    let samples = 0;
+    for (const metric of metrics) if (metric.alias !== this.#machineStateAlias) samples++;
+    if (samples === 0) return;
+    const unconfirmed = this.#unconfirmed;
+    unconfirmed.pending.push({ message, samples });
+    unconfirmed.pendingSamples += samples;
+    // Bounded (a host that never acknowledges): the oldest are counted as released for good.
+    if (unconfirmed.pending.length > 4_096) {
+      const oldest = unconfirmed.pending.shift()!;
+      unconfirmed.pendingSamples -= oldest.samples;
+      unconfirmed.released += oldest.samples;
+    }
   }
 
   /**

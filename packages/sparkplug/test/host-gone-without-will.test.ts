@@ -6,7 +6,7 @@
  * nothing of the window is lost, and the overdue acknowledgements are a problem in health.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -238,6 +238,70 @@ describe("a primary host gone without its Will", () => {
         10_000,
         "all acknowledged",
       );
+    } finally {
+      await fixture.close();
+      await host.stop();
+      await db.close();
+      mosquitto.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
+
+  test("sibling: a fresh edge node (empty journal, no marker) first started while the host is gone without its Will: what it publishes before the host's first ack is counted as unconfirmed, at least everything lost; from that ack on, a restart awaits acks", async () => {
+    const mosquitto = await persistentBroker();
+    await mosquitto.start();
+    const db = await openTestDatabase();
+    const dir = mkdtempSync(join(tmpdir(), "kiln-sf-fresh-"));
+    const newHost = (): SparkplugHost =>
+      new SparkplugHost({
+        brokerUrl: mosquitto.url,
+        hostId: "scada-fresh",
+        groups: [GROUP],
+        store: db.store,
+        stopLingerMs: 100,
+        reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
+        batching: { maxDelayMs: 5 },
+      });
+    let host = newHost();
+    await host.start();
+    await host.whenConnected();
+    await new Promise((resolve) => setTimeout(resolve, 2_500)); // the broker saves the retained STATE online
+    mosquitto.kill();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const stopping = host.stop(); // gone without its Will
+    await mosquitto.start();
+    await stopping.catch(() => undefined);
+    const fixture = await edgeFixture({ primaryHostId: "scada-fresh", broker: mosquitto.broker });
+    const node = fixture.newNode({
+      storeAndForward: { path: join(dir, "journal") },
+      bdSeqStore: fileBdSeqStore(join(dir, "bdseq.json")),
+    });
+    try {
+      const downFrom = Date.now();
+      await node.start();
+      await eventually(() => node.health().publishing, 10_000, "publishing on the restored STATE");
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      const downTo = Date.now();
+      const during = node.health().storeAndForward?.acknowledgement;
+      expect(during?.awaiting).toBe(false);
+      expect(during?.samplesUnconfirmed).toBeGreaterThan(0);
+      host = newHost();
+      await host.start();
+      await host.whenConnected();
+      await eventually(() => node.health().storeAndForward?.acknowledgement?.awaiting === true, 20_000, "first ack");
+      await eventually(async () => existsSync(join(dir, "journal.host-acks")), 5_000, "the marker written");
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      const produced = fixture.samples.filter(
+        (sample) => sample.tag === "chamber.pressure" && sample.timestamp >= downFrom && sample.timestamp <= downTo,
+      );
+      const stored = new Set(
+        (await db.samples(PRESSURE))
+          .filter((row) => row.timestamp >= downFrom && row.timestamp <= downTo && row.value !== null)
+          .map((row) => row.timestamp),
+      );
+      const lost = produced.filter((sample) => !stored.has(sample.timestamp)).length;
+      expect(lost).toBeGreaterThan(0); // the documented pre-first-ack window
+      expect(node.health().storeAndForward?.acknowledgement?.samplesUnconfirmed).toBeGreaterThanOrEqual(lost);
     } finally {
       await fixture.close();
       await host.stop();
