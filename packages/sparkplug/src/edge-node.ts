@@ -297,7 +297,10 @@ export interface SparkplugEdgeNodeOptions {
    * acknowledgement on, everything is kept until acknowledged, as with `true`. So with a Kiln
    * primary host, what is published after its first ack survives a host that dies without its Will
    * (a broker and host crashing together, the broker restoring the dead host's retained STATE
-   * online); what went out before it is only as safe as without acks.
+   * online); what went out before it is only as safe as without acks, counted in
+   * `acknowledgement.samplesUnconfirmed`. With a journal file the first acknowledgement is
+   * recorded in `<journal path>.host-acks` (amendment fix19g): a later process of the node whose
+   * `primaryHostId` it names awaits acknowledgements from its start, recovered records included.
    * @default "auto" with `storeAndForward` and `primaryHostId`, else false
    */
   readonly awaitHostAcks?: boolean | "auto";
@@ -333,7 +336,8 @@ export interface SparkplugAcknowledgementHealth {
   readonly acks: { readonly accepted: number; readonly ignored: number; readonly refused: number };
   /**
    * True while published samples are kept until acknowledged: always with `awaitHostAcks: true`;
-   * with `"auto"`, from the primary host's first acknowledgement in this run on.
+   * with `"auto"`, from the primary host's first acknowledgement on (in this run, or in an
+   * earlier one as `<journal path>.host-acks` records, amendment fix19g).
    */
   readonly awaiting: boolean;
 }
