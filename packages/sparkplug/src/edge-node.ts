@@ -28,6 +28,7 @@ import {
   type TagScalarValue,
   type ValidationIssue,
 } from "@kiln/core/driver-kit";
+import { hostAcksMarkerPath, loadHostAcksMarker, saveHostAcksMarker } from "./host-acks-marker";
 import { memoryBdSeqStore, type BdSeqStore } from "./bdseq-store";
 import { CommandDropAudit, type DroppedCommandReason } from "./command-drop-audit";
 import { durationIssues, mqttTimingIssues } from "./duration-options";
@@ -296,7 +297,10 @@ export interface SparkplugEdgeNodeOptions {
    * acknowledgement on, everything is kept until acknowledged, as with `true`. So with a Kiln
    * primary host, what is published after its first ack survives a host that dies without its Will
    * (a broker and host crashing together, the broker restoring the dead host's retained STATE
-   * online); what went out before it is only as safe as without acks.
+   * online); what went out before it is only as safe as without acks, counted in
+   * `acknowledgement.samplesUnconfirmed`. With a journal file the first acknowledgement is
+   * recorded in `<journal path>.host-acks` (amendment fix19g): a later process of the node whose
+   * `primaryHostId` it names awaits acknowledgements from its start, recovered records included.
    * @default "auto" with `storeAndForward` and `primaryHostId`, else false
    */
   readonly awaitHostAcks?: boolean | "auto";
@@ -320,11 +324,20 @@ export interface SparkplugAcknowledgementHealth {
   readonly lastAckAgeMs?: number;
   /** Samples released by acknowledgements since start. */
   readonly samplesAcknowledged: number;
+  /**
+   * With `"auto"` before the primary host's first acknowledgement ever (no marker beside the
+   * journal, fix19g): samples published and released at once that no acknowledgement covered
+   * (those of a session whose births were followed by new ones, and those of this session not yet
+   * covered). The host stored them or they are lost (a host gone without its Will, a host that does
+   * not acknowledge): this run cannot tell, so they are counted here, not as dropped. Since start.
+   */
+  readonly samplesUnconfirmed: number;
   /** Acknowledgements accepted, ignored (another host, an old bdSeq) and refused (malformed, counted in `commands.malformed` too). */
   readonly acks: { readonly accepted: number; readonly ignored: number; readonly refused: number };
   /**
    * True while published samples are kept until acknowledged: always with `awaitHostAcks: true`;
-   * with `"auto"`, from the primary host's first acknowledgement in this run on.
+   * with `"auto"`, from the primary host's first acknowledgement on (in this run, or in an
+   * earlier one as `<journal path>.host-acks` records, amendment fix19g).
    */
   readonly awaiting: boolean;
 }
@@ -848,8 +861,13 @@ export class SparkplugEdgeNode {
   // ---- host acknowledgements (ADR 0037) ----
   /** `awaitHostAcks` resolved: off, on, or auto (on from the first ack in this run). */
   readonly #ackMode: "off" | "on" | "auto";
-  /** True once the primary host acknowledged something in this run (`"auto"` awaits from then on). */
+  /**
+   * True once the primary host acknowledged something (`"auto"` awaits from then on): in this run,
+   * or in an earlier one as the marker beside the journal recalls (fix19g).
+   */
   #hostAcks = false;
+  /** `<journal path>.host-acks` with `"auto"` and a journal file (fix19g), and whether it already names the primary host. */
+  #hostAcksMarker: { readonly file: string; saved: boolean } | undefined;
   /** Since when published samples wait for an ack without one coming (undefined: nothing waits). */
   #ackWaitSince: number | undefined;
   /** When the first numbered DDATA went out in this run (the `"auto"` no-ack problem counts from it). */
@@ -873,6 +891,11 @@ export class SparkplugEdgeNode {
   /** Samples published live and not yet appended to the journal. */
   #storingSent = 0;
   #ackCounts = { accepted: 0, ignored: 0, refused: 0, samples: 0 };
+  /**
+   * `"auto"` before the first ack: samples of each numbered DDATA released at once in this epoch,
+   * by message number, until an ack covers them or births end the epoch (then `released`).
+   */
+  #unconfirmed = { pending: [] as { message: number; samples: number }[], pendingSamples: 0, released: 0 };
 
   /**
    * Checks the options; connects nothing (see {@link SparkplugEdgeNode.start}).
@@ -1023,7 +1046,8 @@ export class SparkplugEdgeNode {
     if (this.#started)
       throw new KilnError("KILN_LIFECYCLE", "This Sparkplug edge node was already started; make a new one.");
     this.#started = true;
-    if (this.#forward !== undefined) await this.#openBacklog(this.#forward);
+    // Observing first (fix19g, adv19f LOW-1): a change made while the journal opens is kept; its
+    // append waits on the forward chain behind the open.
     this.#disposers.push(this.#system.cvt.observeAll((change) => this.#onChange(change)));
     this.#disposers.push(
       this.#system.bus.on("machine-state-change", (event) => {
@@ -1031,6 +1055,15 @@ export class SparkplugEdgeNode {
         this.#scheduleFlush();
       }),
     );
+    const forward = this.#forward;
+    if (forward !== undefined) {
+      try {
+        await this.#onForward(() => this.#openBacklog(forward));
+      } catch (error) {
+        for (const dispose of this.#disposers.splice(0)) dispose();
+        throw error;
+      }
+    }
     try {
       await this.#lifecycle.connect((signal) => this.#open(signal));
     } catch (error) {
@@ -1186,7 +1219,7 @@ export class SparkplugEdgeNode {
     const host = this.#options.primaryHostId!;
     if (!this.#awaitAcks) {
       if (this.#firstNumberedAt === undefined || now - this.#firstNumberedAt <= bound) return undefined;
-      return `primary host ${host} has acknowledged nothing in ${now - this.#firstNumberedAt} ms since the first DDATA (awaitHostAcks "auto": not a Kiln host, or one that does not acknowledge): data is released once published, so what goes out while the host is gone without its Will (a broker and host crashing together) is lost unreported`;
+      return `primary host ${host} has acknowledged nothing in ${now - this.#firstNumberedAt} ms since the first DDATA (awaitHostAcks "auto": not a Kiln host, or one that does not acknowledge): data is released once published, so what goes out while the host is gone without its Will (a broker and host crashing together) is lost (${this.#unconfirmed.released + this.#unconfirmed.pendingSamples} samples released unconfirmed so far: acknowledgement.samplesUnconfirmed)`;
     }
     const backlog = this.#backlog;
     const waiting = this.#ackWaitSince;
@@ -1232,6 +1265,7 @@ export class SparkplugEdgeNode {
                 ? {}
                 : { lastAckAgeMs: Math.max(0, this.#clock.now() - this.#lastAckAt) }),
               samplesAcknowledged: this.#ackCounts.samples,
+              samplesUnconfirmed: this.#unconfirmed.released + this.#unconfirmed.pendingSamples,
               acks: {
                 accepted: this.#ackCounts.accepted,
                 ignored: this.#ackCounts.ignored,
@@ -1751,6 +1785,9 @@ export class SparkplugEdgeNode {
     // A new epoch: what was sent and not acknowledged is sent again after these births (ADR 0037).
     this.#epoch++;
     this.#forgetEarlierAcks();
+    this.#unconfirmed.released += this.#unconfirmed.pendingSamples;
+    this.#unconfirmed.pending = [];
+    this.#unconfirmed.pendingSamples = 0;
     // NBIRTH, DBIRTH, NDATA, DDATA: QoS 0, not retained ([tck-id-topics-nbirth-mqtt] and the like).
     this.#publish(session, "NBIRTH", this.#topics.nbirth, nbirth!);
     this.#publish(session, "DBIRTH", this.#topics.dbirth, dbirth!);
@@ -1872,6 +1909,7 @@ export class SparkplugEdgeNode {
       if (numbered) {
         this.#firstNumberedAt ??= now;
         if (this.#awaitAcks) this.#ackWaitSince ??= now;
+        else this.#unconfirmedSent(this.#dataCount + 1, metrics);
       }
       this.#dataCount++;
       this.#counts.dataMessages++;
@@ -1908,6 +1946,16 @@ export class SparkplugEdgeNode {
         ? { ...(await JournalBacklog.of(forward.journal, false, this.#ackMode !== "off")), recovery: undefined }
         : await JournalBacklog.open(forward.path!, forward.maxBytes, this.#ackMode !== "off");
     this.#backlog = opened.backlog;
+    const journalPath = forward.path ?? forward.journal?.path;
+    if (this.#ackMode === "auto" && journalPath !== undefined) {
+      // A primary host that acknowledged in an earlier run acknowledges now: awaited from the
+      // start, so recovered records and live data are kept until it stores them (adv19f HIGH-1).
+      const file = hostAcksMarkerPath(journalPath);
+      const named = await loadHostAcksMarker(file);
+      const recalled = named === null || named === this.#options.primaryHostId;
+      if (recalled) this.#hostAcks = true;
+      this.#hostAcksMarker = { file, saved: recalled };
+    }
     this.#recovered = {
       records: opened.backlog.records,
       samples: opened.backlog.samples,
@@ -2248,14 +2296,58 @@ export class SparkplugEdgeNode {
       return refuse(`message ${String(value)} was never published in this session (${this.#dataCount} so far)`);
     const backlog = this.#backlog;
     this.#ackCounts.accepted++;
+    const confirmed = this.#unconfirmed.pending.filter((each) => each.message <= through);
+    this.#unconfirmed.pending = this.#unconfirmed.pending.filter((each) => each.message > through);
+    for (const each of confirmed) this.#unconfirmed.pendingSamples -= each.samples;
     this.#lastAckAt = this.#clock.now();
     // "auto": the primary host acknowledges; from now on what is published is kept until it does.
     this.#hostAcks = true;
+    this.#rememberHostAcks();
     this.#ackWaitSince = through >= this.#dataCount ? undefined : this.#lastAckAt;
     if ((this.#ackedThrough.get(this.#epoch) ?? -1) >= through) return;
     this.#ackedThrough.set(this.#epoch, through);
     if (backlog !== undefined)
       this.#forwardTask(this.#releaseAcknowledged(backlog, { epoch: this.#epoch, message: through }));
+  }
+
+  /** Counts a DDATA released at once in `"auto"` before the first ack (fix19g): unconfirmed until an ack covers it. */
+  #unconfirmedSent(message: number, metrics: readonly SparkplugMetric[]): void {
+    let samples = 0;
+    for (const metric of metrics) if (metric.alias !== this.#machineStateAlias) samples++;
+    if (samples === 0) return;
+    const unconfirmed = this.#unconfirmed;
+    unconfirmed.pending.push({ message, samples });
+    unconfirmed.pendingSamples += samples;
+    // Bounded (a host that never acknowledges): the oldest are counted as released for good.
+    if (unconfirmed.pending.length > 4_096) {
+      const oldest = unconfirmed.pending.shift()!;
+      unconfirmed.pendingSamples -= oldest.samples;
+      unconfirmed.released += oldest.samples;
+    }
+  }
+
+  /**
+   * Writes the marker beside the journal once the primary host acknowledged (fix19g), so a later
+   * process awaits acks from its start; a failed write is a problem and is tried again at the next ack.
+   */
+  #rememberHostAcks(): void {
+    const marker = this.#hostAcksMarker;
+    if (marker === undefined || marker.saved) return;
+    marker.saved = true;
+    this.#forwardTask(
+      saveHostAcksMarker(marker.file, this.#options.primaryHostId!).then(
+        () => {
+          this.#problems.delete("host-acks-marker");
+        },
+        (error: unknown) => {
+          marker.saved = false;
+          this.#problems.set(
+            "host-acks-marker",
+            `could not record that primary host ${this.#options.primaryHostId!} acknowledges (${marker.file}: ${(error as Error).message}): a restart before it is recorded releases what it recovers and publishes without acks`,
+          );
+        },
+      ),
+    );
   }
 
   /** The DDATA metrics of a backlog record: by alias, flagged historical; what no longer maps is dropped. */

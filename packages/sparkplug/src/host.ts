@@ -847,6 +847,13 @@ const DEFAULT_MAX_PAYLOAD_BYTES = 4_194_304;
  * words the problem it reports.
  */
 const HOST_STATE_OUTRUN_MS = 300_000;
+
+/** A STATE on this host's topic newer than its session's, published by someone else. */
+interface ForeignState {
+  readonly online: boolean;
+  readonly timestamp: number;
+  readonly seenAt: number;
+}
 /**
  * How often the host looks again at a foreign STATE it has not outrun yet, in ms: its clock may be
  * stepped, and a STATE far ahead is waited for in steps (amendment fix19c of ADR 0043).
@@ -1055,7 +1062,13 @@ export class SparkplugHost {
   #session: Session | undefined;
   #lastState: { online: boolean; timestamp?: number } = { online: false };
   /** The newest STATE on its own topic newer than its session's, from another publisher (health `state.foreign`). */
-  #foreignState: { readonly online: boolean; readonly timestamp: number; readonly seenAt: number } | undefined;
+  #foreignState: ForeignState | undefined;
+  /**
+   * The newest foreign STATE older than `#foreignState` that was within HOST_STATE_OUTRUN_MS of
+   * this host's clock when seen (amendment fix19g, adv19f MEDIUM-1): edge nodes follow it while
+   * they hold the far one back, so it is outrun first, then the far one in its turn.
+   */
+  #foreignNear: ForeignState | undefined;
   /** STATE offline with the connected session's own timestamp: not its Will (health `state.forgedOffline`). */
   #forgedOffline: { count: number; lastSeenAt: number } | undefined;
   #outruns = 0;
@@ -1519,6 +1532,10 @@ export class SparkplugHost {
         ahead > HOST_STATE_OUTRUN_MS
           ? `; it is ${ahead} ms ahead of this host's clock: edge nodes with the default maxHostClockSkewMs (${HOST_STATE_OUTRUN_MS} ms) hold it back until their clock comes within that of it and then follow it, those with a larger one (or Infinity) follow it at once`
           : ""
+      }${
+        this.#foreignNear === undefined
+          ? ""
+          : `; an older foreign STATE ${this.#foreignNear.online ? "online" : "offline"} at ${iso(this.#foreignNear.timestamp)}, which edge nodes follow meanwhile, is outrun first, once the clock has passed it`
       }`;
       problems.push(
         `a STATE ${foreign.online ? "online" : "offline"} for this host id with a newer timestamp (${at}, ${foreign.timestamp}) than this session's was published by someone else, seen at ${new Date(foreign.seenAt).toISOString()} (a second host with this host id, or a spoof): edge nodes following this host believe it, not this host (offline: they send no live data; online: they will not believe this host's Will); ${outrun}; give publish on ${this.#stateTopic} to this host alone in the broker's access control`,
@@ -1912,6 +1929,31 @@ export class SparkplugHost {
     // Said online with a newer timestamp: edge nodes follow this host again.
     if (this.#foreignState !== undefined && session.timestamp > this.#foreignState.timestamp)
       this.#foreignState = undefined;
+    if (this.#foreignNear !== undefined && session.timestamp > this.#foreignNear.timestamp)
+      this.#foreignNear = undefined;
+  }
+
+  /**
+   * Keeps a foreign STATE: the newest of all in `#foreignState` (a tie goes to the later one),
+   * and the newest older one within HOST_STATE_OUTRUN_MS of the clock in `#foreignNear`.
+   */
+  #keepForeign(state: ForeignState): void {
+    const reach = this.#clock.now() + HOST_STATE_OUTRUN_MS;
+    const kept = this.#foreignState;
+    const newest = kept === undefined || state.timestamp >= kept.timestamp ? state : kept;
+    let near: ForeignState | undefined;
+    for (const candidate of [this.#foreignNear, kept, state]) {
+      if (candidate === undefined || candidate === newest) continue;
+      if (candidate.timestamp >= newest.timestamp || candidate.timestamp > reach) continue;
+      if (near === undefined || candidate.timestamp >= near.timestamp) near = candidate;
+    }
+    this.#foreignState = newest;
+    this.#foreignNear = near;
+  }
+
+  /** The foreign STATE to outrun next: the near one while there is one, else the newest. */
+  #outrunTarget(): ForeignState | undefined {
+    return this.#foreignNear ?? this.#foreignState;
   }
 
   /**
@@ -1922,7 +1964,7 @@ export class SparkplugHost {
    * is noticed.
    */
   #scheduleOutrun(session: Session): void {
-    const foreign = this.#foreignState;
+    const foreign = this.#outrunTarget();
     if (foreign === undefined || this.#stopping) return;
     const now = this.#clock.now();
     // At most one outrun per HOST_STATE_OUTRUN_INTERVAL_MS: each costs every live tag a stale mark
@@ -1940,7 +1982,7 @@ export class SparkplugHost {
     this.#outrunTimer = this.#clock.setTimeout(
       () => {
         this.#outrunTimer = undefined;
-        const current = this.#foreignState;
+        const current = this.#outrunTarget();
         if (this.#stopping || this.#session !== session || session.closing || session.lost === true) return;
         if (current === undefined || current.timestamp < session.timestamp) return;
         if (
@@ -2182,8 +2224,8 @@ export class SparkplugHost {
     // timestamp, so what the host says next does not outrun it: reported (adv19x M2), and outrun
     // by a new session once the host's clock has passed it, whatever the distance (amendments
     // fix19b and fix19c, adv19z MEDIUM-2, adv19c MEDIUM-1).
-    if (state.timestamp > session.timestamp && state.timestamp >= (this.#foreignState?.timestamp ?? -Infinity)) {
-      this.#foreignState = { online: state.online, timestamp: state.timestamp, seenAt: this.#clock.now() };
+    if (state.timestamp > session.timestamp) {
+      this.#keepForeign({ online: state.online, timestamp: state.timestamp, seenAt: this.#clock.now() });
       this.#scheduleOutrun(session);
     }
     // While the main session is connected its Will cannot have been published, and stop() says

@@ -1,4 +1,4 @@
-import { KilnError, type Sample } from "@kiln/core";
+import { GOOD, KilnError, type Sample } from "@kiln/core";
 import { RecordJournal } from "@kiln/core/driver-kit";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -195,6 +195,31 @@ describe("store-and-forward on a real broker", () => {
     for (const [key, value] of expected) expect(sentKeys.get(key)).toEqual(value);
     expect(duplicates(sent)).toEqual([]);
     expect(storeAndForward(node)).toMatchObject({ samplesDropped: 0, backlogSamples: 0 });
+  });
+
+  test("a change the CVT makes while start() opens the journal is kept and sent (adv19f LOW-1); sibling: so is one made after the open, before the first connect ends", async () => {
+    const fixture = await fixtureWithHost();
+    const node = fixture.newNode({ storeAndForward: { path: await tempJournal() }, awaitHostAcks: false });
+    // The table behind the system's read-only view: a change at a chosen instant, not at a scan's.
+    const table = fixture.system.unchecked.cvt;
+    const duringOpen = Date.now();
+    const starting = node.start(); // runs to the journal open's first await
+    table.update([{ tag: "recipe.name", value: "during-open", timestamp: duringOpen, quality: GOOD }]);
+    await starting;
+    const afterStart = Date.now() + 1;
+    table.update([{ tag: "recipe.name", value: "after-start", timestamp: afterStart, quality: GOOD }]);
+    await expect.poll(() => storeAndForward(node).samplesStored, { timeout: 5_000 }).toBeGreaterThanOrEqual(2);
+    await setHost(fixture, true, Date.now());
+    await expect
+      .poll(
+        () =>
+          sentSamples(node, fixture.recorder.messages)
+            .filter((each) => each.key.startsWith("recipe.name@"))
+            .map((each) => each.value),
+        { timeout: 10_000 },
+      )
+      .toEqual(expect.arrayContaining(["during-open", "after-start"]));
+    expect(storeAndForward(node).samplesDropped).toBe(0);
   });
 
   test("live data is not starved: live DDATA goes out between historical records while a long backlog drains", async () => {
