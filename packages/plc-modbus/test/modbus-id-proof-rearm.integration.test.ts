@@ -8,55 +8,25 @@ import { afterEach, expect, it } from "vitest";
 // the request sent since, a chain: 49 wrong good in CI); a separator after every PROVEN_SAME_SHAPE_RUN (8) requests of
 // one shape in a row gets the shifted answer and ends it, whatever the timing.
 const PROVEN_SAME_SHAPE_RUN = 8;
-import { defineTags, type Sample } from "@kiln/core";
-import { ModbusDriver } from "../src/index";
-import { rawRegister, startRawTcpDevice, type RawAnswer, type RawRequest } from "./raw-tcp-device";
+import { defineTags } from "@kiln/core";
+import { rawRegister } from "./raw-tcp-device";
+import { ADDRESSES, all, extraFrameAt300, idProofPeer, wrongGood } from "./id-proof-peer";
+import type { RawAnswer, RawRequest } from "./raw-tcp-device";
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
-const ADDRESSES = Array.from({ length: 20 }, (_, i) => i * 100);
-const tags = defineTags(
-  Object.fromEntries(ADDRESSES.map((a) => [`hr${a}`, { dataType: "uint16", address: `HR${a}@1` }])),
-);
-const all = tags.list();
-const wrongGood = (s: readonly Sample[]) =>
-  s
-    .filter((x) => x.quality.severity === "good" && x.value !== rawRegister(1, Number(x.tag.slice(2))))
-    .map((x) => `${x.tag}=${String(x.value)}`);
-
-async function peer(
+const peer = (
   mode: { stampNewest: boolean },
   bend: (r: RawRequest, stamp: () => number) => RawAnswer | undefined,
-  extra: object = {},
-) {
-  let newest = 0;
-  const device = await startRawTcpDevice((request) => {
-    newest = request.transactionId;
-    const own = request.transactionId;
-    const stamp = () => (mode.stampNewest ? newest : own);
-    return bend(request, stamp) ?? { kind: "normal", delayMs: 15, transactionId: stamp };
-  });
-  cleanups.push(() => device.stop());
-  const driver = new ModbusDriver({
-    transport: { kind: "tcp", host: device.host, port: device.port, ...extra },
-    requestTimeoutMs: 300,
-    reconnect: { initialDelayMs: 50 },
-  } as never);
-  cleanups.push(() => driver.close());
-  await driver.connect();
-  return { driver, device };
-}
+  transport: { readonly separateShapes?: boolean } = {},
+) => idProofPeer(cleanups, mode, bend, transport);
 
 it("#12 fix12f: passes the id proof, then (same connection) starts stamping the newest id; one extra frame at HR300", async () => {
   const mode = { stampNewest: false };
   const armed = { extra: false };
-  const { driver, device } = await peer(mode, (r, stamp) => {
-    if (r.functionCode !== 3 || r.address !== 300 || !armed.extra) return undefined;
-    armed.extra = false;
-    return { kind: "normal", values: [rawRegister(1, 30)], transactionId: stamp, thenOwnAfterMs: 15, ownStamped: true };
-  });
+  const { driver, device } = await peer(mode, extraFrameAt300(armed));
   await driver.read(all);
   await driver.read(all);
   const before = device.requests.length;
@@ -142,11 +112,7 @@ it("#12 fix12g: on a plan whose block sizes alternate, a proven connection sends
 
 it("#12 fix12g sibling: a device that stamps the newest id from the first request never passes the proof; no chain", async () => {
   const armed = { extra: true };
-  const { driver } = await peer({ stampNewest: true }, (r, stamp) => {
-    if (r.functionCode !== 3 || r.address !== 300 || !armed.extra) return undefined;
-    armed.extra = false;
-    return { kind: "normal", values: [rawRegister(1, 30)], transactionId: stamp, thenOwnAfterMs: 15, ownStamped: true };
-  });
+  const { driver } = await peer({ stampNewest: true }, extraFrameAt300(armed));
   const wrong: string[] = [];
   for (let i = 0; i < 6; i++) wrong.push(...wrongGood(await driver.read(all)));
   console.log(JSON.stringify({ case: "newest-from-start", wrong: wrong.length, list: wrong.slice(0, 12) }));

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { defineTags, type Sample } from "@kiln/core";
-import { ModbusDriver } from "../src/index";
-import { rawRegister, startRawTcpDevice, type RawAnswer, type RawRequest } from "./raw-tcp-device";
+import type { Sample } from "@kiln/core";
+import { ADDRESSES, all, extraFrameAt300, idProofPeer, wrongGood } from "./id-proof-peer";
+import { rawRegister } from "./raw-tcp-device";
 
 // Issue 12, ADR 0041 amendment fix12e. fix12d's `transport.separateShapes` (never two requests of one answer shape
 // back to back) closed the gateway chain (one extra answer frame behind a transparent gateway stamping the newest
@@ -14,57 +14,6 @@ const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
-
-/** Twenty one-register tags, one block each (100 registers apart): twenty reads of one answer shape. */
-const ADDRESSES = Array.from({ length: 20 }, (_, index) => index * 100);
-const tags = defineTags(
-  Object.fromEntries(ADDRESSES.map((address) => [`hr${address}`, { dataType: "uint16", address: `HR${address}@1` }])),
-);
-const all = tags.list();
-
-/** Good samples whose value is not their own register's. */
-function wrongGood(samples: readonly Sample[]): string[] {
-  return samples
-    .filter((sample) => sample.quality.severity === "good")
-    .filter((sample) => sample.value !== rawRegister(1, Number(sample.tag.slice(2))))
-    .map((sample) => `${sample.tag}=${String(sample.value)}`);
-}
-
-/**
- * A raw device answering after 15 ms; `stampNewest` (switchable) stamps every answer with the newest request's id
- * like a transparent gateway, else with the request's own; `bend` may answer a request otherwise. Default driver
- * settings apart from the request timeout.
- */
-async function peer(
-  mode: { stampNewest: boolean },
-  bend: (request: RawRequest, stamp: () => number) => RawAnswer | undefined,
-) {
-  let newest = 0;
-  const device = await startRawTcpDevice((request) => {
-    newest = request.transactionId;
-    const own = request.transactionId;
-    const stamp = () => (mode.stampNewest ? newest : own);
-    return bend(request, stamp) ?? { kind: "normal", delayMs: 15, transactionId: stamp };
-  });
-  cleanups.push(() => device.stop());
-  const driver = new ModbusDriver({
-    transport: { kind: "tcp", host: device.host, port: device.port },
-    requestTimeoutMs: 300,
-    reconnect: { initialDelayMs: 50 },
-  });
-  cleanups.push(() => driver.close());
-  await driver.connect();
-  return { driver, device };
-}
-
-/** One extra frame (HR30's word) lands in HR300's window, HR300's own answer 15 ms behind it, stamped the same. */
-function extraFrameAt300(armed: { extra: boolean }) {
-  return (request: RawRequest, stamp: () => number): RawAnswer | undefined => {
-    if (request.functionCode !== 3 || request.address !== 300 || !armed.extra) return undefined;
-    armed.extra = false;
-    return { kind: "normal", values: [rawRegister(1, 30)], transactionId: stamp, thenOwnAfterMs: 15, ownStamped: true };
-  };
-}
 
 async function until(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -80,7 +29,7 @@ const shifted = (wrong: readonly string[]) => wrong.filter((value) => value !== 
 describe("default settings: requests of one answer shape kept apart until the peer proves its ids (fix12e)", () => {
   it("behind a gateway stamping the newest id, one extra frame shifts no later read (before: later reads shifted, good)", async () => {
     const armed = { extra: true };
-    const { driver } = await peer({ stampNewest: true }, extraFrameAt300(armed));
+    const { driver } = await idProofPeer(cleanups, { stampNewest: true }, extraFrameAt300(armed));
     const wrong: string[] = [];
     let good = 0;
     for (let scan = 0; scan < 4; scan++) {
@@ -97,7 +46,7 @@ describe("default settings: requests of one answer shape kept apart until the pe
   });
 
   it("a native device proves its ids once: same-size blocks cost two requests per connection, not one per block", async () => {
-    const { driver, device } = await peer({ stampNewest: false }, () => undefined);
+    const { driver, device } = await idProofPeer(cleanups, { stampNewest: false }, () => undefined);
     for (let scan = 0; scan < 5; scan++) {
       const samples = await driver.read(all);
       expect(samples.every((sample) => sample.quality.severity === "good")).toBe(true);
@@ -119,7 +68,7 @@ describe("default settings: requests of one answer shape kept apart until the pe
     const armed = { extra: false };
     let reset = false;
     const extra = extraFrameAt300(armed);
-    const { driver, device } = await peer(mode, (request, stamp) => {
+    const { driver, device } = await idProofPeer(cleanups, mode, (request, stamp) => {
       if (reset) {
         reset = false;
         return { kind: "reset" };
