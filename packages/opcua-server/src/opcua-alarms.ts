@@ -121,6 +121,8 @@ interface StateMachine {
 }
 
 interface ConditionNode extends UAObject {
+  /** BaseEventType's SourceName (Part 5, 6.4.2). */
+  sourceName: UAVariable;
   currentBranch(): Branch;
   raiseConditionEvent(branch: Branch, renewEventId: boolean): void;
   findBranchForEventId(eventId: Buffer | null): Branch | null;
@@ -706,6 +708,9 @@ export function serveAlarms(context: AlarmServingContext): ServedAlarms {
         [option]: snapshot.setpoint ?? Number.NaN,
       } as unknown as Parameters<Namespace["instantiateExclusiveLimitAlarm"]>[1]) as unknown as ConditionNode;
     }
+    // SourceName is the tag's name, as an alarm list shows it: node-opcua fills it from the variable's last
+    // BrowseName segment ("2:pressure"), the same for `chamber.pressure` and `exhaust.pressure` (adv20k L1).
+    condition.sourceName.setValueFromSource({ dataType: runtime.DataType.String, value: snapshot.tag });
     // Kiln's engine evaluates the alarm (deadband, delays, quality); node-opcua must not.
     condition._onInputDataValueChange = () => undefined;
     condition.updateState = () => undefined;

@@ -182,6 +182,16 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
     expect(await typeOf(conditionId(PRESSURE_HI))).toBe("ns=0;i=9341"); // ExclusiveLimitAlarmType
     expect(await typeOf(conditionId("chamber.pressure:LO"))).toBe("ns=0;i=9341");
     expect(await typeOf(conditionId(DOOR))).toBe("ns=0;i=10637"); // OffNormalAlarmType
+    // Each condition's SourceName variable holds its tag's whole name (a client reading it, not only the events).
+    const sourceNames = await operator.session.read(
+      await Promise.all(
+        [PRESSURE_HI, DOOR].map(async (id) => ({
+          nodeId: await childOf(conditionId(id), "SourceName"),
+          attributeId: AttributeIds.Value,
+        })),
+      ),
+    );
+    expect(sourceNames.map((value) => value.value.value)).toEqual(["chamber.pressure", "door.open"]);
   });
 
   test("a value past the limit raises an event with the condition's fields", async () => {
@@ -196,6 +206,8 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
       "EnabledState.Id": true,
     });
     expect((event.Message as { text: string }).text).toBe("chamber pressure high");
+    // SourceName is the tag's name, as an alarm list shows it (adv20k L1: it was the BrowseName "2:pressure").
+    expect(event.SourceName).toBe("chamber.pressure");
     expect(String(event.EventType)).toBe("ns=0;i=9341");
     expect(Buffer.isBuffer(event.EventId)).toBe(true);
     expect(kilnAlarm(PRESSURE_HI).state.name).toBe("unacknowledged");
@@ -388,7 +400,13 @@ describe("Kiln alarms as OPC UA Part 9 conditions", () => {
       const between = subscriber.events.slice(start + 1, end);
       const door = eventsOf(DOOR, between);
       expect(door).toHaveLength(1);
-      expect(door[0]).toMatchObject({ "ActiveState.Id": true, "AckedState.Id": true, Retain: true, Severity: 900 });
+      expect(door[0]).toMatchObject({
+        "ActiveState.Id": true,
+        "AckedState.Id": true,
+        Retain: true,
+        Severity: 900,
+        SourceName: "door.open",
+      });
       // The cleared, acknowledged pressure alarm has Retain false: not resent.
       expect(eventsOf(PRESSURE_HI, between)).toHaveLength(0);
       await subscriber.subscription.terminate();
