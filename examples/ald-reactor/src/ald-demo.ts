@@ -26,11 +26,13 @@ import { serveAldSystem } from "./ald-serve";
 import { cycleStatistics, cycleWindows, type CycleStatistics } from "./ald-cycles";
 import { aldRecipe, phaseOfStep, type AldPhase } from "./ald-recipe";
 import {
+  auditCounts,
   linkDownText,
   summaryItems,
   worstPulseText,
   type AldDemoSummary,
   type AlarmRaiseRecord,
+  type AuditCounts,
   type BreakerEventRecord,
 } from "./ald-summary";
 import { ProgressLine, type ProgressOutput } from "./progress-line";
@@ -205,6 +207,12 @@ class AldDemoRun {
   #interlockTrips = 0;
   #tmaStarts = 0;
   #cyclesCompleted = 0;
+  /**
+   * The demo's own recipe process, once `startRecipe` answered. Step events of other processes (a recipe an OPC UA
+   * client starts with `--serve` after the demo's has ended) are not the demo's run: its cycles, phases and pulse
+   * timing ignore them. Events before the id is known are the demo's own (one process runs at a time).
+   */
+  #ownProcessId: string | undefined;
   #currentStep = "starting";
   #link = "connecting";
   #linkLost = 0;
@@ -304,6 +312,7 @@ class AldDemoRun {
 
     await system.saveRecipe(ENGINEER, aldRecipe);
     const recipeProcess = await system.startRecipe(OPERATOR, aldRecipe, { parameters: runParameters });
+    this.#ownProcessId = recipeProcess.id;
     const result = await recipeProcess.finished;
     this.#currentStep = result.status;
     this.#progress?.stop();
@@ -360,6 +369,7 @@ class AldDemoRun {
         ),
         occurrences: history.alarms,
       },
+      audit: history.audit,
       breakerEvents: [...this.#breakerEvents],
       link: {
         lost: this.#linkLost,
@@ -481,13 +491,17 @@ class AldDemoRun {
   #record(system: ControlSystem): void {
     const { bus } = system;
     const clock = this.#clock;
+    const foreign = (processId: string): boolean =>
+      this.#ownProcessId !== undefined && processId !== this.#ownProcessId;
     bus.on("step-start", (event) => {
+      if (foreign(event.processId)) return;
       const phase = phaseOfStep(event.path);
       if (!phase || phase.kind === "set") return;
       this.#currentStep = phase.label;
       if (phase.kind === "tma") this.#tmaStarts++;
     });
     bus.on("step-end", (event) => {
+      if (foreign(event.processId)) return;
       const phase: AldPhase | undefined = phaseOfStep(event.path);
       if (!phase || phase.kind === "set") return;
       this.#phases.push({ start: event.startedAt, end: event.at, kind: phase.kind, label: phase.label });
@@ -661,8 +675,9 @@ class AldDemoRun {
     // The alarm table comes from the store's alarm history (every ISA-18.2 transition, with who
     // acknowledged), not from the events the demo saw.
     const alarms = alarmOccurrences(await store.alarms.query({ from, to }));
+    const audit = auditCounts(await store.audit.query({ from, to }));
     await store.close();
-    return { samples, buckets, bucketMs, stored, notGood, stale, from, to, pressureTrend, cycles, alarms };
+    return { samples, buckets, bucketMs, stored, notGood, stale, from, to, pressureTrend, cycles, alarms, audit };
   }
 
   #report(
@@ -826,6 +841,7 @@ interface History {
   readonly pressureTrend: readonly Sample[];
   readonly cycles: readonly CycleStatistics[];
   readonly alarms: readonly AlarmOccurrence[];
+  readonly audit: AuditCounts;
   readonly buckets: ReadonlyMap<string, SampleBucket[]>;
   readonly bucketMs: number;
   readonly stored: number;

@@ -1,4 +1,5 @@
 import type { Sample, TimingStats } from "@kiln/core";
+import type { AuditEntry } from "@kiln/core/driver-kit";
 import type { CycleStatistics } from "./ald-cycles";
 import {
   formatOutage,
@@ -7,6 +8,27 @@ import {
   type LinkOutage,
   type WorstPulse,
 } from "./run-analysis";
+
+/**
+ * The run's audit trail in numbers (read back from the store): every command checked, by outcome, and how many of
+ * them came from OPC UA clients (`--serve`; the entry's source starts with `opcua:`).
+ */
+export interface AuditCounts {
+  readonly allowed: number;
+  readonly denied: number;
+  readonly failed: number;
+  readonly fromOpcua: number;
+}
+
+/** Counts `entries` by outcome (see {@link AuditCounts}). */
+export function auditCounts(entries: readonly AuditEntry[]): AuditCounts {
+  const counts = { allowed: 0, denied: 0, failed: 0, fromOpcua: 0 };
+  for (const entry of entries) {
+    counts[entry.outcome]++;
+    if (entry.source?.startsWith("opcua:") === true) counts.fromOpcua++;
+  }
+  return counts;
+}
 
 /** A breaker state change seen during the run. */
 export interface BreakerEventRecord {
@@ -74,6 +96,8 @@ export interface AldDemoSummary {
   readonly timeline: readonly CycleTimelineRow[];
   /** Wait duration minus planned, ms. */
   readonly waitTiming: TimingStats;
+  /** The commands of the run as the audit trail recorded them. */
+  readonly audit: AuditCounts;
   readonly alarms: {
     readonly raised: number;
     readonly acknowledged: number;
@@ -155,6 +179,10 @@ export function summaryItems(summary: AldDemoSummary): { label: string; value: s
       label: "Alarms",
       value: `${alarms.raised} raised, ${alarms.acknowledged} acknowledged${alarms.interlockTrips > 0 ? `, ${alarms.interlockTrips} interlock trip(s)` : ""}`,
       ok: alarms.interlockTrips === 0,
+    },
+    {
+      label: "Commands audited",
+      value: `${summary.audit.allowed} allowed, ${summary.audit.denied} denied${summary.audit.failed > 0 ? `, ${summary.audit.failed} failed` : ""}${summary.audit.fromOpcua > 0 ? ` (${summary.audit.fromOpcua} of them from OPC UA clients)` : ""}`,
     },
     {
       label: "Breaker events",

@@ -31,7 +31,15 @@ test(
   { timeout: 60_000 },
   async () => {
     const lines: string[] = [];
-    const seen: { state?: string; pressure?: number; pressureStatus?: number; write?: number } = {};
+    const seen: {
+      state?: string;
+      pressure?: number;
+      pressureStatus?: number;
+      write?: number;
+      start?: number;
+      stateAfterSecondRun?: string;
+      cyclesOfSecondRun?: number;
+    } = {};
     const summary = await runAldDemo({
       ...shortDemo,
       outDir: path.join(workDir, "out"),
@@ -75,6 +83,43 @@ test(
             });
             seen.write = write.value;
             await session.close();
+            // adv20k L2/L3: an operator starts the reactor's recipe again over OPC UA after the demo's own run.
+            // The summary is of the demo's run (its cycles, not both runs'), and counts the audited commands.
+            const operator = await client.createSession({
+              type: UserTokenType.UserName,
+              userName: "operator",
+              password: ALD_DEMO_USERS.operator!.password,
+            });
+            const started = await operator.call({
+              objectId: `ns=${ns};s=@Machine`,
+              methodId: `ns=${ns};s=@Machine.StartRecipe`,
+              inputArguments: [
+                { dataType: DataType.String, value: "ald-al2o3-demo" },
+                { dataType: DataType.UInt32, value: 1 },
+              ],
+            });
+            seen.start = started.statusCode.value;
+            const valueOf = async (identifier: string) =>
+              (await operator.read({ nodeId: `ns=${ns};s=${identifier}`, attributeId: AttributeIds.Value })).value
+                .value as unknown;
+            // The saved recipe runs with its default parameters (30 cycles): once the PLC counted one more
+            // cycle, it is aborted.
+            const cyclesBefore = (await valueOf("reactor.cycles")) as number;
+            const until = Date.now() + 30_000;
+            while (((await valueOf("reactor.cycles")) as number) <= cyclesBefore && Date.now() < until) {
+              await new Promise((resolve) => setTimeout(resolve, 100));
+            }
+            await operator.call({
+              objectId: `ns=${ns};s=@Machine`,
+              methodId: `ns=${ns};s=@Machine.Abort`,
+              inputArguments: [{ dataType: DataType.String, value: "test: the demo's summary is of its own run" }],
+            });
+            while ((await valueOf("@Machine.State")) === "processing" && Date.now() < until) {
+              await new Promise((resolve) => setTimeout(resolve, 100));
+            }
+            seen.cyclesOfSecondRun = ((await valueOf("reactor.cycles")) as number) - cyclesBefore;
+            seen.stateAfterSecondRun = (await valueOf("@Machine.State")) as string;
+            await operator.close();
           } finally {
             await client.disconnect();
             await manager.dispose();
@@ -95,5 +140,16 @@ test(
     expect(typeof seen.pressure).toBe("number");
     expect(seen.pressureStatus).toBe(StatusCodes.Good.value);
     expect(seen.write).toBe(StatusCodes.BadUserAccessDenied.value);
+    expect(seen.start).toBe(StatusCodes.Good.value);
+    expect(seen.stateAfterSecondRun).not.toBe("processing");
+    // The second run moved the PLC's counter on, but the summary's cycles are the demo's own run's.
+    expect(seen.cyclesOfSecondRun).toBeGreaterThanOrEqual(1);
+    expect(summary.cycles.countedByPlc).toBe(shortDemo.cycles + seen.cyclesOfSecondRun!);
+    expect(summary.cycles.completed).toBe(shortDemo.cycles);
+    expect(summary.ok).toBe(true);
+    // The viewer's refused write and the operator's StartRecipe, from OPC UA clients, beside the demo's own commands.
+    expect(summary.audit.denied).toBeGreaterThanOrEqual(1);
+    expect(summary.audit.fromOpcua).toBeGreaterThanOrEqual(2);
+    expect(summary.audit.allowed).toBeGreaterThanOrEqual(2);
   },
 );
