@@ -1371,8 +1371,11 @@ export class SparkplugEdgeNode {
         "Sparkplug connect",
       );
       // Each session waits for an online STATE of its own ([tck-id-operational-behavior-edge-node-birth-sequence-wait]);
-      // the timestamps seen before stay, to tell a current STATE from an old one.
-      this.#host = { ...this.#host, state: "unknown" };
+      // the timestamps seen before stay, to tell a current STATE from an old one. The newest STATE
+      // followed said offline: the host is offline until a newer one is taken, not unknown (a spoof
+      // that silences the node shows as offline; amendment fix19i of ADR 0043, adv19h LOW-3).
+      const followedOffline = this.#host.timestamp !== undefined && this.#host.timestamp !== this.#host.onlineTimestamp;
+      this.#host = { ...this.#host, state: followedOffline ? "offline" : "unknown" };
       this.#session = session;
       this.#takeover.follow(client, this.#options.mqtt?.clientId);
       this.#dataCount = 0;

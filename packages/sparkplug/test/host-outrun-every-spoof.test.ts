@@ -158,6 +158,43 @@ describe("every foreign STATE newer than the host's session is outrun, oldest fi
     }, 60_000);
 });
 
+describe("an edge node silenced by a foreign STATE offline shows its host offline (adv19h LOW-3)", () => {
+  test("spoof offline at +302 s, edge with maxHostClockSkewMs 900000, then a broker restart: the edge's new session shows the host offline (the host's own online STATE is older and ignored, with the reason); once the clock passes the spoof the host outruns it and the edge publishes", async () => {
+    const r = await rig("scada-every-restart", 900_000);
+    try {
+      const spoofAt = r.clock.now() + 302 * SECOND;
+      await r.spoof({ online: false, timestamp: spoofAt });
+      await eventually(() => r.node.health().primaryHost?.state === "offline", 10_000, "the edge follows the spoof");
+      const before = r.host.health().state.timestamp;
+      await r.broker.restart();
+      await eventually(
+        () => r.host.health().state.online && r.host.health().state.timestamp !== before,
+        15_000,
+        "the host's new session online",
+      );
+      await eventually(
+        () =>
+          r.node.health().link === "connected" && r.node.health().problems.some((p) => /ignored: older than/.test(p)),
+        15_000,
+        () => `the edge reconnected and ignores the host's older online STATE: ${JSON.stringify(r.node.health())}`,
+      );
+      expect(r.node.health().publishing).toBe(false);
+      expect(r.node.health().primaryHost).toMatchObject({ state: "offline", timestamp: spoofAt });
+      expect(r.node.health().problems.join("\n")).toMatch(/primary host scada-every-restart is offline/);
+      r.step(304 * SECOND);
+      await eventually(() => r.host.health().state.outruns === 1, 10_000, "the host outran the spoof");
+      await eventually(
+        () => r.node.health().publishing,
+        15_000,
+        () => `the edge publishes again: ${JSON.stringify(r.node.health())}`,
+      );
+      expect(r.node.health().primaryHost?.state).toBe("online");
+    } finally {
+      await r.close();
+    }
+  }, 60_000);
+});
+
 describe("a host whose clock steps back stamps its next session after its last one (adv19f LOW-2)", () => {
   test("clock stepped back 1 h, then a broker restart: the new session's STATE is newer than the last, and the edge follows it", async () => {
     const r = await rig("scada-step-back", 7_200_000);
