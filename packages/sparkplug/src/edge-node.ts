@@ -397,7 +397,11 @@ export interface SparkplugEdgeNodeHealth {
   readonly link: DriverStatus;
   /** Why the link is in its state, where known. */
   readonly linkReason?: string;
-  /** The primary host, when one is configured: online, offline, or unknown (no STATE seen yet). */
+  /**
+   * The primary host, when one is configured: online, offline, or unknown (no STATE taken yet in
+   * this MQTT session, and the newest one taken before was not offline: a node silenced by a STATE
+   * offline shows `offline` across its reconnects until a newer STATE is taken; amendment fix19i).
+   */
   readonly primaryHost?: {
     readonly id: string;
     readonly state: "online" | "offline" | "unknown";

@@ -420,7 +420,9 @@ export interface SparkplugHostHealth {
    * opens a new one, whose STATE is newer (counted in `outruns`; at most one a minute, each
    * costing stale marks and rebirths). Edge nodes with the default `maxHostClockSkewMs` (5
    * minutes) hold a STATE further ahead of their clock back only until their clock comes within
-   * that, then follow it (amendment fix19c). `forgedOffline`: STATE offline
+   * that, then follow it (amendment fix19c). Older foreign STATEs newer than the session are kept
+   * too (up to 16) and outrun first, oldest first: which one an edge node follows depends on its
+   * clock and its `maxHostClockSkewMs` (amendment fix19i; `problems` names them). `forgedOffline`: STATE offline
    * messages carrying exactly this session's timestamp that came while the session was connected
    * (so not its own Will): someone copied the retained timestamp; each makes edge nodes die and
    * rebirth. Only broker access control prevents these (publish on `spBv1.0/STATE/<hostId>` for
@@ -650,7 +652,7 @@ interface EdgeNodeState {
   /**
    * Who holds each alias in the edge node's current session: its NBIRTH (`deviceId` undefined)
    * and its online devices' births, kept as they change, so a DBIRTH checks its own aliases
-   * against it in O(its metrics), not by copying every other device's (ADR 0030, amendment fix19g).
+   * against it in O(its metrics), not by copying every other device's (ADR 0030, amendment fix19g-index).
    */
   readonly aliases: Map<number | bigint, { readonly deviceId: string | undefined; readonly info: MetricInfo }>;
   lastRebirthAt: number | undefined;
@@ -1152,7 +1154,7 @@ export class SparkplugHost {
   /*
    * What the host may forget to make room under `limits`, each in the order it would be forgotten
    * (filed again at each change), so forgetting k of them costs O(k) whatever their number, and
-   * whatever was forgotten before (ADR 0030, amendments fix19e, fix19g): edge nodes never born (first under `maxEdgeNodes`),
+   * whatever was forgotten before (ADR 0030, amendments fix19e, fix19g-index): edge nodes never born (first under `maxEdgeNodes`),
    * born edge nodes not online (by when they stopped being online, host time) and offline devices
    * (by when they went offline). Online ones are in none of them.
    */
@@ -2757,7 +2759,7 @@ export class SparkplugHost {
    * What makes a birth unusable, or undefined: a metric name or an alias given twice in it, or an
    * alias the NBIRTH or another online device of the session already gave (Sparkplug 3.0.0: names
    * and aliases are unique per edge node). Names that are not UTF-8 never decode. O(its metrics):
-   * the aliases others hold are looked up in the edge node's index (ADR 0030, amendment fix19g).
+   * the aliases others hold are looked up in the edge node's index (ADR 0030, amendment fix19g-index).
    */
   #birthProblem(node: EdgeNodeState, deviceId: string | undefined, payload: SparkplugPayload): string | undefined {
     const names = new Set<string>();

@@ -1,4 +1,4 @@
-// Issue 19, adversarial review 19b (ADR 0030, amendment fix19g): what the host does for a DBIRTH
+// Issue 19, adversarial review 19b (ADR 0030, amendment fix19g-index): what the host does for a DBIRTH
 // must not grow with the edge node's other devices (the alias check), and the index that makes it
 // so must hold exactly the aliases of the NBIRTH and the online devices. Evicting and forgetting
 // oldest first is tested on its own (src/oldest-first-index.test.ts). Against a real broker (the
