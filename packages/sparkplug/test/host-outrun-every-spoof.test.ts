@@ -156,6 +156,24 @@ describe("every foreign STATE newer than the host's session is outrun, oldest fi
         await r.close();
       }
     }, 60_000);
+
+  test("sibling: 18 foreign STATEs with distinct stamps: 16 are kept, the 2 let go are counted in the problem, the newest stays health's foreign", async () => {
+    const r = await rig("scada-every-bound", 900_000);
+    try {
+      const now = r.clock.now();
+      const stamps = Array.from({ length: 18 }, (_, index) => now + (1_000 + index * (index + 1)) * SECOND);
+      for (const stamp of stamps) await r.spoof({ online: false, timestamp: stamp });
+      await eventually(
+        () => /2 more were let go beyond the bound of 16/.test(r.host.health().problems.join("\n")),
+        10_000,
+        () => `the bound reported: ${JSON.stringify(r.host.health().problems)}`,
+      );
+      expect(r.host.health().state.foreign?.timestamp).toBe(stamps.at(-1));
+      expect(r.host.health().problems.join("\n")).toMatch(/15 older foreign STATE\(s\)/);
+    } finally {
+      await r.close();
+    }
+  }, 60_000);
 });
 
 describe("an edge node silenced by a foreign STATE offline shows its host offline (adv19h LOW-3)", () => {
