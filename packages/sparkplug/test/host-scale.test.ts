@@ -62,7 +62,7 @@ async function rig(limits: SparkplugHostLimits = {}, registerTags = true) {
   return { host, rejects, edge, node };
 }
 
-describe("scale: a DBIRTH is checked against the aliases its edge node holds, in O(its own metrics) (fix19g)", () => {
+describe("scale: a DBIRTH is checked against the aliases its edge node holds, in O(its own metrics) (ADR 0030 fix19g-index)", () => {
   test("births of 1,000 devices × 100 metrics of one edge node are taken in seconds: each DBIRTH checks its own aliases, not every other device's", async () => {
     const DEVICES = 1_000;
     const PER = 100;
