@@ -397,7 +397,11 @@ export interface SparkplugEdgeNodeHealth {
   readonly link: DriverStatus;
   /** Why the link is in its state, where known. */
   readonly linkReason?: string;
-  /** The primary host, when one is configured: online, offline, or unknown (no STATE seen yet). */
+  /**
+   * The primary host, when one is configured: online, offline, or unknown (no STATE taken yet in
+   * this MQTT session, and the newest one taken before was not offline: a node silenced by a STATE
+   * offline shows `offline` across its reconnects until a newer STATE is taken; amendment fix19i).
+   */
   readonly primaryHost?: {
     readonly id: string;
     readonly state: "online" | "offline" | "unknown";
@@ -1371,8 +1375,11 @@ export class SparkplugEdgeNode {
         "Sparkplug connect",
       );
       // Each session waits for an online STATE of its own ([tck-id-operational-behavior-edge-node-birth-sequence-wait]);
-      // the timestamps seen before stay, to tell a current STATE from an old one.
-      this.#host = { ...this.#host, state: "unknown" };
+      // the timestamps seen before stay, to tell a current STATE from an old one. The newest STATE
+      // followed said offline: the host is offline until a newer one is taken, not unknown (a spoof
+      // that silences the node shows as offline; amendment fix19i of ADR 0043, adv19h LOW-3).
+      const followedOffline = this.#host.timestamp !== undefined && this.#host.timestamp !== this.#host.onlineTimestamp;
+      this.#host = { ...this.#host, state: followedOffline ? "offline" : "unknown" };
       this.#session = session;
       this.#takeover.follow(client, this.#options.mqtt?.clientId);
       this.#dataCount = 0;

@@ -420,7 +420,9 @@ export interface SparkplugHostHealth {
    * opens a new one, whose STATE is newer (counted in `outruns`; at most one a minute, each
    * costing stale marks and rebirths). Edge nodes with the default `maxHostClockSkewMs` (5
    * minutes) hold a STATE further ahead of their clock back only until their clock comes within
-   * that, then follow it (amendment fix19c). `forgedOffline`: STATE offline
+   * that, then follow it (amendment fix19c). Older foreign STATEs newer than the session are kept
+   * too (up to 16) and outrun first, oldest first: which one an edge node follows depends on its
+   * clock and its `maxHostClockSkewMs` (amendment fix19i; `problems` names them). `forgedOffline`: STATE offline
    * messages carrying exactly this session's timestamp that came while the session was connected
    * (so not its own Will): someone copied the retained timestamp; each makes edge nodes die and
    * rebirth. Only broker access control prevents these (publish on `spBv1.0/STATE/<hostId>` for
@@ -650,7 +652,7 @@ interface EdgeNodeState {
   /**
    * Who holds each alias in the edge node's current session: its NBIRTH (`deviceId` undefined)
    * and its online devices' births, kept as they change, so a DBIRTH checks its own aliases
-   * against it in O(its metrics), not by copying every other device's (ADR 0030, amendment fix19g).
+   * against it in O(its metrics), not by copying every other device's (ADR 0030, amendment fix19g-index).
    */
   readonly aliases: Map<number | bigint, { readonly deviceId: string | undefined; readonly info: MetricInfo }>;
   lastRebirthAt: number | undefined;
@@ -855,6 +857,12 @@ interface ForeignState {
   readonly seenAt: number;
 }
 /**
+ * The most foreign STATEs the host keeps at once (amendment fix19i of ADR 0043). Past it, the
+ * older of the two closest in time is let go: edge nodes that follow it are released when the
+ * newer one is outrun, that much later (counted in the problem health reports).
+ */
+const MAX_FOREIGN_STATES = 16;
+/**
  * How often the host looks again at a foreign STATE it has not outrun yet, in ms: its clock may be
  * stepped, and a STATE far ahead is waited for in steps (amendment fix19c of ADR 0043).
  */
@@ -868,6 +876,15 @@ const HOST_STATE_OUTRUN_RECHECK_MS = 1_000;
 const FORGED_OFFLINE_ANSWER_INTERVAL_MS = 5_000;
 /** The shortest time between two outruns, in ms (each costs stale marks and rebirths). */
 const HOST_STATE_OUTRUN_INTERVAL_MS = 60_000;
+
+/**
+ * A new session's timestamp: the clock's time, but after the previous session's, so a host whose
+ * clock steps back never says STATE with an older timestamp than it said before (edge nodes
+ * ignore that one: adv19f LOW-2, amendment fix19i of ADR 0043).
+ */
+function nextSessionTimestamp(now: number, previous: number | undefined): number {
+  return previous === undefined || now > previous ? now : previous + 1;
+}
 
 /** An ISO date, or the number when it is not a date. */
 function iso(at: number): string {
@@ -1061,14 +1078,17 @@ export class SparkplugHost {
   readonly #releasedMarks = new OldestFirstIndex<string, number>();
   #session: Session | undefined;
   #lastState: { online: boolean; timestamp?: number } = { online: false };
-  /** The newest STATE on its own topic newer than its session's, from another publisher (health `state.foreign`). */
-  #foreignState: ForeignState | undefined;
   /**
-   * The newest foreign STATE older than `#foreignState` that was within HOST_STATE_OUTRUN_MS of
-   * this host's clock when seen (amendment fix19g, adv19f MEDIUM-1): edge nodes follow it while
-   * they hold the far one back, so it is outrun first, then the far one in its turn.
+   * Every STATE on its own topic newer than its session's from another publisher, oldest first, one
+   * per timestamp (the last seen), at most MAX_FOREIGN_STATES; the newest is health `state.foreign`.
+   * An edge node may follow any of them (its maxHostClockSkewMs and its clock decide which), so
+   * each is outrun in turn, oldest first (amendment fix19i of ADR 0043, adv19h MEDIUM-1).
    */
-  #foreignNear: ForeignState | undefined;
+  #foreign: ForeignState[] = [];
+  /** Foreign STATEs let go at the MAX_FOREIGN_STATES bound, since start. */
+  #foreignMerged = 0;
+  /** The timestamp of this host's last session, so the next one is stamped after it (adv19f LOW-2). */
+  #lastSessionTimestamp: number | undefined;
   /** STATE offline with the connected session's own timestamp: not its Will (health `state.forgedOffline`). */
   #forgedOffline: { count: number; lastSeenAt: number } | undefined;
   #outruns = 0;
@@ -1134,7 +1154,7 @@ export class SparkplugHost {
   /*
    * What the host may forget to make room under `limits`, each in the order it would be forgotten
    * (filed again at each change), so forgetting k of them costs O(k) whatever their number, and
-   * whatever was forgotten before (ADR 0030, amendments fix19e, fix19g): edge nodes never born (first under `maxEdgeNodes`),
+   * whatever was forgotten before (ADR 0030, amendments fix19e, fix19g-index): edge nodes never born (first under `maxEdgeNodes`),
    * born edge nodes not online (by when they stopped being online, host time) and offline devices
    * (by when they went offline). Online ones are in none of them.
    */
@@ -1524,7 +1544,8 @@ export class SparkplugHost {
         `broker link ${this.#lifecycle.status}${this.#lifecycle.reason ? `: ${this.#lifecycle.reason}` : ""}`,
       );
     }
-    const foreign = this.#foreignState;
+    const foreign = this.#foreign.at(-1);
+    const older = this.#foreign.slice(0, -1);
     if (foreign !== undefined) {
       const at = iso(foreign.timestamp);
       const ahead = foreign.timestamp - this.#clock.now();
@@ -1533,9 +1554,13 @@ export class SparkplugHost {
           ? `; it is ${ahead} ms ahead of this host's clock: edge nodes with the default maxHostClockSkewMs (${HOST_STATE_OUTRUN_MS} ms) hold it back until their clock comes within that of it and then follow it, those with a larger one (or Infinity) follow it at once`
           : ""
       }${
-        this.#foreignNear === undefined
+        older.length === 0
           ? ""
-          : `; an older foreign STATE ${this.#foreignNear.online ? "online" : "offline"} at ${iso(this.#foreignNear.timestamp)}, which edge nodes follow meanwhile, is outrun first, once the clock has passed it`
+          : `; ${older.length} older foreign STATE(s) (${older.map((state) => `${state.online ? "online" : "offline"} at ${iso(state.timestamp)}`).join(", ")}), which edge nodes may follow meanwhile, are outrun first, oldest first, each once the clock has passed it`
+      }${
+        this.#foreignMerged === 0
+          ? ""
+          : `; ${this.#foreignMerged} more were let go beyond the bound of ${MAX_FOREIGN_STATES}, each released when the next newer one is outrun`
       }`;
       problems.push(
         `a STATE ${foreign.online ? "online" : "offline"} for this host id with a newer timestamp (${at}, ${foreign.timestamp}) than this session's was published by someone else, seen at ${new Date(foreign.seenAt).toISOString()} (a second host with this host id, or a spoof): edge nodes following this host believe it, not this host (offline: they send no live data; online: they will not believe this host's Will); ${outrun}; give publish on ${this.#stateTopic} to this host alone in the broker's access control`,
@@ -1632,7 +1657,7 @@ export class SparkplugHost {
       ...(this.#lifecycle.reason === undefined ? {} : { linkReason: this.#lifecycle.reason }),
       state: {
         ...this.#lastState,
-        ...(this.#foreignState === undefined ? {} : { foreign: { ...this.#foreignState } }),
+        ...(foreign === undefined ? {} : { foreign: { ...foreign } }),
         ...(this.#forgedOffline === undefined ? {} : { forgedOffline: { ...this.#forgedOffline } }),
         outruns: this.#outruns,
       },
@@ -1670,7 +1695,8 @@ export class SparkplugHost {
   // ---- session -------------------------------------------------------------------------------
 
   async #open(signal: AbortSignal): Promise<void> {
-    const timestamp = this.#clock.now();
+    const timestamp = nextSessionTimestamp(this.#clock.now(), this.#lastSessionTimestamp);
+    this.#lastSessionTimestamp = timestamp;
     // [tck-id-host-topic-phid-death-required] Will in CONNECT: STATE offline, QoS 1, retained,
     // with the timestamp the birth below repeats.
     const connect = await mqttConnect();
@@ -1789,7 +1815,7 @@ export class SparkplugHost {
       // A foreign STATE newer than this session's, seen by an earlier session (a broker restart or
       // a link blip before its stamp): outrun it from this session too, or the outrun promised in
       // health never comes (review adv19d MEDIUM-1; amendment fix19d of ADR 0043).
-      if (this.#foreignState !== undefined) this.#scheduleOutrun(session);
+      if (this.#foreign.length > 0) this.#scheduleOutrun(session);
       this.#watchReplacements = 0;
       this.#problems.delete("watch-replaced-main");
     } catch (error) {
@@ -1927,33 +1953,33 @@ export class SparkplugHost {
     session.online = true;
     this.#lastState = { online: true, timestamp: session.timestamp };
     // Said online with a newer timestamp: edge nodes follow this host again.
-    if (this.#foreignState !== undefined && session.timestamp > this.#foreignState.timestamp)
-      this.#foreignState = undefined;
-    if (this.#foreignNear !== undefined && session.timestamp > this.#foreignNear.timestamp)
-      this.#foreignNear = undefined;
+    this.#foreign = this.#foreign.filter((state) => state.timestamp >= session.timestamp);
   }
 
   /**
-   * Keeps a foreign STATE: the newest of all in `#foreignState` (a tie goes to the later one),
-   * and the newest older one within HOST_STATE_OUTRUN_MS of the clock in `#foreignNear`.
+   * Keeps a foreign STATE in `#foreign` (oldest first; one with the same timestamp replaced),
+   * whatever its distance: which of them an edge node follows depends on its clock and its
+   * maxHostClockSkewMs, neither known here (amendment fix19i of ADR 0043, adv19h MEDIUM-1).
    */
   #keepForeign(state: ForeignState): void {
-    const reach = this.#clock.now() + HOST_STATE_OUTRUN_MS;
-    const kept = this.#foreignState;
-    const newest = kept === undefined || state.timestamp >= kept.timestamp ? state : kept;
-    let near: ForeignState | undefined;
-    for (const candidate of [this.#foreignNear, kept, state]) {
-      if (candidate === undefined || candidate === newest) continue;
-      if (candidate.timestamp >= newest.timestamp || candidate.timestamp > reach) continue;
-      if (near === undefined || candidate.timestamp >= near.timestamp) near = candidate;
+    const list = this.#foreign.filter((kept) => kept.timestamp !== state.timestamp);
+    const at = list.findIndex((kept) => kept.timestamp > state.timestamp);
+    list.splice(at === -1 ? list.length : at, 0, state);
+    if (list.length > MAX_FOREIGN_STATES) {
+      // Let go the older of the two closest (never the newest): its followers wait for the next.
+      let drop = 0;
+      for (let index = 1; index < list.length - 1; index++)
+        if (list[index + 1]!.timestamp - list[index]!.timestamp < list[drop + 1]!.timestamp - list[drop]!.timestamp)
+          drop = index;
+      list.splice(drop, 1);
+      this.#foreignMerged++;
     }
-    this.#foreignState = newest;
-    this.#foreignNear = near;
+    this.#foreign = list;
   }
 
-  /** The foreign STATE to outrun next: the near one while there is one, else the newest. */
+  /** The foreign STATE to outrun next: the oldest kept. */
   #outrunTarget(): ForeignState | undefined {
-    return this.#foreignNear ?? this.#foreignState;
+    return this.#foreign[0];
   }
 
   /**
@@ -2733,7 +2759,7 @@ export class SparkplugHost {
    * What makes a birth unusable, or undefined: a metric name or an alias given twice in it, or an
    * alias the NBIRTH or another online device of the session already gave (Sparkplug 3.0.0: names
    * and aliases are unique per edge node). Names that are not UTF-8 never decode. O(its metrics):
-   * the aliases others hold are looked up in the edge node's index (ADR 0030, amendment fix19g).
+   * the aliases others hold are looked up in the edge node's index (ADR 0030, amendment fix19g-index).
    */
   #birthProblem(node: EdgeNodeState, deviceId: string | undefined, payload: SparkplugPayload): string | undefined {
     const names = new Set<string>();

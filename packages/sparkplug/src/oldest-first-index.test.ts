@@ -45,7 +45,7 @@ describe("OldestFirstIndex", () => {
     expect(keys(index)).toEqual(["c"]);
   });
 
-  // ADR 0030, amendment fix19g: a Map used as this queue (delete the first, then iterate for the
+  // ADR 0030, amendment fix19g-index: a Map used as this queue (delete the first, then iterate for the
   // next first), as the host did, walks every hole left by earlier deletes. The same index backed
   // by such a Map fails this test: 400,000 evictions at 200,000 entries took 54 s, 73 times as
   // long as 400,000 additions; linked, about as long as the additions. Both are timed in one run,

@@ -8,7 +8,7 @@ interface Link<TKey, TValue> {
 
 /**
  * Entries by key, kept in the order they were filed (oldest first): what the host forgets or
- * evicts in that order (ADR 0030, amendment fix19g). Every operation is O(1), however many
+ * evicts in that order (ADR 0030, amendment fix19g-index). Every operation is O(1), however many
  * entries were filed and removed before.
  *
  * Not a `Map` in insertion order: V8 leaves a hole for each deleted entry of a `Map` until the

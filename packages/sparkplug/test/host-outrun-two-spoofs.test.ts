@@ -1,7 +1,7 @@
 /**
  * Two foreign STATEs on the host's own topic, one near (2 s ahead) and one far (10 years ahead),
  * in either order (amendment fix19g of ADR 0043, review adv19f MEDIUM-1): the edge node follows
- * the near one and holds the far one back; the host keeps the near one apart from the newest and
+ * the near one and holds the far one back; the host keeps the near one (since fix19i: every one) and
  * outruns it first, so the edge node publishes again.
  */
 import mqtt from "mqtt";

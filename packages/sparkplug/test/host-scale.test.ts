@@ -1,4 +1,4 @@
-// Issue 19, adversarial review 19b (ADR 0030, amendment fix19g): what the host does for a DBIRTH
+// Issue 19, adversarial review 19b (ADR 0030, amendment fix19g-index): what the host does for a DBIRTH
 // must not grow with the edge node's other devices (the alias check), and the index that makes it
 // so must hold exactly the aliases of the NBIRTH and the online devices. Evicting and forgetting
 // oldest first is tested on its own (src/oldest-first-index.test.ts). Against a real broker (the
@@ -62,7 +62,7 @@ async function rig(limits: SparkplugHostLimits = {}, registerTags = true) {
   return { host, rejects, edge, node };
 }
 
-describe("scale: a DBIRTH is checked against the aliases its edge node holds, in O(its own metrics) (fix19g)", () => {
+describe("scale: a DBIRTH is checked against the aliases its edge node holds, in O(its own metrics) (ADR 0030 fix19g-index)", () => {
   test("births of 1,000 devices × 100 metrics of one edge node are taken in seconds: each DBIRTH checks its own aliases, not every other device's", async () => {
     const DEVICES = 1_000;
     const PER = 100;
