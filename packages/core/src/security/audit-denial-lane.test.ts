@@ -102,21 +102,21 @@ describe("refused commands' entries do not hold allowed commands (adv15g MEDIUM-
     expect((await trail()).filter((entry) => entry.outcome === "denied")).toHaveLength(300);
   }, 60_000);
 
-  test("(sibling) with a journal: a write queued behind 3,000 refused writes answers within a second", async () => {
+  test("(sibling) with a journal: a write queued behind 1,000 refused writes answers before most of them", async () => {
     const { system, trail } = await rig({ journal: true });
-    const denials = Array.from({ length: 3_000 }, (_, index) =>
-      system.writeTag(viewer, "heater.x", index).catch(() => undefined),
+    let answered = 0;
+    const denials = Array.from({ length: 1_000 }, (_, index) =>
+      system.writeTag(viewer, "heater.x", index).catch(() => void answered++),
     );
-    const t0 = Date.now();
     await system.writeTag(engineer, "heater.x", 42);
-    const waited = Date.now() - t0;
-    // Before: one fsynced append per refusal inside the turn, all before this write's.
-    expect(waited).toBeLessThan(1_000);
+    // Before: every refusal answered first (one fsynced append each inside its turn). The
+    // command work of the refusals takes CPU time of its own, so the bound is on order, not time.
+    expect(answered).toBeLessThan(500);
     await Promise.all(denials);
     await system.stop();
     const entries = await trail();
     expect(new Set(entries.map((entry) => entry.id)).size).toBe(entries.length);
-    expect(entries).toHaveLength(3_001);
+    expect(entries).toHaveLength(1_001);
   }, 60_000);
 });
 
