@@ -253,6 +253,15 @@ export interface ControlSystemHealth {
     readonly waitingMs?: number;
     /** Waiting entries already reported by `audit-record-fail` (not just written in the background). */
     readonly reportedWaiting: number;
+    /**
+     * Refused commands' entries waiting for their turn to be recorded: at most 4 refused entries
+     * are recorded at a time, so a burst of refusals never holds an allowed command's entry
+     * (ADR 0013, amendment fix15j). Their callers get the refusal once the entry is recorded. A
+     * problem ("audit queue: ...") once the oldest has waited 2 s.
+     */
+    readonly queued: number;
+    /** How long the oldest of the `queued` entries has waited, in ms, when there is one. */
+    readonly queuedWaitingMs?: number;
     /** The entry at the head of the backlog while it fails: event id, failures counted, last error. */
     readonly blockedBy?: { readonly id: string; readonly failures: number; readonly error: string };
   };
@@ -262,6 +271,8 @@ export interface ControlSystemHealth {
 
 /** How long a journaled audit entry may wait for the store before health names the backlog (ms). */
 const AUDIT_WAIT_GRACE_MS = 1_000;
+/** How long a refused command's entry may wait for its turn to be recorded before health names the queue (ms, fix15j). */
+const DENIED_QUEUE_GRACE_MS = 2_000;
 /** health() names at most this many given-up writes still out, then summarises (review 15g, L2). */
 const LATE_CALL_LINES = 5;
 
@@ -1033,7 +1044,7 @@ export class ControlSystem {
     // A write issued before the safe state (a trip, a manual stop, fault or abort, a process's
     // abort or its own failure) is never sent after it (reviews 15r M3, 15f H1).
     const epoch = this.#recipes.safeStateEpoch;
-    return this.#stateCommand(() =>
+    return this.#stateCommand((turn) =>
       this.#command(
         who,
         "tag.write",
@@ -1078,6 +1089,8 @@ export class ControlSystem {
           newValue: input.ok ? input.value : undefined,
           readOldValue: () => this.#cvt.value(tag),
           comment,
+          // Refused before it acts: its entry is recorded outside the turn (adv15g MEDIUM-2).
+          onDecided: turn.end,
         },
       ),
     );
@@ -1199,6 +1212,7 @@ export class ControlSystem {
           return recipe instanceof Promise ? unlessCancelled(recipe, cancel.signal).then(start) : start(recipe);
         },
         {
+          onDecided: turn.end,
           newValue:
             requested === undefined
               ? given.ok
@@ -1315,7 +1329,7 @@ export class ControlSystem {
    */
   resumeProcess(principal: Principal): Promise<void> {
     const who = snapshotPrincipal(principal);
-    return this.#stateCommand(() =>
+    return this.#stateCommand((turn) =>
       this.#command(
         who,
         "recipe.resume",
@@ -1334,6 +1348,7 @@ export class ControlSystem {
           ),
         {
           subject: this.machineId,
+          onDecided: turn.end,
         },
       ),
     );
@@ -1560,7 +1575,7 @@ export class ControlSystem {
       name !== undefined && /maintenance/i.test(name) ? "machine.maintenance" : "machine.mode";
     // A stop button stops the plant while the audit store is down (ADR 0042): its entry follows.
     const safetyFunction = name !== undefined && stopsMachine(this.#machine.model.name, name);
-    const run = (): Promise<string> =>
+    const run = (turn?: StateTurnControl): Promise<string> =>
       this.#command(
         who,
         permission,
@@ -1672,11 +1687,12 @@ export class ControlSystem {
           readOldValue: () => this.#machine.state,
           newValue: auditedName(name) ?? "(invalid)",
           safetyFunction,
+          ...(turn === undefined ? {} : { onDecided: turn.end }),
         },
       );
     // A safety function acts at once: it never waits behind a start (or a write) waiting for its
     // audit entry (adversarial review 15y, M4). Every other command takes its turn.
-    return safetyFunction ? run() : this.#stateCommand(run);
+    return safetyFunction ? run() : this.#stateCommand((turn) => run(turn));
   }
 
   /**
@@ -1827,6 +1843,13 @@ export class ControlSystem {
         } else {
           problems.push(`audit backlog: ${audit.backlog} entries waiting to be stored (the store is taking them)`);
         }
+      }
+      if (audit.queued > 0 && (audit.queuedWaitingMs ?? 0) >= DENIED_QUEUE_GRACE_MS) {
+        // Refusals wait for the store outside every command's turn; named, never silent (fix15j).
+        problems.push(
+          `audit queue: ${audit.queued} refused commands' entries waiting to be recorded, the oldest for ` +
+            `${Math.round((audit.queuedWaitingMs ?? 0) / 1000)} s (at most 4 recorded at a time; the audit store answers slowly)`,
+        );
       }
     }
     // Reported whatever the state: a stop is when they happen.
@@ -1980,6 +2003,7 @@ export class ControlSystem {
     const control: StateTurnControl = {
       // A wait that needs no turn (a start waiting for the last process to finish ending) lets
       // the commands behind it go first, then takes a new turn (review 15c, M1).
+      end: () => turn.end(),
       outside: async (wait, signal) => {
         turn.end();
         const result = await wait();
@@ -2082,6 +2106,7 @@ export class ControlSystem {
       readOldValue?: () => unknown;
       comment?: string | undefined;
       safetyFunction?: boolean;
+      onDecided?: () => void;
     } = {},
   ): Promise<TResult> {
     // Each command commits its audit entry itself, after its checks and before its first effect.
@@ -2470,6 +2495,11 @@ function releaseSignal(): { readonly released: Promise<void>; release(): void } 
 
 /** What a state command may do with its turn (see `#stateCommand`). */
 interface StateTurnControl {
+  /**
+   * Ends the turn now: for a command refused before it acts (its `denied` entry is then recorded
+   * outside the turn, so the commands behind it do not wait for the audit store; fix15j).
+   */
+  end(): void;
   /** Gives the turn up while `wait` runs, then waits for a new turn (rejecting `KILN_ABORTED` when `signal` aborts first). */
   outside<T>(wait: () => Promise<T>, signal: AbortSignal): Promise<T>;
 }

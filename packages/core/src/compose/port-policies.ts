@@ -7,7 +7,7 @@ import type { EventBus } from "../events/event-bus";
 import type { Clock } from "../ports/clock";
 import type { PlcDriver } from "../ports/plc-driver";
 import type { Store } from "../ports/store";
-import type { CircuitBreaker, CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
+import { isBreakerFailure, type CircuitBreaker, type CircuitBreakerSnapshot } from "../resilience/circuit-breaker";
 import type { HistoryQueries } from "@kiln/core/driver-kit";
 import type { SampleSink } from "@kiln/core/driver-kit";
 import type {
@@ -206,12 +206,13 @@ export function callPolicy(
   settings: PortPolicy,
   retry: boolean,
   context: PortPolicyContext,
+  isFailure?: (error: unknown) => boolean,
 ): CallPolicy {
   return new CallPolicy({
     name: `store:${port}`,
     clock: context.clock,
     timeoutMs: settings.timeoutMs,
-    breaker: settings.breaker,
+    breaker: isFailure === undefined ? settings.breaker : { ...settings.breaker, isFailure },
     ...(retry && settings.retry ? { retry: { shouldRetry: worthRetrying, ...settings.retry } } : {}),
     ...(context.bus ? { bus: context.bus } : {}),
   });
@@ -244,7 +245,18 @@ export function guardStore(store: Store, policies: StorePolicies, context: PortP
   const processes = policy("processes");
   const recipes = policy("recipes");
   const alarms = policy("alarms");
-  const audit = policy("audit");
+  // A refused command's entry the store answered with an error (a trigger raising for it, a
+  // serialization failure) does not count against the audit breaker: anyone may cause refusals,
+  // and their entries must not open the breaker and so refuse authorized commands (adv15g
+  // MEDIUM-3, fix15j). A timeout still counts (it is the timeout's own error, not the store's).
+  const refusalErrors = new WeakSet<object>();
+  const audit = callPolicy(
+    "audit",
+    policies.audit,
+    true,
+    context,
+    (error) => !(typeof error === "object" && error !== null && refusalErrors.has(error)) && isBreakerFailure(error),
+  );
   const raw = store;
   return {
     storeApiVersion: raw.storeApiVersion,
@@ -293,7 +305,15 @@ export function guardStore(store: Store, policies: StorePolicies, context: PortP
       query: (range) => alarms.execute(() => raw.alarms.query(range)),
     },
     audit: {
-      record: (entry) => audit.executeOnce(() => raw.audit.record(entry)),
+      record: (entry) =>
+        audit.executeOnce(() =>
+          entry.outcome !== "denied"
+            ? raw.audit.record(entry)
+            : raw.audit.record(entry).catch((error: unknown) => {
+                if (typeof error === "object" && error !== null) refusalErrors.add(error);
+                throw error;
+              }),
+        ),
       query: (range) => audit.execute(() => raw.audit.query(range)),
     },
   };

@@ -75,8 +75,13 @@ describe("a store down for everything is an outage: health says where the entrie
       expect(health.audit.skipped + health.audit.setAside).toBe(0);
       // Journaled: the engineer's writes run, the viewers are denied.
       expect(codes.filter((code) => code === "ok")).toHaveLength(4);
-      // Every entry waits in the journal (nothing stored, nothing dropped).
-      expect(stored).toEqual([]);
+      // Every entry waited in the journal (nothing stored, nothing dropped). The store is back for
+      // the stop: the close's flush may store them (once each) or, while the audit breaker is still
+      // open, leave them journaled for the next start. Before fix15j the refused entries' store
+      // errors opened the breaker in "down" too, so nothing was ever stored here; now that depends
+      // on timing (all twelve stored when the breaker stayed closed).
+      expect(new Set(stored.map((entry) => entry.id)).size).toBe(stored.length);
+      expect(stored.length).toBeLessThanOrEqual(12);
       expect(health.audit).toMatchObject({ backlog: 12, dropped: 0, durableBacklog: true });
     }, 30_000);
   }

@@ -75,6 +75,13 @@ export interface AuditWriterStatus {
   readonly waitingMs?: number;
   /** Waiting entries reported by `audit-record-fail` (the store failed, or the runner was closed, when they came). */
   readonly reportedWaiting: number;
+  /**
+   * Refused commands' entries waiting for a place in the denial lane (at most 4 refused entries
+   * are recorded at a time; their commands answer once theirs is recorded). Not in `backlog`.
+   */
+  readonly queued: number;
+  /** How long the oldest of the {@link queued} entries has waited, in ms, when there is one. */
+  readonly queuedWaitingMs?: number;
   /** The entry at the head of the backlog when it has failed: its event id, failures counted and the last error. */
   readonly blockedBy?: { readonly id: string; readonly failures: number; readonly error: string };
 }

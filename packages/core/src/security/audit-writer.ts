@@ -142,6 +142,14 @@ const PROBES_PER_TURN = 4;
 const RECENT_TAKE_MS = 5_000;
 
 /** The background retry's schedule when the host gives none. */
+/**
+ * Most refused (`denied`) entries being recorded at one time (their store calls, or their turns of
+ * the writer with a journal); the others wait in order, in memory, with their commands unanswered.
+ * A burst of refusals so never stands between an allowed command's entry and the store, nor
+ * occupies every connection of the store's pool (adv15g MEDIUM-2, fix15j).
+ */
+const DENIED_LANE = 4;
+
 const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
 
 /**
@@ -152,6 +160,9 @@ const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDela
  * runner is its only user, and the class documentation of {@link AuditedCommandRunner} states the
  * rules it keeps.
  */
+/** Where a refused entry goes: its place in the denial lane, or (bypassed) the backlog path, queued. */
+type LanePath = "lane" | { readonly recorded: Promise<void> };
+
 export class AuditWriter {
   readonly #options: AuditedCommandRunnerOptions;
   readonly #logger: Logger;
@@ -261,6 +272,25 @@ export class AuditWriter {
    * journal) and only the background retry probes it (review 15j). Cleared by the store's next answer.
    */
   #storeFailingSince: number | undefined;
+  /**
+   * When an `allowed` entry (a command's intent, a safety action's or a follow-up's) last failed
+   * with a `KilnError`, while the store has answered none since: the store-failing gate. While set,
+   * {@link commit} refuses a command without calling the store. A refused entry's failure alone
+   * does not set it: a store that fails on denied entries' content (a trigger raising for them)
+   * while it takes allowed ones must not refuse authorized commands (adv15g MEDIUM-3, fix15j).
+   */
+  #allowedFailingSince: number | undefined;
+  /** Refused entries being recorded now, at most {@link DENIED_LANE}. */
+  #deniedRecording = 0;
+  /** Refused entries waiting for a place in the denial lane, oldest first. */
+  readonly #deniedWaiting: { readonly entry: AuditEntry; readonly since: number; go(path: LanePath): void }[] = [];
+  /**
+   * Set when a refused entry's own store call failed, until the store takes an entry: the
+   * refused entries waiting (and those that come) then take the backlog path at once, as they did
+   * before the lane (one turn of the writer each, queued in order), so a store failing on them is
+   * judged by the poison rule on the same evidence and at the same pace (fix15j).
+   */
+  #deniedFailed = false;
   /** When the store last took an entry (the runner's clock, ms). */
   #storeTookAt: number | undefined;
   /**
@@ -356,6 +386,10 @@ export class AuditWriter {
       ...(this.#storeTookAt === undefined ? {} : { storeTookAt: this.#storeTookAt }),
       ...(head?.since === undefined ? {} : { waitingMs: Math.max(0, this.#options.clock.now() - head.since) }),
       reportedWaiting: this.#backlog.reduce((count, item) => count + (item.reported === true ? 1 : 0), 0),
+      queued: this.#deniedWaiting.length,
+      ...(this.#deniedWaiting[0] === undefined
+        ? {}
+        : { queuedWaitingMs: Math.max(0, this.#options.clock.now() - this.#deniedWaiting[0].since) }),
       // Only a suspect head holds the trail: one that only timed out while the store answered
       // nothing else waits on an outage, and health says where the entries are (fix15ag).
       ...(head !== undefined && head.failures > 0 && head.suspect === true
@@ -518,6 +552,7 @@ export class AuditWriter {
     this.#gate = undefined;
     this.#gateAll = false;
     this.#retryAttempt = 0;
+    this.#deniedFailed = false;
     return this.serial(async () => {
       if (this.#closed) return;
       await this.#openJournal();
@@ -648,6 +683,8 @@ export class AuditWriter {
    */
   async close(): Promise<void> {
     this.#closing = true;
+    // Refused entries waiting in the lane are queued now, ahead of the close's flush.
+    this.#openLane();
     // Entries of system actions (the abort at stop) still on their way to the writer.
     while (this.#systemRecords.size > 0) await Promise.all(this.#systemRecords);
     this.#lastChance = true;
@@ -785,6 +822,8 @@ export class AuditWriter {
       return count;
     }
     this.#gaveUp = reason;
+    // Refused entries still waiting in the lane are pending (taken below); none waits on forever.
+    this.#openLane();
     for (const item of this.#backlog) {
       if (item.journaled || item.entry === undefined || this.#reservedIds.has(item.entry.id)) continue;
       if (!isSummary(item.entry)) take(item.entry);
@@ -868,7 +907,9 @@ export class AuditWriter {
     if (this.#gate !== undefined) return "closed";
     // No journal, or it could not take the entry: the store is the only durable target. Not
     // called while it is failing (the background retry probes it) or closed.
-    if (this.#closed || this.#storeFailingSince !== undefined) return "refused";
+    // An allowed entry failed since the store last answered (fix15j: a refused entry's failure
+    // alone does not close the gate).
+    if (this.#closed || this.#allowedFailingSince !== undefined) return "refused";
     offer.offered = true;
     // Refused for good, the command does not run: what is kept and reported says so, never `allowed`.
     // stop() gave up on the writer while the store did not answer: the command does not run and
@@ -911,16 +952,57 @@ export class AuditWriter {
   }
 
   async #recordPending(entry: AuditEntry): Promise<void> {
+    if (entry.outcome !== "denied") return this.#recordOne(entry);
+    let path: LanePath;
+    if (this.#laneBypassed()) path = { recorded: this.serial(() => this.recordNow(entry)) };
+    else if (this.#deniedRecording < DENIED_LANE && this.#deniedWaiting.length === 0) {
+      this.#deniedRecording++;
+      path = "lane";
+    } else {
+      path = await new Promise<LanePath>((go) =>
+        this.#deniedWaiting.push({ entry, since: this.#options.clock.now(), go }),
+      );
+    }
+    if (path !== "lane") return path.recorded;
+    try {
+      await this.#recordOne(entry);
+    } finally {
+      // The place goes to the oldest waiting entry (in order), else it is free.
+      const next = this.#deniedWaiting.shift();
+      if (next === undefined) this.#deniedRecording--;
+      else next.go("lane");
+    }
+  }
+
+  /** Whether refused entries skip the lane and are queued in the backlog at once (see {@link #deniedFailed}). */
+  #laneBypassed(): boolean {
+    return this.#deniedFailed || this.#closing || this.#gaveUp !== undefined;
+  }
+
+  /**
+   * Sends every refused entry waiting in the lane to the backlog path now, in order (each queued
+   * for its turn of the writer synchronously, so a close that follows finds them ahead of its own).
+   */
+  #openLane(): void {
+    for (const waiting of this.#deniedWaiting.splice(0)) {
+      waiting.go({ recorded: this.serial(() => this.recordNow(waiting.entry)) });
+    }
+  }
+
+  async #recordOne(entry: AuditEntry): Promise<void> {
     if (
       this.#options.backlog?.path === undefined &&
       !this.#closed &&
       this.#storeFailingSince === undefined &&
       this.#backlog.length === 0 &&
       this.#overflow.size === 0 &&
-      this.#coalesced.size === 0 &&
-      (await this.#store(entry)) !== "retry"
+      this.#coalesced.size === 0
     ) {
-      return;
+      if ((await this.#store(entry)) !== "retry") return;
+      if (entry.outcome === "denied" && !this.#deniedFailed) {
+        this.#deniedFailed = true;
+        this.#openLane();
+      }
     }
     await this.serial(() => this.recordNow(entry));
   }
@@ -975,12 +1057,15 @@ export class AuditWriter {
       this.#retryAttempt = 0;
       this.#storeTookAt = this.#options.clock.now();
       this.#storeFailingSince = undefined;
+      this.#allowedFailingSince = undefined;
+      this.#deniedFailed = false;
       return "stored";
     } catch (error) {
       // Only the store's definite answer about this entry skips it. An error it did not classify
       // (not a KilnError) keeps the entry and is retried: never lost for want of a classification.
       if (refusedForGood(error)) {
         this.#storeFailingSince = undefined;
+        this.#allowedFailingSince = undefined;
         // The store answered about this entry's content: evidence that it is alive, as a take is
         // (fix15ae, adv15 HIGH-1: not counted, a poison head with only refused entries behind it
         // was never proven the cause and held the trail).
@@ -1012,6 +1097,8 @@ export class AuditWriter {
       // connection: a KilnError) gates commands off it until the background retry finds it back.
       // An error it did not classify may be about the entry (a poison entry): commands still
       // try the store then, and their entries are the probe the poison rule needs.
+      if (this.#allowedFailingSince === undefined && KilnError.is(error) && entry.outcome === "allowed")
+        this.#allowedFailingSince = this.#options.clock.now();
       if (this.#storeFailingSince === undefined && KilnError.is(error)) {
         this.#storeFailingSince = this.#options.clock.now();
         // Entries queued while it answered (journaled commands' entries) are reported now.

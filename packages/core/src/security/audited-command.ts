@@ -129,6 +129,13 @@ export interface AuditedCommand<TResult> {
    * effect. @default "before-execute"
    */
   readonly commit?: "before-execute" | "in-execute";
+  /**
+   * Called once the command is refused before it runs (not authorized, a malformed target, the
+   * stop's gate), before its `denied` entry is handed to the audit writer: nothing of it acts
+   * from then on, so a caller that serialized it (the control system's state-command turn) can let
+   * the next command go without waiting for the entry to be recorded (adv15g MEDIUM-2, fix15j).
+   */
+  readonly onDecided?: () => void;
   /** The action itself; runs only when authorized. */
   readonly execute: (context: CommandContext) => TResult | Promise<TResult>;
 }
@@ -405,6 +412,7 @@ export class AuditedCommandRunner {
     if (refusedBeforeRun !== undefined) {
       // Its last entry goes to the writer now: released meanwhile, its caller gets this refusal.
       flight.decided = { error: refusedBeforeRun };
+      command.onDecided?.();
       await record({
         ...entry(),
         outcome: outcomeOf(refusedBeforeRun),
