@@ -141,7 +141,6 @@ const PROBES_PER_TURN = 4;
  */
 const RECENT_TAKE_MS = 5_000;
 
-/** The background retry's schedule when the host gives none. */
 /**
  * Most refused (`denied`) entries being recorded at one time (their store calls, or their turns of
  * the writer with a journal); the others wait in order, in memory, with their commands unanswered.
@@ -150,6 +149,10 @@ const RECENT_TAKE_MS = 5_000;
  */
 const DENIED_LANE = 4;
 
+/** Where a refused entry goes: its place in the denial lane, or (bypassed) the backlog path, queued. */
+type LanePath = "lane" | { readonly recorded: Promise<void> };
+
+/** The background retry's schedule when the host gives none. */
 const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
 
 /**
@@ -160,9 +163,6 @@ const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDela
  * runner is its only user, and the class documentation of {@link AuditedCommandRunner} states the
  * rules it keeps.
  */
-/** Where a refused entry goes: its place in the denial lane, or (bypassed) the backlog path, queued. */
-type LanePath = "lane" | { readonly recorded: Promise<void> };
-
 export class AuditWriter {
   readonly #options: AuditedCommandRunnerOptions;
   readonly #logger: Logger;
