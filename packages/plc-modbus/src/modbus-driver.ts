@@ -297,8 +297,11 @@ export class ModbusDriver implements PlcDriver {
       // `transport.separateShapes` (TCP with the guard, on by default): ids cannot be trusted behind a transparent
       // gateway, so one extra answer frame would shift every later answer of its shape onto the next request of that
       // shape; never two such back to back (ADR 0041, amendment fix12d) until the connection's peer proves that its
-      // answers carry their own ids (two reads together, fix12e). RTU is covered by the client's answer-time rule (fix12c).
+      // answers carry their own ids (two reads together, fix12e).
       separateShapes: this.#separating(),
+      // RTU answers carry no id: the client's answer-time rule (fix12c) ends a shift only while the host reads in
+      // time, so for a minute after any anomaly a read of another size goes after 8 of one shape in a row (fix12h).
+      boundShapeRuns: transport.kind === "rtu",
       // The id proof's two reads in one TCP segment (fix12f).
       holdWrites: () => this.#client?.holdWrites?.() ?? (() => undefined),
       // Only TCP: a new connection proves that no answer of the old one comes (a serial line outlives its port).

@@ -137,6 +137,49 @@ describe("ModbusRequestQueue", () => {
     expect(queue.idProof).toBe("failed");
   });
 
+  it("boundShapeRuns (RTU): after an anomaly, a read of another size after 8 of one shape in a row, for a minute (fix12h)", async () => {
+    const clock = new SimulatedClock();
+    const started: [string, number][] = [];
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100, boundShapeRuns: true });
+    const fence = fences(clock, started, () => Promise.resolve([]));
+    const read = (what: string, silent = false) =>
+      queue.run(
+        () => (started.push([what, clock.now()]), silent ? new Promise<never>(() => undefined) : Promise.resolve(what)),
+        what,
+        undefined,
+        { shape: "hr/2", fence },
+      );
+    const run = (count: number) => Promise.all(Array.from({ length: count }, (_, index) => read(`HR${index}`)));
+    const sent = () => started.map(([what]) => what);
+    // A healthy line: no separator, no proof (RTU has no ids to prove).
+    await run(20);
+    expect(sent()).toEqual(Array.from({ length: 20 }, (_, index) => `HR${index}`));
+    expect(queue.separators).toBe(0);
+    expect(queue.idProof).toBe("untried");
+    // A request abandoned (its timeout): its answer may still come and shift the stream.
+    const silent = read("HR99", true).catch(() => undefined);
+    await clock.advance(100);
+    await silent;
+    await clock.advance(200); // its late bound (the fence waits for it on RTU only with fenceAfterLateBound)
+    started.length = 0;
+    const reads = run(20);
+    await clock.advance(0);
+    await reads;
+    // (The fence went in the pause after the timeout.) At most 8 of one shape in a row: a separator before the 9th
+    // and the 17th, and no id proof (RTU has no ids to prove).
+    const hr = (from: number, to: number) => Array.from({ length: to - from }, (_, index) => `HR${from + index}`);
+    expect(sent()).toEqual([...hr(0, 8), "fence hr/4", ...hr(8, 16), "fence hr/4", ...hr(16, 20)]);
+    expect(queue.separators).toBe(2);
+    expect(queue.idProof).toBe("untried");
+    // A minute later with no anomaly since: back to back again.
+    await clock.advance(60_000);
+    const before = queue.separators;
+    started.length = 0;
+    await run(20);
+    expect(sent()).toEqual(Array.from({ length: 20 }, (_, index) => `HR${index}`));
+    expect(queue.separators).toBe(before);
+  });
+
   it("without separateShapes, same-shape requests go back to back as before (sibling)", async () => {
     const clock = new SimulatedClock();
     const started: [string, number][] = [];

@@ -93,6 +93,21 @@ export interface ModbusRequestQueueOptions {
    */
   readonly separateShapes?: boolean;
   /**
+   * For a link whose answers carry no id (Modbus RTU): while an anomaly of the answer stream (a request abandoned
+   * for its timeout, an answer that did not fit, a stray, a doubted answer) was seen less than
+   * {@link SHIFT_WATCH_MS} ago, a separator (a read of another answer shape, built by the request's `fence` builder,
+   * as for `separateShapes`) goes after {@link SAME_SHAPE_RUN} requests of one answer shape in a row. An answer
+   * that comes after its request was abandoned (out of order, past its late bound), or a repeater's copy, lands on
+   * a later request of its shape and is taken; that request's own answer then lands on the next one, and so on
+   * while requests of the shape follow one another: the client's answer-time rule (ADR 0041 fix12c) ends such a
+   * chain only while the host reads bytes in time. The separator takes the shifted answer (it does not fit) or its
+   * own answer comes as a stray: at most {@link SAME_SHAPE_RUN} values of a shift are taken, whatever the timing.
+   * Free on a plan whose block sizes change at least that often and on a line with no anomaly in the window. ADR
+   * 0041, amendment fix12h.
+   * @default false
+   */
+  readonly boundShapeRuns?: boolean;
+  /**
    * Holds the transport's writes back until the returned release is called, so the id proof's two reads leave in
    * one write (one TCP segment) and a gateway has both before it can answer the first (ADR 0041 fix12f). Without it
    * each read is written on its own.
@@ -305,15 +320,28 @@ const OTHER_UNIT_RESYNC_BOUNDS = 2;
 const GATEWAY_GAVE_UP = 11;
 
 /**
- * On a connection whose id proof passed (one request on the wire at a time), a separator still goes after this
- * many requests of one answer shape in a row (ADR 0041, amendment fix12g). A peer that passed the proof and then
+ * On a connection whose id proof passed (one request on the wire at a time), and on a link whose answers carry no
+ * id while it is watched (`boundShapeRuns`, {@link SHIFT_WATCH_MS}; ADR 0041 fix12h), a separator still goes after
+ * this many requests of one answer shape in a row (ADR 0041, amendment fix12g). A peer that passed the proof and then
  * shifts its answer stream by one (an extra frame, each later answer stamped with the newest request's id) gives
  * every later request the answer of the one before, with the right id and the right size: nothing else shows it
  * while requests follow one another faster than the peer answers (a chain of 49 wrong good values in 6 back-to-back
  * scans was seen). The separator gets an answer of the wrong size or a stray, which loses the proof: at most this
  * many values of a shift are taken. Free on a plan whose block sizes change at least this often.
  */
-const PROVEN_SAME_SHAPE_RUN = 8;
+const SAME_SHAPE_RUN = 8;
+
+/**
+ * How long (ms) after the last anomaly of the answer stream runs of one shape stay bounded on a link whose answers
+ * carry no id (`boundShapeRuns`, ADR 0041 fix12h). A request's timeout is such an anomaly, so an answer that comes up
+ * to this long after its request was abandoned (60 times the default 1 s request timeout; the late answers seen on
+ * real lines are a PLC cycle or a radio modem's buffer, well under that) starts a chain of at most
+ * {@link SAME_SHAPE_RUN} values. Each new anomaly (a separator that caught a shift is one) starts the window again, so
+ * a line that keeps showing them (a dead unit timing out every scan, a repeater) stays bounded; a healthy line pays
+ * nothing once the window has passed. A time window, not "the rest of the connection": a serial port stays open for
+ * months, and one timeout at start-up would otherwise cost a request per {@link SAME_SHAPE_RUN} for good.
+ */
+const SHIFT_WATCH_MS = 60_000;
 
 /** The longest wait (ms) before the answer stream is resynchronised for want of a fence (see `#noFence`). */
 const NO_FENCE_MAX_BACKOFF_MS = 60_000;
@@ -353,9 +381,13 @@ export class ModbusRequestQueue {
   readonly #holdWrites: (() => () => void) | undefined;
   /** See {@link ModbusRequestQueueOptions.separateShapes}. */
   readonly #separateShapes: boolean;
+  /** See {@link ModbusRequestQueueOptions.boundShapeRuns}. */
+  readonly #boundShapeRuns: boolean;
+  /** When (clock ms) the answer stream's last anomaly was seen (see `boundShapeRuns`); none yet: -Infinity. */
+  #lastAnomalyAt = Number.NEGATIVE_INFINITY;
   /** The shape of the request sent last and when it went on the wire (see `separateShapes`). */
   #lastSent: { readonly shape: string | undefined; readonly at: number } | undefined;
-  /** Requests of `#lastSent`'s shape sent in a row, it included (see {@link PROVEN_SAME_SHAPE_RUN}). */
+  /** Requests of `#lastSent`'s shape sent in a row, it included (see {@link SAME_SHAPE_RUN}). */
   #sameShapeRun = 0;
   /** A separator (see `separateShapes`) is on the wire: it goes alone. */
   #separating = false;
@@ -464,6 +496,7 @@ export class ModbusRequestQueue {
     this.#fenceAfterLateBound = options.fenceAfterLateBound ?? false;
     this.#holdWrites = options.holdWrites;
     this.#separateShapes = options.separateShapes ?? false;
+    this.#boundShapeRuns = options.boundShapeRuns ?? false;
     this.#resyncAfterMs =
       options.resyncAfterMs === undefined
         ? undefined
@@ -734,6 +767,7 @@ export class ModbusRequestQueue {
     if (this.#guardMs <= 0 || this.idsProven) return;
     this.#cleanAnswers = 0;
     this.#anomalies++;
+    this.#lastAnomalyAt = this.#clock.now();
     if (onTheWireSuspect) this.#anomalyAt = this.#sent;
     this.#alignmentReason = reason;
     this.#silenceOnly.delete(scope);
@@ -1090,7 +1124,8 @@ export class ModbusRequestQueue {
           // The first one on this connection: prove the ids instead (two reads of other shapes together, fix12e).
           // Not on a device seen answering out of order: a proof read timed out there would hold its shape until
           // its answer or the forget horizon (one more resync); separation simply stays on.
-          if (this.#idProof === "untried" && !this.#outOfOrder && this.#sendIdProof(next)) continue;
+          if (this.#separateShapes && this.#idProof === "untried" && !this.#outOfOrder && this.#sendIdProof(next))
+            continue;
           if (this.#sendSeparator(next)) continue;
         }
         const entry = this.#queue.shift()!;
@@ -1164,22 +1199,24 @@ export class ModbusRequestQueue {
   /**
    * Whether a separator must go before `entry` (see {@link ModbusRequestQueueOptions.separateShapes}): it has the
    * shape of the request sent just before it, within that one's late bound, and the ids are not proven (or proven
-   * by the id proof only and {@link PROVEN_SAME_SHAPE_RUN} requests of that shape went in a row).
+   * by the id proof only and {@link SAME_SHAPE_RUN} requests of that shape went in a row).
    */
   #separatorDue(entry: Entry): boolean {
-    if (!this.#separateShapes || entry.unseparated === true) return false;
+    if ((!this.#separateShapes && !this.#boundShapeRuns) || entry.unseparated === true) return false;
     if (entry.shape === undefined || entry.fence === undefined) return false;
     const last = this.#lastSent;
     if (last === undefined || last.shape !== entry.shape) return false;
-    if (this.#clock.now() >= last.at + this.#timeoutMs + this.#guardMs) return false;
+    const now = this.#clock.now();
+    if (now >= last.at + this.#timeoutMs + this.#guardMs) return false;
+    // No id on the answers (RTU), an anomaly seen lately: one separator per SAME_SHAPE_RUN (fix12h).
+    if (this.#boundShapeRuns && now < this.#lastAnomalyAt + SHIFT_WATCH_MS && this.#sameShapeRun >= SAME_SHAPE_RUN)
+      return true;
+    if (!this.#separateShapes) return false;
     if (this.shapesSeparated) return true;
-    // Proven by the id proof alone, one request at a time: still one separator per PROVEN_SAME_SHAPE_RUN (fix12g).
+    // Proven by the id proof alone, one request at a time: still one separator per SAME_SHAPE_RUN (fix12g).
     // Pipelined answers (idsProven, maxInFlight > 1) show a shifted stream themselves, as duplicates.
     return (
-      this.#idProof === "passed" &&
-      !this.idsProven &&
-      this.#maxInFlight === 1 &&
-      this.#sameShapeRun >= PROVEN_SAME_SHAPE_RUN
+      this.#idProof === "passed" && !this.idsProven && this.#maxInFlight === 1 && this.#sameShapeRun >= SAME_SHAPE_RUN
     );
   }
 

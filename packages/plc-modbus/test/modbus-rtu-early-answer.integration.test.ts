@@ -116,7 +116,12 @@ describe.skipIf(!hasSocat)("Modbus RTU: an extra frame of the right size (needs 
     };
     const { wrong, shifted, good } = await scans(15, 1050);
     expect(late).toBeGreaterThanOrEqual(2);
-    expect(shifted.length, shifted.join(", ")).toBeLessThanOrEqual(late);
+    // Each late answer follows its request's timeout (an anomaly), so its chain is bounded by the separator after 8
+    // reads of one shape in a row (ADR 0041 fix12h): at most 7 shifted values per late answer whatever the host's
+    // timing. The answer-time rule usually ends it at the first (0-1 here alone), but not under load: the full project
+    // run once saw 6 in one scan (hr150=1140 ... hr50=1190) against the former bound of one per late answer, which
+    // only the timing held.
+    expect(shifted.length, shifted.join(", ")).toBeLessThanOrEqual(late * 7);
     expect(wrong.length).toBeLessThanOrEqual(late);
     expect(good).toBeGreaterThanOrEqual(15 * 20 - 120);
   }, 60_000);
