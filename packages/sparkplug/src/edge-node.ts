@@ -1226,8 +1226,11 @@ export class SparkplugEdgeNode {
       return `primary host ${host} has acknowledged nothing in ${now - this.#firstNumberedAt} ms since the first DDATA (awaitHostAcks "auto": not a Kiln host, or one that does not acknowledge): data is released once published, so what goes out while the host is gone without its Will (a broker and host crashing together) is lost (${this.#unconfirmed.released + this.#unconfirmed.pendingSamples} samples released unconfirmed so far: acknowledgement.samplesUnconfirmed)`;
     }
     const backlog = this.#backlog;
-    const waiting = this.#ackWaitSince;
-    if (backlog === undefined || waiting === undefined || now - waiting <= bound) return undefined;
+    // While the host is shown offline (or unknown) nothing is published and no acknowledgement is due: the host-state
+    // problem says why. Once it is back, the wait counts from when it was seen online (adv19j LOW-2, fix19i).
+    if (this.#host.state !== "online" || this.#ackWaitSince === undefined) return undefined;
+    const waiting = Math.max(this.#ackWaitSince, this.#host.seenAt ?? this.#ackWaitSince);
+    if (backlog === undefined || now - waiting <= bound) return undefined;
     const tally = backlog.tally(this.#epoch);
     const samples = tally.sentSamples + this.#storingSent;
     if (samples === 0) return undefined;

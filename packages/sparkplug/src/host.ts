@@ -1977,9 +1977,22 @@ export class SparkplugHost {
     this.#foreign = list;
   }
 
-  /** The foreign STATE to outrun next: the oldest kept. */
+  /**
+   * The foreign STATE to outrun next: of those kept within HOST_STATE_OUTRUN_INTERVAL_MS of the
+   * oldest, the newest (adv19j LOW-1). One session stamped after it outruns them all, and the next
+   * outrun could come no sooner than that interval anyway; an edge node follows the newest STATE
+   * within its reach, so outrunning the oldest alone first left those edges silent one interval
+   * longer (62 s for spoofs at +2 s and +4 s). Edges following an older one of the group wait at
+   * most the interval, as they would for the pacing.
+   */
   #outrunTarget(): ForeignState | undefined {
-    return this.#foreign[0];
+    const oldest = this.#foreign[0];
+    if (oldest === undefined) return undefined;
+    let target = oldest;
+    for (const state of this.#foreign) {
+      if (state.timestamp < oldest.timestamp + HOST_STATE_OUTRUN_INTERVAL_MS) target = state;
+    }
+    return target;
   }
 
   /**

@@ -213,6 +213,27 @@ describe("an edge node silenced by a foreign STATE offline shows its host offlin
   }, 60_000);
 });
 
+describe("spoofs close together are outrun by one session (adv19j LOW-1)", () => {
+  test("spoofs offline at +2 s then +4 s, edge at the default maxHostClockSkewMs: it follows the +4 s one; one outrun, once the clock passes +4 s, covers both and the edge publishes again within seconds, not after the next outrun a minute later", async () => {
+    const r = await rig("scada-every-close", 300_000);
+    try {
+      const now = r.clock.now();
+      await r.spoof({ online: false, timestamp: now + 2 * SECOND });
+      await r.spoof({ online: false, timestamp: now + 4 * SECOND });
+      await eventually(() => !r.node.health().publishing, 10_000, "the edge follows the +4 s spoof");
+      await eventually(
+        () => r.node.health().publishing && (r.node.health().primaryHost?.timestamp ?? 0) > now + 4 * SECOND,
+        20_000,
+        () => `the edge publishes again, following the host: ${JSON.stringify(r.host.health().state)}`,
+      );
+      expect(r.host.health().state.outruns).toBe(1);
+      expect(r.host.health().state.foreign).toBeUndefined();
+    } finally {
+      await r.close();
+    }
+  }, 60_000);
+});
+
 describe("a host whose clock steps back stamps its next session after its last one (adv19f LOW-2)", () => {
   test("clock stepped back 1 h, then a broker restart: the new session's STATE is newer than the last, and the edge follows it", async () => {
     const r = await rig("scada-step-back", 7_200_000);
