@@ -123,6 +123,18 @@ interface BacklogItem {
 const POISON_ATTEMPTS = 2;
 
 /** Whether `error` is an open breaker's refusal: no answer of the store, never evidence (fix15af). */
+/**
+ * Whether a backlog item still needs a durable home: it holds an entry (not an undecodable
+ * record) not yet stored nor kept aside. A probe the store took behind a suspect head (`stored`)
+ * or refused for good and kept aside (`skipped`, counted there) only waits to leave in order:
+ * every count of what is waiting, lost at the stop or dropped at the limit asks this, so none
+ * counts it again (fix15l, adv15k MEDIUM-1: the stop counted stored probes dropped and reported
+ * stored refusals `audit-refusal-drop`).
+ */
+function awaitsStore(item: BacklogItem): item is BacklogItem & { readonly entry: AuditEntry } {
+  return item.entry !== undefined && item.stored !== true && item.skipped !== true;
+}
+
 function isBreakerOpen(error: unknown): boolean {
   return KilnError.is(error) && error.code === "KILN_CIRCUIT_OPEN";
 }
@@ -700,10 +712,11 @@ export class AuditWriter {
       this.#retryTimer = undefined;
       this.#lastError = new KilnError("KILN_LIFECYCLE", "The control system is stopped: the audit store is closed.");
       // Entries the reserve holds come back at the next start: not lost.
+      // Stored probes and entries kept aside are not lost (fix15l).
       const memoryOnly = this.#backlog.filter(
         (item) =>
           !item.journaled &&
-          item.entry !== undefined &&
+          awaitsStore(item) &&
           !this.#reservedIds.has(item.entry.id) &&
           !this.#gaveUpIds.has(item.entry.id),
       );
@@ -825,7 +838,7 @@ export class AuditWriter {
     // Refused entries still waiting in the lane are pending (taken below); none waits on forever.
     this.#openLane();
     for (const item of this.#backlog) {
-      if (item.journaled || item.entry === undefined || this.#reservedIds.has(item.entry.id)) continue;
+      if (item.journaled || !awaitsStore(item) || this.#reservedIds.has(item.entry.id)) continue;
       if (!isSummary(item.entry)) take(item.entry);
       else {
         const fold = foldedTally(item.entry);
@@ -1333,7 +1346,7 @@ export class AuditWriter {
   #underSuspicion(): ReadonlySet<string> {
     const ids = new Set<string>();
     for (const item of this.#backlog) {
-      if (item.entry === undefined || item.stored === true || item.skipped === true) continue;
+      if (!awaitsStore(item)) continue;
       if (item.suspect === true || (item.probeFailures ?? 0) > 0 || item.failures > 0) ids.add(item.entry.id);
     }
     return ids;
@@ -1459,8 +1472,7 @@ export class AuditWriter {
       return;
     }
     this.#takeBackGaveUp(entry);
-    if (this.#backlog.some((item) => item.entry?.id === id && item.stored !== true && item.skipped !== true))
-      this.#landedLate.add(id);
+    if (this.#backlog.some((item) => awaitsStore(item) && item.entry.id === id)) this.#landedLate.add(id);
   }
 
   /**
@@ -1640,9 +1652,7 @@ export class AuditWriter {
   /** Denied and failed entries (summaries included) in the backlog: they may hold at most {@link #maxDenied}. */
   #deniedInBacklog(): number {
     let count = 0;
-    for (const item of this.#backlog)
-      if (item.entry !== undefined && item.stored !== true && item.skipped !== true && item.entry.outcome !== "allowed")
-        count++;
+    for (const item of this.#backlog) if (awaitsStore(item) && item.entry.outcome !== "allowed") count++;
     return count;
   }
 
@@ -1872,7 +1882,7 @@ export class AuditWriter {
         if (index < 0) break;
         const item = this.#backlog.splice(index, 1)[0]!;
         evicted.add(item);
-        if (item.stored !== true && item.skipped !== true) droppedEntries.push(item.entry!);
+        if (awaitsStore(item)) droppedEntries.push(item.entry);
         continue;
       }
       this.#backlog.shift();
@@ -1880,7 +1890,7 @@ export class AuditWriter {
       if (oldest.journaled) journalReleases++;
       if (oldest.journaled && oldest.entry !== undefined) this.#releasedThrough = oldest.entry.id;
       // Stored or kept aside already (its answer came, the drain has not removed it yet): uncounted.
-      if (oldest.entry !== undefined && oldest.stored !== true && oldest.skipped !== true) {
+      if (awaitsStore(oldest)) {
         droppedEntries.push(oldest.entry);
       }
     }
@@ -1957,8 +1967,7 @@ export class AuditWriter {
    */
   #entriesInBacklog(): number {
     let count = 0;
-    for (const item of this.#backlog)
-      if (item.entry !== undefined && item.stored !== true && item.skipped !== true) count++;
+    for (const item of this.#backlog) if (awaitsStore(item)) count++;
     return count;
   }
 
