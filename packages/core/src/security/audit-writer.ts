@@ -161,8 +161,19 @@ const RECENT_TAKE_MS = 5_000;
  */
 const DENIED_LANE = 4;
 
-/** Where a refused entry goes: its place in the denial lane, or (bypassed) the backlog path, queued. */
-type LanePath = "lane" | { readonly recorded: Promise<void> };
+/**
+ * Where a refused entry goes: its place in the denial lane, (bypassed) the backlog path, queued,
+ * or (`counted`) the overflow: the lane's waiting list was at its bound (fix15l).
+ */
+type LanePath = "lane" | "counted" | { readonly recorded: Promise<void> };
+
+/** A refused entry waiting for a place in the denial lane; `order`: its place among all waiting. */
+interface LaneWaiting {
+  readonly entry: AuditEntry;
+  readonly since: number;
+  readonly order: number;
+  go(path: LanePath): void;
+}
 
 /** The background retry's schedule when the host gives none. */
 const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
@@ -294,8 +305,17 @@ export class AuditWriter {
   #allowedFailingSince: number | undefined;
   /** Refused entries being recorded now, at most {@link DENIED_LANE}. */
   #deniedRecording = 0;
-  /** Refused entries waiting for a place in the denial lane, oldest first. */
-  readonly #deniedWaiting: { readonly entry: AuditEntry; readonly since: number; go(path: LanePath): void }[] = [];
+  /**
+   * Refused entries waiting for a place in the denial lane, by principal (each oldest first): a
+   * freed place goes to the principals in turn, so one principal's flood does not hold back
+   * another's refusal (fix15l, adv15k MEDIUM-2). At most the backlog's denied share still free
+   * wait ({@link #laneRoom}); beyond it a refusal is counted into the overflow.
+   */
+  readonly #deniedWaiting = new Map<string, LaneWaiting[]>();
+  /** Refused entries in {@link #deniedWaiting}, all principals. */
+  #deniedWaitingCount = 0;
+  /** Refused entries that ever waited in the lane: each one's {@link LaneWaiting.order}. */
+  #deniedWaitingOrder = 0;
   /**
    * Set when a refused entry's own store call failed, until the store takes an entry: the
    * refused entries waiting (and those that come) then take the backlog path at once, as they did
@@ -398,10 +418,10 @@ export class AuditWriter {
       ...(this.#storeTookAt === undefined ? {} : { storeTookAt: this.#storeTookAt }),
       ...(head?.since === undefined ? {} : { waitingMs: Math.max(0, this.#options.clock.now() - head.since) }),
       reportedWaiting: this.#backlog.reduce((count, item) => count + (item.reported === true ? 1 : 0), 0),
-      queued: this.#deniedWaiting.length,
-      ...(this.#deniedWaiting[0] === undefined
+      queued: this.#deniedWaitingCount,
+      ...(this.#deniedWaitingCount === 0
         ? {}
-        : { queuedWaitingMs: Math.max(0, this.#options.clock.now() - this.#deniedWaiting[0].since) }),
+        : { queuedWaitingMs: Math.max(0, this.#options.clock.now() - this.#oldestWaitingSince()) }),
       // Only a suspect head holds the trail: one that only timed out while the store answered
       // nothing else waits on an outage, and health says where the entries are (fix15ag).
       ...(head !== undefined && head.failures > 0 && head.suspect === true
@@ -968,23 +988,72 @@ export class AuditWriter {
     if (entry.outcome !== "denied") return this.#recordOne(entry);
     let path: LanePath;
     if (this.#laneBypassed()) path = { recorded: this.serial(() => this.recordNow(entry)) };
-    else if (this.#deniedRecording < DENIED_LANE && this.#deniedWaiting.length === 0) {
+    else if (this.#deniedRecording < DENIED_LANE && this.#deniedWaitingCount === 0) {
       this.#deniedRecording++;
       path = "lane";
+    } else if (this.#deniedWaitingCount >= this.#laneRoom()) {
+      // The waiting list is at its bound: counted into the overflow summary (as the backlog counts
+      // a refusal its full denied share cannot hold), the caller answered without waiting (fix15l).
+      path = "counted";
     } else {
-      path = await new Promise<LanePath>((go) =>
-        this.#deniedWaiting.push({ entry, since: this.#options.clock.now(), go }),
+      path = await new Promise<LanePath>((go) => {
+        const waiting: LaneWaiting = { entry, since: this.#options.clock.now(), order: this.#deniedWaitingOrder++, go };
+        const queue = this.#deniedWaiting.get(entry.principal);
+        if (queue === undefined) this.#deniedWaiting.set(entry.principal, [waiting]);
+        else queue.push(waiting);
+        this.#deniedWaitingCount++;
+      });
+    }
+    if (path === "counted") {
+      const cause = `the audit denial lane's waiting list was full (${this.#deniedWaitingCount} refused entries waiting for the store)`;
+      // Stopped meanwhile: recordNow reports it as any entry then (never counted into a summary
+      // the stop has already written or reported).
+      return this.serial(() =>
+        this.#gaveUp !== undefined || this.#closed ? this.recordNow(entry) : this.#countOverflow(entry, cause),
       );
     }
     if (path !== "lane") return path.recorded;
     try {
       await this.#recordOne(entry);
     } finally {
-      // The place goes to the oldest waiting entry (in order), else it is free.
-      const next = this.#deniedWaiting.shift();
+      // The place goes to the next principal's oldest waiting entry, else it is free.
+      const next = this.#nextWaiting();
       if (next === undefined) this.#deniedRecording--;
       else next.go("lane");
     }
+  }
+
+  /**
+   * Most refused entries that may wait for the lane: the backlog's denied share still free
+   * (`maxEntries` × {@link DENIED_SHARE}, less the denied entries it holds), the same budget a
+   * refusal queued in the backlog has; at least one (fix15l, adv15k MEDIUM-2: unbounded, 20,000
+   * refusals against a store taking 1 s a call held 186 MB).
+   */
+  #laneRoom(): number {
+    return Math.max(1, this.#maxDenied - this.#deniedInBacklog());
+  }
+
+  /**
+   * Takes the oldest waiting entry of the principal first in turn, whose turn then goes to the
+   * back (round-robin by principal, fix15l); undefined when none waits.
+   */
+  #nextWaiting(): LaneWaiting | undefined {
+    for (const [principal, queue] of this.#deniedWaiting) {
+      const next = queue.shift();
+      this.#deniedWaiting.delete(principal);
+      if (next === undefined) continue;
+      if (queue.length > 0) this.#deniedWaiting.set(principal, queue);
+      this.#deniedWaitingCount--;
+      return next;
+    }
+    return undefined;
+  }
+
+  /** When the oldest waiting refused entry began to wait (the runner's clock, ms). */
+  #oldestWaitingSince(): number {
+    let since = Number.POSITIVE_INFINITY;
+    for (const queue of this.#deniedWaiting.values()) since = Math.min(since, queue[0]?.since ?? since);
+    return since;
   }
 
   /** Whether refused entries skip the lane and are queued in the backlog at once (see {@link #deniedFailed}). */
@@ -997,7 +1066,10 @@ export class AuditWriter {
    * for its turn of the writer synchronously, so a close that follows finds them ahead of its own).
    */
   #openLane(): void {
-    for (const waiting of this.#deniedWaiting.splice(0)) {
+    const all = [...this.#deniedWaiting.values()].flat().sort((a, b) => a.order - b.order);
+    this.#deniedWaiting.clear();
+    this.#deniedWaitingCount = 0;
+    for (const waiting of all) {
       waiting.go({ recorded: this.serial(() => this.recordNow(waiting.entry)) });
     }
   }
