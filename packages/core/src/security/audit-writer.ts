@@ -123,6 +123,18 @@ interface BacklogItem {
 const POISON_ATTEMPTS = 2;
 
 /** Whether `error` is an open breaker's refusal: no answer of the store, never evidence (fix15af). */
+/**
+ * Whether a backlog item still needs a durable home: it holds an entry (not an undecodable
+ * record) not yet stored nor kept aside. A probe the store took behind a suspect head (`stored`)
+ * or refused for good and kept aside (`skipped`, counted there) only waits to leave in order:
+ * every count of what is waiting, lost at the stop or dropped at the limit asks this, so none
+ * counts it again (fix15l, adv15k MEDIUM-1: the stop counted stored probes dropped and reported
+ * stored refusals `audit-refusal-drop`).
+ */
+function awaitsStore(item: BacklogItem): item is BacklogItem & { readonly entry: AuditEntry } {
+  return item.entry !== undefined && item.stored !== true && item.skipped !== true;
+}
+
 function isBreakerOpen(error: unknown): boolean {
   return KilnError.is(error) && error.code === "KILN_CIRCUIT_OPEN";
 }
@@ -149,8 +161,19 @@ const RECENT_TAKE_MS = 5_000;
  */
 const DENIED_LANE = 4;
 
-/** Where a refused entry goes: its place in the denial lane, or (bypassed) the backlog path, queued. */
-type LanePath = "lane" | { readonly recorded: Promise<void> };
+/**
+ * Where a refused entry goes: its place in the denial lane, (bypassed) the backlog path, queued,
+ * or (`counted`) the overflow: the lane's waiting list was at its bound (fix15l).
+ */
+type LanePath = "lane" | "counted" | { readonly recorded: Promise<void> };
+
+/** A refused entry waiting for a place in the denial lane; `order`: its place among all waiting. */
+interface LaneWaiting {
+  readonly entry: AuditEntry;
+  readonly since: number;
+  readonly order: number;
+  go(path: LanePath): void;
+}
 
 /** The background retry's schedule when the host gives none. */
 const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
@@ -282,8 +305,17 @@ export class AuditWriter {
   #allowedFailingSince: number | undefined;
   /** Refused entries being recorded now, at most {@link DENIED_LANE}. */
   #deniedRecording = 0;
-  /** Refused entries waiting for a place in the denial lane, oldest first. */
-  readonly #deniedWaiting: { readonly entry: AuditEntry; readonly since: number; go(path: LanePath): void }[] = [];
+  /**
+   * Refused entries waiting for a place in the denial lane, by principal (each oldest first): a
+   * freed place goes to the principals in turn, so one principal's flood does not hold back
+   * another's refusal (fix15l, adv15k MEDIUM-2). At most the backlog's denied share still free
+   * wait ({@link #laneRoom}); beyond it a refusal is counted into the overflow.
+   */
+  readonly #deniedWaiting = new Map<string, LaneWaiting[]>();
+  /** Refused entries in {@link #deniedWaiting}, all principals. */
+  #deniedWaitingCount = 0;
+  /** Refused entries that ever waited in the lane: each one's {@link LaneWaiting.order}. */
+  #deniedWaitingOrder = 0;
   /**
    * Set when a refused entry's own store call failed, until the store takes an entry: the
    * refused entries waiting (and those that come) then take the backlog path at once, as they did
@@ -386,10 +418,10 @@ export class AuditWriter {
       ...(this.#storeTookAt === undefined ? {} : { storeTookAt: this.#storeTookAt }),
       ...(head?.since === undefined ? {} : { waitingMs: Math.max(0, this.#options.clock.now() - head.since) }),
       reportedWaiting: this.#backlog.reduce((count, item) => count + (item.reported === true ? 1 : 0), 0),
-      queued: this.#deniedWaiting.length,
-      ...(this.#deniedWaiting[0] === undefined
+      queued: this.#deniedWaitingCount,
+      ...(this.#deniedWaitingCount === 0
         ? {}
-        : { queuedWaitingMs: Math.max(0, this.#options.clock.now() - this.#deniedWaiting[0].since) }),
+        : { queuedWaitingMs: Math.max(0, this.#options.clock.now() - this.#oldestWaitingSince()) }),
       // Only a suspect head holds the trail: one that only timed out while the store answered
       // nothing else waits on an outage, and health says where the entries are (fix15ag).
       ...(head !== undefined && head.failures > 0 && head.suspect === true
@@ -700,10 +732,11 @@ export class AuditWriter {
       this.#retryTimer = undefined;
       this.#lastError = new KilnError("KILN_LIFECYCLE", "The control system is stopped: the audit store is closed.");
       // Entries the reserve holds come back at the next start: not lost.
+      // Stored probes and entries kept aside are not lost (fix15l).
       const memoryOnly = this.#backlog.filter(
         (item) =>
           !item.journaled &&
-          item.entry !== undefined &&
+          awaitsStore(item) &&
           !this.#reservedIds.has(item.entry.id) &&
           !this.#gaveUpIds.has(item.entry.id),
       );
@@ -825,7 +858,7 @@ export class AuditWriter {
     // Refused entries still waiting in the lane are pending (taken below); none waits on forever.
     this.#openLane();
     for (const item of this.#backlog) {
-      if (item.journaled || item.entry === undefined || this.#reservedIds.has(item.entry.id)) continue;
+      if (item.journaled || !awaitsStore(item) || this.#reservedIds.has(item.entry.id)) continue;
       if (!isSummary(item.entry)) take(item.entry);
       else {
         const fold = foldedTally(item.entry);
@@ -955,23 +988,72 @@ export class AuditWriter {
     if (entry.outcome !== "denied") return this.#recordOne(entry);
     let path: LanePath;
     if (this.#laneBypassed()) path = { recorded: this.serial(() => this.recordNow(entry)) };
-    else if (this.#deniedRecording < DENIED_LANE && this.#deniedWaiting.length === 0) {
+    else if (this.#deniedRecording < DENIED_LANE && this.#deniedWaitingCount === 0) {
       this.#deniedRecording++;
       path = "lane";
+    } else if (this.#deniedWaitingCount >= this.#laneRoom()) {
+      // The waiting list is at its bound: counted into the overflow summary (as the backlog counts
+      // a refusal its full denied share cannot hold), the caller answered without waiting (fix15l).
+      path = "counted";
     } else {
-      path = await new Promise<LanePath>((go) =>
-        this.#deniedWaiting.push({ entry, since: this.#options.clock.now(), go }),
+      path = await new Promise<LanePath>((go) => {
+        const waiting: LaneWaiting = { entry, since: this.#options.clock.now(), order: this.#deniedWaitingOrder++, go };
+        const queue = this.#deniedWaiting.get(entry.principal);
+        if (queue === undefined) this.#deniedWaiting.set(entry.principal, [waiting]);
+        else queue.push(waiting);
+        this.#deniedWaitingCount++;
+      });
+    }
+    if (path === "counted") {
+      const cause = `the audit denial lane's waiting list was full (${this.#deniedWaitingCount} refused entries waiting for the store)`;
+      // Stopped meanwhile: recordNow reports it as any entry then (never counted into a summary
+      // the stop has already written or reported).
+      return this.serial(() =>
+        this.#gaveUp !== undefined || this.#closed ? this.recordNow(entry) : this.#countOverflow(entry, cause),
       );
     }
     if (path !== "lane") return path.recorded;
     try {
       await this.#recordOne(entry);
     } finally {
-      // The place goes to the oldest waiting entry (in order), else it is free.
-      const next = this.#deniedWaiting.shift();
+      // The place goes to the next principal's oldest waiting entry, else it is free.
+      const next = this.#nextWaiting();
       if (next === undefined) this.#deniedRecording--;
       else next.go("lane");
     }
+  }
+
+  /**
+   * Most refused entries that may wait for the lane: the backlog's denied share still free
+   * (`maxEntries` × {@link DENIED_SHARE}, less the denied entries it holds), the same budget a
+   * refusal queued in the backlog has; at least one (fix15l, adv15k MEDIUM-2: unbounded, 20,000
+   * refusals against a store taking 1 s a call held 186 MB).
+   */
+  #laneRoom(): number {
+    return Math.max(1, this.#maxDenied - this.#deniedInBacklog());
+  }
+
+  /**
+   * Takes the oldest waiting entry of the principal first in turn, whose turn then goes to the
+   * back (round-robin by principal, fix15l); undefined when none waits.
+   */
+  #nextWaiting(): LaneWaiting | undefined {
+    for (const [principal, queue] of this.#deniedWaiting) {
+      const next = queue.shift();
+      this.#deniedWaiting.delete(principal);
+      if (next === undefined) continue;
+      if (queue.length > 0) this.#deniedWaiting.set(principal, queue);
+      this.#deniedWaitingCount--;
+      return next;
+    }
+    return undefined;
+  }
+
+  /** When the oldest waiting refused entry began to wait (the runner's clock, ms). */
+  #oldestWaitingSince(): number {
+    let since = Number.POSITIVE_INFINITY;
+    for (const queue of this.#deniedWaiting.values()) since = Math.min(since, queue[0]?.since ?? since);
+    return since;
   }
 
   /** Whether refused entries skip the lane and are queued in the backlog at once (see {@link #deniedFailed}). */
@@ -984,7 +1066,10 @@ export class AuditWriter {
    * for its turn of the writer synchronously, so a close that follows finds them ahead of its own).
    */
   #openLane(): void {
-    for (const waiting of this.#deniedWaiting.splice(0)) {
+    const all = [...this.#deniedWaiting.values()].flat().sort((a, b) => a.order - b.order);
+    this.#deniedWaiting.clear();
+    this.#deniedWaitingCount = 0;
+    for (const waiting of all) {
       waiting.go({ recorded: this.serial(() => this.recordNow(waiting.entry)) });
     }
   }
@@ -1333,7 +1418,7 @@ export class AuditWriter {
   #underSuspicion(): ReadonlySet<string> {
     const ids = new Set<string>();
     for (const item of this.#backlog) {
-      if (item.entry === undefined || item.stored === true || item.skipped === true) continue;
+      if (!awaitsStore(item)) continue;
       if (item.suspect === true || (item.probeFailures ?? 0) > 0 || item.failures > 0) ids.add(item.entry.id);
     }
     return ids;
@@ -1459,8 +1544,7 @@ export class AuditWriter {
       return;
     }
     this.#takeBackGaveUp(entry);
-    if (this.#backlog.some((item) => item.entry?.id === id && item.stored !== true && item.skipped !== true))
-      this.#landedLate.add(id);
+    if (this.#backlog.some((item) => awaitsStore(item) && item.entry.id === id)) this.#landedLate.add(id);
   }
 
   /**
@@ -1640,9 +1724,7 @@ export class AuditWriter {
   /** Denied and failed entries (summaries included) in the backlog: they may hold at most {@link #maxDenied}. */
   #deniedInBacklog(): number {
     let count = 0;
-    for (const item of this.#backlog)
-      if (item.entry !== undefined && item.stored !== true && item.skipped !== true && item.entry.outcome !== "allowed")
-        count++;
+    for (const item of this.#backlog) if (awaitsStore(item) && item.entry.outcome !== "allowed") count++;
     return count;
   }
 
@@ -1872,7 +1954,7 @@ export class AuditWriter {
         if (index < 0) break;
         const item = this.#backlog.splice(index, 1)[0]!;
         evicted.add(item);
-        if (item.stored !== true && item.skipped !== true) droppedEntries.push(item.entry!);
+        if (awaitsStore(item)) droppedEntries.push(item.entry);
         continue;
       }
       this.#backlog.shift();
@@ -1880,7 +1962,7 @@ export class AuditWriter {
       if (oldest.journaled) journalReleases++;
       if (oldest.journaled && oldest.entry !== undefined) this.#releasedThrough = oldest.entry.id;
       // Stored or kept aside already (its answer came, the drain has not removed it yet): uncounted.
-      if (oldest.entry !== undefined && oldest.stored !== true && oldest.skipped !== true) {
+      if (awaitsStore(oldest)) {
         droppedEntries.push(oldest.entry);
       }
     }
@@ -1957,8 +2039,7 @@ export class AuditWriter {
    */
   #entriesInBacklog(): number {
     let count = 0;
-    for (const item of this.#backlog)
-      if (item.entry !== undefined && item.stored !== true && item.skipped !== true) count++;
+    for (const item of this.#backlog) if (awaitsStore(item)) count++;
     return count;
   }
 
