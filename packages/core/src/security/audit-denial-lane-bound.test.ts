@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, test } from "vitest";
 import { createControlSystem } from "../compose/create-control-system";
 import { KilnError } from "../domain/errors";
@@ -22,7 +25,7 @@ const code = (promise: Promise<unknown>) =>
     (error: unknown) => (KilnError.is(error) ? error.code : String(error)),
   );
 
-function rig(options: { delayMs: number; maxEntries?: number }) {
+function rig(options: { delayMs: number; maxEntries?: number; journal?: string }) {
   const store = new MemoryStore();
   const record = store.audit.record.bind(store.audit);
   const delay = { ms: options.delayMs };
@@ -39,7 +42,12 @@ function rig(options: { delayMs: number; maxEntries?: number }) {
     store,
     logger: silentLogger,
     authorization: { operatorWritableTags: ["heater.*"] },
-    ...(options.maxEntries === undefined ? {} : { audit: { backlog: { maxEntries: options.maxEntries } } }),
+    audit: {
+      backlog: {
+        ...(options.maxEntries === undefined ? {} : { maxEntries: options.maxEntries }),
+        ...(options.journal === undefined ? {} : { path: options.journal }),
+      },
+    },
   });
   return { system, stored, delay };
 }
@@ -71,6 +79,27 @@ describe("the denial lane's waiting list is bounded and served by principal in t
     // Counted in summaries (most of them: the rest waited for, or had, a place in the lane).
     expect(summarized).toBeGreaterThanOrEqual(20_000 - 50 - 4 - 8);
     expect(refusals.length + summarized + system.health().audit.dropped).toBe(20_000);
+  }, 60_000);
+
+  test("with a journal, 20,000 refusals past the bound do not stand before an engineer's write: counted with shared reserve writes, not a writer turn each (adv15m MEDIUM-1)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "kiln-lane-journal-"));
+    try {
+      const { system, stored } = rig({ delayMs: 20, journal: join(dir, "audit.journal") });
+      await system.start();
+      const answers: Promise<string>[] = [];
+      for (let index = 0; index < 20_000; index++) answers.push(code(system.writeTag(viewer, "heater.x", index)));
+      await sleep(50);
+      const started = performance.now();
+      expect(await code(system.writeTag(engineer, "heater.x", 1))).toBe("ok");
+      const waitedMs = performance.now() - started;
+      // Before: 4.8 s (each counted refusal took a writer turn and rewrote the whole reserve).
+      expect(waitedMs, `the engineer's write waited ${waitedMs.toFixed(0)} ms`).toBeLessThan(1_500);
+      expect((await Promise.all(answers)).every((answer) => answer === "KILN_FORBIDDEN")).toBe(true);
+      await system.stop();
+      expect(stored.filter((entry) => entry.outcome === "allowed" && entry.principal === engineer.id)).toHaveLength(1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }, 60_000);
 
   test("(sibling) an engineer's refused write is answered within 1 s behind 3,000 refusals of a viewer", async () => {
