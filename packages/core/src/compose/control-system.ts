@@ -256,8 +256,10 @@ export interface ControlSystemHealth {
     /**
      * Refused commands' entries waiting for their turn to be recorded: at most 4 refused entries
      * are recorded at a time, so a burst of refusals never holds an allowed command's entry
-     * (ADR 0013, amendment fix15j). Their callers get the refusal once the entry is recorded. A
-     * problem ("audit queue: ...") once the oldest has waited 2 s.
+     * (ADR 0013, amendment fix15j). Their callers get the refusal once the entry is recorded. At
+     * most the backlog's free share for refused entries waits; a refusal beyond it is counted into
+     * its principal's `audit.overflow` summary and answered then (fix15l). A problem
+     * ("audit queue: ...") once the oldest has waited 2 s.
      */
     readonly queued: number;
     /** How long the oldest of the `queued` entries has waited, in ms, when there is one. */
@@ -1692,7 +1694,7 @@ export class ControlSystem {
       );
     // A safety function acts at once: it never waits behind a start (or a write) waiting for its
     // audit entry (adversarial review 15y, M4). Every other command takes its turn.
-    return safetyFunction ? run() : this.#stateCommand((turn) => run(turn));
+    return safetyFunction ? run() : this.#stateCommand(run);
   }
 
   /**

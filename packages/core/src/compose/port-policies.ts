@@ -200,7 +200,10 @@ export function guardSampleSink(sink: SampleSink, policy: PortPolicy, context: P
   };
 }
 
-/** The call policy of one store port (`store:<port>`); `retry` applies `settings.retry` with {@link worthRetrying}. */
+/**
+ * The call policy of one store port (`store:<port>`); `retry` applies `settings.retry` with {@link worthRetrying};
+ * `isFailure` decides which errors count against its breaker (default {@link isBreakerFailure}).
+ */
 export function callPolicy(
   port: StorePortName,
   settings: PortPolicy,

@@ -77,7 +77,8 @@ export interface AuditWriterStatus {
   readonly reportedWaiting: number;
   /**
    * Refused commands' entries waiting for a place in the denial lane (at most 4 refused entries
-   * are recorded at a time; their commands answer once theirs is recorded). Not in `backlog`.
+   * are recorded at a time; their commands answer once theirs is recorded; at most the backlog's
+   * free denied share waits, beyond it refusals are counted into the overflow). Not in `backlog`.
    */
   readonly queued: number;
   /** How long the oldest of the {@link queued} entries has waited, in ms, when there is one. */

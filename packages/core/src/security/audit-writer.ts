@@ -161,11 +161,8 @@ const RECENT_TAKE_MS = 5_000;
  */
 const DENIED_LANE = 4;
 
-/**
- * Where a refused entry goes: its place in the denial lane, (bypassed) the backlog path, queued,
- * or (`counted`) the overflow: the lane's waiting list was at its bound (fix15l).
- */
-type LanePath = "lane" | "counted" | { readonly recorded: Promise<void> };
+/** Where a refused entry goes: its place in the denial lane, or (bypassed) the backlog path, queued. */
+type LanePath = "lane" | { readonly recorded: Promise<void> };
 
 /** A refused entry waiting for a place in the denial lane; `order`: its place among all waiting. */
 interface LaneWaiting {
@@ -996,7 +993,17 @@ export class AuditWriter {
     } else if (this.#deniedWaitingCount >= this.#laneRoom()) {
       // The waiting list is at its bound: counted into the overflow summary (as the backlog counts
       // a refusal its full denied share cannot hold), the caller answered without waiting (fix15l).
-      path = "counted";
+      // Counted now, in memory (the stop has not begun: the lane is not bypassed), and no longer
+      // pending (a stop that gives up counts it in the overflow, not twice); made durable by one
+      // reserve write shared by every refusal counted before it begins. A writer turn and a whole
+      // reserve write per refusal put a flood's turns ahead of an operator's commit (adv15m
+      // MEDIUM-1: 4.8 s behind 20,000 refusals with a journal, 9–14 s and +385 MB behind 40,000).
+      this.#overflow.countAttempt(
+        entry,
+        `the audit denial lane's waiting list was full (${this.#deniedWaitingCount} refused entries waiting for the store)`,
+      );
+      this.#pending.delete(entry);
+      return this.#persistCounted();
     } else {
       path = await new Promise<LanePath>((go) => {
         const waiting: LaneWaiting = { entry, since: this.#options.clock.now(), order: this.#deniedWaitingOrder++, go };
@@ -1005,24 +1012,6 @@ export class AuditWriter {
         else queue.push(waiting);
         this.#deniedWaitingCount++;
       });
-    }
-    if (path === "counted") {
-      const cause = `the audit denial lane's waiting list was full (${this.#deniedWaitingCount} refused entries waiting for the store)`;
-      if (this.#closing || this.#gaveUp !== undefined || this.#closed) {
-        // Stopping: recordNow reports it as any entry then (never counted into a summary the stop
-        // has already written or reported).
-        return this.serial(() =>
-          this.#gaveUp !== undefined || this.#closed ? this.recordNow(entry) : this.#countOverflow(entry, cause),
-        );
-      }
-      // Counted now, in memory, and no longer pending (a stop that gives up counts it in the
-      // overflow, not twice); made durable by one reserve write shared by every refusal counted
-      // before it begins. A writer turn and a whole reserve write per refusal put a flood's
-      // turns ahead of an operator's commit (adv15m MEDIUM-1: 4.8 s behind 20,000 refusals with a
-      // journal, 9–14 s and +385 MB behind 40,000; LOW-1, counted twice at a give-up).
-      this.#overflow.countAttempt(entry, cause);
-      this.#pending.delete(entry);
-      return this.#persistCounted();
     }
     if (path !== "lane") return path.recorded;
     try {
