@@ -2171,9 +2171,7 @@ export class SparkplugHost {
   #onMessage(session: Session, topic: string, bytes: Uint8Array, retained = false): void {
     if (this.#session !== session || session.closing) return;
     if (topic === this.#stateTopic) {
-      // Size first, as for every other message (adv19y MEDIUM-2: a 200 MB STATE was parsed as JSON,
-      // 2.7 GB and 16.6 s, counted nowhere). The host's own STATE is a few dozen bytes.
-      if (this.#oversized(topic, bytes) === undefined) this.#onOwnState(session, topic, bytes, "main");
+      this.#onOwnState(session, topic, bytes, "main");
       return;
     }
     this.#counts.received++;
@@ -2251,6 +2249,15 @@ export class SparkplugHost {
   }
 
   #onOwnState(session: Session, topic: string, bytes: Uint8Array, via: "main" | "watch"): void {
+    // Size first, as for every other message (adv19y MEDIUM-2: a 200 MB STATE was parsed as JSON,
+    // 2.7 GB and 16.6 s, counted nowhere), on both sessions: the death watch's copy of an oversize
+    // STATE was read and taken as a foreign STATE (CI, stop 46). Counted once, on the main session's
+    // copy; the watch's copy of the same message is dropped unread. The host's own STATE is a few
+    // dozen bytes.
+    if (bytes.length > (this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES)) {
+      if (via === "main") this.#oversized(topic, bytes);
+      return;
+    }
     let state: { online: boolean; timestamp: number };
     try {
       state = decodeHostState(bytes);

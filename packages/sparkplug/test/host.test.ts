@@ -902,12 +902,38 @@ describe("Sparkplug host: seq, bdSeq and rebirth (Sparkplug 3.0.0, 5.9 message o
     expect(rigged.events["message-reject"]?.some((event) => /over maxPayloadBytes \(2000\)/.test(event.message))).toBe(
       true,
     );
-    // Seen once under the full suite: the link found reconnecting here. Its reason is printed if it comes again.
+    // The death watch gets its own copy of the STATE; it read it whatever its size and took it as a
+    // foreign STATE, outrunning it with a new session (CI, stop 46). Time for that copy to arrive:
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const health = rigged.host.health();
+    expect(health, `the host's health: ${JSON.stringify(health)}`).toMatchObject({
+      link: "connected",
+      state: { online: true, outruns: 0 },
+      messages: { oversized: 1, malformed: 1 },
+    });
+    expect(health.state.foreign).toBeUndefined();
+  });
+
+  test("sibling: an oversize STATE left retained on the host's topic before it starts is refused on both of its sessions, counted once", async () => {
+    const hostId = `kiln-host-bigretained-${Math.random().toString(16).slice(2, 8)}`;
+    const spoofer = await mqtt.connectAsync(broker.url, { clean: true, reconnectPeriod: 0 });
+    perTest.push(async () => {
+      await spoofer.publishAsync(`spBv1.0/STATE/${hostId}`, "", { qos: 1, retain: true });
+      await spoofer.endAsync(true);
+    });
+    const later = Date.now() + 60_000;
+    const huge = JSON.stringify({ online: false, timestamp: later, padding: "x".repeat(5_000) });
+    await spoofer.publishAsync(`spBv1.0/STATE/${hostId}`, huge, { qos: 1, retain: true });
+    const rigged = await rig({ maxPayloadBytes: 2_000, hostId });
+    await eventually(() => rigged.host.health().messages.oversized === 1, 5_000, "the oversize STATE counted");
+    await new Promise((resolve) => setTimeout(resolve, 500));
     const health = rigged.host.health();
     expect(health, `the host's health: ${JSON.stringify(health)}`).toMatchObject({
       link: "connected",
       state: { online: true },
+      messages: { oversized: 1 },
     });
+    expect(health.state.foreign).toBeUndefined();
   });
 
   // MQTT 5 §3.1.2.11.4: a broker drops, silently, a message larger than the Maximum Packet Size the
