@@ -164,6 +164,12 @@ const DENIED_LANE = 4;
 /** Where a refused entry goes: its place in the denial lane, or (bypassed) the backlog path, queued. */
 type LanePath = "lane" | { readonly recorded: Promise<void> };
 
+/** What one reserve record counts: each overflow bucket's and each coalesced run's count, by key. */
+interface ReserveCounts {
+  readonly overflow: ReadonlyMap<string, number>;
+  readonly coalesced: ReadonlyMap<string, number>;
+}
+
 /** A refused entry waiting for a place in the denial lane; `order`: its place among all waiting. */
 interface LaneWaiting {
   readonly entry: AuditEntry;
@@ -225,6 +231,10 @@ export class AuditWriter {
   #reserve: ReservedRecord | undefined;
   /** Ids of the entries the reserve's last record holds (kept only in memory otherwise). */
   #reservedIds = new Set<string>();
+  /** The overflow counts and coalesced runs the reserve's last record holds, by key. */
+  #reserveCounts: ReserveCounts | undefined;
+  /** Those of the record being written, until its write settles. */
+  #reserveWriting: ReserveCounts | undefined;
   /**
    * Ids of the entries the reserve's last record counts as held only in memory (its `memoryOnly`):
    * once one is stored the record is rewritten, so a crash after it does not count it lost.
@@ -786,6 +796,7 @@ export class AuditWriter {
       await this.#reserve?.close().catch(() => undefined);
       this.#reserve = undefined;
       this.#reservedIds = new Set();
+      this.#reserveCounts = undefined;
       this.#unopenedReserve = undefined;
     });
     // A background drain begun before the close (the retry timer) may still have a store call in
@@ -820,7 +831,8 @@ export class AuditWriter {
    * only in memory (queued, waiting for the writer's turn or for a store call, an overflow count,
    * a coalesced run) is reported dropped now (`audit-entry-drop`, counted in `status().dropped`),
    * before stop() returns, never later in the background (fix15x, adv15w H1). Journaled entries
-   * and those the reserve holds are not: they come back at the next start. From now until
+   * and what the reserve's record holds (entries, overflow counts, coalesced runs) are not: they
+   * come back at the next start (adv15n MEDIUM-1). From now until
    * {@link open}, an entry recorded is reported dropped at once. A command waiting for the store
    * (its intent's store call in {@link commit}, its entry's in {@link record}) is released: the
    * commit answers `closed`, the record returns (fix15aa). close() goes on in the background;
@@ -866,10 +878,24 @@ export class AuditWriter {
       }
     }
     for (const entry of this.#pending) take(entry);
-    for (const overflow of this.#overflow.values()) count += overflow.count;
-    this.#overflow.clear();
-    for (const run of this.#coalesced.values()) count += run.count;
-    this.#coalesced.clear();
+    // Overflow counts and coalesced runs the reserve's record holds (written, or being written)
+    // come back at the next start, as its held entries do: only the part beyond it is reported.
+    // The held part stays in memory, so a reserve write the close still makes keeps it (adv15n
+    // MEDIUM-1: a give-up reported a whole flood's overflow dropped that the next start then
+    // summarized from the reserve: counted twice).
+    const held = this.#reserveWriting ?? this.#reserveCounts;
+    for (const [key, overflow] of [...this.#overflow]) {
+      const kept = Math.min(overflow.count, held?.overflow.get(key) ?? 0);
+      count += overflow.count - kept;
+      if (kept === 0) this.#overflow.delete(key);
+      else overflow.count = kept;
+    }
+    for (const [key, run] of [...this.#coalesced]) {
+      const kept = Math.min(run.count, held?.coalesced.get(key) ?? 0);
+      count += run.count - kept;
+      if (kept === 0) this.#coalesced.delete(key);
+      else run.count = kept;
+    }
     this.#reportGivenUp(count, reason);
     return count;
   }
@@ -2227,14 +2253,23 @@ export class AuditWriter {
       overflow = encodeOverflowBuckets(collapseOverflow(this.#overflow, { named: false }));
       payload = encode();
     }
+    // What this record counts (taken with the payload: counts made during the write are not in it).
+    const counts: ReserveCounts = {
+      overflow: new Map([...this.#overflow].map(([key, overflow]) => [key, overflow.count])),
+      coalesced: new Map([...this.#coalesced].map(([key, run]) => [key, run.count])),
+    };
+    this.#reserveWriting = counts;
     try {
       await reserve.write(payload);
+      this.#reserveCounts = counts;
       this.#reservedIds = new Set(held.map((entry) => entry.id));
       this.#memoryOnlyIds = new Set(leftOut.map((entry) => entry.id));
       this.#journalFailures.clear("reserve");
     } catch (error) {
       this.#logger.error({ error: String(error) }, "the audit reserve could not be written");
       this.#journalFailures.note("reserve", error, reserve.path);
+    } finally {
+      if (this.#reserveWriting === counts) this.#reserveWriting = undefined;
     }
   }
 

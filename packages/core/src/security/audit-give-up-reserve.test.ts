@@ -1,0 +1,143 @@
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, test } from "vitest";
+import { createControlSystem } from "../compose/create-control-system";
+import { KilnError } from "../domain/errors";
+import { defineTags } from "../domain/tags";
+import { MemoryStore } from "../memory/memory-store";
+import { SimulatedPlc } from "../memory/simulated-plc";
+import type { AuditEntry } from "../ports/audit-log";
+import { silentLogger } from "../runtime/silent-logger";
+
+// Adversarial review adv15n, MEDIUM-1: a stop that gave up on the audit close (a hung store)
+// reported every overflow count in memory dropped, although the reserve beside the journal
+// already held them: the next start summarized them again. 20,000 refusals came out as 23 stored
+// + 19,977 summarized + 19,977 reported dropped. What the reserve holds comes back at the next
+// start and is not reported at the stop; only what it does not hold is.
+
+const tags = defineTags({ "heater.x": { dataType: "float64", access: "readwrite" } });
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const code = (promise: Promise<unknown>) =>
+  promise.then(
+    () => "ok",
+    (error: unknown) => (KilnError.is(error) ? error.code : String(error)),
+  );
+
+function rig(journal: string, mode: "hang" | "ok") {
+  const store = new MemoryStore();
+  const record = store.audit.record.bind(store.audit);
+  const stored: AuditEntry[] = [];
+  const hung: (() => void)[] = [];
+  const hang = { on: mode === "hang" };
+  const release = () => {
+    hang.on = false;
+    for (const resume of hung.splice(0)) resume();
+  };
+  store.audit.record = async (entry: AuditEntry) => {
+    if (hang.on) await new Promise<void>((resume) => hung.push(resume));
+    await record(entry);
+    stored.push(entry);
+  };
+  const system = createControlSystem({
+    machineId: "m",
+    tags,
+    driver: new SimulatedPlc({ tags }),
+    store,
+    logger: silentLogger,
+    authorization: { operatorWritableTags: ["heater.*"] },
+    audit: { backlog: { path: journal, maxEntries: 40 } },
+    logging: { drainTimeoutMs: 500 },
+  });
+  const reported = { dropped: 0 };
+  system.bus.on("audit-entry-drop", (event) => void (reported.dropped += event.count));
+  const tally = () => {
+    const summarized = stored
+      .filter((entry) => entry.action === "audit.overflow")
+      .reduce((sum, entry) => sum + Number((entry.newValue as { count?: number } | undefined)?.count ?? 0), 0);
+    const refusals = new Set(
+      stored
+        .filter((entry) => entry.outcome === "denied" && !entry.action.startsWith("audit."))
+        .map((entry) => entry.id),
+    );
+    return { summarized, refusals: refusals.size };
+  };
+  return { system, stored, reported, tally, release };
+}
+
+async function flood(
+  system: ReturnType<typeof rig>["system"],
+  count: number,
+  principals: number,
+  pause?: () => Promise<void>,
+): Promise<void> {
+  const answers: Promise<string>[] = [];
+  for (let index = 0; index < count; index++) {
+    answers.push(code(system.writeTag({ id: `v${index % principals}`, roles: ["viewer"] }, "heater.x", index)));
+    if (pause !== undefined && index % 100 === 99) await pause();
+  }
+  expect((await Promise.all(answers)).every((answer) => answer === "KILN_FORBIDDEN")).toBe(true);
+}
+
+describe("a stop that gives up on the audit close does not report what the reserve holds (adv15n MEDIUM-1)", () => {
+  for (const [name, principals] of [
+    ["one principal", 1],
+    ["(sibling) 30 principals, more than the overflow keeps buckets for", 30],
+  ] as const) {
+    test(`${name}: 3,000 refusals against a hung store, a give-up stop, a start on the same journal: each refusal stored, summarized or reported dropped, once`, async () => {
+      const dir = mkdtempSync(join(tmpdir(), "kiln-give-up-reserve-"));
+      const journal = join(dir, "audit.journal");
+      try {
+        const first = rig(journal, "hang");
+        await first.system.start();
+        await flood(first.system, 3_000, principals);
+        await first.system.stop();
+        const droppedAtStop = first.system.health().audit.droppedAtStop;
+        expect(first.reported.dropped).toBe(droppedAtStop);
+
+        // The first system's close still hangs in the background, holding the journal's lock: the
+        // next start runs on a copy of what is on disk now, as after the process ended.
+        const after = join(dir, "after");
+        mkdirSync(after);
+        for (const file of readdirSync(dir).filter(
+          (name) => name.startsWith("audit.journal") && !name.endsWith(".lock"),
+        ))
+          cpSync(join(dir, file), join(after, file));
+        const second = rig(join(after, "audit.journal"), "ok");
+        await second.system.start();
+        await second.system.stop();
+        const { summarized, refusals } = second.tally();
+        // Before: summarized ≈ 2,950 and droppedAtStop ≈ 2,950 too.
+        expect(
+          summarized,
+          `stored ${refusals}, summarized ${summarized}, reported dropped ${droppedAtStop}`,
+        ).toBeGreaterThan(0);
+        expect(refusals + summarized + droppedAtStop).toBe(3_000);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }, 60_000);
+  }
+
+  test("(sibling) the store answers again after the give-up and the same system starts again: what the reserve held is summarized once, not also reported", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "kiln-give-up-reserve-"));
+    try {
+      const run = rig(join(dir, "audit.journal"), "hang");
+      await run.system.start();
+      await flood(run.system, 3_000, 1);
+      await run.system.stop();
+      const droppedAtStop = run.system.health().audit.droppedAtStop;
+      run.release();
+      await sleep(200);
+      await run.system.start();
+      await run.system.stop();
+      const { summarized, refusals } = run.tally();
+      expect(
+        refusals + summarized + droppedAtStop,
+        `stored ${refusals}, summarized ${summarized}, dropped ${droppedAtStop}`,
+      ).toBe(3_000);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
