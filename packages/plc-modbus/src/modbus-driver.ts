@@ -42,6 +42,7 @@ import {
   type ResolvedModbusDriverOptions,
 } from "./modbus-driver-options";
 import {
+  gatewayMayAnswerLate,
   kilnErrorFromModbus,
   modbusDisconnectedError,
   modbusFailureOf,
@@ -937,8 +938,9 @@ export class ModbusDriver implements PlcDriver {
    * never rounded.
    * @throws KilnError `KILN_TAG_NOT_WRITABLE` (read-only tag or area; nothing is sent),
    *   `KILN_VALIDATION` (wrong type, a fraction for an integer tag; nothing is sent),
-   *   `KILN_OUT_OF_RANGE` (value outside the tag's range or the Modbus type; nothing is sent), `KILN_WRITE_REJECTED` (device exception),
-   *   `KILN_TIMEOUT`, `KILN_CONNECTION_FAILED`, `KILN_NOT_CONNECTED`, `KILN_DEVICE_ERROR`, `KILN_ABORTED`. Every error
+   *   `KILN_OUT_OF_RANGE` (value outside the tag's range or the Modbus type; nothing is sent), `KILN_WRITE_REJECTED` (the
+   *   device's own exception, 1-6 or 8), `KILN_TIMEOUT` (no answer, or a gateway's exception: 10, 11 or a code Modbus
+   *   does not define, after which the write may have taken effect), `KILN_CONNECTION_FAILED`, `KILN_NOT_CONNECTED`, `KILN_DEVICE_ERROR`, `KILN_ABORTED`. Every error
    *   from the device path carries `details.sent`: `false` when no write request went on the wire (the read half of a
    *   read-modify-write failed, the fence before it proved nothing, the caller aborted while it waited, the connection
    *   was down; the device's value is untouched, retry as is), `true` when one did (it may have taken effect).
@@ -1062,12 +1064,15 @@ export class ModbusDriver implements PlcDriver {
         throw error;
       }
       if (typeof failure === "number") {
-        // The gateway answered, so the link is alive; 10 and 11 say the unit behind it did not.
+        // The gateway answered, so the link is alive; 10, 11 and codes Modbus does not define say the unit behind it
+        // did not (gatewayMayAnswerLate).
         this.#consecutiveTimeouts = 0;
         if (client === this.#client) this.#lifecycle.answered();
-        if (failure !== 10 && failure !== 11) this.#answers.set(unitId, (this.#answers.get(unitId) ?? 0) + 1);
-        if (failure === 10 || failure === 11) this.#units.failed(unitId, error);
-        else this.#units.answered(unitId);
+        if (gatewayMayAnswerLate(failure)) this.#units.failed(unitId, error);
+        else {
+          this.#answers.set(unitId, (this.#answers.get(unitId) ?? 0) + 1);
+          this.#units.answered(unitId);
+        }
       }
       if (failure === undefined && KilnError.is(error, "KILN_DEVICE_ERROR") && client && client === this.#client) {
         if (error.details.pipelineDesync === true) {

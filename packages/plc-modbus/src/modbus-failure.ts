@@ -29,14 +29,27 @@ export function qualityFromModbus(failure: ModbusFailure): Quality {
       ? QualityCodes.BadNodeIdUnknown
       : failure === 1 || failure === 3
         ? QualityCodes.BadConfigurationError
-        : failure === 10 || failure === 11
+        : gatewayMayAnswerLate(failure)
           ? QualityCodes.BadCommunicationError
           : QualityCodes.BadDeviceFailure;
   return quality("bad", `modbus exception ${failure} (${name})`, code);
 }
 
-/** Exception codes after which the same request may succeed later (acknowledge, busy, gateway). */
-const RETRYABLE_EXCEPTIONS: ReadonlySet<number> = new Set([5, 6, 10, 11]);
+/** Exception codes after which the same request may succeed later (acknowledge, busy; gateway codes too). */
+const RETRYABLE_EXCEPTIONS: ReadonlySet<number> = new Set([5, 6]);
+
+/**
+ * Whether an exception answer may be a gateway's, not the device's: exception 10 (Gateway Path Unavailable), 11
+ * (Gateway Target Device Failed To Respond) or a code Modbus does not define (Modbus Application Protocol v1.1b3,
+ * section 7). Gateways answer their own serial timeout with any of these (Moxa NPort: 10; ICP DAS: 0x4B "data
+ * timeout", 0x41-0x43 for a bad serial answer), so the request may have reached the device, which may still answer
+ * after the gateway moved on: its late answer can be handed to the next request. For the answer stream such an
+ * exception counts as a timeout (ADR 0041, amendments fix12f and adv12i); for the unit, as no answer; for a write,
+ * as an outcome not known. The codes 1-6 and 8 are the device's own final answers.
+ */
+export function gatewayMayAnswerLate(code: number): boolean {
+  return code === 10 || code === 11 || !(code in ModbusExceptions);
+}
 
 /** The failure a Kiln error carries (`details.modbus`), if it came from a Modbus request. */
 export function modbusFailureOf(error: unknown): ModbusFailure | undefined {
@@ -120,5 +133,5 @@ export function qualityFromModbusError(error: unknown): Quality {
 
 /** True when an exception code says the same write may succeed later. */
 export function isRetryableException(code: number): boolean {
-  return RETRYABLE_EXCEPTIONS.has(code);
+  return RETRYABLE_EXCEPTIONS.has(code) || gatewayMayAnswerLate(code);
 }

@@ -2,7 +2,7 @@ import { type Clock, KilnError } from "@kiln/core";
 import { type TimerHandle } from "@kiln/core";
 import { onAbort, reconnectDelay } from "@kiln/core/driver-kit";
 import { answerDoubt } from "./modbus-answer-repeat";
-import { modbusFailureOf, modbusTimeoutError } from "./modbus-failure";
+import { gatewayMayAnswerLate, modbusFailureOf, modbusTimeoutError } from "./modbus-failure";
 
 /** Options of {@link ModbusRequestQueue}. */
 export interface ModbusRequestQueueOptions {
@@ -311,13 +311,6 @@ const OUT_OF_ORDER_DECAY_ANSWERS = 20;
  * shape when it comes, and no reconnect is spent on it.
  */
 const OTHER_UNIT_RESYNC_BOUNDS = 2;
-
-/**
- * Modbus exception 11, Gateway Target Device Failed To Respond (Modbus Application Protocol v1.1b3, 7): the gateway
- * gave up waiting for the device, whose answer may still come after it (ADR 0041 fix12f). Exception 10 (Gateway Path
- * Unavailable) is a final answer: no request reached a device, so none can answer late.
- */
-const GATEWAY_GAVE_UP = 11;
 
 /**
  * On a connection whose id proof passed (one request on the wire at a time), and on a link whose answers carry no
@@ -1715,9 +1708,10 @@ export class ModbusRequestQueue {
           if (entry.fenceFor !== undefined) {
             // An exception answers the fence unless an exception of its function may still be on its way.
             // Nor while one is owed by a device that answers out of order: it may be that answer.
-            // Exception 11 (the gateway gave up waiting for the device) proves nothing: the device's own answer
-            // may still come after it and be handed to the next request (ADR 0041 fix12f).
-            const gaveUp = failure === GATEWAY_GAVE_UP;
+            // A gateway's exception (10, 11, a code Modbus does not define: it gave up waiting for the device) proves
+            // nothing: the device's own answer may still come after it and be handed to the next request (ADR 0041
+            // fix12f, adv12i).
+            const gaveUp = typeof failure === "number" && gatewayMayAnswerLate(failure);
             if (typeof failure === "number" && !gaveUp && !this.#strayExceptionBesides(entry)) this.#prove(entry);
             else if (failure === "disconnected") this.#fenceFailed(entry, error);
             else {
@@ -1736,14 +1730,15 @@ export class ModbusRequestQueue {
           if (unproven) {
             error = this.#unprovenException(entry, error, failure as number);
             failure = undefined;
-          } else if (failure === GATEWAY_GAVE_UP) {
-            // The gateway gave up waiting for the device (exception 11), so the device's answer may still come on
-            // the serial side after the gateway moved on, and be handed to the next request: for the answer
-            // stream this is a timeout (ADR 0041 fix12f). The request still fails with the exception.
+          } else if (typeof failure === "number" && gatewayMayAnswerLate(failure)) {
+            // The gateway gave up waiting for the device (exception 10 or 11, or its own code), so the device's
+            // answer may still come on the serial side after the gateway moved on, and be handed to the next
+            // request: for the answer stream this is a timeout (ADR 0041 fix12f; 10 and other codes: adv12i, a Moxa
+            // NPort answers its serial timeout with 10). The request still fails with the exception.
             this.#startQuiet(entry);
             if (!entry.background) {
               this.#anomaly(
-                `${entry.what} got exception 11: the gateway gave up waiting, its answer may still come`,
+                `${entry.what} got exception ${failure}, a gateway's: it gave up waiting, the device's answer may still come`,
                 true,
                 entry.scope,
               );

@@ -5,7 +5,7 @@ import type { ModbusClient } from "./modbus-client";
 import { answerDoubt } from "./modbus-answer-repeat";
 import { encodeRegisters, type ModbusRawValue } from "./modbus-codec";
 import type { ResolvedModbusDriverOptions } from "./modbus-driver-options";
-import { isRetryableException, modbusFailureOf } from "./modbus-failure";
+import { gatewayMayAnswerLate, isRetryableException, ModbusExceptions, modbusFailureOf } from "./modbus-failure";
 
 /** How the writer reaches the device: the driver's queue, with its late-answer guard. */
 export interface ModbusRequestRunner {
@@ -193,6 +193,23 @@ export class ModbusWriter {
   #writeError(error: unknown, tag: Tag, what: string): unknown {
     const failure = modbusFailureOf(error);
     if (typeof failure !== "number") return error;
+    // A gateway's exception (it gave up waiting for the device) refuses nothing: the write may have reached the
+    // device and taken effect, as after a timeout (adv12i LOW-1).
+    if (gatewayMayAnswerLate(failure))
+      return new KilnError(
+        "KILN_TIMEOUT",
+        `The ${what} got exception ${failure} (${ModbusExceptions[failure] ?? "a code Modbus does not define, a gateway's own"}): the gateway gave up waiting for the device, so the write may have reached it and taken effect; read ${tag.name} back before writing again. ${(error as Error).message}`,
+        {
+          cause: error,
+          retryable: true,
+          details: {
+            ...(KilnError.is(error) ? error.details : {}),
+            tag: tag.name,
+            modbus: failure,
+            exceptionCode: failure,
+          },
+        },
+      );
     return new KilnError("KILN_WRITE_REJECTED", `The device refused the ${what}: ${(error as Error).message}`, {
       cause: error,
       retryable: isRetryableException(failure),
