@@ -188,11 +188,16 @@ export const CATEGORY_MAX_LENGTH = 64;
  * target, reason, a name inside newValue): control and format characters written out as
  * `\u{XXXX}` ({@link visibleText}), so a newline, NUL or a bidi override (U+202E, U+2066–2069)
  * can neither fake a line nor reorder what an audit view shows, then cut to `max` UTF-16 code
- * units with a marker keeping the original length ({@link boundedText}). The one escaping rule of
- * every text field of an entry (issue 15).
+ * units with a marker keeping the original length ({@link boundedText}; for text longer than `max`,
+ * the length the caller gave). Only the part kept is escaped, so its cost is bounded by `max`, not
+ * by the text. The one escaping rule of every text field of an entry (issue 15).
  */
 export function auditedText(text: string, max: number): string {
-  return boundedText(visibleText(text), max);
+  if (text.length <= max) return boundedText(visibleText(text), max);
+  // Escaping never shortens text, so the first max + 1 code units hold all that is kept: escaping the whole of a
+  // caller's 1 MiB target (or principal id, recipe name) held the event loop about 1 s per refused command
+  // (adversarial review adv15n, MEDIUM-2). The marker keeps the length the caller gave.
+  return `${cutText(visibleText(text.slice(0, max + 1)), max)}…(truncated, ${text.length} chars)`;
 }
 
 /** The mark of an error whose message is already visible text (see {@link withVisibleMessage}); shared by duplicate installs. */
