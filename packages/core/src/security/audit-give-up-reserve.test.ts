@@ -24,17 +24,19 @@ const code = (promise: Promise<unknown>) =>
     (error: unknown) => (KilnError.is(error) ? error.code : String(error)),
   );
 
-function rig(journal: string, mode: "hang" | "ok") {
+function rig(journal: string, mode: "hang" | "ok" | "slow", maxEntries = 40) {
   const store = new MemoryStore();
   const record = store.audit.record.bind(store.audit);
   const stored: AuditEntry[] = [];
   const hung: (() => void)[] = [];
   const hang = { on: mode === "hang" };
+  const hangNow = () => void (hang.on = true);
   const release = () => {
     hang.on = false;
     for (const resume of hung.splice(0)) resume();
   };
   store.audit.record = async (entry: AuditEntry) => {
+    if (mode === "slow" && !hang.on) await sleep(12);
     if (hang.on) await new Promise<void>((resume) => hung.push(resume));
     await record(entry);
     stored.push(entry);
@@ -46,7 +48,7 @@ function rig(journal: string, mode: "hang" | "ok") {
     store,
     logger: silentLogger,
     authorization: { operatorWritableTags: ["heater.*"] },
-    audit: { backlog: { path: journal, maxEntries: 40 } },
+    audit: { backlog: { path: journal, maxEntries } },
     logging: { drainTimeoutMs: 500 },
   });
   const reported = { dropped: 0 };
@@ -62,7 +64,7 @@ function rig(journal: string, mode: "hang" | "ok") {
     );
     return { summarized, refusals: refusals.size };
   };
-  return { system, stored, reported, tally, release };
+  return { system, stored, reported, tally, release, hangNow };
 }
 
 async function flood(
@@ -118,6 +120,51 @@ describe("a stop that gives up on the audit close does not report what the reser
       }
     }, 60_000);
   }
+
+  test("(sibling) a store that answers in 12 ms, 3,000 refusals from 30 principals, a stop whose budget ends while the journaled backlog is sent: counted once across both runs", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "kiln-give-up-reserve-"));
+    const journal = join(dir, "audit.journal");
+    try {
+      // The backlog holds every refusal (journaled), so the stop sends them one by one.
+      const first = rig(journal, "slow", 10_000);
+      await first.system.start();
+      await flood(first.system, 3_000, 30);
+      const stopping = first.system.stop();
+      // Once the stop has given up (500 ms), the store stops answering: what it took until then stays taken.
+      await sleep(520);
+      first.hangNow();
+      await stopping;
+      const droppedAtStop = first.system.health().audit.droppedAtStop;
+      // The stop gave up with journaled entries left for the next start.
+      expect(first.system.health().audit.backlog).toBeGreaterThan(0);
+      const after = join(dir, "after");
+      mkdirSync(after);
+      for (const file of readdirSync(dir).filter((name) => name.startsWith("audit.journal") && !name.endsWith(".lock")))
+        cpSync(join(dir, file), join(after, file));
+      const second = rig(join(after, "audit.journal"), "ok", 10_000);
+      await second.system.start();
+      await second.system.stop();
+      const ids = new Set(
+        [...first.stored, ...second.stored]
+          .filter((entry) => entry.outcome === "denied" && !entry.action.startsWith("audit."))
+          .map((entry) => entry.id),
+      );
+      // A summary the first run stored and had not yet released from its journal is stored again
+      // by the second, with its id (a store keeps one entry per id): counted once.
+      const summaries = new Map(
+        [...first.stored, ...second.stored]
+          .filter((entry) => entry.action === "audit.overflow")
+          .map((entry) => [entry.id, Number((entry.newValue as { count?: number } | undefined)?.count ?? 0)]),
+      );
+      const summarized = [...summaries.values()].reduce((sum, count) => sum + count, 0);
+      expect(
+        ids.size + summarized + droppedAtStop,
+        `stored ${ids.size}, summarized ${summarized}, dropped ${droppedAtStop}`,
+      ).toBe(3_000);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 
   test("(sibling) the store answers again after the give-up and the same system starts again: what the reserve held is summarized once, not also reported", async () => {
     const dir = mkdtempSync(join(tmpdir(), "kiln-give-up-reserve-"));

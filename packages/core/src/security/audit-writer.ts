@@ -877,7 +877,10 @@ export class AuditWriter {
         if (!fold.reported) count += fold.tally.count;
       }
     }
-    for (const entry of this.#pending) take(entry);
+    // An entry still pending that its writer turn already queued is the backlog's to count (above):
+    // one journaled there comes back at the next start (adv15n, +1 at every give-up with a journal).
+    const queued = new Set(this.#backlog.map((item) => item.entry?.id));
+    for (const entry of this.#pending) if (!queued.has(entry.id)) take(entry);
     // Overflow counts and coalesced runs the reserve's record holds (written, or being written)
     // come back at the next start, as its held entries do: only the part beyond it is reported.
     // The held part stays in memory, so a reserve write the close still makes keeps it (adv15n
