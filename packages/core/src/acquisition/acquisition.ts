@@ -76,8 +76,12 @@ export interface AcquisitionOptions {
   readonly metrics?: Metrics;
   /** Where link changes and failures are logged. @default silentLogger */
   readonly logger?: Logger;
-  /** Awaited before each poll: lets the logging pipeline apply back-pressure (`block` policy). */
-  readonly beforeRead?: () => Promise<void> | undefined;
+  /**
+   * Asked before each poll for room for its samples (one per tag of the group): lets the logging
+   * pipeline apply back-pressure (`block` policy). The poll waits for `ready`, then reads, and
+   * calls `release()` once its samples are in the current value table, or when it gives up.
+   */
+  readonly reserveRoom?: (samples: number) => { readonly ready: Promise<void> | undefined; release(): void };
   /**
    * The device-call order shared with the writer: taken when a poll read is issued and carried
    * on the table's changes it makes (`CvtChange.readIssued`), so what a read answers is known to
@@ -437,10 +441,18 @@ export class Acquisition {
 
   async #poll(group: Group): Promise<void> {
     if (this.#link !== "online") return;
-    const { driver, clock } = this.#options;
-    const waiting = this.#options.beforeRead?.();
-    if (waiting) await this.#waitForRoom(waiting, group);
+    const room = this.#options.reserveRoom?.(group.tags.length);
+    try {
+      if (room?.ready) await this.#waitForRoom(room.ready, group);
+      await this.#read(group);
+    } finally {
+      room?.release();
+    }
+  }
+
+  async #read(group: Group): Promise<void> {
     if (this.#link !== "online") return;
+    const { driver, clock } = this.#options;
     const started = monotonicNow(clock);
     const epoch = this.#epoch;
     // Taken before the call: the device samples no earlier than this (ADR 0042, fix15z).
