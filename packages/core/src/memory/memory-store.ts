@@ -28,6 +28,7 @@ import {
   checkContinuation,
   markEvictedBuckets,
   markEvictedIntervals,
+  markEvictedTrend,
   markEvictedValues,
 } from "../history/retention-horizon";
 import { parseOrThrow } from "../domain/validation";
@@ -214,6 +215,7 @@ const sampleQuerySchema = z.object({
   to: z.number(),
   limit: z.number().int().positive().optional(),
   after: z.number().optional(),
+  acceptEvicted: z.boolean().optional(),
 });
 
 const bucketQuerySchema = z.object({
@@ -416,7 +418,15 @@ export class MemoryStore implements Store {
         this.#assertOpen();
         const checked = checkDownsampleQuery(tag, query, known);
         refuseArrayTags([checked.tag], isArray, "a downsample");
-        return downsampleSeries(seriesOf(checked.tag), checked.start, checked.end, checked.columns);
+        const series = seriesOf(checked.tag);
+        return markEvictedTrend(
+          checked.tag,
+          downsampleSeries(series, checked.start, checked.end, checked.columns),
+          checked,
+          this.#samples.evictedSpan(checked.tag),
+          this.#samples.completeFrom(checked.tag),
+          (from, to) => lowerBound(series.timestamps, from) < lowerBound(series.timestamps, to),
+        );
       },
     };
     this.events = {
