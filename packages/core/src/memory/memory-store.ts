@@ -653,7 +653,7 @@ export class MemoryStore implements Store {
         Array.isArray(given.value) && !Object.isFrozen(given.value)
           ? { ...given, value: frozenTagValue(given.value) }
           : given;
-      const existing = this.#samples.insert(sample, skew);
+      const existing = this.#samples.insert(sample, skew, ageNow + MEMORY_STORE_FUTURE_TOLERANCE_MS);
       if (existing === undefined) continue;
       (collided ??= new Set()).add(index);
       if (sameSamplePayload(existing, sample)) continue;
