@@ -260,6 +260,27 @@ export class HistoryService {
     for (const point of points) cursors.delete(point.toString("hex"));
   }
 
+  /**
+   * The value of a historical node's StartOfOnlineArchive (Part 11, 5.2.2: the date of the earliest
+   * data in the online archive) for a store whose history is bounded (`samples.retainedFrom` present,
+   * MemoryStore's retention, ADR 0045): its horizon, from which every tag's history is complete and
+   * raw reads are served whole (a first raw read reaching before it answers `BadDataLost` when the
+   * tag lost samples there); the minimum DateTime (no start) while nothing was evicted. Undefined for
+   * a store that keeps everything: the property is not served (no invented time).
+   */
+  startOfOnlineArchive(): (() => DataValue) | undefined {
+    const samples = this.#host.history.samples;
+    if (typeof samples.retainedFrom !== "function") return undefined;
+    const runtime = this.#runtime;
+    return () => {
+      const horizon = samples.retainedFrom?.();
+      return new runtime.DataValue({
+        value: { dataType: runtime.DataType.DateTime, value: horizon === undefined ? null : new Date(horizon) },
+        ...(horizon === undefined ? {} : { sourceTimestamp: new Date(horizon) }),
+      });
+    };
+  }
+
   /** The Kiln aggregates the store computes (none when it has no history queries). */
   get aggregates(): readonly AggregateName[] {
     return this.#host.history.queries ? AGGREGATES : [];

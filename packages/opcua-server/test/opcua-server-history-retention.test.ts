@@ -14,6 +14,8 @@ import {
   HistoryReadRequest,
   ReadProcessedDetails,
   ReadRawModifiedDetails,
+  resolveNodeId,
+  AttributeIds,
   StatusCodes,
   TimestampsToReturn,
   UserTokenType,
@@ -246,4 +248,37 @@ test("adv16b F0b: a bound found across evicted time is never served Good (the ev
   expect(values.length).toBeGreaterThan(1);
   expect(severity(values[0]!)).not.toBe(0);
   expect(values.slice(1, -1).every((value) => severity(value) === 0)).toBe(true);
+});
+
+test("fix16m: each historical node's StartOfOnlineArchive (Part 11) is the store's horizon, read live", async () => {
+  const result = await client.session.translateBrowsePath({
+    startingNode: node,
+    relativePath: {
+      elements: [
+        {
+          referenceTypeId: resolveNodeId("HasHistoricalConfiguration"),
+          isInverse: false,
+          includeSubtypes: true,
+          targetName: { namespaceIndex: 0, name: "HA Configuration" },
+        },
+        {
+          referenceTypeId: resolveNodeId("HasProperty"),
+          isInverse: false,
+          includeSubtypes: true,
+          targetName: { namespaceIndex: 0, name: "StartOfOnlineArchive" },
+        },
+      ],
+    },
+  } as never);
+  expect(result.statusCode.value).toBe(StatusCodes.Good.value);
+  const readStart = async (): Promise<number> => {
+    const value = await client.session.read({ nodeId: result.targets![0]!.targetId, attributeId: AttributeIds.Value });
+    expect(value.statusCode.value).toBe(StatusCodes.Good.value);
+    return (value.value.value as Date).getTime();
+  };
+  expect(await readStart()).toBe(store.retainedFrom);
+  await writeTemp(T0 + 1_200_000);
+  // The horizon moved: read live, not a copy taken at start.
+  expect(await readStart()).toBe(store.retainedFrom);
+  expect(store.retainedFrom).toBeGreaterThan(T0 + 1_200_000);
 });
