@@ -197,8 +197,9 @@ export interface TrendGrid {
 
 /**
  * A downsampled trend of one tag (picks in time order), marked: a pick stamped before
- * `completeFrom` is marked (uncertain, or bad without a value), and every column that touches the
- * evicted span and kept no sample of the tag (`keptIn(from, to)` false) gets one sample at its
+ * `completeFrom` or in a column that touches the evicted span (`evicted.from` to `evicted.through`:
+ * the column lost samples, one of which may have been its pick) is marked (uncertain, or bad
+ * without a value), and every such column that kept no sample of the tag (`keptIn(from, to)` false) gets one sample at its
  * first ms, value `null`, `bad` (`Bad_NoData`) with the evicted-history reason, so the evicted
  * stretch draws as a marked gap, never as a line over time whose samples are gone (ADR 0045 fix16m).
  * At most one per column, in place of the up to five picks a column has: still at most `points`.
@@ -228,7 +229,13 @@ export function markEvictedTrend(
     const from = columnStart(k);
     const to = Math.min(end, columnStart(k + 1));
     while (index < picks.length && picks[index]!.timestamp < from) keep(picks[index++]!);
-    if (from >= to || keptIn(from, to)) continue;
+    // The column touches the evicted span: its picks are of the kept samples only (an evicted one
+    // may have been its first, smallest, largest or last), so every pick of it is marked.
+    let picked = false;
+    for (; index < picks.length && picks[index]!.timestamp < to; index++, picked = true) {
+      marked.push({ ...picks[index]!, quality: marker.quality(picks[index]!.quality) });
+    }
+    if (picked || from >= to || keptIn(from, to)) continue;
     marked.push({ tag, value: null, timestamp: from, quality: gone });
   }
   while (index < picks.length) keep(picks[index++]!);

@@ -81,4 +81,18 @@ describe("MemoryStore first reads over evicted history", () => {
     const late = await store.history.downsample("a", { start: T0 + 40, end: T0 + 100, points: 50 });
     expect(late.every((sample) => sample.quality.severity === "good")).toBe(true);
   });
+
+  test("a downsample column that lost some of its samples marks the picks it kept: an evicted one may have been its pick", async () => {
+    const store = await openStore({ maxSamples: 7 });
+    await store.samples.writeBatch([0, 10, 20, 30, 40, 50, 60, 70, 80, 90].map((offset) => at(offset, 100 - offset)));
+    // 0..20 evicted; the column [20, 40) kept 30 only, though 20 (its largest) was written.
+    const trend = await store.history.downsample("a", { start: T0, end: T0 + 100, points: 25 });
+    const column = trend.filter((sample) => sample.timestamp >= T0 + 20 && sample.timestamp < T0 + 40);
+    expect(column.map((sample) => sample.value)).toEqual([70]);
+    expect(column[0]!.quality.severity).toBe("uncertain");
+    expect(column[0]!.quality.reason).toContain("evicted by retention");
+    expect(trend.filter((sample) => sample.timestamp >= T0 + 40).every((s) => s.quality.severity === "good")).toBe(
+      true,
+    );
+  });
 });
