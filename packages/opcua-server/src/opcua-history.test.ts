@@ -50,6 +50,19 @@ describe("historyStatusOfError", () => {
       .catch((caught: unknown) => caught);
     expect(historyStatusOfError(error)).toBe(0x804a0000);
   });
+
+  test("a first raw read over samples the store evicted is BadDataLost, not an invalid continuation point (#16 fix16m)", async () => {
+    const store = new MemoryStore({ retention: { maxSamples: 2 } });
+    await store.open([]);
+    const T0 = Date.UTC(2026, 0, 1);
+    await store.samples.writeBatch(
+      [0, 1, 2, 3].map((i) => ({ tag: "t", value: i, timestamp: T0 + i, quality: quality("good") })),
+    );
+    const error = await store.samples
+      .readSamples({ tag: "t", from: T0, to: T0 + 10 })
+      .catch((caught: unknown) => caught);
+    expect(historyStatusOfError(error)).toBe(0x809d0000);
+  });
 });
 
 describe("a MemoryStore aggregate over evicted history is served Uncertain, never Good (#16 fix16b)", () => {
