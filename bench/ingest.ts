@@ -86,8 +86,9 @@ async function writeThroughStore(store: PostgresStore, samples: readonly Sample[
   const started = performance.now();
   for (let index = 0; index < samples.length; index++) {
     if (index % BATCH === 0) {
-      const waiting = logger.whenWritable();
-      if (waiting) await waiting;
+      const room = logger.reserveRoom(Math.min(BATCH, samples.length - index));
+      if (room.ready) await room.ready;
+      room.release();
     }
     logger.append(samples[index]!);
   }

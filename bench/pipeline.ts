@@ -79,10 +79,11 @@ async function kilnRun(
   const start = performance.now();
   for (let cycle = 0; cycle < cycles; cycle++) {
     if (cycle === cycles / 4 || cycle === (3 * cycles) / 4) heap.push(heapAfterGc());
-    const waiting = logger.whenWritable();
-    if (waiting) await waiting;
+    const room = logger.reserveRoom(list.length);
+    if (room.ready) await room.ready;
     const samples = await plc.read(list);
     cvt.update(samples, clock.now());
+    room.release();
     // Let flushes interleave with acquisition as they would between scans.
     if (cycle % 10 === 9) await new Promise((resolve) => setImmediate(resolve));
   }

@@ -37,7 +37,8 @@ interface EngineCapabilities {
  * 11, 5.2): node-opcua's `installHistoricalDataNode` (Historizing true, AccessLevel and
  * UserAccessLevel HistoryRead, the `HA Configuration` object) with a historian that keeps nothing
  * (the store is the historian), `Stepped` from the tag's interpolation, the configuration's
- * invented times (Min/MaxTimeInterval, StartOf(Online)Archive) removed; then HistoryRead of each
+ * invented times (Min/MaxTimeInterval, StartOfArchive, and StartOfOnlineArchive unless the store's
+ * history is bounded, see {@link HistoryService.startOfOnlineArchive}) removed; then HistoryRead of each
  * goes to `service` (see ADR 0032). Sets HistoryServerCapabilities truthfully: data access only,
  * MaxReturnDataValues, MaxHistoryContinuationPoints, MaxNodesPerHistoryReadData, and the AggregateFunctions folders (of the
  * server and of the history capabilities) listing exactly the aggregates the store computes.
@@ -62,9 +63,14 @@ export function serveHistory(
         dataType: "Boolean",
         value: interpolationOf(tag) === "stepped",
       });
+      // A bounded store (MemoryStore's retention) says from when its history is complete: served
+      // live as StartOfOnlineArchive (fix16m). A store keeping everything has no such time.
+      const startOfOnlineArchive = service.startOfOnlineArchive();
+      const served = configuration.startOfOnlineArchive as UAVariable | undefined;
+      if (startOfOnlineArchive && served) served.bindVariable({ timestamped_get: startOfOnlineArchive }, true);
       for (const invented of ["maxTimeInterval", "minTimeInterval", "startOfArchive", "startOfOnlineArchive"]) {
         const node = configuration[invented];
-        if (node) addressSpace.deleteNode(node);
+        if (node && !(invented === "startOfOnlineArchive" && startOfOnlineArchive)) addressSpace.deleteNode(node);
       }
     }
     interceptHistoryRead(tag, variable, service);

@@ -3,9 +3,12 @@ import { describe, expect, test } from "vitest";
 import {
   HISTORIAN_CALCULATED,
   HISTORIAN_INTERPOLATED,
+  type HistoryHost,
+  HistoryService,
   historyStatusOfError,
   statusCodeOfAggregate,
 } from "./opcua-history";
+import { loadServerRuntime } from "./opcua-server-runtime-loader";
 
 describe("statusCodeOfAggregate (Part 13 quality of a Kiln aggregate)", () => {
   test("good is Good with the HistorianCalculated bit, Interpolative with HistorianInterpolated", () => {
@@ -50,6 +53,19 @@ describe("historyStatusOfError", () => {
       .catch((caught: unknown) => caught);
     expect(historyStatusOfError(error)).toBe(0x804a0000);
   });
+
+  test("a first raw read over samples the store evicted is BadDataLost, not an invalid continuation point (#16 fix16m)", async () => {
+    const store = new MemoryStore({ retention: { maxSamples: 2 } });
+    await store.open([]);
+    const T0 = Date.UTC(2026, 0, 1);
+    await store.samples.writeBatch(
+      [0, 1, 2, 3].map((i) => ({ tag: "t", value: i, timestamp: T0 + i, quality: quality("good") })),
+    );
+    const error = await store.samples
+      .readSamples({ tag: "t", from: T0, to: T0 + 10 })
+      .catch((caught: unknown) => caught);
+    expect(historyStatusOfError(error)).toBe(0x809d0000);
+  });
 });
 
 describe("a MemoryStore aggregate over evicted history is served Uncertain, never Good (#16 fix16b)", () => {
@@ -67,5 +83,28 @@ describe("a MemoryStore aggregate over evicted history is served Uncertain, neve
       aggregates: ["Count"],
     });
     expect(statusCodeOfAggregate("Count", interval!.values.Count!)).toBe((0x40a40000 | HISTORIAN_CALCULATED) >>> 0);
+  });
+});
+
+describe("StartOfOnlineArchive (#16 fix16m)", () => {
+  const serviceOver = async (samples: HistoryHost["history"]["samples"]) =>
+    new HistoryService(await loadServerRuntime(), { history: { samples } } as unknown as HistoryHost);
+
+  test("a store that keeps everything (no retainedFrom) serves none: no invented time", async () => {
+    const store = new MemoryStore();
+    const { retainedFrom: _dropped, ...keepsEverything } = store.samples;
+    expect((await serviceOver(keepsEverything)).startOfOnlineArchive()).toBeUndefined();
+  });
+
+  test("a bounded store serves its horizon, read at each call; null while nothing was evicted", async () => {
+    const store = new MemoryStore({ retention: { maxSamples: 2 } });
+    await store.open([]);
+    const read = (await serviceOver(store.samples)).startOfOnlineArchive()!;
+    expect(read().value.value).toBeNull();
+    const T0 = Date.UTC(2026, 0, 1);
+    await store.samples.writeBatch(
+      [0, 1, 2, 3].map((i) => ({ tag: "t", value: i, timestamp: T0 + i, quality: quality("good") })),
+    );
+    expect((read().value.value as Date).getTime()).toBe(store.retainedFrom);
   });
 });

@@ -52,6 +52,7 @@ export const HistoryStatusCodes = {
   BadBoundNotFound: 0x80d70000,
   BadInvalidTimestampArgument: 0x80bd0000,
   BadNoData: 0x809b0000,
+  BadDataLost: 0x809d0000,
   BadTooManyOperations: 0x80100000,
   UncertainDataSubNormal: 0x40a40000,
   BadAggregateConfigurationRejected: 0x80da0000,
@@ -110,8 +111,10 @@ export function statusCodeOfAggregate(name: AggregateName, result: AggregateValu
 
 /**
  * The StatusCode a history read answers for a `KilnError` of `system.history`: bad input
- * (`KILN_VALIDATION`) `BadInvalidArgument`; a raw page continuing across samples the store evicted
- * since the previous page (`KILN_HISTORY_EVICTED`) `BadContinuationPointInvalid`; the store closed (`KILN_LIFECYCLE`), failing or its
+ * (`KILN_VALIDATION`) `BadInvalidArgument`; a raw read whose range holds samples the store's
+ * retention evicted (`KILN_HISTORY_EVICTED`): on its first page `BadDataLost` (Part 11: data is
+ * missing; the node's StartOfOnlineArchive says from when to read), on a later one (the store
+ * evicted them since the previous page) `BadContinuationPointInvalid`; the store closed (`KILN_LIFECYCLE`), failing or its
  * breaker open `BadResourceUnavailable`; `KILN_TIMEOUT` `BadTimeout`; anything else
  * `BadInternalError`.
  */
@@ -125,8 +128,11 @@ export function historyStatusOfError(error: unknown): number {
     case "KILN_TIMEOUT":
       return ServerStatusCodes.BadTimeout;
     case "KILN_HISTORY_EVICTED":
-      // The continuation point names samples the store's retention evicted since the last page.
-      return HistoryStatusCodes.BadContinuationPointInvalid;
+      // A first read (the store names no page cursor) over evicted history: the data is lost. A
+      // continuation point naming samples the store's retention evicted since the last page: invalid.
+      return error.details?.after === undefined
+        ? HistoryStatusCodes.BadDataLost
+        : HistoryStatusCodes.BadContinuationPointInvalid;
     case "KILN_LIFECYCLE":
     case "KILN_STORE_ERROR":
     case "KILN_CIRCUIT_OPEN":
@@ -252,6 +258,27 @@ export class HistoryService {
     const cursors = this.#cursors.get(session);
     if (!cursors) return;
     for (const point of points) cursors.delete(point.toString("hex"));
+  }
+
+  /**
+   * The value of a historical node's StartOfOnlineArchive (Part 11, 5.2.2: the date of the earliest
+   * data in the online archive) for a store whose history is bounded (`samples.retainedFrom` present,
+   * MemoryStore's retention, ADR 0045): its horizon, from which every tag's history is complete and
+   * raw reads are served whole (a first raw read reaching before it answers `BadDataLost` when the
+   * tag lost samples there); the minimum DateTime (no start) while nothing was evicted. Undefined for
+   * a store that keeps everything: the property is not served (no invented time).
+   */
+  startOfOnlineArchive(): (() => DataValue) | undefined {
+    const samples = this.#host.history.samples;
+    if (typeof samples.retainedFrom !== "function") return undefined;
+    const runtime = this.#runtime;
+    return () => {
+      const horizon = samples.retainedFrom?.();
+      return new runtime.DataValue({
+        value: { dataType: runtime.DataType.DateTime, value: horizon === undefined ? null : new Date(horizon) },
+        ...(horizon === undefined ? {} : { sourceTimestamp: new Date(horizon) }),
+      });
+    };
   }
 
   /** The Kiln aggregates the store computes (none when it has no history queries). */
@@ -511,11 +538,23 @@ export class HistoryService {
         return this.#fail(HistoryStatusCodes.BadContinuationPointInvalid);
       }
     }
+    // A first page asks the store whether the range lost samples to its retention (the one rule,
+    // KILN_HISTORY_EVICTED, answered BadDataLost): kept samples are never served as the whole range
+    // (fix16m). The reads below then take what is kept; later pages are checked as above.
+    if (cursor.paged !== true && horizon !== undefined) {
+      await samples.readSamples({ tag: tag.name, from: cursor.lo, to: cursor.hi, limit: 1 });
+    }
     cursor.paged = true;
     cursor.horizon = horizon;
     if (cursor.phase === "start") {
       cursor.phase = "samples";
-      const at = await samples.readSamples({ tag: tag.name, from: cursor.start, to: cursor.start + 1, limit: 1 });
+      const at = await samples.readSamples({
+        tag: tag.name,
+        from: cursor.start,
+        to: cursor.start + 1,
+        limit: 1,
+        acceptEvicted: true,
+      });
       if (at.length === 0) {
         const searched = cursor.forward ? "before" : "after";
         const time = cursor.forward ? cursor.start : cursor.start + 1;
@@ -532,7 +571,7 @@ export class HistoryService {
           from: cursor.lo,
           to: cursor.hi,
           limit: want + 1,
-          ...(cursor.after === undefined ? {} : { after: cursor.after }),
+          ...(cursor.after === undefined ? { acceptEvicted: true } : { after: cursor.after }),
         });
       } else {
         rows = (await this.#lastN(tag.name, cursor.lo, cursor.hi, want + 1)).reverse();
@@ -572,7 +611,14 @@ export class HistoryService {
 
   async #firstAtOrAfter(tag: string, time: number): Promise<Sample | undefined> {
     if (time >= HISTORY_TIME_MAX) return undefined;
-    const [first] = await this.#host.history.samples.readSamples({ tag, from: time, to: HISTORY_TIME_MAX, limit: 1 });
+    // Bound searches cross evicted time on purpose: a bound found so is served Uncertain (#boundOf).
+    const [first] = await this.#host.history.samples.readSamples({
+      tag,
+      from: time,
+      to: HISTORY_TIME_MAX,
+      limit: 1,
+      acceptEvicted: true,
+    });
     return first;
   }
 
@@ -594,7 +640,7 @@ export class HistoryService {
     let width = Math.min(60_000, hi - lo);
     for (;;) {
       const from = Math.max(lo, hi - width);
-      const rows = await samples.readSamples({ tag, from, to: hi, limit: cap });
+      const rows = await samples.readSamples({ tag, from, to: hi, limit: cap, acceptEvicted: true });
       if (rows.length < cap) {
         if (rows.length >= n || from === lo) return rows.slice(-n);
         small = width;

@@ -14,6 +14,8 @@ import {
   HistoryReadRequest,
   ReadProcessedDetails,
   ReadRawModifiedDetails,
+  resolveNodeId,
+  AttributeIds,
   StatusCodes,
   TimestampsToReturn,
   UserTokenType,
@@ -166,9 +168,11 @@ async function writeTemp(base: number): Promise<void> {
 test("adv16b F0a: a reverse raw read continued after the horizon moved into what it has left to read answers BadContinuationPointInvalid, never a short page that ends Good", async () => {
   const base = T0 + 200_000;
   await writeTemp(base);
+  // Of [base, base + 40 s) the newest samples are kept: the read covers kept time only (a first page
+  // over evicted time answers BadDataLost, fix16m).
   const details = new ReadRawModifiedDetails({
     startTime: new Date(base + 40_000),
-    endTime: new Date(base),
+    endTime: new Date(base + 25_000),
     numValuesPerNode: 3,
     isReadModified: false,
     returnBounds: false,
@@ -189,25 +193,92 @@ test("adv16b F0a: a reverse raw read continued after the horizon moved into what
   expect(next.statusCode.value).toBe(StatusCodes.BadContinuationPointInvalid.value);
 });
 
-test("adv16b F0b: a bound found across evicted time is served Uncertain, never Good (the evicted sample may have been the bound)", async () => {
+test("fix16m: a first raw read whose range holds evicted samples answers BadDataLost, never the kept samples as the whole range; forward and reverse", async () => {
   const base = T0 + 600_000; // newer than every sample before: the store keeps its 20 newest
   await writeTemp(base);
-  // The store keeps its 20 newest samples (and each tag's value in force): 5 s to 8 s are evicted.
-  // The end bound of [5 s, 8 s) is found at the first kept sample, while the true one (8 s) was evicted.
+  const retainedFrom = store.retainedFrom!;
+  expect(retainedFrom).toBeGreaterThan(base);
+  for (const [startTime, endTime] of [
+    [base, base + 40_000],
+    [base + 40_000, base],
+  ] as const) {
+    const result = await read(
+      new ReadRawModifiedDetails({
+        startTime: new Date(startTime),
+        endTime: new Date(endTime),
+        numValuesPerNode: 100,
+        isReadModified: false,
+        returnBounds: false,
+      }),
+    );
+    // Before: the kept samples from retainedFrom on, Good, as if they were all of [base, base + 40 s).
+    expect(result.statusCode.value).toBe(StatusCodes.BadDataLost.value);
+    expect(valuesOf(result)).toEqual([]);
+  }
+  // Read from the horizon on, the same range is served whole.
+  const kept = await read(
+    new ReadRawModifiedDetails({
+      startTime: new Date(retainedFrom),
+      endTime: new Date(base + 40_000),
+      numValuesPerNode: 100,
+      isReadModified: false,
+      returnBounds: false,
+    }),
+  );
+  expect(kept.statusCode.value & 0xc0000000).toBe(0);
+  expect(valuesOf(kept).length).toBe((base + 40_000 - retainedFrom) / 1_000);
+});
+
+test("adv16b F0b: a bound found across evicted time is never served Good (the evicted sample may have been the bound)", async () => {
+  const base = T0 + 900_000;
+  await writeTemp(base);
+  const retainedFrom = store.retainedFrom!;
+  // [retainedFrom - 500 ms, retainedFrom + 3 s) lost nothing itself; its start bound lies before
+  // the horizon, where the sample just before (retainedFrom - 1 s) was evicted.
   const result = await read(
     new ReadRawModifiedDetails({
-      startTime: new Date(base + 5_000),
-      endTime: new Date(base + 8_000),
+      startTime: new Date(retainedFrom - 500),
+      endTime: new Date(retainedFrom + 3_000),
       numValuesPerNode: 10,
       isReadModified: false,
       returnBounds: true,
     }),
   );
   const values = valuesOf(result);
-  const end = values.at(-1)!;
-  // Found at the first kept sample (past 8 s: 8 s itself was evicted).
-  expect(end.sourceTimestamp!.getTime()).toBeGreaterThanOrEqual(store.retainedFrom!);
-  expect(end.sourceTimestamp!.getTime() - base).toBeGreaterThan(8_000);
-  expect(severity(end)).toBe(0x40000000);
-  expect(values.every((value) => severity(value) !== 0)).toBe(true);
+  expect(values.length).toBeGreaterThan(1);
+  expect(severity(values[0]!)).not.toBe(0);
+  expect(values.slice(1, -1).every((value) => severity(value) === 0)).toBe(true);
+});
+
+test("fix16m: each historical node's StartOfOnlineArchive (Part 11) is the store's horizon, read live", async () => {
+  const result = await client.session.translateBrowsePath({
+    startingNode: node,
+    relativePath: {
+      elements: [
+        {
+          referenceTypeId: resolveNodeId("HasHistoricalConfiguration"),
+          isInverse: false,
+          includeSubtypes: true,
+          targetName: { namespaceIndex: 0, name: "HA Configuration" },
+        },
+        {
+          referenceTypeId: resolveNodeId("HasProperty"),
+          isInverse: false,
+          includeSubtypes: true,
+          targetName: { namespaceIndex: 0, name: "StartOfOnlineArchive" },
+        },
+      ],
+    },
+  } as never);
+  expect(result.statusCode.value).toBe(StatusCodes.Good.value);
+  const readStart = async (): Promise<number> => {
+    const value = await client.session.read({ nodeId: result.targets![0]!.targetId, attributeId: AttributeIds.Value });
+    expect(value.statusCode.value).toBe(StatusCodes.Good.value);
+    return (value.value.value as Date).getTime();
+  };
+  expect(await readStart()).toBe(store.retainedFrom);
+  await writeTemp(T0 + 1_200_000);
+  // The horizon moved: read live, not a copy taken at start.
+  expect(await readStart()).toBe(store.retainedFrom);
+  expect(store.retainedFrom).toBeGreaterThan(T0 + 1_200_000);
 });

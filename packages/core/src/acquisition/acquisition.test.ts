@@ -41,7 +41,7 @@ function setup(
   options: {
     groups?: Record<string, ScanGroupSettings>;
     policy?: Partial<TestPolicy>;
-    beforeRead?: () => Promise<void> | undefined;
+    reserveRoom?: (samples: number) => { readonly ready: Promise<void> | undefined; release(): void };
     preparePlc?: (plc: SimulatedPlc) => void;
   } = {},
 ) {
@@ -82,7 +82,7 @@ function setup(
     bus,
     metrics,
     policy: { reconnect: settings.reconnect },
-    ...(options.beforeRead ? { beforeRead: options.beforeRead } : {}),
+    ...(options.reserveRoom ? { reserveRoom: options.reserveRoom } : {}),
   });
   const ofType = <TType extends keyof KilnEvents>(type: TType) =>
     events.filter((entry) => entry.type === type).map((entry) => entry.event as KilnEvents[TType]);
@@ -419,7 +419,7 @@ describe("Acquisition", () => {
   test("values held back by a blocked pipeline turn uncertain after their staleness window too", async () => {
     let blocked: Promise<void> | undefined;
     let unblock = (): void => undefined;
-    const { clock, cvt, acquisition } = setup({ beforeRead: () => blocked });
+    const { clock, cvt, acquisition } = setup({ reserveRoom: () => ({ ready: blocked, release: () => undefined }) });
     await acquisition.start();
     await clock.advance(100);
     blocked = new Promise((resolve) => (unblock = resolve));

@@ -76,8 +76,13 @@ export interface AcquisitionOptions {
   readonly metrics?: Metrics;
   /** Where link changes and failures are logged. @default silentLogger */
   readonly logger?: Logger;
-  /** Awaited before each poll: lets the logging pipeline apply back-pressure (`block` policy). */
-  readonly beforeRead?: () => Promise<void> | undefined;
+  /**
+   * Asked before each poll for room for its samples (one per tag of the group whose logging mode is
+   * not `none`; a group with none is not asked): lets the logging
+   * pipeline apply back-pressure (`block` policy). The poll waits for `ready`, then reads, and
+   * calls `release()` once its samples are in the current value table, or when it gives up.
+   */
+  readonly reserveRoom?: (samples: number) => { readonly ready: Promise<void> | undefined; release(): void };
   /**
    * The device-call order shared with the writer: taken when a poll read is issued and carried
    * on the table's changes it makes (`CvtChange.readIssued`), so what a read answers is known to
@@ -155,6 +160,8 @@ interface Group {
   readonly name: string;
   readonly settings: ScanGroupSettings;
   readonly tags: readonly Tag[];
+  /** How many of its tags the logging pipeline may take a sample of (logging mode other than `none`). */
+  readonly logged: number;
   /** The group's tags, by position and name: what a driver reply for this group may contain. */
   readonly asked: AskedTags;
   readonly names: readonly string[];
@@ -252,6 +259,7 @@ export class Acquisition {
         name,
         settings,
         tags,
+        logged: tags.filter((tag) => tag.logging.mode !== "none").length,
         asked: new AskedTags(tags),
         names: tags.map((tag) => tag.name),
         sweptAt: 0,
@@ -437,10 +445,20 @@ export class Acquisition {
 
   async #poll(group: Group): Promise<void> {
     if (this.#link !== "online") return;
-    const { driver, clock } = this.#options;
-    const waiting = this.#options.beforeRead?.();
-    if (waiting) await this.#waitForRoom(waiting, group);
+    // A group none of whose tags is logged adds nothing to the pipeline: it never waits for room
+    // (a fast unlogged group behind a large logged one's waiting scan would lose its period).
+    const room = group.logged > 0 ? this.#options.reserveRoom?.(group.logged) : undefined;
+    try {
+      if (room?.ready) await this.#waitForRoom(room.ready, group);
+      await this.#read(group);
+    } finally {
+      room?.release();
+    }
+  }
+
+  async #read(group: Group): Promise<void> {
     if (this.#link !== "online") return;
+    const { driver, clock } = this.#options;
     const started = monotonicNow(clock);
     const epoch = this.#epoch;
     // Taken before the call: the device samples no earlier than this (ADR 0042, fix15z).

@@ -175,7 +175,7 @@ function registerDefaults(container: ServiceContainer, options: ResolvedControlS
           ...(options.random === undefined ? {} : { random: options.random }),
         },
       },
-      beforeRead: () => sampleLogger.whenWritable(),
+      reserveRoom: (samples) => sampleLogger.reserveRoom(samples),
       readOrder: deviceOrder,
     });
   });

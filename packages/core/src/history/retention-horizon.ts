@@ -156,23 +156,88 @@ export function markEvictedBuckets(
 const NO_SAMPLE: Quality = Object.freeze(quality("bad", "no kept sample", BAD_NO_DATA));
 
 /**
- * Refuses a `readSamples` continuation (`after`) across evicted samples of the tag: a pager must
- * learn of the gap, not skip it. Throws `KILN_HISTORY_EVICTED` when evicted samples may lie in the
- * range still to be read, `(after, to)` from `from` on: the tag's evicted span reaches past `after`
- * and into `[from, to)`. A cursor whose remaining range lost nothing pages on (ADR 0045 fix16d).
+ * Refuses a `readSamples` read, first page or continuation (`after`), whose range still to be read
+ * holds evicted samples of the tag: a reader must learn of the gap, not be handed the kept samples
+ * as if they were all (ADR 0045 fix16b, fix16m). Throws `KILN_HISTORY_EVICTED` when the tag's
+ * evicted span reaches past `after` (any time, without `after`) and into `[from, to)`; a reader that
+ * accepts the gap reads on with `after: details.evictedThrough`. A range that lost nothing reads
+ * on; so does one with `acceptEvicted` (the caller knows). Exact when a tag's evicted samples are contiguous (the usual case); after a wall-clock step
+ * back kept samples may lie inside the span, and the check stays on the safe side (it may refuse,
+ * never skips; fix16d).
  */
 export function checkContinuation(
-  query: { readonly tag: string; readonly from: number; readonly to: number; readonly after?: number | undefined },
+  query: {
+    readonly tag: string;
+    readonly from: number;
+    readonly to: number;
+    readonly after?: number | undefined;
+    readonly acceptEvicted?: boolean | undefined;
+  },
   evicted: EvictedSpan | undefined,
   retainedFrom: number | undefined,
 ): void {
   const { tag, after, from, to } = query;
-  if (after === undefined || evicted === undefined) return;
+  if (evicted === undefined || query.acceptEvicted === true) return;
   const evictedThrough = evicted.through;
-  if (after >= evictedThrough || evictedThrough < from || evicted.from >= to) return;
+  if ((after !== undefined && after >= evictedThrough) || evictedThrough < from || evicted.from >= to) return;
+  const since = after === undefined ? `from ${isoTime(from)}` : `after the page cursor (${isoTime(after)})`;
   throw new KilnError(
     "KILN_HISTORY_EVICTED",
-    `Samples of "${tag}" after the page cursor (${isoTime(after)}) up to ${isoTime(evictedThrough)} were evicted by the store's retention since the previous page: continue with after = details.evictedThrough to accept the gap, or raise the retention.`,
-    { details: { tag, after, evictedThrough, retainedFrom } },
+    `Samples of "${tag}" ${since} up to ${isoTime(evictedThrough)} were evicted by the store's retention: read on with after = details.evictedThrough or acceptEvicted to accept the gap, query from samples.retainedFrom() on, or raise the retention.`,
+    { details: { tag, ...(after === undefined ? {} : { after }), evictedThrough, retainedFrom } },
   );
+}
+
+/** The column grid of a `downsample`: `[start, end)` cut into `columns` equal columns. */
+export interface TrendGrid {
+  readonly start: number;
+  readonly end: number;
+  readonly columns: number;
+}
+
+/**
+ * A downsampled trend of one tag (picks in time order), marked: a pick stamped before
+ * `completeFrom` or in a column that touches the evicted span (`evicted.from` to `evicted.through`:
+ * the column lost samples, one of which may have been its pick) is marked (uncertain, or bad
+ * without a value), and every such column that kept no sample of the tag (`keptIn(from, to)` false) gets one sample at its
+ * first ms, value `null`, `bad` (`Bad_NoData`) with the evicted-history reason, so the evicted
+ * stretch draws as a marked gap, never as a line over time whose samples are gone (ADR 0045 fix16m).
+ * At most one per column, in place of the up to five picks a column has: still at most `points`.
+ */
+export function markEvictedTrend(
+  tag: string,
+  picks: readonly Sample[],
+  grid: TrendGrid,
+  evicted: EvictedSpan | undefined,
+  completeFrom: number | undefined,
+  keptIn: (from: number, to: number) => boolean,
+): Sample[] {
+  if (evicted === undefined) return picks as Sample[];
+  const marker = new EvictedHistoryMarker(completeFrom ?? evicted.through);
+  const gone = marker.quality(NO_SAMPLE);
+  const { start, end, columns } = grid;
+  const span = end - start;
+  const columnStart = (k: number): number => start + Math.ceil((k * span) / columns);
+  const first = Math.max(0, Math.floor(((evicted.from - start) * columns) / span));
+  const last = Math.min(columns - 1, Math.floor(((evicted.through - start) * columns) / span));
+  const marked: Sample[] = [];
+  let index = 0;
+  const keep = (sample: Sample): void => {
+    marked.push(marker.before(sample.timestamp) ? { ...sample, quality: marker.quality(sample.quality) } : sample);
+  };
+  for (let k = first; k <= last; k++) {
+    const from = columnStart(k);
+    const to = Math.min(end, columnStart(k + 1));
+    while (index < picks.length && picks[index]!.timestamp < from) keep(picks[index++]!);
+    // The column touches the evicted span: its picks are of the kept samples only (an evicted one
+    // may have been its first, smallest, largest or last), so every pick of it is marked.
+    let picked = false;
+    for (; index < picks.length && picks[index]!.timestamp < to; index++, picked = true) {
+      marked.push({ ...picks[index]!, quality: marker.quality(picks[index]!.quality) });
+    }
+    if (picked || from >= to || keptIn(from, to)) continue;
+    marked.push({ tag, value: null, timestamp: from, quality: gone });
+  }
+  while (index < picks.length) keep(picks[index++]!);
+  return marked;
 }

@@ -201,9 +201,12 @@ describe("SampleLogger failures", () => {
   test("block holds acquisition back until the store drains the buffer", async () => {
     const { clock, store, logger } = await setup({ overflow: "block", maxBufferedSamples: 40 });
     store.faults.failWritesUntilCleared();
-    expect(logger.whenWritable()).toBeUndefined();
+    const first = logger.reserveRoom(5);
+    expect(first.ready).toBeUndefined();
     feed(logger, 0, 5);
-    const waiting = logger.whenWritable();
+    first.release();
+    // 5 held and 36 more would pass the bound of 40: the poll waits for the whole of its room.
+    const waiting = logger.reserveRoom(36).ready;
     expect(waiting).toBeInstanceOf(Promise);
     let released = false;
     void waiting!.then(() => (released = true));

@@ -120,6 +120,14 @@ export interface SampleLoggerHealth {
   readonly spoolCorruptRecords: number;
   /** Poll cycles that waited for room under the `block` policy. */
   readonly blockedWaits: number;
+  /**
+   * Samples taken in past `maxBufferedSamples` under the `block` policy, since the logger was
+   * created (none lost: they are written like any other). A poll waits until its whole scan fits
+   * (ADR 0045, fix16m), so only samples no poll brings can pass the bound: staleness and
+   * link-loss marks (at most one per tag per change of its quality while polls are held back),
+   * subscription notifications and a lone scan larger than the bound.
+   */
+  readonly samplesOverBound: number;
   /** Duration of successful batch writes, in ms. */
   readonly flushLatency: StatsSummary;
   /** State and counters of the samples port's circuit breaker (`store:samples`). */
@@ -187,12 +195,24 @@ export class SampleLogger {
   #stopping = new AbortController();
   /** The last batch write to the store failed (cleared by the next one that succeeds). */
   #lastWriteFailed = false;
-  #roomWaiters: (() => void)[] = [];
+  #roomWaiters: RoomWaiter[] = [];
+  /** Room granted to polls under way (`block`), not yet released: they may still append that many. */
+  #reserved = 0;
   /** Drops of the overflow bound, by reason, published as one `samples-drop` per latency period. */
   #pendingDrops = new Map<string, number>();
   /** False while the store is not open yet (a degraded start): everything is spooled, nothing replayed. */
   #storeReady = true;
-  #stats = { in: 0, out: 0, dropped: 0, abandoned: 0, spooled: 0, replayed: 0, blockedWaits: 0, corruptRecords: 0 };
+  #stats = {
+    in: 0,
+    out: 0,
+    dropped: 0,
+    abandoned: 0,
+    spooled: 0,
+    replayed: 0,
+    blockedWaits: 0,
+    overBound: 0,
+    corruptRecords: 0,
+  };
 
   constructor(options: SampleLoggerOptions) {
     validate(options);
@@ -309,13 +329,43 @@ export class SampleLogger {
   }
 
   /**
-   * Under the `block` policy, a promise that resolves once the buffer has room again;
-   * otherwise undefined. Acquisition awaits it before each poll.
+   * Under the `block` policy, room for a poll of up to `samples` samples (ADR 0045, fix16m): granted
+   * at once when the samples held and the room granted to polls still under way leave room for
+   * them within `maxBufferedSamples` (or nothing is held: a scan larger than the bound goes in
+   * alone); else `ready` resolves once the buffer has drained that far, polls served in the order
+   * they asked. The poll calls `release()` once its samples are appended (or it gave up). Checking
+   * only that the buffer was below the bound let each poll in with a whole scan on top of it.
+   * Other policies need no room: `ready` is undefined.
    */
-  whenWritable(): Promise<void> | undefined {
-    if (this.#options.overflow !== "block" || this.#buffered < this.#options.maxBufferedSamples) return undefined;
+  reserveRoom(samples: number): RoomReservation {
+    if (this.#options.overflow !== "block" || this.#mode === "stopped") return NO_RESERVATION;
+    const waiter: RoomWaiter = { samples, granted: false, released: false, grant: () => undefined };
+    const release = (): void => {
+      if (waiter.released) return;
+      waiter.released = true;
+      if (waiter.granted) {
+        this.#reserved -= samples;
+        this.#releaseRoom(false);
+      } else {
+        this.#roomWaiters = this.#roomWaiters.filter((candidate) => candidate !== waiter);
+        this.#releaseRoom(false);
+      }
+    };
+    if (this.#roomWaiters.length === 0 && this.#fits(samples)) {
+      waiter.granted = true;
+      this.#reserved += samples;
+      return { ready: undefined, release };
+    }
     this.#stats.blockedWaits++;
-    return new Promise((resolve) => this.#roomWaiters.push(resolve));
+    const ready = new Promise<void>((resolve) => (waiter.grant = resolve));
+    this.#roomWaiters.push(waiter);
+    return { ready, release };
+  }
+
+  /** Whether a poll of `samples` fits beside what is held and granted (a lone oversize scan fits an empty buffer). */
+  #fits(samples: number): boolean {
+    const held = this.#buffered + this.#reserved;
+    return held === 0 || held + samples <= this.#options.maxBufferedSamples;
   }
 
   /**
@@ -409,6 +459,7 @@ export class SampleLogger {
       spoolBytes: this.#journal?.bytes ?? 0,
       spoolCorruptRecords: this.#stats.corruptRecords + (this.#journal?.undecodable ?? 0),
       blockedWaits: this.#stats.blockedWaits,
+      samplesOverBound: this.#stats.overBound,
       flushLatency: this.#flushLatency.summary(),
       breaker: this.#options.sink.breaker.snapshot,
     };
@@ -586,7 +637,9 @@ export class SampleLogger {
   #overflow(): void {
     switch (this.#options.overflow) {
       case "block":
-        return; // acquisition waits in whenWritable()
+        // Acquisition waits in reserveRoom() for a whole scan's room: what passes is counted.
+        this.#stats.overBound++;
+        return;
       case "drop-oldest":
         this.#dropOldest(this.#buffered - this.#options.maxBufferedSamples, "buffer full (drop-oldest)");
         return;
@@ -868,13 +921,34 @@ export class SampleLogger {
     await this.#queue.onIdle();
   }
 
+  /** Grants room to waiting polls in order while they fit (`all`: every one, the buffer was emptied or stopped). */
   #releaseRoom(all: boolean): void {
-    if (this.#roomWaiters.length === 0) return;
-    if (!all && this.#buffered >= this.#options.maxBufferedSamples) return;
-    const waiters = this.#roomWaiters;
-    this.#roomWaiters = [];
-    for (const resolve of waiters) resolve();
+    while (this.#roomWaiters.length > 0) {
+      const waiter = this.#roomWaiters[0]!;
+      if (!all && !this.#fits(waiter.samples)) return;
+      this.#roomWaiters.shift();
+      waiter.granted = true;
+      this.#reserved += waiter.samples;
+      waiter.grant();
+    }
   }
+}
+
+/** Room for one poll's samples under the `block` policy (see {@link SampleLogger.reserveRoom}). */
+export interface RoomReservation {
+  /** Resolves once the room is granted; undefined when it was granted at once (or is not needed). */
+  readonly ready: Promise<void> | undefined;
+  /** Gives the room back: after the poll's samples were appended, or when the poll gave up. Idempotent. */
+  release(): void;
+}
+
+const NO_RESERVATION: RoomReservation = Object.freeze({ ready: undefined, release: () => undefined });
+
+interface RoomWaiter {
+  readonly samples: number;
+  granted: boolean;
+  released: boolean;
+  grant: () => void;
 }
 
 /**

@@ -28,6 +28,7 @@ import {
   checkContinuation,
   markEvictedBuckets,
   markEvictedIntervals,
+  markEvictedTrend,
   markEvictedValues,
 } from "../history/retention-horizon";
 import { parseOrThrow } from "../domain/validation";
@@ -146,7 +147,8 @@ const memoryStoreOptionsSchema = z.object({
 
 /**
  * How far ahead of the store's clock a sample may be stamped before a control system's `health()`
- * reports it (clock skew between a PLC and the host is tolerated): 60,000 ms.
+ * reports it (clock skew between a PLC and the host is tolerated): 60,000 ms. Retention also counts
+ * a sample as stamped at most this far ahead of its receipt (ADR 0045 fix16m).
  */
 export const MEMORY_STORE_FUTURE_TOLERANCE_MS = 60_000;
 
@@ -214,6 +216,7 @@ const sampleQuerySchema = z.object({
   to: z.number(),
   limit: z.number().int().positive().optional(),
   after: z.number().optional(),
+  acceptEvicted: z.boolean().optional(),
 });
 
 const bucketQuerySchema = z.object({
@@ -416,7 +419,15 @@ export class MemoryStore implements Store {
         this.#assertOpen();
         const checked = checkDownsampleQuery(tag, query, known);
         refuseArrayTags([checked.tag], isArray, "a downsample");
-        return downsampleSeries(seriesOf(checked.tag), checked.start, checked.end, checked.columns);
+        const series = seriesOf(checked.tag);
+        return markEvictedTrend(
+          checked.tag,
+          downsampleSeries(series, checked.start, checked.end, checked.columns),
+          checked,
+          this.#samples.evictedSpan(checked.tag),
+          this.#samples.completeFrom(checked.tag),
+          (from, to) => lowerBound(series.timestamps, from) < lowerBound(series.timestamps, to),
+        );
       },
     };
     this.events = {
@@ -514,18 +525,21 @@ export class MemoryStore implements Store {
    * uncertain or bad with the reason "rests on history evicted by retention": before the horizon,
    * and after it too for a tag whose value in force is bad (a Part 13 look-back to its last good
    * value crosses evicted samples) or that kept samples written after a wall-clock step back
-   * (stamped in evicted time). Unmarked results are exactly what a store that keeps everything
-   * would answer (ADR 0045, amendments fix16b, fix16d). Also on the port: `samples.retainedFrom()`.
+   * (stamped in evicted time). A raw read whose range holds evicted samples of its tag rejects
+   * `KILN_HISTORY_EVICTED` (unless `acceptEvicted`), first page too, and a `downsample` marks the
+   * columns that lost samples. Unmarked results are exactly what a store that keeps everything
+   * would answer (ADR 0045, amendments fix16b, fix16d, fix16m). Also on the port: `samples.retainedFrom()`.
    */
   get retainedFrom(): number | undefined {
     return this.#samples.retainedFrom;
   }
 
   /**
-   * The newest sample timestamp stored, ms since the epoch (undefined while empty). A tag stamped
-   * ahead of the clock keeps the retention's oldest-first window on its own time: the other tags
-   * are squeezed to their value in force. `health()` of a control system reports it as a problem
-   * once it is more than 60 s ahead of the clock (ADR 0045).
+   * The newest sample timestamp stored, ms since the epoch (undefined while empty). A sample
+   * stamped ahead of the clock is retained as if received at most
+   * {@link MEMORY_STORE_FUTURE_TOLERANCE_MS} ahead (ADR 0045 fix16m: it ages out and goes under
+   * `maxSamples` in the order received, not last); `health()` of a control system reports a newest
+   * sample more than that ahead of the clock as a problem.
    */
   get newestSampleTime(): number | undefined {
     return this.#samples.newestTimestamp;
@@ -643,7 +657,7 @@ export class MemoryStore implements Store {
         Array.isArray(given.value) && !Object.isFrozen(given.value)
           ? { ...given, value: frozenTagValue(given.value) }
           : given;
-      const existing = this.#samples.insert(sample, skew);
+      const existing = this.#samples.insert(sample, skew, ageNow + MEMORY_STORE_FUTURE_TOLERANCE_MS);
       if (existing === undefined) continue;
       (collided ??= new Set()).add(index);
       if (sameSamplePayload(existing, sample)) continue;

@@ -191,17 +191,22 @@ export class RetainedSamples {
   /**
    * Stores `sample` unless its (tag, timestamp) is kept already (the first value wins); returns
    * the kept sample then, else undefined. `skew` is how far the wall clock stood ahead of the
-   * store's age clock when the sample was received (0 until the wall clock stepped): the sample's
-   * age key, its timestamp on the age clock, is `timestamp - skew`, so retention by age counts
-   * from what the store received when, not from a stamp taken on a clock that stepped since.
+   * store's age clock when the sample was received (0 until the wall clock stepped), and
+   * `latestKey` the latest age key a sample received now may have (the age clock plus the
+   * tolerance of a device clock ahead): the sample's age key, its time on the age clock, is
+   * `timestamp - skew`, but never after `latestKey`, so retention counts from what the store
+   * received when, not from a stamp taken on a clock that stepped since, nor from a stamp far
+   * ahead of the store's clock (a device clock ahead: its samples would otherwise never age out,
+   * and under `maxSamples` would go last, squeezing every other tag; ADR 0045 fix16m).
    */
-  insert(sample: Sample, skew = 0): Sample | undefined {
+  insert(sample: Sample, skew = 0, latestKey = Infinity): Sample | undefined {
     const series = this.#seriesOf(sample.tag);
     const timestamp = sample.timestamp;
+    const key = Math.min(timestamp - skew, latestKey);
     // Before an evicted entry (a step back of the wall clock, or a late sample): cut the evicted
     // head first, so every entry, evicted ones included, stays sorted by timestamp.
     if (series.start > 0 && timestamp < series.timestamps[series.start - 1]!) compact(series);
-    if (skew !== 0 && series.keys === undefined) series.keys = series.timestamps.slice();
+    if (key !== timestamp && series.keys === undefined) series.keys = series.timestamps.slice();
     const { timestamps, samples, start, keys } = series;
     const length = timestamps.length;
     let index = length;
@@ -218,11 +223,11 @@ export class RetainedSamples {
     if (index === length) {
       timestamps.push(timestamp);
       samples.push(stored);
-      keys?.push(timestamp - skew);
+      keys?.push(key);
     } else {
       timestamps.splice(index, 0, timestamp);
       samples.splice(index, 0, stored);
-      keys?.splice(index, 0, timestamp - skew);
+      keys?.splice(index, 0, key);
     }
     // The first two kept samples changed: inserted first (the old first is second now) or second.
     if ((index === start && length - start >= 1) || index === start + 1) this.#pushHead(series);
@@ -328,7 +333,7 @@ export class RetainedSamples {
     let index = heap.push(entry) - 1;
     while (index > 0) {
       const parent = (index - 1) >>> 1;
-      if (heap[parent]!.key <= entry.key) break;
+      if (!before(entry, heap[parent]!)) break;
       heap[index] = heap[parent]!;
       index = parent;
     }
@@ -344,13 +349,21 @@ export class RetainedSamples {
       const left = 2 * index + 1;
       if (left >= heap.length) break;
       const right = left + 1;
-      const child = right < heap.length && heap[right]!.key < heap[left]!.key ? right : left;
-      if (heap[child]!.key >= last.key) break;
+      const child = right < heap.length && before(heap[right]!, heap[left]!) ? right : left;
+      if (!before(heap[child]!, last)) break;
       heap[index] = heap[child]!;
       index = child;
     }
     heap[index] = last;
   }
+}
+
+/**
+ * Heap order: by age key, then by `at` (samples received at one moment go oldest stamp first: a
+ * batch stamped ahead of the clock has one key, capped at the receipt, for all its samples).
+ */
+function before(a: HeapEntry, b: HeapEntry): boolean {
+  return a.key < b.key || (a.key === b.key && a.at < b.at);
 }
 
 /**

@@ -12,13 +12,22 @@ export interface SampleQuery {
   /** At most this many samples. @default 10000 */
   readonly limit?: number;
   /**
-   * Page after this timestamp (exclusive): pass the last timestamp of the previous page. When the
-   * store evicted samples of the tag stamped after it and within `[from, to)` since (a bounded
-   * store's retention, see {@link SampleHistory.retainedFrom}), the read rejects with `KILN_HISTORY_EVICTED` instead of
-   * skipping them: `details.evictedThrough` is the newest evicted timestamp of the tag, so a reader
-   * that accepts the gap continues with `after: details.evictedThrough`.
+   * Page after this timestamp (exclusive): pass the last timestamp of the previous page. When a
+   * bounded store (see {@link SampleHistory.retainedFrom}) evicted samples of the tag stamped after
+   * it (any, on a first page without `after`) and within `[from, to)`, the read rejects with
+   * `KILN_HISTORY_EVICTED` instead of answering the kept samples as if they were all:
+   * `details.evictedThrough` is the newest evicted timestamp of the tag, so a reader that accepts
+   * the gap continues with `after: details.evictedThrough`, or reads again with `acceptEvicted`.
    */
   readonly after?: number;
+  /**
+   * The caller knows the range may have lost samples to a bounded store's retention (it met
+   * `KILN_HISTORY_EVICTED`, or reads before `retainedFrom()`) and wants the kept samples: no
+   * rejection. Samples written after a wall-clock step back may share their time with evicted
+   * ones; this is how to read them (ADR 0045, fix16m). A store that keeps everything ignores it.
+   * @default false
+   */
+  readonly acceptEvicted?: boolean;
 }
 
 /** A downsampled history query: one bucket per `bucketMs` over `[from, to)`. */
@@ -72,8 +81,9 @@ export interface SampleBucket {
 export interface SampleHistory {
   /**
    * Samples of one tag in time order.
-   * @throws KilnError `KILN_HISTORY_EVICTED` when `after` is given and samples of the tag stamped
-   * after it, in the range, were evicted (see {@link SampleQuery.after}).
+   * @throws KilnError `KILN_HISTORY_EVICTED` when samples of the tag in the range still to be read
+   * (`[from, to)`, after `after` when given) were evicted by a bounded store, unless
+   * `acceptEvicted` (see {@link SampleQuery.after}).
    */
   readSamples(query: SampleQuery): Promise<Sample[]>;
   /**

@@ -68,7 +68,7 @@ describe("the retention group fails a store that hides its evictions", () => {
     return store;
   };
   const names = [
-    "a page continued with after returns every later sample, or rejects KILN_HISTORY_EVICTED naming the gap: never skips silently",
+    "a page, first or continued with after, returns every sample of its range, or rejects KILN_HISTORY_EVICTED naming the gap: never skips silently",
     "every bucket with written samples is there: without quality it holds them all; one that lost samples is marked, never good",
     "a good aggregate or value at a time equals the written data's; what rests on evicted history is not good",
   ];

@@ -1,0 +1,59 @@
+import { describe, expect, test } from "vitest";
+import { GOOD } from "../domain/quality";
+import type { Sample } from "../domain/sample";
+import { MemoryStore, type MemoryStoreOptions } from "./memory-store";
+import { SimulatedClock } from "./simulated-clock";
+
+// Issue 16, fix16m: samples stamped ahead of the store's clock (a device clock ahead) are retained
+// by when they were received, not by their stamp (ADR 0045).
+const T0 = Date.UTC(2026, 0, 1);
+const HOUR = 3_600_000;
+
+async function openStore(retention: MemoryStoreOptions["retention"]) {
+  const clock = new SimulatedClock({ start: T0 });
+  const store = new MemoryStore({ clock, retention });
+  await store.open([
+    { name: "ahead", dataType: "float64", interpolation: "stepped" } as never,
+    { name: "on-time", dataType: "float64", interpolation: "stepped" } as never,
+  ]);
+  return { clock, store };
+}
+
+const sample = (tag: string, timestamp: number, value: number): Sample => ({ tag, value, timestamp, quality: GOOD });
+
+describe("MemoryStore retention of future-stamped samples", () => {
+  test("maxAgeMs evicts a future-stamped sample once it has been out of force that long since it was received", async () => {
+    const { clock, store } = await openStore({ maxAgeMs: 60_000 });
+    // A device an hour ahead writes a sample a second for 10 minutes.
+    for (let second = 0; second < 600; second++) {
+      await store.samples.writeBatch([sample("ahead", clock.now() + HOUR, second)]);
+      await clock.advance(1_000);
+    }
+    // Before: none evicted (out of force "since" an hour from now), 600 kept and growing. Now a
+    // stamp counts as at most MEMORY_STORE_FUTURE_TOLERANCE_MS (60 s) ahead of receipt: 60 s +
+    // 60 s of samples are kept.
+    expect(store.sampleCount).toBeLessThanOrEqual(122);
+    expect(store.evicted.samples).toBeGreaterThanOrEqual(478);
+    expect(store.newestSampleTime).toBe(T0 + HOUR + 599_000);
+  });
+
+  test("under maxSamples a future-stamped tag goes in the order it was received: it no longer squeezes the others to one sample", async () => {
+    const { clock, store } = await openStore({ maxSamples: 100 });
+    for (let second = 0; second < 300; second++) {
+      await store.samples.writeBatch([
+        sample("ahead", clock.now() + HOUR, second),
+        sample("on-time", clock.now(), second),
+      ]);
+      await clock.advance(1_000);
+    }
+    expect(store.sampleCount).toBe(100);
+    // Before: "on-time" was evicted first every time (its samples went out of force an hour
+    // "earlier"), down to its one sample in force; the future tag kept 99.
+    const onTime = await store.samples.readSamples({ tag: "on-time", from: T0, to: T0 + HOUR, acceptEvicted: true });
+    // The future tag counts as 60 s ahead (the tolerance): of 100, on-time keeps about 20.
+    expect(onTime.length).toBeGreaterThanOrEqual(15);
+    expect(onTime.at(-1)!.value).toBe(299);
+    // Every eviction is counted.
+    expect(store.evicted.samples).toBe(600 - 100);
+  });
+});
