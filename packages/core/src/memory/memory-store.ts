@@ -537,7 +537,7 @@ export class MemoryStore implements Store {
   /**
    * The newest sample timestamp stored, ms since the epoch (undefined while empty). A sample
    * stamped ahead of the clock is retained as if received at most
-   * {@link MEMORY_STORE_FUTURE_TOLERANCE_MS} ahead (ADR 0045 fix16m: it ages out and goes under
+   * 60 s ahead (ADR 0045 fix16m: it ages out and goes under
    * `maxSamples` in the order received, not last); `health()` of a control system reports a newest
    * sample more than that ahead of the clock as a problem.
    */
