@@ -195,6 +195,8 @@ interface RawCursor {
   /** The store's `retainedFrom()` when the last page was read; absent before the first page. */
   horizon?: number | undefined;
   paged?: boolean;
+  /** Whether a forward read's first page of samples had its span checked against the store's retention. */
+  spanChecked?: boolean;
 }
 
 /** Where a processed read resumes: the intervals of `[from, to)` not returned yet. */
@@ -538,12 +540,6 @@ export class HistoryService {
         return this.#fail(HistoryStatusCodes.BadContinuationPointInvalid);
       }
     }
-    // A first page asks the store whether the range lost samples to its retention (the one rule,
-    // KILN_HISTORY_EVICTED, answered BadDataLost): kept samples are never served as the whole range
-    // (fix16m). The reads below then take what is kept; later pages are checked as above.
-    if (cursor.paged !== true && horizon !== undefined) {
-      await samples.readSamples({ tag: tag.name, from: cursor.lo, to: cursor.hi, limit: 1 });
-    }
     cursor.paged = true;
     cursor.horizon = horizon;
     if (cursor.phase === "start") {
@@ -578,6 +574,21 @@ export class HistoryService {
       }
       const more = rows.length > want;
       const taken = rows.slice(0, want);
+      // A page of samples asks the store, after reading them, whether the span they stand
+      // for lost samples to its retention (the one rule, KILN_HISTORY_EVICTED, answered
+      // BadDataLost): kept samples are never served as the whole range (fix16m). Only the span this
+      // page covers (all that is left when nothing more is), so the newest N values of a tag that
+      // lost old ones are served; after the read, so an eviction during it is seen (adv16n M2, M3:
+      // a whole-range check before the read refused every "last N" read and raced the read).
+      // A reverse page's span is checked on every page (what it left for later may have lost
+      // samples before the first); a forward page after a sample is checked by the store (`after`).
+      if (horizon !== undefined && (!cursor.forward || cursor.spanChecked !== true)) {
+        const edge = taken.at(-1)?.timestamp;
+        const from = cursor.forward || !more || edge === undefined ? cursor.lo : edge;
+        const to = !cursor.forward || !more || edge === undefined ? cursor.hi : edge + 1;
+        await samples.readSamples({ tag: tag.name, from, to, limit: 1 });
+        cursor.spanChecked = true;
+      }
       for (const row of taken) values.push(this.#dataValueOfSample(tag, row));
       if (taken.length > 0) {
         if (cursor.forward) cursor.after = taken.at(-1)!.timestamp;

@@ -229,6 +229,79 @@ test("fix16m: a first raw read whose range holds evicted samples answers BadData
   expect(valuesOf(kept).length).toBe((base + 40_000 - retainedFrom) / 1_000);
 });
 
+test("adv16n M2: the newest N values of a tag that lost older ones are served Good (no start time, and start after end); N beyond what is kept answers BadDataLost", async () => {
+  const base = T0 + 900_000; // newer than every sample before: the store keeps its 20 newest
+  await writeTemp(base);
+  for (const startTime of [null, new Date(base + 40_000)]) {
+    const result = await read(
+      new ReadRawModifiedDetails({
+        startTime: startTime as never,
+        endTime: startTime === null ? new Date(base + 40_000) : new Date(base),
+        numValuesPerNode: 5,
+        isReadModified: false,
+        returnBounds: false,
+      }),
+    );
+    // Before: BadDataLost with no values whenever the tag had lost anything.
+    expect(result.statusCode.value & 0xc0000000).toBe(0);
+    expect(valuesOf(result).map((value) => value.sourceTimestamp!.getTime() - base)).toEqual([
+      39_000, 38_000, 37_000, 36_000, 35_000,
+    ]);
+  }
+  // Sibling: asking for more than is kept would end Good with fewer values, as if there were no more.
+  const all = await read(
+    new ReadRawModifiedDetails({
+      startTime: null as never,
+      endTime: new Date(base + 40_000),
+      numValuesPerNode: 100,
+      isReadModified: false,
+      returnBounds: false,
+    }),
+  );
+  expect(all.statusCode.value).toBe(StatusCodes.BadDataLost.value);
+});
+
+test("adv16n M3: samples evicted while a first page is read are seen: BadDataLost, never that page Good as the whole range", async () => {
+  const base = T0 + 1_200_000;
+  await writeTemp(base); // keeps base + 20 s .. base + 39 s
+  const retainedFrom = store.retainedFrom!;
+  const samples = store.samples;
+  const readSamples = samples.readSamples.bind(samples);
+  let armed = true;
+  // Another tag's batch lands just after the page is read (a logger flush): 10 more of hist.temp are evicted.
+  samples.readSamples = async (query) => {
+    const rows = await readSamples(query);
+    if (armed && query.tag === "hist.temp" && query.acceptEvicted === true && (query.limit ?? 0) > 1) {
+      armed = false;
+      await samples.writeBatch(
+        Array.from({ length: 10 }, (_, i) => ({
+          tag: "hist.valve",
+          timestamp: base + 100_000 + i,
+          value: i % 2 === 0,
+          quality: quality("good"),
+        })),
+      );
+    }
+    return rows;
+  };
+  try {
+    const result = await read(
+      new ReadRawModifiedDetails({
+        startTime: new Date(retainedFrom),
+        endTime: new Date(base + 40_000),
+        numValuesPerNode: 100,
+        isReadModified: false,
+        returnBounds: false,
+      }),
+    );
+    expect(armed).toBe(false);
+    // Before: Good, the 20 samples read before the eviction, no continuation point.
+    expect(result.statusCode.value).toBe(StatusCodes.BadDataLost.value);
+  } finally {
+    samples.readSamples = readSamples;
+  }
+});
+
 test("adv16b F0b: a bound found across evicted time is never served Good (the evicted sample may have been the bound)", async () => {
   const base = T0 + 900_000;
   await writeTemp(base);
