@@ -122,10 +122,11 @@ export interface SampleLoggerHealth {
   readonly blockedWaits: number;
   /**
    * Samples taken in past `maxBufferedSamples` under the `block` policy, since the logger was
-   * created (none lost: they are written like any other). A poll waits until its whole scan fits
-   * (ADR 0045, fix16m), so only samples no poll brings can pass the bound: staleness and
-   * link-loss marks (at most one per tag per change of its quality while polls are held back),
-   * subscription notifications and a lone scan larger than the bound.
+   * created (none lost: they are written like any other). A poll is let in while what is held and
+   * granted is below the bound (ADR 0046), so the bound is passed by at most the scan let in last,
+   * plus samples no poll brings: staleness and link-loss marks (at most one per tag per change of
+   * its quality while polls are held back), the probe read after a reconnect, and subscription
+   * notifications.
    */
   readonly samplesOverBound: number;
   /** Duration of successful batch writes, in ms. */
@@ -329,13 +330,14 @@ export class SampleLogger {
   }
 
   /**
-   * Under the `block` policy, room for a poll of up to `samples` samples (ADR 0045, fix16m): granted
-   * at once when the samples held and the room granted to polls still under way leave room for
-   * them within `maxBufferedSamples` (or nothing is held: a scan larger than the bound goes in
-   * alone); else `ready` resolves once the buffer has drained that far, polls served in the order
-   * they asked. The poll calls `release()` once its samples are appended (or it gave up). Checking
-   * only that the buffer was below the bound let each poll in with a whole scan on top of it.
-   * Other policies need no room: `ready` is undefined.
+   * Under the `block` policy, room for a poll of up to `samples` samples (ADR 0046): granted at once
+   * while the samples held plus the room granted to polls still under way are below
+   * `maxBufferedSamples`; else `ready` resolves once the buffer has drained below it. So the buffer
+   * passes the bound by at most one scan (the poll let in last), counted in `samplesOverBound`,
+   * however many groups poll at once; a scan of any size is let in once the buffer is below the
+   * bound (a whole-scan fit let a group of `maxBufferedSamples` tags or more wait forever beside a
+   * subscription, and served polls strictly in order: adv16n H1, M1). The poll calls `release()`
+   * once its samples are appended (or it gave up). Other policies need no room: `ready` is undefined.
    */
   reserveRoom(samples: number): RoomReservation {
     if (this.#options.overflow !== "block" || this.#mode === "stopped") return NO_RESERVATION;
@@ -343,15 +345,11 @@ export class SampleLogger {
     const release = (): void => {
       if (waiter.released) return;
       waiter.released = true;
-      if (waiter.granted) {
-        this.#reserved -= samples;
-        this.#releaseRoom(false);
-      } else {
-        this.#roomWaiters = this.#roomWaiters.filter((candidate) => candidate !== waiter);
-        this.#releaseRoom(false);
-      }
+      if (waiter.granted) this.#reserved -= samples;
+      else this.#roomWaiters = this.#roomWaiters.filter((candidate) => candidate !== waiter);
+      this.#releaseRoom(false);
     };
-    if (this.#roomWaiters.length === 0 && this.#fits(samples)) {
+    if (this.#hasRoom()) {
       waiter.granted = true;
       this.#reserved += samples;
       return { ready: undefined, release };
@@ -362,10 +360,9 @@ export class SampleLogger {
     return { ready, release };
   }
 
-  /** Whether a poll of `samples` fits beside what is held and granted (a lone oversize scan fits an empty buffer). */
-  #fits(samples: number): boolean {
-    const held = this.#buffered + this.#reserved;
-    return held === 0 || held + samples <= this.#options.maxBufferedSamples;
+  /** Whether a poll may be let in: what is held and granted is below the bound. */
+  #hasRoom(): boolean {
+    return this.#buffered + this.#reserved < this.#options.maxBufferedSamples;
   }
 
   /**
@@ -921,11 +918,11 @@ export class SampleLogger {
     await this.#queue.onIdle();
   }
 
-  /** Grants room to waiting polls in order while they fit (`all`: every one, the buffer was emptied or stopped). */
+  /** Grants room to waiting polls, oldest first, while there is room (`all`: every one, the buffer was emptied or stopped). */
   #releaseRoom(all: boolean): void {
     while (this.#roomWaiters.length > 0) {
       const waiter = this.#roomWaiters[0]!;
-      if (!all && !this.#fits(waiter.samples)) return;
+      if (!all && !this.#hasRoom()) return;
       this.#roomWaiters.shift();
       waiter.granted = true;
       this.#reserved += waiter.samples;
