@@ -81,7 +81,7 @@ test("under block, two groups polling together share the room: together they pas
   expect(peak).toBeLessThanOrEqual(100 + over);
 });
 
-test("(sibling) under block, a group of more logged tags than the bound keeps polling beside a subscription group and a small fast group (adv16n H1, M1)", async () => {
+test("(sibling) under block, a group of more logged tags than the bound keeps polling while the buffer is never emptied, and so does a small fast group beside it (adv16n H1, M1)", async () => {
   const { skipped, peak, over } = await peakBuffered(
     { big: { periodMs: 100, tags: 120 }, fast: { periodMs: 100, tags: 2 } },
     100,
