@@ -233,8 +233,6 @@ export class AuditWriter {
   #reservedIds = new Set<string>();
   /** The overflow counts and coalesced runs the reserve's last record holds, by key. */
   #reserveCounts: ReserveCounts | undefined;
-  /** Those of the record being written, until its write settles. */
-  #reserveWriting: ReserveCounts | undefined;
   /**
    * Ids of the entries the reserve's last record counts as held only in memory (its `memoryOnly`):
    * once one is stored the record is rewritten, so a crash after it does not count it lost.
@@ -881,12 +879,14 @@ export class AuditWriter {
     // one journaled there comes back at the next start (adv15n, +1 at every give-up with a journal).
     const queued = new Set(this.#backlog.map((item) => item.entry?.id));
     for (const entry of this.#pending) if (!queued.has(entry.id)) take(entry);
-    // Overflow counts and coalesced runs the reserve's record holds (written, or being written)
-    // come back at the next start, as its held entries do: only the part beyond it is reported.
+    // Overflow counts and coalesced runs the reserve's last written record holds come back at the next start, as its held entries do: only the part beyond it is reported.
     // The held part stays in memory, so a reserve write the close still makes keeps it (adv15n
     // MEDIUM-1: a give-up reported a whole flood's overflow dropped that the next start then
     // summarized from the reserve: counted twice).
-    const held = this.#reserveWriting ?? this.#reserveCounts;
+    // Only a record known written: one still being written may never land (a process that exits
+    // after stop(), a write that fails), and what it alone held would vanish unreported (adv15o
+    // HIGH-1). Counted dropped and then summarized after all is the lesser fault: reported.
+    const held = this.#reserveCounts;
     for (const [key, overflow] of [...this.#overflow]) {
       const kept = Math.min(overflow.count, held?.overflow.get(key) ?? 0);
       count += overflow.count - kept;
@@ -2261,7 +2261,6 @@ export class AuditWriter {
       overflow: new Map([...this.#overflow].map(([key, overflow]) => [key, overflow.count])),
       coalesced: new Map([...this.#coalesced].map(([key, run]) => [key, run.count])),
     };
-    this.#reserveWriting = counts;
     try {
       await reserve.write(payload);
       this.#reserveCounts = counts;
@@ -2271,8 +2270,6 @@ export class AuditWriter {
     } catch (error) {
       this.#logger.error({ error: String(error) }, "the audit reserve could not be written");
       this.#journalFailures.note("reserve", error, reserve.path);
-    } finally {
-      if (this.#reserveWriting === counts) this.#reserveWriting = undefined;
     }
   }
 
