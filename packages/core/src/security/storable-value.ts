@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { visibleText } from "./command-input";
+import { cutText, visibleText } from "./command-input";
 /** Longest comment a command accepts, in UTF-16 code units. */
 export const COMMENT_MAX_LENGTH = 1000;
 
@@ -19,6 +19,8 @@ const MAX_MARK_CHARS = 10_000;
 interface Budget {
   nodes: number;
   chars: number;
+  /** SHA-256 of each string cut so far: a string given many times is hashed once (adv15o MEDIUM-4). */
+  readonly hashes: Map<string, string>;
 }
 
 /**
@@ -37,7 +39,7 @@ interface Budget {
  * methods are not called. Undefined stays undefined at the top and is dropped inside objects.
  */
 export function storableAuditValue(value: unknown): unknown {
-  const budget: Budget = { nodes: MAX_NODES, chars: MAX_CHARS };
+  const budget: Budget = { nodes: MAX_NODES, chars: MAX_CHARS, hashes: new Map() };
   return snapshot(value, 0, new Set(), budget);
 }
 
@@ -49,7 +51,7 @@ function snapshot(value: unknown, depth: number, path: Set<object>, budget: Budg
       budget.chars -= Math.min(value.length, kept);
       if (value.length <= kept) return value;
       if (budget.chars < -MAX_MARK_CHARS) return "[truncated]";
-      const cut = cutString(value, kept);
+      const cut = cutString(value, kept, budget);
       budget.chars -= cut.length - kept;
       return cut;
     }
@@ -90,7 +92,7 @@ function snapshot(value: unknown, depth: number, path: Set<object>, budget: Budg
       }
       const copy: Record<string, unknown> = {};
       for (const key of Object.keys(object)) {
-        if (budget.nodes <= 0) {
+        if (budget.nodes <= 0 || budget.chars < -MAX_MARK_CHARS) {
           copy["…"] = "[truncated]";
           break;
         }
@@ -102,8 +104,13 @@ function snapshot(value: unknown, depth: number, path: Set<object>, budget: Budg
         );
         if (item === undefined) continue;
         // A key is an identifier (a parameter's or a field's name): echoed visible, as a target is.
-        const visibleKey = visibleText(key);
-        const storedKey = visibleKey.length > MAX_KEY ? cutString(visibleKey, MAX_KEY) : visibleKey;
+        // Only the part kept is escaped (escaping never shortens: MAX_KEY + 1 code units hold it);
+        // escaping a 1 MiB key whole held the event loop a second per refusal (adv15o MEDIUM-3).
+        const visibleKey = visibleText(key.length > MAX_KEY ? key.slice(0, MAX_KEY + 1) : key);
+        const storedKey =
+          key.length > MAX_KEY || visibleKey.length > MAX_KEY
+            ? `${cutText(visibleKey, MAX_KEY)}…[cut: ${key.length} chars, sha256 ${sha256Of(key, budget)}]`
+            : visibleKey;
         budget.chars -= storedKey.length;
         // defineProperty: a "__proto__" key stays data.
         Object.defineProperty(copy, storedKey, { value: item, enumerable: true, writable: true, configurable: true });
@@ -118,9 +125,18 @@ function snapshot(value: unknown, depth: number, path: Set<object>, budget: Budg
 }
 
 /** `value`'s first `kept` code units and a mark with its length and SHA-256 (see {@link storableAuditValue}). */
-function cutString(value: string, kept: number): string {
-  const sha256 = createHash("sha256").update(value, "utf8").digest("hex");
-  return `${value.slice(0, kept)}…[cut: ${value.length} chars, sha256 ${sha256}]`;
+function cutString(value: string, kept: number, budget: Budget): string {
+  return `${value.slice(0, kept)}…[cut: ${value.length} chars, sha256 ${sha256Of(value, budget)}]`;
+}
+
+/** The SHA-256 of `value`'s UTF-8 bytes, hex; each distinct string hashed once per snapshot. */
+function sha256Of(value: string, budget: Budget): string {
+  let hash = budget.hashes.get(value);
+  if (hash === undefined) {
+    hash = createHash("sha256").update(value, "utf8").digest("hex");
+    budget.hashes.set(value, hash);
+  }
+  return hash;
 }
 
 /** Reads a property; a throwing getter or proxy trap gives its marker string instead. */
