@@ -14,7 +14,11 @@ describe("Modbus failure mapping", () => {
     expect(qualityFromModbus("disconnected")).toMatchObject({ severity: "bad", code: QualityCodes.BadNotConnected });
   });
 
-  test("an unknown exception code is still bad", () => {
-    expect(qualityFromModbus(99)).toMatchObject({ severity: "bad", reason: "modbus exception 99 (unknown exception)" });
+  test("an exception code Modbus does not define is bad, named as a gateway's giving up (adv12j LOW-2)", () => {
+    expect(qualityFromModbus(99)).toMatchObject({
+      severity: "bad",
+      reason: "modbus exception 99 (a code Modbus does not define: a gateway's own, taken as its giving up)",
+      code: QualityCodes.BadCommunicationError,
+    });
   });
 });

@@ -23,7 +23,7 @@ export const ModbusExceptions: Readonly<Record<number, string>> = {
 export function qualityFromModbus(failure: ModbusFailure): Quality {
   if (failure === "timeout") return quality("bad", "modbus request timed out", QualityCodes.BadTimeout);
   if (failure === "disconnected") return quality("bad", "modbus connection lost", QualityCodes.BadNotConnected);
-  const name = ModbusExceptions[failure] ?? "unknown exception";
+  const name = ModbusExceptions[failure] ?? "a code Modbus does not define: a gateway's own, taken as its giving up";
   const code =
     failure === 2
       ? QualityCodes.BadNodeIdUnknown
@@ -94,9 +94,13 @@ export function kilnErrorFromModbus(error: unknown, what: string): KilnError {
   const message = typeof record.message === "string" ? record.message : String(error);
   const code = record.modbusCode;
   if (typeof code === "number") {
-    const name = ModbusExceptions[code] ?? "unknown exception";
-    return new KilnError("KILN_DEVICE_ERROR", `The device answered ${what} with Modbus exception ${code} (${name}).`, {
-      retryable: RETRYABLE_EXCEPTIONS.has(code),
+    const gateway = gatewayMayAnswerLate(code);
+    const name = ModbusExceptions[code] ?? "a code Modbus does not define, a gateway's own";
+    const text = gateway
+      ? `A gateway answered ${what} with Modbus exception ${code} (${name}): it gave up waiting for the device.`
+      : `The device answered ${what} with Modbus exception ${code} (${name}).`;
+    return new KilnError("KILN_DEVICE_ERROR", text, {
+      retryable: isRetryableException(code),
       cause: error,
       details: { modbus: code },
     });

@@ -133,7 +133,7 @@ export class ModbusWriter {
     } catch (error) {
       // A client that says it never wrote the request (`details.sent: false`) is believed over `call.sent`.
       const written = call.sent && !(KilnError.is(error) && error.details.sent === false);
-      throw withSent(this.#writeError(error, tag, what), written);
+      throw withSent(this.#writeError(error, tag, what, written), written);
     }
   }
 
@@ -190,11 +190,22 @@ export class ModbusWriter {
     }
   }
 
-  #writeError(error: unknown, tag: Tag, what: string): unknown {
+  #writeError(error: unknown, tag: Tag, what: string, sent: boolean): unknown {
     const failure = modbusFailureOf(error);
     if (typeof failure !== "number") return error;
     // A gateway's exception (it gave up waiting for the device) refuses nothing: the write may have reached the
     // device and taken effect, as after a timeout (adv12i LOW-1).
+    if (gatewayMayAnswerLate(failure) && !sent)
+      // The read half of a read-modify-write got it (adv12j LOW-1): nothing was written.
+      return new KilnError(
+        "KILN_TIMEOUT",
+        `The ${what} was not sent: reading its register first got exception ${failure} (${ModbusExceptions[failure] ?? "a code Modbus does not define, a gateway's own"}), the gateway gave up waiting for the device; nothing was written, retry as is. ${(error as Error).message}`,
+        {
+          cause: error,
+          retryable: true,
+          details: { tag: tag.name, modbus: failure, exceptionCode: failure, sent: false },
+        },
+      );
     if (gatewayMayAnswerLate(failure))
       return new KilnError(
         "KILN_TIMEOUT",

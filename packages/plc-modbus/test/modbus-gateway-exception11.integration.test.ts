@@ -232,6 +232,35 @@ describe("a write a gateway gives up on is not reported refused (adv12i LOW-1)",
     }, 30_000);
   }
 
+  it("(adv12j LOW-1) a bit write whose read half a gateway gives up on: KILN_TIMEOUT, not sent, nothing written", async () => {
+    const gw = await gateway({
+      gwTimeoutMs: 80,
+      deviceMs: 150,
+      onGwTimeout: "exc75",
+      lateWhenIdle: "drop",
+      slow: () => undefined,
+    });
+    const driver = new ModbusDriver({
+      transport: { kind: "tcp", host: "127.0.0.1", port: gw.port },
+      requestTimeoutMs: 300,
+    });
+    cleanups.push(() => driver.close());
+    await driver.connect();
+    const tag = defineTags({ bit: { dataType: "bool", address: "HR10.3@1", access: "readwrite" } }).get("bit");
+    const error = await driver.write(tag, true).then(
+      () => undefined,
+      (failure: unknown) => failure,
+    );
+    expect(error).toMatchObject({
+      code: "KILN_TIMEOUT",
+      retryable: true,
+      details: { sent: false, exceptionCode: 0x4b },
+    });
+    expect((error as Error).message).toMatch(/was not sent/);
+    expect((error as Error).message).not.toMatch(/may have reached/);
+    expect(gw.log.filter((request) => request.fc === 6 || request.fc === 16)).toEqual([]);
+  }, 30_000);
+
   it("(sibling) the device's own exception still refuses the write: KILN_WRITE_REJECTED", async () => {
     // The gateway forwards within its timeout; the device answers a write with exception 1 (illegal function).
     const gw = await gateway({
