@@ -373,7 +373,12 @@ export interface ControlSystemOptions {
     readonly flushConcurrency?: number;
     /** The bound of the in-memory buffer; at least `maxBatchSize`. @default 100000 */
     readonly maxBufferedSamples?: number;
-    /** What happens at the bound. `spool` needs `spoolPath`. @default "block" */
+    /**
+     * What happens at the bound. `block`: a scan group with logged tags polls only while the
+     * buffer (with the scans of polls under way) is below the bound, so it is passed by one scan at
+     * most, counted in `health().logging.samplesOverBound` (ADR 0046). `spool` needs `spoolPath`.
+     * @default "block"
+     */
     readonly overflow?: "block" | "drop-oldest" | "spool";
     readonly spoolPath?: string;
     readonly spoolMaxBytes?: number;

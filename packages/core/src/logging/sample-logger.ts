@@ -634,7 +634,7 @@ export class SampleLogger {
   #overflow(): void {
     switch (this.#options.overflow) {
       case "block":
-        // Acquisition waits in reserveRoom() for a whole scan's room: what passes is counted.
+        // Acquisition waits in reserveRoom() while the buffer is at its bound: what passes is counted.
         this.#stats.overBound++;
         return;
       case "drop-oldest":
