@@ -202,27 +202,29 @@ describe("a queued gateway that answers exception 11, 10 or its own code on its 
   }
 });
 
+/** A driver connected through a queued gateway whose device answers every request after `deviceMs`, and that gateway. */
+async function writeRig(deviceMs: number, onGwTimeout: GatewayTimeoutAnswer) {
+  const gw = await gateway({ gwTimeoutMs: 80, deviceMs, onGwTimeout, lateWhenIdle: "drop", slow: () => undefined });
+  const driver = new ModbusDriver({
+    transport: { kind: "tcp", host: "127.0.0.1", port: gw.port },
+    requestTimeoutMs: 300,
+  });
+  cleanups.push(() => driver.close());
+  await driver.connect();
+  const failureOf = (work: Promise<void>) =>
+    work.then(
+      () => undefined,
+      (failure: unknown) => failure,
+    );
+  return { gw, driver, failureOf };
+}
+
 describe("a write a gateway gives up on is not reported refused (adv12i LOW-1)", () => {
   for (const onGwTimeout of ["exc10", "exc11", "exc75"] as const) {
     it(`gateway timeout ${onGwTimeout}: KILN_TIMEOUT, retryable, sent, saying the write may have taken effect`, async () => {
-      const gw = await gateway({
-        gwTimeoutMs: 80,
-        deviceMs: 150,
-        onGwTimeout,
-        lateWhenIdle: "drop",
-        slow: () => undefined,
-      });
-      const driver = new ModbusDriver({
-        transport: { kind: "tcp", host: "127.0.0.1", port: gw.port },
-        requestTimeoutMs: 300,
-      });
-      cleanups.push(() => driver.close());
-      await driver.connect();
+      const { driver, failureOf } = await writeRig(150, onGwTimeout);
       const tag = defineTags({ sp: { dataType: "uint16", address: "HR10@1", access: "readwrite" } }).get("sp");
-      const error = await driver.write(tag, 7).then(
-        () => undefined,
-        (failure: unknown) => failure,
-      );
+      const error = await failureOf(driver.write(tag, 7));
       expect(error).toMatchObject({
         code: "KILN_TIMEOUT",
         retryable: true,
@@ -233,24 +235,9 @@ describe("a write a gateway gives up on is not reported refused (adv12i LOW-1)",
   }
 
   it("(adv12j LOW-1) a bit write whose read half a gateway gives up on: KILN_TIMEOUT, not sent, nothing written", async () => {
-    const gw = await gateway({
-      gwTimeoutMs: 80,
-      deviceMs: 150,
-      onGwTimeout: "exc75",
-      lateWhenIdle: "drop",
-      slow: () => undefined,
-    });
-    const driver = new ModbusDriver({
-      transport: { kind: "tcp", host: "127.0.0.1", port: gw.port },
-      requestTimeoutMs: 300,
-    });
-    cleanups.push(() => driver.close());
-    await driver.connect();
+    const { gw, driver, failureOf } = await writeRig(150, "exc75");
     const tag = defineTags({ bit: { dataType: "bool", address: "HR10.3@1", access: "readwrite" } }).get("bit");
-    const error = await driver.write(tag, true).then(
-      () => undefined,
-      (failure: unknown) => failure,
-    );
+    const error = await failureOf(driver.write(tag, true));
     expect(error).toMatchObject({
       code: "KILN_TIMEOUT",
       retryable: true,
@@ -263,19 +250,7 @@ describe("a write a gateway gives up on is not reported refused (adv12i LOW-1)",
 
   it("(sibling) the device's own exception still refuses the write: KILN_WRITE_REJECTED", async () => {
     // The gateway forwards within its timeout; the device answers a write with exception 1 (illegal function).
-    const gw = await gateway({
-      gwTimeoutMs: 80,
-      deviceMs: 5,
-      onGwTimeout: "exc10",
-      lateWhenIdle: "drop",
-      slow: () => undefined,
-    });
-    const driver = new ModbusDriver({
-      transport: { kind: "tcp", host: "127.0.0.1", port: gw.port },
-      requestTimeoutMs: 300,
-    });
-    cleanups.push(() => driver.close());
-    await driver.connect();
+    const { driver } = await writeRig(5, "exc10");
     const tag = defineTags({ sp: { dataType: "uint16", address: "HR10@1", access: "readwrite" } }).get("sp");
     await expect(driver.write(tag, 7)).rejects.toMatchObject({
       code: "KILN_WRITE_REJECTED",
