@@ -95,7 +95,7 @@ export function kilnErrorFromModbus(error: unknown, what: string): KilnError {
   const code = record.modbusCode;
   if (typeof code === "number") {
     const gateway = gatewayMayAnswerLate(code);
-    const name = ModbusExceptions[code] ?? "a code Modbus does not define, a gateway's own";
+    const name = exceptionName(code);
     const text = gateway
       ? `A gateway answered ${what} with Modbus exception ${code} (${name}): it gave up waiting for the device.`
       : `The device answered ${what} with Modbus exception ${code} (${name}).`;
@@ -133,6 +133,11 @@ export function qualityFromModbusError(error: unknown): Quality {
   if (failure !== undefined) return qualityFromModbus(failure);
   const message = error instanceof Error ? error.message : String(error);
   return quality("bad", message, QualityCodes.BadCommunicationError);
+}
+
+/** The name of exception `code` (section 7 of the protocol), or that it is a code Modbus does not define, a gateway's own. */
+export function exceptionName(code: number): string {
+  return ModbusExceptions[code] ?? "a code Modbus does not define, a gateway's own";
 }
 
 /** True when an exception code says the same write may succeed later. */

@@ -5,7 +5,7 @@ import type { ModbusClient } from "./modbus-client";
 import { answerDoubt } from "./modbus-answer-repeat";
 import { encodeRegisters, type ModbusRawValue } from "./modbus-codec";
 import type { ResolvedModbusDriverOptions } from "./modbus-driver-options";
-import { gatewayMayAnswerLate, isRetryableException, ModbusExceptions, modbusFailureOf } from "./modbus-failure";
+import { exceptionName, gatewayMayAnswerLate, isRetryableException, modbusFailureOf } from "./modbus-failure";
 
 /** How the writer reaches the device: the driver's queue, with its late-answer guard. */
 export interface ModbusRequestRunner {
@@ -199,7 +199,7 @@ export class ModbusWriter {
       // The read half of a read-modify-write got it (adv12j LOW-1): nothing was written.
       return new KilnError(
         "KILN_TIMEOUT",
-        `The ${what} was not sent: reading its register first got exception ${failure} (${ModbusExceptions[failure] ?? "a code Modbus does not define, a gateway's own"}), the gateway gave up waiting for the device; nothing was written, retry as is. ${(error as Error).message}`,
+        `The ${what} was not sent: reading its register first got exception ${failure} (${exceptionName(failure)}), the gateway gave up waiting for the device; nothing was written, retry as is. ${(error as Error).message}`,
         {
           cause: error,
           retryable: true,
@@ -209,7 +209,7 @@ export class ModbusWriter {
     if (gatewayMayAnswerLate(failure))
       return new KilnError(
         "KILN_TIMEOUT",
-        `The ${what} got exception ${failure} (${ModbusExceptions[failure] ?? "a code Modbus does not define, a gateway's own"}): the gateway gave up waiting for the device, so the write may have reached it and taken effect; read ${tag.name} back before writing again. ${(error as Error).message}`,
+        `The ${what} got exception ${failure} (${exceptionName(failure)}): the gateway gave up waiting for the device, so the write may have reached it and taken effect; read ${tag.name} back before writing again. ${(error as Error).message}`,
         {
           cause: error,
           retryable: true,
