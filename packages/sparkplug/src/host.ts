@@ -2253,7 +2253,7 @@ export class SparkplugHost {
     // 2.7 GB and 16.6 s, counted nowhere), on both sessions: the death watch's copy of an oversize
     // STATE was read and taken as a foreign STATE (CI, stop 46). Counted once, on the main session's
     // copy; the watch's copy of the same message is dropped unread. The host's own STATE is a few
-    // dozen bytes.
+    // dozen bytes. A malformed STATE likewise (counted twice before).
     if (bytes.length > (this.#options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES)) {
       if (via === "main") this.#oversized(topic, bytes);
       return;
@@ -2262,7 +2262,8 @@ export class SparkplugHost {
     try {
       state = decodeHostState(bytes);
     } catch (error) {
-      this.#reject(topic, (error as Error).message);
+      // Rejected and counted once, on the main session's copy, as an oversize one is.
+      if (via === "main") this.#reject(topic, (error as Error).message);
       return;
     }
     // A STATE newer than this session's is not this host's (its births and Will carry the

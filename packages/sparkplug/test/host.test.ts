@@ -936,6 +936,25 @@ describe("Sparkplug host: seq, bdSeq and rebirth (Sparkplug 3.0.0, 5.9 message o
     expect(health.state.foreign).toBeUndefined();
   });
 
+  // The same two copies of one message: a malformed STATE (not the JSON of Sparkplug 3.0 §7.5.6)
+  // was rejected on the main session and again on the death watch, counted as two malformed messages.
+  test("a malformed STATE on the host's own topic is rejected once, not once per session that received it", async () => {
+    const hostId = `kiln-host-badstate-${Math.random().toString(16).slice(2, 8)}`;
+    const rigged = await rig({ hostId });
+    await eventually(() => rigged.host.health().state.online === true, 5_000, "the host online");
+    const before = rigged.host.health().messages.malformed;
+    const rejectsBefore = rigged.events["message-reject"]?.length ?? 0;
+    const spoofer = await mqtt.connectAsync(broker.url, { clean: true, reconnectPeriod: 0 });
+    perTest.push(() => spoofer.endAsync(true));
+    await spoofer.publishAsync(`spBv1.0/STATE/${hostId}`, "{not json", { qos: 1 });
+    await eventually(() => rigged.host.health().messages.malformed > before, 5_000, "the malformed STATE counted");
+    // Time for the death watch's copy to arrive and (before the fix) be counted again:
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(rigged.host.health().messages.malformed).toBe(before + 1);
+    expect((rigged.events["message-reject"]?.length ?? 0) - rejectsBefore).toBe(1);
+    expect(rigged.host.health()).toMatchObject({ link: "connected", state: { online: true, outruns: 0 } });
+  });
+
   // MQTT 5 §3.1.2.11.4: a broker drops, silently, a message larger than the Maximum Packet Size the
   // client gave in CONNECT. The host gives none, so an oversize message reaches it and is counted
   // (review finding H1/M6, ADR 0043 amendment fix19ab). Mosquitto only: aedes speaks 3.1.1.
