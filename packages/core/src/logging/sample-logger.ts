@@ -125,8 +125,9 @@ export interface SampleLoggerHealth {
    * created (none lost: they are written like any other). A poll is let in while what is held and
    * granted is below the bound (ADR 0046), so the bound is passed by at most the scan let in last,
    * plus samples no poll brings: staleness and link-loss marks (at most one per tag per change of
-   * its quality while polls are held back), the probe read after a reconnect, and subscription
-   * notifications.
+   * its quality while polls are held back: a tag already marked is not marked again, and a link
+   * flapping while the buffer is at its bound adds none, since the probe read after a reconnect
+   * takes room like a poll) and subscription notifications.
    */
   readonly samplesOverBound: number;
   /** Duration of successful batch writes, in ms. */
