@@ -1,7 +1,7 @@
 import { once } from "node:events";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { createControlSystem, defineTags, SimulatedPlc } from "@kiln/core";
+import { createControlSystem, defineTags, MemoryStore, SimulatedPlc } from "@kiln/core";
 import { Registry } from "prom-client";
 import { describe, expect, test } from "vitest";
 import { PrometheusMetrics } from "../src/prometheus";
@@ -118,5 +118,47 @@ describe("PrometheusMetrics", () => {
       await system.stop();
       server.close();
     }
+  });
+
+  test("kiln_samples_buffered follows the logging buffer while the store refuses every write (adv16n L2)", async () => {
+    const tags = defineTags({
+      "chamber.pressure": { dataType: "float64", unit: "mbar" },
+      "heater.temperature": { dataType: "float64", unit: "°C" },
+    });
+    const plc = new SimulatedPlc({
+      tags,
+      sources: {
+        "chamber.pressure": { kind: "sine", offset: 2, amplitude: 1, periodMs: 500 },
+        "heater.temperature": { kind: "ramp", from: 20, to: 200, periodMs: 1_000 },
+      },
+    });
+    const store = new MemoryStore();
+    const metrics = new PrometheusMetrics({ labels: { machine: "ald-1" } });
+    const system = createControlSystem({
+      machineId: "ald-1",
+      tags,
+      driver: plc,
+      store,
+      metrics,
+      scanGroups: { default: { periodMs: 20 } },
+      logging: { maxLatencyMs: 20, retry: { initialDelayMs: 10, maxDelayMs: 50 } },
+    });
+    store.faults.failWritesUntilCleared();
+    try {
+      await system.start();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const buffered = system.health().logging.buffered;
+      expect(system.health().logging.samplesOut).toBe(0);
+      expect(buffered).toBeGreaterThan(4);
+      // Set at the latest one latency period (20 ms, one scan of 2 tags) after a change: a few samples behind at most.
+      const scraped = valueOf(await metrics.registry.metrics(), 'kiln_samples_buffered{machine="ald-1"}') ?? 0;
+      expect(scraped).toBeGreaterThan(0);
+      expect(scraped).toBeGreaterThanOrEqual(buffered - 10);
+      store.faults.clear();
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    } finally {
+      await system.stop();
+    }
+    expect(valueOf(await metrics.registry.metrics(), 'kiln_samples_buffered{machine="ald-1"}')).toBe(0);
   });
 });

@@ -323,7 +323,8 @@ test("adv16b F0b: a bound found across evicted time is never served Good (the ev
   expect(values.slice(1, -1).every((value) => severity(value) === 0)).toBe(true);
 });
 
-test("fix16m: each historical node's StartOfOnlineArchive (Part 11) is the store's horizon, read live", async () => {
+/** Reads the StartOfOnlineArchive property of `hist.temp`'s HA Configuration, in ms since the epoch. */
+async function readStartOfOnlineArchive(): Promise<number> {
   const result = await client.session.translateBrowsePath({
     startingNode: node,
     relativePath: {
@@ -344,14 +345,32 @@ test("fix16m: each historical node's StartOfOnlineArchive (Part 11) is the store
     },
   } as never);
   expect(result.statusCode.value).toBe(StatusCodes.Good.value);
-  const readStart = async (): Promise<number> => {
-    const value = await client.session.read({ nodeId: result.targets![0]!.targetId, attributeId: AttributeIds.Value });
-    expect(value.statusCode.value).toBe(StatusCodes.Good.value);
-    return (value.value.value as Date).getTime();
-  };
+  const value = await client.session.read({ nodeId: result.targets![0]!.targetId, attributeId: AttributeIds.Value });
+  expect(value.statusCode.value).toBe(StatusCodes.Good.value);
+  return (value.value.value as Date).getTime();
+}
+
+test("fix16m: each historical node's StartOfOnlineArchive (Part 11) is the store's horizon, read live", async () => {
+  const readStart = readStartOfOnlineArchive;
   expect(await readStart()).toBe(store.retainedFrom);
   await writeTemp(T0 + 1_200_000);
   // The horizon moved: read live, not a copy taken at start.
   expect(await readStart()).toBe(store.retainedFrom);
   expect(store.retainedFrom).toBeGreaterThan(T0 + 1_200_000);
+});
+
+test("fix16o: samples stamped ahead of the clock (a device an hour ahead) do not move StartOfOnlineArchive into the future (adv16n L1)", async () => {
+  const ahead = Date.now() + 3_600_000;
+  await system.unchecked.store.samples.writeBatch(
+    Array.from({ length: 30 }, (_, i) => ({
+      tag: "hist.temp",
+      timestamp: ahead + i * 1_000,
+      value: i,
+      quality: quality("good"),
+    })),
+  );
+  const start = await readStartOfOnlineArchive();
+  expect(start).toBe(store.retainedFrom);
+  // Before: the stamp of an evicted ahead sample's successor, an hour in the future.
+  expect(start).toBeLessThanOrEqual(Date.now());
 });

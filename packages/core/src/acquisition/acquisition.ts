@@ -797,11 +797,20 @@ export class Acquisition {
         }
         const probe = this.#groups.find((group) => group.mode === "poll") ?? this.#groups[0];
         if (probe) {
-          const samples = await driver.probe(probe.tags);
-          if (this.#link !== "offline") return;
-          // A subscription group's values come with its subscription's first notification; the
-          // probe's copy of them (same value, timestamp and quality) would reach observers twice.
-          if (probe.mode === "poll") await this.#accept(probe, samples, true, clock.now());
+          // The probe's values take room like a poll's (ADR 0046, fix16o): let in below the bound, else
+          // the probe only tells that the link is back, and the next poll (which waits for room) brings
+          // them. Taking them past the bound added one scan per reconnect, and with it one link-loss mark
+          // per tag at the next drop: a link flapping while the store is down grew the buffer per flap.
+          const room = probe.mode === "poll" ? this.#probeRoom(probe) : undefined;
+          try {
+            const samples = await driver.probe(probe.tags);
+            if (this.#link !== "offline") return;
+            // A subscription group's values come with its subscription's first notification; the
+            // probe's copy of them (same value, timestamp and quality) would reach observers twice.
+            if (room !== undefined) await this.#accept(probe, samples, true, clock.now());
+          } finally {
+            room?.release();
+          }
         }
         await this.#goOnline();
         return;
@@ -820,6 +829,24 @@ export class Acquisition {
         }
       }
     }
+  }
+
+  /**
+   * Room for the reconnect probe's values, granted only at once (a reconnect does not wait for the
+   * logging pipeline): undefined when the pipeline is at its bound, and the probe's values are then
+   * not taken (counted as a blocked wait by the pipeline). A group without logged tags needs none.
+   */
+  #probeRoom(group: Group): { release(): void } | undefined {
+    const none = { release: () => undefined };
+    if (group.logged === 0 || this.#options.reserveRoom === undefined) return none;
+    const room = this.#options.reserveRoom(group.logged);
+    if (room.ready === undefined) return room;
+    room.release();
+    this.#logger.debug(
+      { group: group.name },
+      "logging buffer at its bound: the reconnect probe's values are not taken",
+    );
+    return undefined;
   }
 
   /**

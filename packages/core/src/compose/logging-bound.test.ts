@@ -100,3 +100,87 @@ test("(sibling) under block, a group none of whose tags is logged never waits fo
   expect(waits).toBeGreaterThan(0);
   expect(skipped.fast).toBe(0);
 });
+
+/**
+ * A store that refuses every write and a link that drops `flaps` times (each time after the reconnect), then
+ * the store back and a stop: the peak buffered, what passed the bound, and the end counts.
+ */
+async function flapping(flaps: number, tags: number, maxBufferedSamples: number, staleAfterPeriods = 0) {
+  const part = counters("flap", tags, "flap");
+  const { clock, plc, store, system } = simulatedSystem({
+    tags: defineTags(part.tags),
+    sources: part.sources,
+    scanGroups: { flap: { periodMs: 100, staleAfterPeriods } },
+    acquisition: { reconnect: { initialDelayMs: 50, maxDelayMs: 100 } },
+    logging: {
+      maxBatchSize: 10,
+      maxLatencyMs: 50,
+      maxBufferedSamples,
+      overflow: "block",
+      drainTimeoutMs: 100,
+      retry: { initialDelayMs: 50, maxDelayMs: 200 },
+      breaker: { failureThreshold: 5, recoveryTimeMs: 500 },
+    },
+  });
+  store.faults.failWritesUntilCleared();
+  const drops: string[] = [];
+  system.bus.on("samples-drop", (event) => void drops.push(`${event.count} ${event.reason}`));
+  await system.start();
+  let peak = 0;
+  const watch = async (ms: number) => {
+    for (let step = 0; step < ms / 50; step++) {
+      await clock.advance(50);
+      peak = Math.max(peak, system.health().logging.buffered);
+    }
+  };
+  await watch(1_000);
+  let reconnects = 0;
+  for (let flap = 0; flap < flaps; flap++) {
+    plc.dropConnection();
+    await watch(500);
+    if (system.health().acquisition.link === "online") reconnects++;
+  }
+  const { samplesOverBound: over } = system.health().logging;
+  store.faults.clear();
+  await watch(5_000);
+  const stopped = system.stop();
+  await clock.advance(1_000);
+  await stopped;
+  const { samplesIn, samplesOut, samplesDropped, samplesAbandoned, buffered } = system.health().logging;
+  return { drops, peak, over, reconnects, samplesIn, samplesOut, samplesDropped, samplesAbandoned, buffered };
+}
+
+test("under block, a flapping link with the store down adds nothing past the bound per flap: the probe read after a reconnect takes room like a poll, and a tag already marked lost is not marked again (adv16n M4)", async () => {
+  const tags = 30;
+  const bound = 100;
+  const few = await flapping(2, tags, bound);
+  const many = await flapping(20, tags, bound);
+  expect(many.reconnects).toBe(20);
+  // One scan let in below the bound, and one link-loss mark per tag whose value was good: never one per flap.
+  for (const run of [few, many]) {
+    expect(run.peak).toBeGreaterThan(bound);
+    expect(run.peak).toBeLessThanOrEqual(bound + tags + tags);
+    expect(run.peak).toBeLessThanOrEqual(bound + run.over);
+  }
+  expect(many.over).toBeLessThanOrEqual(few.over + tags);
+  // Every sample taken in is stored or counted once the store is back.
+  expect(many.buffered).toBe(0);
+  expect(many.drops).toEqual([]);
+  expect(many.samplesOut).toBe(many.samplesIn);
+});
+
+test("(sibling) under block, with staleness on, a flapping link with the store down still adds nothing per flap: a tag held back turns stale once and is marked lost once", async () => {
+  const tags = 30;
+  const bound = 100;
+  const few = await flapping(2, tags, bound, 2);
+  const many = await flapping(20, tags, bound, 2);
+  expect(many.reconnects).toBe(20);
+  for (const run of [few, many]) {
+    // One scan, then per tag a staleness mark and a link-loss mark at most.
+    expect(run.peak).toBeLessThanOrEqual(bound + tags + 2 * tags);
+    expect(run.peak).toBeLessThanOrEqual(bound + run.over);
+  }
+  expect(many.over).toBeLessThanOrEqual(few.over + tags);
+  expect(many.drops).toEqual([]);
+  expect(many.samplesOut).toBe(many.samplesIn);
+});

@@ -10,7 +10,9 @@ import type { Sample } from "../domain/sample";
 import { defineTags } from "../domain/tags";
 import type { KilnEvents } from "../events/catalogue";
 import { EventBus } from "../events/event-bus";
+import { MemoryMetrics } from "../memory/memory-metrics";
 import { MemoryStore } from "../memory/memory-store";
+import type { Metrics } from "../ports/metrics";
 import { SimulatedClock } from "../memory/simulated-clock";
 import type { SampleSink } from "../ports/sample-sink";
 import { guardSampleSink, type PortPolicy } from "../compose/port-policies";
@@ -45,7 +47,11 @@ afterEach(async () => {
   await rm(directory, { recursive: true, force: true });
 });
 
-async function setup(overrides: Partial<SampleLoggerSettings> = {}, makeSink?: (clock: SimulatedClock) => SampleSink) {
+async function setup(
+  overrides: Partial<SampleLoggerSettings> = {},
+  makeSink?: (clock: SimulatedClock) => SampleSink,
+  metrics?: Metrics,
+) {
   const clock = new SimulatedClock({ start: 0 });
   const sink = makeSink?.(clock);
   const bus = new EventBus<KilnEvents>({ now: () => clock.now() });
@@ -54,7 +60,14 @@ async function setup(overrides: Partial<SampleLoggerSettings> = {}, makeSink?: (
   const events: { type: string; event: never }[] = [];
   bus.tap((type, event) => void events.push({ type, event: event as never }));
   const guarded = guardSampleSink(sink ?? store.samples, sinkPolicy, { clock, bus });
-  const logger = new SampleLogger({ ...settings, ...overrides, sink: guarded, clock, bus });
+  const logger = new SampleLogger({
+    ...settings,
+    ...overrides,
+    sink: guarded,
+    clock,
+    bus,
+    ...(metrics ? { metrics } : {}),
+  });
   await logger.start();
   const ofType = <TType extends keyof KilnEvents>(type: TType): KilnEvents[TType][] =>
     events.filter((entry) => entry.type === type).map((entry) => entry.event);
@@ -154,6 +167,53 @@ describe("SampleLogger failures", () => {
     await expectComplete(store, 5);
     expect(logger.health().breaker.state.state).toBe("closed");
     await logger.stop();
+  });
+
+  test("kiln_samples_buffered follows the buffer while the store refuses every write, not only after a write succeeds (adv16n L2)", async () => {
+    const metrics = new MemoryMetrics();
+    const { clock, store, logger } = await setup({ maxBufferedSamples: 1_000 }, undefined, metrics);
+    const gauge = () => metrics.value("kiln_samples_buffered");
+    store.faults.failWritesUntilCleared();
+    feed(logger, 0, 5); // 40 samples, 4 full batches: every write fails
+    await clock.advance(settings.maxLatencyMs);
+    expect(logger.health().buffered).toBe(40);
+    expect(gauge()).toBe(40);
+    feed(logger, 5, 5);
+    await clock.advance(settings.maxLatencyMs);
+    expect(gauge()).toBe(80);
+    store.faults.clear();
+    await clock.advance(5_000);
+    expect(logger.health().buffered).toBe(0);
+    expect(gauge()).toBe(0);
+    await logger.stop();
+  });
+
+  test("(sibling) kiln_samples_buffered follows drop-oldest and the move to the spool while the store is down", async () => {
+    const dropping = new MemoryMetrics();
+    const first = await setup({ overflow: "drop-oldest", maxBufferedSamples: 100 }, undefined, dropping);
+    first.store.faults.failWritesUntilCleared();
+    feed(first.logger, 0, 50); // 400 samples against a bound of 100
+    await first.clock.advance(200);
+    expect(dropping.value("kiln_samples_buffered")).toBe(100);
+    first.store.faults.clear();
+    await first.clock.advance(5_000);
+    await first.logger.stop();
+    expect(dropping.value("kiln_samples_buffered")).toBe(0);
+
+    const spooling = new MemoryMetrics();
+    const second = await setup(
+      { overflow: "spool", maxBufferedSamples: 100, spoolPath: join(directory, "gauge.spool") },
+      undefined,
+      spooling,
+    );
+    second.store.faults.failWritesUntilCleared();
+    feed(second.logger, 0, 20); // 160 samples: past the bound, memory moves to the journal
+    await advanceUntil(second.clock, () => second.logger.health().buffered === 0);
+    await second.clock.advance(settings.maxLatencyMs);
+    expect(second.logger.health().spooled).toBeGreaterThan(0);
+    expect(spooling.value("kiln_samples_buffered")).toBe(0);
+    second.store.faults.clear();
+    await second.logger.stop();
   });
 
   test("drop-oldest drops exactly the excess, counts it and publishes it", async () => {

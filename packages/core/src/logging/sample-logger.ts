@@ -125,8 +125,9 @@ export interface SampleLoggerHealth {
    * created (none lost: they are written like any other). A poll is let in while what is held and
    * granted is below the bound (ADR 0046), so the bound is passed by at most the scan let in last,
    * plus samples no poll brings: staleness and link-loss marks (at most one per tag per change of
-   * its quality while polls are held back), the probe read after a reconnect, and subscription
-   * notifications.
+   * its quality while polls are held back: a tag already marked is not marked again, and a link
+   * flapping while the buffer is at its bound adds none, since the probe read after a reconnect
+   * takes room like a poll) and subscription notifications.
    */
   readonly samplesOverBound: number;
   /** Duration of successful batch writes, in ms. */
@@ -324,8 +325,11 @@ export class SampleLogger {
     if (lane.buffer.length === lane.head) lane.firstAt = monotonicNow(this.#options.clock);
     lane.buffer.push(sample);
     this.#buffered++;
-    if (lane.buffer.length - lane.head >= this.#options.maxBatchSize) this.#scheduleFlush(lane);
-    else this.#armTimer();
+    if (lane.buffer.length - lane.head >= this.#options.maxBatchSize) {
+      this.#scheduleFlush(lane);
+      // The timer's tick sets `kiln_samples_buffered`: it must follow appends while no write succeeds.
+      if (this.#instruments) this.#armTimer();
+    } else this.#armTimer();
     if (this.#buffered > this.#options.maxBufferedSamples) this.#overflow();
   }
 
@@ -421,6 +425,7 @@ export class SampleLogger {
     this.#flushDropEvent();
     this.#buffered = 0;
     this.#mode = "stopped";
+    this.#publishBuffered();
     this.#releaseRoom(true);
     // Records skipped while replaying stay counted after the journal is closed.
     this.#stats.corruptRecords += this.#journal?.undecodable ?? 0;
@@ -451,7 +456,7 @@ export class SampleLogger {
       samplesAbandoned: this.#stats.abandoned,
       samplesSpooled: this.#stats.spooled,
       samplesReplayed: this.#stats.replayed,
-      buffered: this.#buffered + this.#spoolBuffer.length + this.#journalPending,
+      buffered: this.#held(),
       spooled: this.#journal?.samples ?? 0,
       spoolBytes: this.#journal?.bytes ?? 0,
       spoolCorruptRecords: this.#stats.corruptRecords + (this.#journal?.undecodable ?? 0),
@@ -460,6 +465,20 @@ export class SampleLogger {
       flushLatency: this.#flushLatency.summary(),
       breaker: this.#options.sink.breaker.snapshot,
     };
+  }
+
+  /** Samples held in memory now: waiting or being written, or on their way to the journal. */
+  #held(): number {
+    return this.#buffered + this.#spoolBuffer.length + this.#journalPending;
+  }
+
+  /**
+   * Sets `kiln_samples_buffered` to what is held now: on each timer tick (at most `maxLatencyMs` after
+   * an append) and whenever samples leave memory (written, dropped, moved to the journal), so the gauge
+   * follows the buffer while the store is down, not only after a write succeeds (adv16n L2).
+   */
+  #publishBuffered(): void {
+    this.#instruments?.buffered.set(this.#held());
   }
 
   /**
@@ -481,6 +500,7 @@ export class SampleLogger {
 
   #onTimer(): void {
     this.#timer = undefined;
+    this.#publishBuffered();
     this.#flushDropEvent();
     if (this.#mode === "spooling") {
       void this.#spoolPending();
@@ -522,7 +542,7 @@ export class SampleLogger {
         if (!written) return;
         lane.inFlight = undefined;
         this.#buffered -= batch.length;
-        this.#instruments?.buffered.set(this.#buffered);
+        this.#publishBuffered();
         this.#releaseRoom(false);
       }
     } finally {
@@ -668,6 +688,7 @@ export class SampleLogger {
       this.#buffered -= take;
       remaining -= take;
     }
+    this.#publishBuffered();
     this.#drop(count - remaining, reason, undefined, true);
   }
 
@@ -721,6 +742,7 @@ export class SampleLogger {
     this.#buffered = 0;
     this.#releaseRoom(true);
     if (moved.length > 0) void this.#appendToJournal(moved);
+    this.#publishBuffered();
     if (this.#storeReady) this.#startReplay();
   }
 
@@ -758,6 +780,7 @@ export class SampleLogger {
       lane.buffer.push(sample);
     }
     this.#buffered += samples.length;
+    this.#publishBuffered();
     const over = this.#buffered - this.#options.maxBufferedSamples;
     if (this.#mode === "spooling") {
       if (over > 0) this.#dropOldest(over, reason);
@@ -832,6 +855,7 @@ export class SampleLogger {
         }
         this.#journalRefusal = undefined;
         this.#journalPending -= chunk.length;
+        this.#publishBuffered();
         this.#stats.spooled += chunk.length;
         this.#instruments?.spooled.inc(chunk.length);
         void this.#options.bus.publish("samples-spool", { at: this.#options.clock.now(), count: chunk.length });

@@ -8,6 +8,7 @@ import { SimulatedClock } from "./simulated-clock";
 // Issue 16, fix16m: a first raw read or a downsample whose range reaches into evicted history
 // never looks complete (ADR 0045).
 const T0 = Date.UTC(2026, 0, 1);
+const DAY = 86_400_000;
 const at = (offset: number, value: number | null, tag = "a"): Sample => ({
   tag,
   value,
@@ -16,7 +17,8 @@ const at = (offset: number, value: number | null, tag = "a"): Sample => ({
 });
 
 async function openStore(retention: MemoryStoreOptions["retention"]) {
-  const store = new MemoryStore({ clock: new SimulatedClock({ start: T0 }), retention });
+  // The store's clock is after every stamp written (a stamp ahead of it moves the horizon no further: fix16o).
+  const store = new MemoryStore({ clock: new SimulatedClock({ start: T0 + DAY }), retention });
   await store.open([
     { name: "a", dataType: "float64", interpolation: "stepped" } as never,
     { name: "b", dataType: "float64", interpolation: "stepped" } as never,

@@ -56,4 +56,38 @@ describe("MemoryStore retention of future-stamped samples", () => {
     // Every eviction is counted.
     expect(store.evicted.samples).toBe(600 - 100);
   });
+
+  test("a future-stamped tag never moves retainedFrom ahead of the clock; an on-time tag is still whole from it, the future tag's gap is still refused (adv16n L1)", async () => {
+    const { clock, store } = await openStore({ maxSamples: 100 });
+    for (let second = 0; second < 300; second++) {
+      await store.samples.writeBatch([
+        sample("ahead", clock.now() + HOUR, second),
+        sample("on-time", clock.now(), second),
+      ]);
+      // Before: an hour ahead of the clock (the successor's stamp of an evicted "ahead" sample).
+      expect(store.retainedFrom ?? -Infinity).toBeLessThanOrEqual(clock.now());
+      expect(store.samples.retainedFrom!() ?? -Infinity).toBeLessThanOrEqual(clock.now());
+      await clock.advance(1_000);
+    }
+    const from = store.retainedFrom!;
+    expect(from).toBeGreaterThan(T0);
+    // The on-time tag: from the horizon on, a first raw read is whole (no rejection) and ends with its newest value.
+    const onTime = await store.samples.readSamples({ tag: "on-time", from, to: clock.now() + 1 });
+    expect(onTime.at(-1)!.value).toBe(299);
+    // The future tag lost samples stamped after the horizon: a raw read of them is refused, never silently short.
+    await expect(store.samples.readSamples({ tag: "ahead", from, to: clock.now() + 2 * HOUR })).rejects.toMatchObject({
+      code: "KILN_HISTORY_EVICTED",
+    });
+  });
+
+  test("(sibling) under maxAgeMs alone, a tag an hour ahead keeps retainedFrom at or before the clock after every write", async () => {
+    const { clock, store } = await openStore({ maxAgeMs: 60_000 });
+    for (let second = 0; second < 300; second++) {
+      await store.samples.writeBatch([sample("ahead", clock.now() + HOUR, second)]);
+      expect(store.retainedFrom ?? -Infinity).toBeLessThanOrEqual(clock.now());
+      await clock.advance(1_000);
+    }
+    expect(store.evicted.samples).toBeGreaterThan(0);
+    expect(store.retainedFrom).toBeDefined();
+  });
 });

@@ -7,6 +7,7 @@ import { SimulatedClock } from "./simulated-clock";
 
 // Issue 16, fix16b: history that rests on evicted samples is never answered as good (ADR 0045).
 const T0 = Date.UTC(2026, 0, 1);
+const DAY = 86_400_000;
 const BAD = quality("bad", "sensor fault");
 const at = (offset: number, value: number | null, tag = "a", sampleQuality = GOOD): Sample => ({
   tag,
@@ -16,7 +17,8 @@ const at = (offset: number, value: number | null, tag = "a", sampleQuality = GOO
 });
 
 async function openStore(retention: MemoryStoreOptions["retention"]) {
-  const store = new MemoryStore({ clock: new SimulatedClock({ start: T0 }), retention });
+  // The store's clock is after every stamp written (a stamp ahead of it moves the horizon no further: fix16o).
+  const store = new MemoryStore({ clock: new SimulatedClock({ start: T0 + DAY }), retention });
   await store.open([
     { name: "a", dataType: "float64", interpolation: "stepped" } as never,
     { name: "b", dataType: "float64", interpolation: "stepped" } as never,

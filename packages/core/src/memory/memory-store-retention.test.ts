@@ -14,6 +14,9 @@ const readKept = (store: MemoryStore, query: SampleQuery): Promise<Sample[]> =>
 const timestampsOf = async (store: MemoryStore, tag: string): Promise<number[]> =>
   (await readKept(store, { tag, from: T0 - 1e9, to: T0 + 1e12, limit: 1e9 })).map((stored) => stored.timestamp - T0);
 
+/** A store clock after every stamp these tests write: a stamp ahead of the clock moves the horizon no further (fix16o). */
+const afterEveryStamp = (): SimulatedClock => new SimulatedClock({ start: T0 + 86_400_000 });
+
 async function openStore(options: MemoryStoreOptions = {}, clock = new SimulatedClock({ start: T0 })) {
   const evictions: MemoryStoreEviction[] = [];
   const store = new MemoryStore({ clock, ...options });
@@ -36,7 +39,7 @@ describe("MemoryStore retention", () => {
   });
 
   test("a late sample before the horizon is evicted at once unless it is its tag's value in force", async () => {
-    const { store } = await openStore({ retention: { maxSamples: 3 } });
+    const { store } = await openStore({ retention: { maxSamples: 3 } }, afterEveryStamp());
     await store.samples.writeBatch([sample(10), sample(20), sample(30)]);
     // b's only sample is its value in force: kept, however old; a goes down to the cap.
     await store.samples.writeBatch([sample(5, "b"), sample(40)]);
@@ -218,7 +221,7 @@ describe("MemoryStore retention", () => {
     // A valve logged once (change logging: it never changed again) beside a tag logged every
     // 10 ms. Under one window over every tag the chatty tag pushes the window past the valve's
     // only sample; the valve's value in force is still known and kept.
-    const { store } = await openStore({ retention: { maxSamples: 1_000 } });
+    const { store } = await openStore({ retention: { maxSamples: 1_000 } }, afterEveryStamp());
     await store.samples.writeBatch([sample(0, "valve"), sample(5, "valve.quiet")]);
     for (let scan = 1; scan <= 50; scan++) {
       await store.samples.writeBatch(

@@ -308,6 +308,8 @@ export class MemoryStore implements Store {
   #ageMonotonic = 0;
   /** How far the wall clock stands ahead of the age clock: the sum of the wall-clock steps seen. */
   #ageSkew = 0;
+  /** The latest wall-clock reading at a sample write: the retention horizon never passes it (fix16o). */
+  #clockHighWater = -Infinity;
   #evictedAlarms = 0;
   #evictedAudit = 0;
   readonly #interpolations = new Map<string, Interpolation>();
@@ -519,8 +521,11 @@ export class MemoryStore implements Store {
 
   /**
    * The sample retention's horizon, in ms since the epoch: undefined until a sample was evicted,
-   * then the latest time at which an evicted sample was still its tag's value in force. It only
-   * moves forward. Every tag's samples from it on are kept (`readSamples` from it returns them all);
+   * then the latest time at which an evicted sample was still its tag's value in force, but never
+   * later than the latest clock reading the store saw at a write (a sample stamped ahead of the clock,
+   * a device clock ahead, moves it to that reading at most: fix16o). It only moves forward. Every
+   * tag's samples from it on are kept (`readSamples` from it returns them all; a tag stamped ahead of
+   * the clock may have lost samples stamped after it, and its reads say so as below);
    * before it, samples are missing. Every history result that rests on missing samples is marked
    * uncertain or bad with the reason "rests on history evicted by retention": before the horizon,
    * and after it too for a tag whose value in force is bad (a Part 13 look-back to its last good
@@ -666,7 +671,10 @@ export class MemoryStore implements Store {
       // The sample at the key came from this batch when the key's first sample was inserted by it.
       (conflicts ??= []).push({ sample, existing: first < index && !collided.has(first) ? "batch" : "stored" });
     }
-    const evicted = this.#samples.retain(ageNow);
+    // The horizon never passes the latest clock reading the store has seen at a write (a step back of
+    // the wall clock does not lower it: samples stamped before the step are not ahead; ADR 0045 fix16o).
+    this.#clockHighWater = Math.max(this.#clockHighWater, this.#clock.now());
+    const evicted = this.#samples.retain(ageNow, this.#clockHighWater);
     if (evicted > 0) this.#reportEviction({ port: "samples", count: evicted });
     if (fault === "fail-after") throw simulatedFailure("fail-after");
     return conflicts ? { conflicts } : NO_CONFLICTS;

@@ -93,8 +93,10 @@ export class RetainedSamples {
   }
 
   /**
-   * The retention's horizon: the latest time at which an evicted sample was still in force
-   * (undefined until something is evicted). From it on, every tag's history is complete.
+   * The retention's horizon: the latest time at which an evicted sample was still in force, but never
+   * past the store's clock at the write that moved it (undefined until something is evicted). From it
+   * on, the history of every tag stamped on or behind the store's clock is complete; a tag stamped
+   * ahead of it keeps its gap marked per tag (ADR 0045 fix16o).
    */
   get retainedFrom(): number | undefined {
     return this.#horizon;
@@ -242,9 +244,11 @@ export class RetainedSamples {
    * (their {@link HeapEntry.key}), and moves the horizon to the latest time an evicted sample was
    * in force: while more than `maxSamples` are kept (and some tag keeps two or more), and while a
    * sample has been out of force since before `now - maxAgeMs`, `now` read on the age clock.
-   * Returns how many it evicted.
+   * Returns how many it evicted. A move of the horizon never passes `latest` (the store's clock at
+   * this write): a sample stamped ahead of it (a device clock ahead) moves the horizon to `latest`
+   * at most, never into the future (ADR 0045 fix16o; that tag's own reads stay marked per tag).
    */
-  retain(now: number): number {
+  retain(now: number, latest = Infinity): number {
     const { maxSamples, maxAgeMs } = this.#limits;
     const aged = maxAgeMs === undefined ? -Infinity : now - maxAgeMs;
     const touched = new Set<Series>();
@@ -270,7 +274,8 @@ export class RetainedSamples {
       touched.add(series);
       this.#pushHead(series);
       if (boundary) this.#pushBoundary(series);
-      if (this.#horizon === undefined || at > this.#horizon) this.#horizon = at;
+      const moved = Math.min(at, latest);
+      if (this.#horizon === undefined || moved > this.#horizon) this.#horizon = moved;
       this.#count--;
       evicted++;
     }
