@@ -7,9 +7,12 @@ import { KilnError } from "../domain/errors";
 import { defineTags } from "../domain/tags";
 import { ReservedRecord } from "../journal/reserved-record";
 import { MemoryStore } from "../memory/memory-store";
+import { SimulatedClock } from "../memory/simulated-clock";
 import { SimulatedPlc } from "../memory/simulated-plc";
 import type { AuditEntry } from "../ports/audit-log";
 import { silentLogger } from "../runtime/silent-logger";
+import { AuditedCommandRunner } from "./audited-command";
+import { Authorizer, defaultRoleTable } from "./authorization";
 
 // Adversarial review adv15o, MEDIUM-1 (fix15p): an overflow summary was journaled, then the
 // reserve (`<journal>.reserve`) could not be rewritten without its count (EIO on every rewrite,
@@ -157,4 +160,69 @@ describe("an overflow summary is counted once though the reserve keeps its count
       rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
+});
+
+describe("a coalesced run is counted once though the reserve keeps its count (fix15p, the same kind)", () => {
+  const START = Date.UTC(2026, 0, 1);
+
+  async function setup(path: string, idPrefix: string) {
+    const clock = new SimulatedClock({ start: START });
+    const store = new MemoryStore({ clock });
+    await store.open([]);
+    const link = { up: false };
+    let ids = 0;
+    const runner = new AuditedCommandRunner({
+      authorizer: new Authorizer({ roles: defaultRoleTable() }),
+      audit: {
+        query: store.audit.query,
+        record: (entry: AuditEntry) =>
+          link.up
+            ? store.audit.record(entry)
+            : Promise.reject(new KilnError("KILN_STORE_ERROR", "audit store down", { retryable: true })),
+      },
+      clock,
+      machineId: "ald-1",
+      newId: () => `${idPrefix}-${++ids}`,
+      retryBackoff: { initialDelayMs: 1_000, maxDelayMs: 1_000 },
+      backlog: { path, maxEntries: 10 },
+    });
+    await runner.open();
+    const trip = (value: number) =>
+      runner
+        .runSystemAction({ action: "machine.trip", target: "ald-1", reason: "interlock", newValue: { value } }, () =>
+          Promise.resolve(value),
+        )
+        .catch(() => undefined);
+    const trail = () => store.audit.query({ from: 0, to: Number.MAX_SAFE_INTEGER });
+    return { link, runner, trip, trail };
+  }
+
+  test("100 trips, 90 coalesced in the reserve; every rewrite of the reserve fails once the audit.coalesce summary is journaled; a restart: 100, not 190", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "kiln-summary-reserve-id-"));
+    const path = join(dir, "audit.journal");
+    try {
+      const first = await setup(path, "first");
+      for (let value = 0; value < 100; value++) await first.trip(value);
+      expect(first.runner.status().coalesced).toBe(90);
+      vi.spyOn(ReservedRecord.prototype, "write").mockRejectedValue(eio());
+      first.link.up = true;
+      await first.runner.flush();
+      await first.runner.close();
+      vi.restoreAllMocks();
+      const next = await setup(path, "next");
+      next.link.up = true;
+      expect(await next.runner.flush()).toBe(true);
+      await next.runner.close();
+      const trail = new Map([...(await first.trail()), ...(await next.trail())].map((entry) => [entry.id, entry]));
+      const single = [...trail.values()].filter((entry) => entry.action === "machine.trip").length;
+      const summarized = [...trail.values()]
+        .filter((entry) => entry.action === "audit.coalesce")
+        .reduce((sum, entry) => sum + (entry.newValue as { count: number }).count, 0);
+      // Before: 10 + 90 + 90 (the run's count in the reserve summarized again).
+      expect(single + summarized, `single ${single}, summarized ${summarized}`).toBe(100);
+      expect(summarized).toBe(90);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
