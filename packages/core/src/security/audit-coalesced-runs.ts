@@ -93,7 +93,7 @@ export class CoalescedRuns {
     const run = this.#runs.get(key);
     if (run !== undefined) {
       // A run read back from the reserve gives its id (a record holds it: fix15p).
-      if (found.id !== undefined && found.count > 1) run.id = found.id;
+      if (found.id !== undefined) run.id = found.id;
       run.count += found.count;
       if (found.first.at < run.first.at) run.first = found.first;
       if (found.last.at >= run.last.at) run.last = found.last;

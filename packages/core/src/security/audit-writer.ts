@@ -632,8 +632,9 @@ export class AuditWriter {
       const item = this.#backlog[index]!;
       if (item.entry === undefined) continue;
       // Counted lost by a reserve record that cannot be rewritten: journaled, it would come back
-      // at the next start and be counted too (fix15e, adv15d F2). It and those behind it wait.
-      if (this.#heldBack(item.entry)) {
+      // at the next start and be counted too (fix15e, adv15d F2). It and those behind it wait. (A
+      // summary whose count the record holds is journaled: the next start drops that count, fix15p.)
+      if (this.#memoryOnlyIds.has(item.entry.id) && this.#journalFailures.has("reserve")) {
         whole = false;
         break;
       }
