@@ -45,9 +45,13 @@ export class CoalescedRuns {
   /** Told after each merge: the writer schedules its retry. */
   readonly #changed: () => void;
 
-  constructor(fold: (run: CoalescedRun, why: string) => void, changed: () => void) {
+  /** Makes the id a new run's summary entry takes (fix15p). */
+  readonly #newId: () => string;
+
+  constructor(fold: (run: CoalescedRun, why: string) => void, changed: () => void, newId: () => string) {
     this.#fold = fold;
     this.#changed = changed;
+    this.#newId = newId;
   }
 
   /** How many kinds are coalesced now. */
@@ -88,11 +92,13 @@ export class CoalescedRuns {
     const key = coalesceKey(found.first);
     const run = this.#runs.get(key);
     if (run !== undefined) {
+      // A run read back from the reserve gives its id (a record holds it: fix15p).
+      if (found.id !== undefined) run.id = found.id;
       run.count += found.count;
       if (found.first.at < run.first.at) run.first = found.first;
       if (found.last.at >= run.last.at) run.last = found.last;
     } else if (this.#runs.size < COALESCED_KINDS) {
-      this.#runs.set(key, { ...found });
+      this.#runs.set(key, { ...found, id: found.id ?? this.#newId() });
     } else {
       this.#fold(found, `${COALESCED_KINDS} kinds of entries were already coalesced`);
     }

@@ -12,11 +12,14 @@ export class DenialOverflowCounts extends Map<string, DenialOverflow> {
   /** Told after an attempt is counted: the writer schedules its retry. */
   readonly #counted: () => void;
   readonly #logger: Logger;
+  /** Makes the id a new bucket's summary entry takes (fix15p). */
+  readonly #newId: () => string;
 
-  constructor(counted: () => void, logger: Logger) {
+  constructor(counted: () => void, logger: Logger, newId: () => string) {
     super();
     this.#counted = counted;
     this.#logger = logger;
+    this.#newId = newId;
   }
 
   /**
@@ -28,6 +31,7 @@ export class DenialOverflowCounts extends Map<string, DenialOverflow> {
     let overflow = this.get(key);
     if (overflow === undefined) {
       overflow = {
+        id: this.#newId(),
         count: 0,
         first: entry.at,
         last: entry.at,
@@ -53,16 +57,22 @@ export class DenialOverflowCounts extends Map<string, DenialOverflow> {
     );
   }
 
-  /** Adds recovered counts (a reserve read back); returns how many attempts they hold. */
+  /**
+   * Adds recovered counts (a reserve read back); returns how many attempts they hold. A merged
+   * bucket takes the recovered one's id: a record written before holds that id with part of the
+   * count, and its summary must carry it (fix15p); a bucket only in memory was never in a record.
+   */
   merge(recovered: ReadonlyMap<string, DenialOverflow>): number {
     let count = 0;
     for (const [key, found] of recovered) {
       count += found.count;
       const overflow = this.get(key);
       if (overflow === undefined) {
-        this.set(key, found);
+        const { parts: _parts, ...bucket } = found;
+        this.set(key, { ...bucket, id: found.id ?? this.#newId() });
         continue;
       }
+      if (found.id !== undefined) overflow.id = found.id;
       overflow.count += found.count;
       overflow.first = Math.min(overflow.first, found.first);
       overflow.last = Math.max(overflow.last, found.last);

@@ -55,6 +55,17 @@ export interface UnopenedReserve {
 
 /** Attempts counted while the backlog was full (refuse-commands), summarized into one entry later. */
 export interface DenialOverflow {
+  /**
+   * The id its `audit.overflow` summary entry takes, kept in the reserve's record with the
+   * count: a next start that finds a summary with this id in the journal knows the record's count
+   * is summarized already (fix15p, adv15o MEDIUM-1). Absent only in a record an earlier version wrote.
+   */
+  id?: string;
+  /**
+   * In a collapsed bucket of a record ({@link collapseOverflow}): the buckets it merged, as
+   * `[id, count]`, so a next start can take off those whose summaries the journal holds.
+   */
+  parts?: readonly (readonly [string, number])[];
   count: number;
   first: number;
   last: number;
@@ -123,7 +134,14 @@ export function encodeReserve(
       ...(memoryOnly === undefined ? {} : { memoryOnly: { ...memoryOnly, reasons: [...memoryOnly.reasons] } }),
       ...(coalesced.length === 0
         ? {}
-        : { coalesced: coalesced.map(({ count, first, last }) => ({ count, first, last })) }),
+        : {
+            coalesced: coalesced.map(({ id, count, first, last }) => ({
+              ...(id === undefined ? {} : { id }),
+              count,
+              first,
+              last,
+            })),
+          }),
     }),
     "utf8",
   );
@@ -139,16 +157,46 @@ function decodeCoalesced(value: unknown): CoalescedRun[] {
     typeof (entry as AuditEntry).at === "number";
   const runs: CoalescedRun[] = [];
   for (const raw of value as unknown[]) {
-    const { count, first, last } = (typeof raw === "object" && raw !== null ? raw : {}) as Record<string, unknown>;
+    const { id, count, first, last } = (typeof raw === "object" && raw !== null ? raw : {}) as Record<string, unknown>;
     if (Number.isSafeInteger(count) && (count as number) > 0 && isEntry(first) && isEntry(last)) {
-      runs.push({ count: count as number, first, last });
+      runs.push({ ...(typeof id === "string" ? { id } : {}), count: count as number, first, last });
     }
   }
   return runs;
 }
 
+/**
+ * The ids of the summary entries that stand for these counts (fix15p, adv15o MEDIUM-1): each
+ * overflow bucket's (and, in a collapsed bucket, each merged one's), each coalesced run's (a run
+ * of one: its entry's too) and the drop tally's. A summary with one of these ids is not stored
+ * while a reserve record that holds its count is the last one written, and a next start drops a
+ * count whose summary it finds in the journal: so each count is summarized once.
+ */
+export function summaryIdsOf(
+  overflow: Iterable<DenialOverflow>,
+  coalesced: Iterable<CoalescedRun>,
+  drops: DropTally | undefined,
+): Set<string> {
+  const ids = new Set<string>();
+  for (const bucket of overflow) {
+    if (bucket.id !== undefined) ids.add(bucket.id);
+    for (const [id] of bucket.parts ?? []) ids.add(id);
+  }
+  for (const run of coalesced) {
+    if (run.id !== undefined) ids.add(run.id);
+    if (run.count === 1) ids.add(run.first.id);
+  }
+  if (drops?.id !== undefined) ids.add(drops.id);
+  return ids;
+}
+
 /** A run of entries of one kind coalesced while the backlog was full: how many, the first and the last (by time). */
 export interface CoalescedRun {
+  /**
+   * The id its `audit.coalesce` summary entry takes (a run of one is its entry, with that entry's
+   * id), kept in the reserve's record (fix15p). Absent only in a record an earlier version wrote.
+   */
+  id?: string;
   count: number;
   first: AuditEntry;
   last: AuditEntry;
@@ -156,6 +204,8 @@ export interface CoalescedRun {
 
 /** Entries dropped and not yet summarized: their count, the first and last known (id, time), why. */
 export interface DropTally {
+  /** The id its `audit.drop` summary entry takes, kept in the reserve's record (fix15p). */
+  id?: string;
   count: number;
   first?: { readonly id: string; readonly at: number };
   last?: { readonly id: string; readonly at: number };
@@ -193,7 +243,7 @@ const MEMORY_ONLY_NAMES = 4;
 /** A reserve record's `drops`, or undefined when absent or not decodable. */
 function decodeDrops(value: unknown): DropTally | undefined {
   if (typeof value !== "object" || value === null) return undefined;
-  const { count, first, last, reasons } = value as Record<string, unknown>;
+  const { id, count, first, last, reasons } = value as Record<string, unknown>;
   if (!Number.isSafeInteger(count) || (count as number) <= 0) return undefined;
   const point = (raw: unknown) => {
     const { id, at } = (typeof raw === "object" && raw !== null ? raw : {}) as Record<string, unknown>;
@@ -202,6 +252,7 @@ function decodeDrops(value: unknown): DropTally | undefined {
   const firstPoint = point(first);
   const lastPoint = point(last);
   return {
+    ...(typeof id === "string" ? { id } : {}),
     count: count as number,
     ...(firstPoint === undefined ? {} : { first: firstPoint }),
     ...(lastPoint === undefined ? {} : { last: lastPoint }),
@@ -261,7 +312,7 @@ export function decodeReserve(payload: Buffer | undefined):
  */
 export function collapseOverflow(
   overflow: ReadonlyMap<string, DenialOverflow>,
-  { named = true }: { readonly named?: boolean } = {},
+  { named = true, id }: { readonly named?: boolean; readonly id?: string } = {},
 ): Map<string, DenialOverflow> {
   const buckets = [...overflow.values()];
   if (buckets.length === 0) return new Map();
@@ -280,6 +331,9 @@ export function collapseOverflow(
     [
       OTHER_PRINCIPALS,
       {
+        ...(id === undefined ? {} : { id }),
+        // Each merged bucket's summary id and count (fix15p): its summary may be journaled already.
+        parts: buckets.flatMap((bucket) => (bucket.id === undefined ? [] : [[bucket.id, bucket.count] as const])),
         count: buckets.reduce((sum, bucket) => sum + bucket.count, 0),
         first: Math.min(...buckets.map((bucket) => bucket.first)),
         last: Math.max(...buckets.map((bucket) => bucket.last)),
@@ -296,6 +350,8 @@ export function collapseOverflow(
 export function encodeOverflowBuckets(overflow: ReadonlyMap<string, DenialOverflow>): unknown[] {
   return [...overflow].map(([key, bucket]) => ({
     key,
+    ...(bucket.id === undefined ? {} : { id: bucket.id }),
+    ...(bucket.parts === undefined ? {} : { parts: bucket.parts.map(([id, count]) => [id, count]) }),
     count: bucket.count,
     first: bucket.first,
     last: bucket.last,
@@ -313,7 +369,7 @@ export function decodeOverflow(payload: Buffer): Map<string, DenialOverflow> | u
     if (!Array.isArray(buckets)) return undefined;
     const overflow = new Map<string, DenialOverflow>();
     for (const bucket of buckets as Record<string, unknown>[]) {
-      const { key, count, first, last, principals, morePrincipals, actions, causes } = bucket;
+      const { key, id, parts, count, first, last, principals, morePrincipals, actions, causes } = bucket;
       if (
         typeof key !== "string" ||
         !Number.isSafeInteger(count) ||
@@ -324,7 +380,16 @@ export function decodeOverflow(payload: Buffer): Map<string, DenialOverflow> | u
       ) {
         return undefined;
       }
+      const merged = Array.isArray(parts)
+        ? (parts as unknown[]).flatMap((part) =>
+            Array.isArray(part) && typeof part[0] === "string" && Number.isSafeInteger(part[1])
+              ? [[part[0], part[1] as number] as const]
+              : [],
+          )
+        : undefined;
       overflow.set(key, {
+        ...(typeof id === "string" ? { id } : {}),
+        ...(merged === undefined ? {} : { parts: merged }),
         count: count as number,
         first,
         last,

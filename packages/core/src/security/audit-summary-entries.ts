@@ -37,7 +37,8 @@ export class AuditSummaryEntries {
         ? ""
         : `, from ${drops.first.id} at ${new Date(drops.first.at).toISOString()} to ${drops.last.id} at ${new Date(drops.last.at).toISOString()}`;
     return {
-      id: this.#newId(),
+      // The tally's own id when it has one: the reserve's record keeps it (fix15p).
+      id: drops.id ?? this.#newId(),
       ...(this.#options.machineId === undefined ? {} : { machineId: this.#options.machineId }),
       principal: "(audit)",
       roles: [],
@@ -60,7 +61,7 @@ export class AuditSummaryEntries {
   overflowEntry(overflow: DenialOverflow): AuditEntry {
     const principals = [...overflow.principals].join(", ") + (overflow.morePrincipals ? ", ..." : "");
     return {
-      id: this.#newId(),
+      id: overflow.id ?? this.#newId(),
       ...(this.#options.machineId === undefined ? {} : { machineId: this.#options.machineId }),
       principal:
         overflow.principals.size === 1 && !overflow.morePrincipals ? [...overflow.principals][0]! : "(several)",
@@ -98,7 +99,7 @@ export class AuditSummaryEntries {
     const { first, last, count } = run;
     if (count === 1) return first;
     return {
-      id: this.#newId(),
+      id: run.id ?? this.#newId(),
       ...(first.machineId === undefined ? {} : { machineId: first.machineId }),
       principal: first.principal,
       roles: [...first.roles],

@@ -33,6 +33,7 @@ import {
   type CoalescedRun,
   type DropTally,
   decodeReserve,
+  summaryIdsOf,
   collapseOverflow,
   encodeOverflowBuckets,
   decodeOverflow,
@@ -168,6 +169,8 @@ type LanePath = "lane" | { readonly recorded: Promise<void> };
 interface ReserveCounts {
   readonly overflow: ReadonlyMap<string, number>;
   readonly coalesced: ReadonlyMap<string, number>;
+  /** The ids of the summaries that stand for its counts ({@link summaryIdsOf}, fix15p). */
+  readonly ids: ReadonlySet<string>;
 }
 
 /** A refused entry waiting for a place in the denial lane; `order`: its place among all waiting. */
@@ -233,6 +236,17 @@ export class AuditWriter {
   #reservedIds = new Set<string>();
   /** The overflow counts and coalesced runs the reserve's last record holds, by key. */
   #reserveCounts: ReserveCounts | undefined;
+  /**
+   * The summary ids of the reserve's records being written ({@link ReserveCounts.ids}): one may
+   * land, so its summaries wait as for the last written one (fix15p).
+   */
+  readonly #reserveIdsInFlight = new Set<ReadonlySet<string>>();
+  /**
+   * The ids of the entries the journal held when it was opened, until the reserve opens: a
+   * reserve count whose summary is among them is summarized already (fix15p). Kept apart from the
+   * backlog, which may have stored and released them while the reserve could not be opened.
+   */
+  #journaledAtOpen = new Set<string>();
   /**
    * Ids of the entries the reserve's last record counts as held only in memory (its `memoryOnly`):
    * once one is stored the record is rewritten, so a crash after it does not count it lost.
@@ -365,10 +379,11 @@ export class AuditWriter {
     }
     this.#maxDenied = Math.max(1, Math.floor(this.#maxEntries * DENIED_SHARE));
     this.#journalFailures = new AuditJournalFailures(options);
-    this.#overflow = new DenialOverflowCounts(() => this.#scheduleRetry(), this.#logger);
+    this.#overflow = new DenialOverflowCounts(() => this.#scheduleRetry(), this.#logger, this.#newId);
     this.#coalesced = new CoalescedRuns(
       (run, why) => this.#foldRun(run, why),
       () => this.#scheduleRetry(),
+      this.#newId,
     );
     this.#dropReports = new AuditDropReports(options, this.#logger, () => this.#stopped);
     this.#summaries = new AuditSummaryEntries(options, this.#newId, { maxEntries: this.#maxEntries });
@@ -617,8 +632,9 @@ export class AuditWriter {
       const item = this.#backlog[index]!;
       if (item.entry === undefined) continue;
       // Counted lost by a reserve record that cannot be rewritten: journaled, it would come back
-      // at the next start and be counted too (fix15e, adv15d F2). It and those behind it wait.
-      if (this.#heldBack(item.entry)) {
+      // at the next start and be counted too (fix15e, adv15d F2). It and those behind it wait. (A
+      // summary whose count the record holds is journaled: the next start drops that count, fix15p.)
+      if (this.#memoryOnlyIds.has(item.entry.id) && this.#journalFailures.has("reserve")) {
         whole = false;
         break;
       }
@@ -1231,7 +1247,22 @@ export class AuditWriter {
    * a write again; until then it is counted, and a crash loses it counted.
    */
   #heldBack(entry: AuditEntry): boolean {
-    return this.#memoryOnlyIds.has(entry.id) && this.#journalFailures.has("reserve");
+    return (
+      (this.#memoryOnlyIds.has(entry.id) && this.#journalFailures.has("reserve")) || this.#countedInReserve(entry.id)
+    );
+  }
+
+  /**
+   * Whether `id` is the id of a summary whose count a reserve record holds (the last one written,
+   * or one being written): stored now, the summary would be counted again from that record at the
+   * next start, once the journal no longer holds it (adv15o MEDIUM-1: 5,977 refusals counted for
+   * 3,000 while the reserve's rewrites failed). It waits until a record without the count is
+   * written; journaled meanwhile, the next start finds it there and drops the record's count (fix15p).
+   */
+  #countedInReserve(id: string): boolean {
+    if (this.#reserveCounts?.ids.has(id) === true) return true;
+    for (const ids of this.#reserveIdsInFlight) if (ids.has(id)) return true;
+    return false;
   }
 
   /**
@@ -1638,9 +1669,10 @@ export class AuditWriter {
       const summary = this.#summaries.dropEntry(drops);
       const journaled = await this.#append(summary);
       if (!journaled && this.#reserve !== undefined) {
-        // Not durable as an entry: it stays counted in the reserve until it is.
+        // Not durable as an entry: it stays counted in the reserve until it is. Under a new id: a
+        // failed append may still have landed, and its record must not stand for later counts.
         this.#removeFromBacklog(summary);
-        this.#drops = drops;
+        this.#drops = { ...drops, id: this.#newId() };
         return;
       }
       await this.#persistReserve();
@@ -1653,7 +1685,7 @@ export class AuditWriter {
       if (!journaled && this.#reserve !== undefined) {
         // Not durable as an entry: it stays counted (and durable as a count) until it is.
         this.#removeFromBacklog(summary);
-        this.#overflow.set(key, overflow);
+        this.#overflow.set(key, { ...overflow, id: this.#newId() });
         return;
       }
       await this.#persistReserve();
@@ -1674,18 +1706,28 @@ export class AuditWriter {
     // Coalesced runs first (they stand for actions that ran): stored when the store takes them and
     // nothing waits before them, else queued (journaled when possible; held only in memory, a
     // summary is reported by its count at the stop, as any summary: see close()).
+    // A summary whose count the reserve's record holds is journaled, not stored, until a record
+    // without that count is written (below): stored first, a failed rewrite would leave the count
+    // for the next start to summarize again (fix15p). Then it is stored, if nothing waits before it.
+    const direct = (entry: AuditEntry): boolean => this.#backlog.length === 0 && !this.#countedInReserve(entry.id);
+    const journaledFirst = new Set<AuditEntry>();
+    const journal = async (entry: AuditEntry): Promise<boolean> => {
+      const journaled = await this.#append(entry);
+      if (journaled && this.#countedInReserve(entry.id)) journaledFirst.add(entry);
+      return journaled;
+    };
     for (const [key, run] of [...this.#coalesced]) {
       this.#coalesced.delete(key);
       const entry = this.#summaries.coalescedEntry(run);
-      if (this.#backlog.length === 0 && (await this.#store(entry)) !== "retry") continue;
-      await this.#append(entry);
+      if (direct(entry) && (await this.#store(entry)) !== "retry") continue;
+      await journal(entry);
     }
     const drops = this.#drops;
     if (drops !== undefined) {
       const entry = this.#summaries.dropEntry(drops);
-      let kept = this.#backlog.length === 0 && (await this.#store(entry)) !== "retry";
+      let kept = direct(entry) && (await this.#store(entry)) !== "retry";
       if (!kept && (await this.#openJournal()) !== undefined) {
-        kept = await this.#append(entry);
+        kept = await journal(entry);
         if (!kept) this.#removeFromBacklog(entry);
       }
       if (kept) this.#drops = undefined;
@@ -1693,15 +1735,23 @@ export class AuditWriter {
     for (const [key, overflow] of [...this.#overflow]) {
       const entry = this.#summaries.overflowEntry(overflow);
       // Inside the writer's turn (close): the backlog was flushed just before; behind what it still holds otherwise.
-      let kept = this.#backlog.length === 0 && (await this.#store(entry)) !== "retry";
+      let kept = direct(entry) && (await this.#store(entry)) !== "retry";
       if (!kept && (await this.#openJournal()) !== undefined) {
-        kept = await this.#append(entry);
+        kept = await journal(entry);
         if (!kept) this.#removeFromBacklog(entry);
       }
       // Not kept: it stays counted, so the reserve written below still holds it.
       if (kept) this.#overflow.delete(key);
     }
     await this.#persistReserve();
+    // The record no longer holds their counts (when its write landed): the summaries journaled
+    // first are stored now, oldest first, if nothing waits before them; else at the next start.
+    while (this.#backlog[0]?.journaled === true && journaledFirst.has(this.#backlog[0].entry!)) {
+      const head = this.#backlog[0];
+      if (this.#countedInReserve(head.entry!.id) || (await this.#store(head.entry!)) !== "stored") break;
+      this.#backlog.shift();
+      await this.#releaseJournalHead();
+    }
     const left = (this.#drops?.count ?? 0) + [...this.#overflow.values()].reduce((sum, o) => sum + o.count, 0);
     if (left > 0) {
       const failure = this.#journalFailures.get("reserve");
@@ -1774,8 +1824,10 @@ export class AuditWriter {
   }
 
   /** Adds a tally (this run's drops, or what an earlier run left in the reserve) to {@link #drops}. */
-  #mergeDrops(found: DropTally): void {
-    const tally = (this.#drops ??= { count: 0, reasons: new Set() });
+  #mergeDrops(found: DropTally, options: { readonly adoptId?: boolean } = {}): void {
+    const tally = (this.#drops ??= { id: this.#newId(), count: 0, reasons: new Set() });
+    // A tally read back from the reserve gives its id: a record holds it (fix15p).
+    if (options.adoptId === true && found.id !== undefined) tally.id = found.id;
     tally.count += found.count;
     if (found.first !== undefined && (tally.first === undefined || found.first.at < tally.first.at)) {
       tally.first = found.first;
@@ -2200,8 +2252,10 @@ export class AuditWriter {
     // (fix15c). Before, the newest entries were left out first whatever they were, so a refusal
     // could be left in memory while older denials kept their room, or allowed entries did.
     let collapsed = false;
+    // A collapsed bucket's own id (the one it takes if a next start reads it back), with its parts'.
+    const collapsedId = this.#newId();
     const encodeCounts = (): unknown[] =>
-      encodeOverflowBuckets(collapsed ? collapseOverflow(this.#overflow) : this.#overflow);
+      encodeOverflowBuckets(collapsed ? collapseOverflow(this.#overflow, { id: collapsedId }) : this.#overflow);
     for (let index = held.length - 1; index >= 0 && payload.length > reserve.capacity; index--) {
       const left = held[index]!;
       if (left.outcome === "allowed" || isIntentRefusal(left)) continue;
@@ -2253,14 +2307,18 @@ export class AuditWriter {
     }
     if (payload.length > reserve.capacity) {
       // The last resort, never reached with principal ids of their allowed length: no names.
-      overflow = encodeOverflowBuckets(collapseOverflow(this.#overflow, { named: false }));
+      overflow = encodeOverflowBuckets(collapseOverflow(this.#overflow, { named: false, id: collapsedId }));
       payload = encode();
     }
     // What this record counts (taken with the payload: counts made during the write are not in it).
+    const ids = summaryIdsOf(this.#overflow.values(), this.#coalesced.values(), this.#drops);
+    if (collapsed) ids.add(collapsedId);
     const counts: ReserveCounts = {
       overflow: new Map([...this.#overflow].map(([key, overflow]) => [key, overflow.count])),
       coalesced: new Map([...this.#coalesced].map(([key, run]) => [key, run.count])),
+      ids,
     };
+    this.#reserveIdsInFlight.add(ids);
     try {
       await reserve.write(payload);
       this.#reserveCounts = counts;
@@ -2270,7 +2328,48 @@ export class AuditWriter {
     } catch (error) {
       this.#logger.error({ error: String(error) }, "the audit reserve could not be written");
       this.#journalFailures.note("reserve", error, reserve.path);
+    } finally {
+      // A write that failed is not known to have landed, nor known not to have: what it alone
+      // held is summarized (counted) rather than waiting on it (the lesser fault, as adv15o HIGH-1).
+      this.#reserveIdsInFlight.delete(ids);
     }
+  }
+
+  /**
+   * Takes out of a reserve record read back the counts whose summary entries the journal held
+   * when it opened (`summarized`, by id): the earlier run journaled the summary and then could not
+   * rewrite the record (it died in between, or every rewrite failed: EIO), so the record still
+   * counts them (adv15o MEDIUM-1, fix15p). A collapsed bucket loses the parts summarized; true
+   * when anything was taken out.
+   */
+  #dropSummarized(found: NonNullable<ReturnType<typeof decodeReserve>>, summarized: ReadonlySet<string>): boolean {
+    let count = 0;
+    for (const [key, bucket] of [...found.overflow]) {
+      let left = bucket.count;
+      if (bucket.id !== undefined && summarized.has(bucket.id)) left = 0;
+      else for (const [id, part] of bucket.parts ?? []) if (summarized.has(id)) left -= part;
+      if (left === bucket.count) continue;
+      count += bucket.count - Math.max(0, left);
+      if (left <= 0) found.overflow.delete(key);
+      else bucket.count = left;
+    }
+    const runs = found.coalesced.filter(
+      (run) => (run.id !== undefined && summarized.has(run.id)) || (run.count === 1 && summarized.has(run.first.id)),
+    );
+    for (const run of runs) {
+      count += run.count;
+      found.coalesced.splice(found.coalesced.indexOf(run), 1);
+    }
+    if (found.drops?.id !== undefined && summarized.has(found.drops.id)) {
+      count += found.drops.count;
+      found.drops = undefined;
+    }
+    if (count === 0) return false;
+    this.#logger.warn(
+      { count },
+      "counts the audit reserve still held were summarized already (the summary is in the journal): not counted again",
+    );
+    return true;
   }
 
   /**
@@ -2296,11 +2395,22 @@ export class AuditWriter {
     this.#unopenedReserve = undefined;
     let changed = false;
     const found = decodeReserve(this.#reserve.read());
+    const summarized = this.#journaledAtOpen;
+    this.#journaledAtOpen = new Set();
     if (found !== undefined) {
+      // What the record holds, as its last written one (its summaries wait until one without
+      // them is written: a failed rewrite leaves this one, fix15p).
+      const ids = summaryIdsOf(found.overflow.values(), found.coalesced, found.drops);
+      if (this.#dropSummarized(found, summarized)) changed = true;
+      this.#reserveCounts = {
+        overflow: new Map([...found.overflow].map(([key, bucket]) => [key, bucket.count])),
+        coalesced: new Map(),
+        ids,
+      };
       const count = this.#overflow.merge(found.overflow);
       if (found.drops !== undefined) {
         // Drops an earlier run counted and had not summarized yet (it stopped or crashed first).
-        this.#mergeDrops(found.drops);
+        this.#mergeDrops(found.drops, { adoptId: true });
         changed = true;
       }
       if (this.#releaseDropped(found.releasedThrough) > 0) changed = true;
@@ -2703,6 +2813,8 @@ export class AuditWriter {
             "audit journal records already kept aside in an earlier run are released unread (not kept aside again)",
           );
         this.#reportDamage(path, { ...recovery, undecodable });
+        // What the journal holds now, for the reserve's open (now or on a retry): fix15p.
+        for (const item of this.#backlog) if (item.entry !== undefined) this.#journaledAtOpen.add(item.entry.id);
         await this.#openReserve(path);
         // Drops found at this open (tombstones, damage) are made durable with the reserve's counts.
         if (this.#drops !== undefined) await this.#persistReserve();
