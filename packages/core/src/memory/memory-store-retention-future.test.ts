@@ -90,4 +90,28 @@ describe("MemoryStore retention of future-stamped samples", () => {
     expect(store.evicted.samples).toBeGreaterThan(0);
     expect(store.retainedFrom).toBeDefined();
   });
+
+  test("(sibling) a host clock an hour fast, then stepped back: retainedFrom stays at or before the latest clock reading seen, and what the fast clock stamped is whole from it (adv16p LOW-1, as documented)", async () => {
+    const { clock, store } = await openStore({ maxSamples: 100 });
+    for (let second = 0; second < 60; second++) {
+      await store.samples.writeBatch([sample("on-time", clock.now(), second), sample("ahead", clock.now(), second)]);
+      await clock.advance(1_000);
+    }
+    const latestReading = clock.now();
+    clock.stepWall(-HOUR);
+    for (let second = 0; second < 30; second++) {
+      await store.samples.writeBatch([
+        sample("on-time", clock.now(), 1_000 + second),
+        sample("ahead", clock.now(), 1_000 + second),
+      ]);
+      await clock.advance(1_000);
+      expect(store.retainedFrom ?? -Infinity).toBeLessThanOrEqual(latestReading);
+    }
+    const from = store.retainedFrom!;
+    // Ahead of now (up to the step), and honest: the fast clock's samples from it on are all kept.
+    expect(from).toBeGreaterThan(clock.now());
+    const kept = await store.samples.readSamples({ tag: "on-time", from, to: latestReading + 1 });
+    expect(kept.at(-1)!.value).toBe(59);
+    expect(kept.length).toBe(59 - Math.ceil((from - T0) / 1_000) + 1);
+  });
 });

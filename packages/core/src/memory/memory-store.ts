@@ -523,7 +523,9 @@ export class MemoryStore implements Store {
    * The sample retention's horizon, in ms since the epoch: undefined until a sample was evicted,
    * then the latest time at which an evicted sample was still its tag's value in force, but never
    * later than the latest clock reading the store saw at a write (a sample stamped ahead of the clock,
-   * a device clock ahead, moves it to that reading at most: fix16o). It only moves forward. Every
+   * a device clock ahead, moves it to that reading at most: fix16o). It only moves forward: after a
+   * step back of the wall clock it can stand ahead of now, up to the step, until the clock passes it
+   * (samples stamped by the fast clock are kept whole from it: adv16p). Every
    * tag's samples from it on are kept (`readSamples` from it returns them all; a tag stamped ahead of
    * the clock may have lost samples stamped after it, and its reads say so as below);
    * before it, samples are missing. Every history result that rests on missing samples is marked
