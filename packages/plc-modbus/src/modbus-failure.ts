@@ -51,6 +51,18 @@ export function gatewayMayAnswerLate(code: number): boolean {
   return code === 10 || code === 11 || !(code in ModbusExceptions);
 }
 
+/**
+ * Whether, for the answer stream, the request's own answer may still come after exception `code` answered it: every
+ * code {@link gatewayMayAnswerLate} names, and 4 (server device failure) and 6 (server device busy), which queued
+ * TCP gateways also answer their own serial timeout with (ADR 0041 fix12k, adv12j HIGH-1). Nothing on the wire tells
+ * such a 4 or 6 from the device's own, so the request queue treats every one as a timeout of the answer stream (its
+ * shape waits until the request's late bound; a fence proves the stream again). Only the stream: the unit's health,
+ * the quality and the writer still read 4 and 6 as the device's final answers (the unit answered; not offline).
+ */
+export function answerMayFollow(code: number): boolean {
+  return code === 4 || code === 6 || gatewayMayAnswerLate(code);
+}
+
 /** The failure a Kiln error carries (`details.modbus`), if it came from a Modbus request. */
 export function modbusFailureOf(error: unknown): ModbusFailure | undefined {
   if (!KilnError.is(error)) return undefined;
