@@ -45,7 +45,8 @@ const RETRYABLE_EXCEPTIONS: ReadonlySet<number> = new Set([5, 6]);
  * timeout", 0x41-0x43 for a bad serial answer), so the request may have reached the device, which may still answer
  * after the gateway moved on: its late answer can be handed to the next request. For the answer stream such an
  * exception counts as a timeout (ADR 0041, amendments fix12f and adv12i); for the unit, as no answer; for a write,
- * as an outcome not known. The codes 1-6 and 8 are the device's own final answers.
+ * as an outcome not known. The codes 1-6 and 8 are the device's own final answers (for the answer stream only, a
+ * 4 or 6 later than the unit's usual answer time is not: see {@link answerMayFollow}).
  */
 export function gatewayMayAnswerLate(code: number): boolean {
   return code === 10 || code === 11 || !(code in ModbusExceptions);
