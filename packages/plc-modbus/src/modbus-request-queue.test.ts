@@ -227,6 +227,55 @@ describe("ModbusRequestQueue", () => {
     expect(queue.alignment.aligned).toBe(true);
   });
 
+  it("a 4 or 6 in the unit's usual answer time is final; one later than it holds its shape until the late bound (fix12k)", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const started: [string, number][] = [];
+    // The device answers in 5 ms; `code` makes it answer with that exception instead, after `ms`.
+    const read = async (what: string, ms: number, code?: number): Promise<unknown> => {
+      const done = rejection(
+        queue
+          .run(
+            () => {
+              started.push([what, clock.now()]);
+              return new Promise((resolve, reject) =>
+                clock.setTimeout(() => {
+                  if (code === undefined) resolve(what);
+                  else reject(new KilnError("KILN_DEVICE_ERROR", `exception ${code}`, { details: { modbus: code } }));
+                }, ms),
+              );
+            },
+            what,
+            undefined,
+            { shape: "hr/2", exceptionShape: "hr" },
+          )
+          .then((value) => Promise.reject(value)),
+      );
+      let settled = false;
+      void done.then(() => (settled = true));
+      for (let i = 0; i < 300 && !settled; i++) await clock.advance(1);
+      return done;
+    };
+    // Before any answer was timed, a 6 is not known to be the device's: its shape waits until the late bound.
+    const firstAt = clock.now();
+    expect(await read("busy first", 5, 6)).toMatchObject({ details: { modbus: 6 } });
+    expect(queue.alignment.aligned).toBe(false);
+    expect(await read("HR0", 5)).toBe("HR0");
+    expect(started.at(-1)).toEqual(["HR0", firstAt + 200]);
+    for (const what of ["HR1", "HR2", "HR3", "HR4"]) expect(await read(what, 5)).toBe(what);
+    // Now the usual time is 5 ms: a 6 in 5 ms is the device's own answer, and the next read goes at once.
+    const busyAt = clock.now();
+    expect(await read("busy", 5, 6)).toMatchObject({ details: { modbus: 6 } });
+    expect(await read("HR5", 5)).toBe("HR5");
+    expect(started.at(-1)![1]).toBeLessThan(busyAt + 20);
+    // A 4 (or 6) 50 ms after its request (past twice the usual time plus 10 ms) is a queued gateway's giving up:
+    // the device's own answer may still come, so the next read of that shape waits for the late bound.
+    const lateAt = clock.now();
+    expect(await read("failure late", 50, 4)).toMatchObject({ details: { modbus: 4 } });
+    expect(await read("HR6", 5)).toBe("HR6");
+    expect(started.at(-1)).toEqual(["HR6", lateAt + 200]);
+  });
+
   it("sibling: a fence refused with an exception proves the stream when no other request of its function can answer (adv12s H2)", async () => {
     const clock = new SimulatedClock();
     const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });

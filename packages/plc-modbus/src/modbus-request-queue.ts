@@ -2,7 +2,7 @@ import { type Clock, KilnError } from "@kiln/core";
 import { type TimerHandle } from "@kiln/core";
 import { onAbort, reconnectDelay } from "@kiln/core/driver-kit";
 import { answerDoubt } from "./modbus-answer-repeat";
-import { gatewayMayAnswerLate, modbusFailureOf, modbusTimeoutError } from "./modbus-failure";
+import { answerMayFollow, gatewayMayAnswerLate, modbusFailureOf, modbusTimeoutError } from "./modbus-failure";
 
 /** Options of {@link ModbusRequestQueue}. */
 export interface ModbusRequestQueueOptions {
@@ -336,6 +336,19 @@ const SAME_SHAPE_RUN = 8;
  */
 const SHIFT_WATCH_MS = 60_000;
 
+/**
+ * Exception 4 or 6 in its scope's usual time is the device's own final answer (ADR 0041 fix12k): it came within twice
+ * the median time (ms) the scope's last {@link SERVICE_TIMES} data answers took, plus this slack. A queued gateway
+ * answers its serial timeout with 4 or 6 only after that timeout, which a working gateway sets well above its devices'
+ * answer time; a 4 or 6 later than this (or before {@link SERVICE_TIMES_NEEDED} answers were timed) is, for the answer
+ * stream, a timeout: the device's own answer may still come.
+ */
+const USUAL_TIME_SLACK_MS = 10;
+/** How many data answers' times per scope the usual time is judged from (see {@link USUAL_TIME_SLACK_MS}). */
+const SERVICE_TIMES = 16;
+/** Data answers a scope needs timed before a 4 or 6 can be its device's own (see {@link USUAL_TIME_SLACK_MS}). */
+const SERVICE_TIMES_NEEDED = 4;
+
 /** The longest wait (ms) before the answer stream is resynchronised for want of a fence (see `#noFence`). */
 const NO_FENCE_MAX_BACKOFF_MS = 60_000;
 
@@ -445,6 +458,13 @@ export class ModbusRequestQueue {
   /** No fence before this (clock ms): after a fence's mismatch, its own answer gets time to arrive first. */
   #fenceNotBefore = Number.NEGATIVE_INFINITY;
   #anomalies = 0;
+  /**
+   * Per scope, how long (ms) its last {@link SERVICE_TIMES} data answers took from when the peer could start on them
+   * (their send, or the answer before them if later: a queued gateway serves one at a time); this connection only.
+   */
+  readonly #serviceTimes = new Map<string, number[]>();
+  /** When (clock ms) the last answer (data or exception) came on this connection. */
+  #lastAnswerAt = Number.NEGATIVE_INFINITY;
   /** Answers or bytes that came with no request to take them (see `unasked`, `strayOnLine`). */
   #strays = 0;
   #sent = 0;
@@ -509,6 +529,9 @@ export class ModbusRequestQueue {
     // Ids proven on the old connection say nothing about the peer behind this one (fix12e).
     this.#idProof = "untried";
     this.#idsDistrusted = false;
+    // The peer behind the address may have changed, and with it the usual answer time (fix12k).
+    this.#serviceTimes.clear();
+    this.#lastAnswerAt = Number.NEGATIVE_INFINITY;
     // The out-of-order classification belongs to a connection, like the holds it causes (fix12z): a new one
     // starts where the driver started, with the time bound, until it shows out-of-order answers itself. Not after a
     // resynchronisation this queue asked for: it was asked because the device answers out of order, and a new
@@ -1595,6 +1618,35 @@ export class ModbusRequestQueue {
     );
   }
 
+  /** How long (ms) `entry`'s answer, come now, took from when the peer could start on it (see `#serviceTimes`). */
+  #serviceTime(entry: Entry, now: number): number {
+    return now - Math.max(entry.sentAt ?? now, this.#lastAnswerAt);
+  }
+
+  /** Records that a data answer to `entry` came now, and how long it took (see `#serviceTimes`). */
+  #answerTimed(entry: Entry, now: number): void {
+    const times = this.#serviceTimes.get(entry.scope) ?? [];
+    times.push(this.#serviceTime(entry, now));
+    if (times.length > SERVICE_TIMES) times.shift();
+    this.#serviceTimes.set(entry.scope, times);
+    this.#lastAnswerAt = now;
+  }
+
+  /**
+   * Whether exception `code`, come now in answer to `entry`, may leave `entry`'s own answer still to come: a gateway's
+   * code (`gatewayMayAnswerLate`), or a 4 or 6 later than the scope's usual time (see {@link USUAL_TIME_SLACK_MS}; ADR
+   * 0041 fix12k): a queued gateway answers its serial timeout so, and the device's late answer can then be handed to
+   * the next request of its shape. A 4 or 6 in the usual time is the device's own final answer.
+   */
+  #answerMayFollow(entry: Entry, code: number, now: number): boolean {
+    if (!answerMayFollow(code)) return false;
+    if (gatewayMayAnswerLate(code)) return true;
+    const times = this.#serviceTimes.get(entry.scope);
+    if (times === undefined || times.length < SERVICE_TIMES_NEEDED) return true;
+    const median = [...times].sort((a, b) => a - b)[Math.floor(times.length / 2)]!;
+    return this.#serviceTime(entry, now) > 2 * median + USUAL_TIME_SLACK_MS;
+  }
+
   /** Until when a request of `shape` waits: its shape's quiet time and a shapeless one's; every one for a shapeless request. */
   #quietFor(shape: string | undefined): number {
     let until = Number.NEGATIVE_INFINITY;
@@ -1660,6 +1712,7 @@ export class ModbusRequestQueue {
       promise.then(
         (value) => {
           if (finished) return; // timed out (or failed) already: its outcome was settled then
+          this.#answerTimed(entry, this.#clock.now());
           if (entry.fenceFor !== undefined) this.#prove(entry);
           else if (
             this.#unaligned.has(entry.scope) &&
@@ -1692,6 +1745,10 @@ export class ModbusRequestQueue {
           if (finished) return;
           let error = rejection;
           let failure = modbusFailureOf(error);
+          const now = this.#clock.now();
+          const mayFollow = typeof failure === "number" && this.#answerMayFollow(entry, failure, now);
+          const answered = failure !== "timeout" && failure !== "disconnected";
+          if (answered && !(KilnError.is(error) && error.details.sent === false)) this.#lastAnswerAt = now;
           const unproven =
             typeof failure === "number" && (entry.strayRisk === true || this.#strayExceptionPossible(entry));
           // Not connected: the request never went on the wire (one that did was failed by fail() first).
@@ -1708,10 +1765,11 @@ export class ModbusRequestQueue {
           if (entry.fenceFor !== undefined) {
             // An exception answers the fence unless an exception of its function may still be on its way.
             // Nor while one is owed by a device that answers out of order: it may be that answer.
-            // A gateway's exception (10, 11, a code Modbus does not define: it gave up waiting for the device) proves
-            // nothing: the device's own answer may still come after it and be handed to the next request (ADR 0041
-            // fix12f, adv12i).
-            const gaveUp = typeof failure === "number" && gatewayMayAnswerLate(failure);
+            // A gateway's exception (10, 11, a code Modbus does not define, and a 4 or 6 later than the unit's usual
+            // time, which queued gateways answer their serial timeout with too: it gave up waiting for the device)
+            // proves nothing: the device's own answer may still come after it and be handed to the next request
+            // (ADR 0041 fix12f, adv12i, fix12k).
+            const gaveUp = mayFollow;
             if (typeof failure === "number" && !gaveUp && !this.#strayExceptionBesides(entry)) this.#prove(entry);
             else if (failure === "disconnected") this.#fenceFailed(entry, error);
             else {
@@ -1730,15 +1788,18 @@ export class ModbusRequestQueue {
           if (unproven) {
             error = this.#unprovenException(entry, error, failure as number);
             failure = undefined;
-          } else if (typeof failure === "number" && gatewayMayAnswerLate(failure)) {
+          } else if (typeof failure === "number" && mayFollow) {
             // The gateway gave up waiting for the device (exception 10 or 11, or its own code), so the device's
             // answer may still come on the serial side after the gateway moved on, and be handed to the next
             // request: for the answer stream this is a timeout (ADR 0041 fix12f; 10 and other codes: adv12i, a Moxa
-            // NPort answers its serial timeout with 10). The request still fails with the exception.
+            // NPort answers its serial timeout with 10). 4 and 6 too when later than the unit's usual time (fix12k):
+            // queued gateways answer their serial timeout with them. The request still fails with the exception (for
+            // the unit, a 4 or 6 is the device's answer: it stays online).
             this.#startQuiet(entry);
             if (!entry.background) {
+              const whose = gatewayMayAnswerLate(failure) ? "a gateway's" : "the device's or a gateway's";
               this.#anomaly(
-                `${entry.what} got exception ${failure}, a gateway's: it gave up waiting, the device's answer may still come`,
+                `${entry.what} got exception ${failure}, ${whose}: if a gateway gave up waiting, the device's answer may still come`,
                 true,
                 entry.scope,
               );

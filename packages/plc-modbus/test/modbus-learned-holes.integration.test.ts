@@ -56,12 +56,17 @@ describe("learned holes", () => {
 
   it("never learns from a busy device (exception 6), and keeps reading it", async () => {
     const { simulator, driver, requests } = await setup();
+    // The device answered before it got busy: its 6 comes in its usual time, the device's own answer (a 4 or 6
+    // before any answer was timed on the connection may be a queued gateway's giving up: its shape then waits for
+    // the late bound, ADR 0041 fix12k).
+    for (let read = 0; read < 4; read++) await driver.read(tags.list());
+    const before = requests.length;
     simulator.injectException({ area: "holding-register", address: 266, unitId: 100 }, 6);
     for (let read = 0; read < 5; read++) {
       const [sample] = await driver.read(tags.list());
       expect(sample!.quality.severity).toBe("bad");
     }
-    expect(requests).toHaveLength(5 + 2); // and the connection's id proof, two reads (fix12e)
+    expect(requests.length - before).toBe(5);
     expect(driver.learned.poisoned).toEqual([]);
   });
 
