@@ -56,12 +56,33 @@ export function gatewayMayAnswerLate(code: number): boolean {
  * Whether, for the answer stream, the request's own answer may still come after exception `code` answered it: every
  * code {@link gatewayMayAnswerLate} names, and 4 (server device failure) and 6 (server device busy), which queued
  * TCP gateways also answer their own serial timeout with (ADR 0041 fix12k, adv12j HIGH-1). Nothing on the wire tells
- * such a 4 or 6 from the device's own, so the request queue treats every one as a timeout of the answer stream (its
- * shape waits until the request's late bound; a fence proves the stream again). Only the stream: the unit's health,
- * the quality and the writer still read 4 and 6 as the device's final answers (the unit answered; not offline).
+ * such a 4 or 6 from the device's own, so the request queue judges it by its time: one later than the unit's usual
+ * answer time is a timeout of the answer stream (its shape waits until the request's late bound; a fence proves the
+ * stream again). Only the stream: the unit's health and the quality still read 4 and 6 as the device's final answers (the unit answered; not offline); the writer reads the
+ * queue's mark of a late one ({@link isLateException}) as an outcome not known.
  */
 export function answerMayFollow(code: number): boolean {
   return code === 4 || code === 6 || gatewayMayAnswerLate(code);
+}
+
+/**
+ * The exception error `error` with `details.lateException: true`: the request queue took its 4 or 6 as possibly a
+ * gateway's answer to its own serial timeout, since it came later than the unit's usual answer time (ADR 0041
+ * fix12k). The writer then reports the write's outcome as not known (`KILN_TIMEOUT`), not as refused. Other errors
+ * are returned as they are.
+ */
+export function markLateException(error: unknown): unknown {
+  if (!KilnError.is(error)) return error;
+  return new KilnError(error.code, error.message, {
+    cause: error.cause,
+    retryable: error.retryable,
+    details: { ...error.details, lateException: true },
+  });
+}
+
+/** Whether the request queue marked `error`'s 4 or 6 as late ({@link markLateException}). */
+export function isLateException(error: unknown): boolean {
+  return KilnError.is(error) && error.details.lateException === true;
 }
 
 /** The failure a Kiln error carries (`details.modbus`), if it came from a Modbus request. */

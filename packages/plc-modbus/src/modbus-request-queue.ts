@@ -2,7 +2,13 @@ import { type Clock, KilnError } from "@kiln/core";
 import { type TimerHandle } from "@kiln/core";
 import { onAbort, reconnectDelay } from "@kiln/core/driver-kit";
 import { answerDoubt } from "./modbus-answer-repeat";
-import { answerMayFollow, gatewayMayAnswerLate, modbusFailureOf, modbusTimeoutError } from "./modbus-failure";
+import {
+  answerMayFollow,
+  gatewayMayAnswerLate,
+  markLateException,
+  modbusFailureOf,
+  modbusTimeoutError,
+} from "./modbus-failure";
 
 /** Options of {@link ModbusRequestQueue}. */
 export interface ModbusRequestQueueOptions {
@@ -1805,6 +1811,8 @@ export class ModbusRequestQueue {
               );
               this.#silenceOnly.add(entry.scope);
             }
+            // A late 4 or 6: the writer reports the write's outcome as not known, not as refused (fix12k).
+            if (!gatewayMayAnswerLate(failure)) error = markLateException(error);
             this.#settle(entry, false, error);
             finish();
             return;

@@ -5,7 +5,13 @@ import type { ModbusClient } from "./modbus-client";
 import { answerDoubt } from "./modbus-answer-repeat";
 import { encodeRegisters, type ModbusRawValue } from "./modbus-codec";
 import type { ResolvedModbusDriverOptions } from "./modbus-driver-options";
-import { exceptionName, gatewayMayAnswerLate, isRetryableException, modbusFailureOf } from "./modbus-failure";
+import {
+  exceptionName,
+  gatewayMayAnswerLate,
+  isLateException,
+  isRetryableException,
+  modbusFailureOf,
+} from "./modbus-failure";
 
 /** How the writer reaches the device: the driver's queue, with its late-answer guard. */
 export interface ModbusRequestRunner {
@@ -194,22 +200,27 @@ export class ModbusWriter {
     const failure = modbusFailureOf(error);
     if (typeof failure !== "number") return error;
     // A gateway's exception (it gave up waiting for the device) refuses nothing: the write may have reached the
-    // device and taken effect, as after a timeout (adv12i LOW-1).
-    if (gatewayMayAnswerLate(failure) && !sent)
+    // device and taken effect, as after a timeout (adv12i LOW-1). So may a 4 or 6 later than the unit's usual answer
+    // time, which queued gateways answer their serial timeout with too (fix12k; the request queue marks it).
+    const late = !gatewayMayAnswerLate(failure) && isLateException(error);
+    const gaveUp = late
+      ? "it came later than the device's usual answer time, as a gateway answers when it gave up waiting for the device"
+      : "the gateway gave up waiting for the device";
+    if ((gatewayMayAnswerLate(failure) || late) && !sent)
       // The read half of a read-modify-write got it (adv12j LOW-1): nothing was written.
       return new KilnError(
         "KILN_TIMEOUT",
-        `The ${what} was not sent: reading its register first got exception ${failure} (${exceptionName(failure)}), the gateway gave up waiting for the device; nothing was written, retry as is. ${(error as Error).message}`,
+        `The ${what} was not sent: reading its register first got exception ${failure} (${exceptionName(failure)}); ${gaveUp}; nothing was written, retry as is. ${(error as Error).message}`,
         {
           cause: error,
           retryable: true,
           details: { tag: tag.name, modbus: failure, exceptionCode: failure, sent: false },
         },
       );
-    if (gatewayMayAnswerLate(failure))
+    if (gatewayMayAnswerLate(failure) || late)
       return new KilnError(
         "KILN_TIMEOUT",
-        `The ${what} got exception ${failure} (${exceptionName(failure)}): the gateway gave up waiting for the device, so the write may have reached it and taken effect; read ${tag.name} back before writing again. ${(error as Error).message}`,
+        `The ${what} got exception ${failure} (${exceptionName(failure)}): ${gaveUp}, so the write may have reached it and taken effect; read ${tag.name} back before writing again. ${(error as Error).message}`,
         {
           cause: error,
           retryable: true,

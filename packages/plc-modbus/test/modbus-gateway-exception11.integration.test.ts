@@ -279,8 +279,15 @@ describe("a device that truly answers 6 (busy) now and then (sibling, ADR 0041 f
 });
 
 /** A driver connected through a queued gateway whose device answers every request after `deviceMs`, and that gateway. */
-async function writeRig(deviceMs: number, onGwTimeout: GatewayTimeoutAnswer) {
-  const gw = await gateway({ gwTimeoutMs: 80, deviceMs, onGwTimeout, lateWhenIdle: "drop", slow: () => undefined });
+async function writeRig(deviceMs: number, onGwTimeout: GatewayTimeoutAnswer, busy?: (n: number) => boolean) {
+  const gw = await gateway({
+    gwTimeoutMs: 80,
+    deviceMs,
+    onGwTimeout,
+    lateWhenIdle: "drop",
+    slow: () => undefined,
+    ...(busy === undefined ? {} : { busy }),
+  });
   const driver = new ModbusDriver({
     transport: { kind: "tcp", host: "127.0.0.1", port: gw.port },
     requestTimeoutMs: 300,
@@ -322,6 +329,31 @@ describe("a write a gateway gives up on is not reported refused (adv12i LOW-1)",
     expect((error as Error).message).toMatch(/was not sent/);
     expect((error as Error).message).not.toMatch(/may have reached/);
     expect(gw.log.filter((request) => request.fc === 6 || request.fc === 16)).toEqual([]);
+  }, 30_000);
+
+  // fix12k: a 4 or 6 the queue takes as a gateway's (later than the unit's usual time, here the connection's first
+  // answer) was still reported as the device's refusal of the write, though it may have taken effect.
+  for (const onGwTimeout of ["exc4", "exc6"] as const) {
+    it(`gateway timeout answered ${onGwTimeout}, later than the unit's usual time: KILN_TIMEOUT, sent, the write may have taken effect (fix12k)`, async () => {
+      const { driver, failureOf } = await writeRig(150, onGwTimeout);
+      const tag = defineTags({ sp: { dataType: "uint16", address: "HR10@1", access: "readwrite" } }).get("sp");
+      const error = await failureOf(driver.write(tag, 7));
+      expect(error).toMatchObject({
+        code: "KILN_TIMEOUT",
+        retryable: true,
+        details: { sent: true, exceptionCode: exceptionOf[onGwTimeout], lateException: true },
+      });
+      expect((error as Error).message).toMatch(/later than the device's usual answer time.*may have reached it/);
+    }, 30_000);
+  }
+
+  it("(sibling, fix12k) a device busy in its usual time refuses the write: KILN_WRITE_REJECTED, retryable", async () => {
+    // The device answers its first six requests (reads) in 5 ms, then busy (6) in its usual 5 ms: the write too.
+    const { driver, failureOf } = await writeRig(5, "exc6", (n) => n >= 6);
+    const tag = defineTags({ sp: { dataType: "uint16", address: "HR10@1", access: "readwrite" } }).get("sp");
+    for (let read = 0; read < 6; read++) await driver.read([tag]);
+    const error = await failureOf(driver.write(tag, 7));
+    expect(error).toMatchObject({ code: "KILN_WRITE_REJECTED", retryable: true, details: { exceptionCode: 6 } });
   }, 30_000);
 
   it("(sibling) the device's own exception still refuses the write: KILN_WRITE_REJECTED", async () => {
