@@ -188,6 +188,25 @@ describe("SampleLogger failures", () => {
     await logger.stop();
   });
 
+  test("under block, the samples past the bound and the polls that waited are on the metrics port too, equal to health() (adv16p LOW-2)", async () => {
+    const metrics = new MemoryMetrics();
+    const { clock, store, logger } = await setup({ overflow: "block", maxBufferedSamples: 20 }, undefined, metrics);
+    store.faults.failWritesUntilCleared();
+    feed(logger, 0, 5); // 40 samples into a bound of 20: 20 past it, kept
+    const waiting = logger.reserveRoom(8);
+    expect(waiting.ready).toBeDefined();
+    await clock.advance(settings.maxLatencyMs);
+    expect(logger.health()).toMatchObject({ samplesOverBound: 20, blockedWaits: 1, samplesDropped: 0 });
+    expect(metrics.value("kiln_samples_over_bound_total")).toBe(20);
+    expect(metrics.value("kiln_logging_blocked_waits_total")).toBe(1);
+    expect(metrics.value("kiln_samples_buffered")).toBe(40);
+    waiting.release();
+    store.faults.clear();
+    await clock.advance(5_000);
+    await expectComplete(store, 5);
+    await logger.stop();
+  });
+
   test("(sibling) kiln_samples_buffered follows drop-oldest and the move to the spool while the store is down", async () => {
     const dropping = new MemoryMetrics();
     const first = await setup({ overflow: "drop-oldest", maxBufferedSamples: 100 }, undefined, dropping);

@@ -175,6 +175,8 @@ export class SampleLogger {
         dropped: Counter;
         spooled: Counter;
         buffered: Gauge;
+        overBound: Counter;
+        blockedWaits: Counter;
         flush: Histogram;
       }
     | undefined;
@@ -241,6 +243,14 @@ export class SampleLogger {
       dropped: metrics.counter("kiln_samples_dropped_total", "Samples dropped by the overflow policy"),
       spooled: metrics.counter("kiln_samples_spooled_total", "Samples written to the disk spool"),
       buffered: metrics.gauge("kiln_samples_buffered", "Samples held in memory"),
+      overBound: metrics.counter(
+        "kiln_samples_over_bound_total",
+        "Samples taken past maxBufferedSamples under overflow 'block' (kept and written, not lost)",
+      ),
+      blockedWaits: metrics.counter(
+        "kiln_logging_blocked_waits_total",
+        "Polls that waited for room in the logging buffer (overflow 'block')",
+      ),
       flush: metrics.histogram("kiln_batch_flush_seconds", "Batch write latency (s)"),
     };
   }
@@ -359,6 +369,7 @@ export class SampleLogger {
       return { ready: undefined, release };
     }
     this.#stats.blockedWaits++;
+    this.#instruments?.blockedWaits.inc();
     const ready = new Promise<void>((resolve) => (waiter.grant = resolve));
     this.#roomWaiters.push(waiter);
     return { ready, release };
@@ -656,6 +667,7 @@ export class SampleLogger {
       case "block":
         // Acquisition waits in reserveRoom() while the buffer is at its bound: what passes is counted.
         this.#stats.overBound++;
+        this.#instruments?.overBound.inc();
         return;
       case "drop-oldest":
         this.#dropOldest(this.#buffered - this.#options.maxBufferedSamples, "buffer full (drop-oldest)");
