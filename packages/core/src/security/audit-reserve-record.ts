@@ -166,6 +166,27 @@ function decodeCoalesced(value: unknown): CoalescedRun[] {
 }
 
 /**
+ * A collapsed bucket's `parts` read back: each `[id, count]` with a count of 1 or more and an id
+ * not seen before in it; undefined (none) when they add up to more than the bucket's `count`. A
+ * record the writer made always passes; a damaged or edited one cannot make a start take off more
+ * than the bucket holds, or one summary's count twice (adv15q LOW-1).
+ */
+function decodeParts(parts: readonly unknown[], count: number): (readonly [string, number])[] | undefined {
+  const seen = new Set<string>();
+  const kept: (readonly [string, number])[] = [];
+  let sum = 0;
+  for (const part of parts) {
+    if (!Array.isArray(part) || typeof part[0] !== "string" || !Number.isSafeInteger(part[1])) continue;
+    const [id, partCount] = part as [string, number];
+    if (partCount < 1 || seen.has(id)) continue;
+    seen.add(id);
+    sum += partCount;
+    kept.push([id, partCount]);
+  }
+  return sum > count ? undefined : kept;
+}
+
+/**
  * The ids of the summary entries that stand for these counts (fix15p, adv15o MEDIUM-1): each
  * overflow bucket's (and, in a collapsed bucket, each merged one's), each coalesced run's (a run
  * of one: its entry's too) and the drop tally's. A summary with one of these ids is not stored
@@ -380,13 +401,9 @@ export function decodeOverflow(payload: Buffer): Map<string, DenialOverflow> | u
       ) {
         return undefined;
       }
-      const merged = Array.isArray(parts)
-        ? (parts as unknown[]).flatMap((part) =>
-            Array.isArray(part) && typeof part[0] === "string" && Number.isSafeInteger(part[1])
-              ? [[part[0], part[1] as number] as const]
-              : [],
-          )
-        : undefined;
+      // A count below 1 counts nothing (a damaged or edited record: it would take off others' counts).
+      if ((count as number) < 1) continue;
+      const merged = Array.isArray(parts) ? decodeParts(parts as unknown[], count as number) : undefined;
       overflow.set(key, {
         ...(typeof id === "string" ? { id } : {}),
         ...(merged === undefined ? {} : { parts: merged }),

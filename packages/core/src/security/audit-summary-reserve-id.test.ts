@@ -226,3 +226,70 @@ describe("a coalesced run is counted once though the reserve keeps its count (fi
     }
   });
 });
+
+// adv15q HIGH-1: a run that could not open the reserve stored the summary the reserve's record still
+// held the count of; once stored and released, its id was free again, and the next run that opened
+// the reserve summarized the record's count, with new refusals, again under that id: the store kept
+// the first entry with the id and threw the second away (200 of 3,200 refusals lost, unreported).
+// While the reserve is unopened, a summary its record (read without opening it) holds, or every
+// summary the journal held when the record cannot be read either, waits until it opens.
+describe("a summary is not stored while a reserve that cannot be opened may hold its count (adv15q HIGH-1)", () => {
+  for (const peek of ["read", "unreadable"] as const) {
+    test(`run 1: every rewrite fails once the summary is journaled; run 2: the reserve cannot be opened (its record ${peek === "read" ? "read without opening it" : "unreadable too"}), the store up; run 3: 200 more refusals; all 3,200 counted once`, async () => {
+      const dir = mkdtempSync(join(tmpdir(), "kiln-audit-unopened-"));
+      const journal = join(dir, "audit.journal");
+      const stored: AuditEntry[] = [];
+      try {
+        const first = rig(journal, new MemoryStore(), stored);
+        await first.system.start();
+        first.down.on = true;
+        let failing = false;
+        const original = ReservedRecord.prototype.write;
+        vi.spyOn(ReservedRecord.prototype, "write").mockImplementation(function (this: ReservedRecord, payload) {
+          failing ||= readFileSync(journal).includes("audit.overflow");
+          return failing ? Promise.reject(eio()) : original.call(this, payload);
+        });
+        await flood(first.system, 3_000);
+        first.down.on = false;
+        await sleep(1_500);
+        await first.system.stop();
+        vi.restoreAllMocks();
+        vi.spyOn(ReservedRecord, "open").mockImplementation(() => Promise.reject(eio()));
+        if (peek === "unreadable") vi.spyOn(ReservedRecord, "peek").mockImplementation(() => Promise.reject(eio()));
+        const second = rig(journal, new MemoryStore(), stored);
+        await second.system.start();
+        await sleep(1_500);
+        await second.system.stop();
+        vi.restoreAllMocks();
+        const third = rig(journal, new MemoryStore(), stored);
+        await third.system.start();
+        third.down.on = true;
+        await flood(third.system, 200);
+        third.down.on = false;
+        await sleep(1_500);
+        await third.system.stop();
+        // One audit store keeps the first entry with an id and refuses a second one.
+        const kept = new Map<string, AuditEntry>();
+        for (const entry of stored) if (!kept.has(entry.id)) kept.set(entry.id, entry);
+        const entries = [...kept.values()];
+        const refusals = entries.filter((entry) => entry.outcome === "denied" && !entry.action.startsWith("audit."));
+        const summarized = entries
+          .filter((entry) => entry.action === "audit.overflow")
+          .reduce((sum, entry) => sum + Number((entry.newValue as { count?: number } | undefined)?.count ?? 0), 0);
+        const reported = first.reported.dropped + second.reported.dropped + third.reported.dropped;
+        // Before: 3,000 (the third run's summary of 3,179 thrown away under the first run's id).
+        expect(refusals.length + summarized + reported).toBe(3_200);
+        // No id offered twice with different counts.
+        const counts = new Map<string, Set<unknown>>();
+        for (const entry of stored.filter((each) => each.action === "audit.overflow")) {
+          const seen = counts.get(entry.id) ?? new Set();
+          seen.add((entry.newValue as { count?: number } | undefined)?.count);
+          counts.set(entry.id, seen);
+        }
+        expect([...counts.values()].every((seen) => seen.size === 1)).toBe(true);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }, 60_000);
+  }
+});

@@ -59,6 +59,9 @@ import { lateOutcomeOf, type LateOutcome } from "../resilience/timeout";
  */
 const DENIED_SHARE = 0.5;
 
+/** The actions of the entries that summarize held counts (see `AuditSummaryEntries`). */
+const SUMMARY_ACTIONS: ReadonlySet<string> = new Set(["audit.overflow", "audit.coalesce", "audit.drop"]);
+
 interface BacklogItem {
   /** Undefined for a journal record that could not be decoded: released without being stored. */
   readonly entry: AuditEntry | undefined;
@@ -247,6 +250,16 @@ export class AuditWriter {
    * backlog, which may have stored and released them while the reserve could not be opened.
    */
   #journaledAtOpen = new Set<string>();
+  /**
+   * While the reserve of an earlier run cannot be opened: the summary ids its record holds, read
+   * without opening it, or "unread" when that read failed too (then every summary the journal held
+   * at its open counts as held). Such a summary is not stored until the reserve opens: stored and
+   * released, its id would be free again, and the record's count, summarized again under it, would
+   * be thrown away by the store as a second entry with that id (adv15q HIGH-1: 200 of 3,200 lost).
+   */
+  #unopenedSummaryIds: ReadonlySet<string> | "unread" | undefined;
+  /** The ids of the summary entries (`audit.overflow`, `audit.coalesce`, `audit.drop`) among {@link #journaledAtOpen}. */
+  #summariesAtOpen = new Set<string>();
   /**
    * Ids of the entries the reserve's last record counts as held only in memory (its `memoryOnly`):
    * once one is stored the record is rewritten, so a crash after it does not count it lost.
@@ -1262,7 +1275,10 @@ export class AuditWriter {
   #countedInReserve(id: string): boolean {
     if (this.#reserveCounts?.ids.has(id) === true) return true;
     for (const ids of this.#reserveIdsInFlight) if (ids.has(id)) return true;
-    return false;
+    // The reserve of an earlier run not opened yet: its record may hold the count (adv15q HIGH-1).
+    const unopened = this.#unopenedSummaryIds;
+    if (unopened === "unread") return this.#summariesAtOpen.has(id);
+    return unopened?.has(id) === true;
   }
 
   /**
@@ -2387,6 +2403,7 @@ export class AuditWriter {
     } catch (error) {
       this.#logger.error({ path: `${path}.reserve`, error: String(error) }, "the audit reserve could not be opened");
       this.#unopenedReserve ??= await this.#peekReserve(`${path}.reserve`);
+      this.#unopenedSummaryIds ??= "unread";
       this.#journalFailures.note("reserve", error, `${path}.reserve`);
       return;
     }
@@ -2397,6 +2414,8 @@ export class AuditWriter {
     const found = decodeReserve(this.#reserve.read());
     const summarized = this.#journaledAtOpen;
     this.#journaledAtOpen = new Set();
+    this.#summariesAtOpen = new Set();
+    this.#unopenedSummaryIds = undefined;
     if (found !== undefined) {
       // What the record holds, as its last written one (its summaries wait until one without
       // them is written: a failed rewrite leaves this one, fix15p).
@@ -2484,8 +2503,12 @@ export class AuditWriter {
       found = decodeReserve(await ReservedRecord.peek(path, RESERVE_SLOT_BYTES));
     } catch (error) {
       this.#logger.error({ path, error: String(error) }, "the audit reserve could not be read");
+      this.#unopenedSummaryIds = "unread";
       return undefined;
     }
+    // The summaries its record holds the counts of wait until it opens (adv15q HIGH-1).
+    this.#unopenedSummaryIds =
+      found === undefined ? new Set() : summaryIdsOf(found.overflow.values(), found.coalesced, found.drops);
     if (found === undefined) return undefined;
     const overflow = [...found.overflow.values()].reduce((sum, bucket) => sum + bucket.count, 0);
     const drops = found.drops?.count ?? 0;
@@ -2814,7 +2837,11 @@ export class AuditWriter {
           );
         this.#reportDamage(path, { ...recovery, undecodable });
         // What the journal holds now, for the reserve's open (now or on a retry): fix15p.
-        for (const item of this.#backlog) if (item.entry !== undefined) this.#journaledAtOpen.add(item.entry.id);
+        for (const item of this.#backlog) {
+          if (item.entry === undefined) continue;
+          this.#journaledAtOpen.add(item.entry.id);
+          if (SUMMARY_ACTIONS.has(item.entry.action)) this.#summariesAtOpen.add(item.entry.id);
+        }
         await this.#openReserve(path);
         // Drops found at this open (tombstones, damage) are made durable with the reserve's counts.
         if (this.#drops !== undefined) await this.#persistReserve();
