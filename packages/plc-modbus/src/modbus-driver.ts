@@ -1299,7 +1299,9 @@ export class ModbusDriver implements PlcDriver {
       shape: `${unit}${shape}`,
       exceptionShape: `${unit}${kind}`,
       ...scope,
-      ...(unitless ? { unit: unitId } : {}),
+      // Always: the queue keeps answer times per unit (fix12k, adv12l); a held shape's reach is bounded by it only
+      // when the shape leaves the unit out (a shape with the unit in it never blocks another unit's request).
+      unit: unitId,
     };
   }
 

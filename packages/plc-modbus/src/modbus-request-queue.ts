@@ -278,13 +278,14 @@ export interface ModbusRequestOptions {
    */
   readonly scope?: string;
   /**
-   * The unit (Modbus unit id) the request addresses, when its shape leaves the unit out (TCP with the late-answer
-   * guard). Only bounds a held shape's reach: on a device seen answering out of order, a shape held by a lost answer
+   * The unit (Modbus unit id) the request addresses. Its answers' times are kept per unit, for telling a device's own
+   * exception 4 or 6 from a gateway's late one (fix12k, adv12l). And it bounds a held shape's reach when the shape
+   * leaves the unit out (TCP with the late-answer guard): on a device seen answering out of order, a shape held by a lost answer
    * of one unit that blocks a request of another unit, two late bounds after the lost request was sent, makes the
    * queue resynchronise the link in the next pause between reads (see {@link ModbusRequestQueueOptions.onResync})
    * instead of at the forget horizon, so the unit that lost the answer costs the others one reconnect, not
    * `resyncAfterMs` of refused reads (ADR 0041, amendment fix12aa).
-   * Undefined: the hold lasts until the answer comes or the horizon, as before.
+   * Undefined: the hold lasts until the answer comes or the horizon, as before, and the answer times are the scope's.
    */
   readonly unit?: number;
   /**
@@ -465,7 +466,7 @@ export class ModbusRequestQueue {
   #fenceNotBefore = Number.NEGATIVE_INFINITY;
   #anomalies = 0;
   /**
-   * Per scope, how long (ms) its last {@link SERVICE_TIMES} data answers took from when the peer could start on them
+   * Per scope and unit ({@link serviceKey}), how long (ms) its last {@link SERVICE_TIMES} data answers took from when the peer could start on them
    * (their send, or the answer before them if later: a queued gateway serves one at a time); this connection only.
    */
   readonly #serviceTimes = new Map<string, number[]>();
@@ -1631,10 +1632,11 @@ export class ModbusRequestQueue {
 
   /** Records that a data answer to `entry` came now, and how long it took (see `#serviceTimes`). */
   #answerTimed(entry: Entry, now: number): void {
-    const times = this.#serviceTimes.get(entry.scope) ?? [];
+    const key = serviceKey(entry);
+    const times = this.#serviceTimes.get(key) ?? [];
     times.push(this.#serviceTime(entry, now));
     if (times.length > SERVICE_TIMES) times.shift();
-    this.#serviceTimes.set(entry.scope, times);
+    this.#serviceTimes.set(key, times);
     this.#lastAnswerAt = now;
   }
 
@@ -1647,7 +1649,7 @@ export class ModbusRequestQueue {
   #answerMayFollow(entry: Entry, code: number, now: number): boolean {
     if (!answerMayFollow(code)) return false;
     if (gatewayMayAnswerLate(code)) return true;
-    const times = this.#serviceTimes.get(entry.scope);
+    const times = this.#serviceTimes.get(serviceKey(entry));
     if (times === undefined || times.length < SERVICE_TIMES_NEEDED) return true;
     const median = [...times].sort((a, b) => a - b)[Math.floor(times.length / 2)]!;
     return this.#serviceTime(entry, now) > 2 * median + USUAL_TIME_SLACK_MS;
@@ -1830,6 +1832,16 @@ export class ModbusRequestQueue {
       );
     });
   }
+}
+
+/**
+ * Whose usual answer time a request's answer counts in (see `#serviceTimes`): its scope's and its unit's. On TCP every
+ * request has the one scope `""`, and a gateway's units answer in their own times: one median for all of them let a
+ * slow unit's times make a fast unit's gateway 4 or 6 look usual (adv12l HIGH-1: 152-197 wrong good values), and a
+ * fast unit's make a slow unit's own busy answers look late.
+ */
+function serviceKey(entry: Entry): string {
+  return `${entry.scope}\u0000${entry.unit ?? ""}`;
 }
 
 /** `KILN_TIMEOUT` or `KILN_DEVICE_ERROR` for a request failed before it was sent: `details.sent: false`. */
