@@ -78,31 +78,39 @@ async function flood(system: ReturnType<typeof rig>["system"], count: number): P
   expect(answers.every((answer) => answer === "KILN_FORBIDDEN")).toBe(true);
 }
 
+/**
+ * A run of 3,000 refused writes with the store down, after which every rewrite of the reserve fails (EIO) from the
+ * moment an overflow summary is in the journal; then the store is back and the run stops.
+ */
+async function floodWhileRewritesFail(journal: string, stored: AuditEntry[]) {
+  const run = rig(journal, new MemoryStore(), stored);
+  await run.system.start();
+  run.down.on = true;
+  let failing = false;
+  const original = ReservedRecord.prototype.write;
+  const write = vi.spyOn(ReservedRecord.prototype, "write").mockImplementation(function (
+    this: ReservedRecord,
+    payload,
+  ) {
+    failing ||= readFileSync(journal).includes("audit.overflow");
+    return failing ? Promise.reject(eio()) : original.call(this, payload);
+  });
+  await flood(run.system, 3_000);
+  run.down.on = false;
+  await sleep(1_500);
+  await run.system.stop();
+  expect(write).toHaveBeenCalled();
+  vi.restoreAllMocks();
+  return run;
+}
+
 describe("an overflow summary is counted once though the reserve keeps its count (adv15o MEDIUM-1, fix15p)", () => {
   test("every rewrite of the reserve fails (EIO) after the summary is journaled; a restart on the same journal: 3,000 refusals counted 3,000 times, not 5,977", async () => {
     const dir = mkdtempSync(join(tmpdir(), "kiln-summary-reserve-id-"));
     const journal = join(dir, "audit.journal");
     const stored: AuditEntry[] = [];
     try {
-      const first = rig(journal, new MemoryStore(), stored);
-      await first.system.start();
-      first.down.on = true;
-      // From the moment an overflow summary is in the journal, the reserve cannot be rewritten.
-      let failing = false;
-      const original = ReservedRecord.prototype.write;
-      const write = vi.spyOn(ReservedRecord.prototype, "write").mockImplementation(function (
-        this: ReservedRecord,
-        payload,
-      ) {
-        failing ||= readFileSync(journal).includes("audit.overflow");
-        return failing ? Promise.reject(eio()) : original.call(this, payload);
-      });
-      await flood(first.system, 3_000);
-      first.down.on = false;
-      await sleep(1_500);
-      await first.system.stop();
-      expect(write).toHaveBeenCalled();
-      vi.restoreAllMocks();
+      const first = await floodWhileRewritesFail(journal, stored);
 
       const second = rig(journal, new MemoryStore(), stored);
       await second.system.start();
@@ -240,20 +248,7 @@ describe("a summary is not stored while a reserve that cannot be opened may hold
       const journal = join(dir, "audit.journal");
       const stored: AuditEntry[] = [];
       try {
-        const first = rig(journal, new MemoryStore(), stored);
-        await first.system.start();
-        first.down.on = true;
-        let failing = false;
-        const original = ReservedRecord.prototype.write;
-        vi.spyOn(ReservedRecord.prototype, "write").mockImplementation(function (this: ReservedRecord, payload) {
-          failing ||= readFileSync(journal).includes("audit.overflow");
-          return failing ? Promise.reject(eio()) : original.call(this, payload);
-        });
-        await flood(first.system, 3_000);
-        first.down.on = false;
-        await sleep(1_500);
-        await first.system.stop();
-        vi.restoreAllMocks();
+        const first = await floodWhileRewritesFail(journal, stored);
         vi.spyOn(ReservedRecord, "open").mockImplementation(() => Promise.reject(eio()));
         if (peek === "unreadable") vi.spyOn(ReservedRecord, "peek").mockImplementation(() => Promise.reject(eio()));
         const second = rig(journal, new MemoryStore(), stored);
