@@ -647,7 +647,7 @@ export class AuditWriter {
       // Counted lost by a reserve record that cannot be rewritten: journaled, it would come back
       // at the next start and be counted too (fix15e, adv15d F2). It and those behind it wait. (A
       // summary whose count the record holds is journaled: the next start drops that count, fix15p.)
-      if (this.#memoryOnlyIds.has(item.entry.id) && this.#journalFailures.has("reserve")) {
+      if (this.#countedLost(item.entry.id)) {
         whole = false;
         break;
       }
@@ -1253,16 +1253,23 @@ export class AuditWriter {
   }
 
   /**
-   * Whether `entry` waits before it is stored: the reserve's last durable record counts it as held
-   * only in memory (its `memoryOnly` tally) and the reserve cannot be written now (EIO). Stored
-   * then, a crash before the record is rewritten would count it lost although the store has it:
-   * the count must equal what is missing (fix15e, adv15d F2). It is stored once the reserve takes
-   * a write again; until then it is counted, and a crash loses it counted.
+   * Whether `entry` waits before it is stored: counted lost by a reserve record that cannot be
+   * rewritten ({@link #countedLost}), or a summary whose count a reserve record holds
+   * ({@link #countedInReserve}).
    */
   #heldBack(entry: AuditEntry): boolean {
-    return (
-      (this.#memoryOnlyIds.has(entry.id) && this.#journalFailures.has("reserve")) || this.#countedInReserve(entry.id)
-    );
+    return this.#countedLost(entry.id) || this.#countedInReserve(entry.id);
+  }
+
+  /**
+   * Whether the reserve's last durable record counts entry `id` as held only in memory (its
+   * `memoryOnly` tally) and the reserve cannot be written now (EIO). Stored then, a crash before the
+   * record is rewritten would count it lost although the store has it: the count must equal what is
+   * missing (fix15e, adv15d F2). It is stored once the reserve takes a write again; until then it is
+   * counted, and a crash loses it counted.
+   */
+  #countedLost(id: string): boolean {
+    return this.#memoryOnlyIds.has(id) && this.#journalFailures.has("reserve");
   }
 
   /**
