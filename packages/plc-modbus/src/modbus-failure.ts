@@ -46,23 +46,10 @@ const RETRYABLE_EXCEPTIONS: ReadonlySet<number> = new Set([5, 6]);
  * after the gateway moved on: its late answer can be handed to the next request. For the answer stream such an
  * exception counts as a timeout (ADR 0041, amendments fix12f and adv12i); for the unit, as no answer; for a write,
  * as an outcome not known. The codes 1-6 and 8 are the device's own final answers (for the answer stream only, a
- * 4 or 6 later than the unit's usual answer time is not: see {@link answerMayFollow}).
+ * 4 or 6 later than the unit's usual answer time is not: the request queue marks it, see {@link markLateException}).
  */
 export function gatewayMayAnswerLate(code: number): boolean {
   return code === 10 || code === 11 || !(code in ModbusExceptions);
-}
-
-/**
- * Whether, for the answer stream, the request's own answer may still come after exception `code` answered it: every
- * code {@link gatewayMayAnswerLate} names, and 4 (server device failure) and 6 (server device busy), which queued
- * TCP gateways also answer their own serial timeout with (ADR 0041 fix12k, adv12j HIGH-1). Nothing on the wire tells
- * such a 4 or 6 from the device's own, so the request queue judges it by its time: one later than the unit's usual
- * answer time is a timeout of the answer stream (its shape waits until the request's late bound; a fence proves the
- * stream again). Only the stream: the unit's health and the quality still read 4 and 6 as the device's final answers (the unit answered; not offline); the writer reads the
- * queue's mark of a late one ({@link isLateException}) as an outcome not known.
- */
-export function answerMayFollow(code: number): boolean {
-  return code === 4 || code === 6 || gatewayMayAnswerLate(code);
 }
 
 /**

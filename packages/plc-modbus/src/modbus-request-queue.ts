@@ -2,13 +2,7 @@ import { type Clock, KilnError } from "@kiln/core";
 import { type TimerHandle } from "@kiln/core";
 import { onAbort, reconnectDelay } from "@kiln/core/driver-kit";
 import { answerDoubt } from "./modbus-answer-repeat";
-import {
-  answerMayFollow,
-  gatewayMayAnswerLate,
-  markLateException,
-  modbusFailureOf,
-  modbusTimeoutError,
-} from "./modbus-failure";
+import { gatewayMayAnswerLate, markLateException, modbusFailureOf, modbusTimeoutError } from "./modbus-failure";
 
 /** Options of {@link ModbusRequestQueue}. */
 export interface ModbusRequestQueueOptions {
@@ -1642,13 +1636,14 @@ export class ModbusRequestQueue {
 
   /**
    * Whether exception `code`, come now in answer to `entry`, may leave `entry`'s own answer still to come: a gateway's
-   * code (`gatewayMayAnswerLate`), or a 4 or 6 later than the scope's usual time (see {@link USUAL_TIME_SLACK_MS}; ADR
-   * 0041 fix12k): a queued gateway answers its serial timeout so, and the device's late answer can then be handed to
-   * the next request of its shape. A 4 or 6 in the usual time is the device's own final answer.
+   * code (`gatewayMayAnswerLate`), or a 4 (server device failure) or 6 (server device busy) later than its scope's and
+   * unit's usual time (see {@link USUAL_TIME_SLACK_MS}; ADR 0041 fix12k, adv12l): queued TCP gateways answer their
+   * serial timeout with those too, and the device's late answer can then be handed to the next request of its shape.
+   * Nothing on the wire tells such a 4 or 6 from the device's own; one in the usual time is the device's final answer.
    */
   #answerMayFollow(entry: Entry, code: number, now: number): boolean {
-    if (!answerMayFollow(code)) return false;
     if (gatewayMayAnswerLate(code)) return true;
+    if (code !== 4 && code !== 6) return false;
     const times = this.#serviceTimes.get(serviceKey(entry));
     if (times === undefined || times.length < SERVICE_TIMES_NEEDED) return true;
     const median = [...times].sort((a, b) => a - b)[Math.floor(times.length / 2)]!;

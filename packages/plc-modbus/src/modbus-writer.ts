@@ -202,11 +202,12 @@ export class ModbusWriter {
     // A gateway's exception (it gave up waiting for the device) refuses nothing: the write may have reached the
     // device and taken effect, as after a timeout (adv12i LOW-1). So may a 4 or 6 later than the unit's usual answer
     // time, which queued gateways answer their serial timeout with too (fix12k; the request queue marks it).
-    const late = !gatewayMayAnswerLate(failure) && isLateException(error);
-    const gaveUp = late
-      ? "it came later than the device's usual answer time, as a gateway answers when it gave up waiting for the device"
-      : "the gateway gave up waiting for the device";
-    if ((gatewayMayAnswerLate(failure) || late) && !sent)
+    const gatewayCode = gatewayMayAnswerLate(failure);
+    const outcomeUnknown = gatewayCode || isLateException(error);
+    const gaveUp = gatewayCode
+      ? "the gateway gave up waiting for the device"
+      : "it came later than the device's usual answer time, as a gateway answers when it gave up waiting for the device";
+    if (outcomeUnknown && !sent)
       // The read half of a read-modify-write got it (adv12j LOW-1): nothing was written.
       return new KilnError(
         "KILN_TIMEOUT",
@@ -217,7 +218,7 @@ export class ModbusWriter {
           details: { tag: tag.name, modbus: failure, exceptionCode: failure, sent: false },
         },
       );
-    if (gatewayMayAnswerLate(failure) || late)
+    if (outcomeUnknown)
       return new KilnError(
         "KILN_TIMEOUT",
         `The ${what} got exception ${failure} (${exceptionName(failure)}): ${gaveUp}, so the write may have reached it and taken effect; read ${tag.name} back before writing again. ${(error as Error).message}`,
