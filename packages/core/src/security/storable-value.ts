@@ -51,7 +51,7 @@ function snapshot(value: unknown, depth: number, path: Set<object>, budget: Budg
       budget.chars -= Math.min(value.length, kept);
       if (value.length <= kept) return value;
       if (budget.chars < -MAX_MARK_CHARS) return "[truncated]";
-      const cut = cutString(value, kept, budget);
+      const cut = cutMark(value.slice(0, kept), value, budget);
       budget.chars -= cut.length - kept;
       return cut;
     }
@@ -109,7 +109,7 @@ function snapshot(value: unknown, depth: number, path: Set<object>, budget: Budg
         const visibleKey = visibleText(key.length > MAX_KEY ? key.slice(0, MAX_KEY + 1) : key);
         const storedKey =
           key.length > MAX_KEY || visibleKey.length > MAX_KEY
-            ? `${cutText(visibleKey, MAX_KEY)}…[cut: ${key.length} chars, sha256 ${sha256Of(key, budget)}]`
+            ? cutMark(cutText(visibleKey, MAX_KEY), key, budget)
             : visibleKey;
         budget.chars -= storedKey.length;
         // defineProperty: a "__proto__" key stays data.
@@ -124,9 +124,9 @@ function snapshot(value: unknown, depth: number, path: Set<object>, budget: Budg
   }
 }
 
-/** `value`'s first `kept` code units and a mark with its length and SHA-256 (see {@link storableAuditValue}). */
-function cutString(value: string, kept: number, budget: Budget): string {
-  return `${value.slice(0, kept)}…[cut: ${value.length} chars, sha256 ${sha256Of(value, budget)}]`;
+/** `kept` (what is shown of `original`) and a mark with `original`'s length and SHA-256 (see {@link storableAuditValue}). */
+function cutMark(kept: string, original: string, budget: Budget): string {
+  return `${kept}…[cut: ${original.length} chars, sha256 ${sha256Of(original, budget)}]`;
 }
 
 /** The SHA-256 of `value`'s UTF-8 bytes, hex; each distinct string hashed once per snapshot. */
