@@ -192,6 +192,12 @@ interface LaneWaiting {
 }
 
 /** The background retry's schedule when the host gives none. */
+/**
+ * Longest a refused command counted into the overflow waits for its count to be durable (the
+ * runner's clock, ms) before it is answered with the count held only in memory (fix15r).
+ */
+const DURABLE_WAIT_MS = 10_000;
+
 const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
 
 /**
@@ -2321,13 +2327,20 @@ export class AuditWriter {
    * in a journaled summary, never while it is only in memory (a crash would lose it unreported:
    * 8,308-19,265 per flood in adv15q with 30 % of reserve writes failing). While neither can be
    * written it waits (back-pressure on the flood; the refusal is refused anyway), retried on the
-   * `retryBackoff` schedule, and health counts it (`overflowMemoryOnly`). Without a journal nothing
-   * is durable and nothing waits; once the stop begins, the close summarizes, keeps or reports it.
+   * `retryBackoff` schedule, and health counts it (`overflowMemoryOnly`), at most
+   * {@link DURABLE_WAIT_MS}: then it is answered, its count still counted by health until a write
+   * holds it (the stop reports it if none does). Without a journal nothing is durable and nothing
+   * waits, nor while the reserve could not be opened (the journal's summaries may still hold it);
+   * once the stop begins, the close summarizes, keeps or reports it.
    */
   async #untilDurable(place: number): Promise<void> {
+    const until = this.#options.clock.now() + DURABLE_WAIT_MS;
     while (place > this.#durableThrough) {
       if (this.#options.backlog?.path === undefined || this.#closing || this.#closed || this.#gaveUp !== undefined)
         return;
+      // No reserve (it could not be opened: retried on the backoff, named by health), or waited
+      // long enough: answered, the count held only in memory and counted by health meanwhile.
+      if (this.#reserve === undefined || this.#options.clock.now() >= until) return;
       const wake = this.#durableWake.promise;
       this.#scheduleDurableRetry();
       await wake;
