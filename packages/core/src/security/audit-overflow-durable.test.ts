@@ -11,6 +11,8 @@ import { MemoryStore } from "../memory/memory-store";
 import { SimulatedPlc } from "../memory/simulated-plc";
 import type { AuditEntry } from "../ports/audit-log";
 import { silentLogger } from "../runtime/silent-logger";
+import { refusingAudit } from "../../test/support/refusing-audit";
+import type { Principal } from "./authorization";
 
 // ADR 0013, adv15q MEDIUM-1 (fix15r): with the backlog at its bound, a refusal is counted into the
 // overflow and its count made durable by a rewrite of the reserve (`<journal>.reserve`). When that
@@ -21,6 +23,8 @@ import { silentLogger } from "../runtime/silent-logger";
 // count harmless); while neither can be written it waits, and health counts it (`overflowMemoryOnly`).
 
 const tags = defineTags({ "heater.x": { dataType: "float64", access: "readwrite" } });
+const writeTags = defineTags({ "valve.tma": { dataType: "bool", access: "readwrite" } });
+const operator: Principal = { id: "olga", roles: ["operator"] };
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const eio = (what: string) =>
   new KilnError("KILN_JOURNAL_FAILED", `${what} failed (EIO)`, { retryable: true, details: { errno: "EIO" } });
@@ -210,4 +214,39 @@ describe("a refusal is answered once its count is durable (adv15q MEDIUM-1, fix1
       rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
+});
+
+describe("the wait for a durable count is bounded (fix15r)", () => {
+  test("(sibling) the reserve fails for good (EIO) and the journal cannot take the summaries: a refusal past the bound is answered after 10 s, counted in health meanwhile, and reported by the stop", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "kiln-overflow-durable-"));
+    try {
+      const { make, writeTag, clock, drops } = await refusingAudit({
+        tags: writeTags,
+        backlog: { path: join(dir, "audit.journal"), maxEntries: 20 },
+        operatorWritableTags: ["heater.*"],
+      });
+      const runner = make();
+      await runner.open();
+      // The denied share (10) fills the backlog, journaled; then the disk fails for good.
+      for (let value = 0; value < 10; value++)
+        expect(await writeTag(runner, operator, "valve.tma", value % 2 === 0)).toBe("KILN_FORBIDDEN");
+      vi.spyOn(ReservedRecord.prototype, "write").mockRejectedValue(eio("reserve write"));
+      vi.spyOn(RecordJournal.prototype, "append").mockRejectedValue(eio("journal append"));
+      let answer: string | undefined;
+      void writeTag(runner, operator, "valve.tma", true).then((code) => (answer = code));
+      for (let second = 0; second < 8; second++) await clock.advance(1_000);
+      expect(answer).toBeUndefined();
+      expect(runner.status().overflowMemoryOnly).toBe(1);
+      for (let second = 0; second < 4 && answer === undefined; second++) await clock.advance(1_000);
+      expect(answer).toBe("KILN_FORBIDDEN");
+      expect(runner.status().overflowMemoryOnly).toBe(1);
+      await runner.close();
+      // Neither the reserve nor the journal holds it at the stop: reported, with why.
+      const reported = drops.filter((event) => /audit reserve could not be written/.test(event.reason));
+      expect(reported.reduce((total, event) => total + event.count, 0)).toBe(1);
+    } finally {
+      vi.restoreAllMocks();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
