@@ -226,6 +226,14 @@ export interface ControlSystemHealth {
      */
     readonly overflow: number;
     /**
+     * Of `overflow`, the attempts whose count is only in memory: neither the last
+     * `<journal>.reserve` record written nor a journaled `audit.overflow` summary holds it (both
+     * writes failed, or there is no journal). A crash would lose them unreported; with a journal
+     * their refused commands are answered only once the count is durable, so they wait meanwhile.
+     * A problem while non-zero. ADR 0013, amendment fix15r.
+     */
+    readonly overflowMemoryOnly: number;
+    /**
      * Entries that came while the backlog was full and would have been kept beyond
      * `audit.backlog.maxEntries` (the system's own entries such as `machine.trip`, safety
      * functions, `:fail` follow-ups), held as counts by kind (principal, action, target, outcome)
@@ -1922,6 +1930,11 @@ export class ControlSystem {
     if (audit.overflow > 0) {
       problems.push(
         `${audit.overflow} denied attempt(s) counted while the audit backlog was full or its journal failed, not yet recorded in an audit.overflow entry`,
+      );
+    }
+    if (audit.overflowMemoryOnly > 0) {
+      problems.push(
+        `${audit.overflowMemoryOnly} of them counted only in memory (neither the audit reserve nor the journal could take the count; a crash would lose them): their refused commands wait until it is durable`,
       );
     }
     if (audit.coalesced > 0) {

@@ -41,6 +41,14 @@ export interface AuditWriterStatus {
    */
   readonly overflow: number;
   /**
+   * Of {@link overflow}, the attempts whose count is only in memory: neither the last
+   * `<journal>.reserve` record written nor a journaled `audit.overflow` summary holds it (the
+   * reserve's rewrite and the journal's append both failed, or there is no journal). A crash would
+   * lose them unreported; with a journal, their refused commands are answered only once the count
+   * is durable, so they wait meanwhile (fix15r, ADR 0013). 0 while every count is durable.
+   */
+  readonly overflowMemoryOnly: number;
+  /**
    * Entries held as counts because the backlog was full (kept beyond it before: the system's own
    * entries, safety functions, follow-ups), not yet in the `audit.coalesce` summaries they become
    * once it has room (adversarial review adv15p, M3).

@@ -166,6 +166,13 @@ const RECENT_TAKE_MS = 5_000;
 const DENIED_LANE = 4;
 
 /** Where a refused entry goes: its place in the denial lane, or (bypassed) the backlog path, queued. */
+/** A promise and its resolver (what `Promise.withResolvers` gives, ES2024). */
+function wakeSignal(): { readonly promise: Promise<void>; readonly resolve: () => void } {
+  let resolve: () => void = () => undefined;
+  const promise = new Promise<void>((done) => (resolve = done));
+  return { promise, resolve };
+}
+
 type LanePath = "lane" | { readonly recorded: Promise<void> };
 
 /** What one reserve record counts: each overflow bucket's and each coalesced run's count, by key. */
@@ -185,6 +192,12 @@ interface LaneWaiting {
 }
 
 /** The background retry's schedule when the host gives none. */
+/**
+ * Longest a refused command counted into the overflow waits for its count to be durable (the
+ * runner's clock, ms) before it is answered with the count held only in memory (fix15r).
+ */
+const DURABLE_WAIT_MS = 10_000;
+
 const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
 
 /**
@@ -346,6 +359,20 @@ export class AuditWriter {
   readonly #deniedWaiting = new Map<string, LaneWaiting[]>();
   /** The shared reserve write of refusals counted past the lane's bound (see {@link #persistCounted}). */
   #countedPersist: Promise<void> | undefined;
+  /**
+   * Refusals counted into the overflow whose callers wait for the count to be durable, each with
+   * its place in the count order ({@link #countOrder}); see {@link #untilDurable} (fix15r).
+   */
+  readonly #countedAt = new Map<AuditEntry, number>();
+  /** Overflow counts made by refusals in {@link #countedAt}, in order: the last one's place. */
+  #countOrder = 0;
+  /** Every count up to this place is durable (in a reserve record written, or in a journaled summary). */
+  #durableThrough = 0;
+  /** Woken when {@link #durableThrough} moves, a retry ends or the writer closes: waiters look again. */
+  #durableWake = wakeSignal();
+  /** The retry of a count that could not be made durable (on the `retryBackoff` schedule). */
+  #durableTimer: TimerHandle | undefined;
+  #durableAttempt = 0;
   /** Refused entries in {@link #deniedWaiting}, all principals. */
   #deniedWaitingCount = 0;
   /** Refused entries that ever waited in the lane: each one's {@link LaneWaiting.order}. */
@@ -444,6 +471,7 @@ export class AuditWriter {
       overflow:
         [...this.#overflow.values()].reduce((sum, overflow) => sum + overflow.count, 0) +
         (this.#unopenedReserve?.overflow ?? 0),
+      overflowMemoryOnly: this.#overflowMemoryOnly(),
       coalesced: [...this.#coalesced.values()].reduce((sum, run) => sum + run.count, 0),
       journalProblems: this.#journalProblems(),
       // A journal whose open or append failed leaves entries only in memory: then the backlog
@@ -751,6 +779,10 @@ export class AuditWriter {
    */
   async close(): Promise<void> {
     this.#closing = true;
+    // Refusals waiting for their count to be durable are answered: the close summarizes, keeps or reports it.
+    if (this.#durableTimer !== undefined) this.#options.clock.clearTimeout(this.#durableTimer);
+    this.#durableTimer = undefined;
+    this.#wakeDurable();
     // Refused entries waiting in the lane are queued now, ahead of the close's flush.
     this.#openLane();
     // Entries of system actions (the abort at stop) still on their way to the writer.
@@ -1034,7 +1066,11 @@ export class AuditWriter {
       // Released when stop() gives up on the writer (its entry reported dropped then): the
       // command waiting for it answers, not when the store does (fix15aa).
       await Promise.race([this.#recordPending(entry), this.#givenUp.released]);
+      // Counted into the overflow: answered once the count is durable (fix15r, adv15q MEDIUM-1).
+      const counted = this.#countedAt.get(entry);
+      if (counted !== undefined) await Promise.race([this.#untilDurable(counted), this.#givenUp.released]);
     } finally {
+      this.#countedAt.delete(entry);
       this.#pending.delete(entry);
       // Whatever became of it (queued, coalesced, reported dropped), it is no longer only announced.
       this.#announced.delete(entry);
@@ -1056,7 +1092,7 @@ export class AuditWriter {
       // reserve write shared by every refusal counted before it begins. A writer turn and a whole
       // reserve write per refusal put a flood's turns ahead of an operator's commit (adv15m
       // MEDIUM-1: 4.8 s behind 20,000 refusals with a journal, 9–14 s and +385 MB behind 40,000).
-      this.#overflow.countAttempt(
+      this.#countRefusal(
         entry,
         `the audit denial lane's waiting list was full (${this.#deniedWaitingCount} refused entries waiting for the store)`,
       );
@@ -2221,14 +2257,122 @@ export class AuditWriter {
   #persistCounted(): Promise<void> {
     this.#countedPersist ??= this.serial(async () => {
       this.#countedPersist = undefined;
-      await this.#persistReserve();
+      await this.#persistCounts();
     });
     return this.#countedPersist;
   }
 
   async #countOverflow(entry: AuditEntry, cause: string): Promise<void> {
+    this.#countRefusal(entry, cause);
+    await this.#persistCounts();
+  }
+
+  /**
+   * Counts `entry` into the overflow, and notes its place in the count order when a caller waits
+   * for it in {@link record} (then answered once the count is durable, {@link #untilDurable}).
+   */
+  #countRefusal(entry: AuditEntry, cause: string): void {
     this.#overflow.countAttempt(entry, cause);
-    await this.#persistReserve();
+    if (this.#pending.has(entry)) this.#countedAt.set(entry, ++this.#countOrder);
+  }
+
+  /**
+   * Makes the overflow counts durable (inside a writer turn): a rewrite of the reserve; when that
+   * fails (EIO), each bucket's summary is journaled instead (fix15r, adv15q MEDIUM-1). The summary
+   * carries the bucket's id, which the last reserve record written may hold with part of the
+   * count: the summary then waits in the journal until a record without it is written, and a start
+   * drops the record's count whose summary the journal holds (fix15p), so each count is summarized
+   * once. A summary the journal does not take either puts its count back (under a new id: the
+   * failed append may have landed): only in memory, counted by health (`overflowMemoryOnly`), its
+   * callers waiting ({@link #untilDurable}). These summaries may take the backlog beyond its bound
+   * by at most its denied share ({@link #maxDenied}); past that the counts wait for the reserve.
+   */
+  async #persistCounts(): Promise<void> {
+    if (await this.#persistReserve()) return;
+    if (this.#options.backlog?.path === undefined || this.#overflow.size === 0) return;
+    const through = this.#countOrder;
+    for (const [key, overflow] of [...this.#overflow]) {
+      // Beyond the backlog's bound, these summaries take at most the denied share once more: past
+      // it the counts wait for the reserve (their callers with them), so a reserve that keeps
+      // failing does not grow the backlog up to the journal's maxBytes.
+      if (this.#deniedInBacklog() >= 2 * this.#maxDenied) return;
+      // Out of the map before the append: counts made meanwhile go to a new bucket, with a new id.
+      this.#overflow.delete(key);
+      const summary = this.#summaries.overflowEntry(overflow);
+      if (await this.#append(summary)) continue;
+      this.#removeFromBacklog(summary);
+      this.#overflow.merge(new Map([[key, { ...overflow, id: this.#newId() }]]));
+      return;
+    }
+    this.#madeDurable(through);
+  }
+
+  /** Every count up to `through` in the count order is durable now: its callers are answered. */
+  #madeDurable(through: number): void {
+    if (through <= this.#durableThrough) return;
+    this.#durableThrough = through;
+    this.#durableAttempt = 0;
+    this.#wakeDurable();
+  }
+
+  #wakeDurable(): void {
+    const wake = this.#durableWake;
+    this.#durableWake = wakeSignal();
+    wake.resolve();
+  }
+
+  /**
+   * Waits until the count at `place` in the count order is durable (fix15r, adv15q MEDIUM-1): a
+   * refusal counted into the overflow is answered once its count is in a reserve record written or
+   * in a journaled summary, never while it is only in memory (a crash would lose it unreported:
+   * 8,308-19,265 per flood in adv15q with 30 % of reserve writes failing). While neither can be
+   * written it waits (back-pressure on the flood; the refusal is refused anyway), retried on the
+   * `retryBackoff` schedule, and health counts it (`overflowMemoryOnly`), at most
+   * {@link DURABLE_WAIT_MS}: then it is answered, its count still counted by health until a write
+   * holds it (the stop reports it if none does). Without a journal nothing is durable and nothing
+   * waits, nor while the reserve could not be opened (the journal's summaries may still hold it);
+   * once the stop begins, the close summarizes, keeps or reports it.
+   */
+  async #untilDurable(place: number): Promise<void> {
+    const until = this.#options.clock.now() + DURABLE_WAIT_MS;
+    while (place > this.#durableThrough) {
+      if (this.#options.backlog?.path === undefined || this.#closing || this.#closed || this.#gaveUp !== undefined)
+        return;
+      // No reserve (it could not be opened: retried on the backoff, named by health), or waited
+      // long enough: answered, the count held only in memory and counted by health meanwhile.
+      if (this.#reserve === undefined || this.#options.clock.now() >= until) return;
+      const wake = this.#durableWake.promise;
+      this.#scheduleDurableRetry();
+      await wake;
+    }
+  }
+
+  /** One timer at most: a shared write of the counts after the backoff's delay, then the waiters look again. */
+  #scheduleDurableRetry(): void {
+    if (this.#durableTimer !== undefined) return;
+    this.#durableAttempt++;
+    const delay = reconnectDelay(
+      this.#durableAttempt,
+      this.#options.retryBackoff ?? DEFAULT_RETRY_BACKOFF,
+      this.#options.random,
+    );
+    this.#durableTimer = this.#options.clock.setTimeout(() => {
+      this.#durableTimer = undefined;
+      if (this.#closing || this.#closed) return this.#wakeDurable();
+      void this.#persistCounted().finally(() => this.#wakeDurable());
+    }, delay);
+  }
+
+  /** Overflow counts the last reserve record written does not hold (nor a journaled summary): only in memory. */
+  #overflowMemoryOnly(): number {
+    let count = 0;
+    for (const [key, overflow] of this.#overflow) {
+      const written = this.#reserveCounts;
+      const held =
+        overflow.id !== undefined && written?.ids.has(overflow.id) === true ? (written.overflow.get(key) ?? 0) : 0;
+      count += Math.max(0, overflow.count - held);
+    }
+    return count;
   }
 
   /**
@@ -2239,9 +2383,11 @@ export class AuditWriter {
    * write that fails is a journal failure (`reserve`): health names it and `audit-journal-fail`
    * reports it. Without a reserve (no journal, or it could not be opened) nothing is written.
    */
-  async #persistReserve(): Promise<void> {
+  async #persistReserve(): Promise<boolean> {
     const reserve = this.#reserve;
-    if (reserve === undefined) return;
+    if (reserve === undefined) return false;
+    // Every count made so far is in this record (taken with its payload, before the write).
+    const through = this.#countOrder;
     const held = this.#backlog.filter((item) => !item.journaled && item.entry !== undefined).map((item) => item.entry!);
     let overflow = encodeOverflowBuckets(this.#overflow);
     // Allowed entries left out for want of room: held only in memory, counted in the record; and
@@ -2348,9 +2494,12 @@ export class AuditWriter {
       this.#reservedIds = new Set(held.map((entry) => entry.id));
       this.#memoryOnlyIds = new Set(leftOut.map((entry) => entry.id));
       this.#journalFailures.clear("reserve");
+      this.#madeDurable(through);
+      return true;
     } catch (error) {
       this.#logger.error({ error: String(error) }, "the audit reserve could not be written");
       this.#journalFailures.note("reserve", error, reserve.path);
+      return false;
     } finally {
       // A write that failed is not known to have landed, nor known not to have: what it alone
       // held is summarized (counted) rather than waiting on it (the lesser fault, as adv15o HIGH-1).
