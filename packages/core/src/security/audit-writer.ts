@@ -165,7 +165,6 @@ const RECENT_TAKE_MS = 5_000;
  */
 const DENIED_LANE = 4;
 
-/** Where a refused entry goes: its place in the denial lane, or (bypassed) the backlog path, queued. */
 /** A promise and its resolver (what `Promise.withResolvers` gives, ES2024). */
 function wakeSignal(): { readonly promise: Promise<void>; readonly resolve: () => void } {
   let resolve: () => void = () => undefined;
@@ -173,6 +172,7 @@ function wakeSignal(): { readonly promise: Promise<void>; readonly resolve: () =
   return { promise, resolve };
 }
 
+/** Where a refused entry goes: its place in the denial lane, or (bypassed) the backlog path, queued. */
 type LanePath = "lane" | { readonly recorded: Promise<void> };
 
 /** What one reserve record counts: each overflow bucket's and each coalesced run's count, by key. */
@@ -191,13 +191,13 @@ interface LaneWaiting {
   go(path: LanePath): void;
 }
 
-/** The background retry's schedule when the host gives none. */
 /**
  * Longest a refused command counted into the overflow waits for its count to be durable (the
  * runner's clock, ms) before it is answered with the count held only in memory (fix15r).
  */
 const DURABLE_WAIT_MS = 10_000;
 
+/** The background retry's schedule when the host gives none. */
 const DEFAULT_RETRY_BACKOFF: ReconnectBackoff = { initialDelayMs: 1_000, maxDelayMs: 30_000 };
 
 /**
@@ -2366,8 +2366,8 @@ export class AuditWriter {
   /** Overflow counts the last reserve record written does not hold (nor a journaled summary): only in memory. */
   #overflowMemoryOnly(): number {
     let count = 0;
+    const written = this.#reserveCounts;
     for (const [key, overflow] of this.#overflow) {
-      const written = this.#reserveCounts;
       const held =
         overflow.id !== undefined && written?.ids.has(overflow.id) === true ? (written.overflow.get(key) ?? 0) : 0;
       count += Math.max(0, overflow.count - held);
