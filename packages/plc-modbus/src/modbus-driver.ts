@@ -65,6 +65,7 @@ import {
   type ModbusAlignmentChange,
   type ModbusAnswerShape,
   type ModbusRequestOptions,
+  type ModbusSerialBytes,
 } from "./modbus-request-queue";
 import {
   ModbusUnitHealthMap,
@@ -1288,12 +1289,13 @@ export class ModbusDriver implements PlcDriver {
     unitId: number,
     shape: string,
     kind: string,
-  ): Pick<ModbusRequestOptions, "shape" | "exceptionShape" | "scope" | "unit"> {
+  ): Pick<ModbusRequestOptions, "shape" | "exceptionShape" | "scope" | "unit" | "serialBytes"> {
     const transport = this.#options.transport;
     const unitless = transport.kind === "tcp" && transport.lateAnswerGuard;
     const unit = unitless ? "" : `${unitId}/`;
     // On RTU each unit is its own answer stream (`ModbusRequestOptions.scope`): fenced and proven on its own.
     const scope = transport.kind === "rtu" ? { scope: String(unitId) } : {};
+    const serialBytes = serialBytesOf(shape);
     // Unit-less shapes carry the unit beside them: a held shape blocking another unit resynchronises at once.
     return {
       shape: `${unit}${shape}`,
@@ -1302,6 +1304,8 @@ export class ModbusDriver implements PlcDriver {
       // Always: the queue keeps answer times per unit (fix12k, adv12l); a held shape's reach is bounded by it only
       // when the shape leaves the unit out (a shape with the unit in it never blocks another unit's request).
       unit: unitId,
+      // Its size: the answer times are judged per byte (a unit's large blocks beside its short reads, fix12n).
+      ...(serialBytes === undefined ? {} : { serialBytes }),
     };
   }
 
@@ -1359,11 +1363,12 @@ export class ModbusDriver implements PlcDriver {
         // Nothing answered yet: the request's own range, or a larger read where it starts.
         const bases = proven.length > 0 ? proven : [{ ...request, unitId, items: [] }];
         for (const { read: fence, inside } of fenceReads(bases, this.#refusedFences)) {
-          const { shape, exceptionShape } = this.#guarded(fence.unitId, shapeOf(fence), fence.area);
+          const { shape, exceptionShape, serialBytes } = this.#guarded(fence.unitId, shapeOf(fence), fence.area);
           if (unsure(shape!)) continue;
           return {
             shape: shape!,
             ...(exceptionShape === undefined ? {} : { exceptionShape }),
+            ...(serialBytes === undefined ? {} : { serialBytes }),
             unit: fence.unitId,
             run: () => {
               const client = this.#client;
@@ -1785,6 +1790,31 @@ function alternateShapes<T>(
 function shapeOf(request: Pick<ModbusReadRequest, "area" | "count">): string {
   const bytes = isBitArea(request.area) ? Math.ceil(request.count / 8) : request.count * 2;
   return `${request.area}/${bytes}`;
+}
+
+/**
+ * The bytes on a serial line (RTU framing: unit id, PDU, CRC) of a request whose answer has the unit-less `shape`
+ * (`shapeOf`, or modbus-writer's `writeShape`) and of that answer (see `ModbusRequestOptions.serialBytes`): a read
+ * is 8 and 5 plus its data bytes; a write's request carries its data and its answer is an echo. Undefined for a
+ * shape of no known request.
+ */
+function serialBytesOf(shape: string): ModbusSerialBytes | undefined {
+  const [kind, first, second] = shape.split("/");
+  const count = Number(kind?.startsWith("fc") === true ? second : first);
+  if (!Number.isInteger(count) || count < 0) return undefined;
+  switch (kind) {
+    case "fc5":
+    case "fc6":
+      return { request: 8, answer: 8 };
+    case "fc15":
+      return { request: 9 + Math.ceil(count / 8), answer: 8 };
+    case "fc16":
+      return { request: 9 + 2 * count, answer: 8 };
+    case "fc22":
+      return { request: 10, answer: 10 };
+    default:
+      return Object.values(READ_AREAS).includes(kind as ModbusArea) ? { request: 8, answer: 5 + count } : undefined;
+  }
 }
 
 function describeRead(request: ModbusReadRequest): string {

@@ -276,6 +276,105 @@ describe("ModbusRequestQueue", () => {
     expect(started.at(-1)).toEqual(["HR6", lateAt + 200]);
   });
 
+  it("a unit's usual time is judged per serial byte: a short read's late 4 is not hidden by the unit's large blocks (fix12n)", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const started: [string, number][] = [];
+    // Like a 9600-baud line behind a gateway: a 120-register block answers in 60 ms, a one-register read in 5 ms.
+    const block = { shape: "hr/240", exceptionShape: "hr", unit: 1, serialBytes: { request: 8, answer: 245 } };
+    const short = { shape: "hr/2", exceptionShape: "hr", unit: 1, serialBytes: { request: 8, answer: 7 } };
+    const read = async (what: string, options: typeof short, ms: number, code?: number): Promise<unknown> => {
+      const done = rejection(
+        queue
+          .run(
+            () => {
+              started.push([what, clock.now()]);
+              return new Promise((resolve, reject) =>
+                clock.setTimeout(() => {
+                  if (code === undefined) resolve(what);
+                  else reject(new KilnError("KILN_DEVICE_ERROR", `exception ${code}`, { details: { modbus: code } }));
+                }, ms),
+              );
+            },
+            what,
+            undefined,
+            options,
+          )
+          .then((value) => Promise.reject(value)),
+      );
+      let settled = false;
+      void done.then(() => (settled = true));
+      for (let i = 0; i < 300 && !settled; i++) await clock.advance(1);
+      return done;
+    };
+    // Blocks are most of the unit's answers: their median is 60 ms, and twice it plus 10 ms is 130 ms.
+    for (const [what, options, ms] of [
+      ["B0", block, 60],
+      ["S0", short, 5],
+      ["B1", block, 60],
+      ["B2", block, 60],
+      ["S1", short, 5],
+      ["B3", block, 60],
+    ] as const)
+      expect(await read(what, options, ms)).toBe(what);
+    // The device's own busy answer to a short read (5 ms) or to a block (an exception is as short) is final.
+    for (const options of [short, block]) {
+      const busyAt = clock.now();
+      expect(await read("busy", options, 5, 6)).toMatchObject({ details: { modbus: 6 } });
+      expect(await read("S", short, 5)).toBe("S");
+      expect(started.at(-1)![1]).toBeLessThan(busyAt + 20);
+    }
+    // A gateway's 4 at 40 ms for a short read: under the median rule (130 ms) it was final and the next short read
+    // went at once, to take the device's late answer; an exchange of that size usually takes about 5 ms.
+    const lateAt = clock.now();
+    expect(await read("failure late", short, 40, 4)).toMatchObject({ details: { modbus: 4 } });
+    expect(await read("S2", short, 5)).toBe("S2");
+    expect(started.at(-1)).toEqual(["S2", lateAt + 200]);
+  });
+
+  it("without serial bytes, or with every answer of one size, the usual time is the median as before (fix12n)", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const started: [string, number][] = [];
+    const run = async (what: string, ms: number, code?: number, sized = true): Promise<unknown> => {
+      const done = rejection(
+        queue
+          .run(
+            () => {
+              started.push([what, clock.now()]);
+              return new Promise((resolve, reject) =>
+                clock.setTimeout(() => {
+                  if (code === undefined) resolve(what);
+                  else reject(new KilnError("KILN_DEVICE_ERROR", `exception ${code}`, { details: { modbus: code } }));
+                }, ms),
+              );
+            },
+            what,
+            undefined,
+            {
+              shape: "hr/2",
+              exceptionShape: "hr",
+              unit: 1,
+              ...(sized ? { serialBytes: { request: 8, answer: 7 } } : {}),
+            },
+          )
+          .then((value) => Promise.reject(value)),
+      );
+      let settled = false;
+      void done.then(() => (settled = true));
+      for (let i = 0; i < 300 && !settled; i++) await clock.advance(1);
+      return done;
+    };
+    for (const what of ["HR0", "HR1", "HR2", "HR3"]) expect(await run(what, 20)).toBe(what);
+    // One size: a 6 in 45 ms is under twice 20 ms plus 10 ms, final, with or without its bytes.
+    for (const sized of [true, false]) {
+      const busyAt = clock.now();
+      expect(await run("busy", 45, 6, sized)).toMatchObject({ details: { modbus: 6 } });
+      expect(await run("HR", 20)).toBe("HR");
+      expect(started.at(-1)![1]).toBeLessThan(busyAt + 70);
+    }
+  });
+
   it("sibling: a fence refused with an exception proves the stream when no other request of its function can answer (adv12s H2)", async () => {
     const clock = new SimulatedClock();
     const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });

@@ -186,6 +186,19 @@ export interface ModbusFence {
   readonly exceptionShape?: string;
   /** The unit it reads at (like {@link ModbusRequestOptions.unit}). */
   readonly unit?: number;
+  /** Its bytes on a serial line (like {@link ModbusRequestOptions.serialBytes}). */
+  readonly serialBytes?: ModbusSerialBytes;
+}
+
+/**
+ * How many bytes a request and its data answer take on a serial line, in Modbus RTU framing (unit id, PDU, CRC): a
+ * read of 120 holding registers is `{ request: 8, answer: 245 }`. See {@link ModbusRequestOptions.serialBytes}.
+ */
+export interface ModbusSerialBytes {
+  /** The request's bytes (8 for a read). */
+  readonly request: number;
+  /** Its data answer's bytes (5 plus the data bytes for a read). */
+  readonly answer: number;
 }
 
 interface Entry {
@@ -206,10 +219,17 @@ interface Entry {
   readonly exceptionShape?: string | undefined;
   /** The unit it addresses; see {@link ModbusRequestOptions.unit}. */
   readonly unit?: number | undefined;
+  /** Its bytes on a serial line; see {@link ModbusRequestOptions.serialBytes}. */
+  readonly serialBytes?: ModbusSerialBytes | undefined;
   /** Goes without a separator; see {@link ModbusRequestOptions.unseparated}. */
   readonly unseparated?: boolean;
   /** Sent while a late answer of its exception shape could still come (see `#strayExceptions`). */
   strayRisk?: boolean;
+  /**
+   * On the wire when an earlier request of its shape got an exception after which that request's own answer may still
+   * come (see `#answerMayFollow`): a data answer it takes may be that one (see `#lateMayFollow`).
+   */
+  lateRisk?: boolean;
   /** Order in which it went on the wire (set by #execute). */
   sent?: number;
   /** When (clock ms) it went on the wire (set by #execute): its answer may come until this plus the late bound. */
@@ -283,6 +303,15 @@ export interface ModbusRequestOptions {
    */
   readonly unit?: number;
   /**
+   * How many bytes the request and its data answer take on a serial line (RTU framing). Behind a gateway to a serial
+   * line most of a large answer's time is its transfer (120 registers at 9600 baud: about 255 ms, one register: about
+   * 7 ms), so the unit's usual answer time that tells a device's own exception 4 or 6 from a gateway's late one is
+   * judged per byte (ADR 0041, amendment fix12n): a short read's 4 or 6 is compared with what a short exchange
+   * usually takes, not with the unit's large blocks. Undefined (on this request or on one of the unit's timed
+   * answers): the unit's answers are judged by their median time alone.
+   */
+  readonly serialBytes?: ModbusSerialBytes;
+  /**
    * Goes right after a request of its shape without a separator (see
    * {@link ModbusRequestQueueOptions.separateShapes}): for a request whose answer is checked against the one before
    * (the second read of a bit write's read-modify-write: a shifted answer makes the two disagree). @default false
@@ -349,6 +378,15 @@ const USUAL_TIME_SLACK_MS = 10;
 const SERVICE_TIMES = 16;
 /** Data answers a scope needs timed before a 4 or 6 can be its device's own (see {@link USUAL_TIME_SLACK_MS}). */
 const SERVICE_TIMES_NEEDED = 4;
+/** Bytes of an exception answer on a serial line (RTU: unit id, function with its high bit set, code, CRC). */
+const EXCEPTION_SERIAL_BYTES = 5;
+
+/** How long (ms) a data answer took (see `ModbusRequestQueue.#serviceTimes`), and its exchange's serial bytes. */
+interface ServiceTime {
+  readonly ms: number;
+  /** Request and answer bytes on a serial line (see {@link ModbusRequestOptions.serialBytes}); undefined: not known. */
+  readonly bytes: number | undefined;
+}
 
 /** The longest wait (ms) before the answer stream is resynchronised for want of a fence (see `#noFence`). */
 const NO_FENCE_MAX_BACKOFF_MS = 60_000;
@@ -463,7 +501,7 @@ export class ModbusRequestQueue {
    * Per scope and unit ({@link serviceKey}), how long (ms) its last {@link SERVICE_TIMES} data answers took from when the peer could start on them
    * (their send, or the answer before them if later: a queued gateway serves one at a time); this connection only.
    */
-  readonly #serviceTimes = new Map<string, number[]>();
+  readonly #serviceTimes = new Map<string, ServiceTime[]>();
   /** When (clock ms) the last answer (data or exception) came on this connection. */
   #lastAnswerAt = Number.NEGATIVE_INFINITY;
   /** Answers or bytes that came with no request to take them (see `unasked`, `strayOnLine`). */
@@ -1037,6 +1075,7 @@ export class ModbusRequestQueue {
         fence: options.fence,
         scope: options.scope ?? "",
         unit: options.unit,
+        serialBytes: options.serialBytes,
         unseparated: options.unseparated ?? false,
         resolve: resolve as (value: unknown) => void,
         reject,
@@ -1274,6 +1313,7 @@ export class ModbusRequestQueue {
       shape: read.shape,
       exceptionShape: read.exceptionShape,
       unit: read.unit,
+      serialBytes: read.serialBytes,
       resolve: () => undefined,
       reject: () => undefined,
       settled: false,
@@ -1409,6 +1449,7 @@ export class ModbusRequestQueue {
       shape: fence.shape,
       exceptionShape: fence.exceptionShape,
       unit: fence.unit,
+      serialBytes: fence.serialBytes,
       resolve: () => undefined,
       reject: () => undefined,
       settled: false,
@@ -1628,7 +1669,11 @@ export class ModbusRequestQueue {
   #answerTimed(entry: Entry, now: number): void {
     const key = serviceKey(entry);
     const times = this.#serviceTimes.get(key) ?? [];
-    times.push(this.#serviceTime(entry, now));
+    const bytes = entry.serialBytes;
+    times.push({
+      ms: this.#serviceTime(entry, now),
+      bytes: bytes === undefined ? undefined : bytes.request + bytes.answer,
+    });
     if (times.length > SERVICE_TIMES) times.shift();
     this.#serviceTimes.set(key, times);
     this.#lastAnswerAt = now;
@@ -1640,14 +1685,34 @@ export class ModbusRequestQueue {
    * unit's usual time (see {@link USUAL_TIME_SLACK_MS}; ADR 0041 fix12k, adv12l): queued TCP gateways answer their
    * serial timeout with those too, and the device's late answer can then be handed to the next request of its shape.
    * Nothing on the wire tells such a 4 or 6 from the device's own; one in the usual time is the device's final answer.
+   * The usual time is that of an exchange of the exception's size (see {@link usualTime}; ADR 0041 fix12n).
    */
   #answerMayFollow(entry: Entry, code: number, now: number): boolean {
     if (gatewayMayAnswerLate(code)) return true;
     if (code !== 4 && code !== 6) return false;
     const times = this.#serviceTimes.get(serviceKey(entry));
     if (times === undefined || times.length < SERVICE_TIMES_NEEDED) return true;
-    const median = [...times].sort((a, b) => a - b)[Math.floor(times.length / 2)]!;
-    return this.#serviceTime(entry, now) > 2 * median + USUAL_TIME_SLACK_MS;
+    const bytes = entry.serialBytes === undefined ? undefined : entry.serialBytes.request + EXCEPTION_SERIAL_BYTES;
+    return this.#serviceTime(entry, now) > 2 * usualTime(times, bytes) + USUAL_TIME_SLACK_MS;
+  }
+
+  /**
+   * `entry` got an exception after which its own answer may still come (see `#answerMayFollow`): the requests of its
+   * shape and scope already on the wire after it may take that answer, whatever the ids' proof says (a queued gateway
+   * stamps it with the id of the request it serves then, and passes the proof): their data answers are refused (see
+   * `Entry.lateRisk`). New ones wait for its late bound (`#startQuiet`). Before (fix12n), with `maxInFlight` 2 on a
+   * proven connection, the next one-register read took the late answer, good and wrong.
+   */
+  #lateMayFollow(entry: Entry): void {
+    if (this.#guardMs <= 0 || entry.shape === undefined) return;
+    for (const other of this.#inFlight)
+      if (
+        other !== entry &&
+        other.shape === entry.shape &&
+        other.scope === entry.scope &&
+        (other.sent ?? 0) > (entry.sent ?? 0)
+      )
+        other.lateRisk = true;
   }
 
   /** Until when a request of `shape` waits: its shape's quiet time and a shapeless one's; every one for a shapeless request. */
@@ -1717,7 +1782,20 @@ export class ModbusRequestQueue {
           if (finished) return; // timed out (or failed) already: its outcome was settled then
           this.#answerTimed(entry, this.#clock.now());
           if (entry.fenceFor !== undefined) this.#prove(entry);
-          else if (
+          else if (entry.lateRisk === true) {
+            // The answer it took may be the late one of the earlier request of its shape a gateway gave up on.
+            this.#startQuiet(entry);
+            this.#settle(
+              entry,
+              false,
+              unalignedError(
+                entry.what,
+                "an earlier request of its size got a gateway's exception, whose answer may still have come",
+              ),
+            );
+            finish();
+            return;
+          } else if (
             this.#unaligned.has(entry.scope) &&
             entry.fence !== undefined &&
             (entry.sent ?? 0) <= this.#anomalyAt
@@ -1799,6 +1877,7 @@ export class ModbusRequestQueue {
             // queued gateways answer their serial timeout with them. The request still fails with the exception (for
             // the unit, a 4 or 6 is the device's answer: it stays online).
             this.#startQuiet(entry);
+            this.#lateMayFollow(entry);
             if (!entry.background) {
               const whose = gatewayMayAnswerLate(failure) ? "a gateway's" : "the device's or a gateway's";
               this.#anomaly(
@@ -1820,6 +1899,18 @@ export class ModbusRequestQueue {
             if (failure !== "timeout") this.#distrustIds();
             this.#startQuiet(entry, unproven);
             if (!unproven) this.#anomaly(`${entry.what} got an answer that did not fit it`, true, entry.scope);
+            if (mayFollow) this.#lateMayFollow(entry);
+            if (mayFollow && !entry.background) {
+              // Not trusted, yet it may be a gateway's giving up on this request (a 4 or 6 past the usual time, a
+              // gateway's code), whose device answer may still come: to a request of its size already on the wire
+              // too (fix12n: with `maxInFlight` 2 the next one-register read took it, good and wrong).
+              this.#anomaly(
+                `${entry.what} got exception ${String(modbusFailureOf(rejection))}, not trusted as its own, and if a gateway gave up waiting the device's answer may still come`,
+                true,
+                entry.scope,
+              );
+              this.#silenceOnly.add(entry.scope);
+            }
           }
           this.#settle(entry, false, error);
           finish();
@@ -1837,6 +1928,37 @@ export class ModbusRequestQueue {
  */
 function serviceKey(entry: Entry): string {
   return `${entry.scope}\u0000${entry.unit ?? ""}`;
+}
+
+/**
+ * How long (ms) an exchange of `bytes` serial bytes usually takes, judged from a unit's timed data answers (ADR 0041,
+ * amendment fix12n): a latency plus a time per byte. Behind a gateway to a serial line a large block's answer time
+ * is mostly transfer; one median of a unit's blocks and short reads let a gateway's 4 at 300 ms for a short read look
+ * usual (adv12l MEDIUM-3). The time per byte is the median of the slopes between pairs of answers of different sizes
+ * (Theil-Sen: a few answers delayed by the host or the gateway's queue move it little), at least 0; the latency is
+ * the median of what is left of each answer's time. With every answer of one size, with `bytes` or an answer's bytes
+ * unknown, or times that do not grow with size, the time per byte is 0 and this is the times' median (fix12k's rule).
+ * Computed only when a 4 or 6 comes: at most {@link SERVICE_TIMES} answers, 120 pairs.
+ */
+function usualTime(times: readonly ServiceTime[], bytes: number | undefined): number {
+  let perByte = 0;
+  if (bytes !== undefined && times.every((time) => time.bytes !== undefined)) {
+    const slopes: number[] = [];
+    for (let i = 0; i < times.length; i++)
+      for (let j = i + 1; j < times.length; j++) {
+        const a = times[i]!;
+        const b = times[j]!;
+        if (a.bytes !== b.bytes) slopes.push((b.ms - a.ms) / (b.bytes! - a.bytes!));
+      }
+    if (slopes.length > 0) perByte = Math.max(0, median(slopes));
+  }
+  const latency = median(times.map((time) => time.ms - perByte * (time.bytes ?? 0)));
+  return Math.max(0, latency + perByte * (bytes ?? 0));
+}
+
+/** The median of `values` (the upper one of an even count), which is not empty. */
+function median(values: readonly number[]): number {
+  return [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 }
 
 /** `KILN_TIMEOUT` or `KILN_DEVICE_ERROR` for a request failed before it was sent: `details.sent: false`. */
