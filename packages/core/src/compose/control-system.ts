@@ -1934,7 +1934,7 @@ export class ControlSystem {
     }
     if (audit.overflowMemoryOnly > 0) {
       problems.push(
-        `${audit.overflowMemoryOnly} of them counted only in memory (neither the audit reserve nor the journal could take the count; a crash would lose them): their refused commands wait until it is durable`,
+        `${audit.overflowMemoryOnly} of them counted only in memory (the audit reserve could not be written, and the journal failed too or its room for their summaries beyond the backlog's bound is used up; a crash would lose them): their refused commands wait until it is durable, at most 10 s`,
       );
     }
     if (audit.coalesced > 0) {

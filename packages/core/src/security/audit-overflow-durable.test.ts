@@ -250,3 +250,51 @@ describe("the wait for a durable count is bounded (fix15r)", () => {
     }
   });
 });
+
+describe("refusals never take the authorized commands' room (adv15s HIGH-1)", () => {
+  test("the reserve fails for good (EIO), the journal is healthy, the store down: during a flood of refusals every authorized write still runs", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "kiln-overflow-durable-"));
+    const stored: AuditEntry[] = [];
+    const first = rig(join(dir, "audit.journal"), stored);
+    let flooding = true;
+    try {
+      await first.system.start();
+      first.down.on = true;
+      vi.spyOn(ReservedRecord.prototype, "write").mockRejectedValue(eio("reserve write"));
+      // 200 callers refused without end, 30 principals: the overflow summaries journaled for want of the reserve
+      // passed the denied share and filled the backlog (maxEntries 40), and allowed entries found it full.
+      let sent = 0;
+      const caller = async (): Promise<void> => {
+        while (flooding) {
+          const index = sent++;
+          await first.system
+            .writeTag({ id: `viewer-${index % 30}`, roles: ["viewer"] }, "heater.x", index)
+            .catch(() => undefined);
+        }
+      };
+      const callers = Array.from({ length: 200 }, caller);
+      const answers: string[] = [];
+      for (let i = 0; i < 20; i++) {
+        await sleep(100);
+        answers.push(
+          await first.system.writeTag(operator, "heater.x", i).then(
+            () => "ok",
+            (error: unknown) => (KilnError.is(error) ? error.code : String(error)),
+          ),
+        );
+      }
+      flooding = false;
+      // Before: 19-20 of 20 refused KILN_AUDIT_UNAVAILABLE (the backlog full of refusals' summaries).
+      expect(answers).toEqual(Array.from({ length: 20 }, () => "ok"));
+      expect(sent).toBeGreaterThan(200);
+      await first.system.stop();
+      await Promise.all(callers);
+    } finally {
+      flooding = false;
+      vi.restoreAllMocks();
+      first.down.on = false;
+      await first.system.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});

@@ -1018,7 +1018,7 @@ export class AuditWriter {
       // evicted for it at the limit with refuse-commands (issue 15).
       if (
         journal !== undefined &&
-        (this.#canEvictNow() || this.#entriesInBacklog() < this.#maxEntries) &&
+        (this.#canEvictNow() || this.#entriesAgainstBound() < this.#maxEntries) &&
         (await this.#enqueue(entry, { journaledOnly: true }))
       ) {
         this.#continueDrain();
@@ -1722,7 +1722,7 @@ export class AuditWriter {
     if (
       drops !== undefined &&
       this.#deniedInBacklog() < this.#maxDenied &&
-      this.#entriesInBacklog() < this.#maxEntries
+      this.#entriesAgainstBound() < this.#maxEntries
     ) {
       this.#drops = undefined;
       const summary = this.#summaries.dropEntry(drops);
@@ -1737,7 +1737,7 @@ export class AuditWriter {
       await this.#persistReserve();
     }
     for (const [key, overflow] of this.#overflow) {
-      if (this.#deniedInBacklog() >= this.#maxDenied || this.#entriesInBacklog() >= this.#maxEntries) return;
+      if (this.#deniedInBacklog() >= this.#maxDenied || this.#entriesAgainstBound() >= this.#maxEntries) return;
       this.#overflow.delete(key);
       const summary = this.#summaries.overflowEntry(overflow);
       const journaled = await this.#append(summary);
@@ -1856,7 +1856,7 @@ export class AuditWriter {
     return (
       this.#overflow.size === 0 &&
       this.#deniedInBacklog() < this.#maxDenied &&
-      this.#entriesInBacklog() < this.#maxEntries
+      this.#entriesAgainstBound() < this.#maxEntries
     );
   }
 
@@ -1968,7 +1968,7 @@ export class AuditWriter {
   #mustCoalesce(entry: AuditEntry): boolean {
     if (entry.id.endsWith(REFUSAL_ID_SUFFIX)) return false;
     if (this.#coalesced.size > 0) return true;
-    return !this.#canEvictNow() && this.#entriesInBacklog() >= this.#maxEntries;
+    return !this.#canEvictNow() && this.#entriesAgainstBound() >= this.#maxEntries;
   }
 
   /**
@@ -2012,7 +2012,7 @@ export class AuditWriter {
     let moved = false;
     for (const [key, run] of this.#coalesced) {
       // drop-oldest that can count a drop durably again (runs began while it could not) makes room itself.
-      if (!this.#canEvictNow() && this.#entriesInBacklog() >= this.#maxEntries) break;
+      if (!this.#canEvictNow() && this.#entriesAgainstBound() >= this.#maxEntries) break;
       this.#coalesced.delete(key);
       await this.#append(this.#summaries.coalescedEntry(run));
       moved = true;
@@ -2184,6 +2184,25 @@ export class AuditWriter {
     return count;
   }
 
+  /**
+   * Entries counted against `maxEntries` when an entry asks to be let in: allowed ones, and denied
+   * and failed ones up to their share ({@link #maxDenied}). Denied entries pass their share only as
+   * overflow summaries journaled because the reserve could not be written ({@link #persistCounts},
+   * bounded there): counted here, a flood of refusals with the reserve failing filled the whole
+   * backlog with them and every authorized command was refused (adv15s HIGH-1: 197 of 199 operator
+   * writes refused during a 20 s flood). Eviction still weighs every entry ({@link #evictOldest}).
+   */
+  #entriesAgainstBound(): number {
+    let allowed = 0;
+    let denied = 0;
+    for (const item of this.#backlog) {
+      if (!awaitsStore(item)) continue;
+      if (item.entry.outcome === "allowed") allowed++;
+      else denied++;
+    }
+    return allowed + Math.min(denied, this.#maxDenied);
+  }
+
   /** Takes `entry`'s item out of the backlog, found by identity; false when it is no longer there. */
   #removeFromBacklog(entry: AuditEntry): boolean {
     // From the end: the entry was pushed just before (entries pushed meanwhile are behind it).
@@ -2200,7 +2219,8 @@ export class AuditWriter {
 
   /** Why a denied or failed entry is counted at the door ({@link #roomForDenied} false), in words. */
   #noRoomForDenied(): string {
-    if (this.#entriesInBacklog() >= this.#maxEntries) return `the audit backlog was full (${this.#maxEntries} entries)`;
+    if (this.#entriesAgainstBound() >= this.#maxEntries)
+      return `the audit backlog was full (${this.#maxEntries} entries)`;
     if (this.#deniedInBacklog() >= this.#maxDenied) {
       return `the audit backlog's share for denied and failed entries was full (${this.#maxDenied} of ${this.#maxEntries} entries)`;
     }
