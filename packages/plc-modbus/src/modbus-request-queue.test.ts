@@ -332,6 +332,102 @@ describe("ModbusRequestQueue", () => {
     expect(started.at(-1)).toEqual(["S2", lateAt + 200]);
   });
 
+  it("a large write's own transfer counts once: a gateway's 4 or 6 150 ms after the write went out is late, the device's busy answer final (adv12o HIGH-1)", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 1_000, lateAnswerGuardMs: 1_000 });
+    const started: [string, number][] = [];
+    // A 9600-baud line behind a gateway (about 1 ms a byte), the device answering 3 ms after a request is in: a
+    // one-register read (8 + 7 bytes) takes 18 ms, a 100-register write (fc16: 209 + 8 bytes) 220 ms.
+    const write = { shape: "fc16/100/100", exceptionShape: "fc16", unit: 1, serialBytes: { request: 209, answer: 8 } };
+    const short = { shape: "hr/2", exceptionShape: "hr", unit: 1, serialBytes: { request: 8, answer: 7 } };
+    const run = async (what: string, options: typeof short, ms: number, code?: number): Promise<unknown> => {
+      const done = rejection(
+        queue
+          .run(
+            () => {
+              started.push([what, clock.now()]);
+              return new Promise((resolve, reject) =>
+                clock.setTimeout(() => {
+                  if (code === undefined) resolve(what);
+                  else reject(new KilnError("KILN_DEVICE_ERROR", `exception ${code}`, { details: { modbus: code } }));
+                }, ms),
+              );
+            },
+            what,
+            undefined,
+            options,
+          )
+          .then((value) => Promise.reject(value)),
+      );
+      let settled = false;
+      void done.then(() => (settled = true));
+      for (let i = 0; i < 3_000 && !settled; i++) await clock.advance(1);
+      return done;
+    };
+    for (let i = 0; i < 3; i++) {
+      expect(await run(`W${i}`, write, 220)).toBe(`W${i}`);
+      expect(await run(`S${i}`, short, 18)).toBe(`S${i}`);
+    }
+    // The device's own busy answer to a write: the write's 209 bytes, its 3 ms and the 5-byte exception: final.
+    const busyAt = clock.now();
+    expect(await run("busy", write, 217, 6)).toMatchObject({ details: { modbus: 6 } });
+    expect(await run("W", write, 220)).toBe("W");
+    expect(started.at(-1)![1]).toBeLessThan(busyAt + 240);
+    // A gateway giving up 150 ms after the write went out (at 359 ms): under twice the write's usual time (444 ms)
+    // this was final, and the device's late echo answered the next write of that size, which never reached it.
+    for (const code of [4, 6]) {
+      const lateAt = clock.now();
+      expect(await run("gave up", write, 359, code)).toMatchObject({ details: { modbus: code } });
+      expect(await run("next", write, 220)).toBe("next");
+      expect(started.at(-1)![1]).toBeGreaterThanOrEqual(lateAt + 1_000);
+    }
+  });
+
+  it("a short read's 4 is late when every answer timed was a block of another size: no time per byte can be told (adv12o MEDIUM-3)", async () => {
+    const clock = new SimulatedClock();
+    const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
+    const started: [string, number][] = [];
+    const block = { shape: "hr/240", exceptionShape: "hr", unit: 1, serialBytes: { request: 8, answer: 245 } };
+    const short = { shape: "hr/2", exceptionShape: "hr", unit: 1, serialBytes: { request: 8, answer: 7 } };
+    const read = async (what: string, options: typeof short, ms: number, code?: number): Promise<unknown> => {
+      const done = rejection(
+        queue
+          .run(
+            () => {
+              started.push([what, clock.now()]);
+              return new Promise((resolve, reject) =>
+                clock.setTimeout(() => {
+                  if (code === undefined) resolve(what);
+                  else reject(new KilnError("KILN_DEVICE_ERROR", `exception ${code}`, { details: { modbus: code } }));
+                }, ms),
+              );
+            },
+            what,
+            undefined,
+            options,
+          )
+          .then((value) => Promise.reject(value)),
+      );
+      let settled = false;
+      void done.then(() => (settled = true));
+      for (let i = 0; i < 300 && !settled; i++) await clock.advance(1);
+      return done;
+    };
+    // A unit read in 16 blocks a scan: the last 16 answers timed are all blocks of 60 ms (twice plus 10: 130 ms).
+    for (let i = 0; i < 16; i++) expect(await read(`B${i}`, block, 60)).toBe(`B${i}`);
+    // A block's own busy answer is judged by the blocks' median, as before: final, the next block goes at once.
+    const busyAt = clock.now();
+    expect(await read("busy", block, 5, 6)).toMatchObject({ details: { modbus: 6 } });
+    expect(await read("B", block, 60)).toBe("B");
+    expect(started.at(-1)![1]).toBeLessThan(busyAt + 20);
+    // A gateway's 4 at 80 ms for the short read: under the blocks' median rule it was final and the next short read
+    // went at once (to take the device's late answer); nothing timed tells what a short exchange takes.
+    const lateAt = clock.now();
+    expect(await read("failure late", short, 80, 4)).toMatchObject({ details: { modbus: 4 } });
+    expect(await read("S", short, 5)).toBe("S");
+    expect(started.at(-1)).toEqual(["S", lateAt + 200]);
+  });
+
   it("without serial bytes, or with every answer of one size, the usual time is the median as before (fix12n)", async () => {
     const clock = new SimulatedClock();
     const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });

@@ -1685,15 +1685,23 @@ export class ModbusRequestQueue {
    * unit's usual time (see {@link USUAL_TIME_SLACK_MS}; ADR 0041 fix12k, adv12l): queued TCP gateways answer their
    * serial timeout with those too, and the device's late answer can then be handed to the next request of its shape.
    * Nothing on the wire tells such a 4 or 6 from the device's own; one in the usual time is the device's final answer.
-   * The usual time is that of an exchange of the exception's size (see {@link usualTime}; ADR 0041 fix12n).
+   * The usual time is that of an exchange of the exception's size (see {@link usualTiming}; ADR 0041 fix12n): the
+   * request's own transfer, which a gateway's serial timeout only starts after, plus twice the latency and the
+   * exception's transfer, plus the slack. Twice the transfer of a 100-register write (217 ms at 9600 baud) let a
+   * gateway that gives up 150-200 ms after the request went out look like the device (adv12o HIGH-1).
    */
   #answerMayFollow(entry: Entry, code: number, now: number): boolean {
     if (gatewayMayAnswerLate(code)) return true;
     if (code !== 4 && code !== 6) return false;
     const times = this.#serviceTimes.get(serviceKey(entry));
     if (times === undefined || times.length < SERVICE_TIMES_NEEDED) return true;
-    const bytes = entry.serialBytes === undefined ? undefined : entry.serialBytes.request + EXCEPTION_SERIAL_BYTES;
-    return this.#serviceTime(entry, now) > 2 * usualTime(times, bytes) + USUAL_TIME_SLACK_MS;
+    const timing = usualTiming(times, entry.serialBytes);
+    // Its size was not timed and no time per byte can be told (every answer timed was of one other size): not known.
+    if (timing === undefined) return true;
+    const { latencyMs, perByteMs } = timing;
+    const requestMs = perByteMs * (entry.serialBytes?.request ?? 0);
+    const usualMs = requestMs + 2 * Math.max(0, latencyMs + perByteMs * EXCEPTION_SERIAL_BYTES);
+    return this.#serviceTime(entry, now) > usualMs + USUAL_TIME_SLACK_MS;
   }
 
   /**
@@ -1931,18 +1939,26 @@ function serviceKey(entry: Entry): string {
 }
 
 /**
- * How long (ms) an exchange of `bytes` serial bytes usually takes, judged from a unit's timed data answers (ADR 0041,
- * amendment fix12n): a latency plus a time per byte. Behind a gateway to a serial line a large block's answer time
+ * How long (ms) an exchange usually takes, judged from a unit's timed data answers (ADR 0041, amendment fix12n): a
+ * latency plus a time per serial byte. Behind a gateway to a serial line a large block's answer time
  * is mostly transfer; one median of a unit's blocks and short reads let a gateway's 4 at 300 ms for a short read look
  * usual (adv12l MEDIUM-3). The time per byte is the median of the slopes between pairs of answers of different sizes
  * (Theil-Sen: a few answers delayed by the host or the gateway's queue move it little), at least 0; the latency is
- * the median of what is left of each answer's time. With every answer of one size, with `bytes` or an answer's bytes
- * unknown, or times that do not grow with size, the time per byte is 0 and this is the times' median (fix12k's rule).
- * Computed only when a 4 or 6 comes: at most {@link SERVICE_TIMES} answers, 120 pairs.
+ * the median of what is left of each answer's time. With the request's (`serialBytes`) or an answer's bytes unknown,
+ * with every answer of the request's size, or times that do not grow with size, the time per byte is 0 and the latency
+ * is the times' median (fix12k's rule). Undefined when every answer timed is of one size and the request's exchange
+ * is of another: no time per byte can be told, and the other size's median says nothing of this one (a unit read in
+ * 16 blocks or more a scan: a gateway's 4 for its short read under the blocks' median, adv12o MEDIUM-3). Computed
+ * only when a 4 or 6 comes: at most {@link SERVICE_TIMES} answers, 120 pairs.
  */
-function usualTime(times: readonly ServiceTime[], bytes: number | undefined): number {
+function usualTiming(
+  times: readonly ServiceTime[],
+  serialBytes: ModbusSerialBytes | undefined,
+): { latencyMs: number; perByteMs: number } | undefined {
   let perByte = 0;
-  if (bytes !== undefined && times.every((time) => time.bytes !== undefined)) {
+  if (serialBytes !== undefined && times.every((time) => time.bytes !== undefined)) {
+    const own = serialBytes.request + serialBytes.answer;
+    if (times.every((time) => time.bytes === times[0]!.bytes) && times[0]!.bytes !== own) return undefined;
     const slopes: number[] = [];
     for (let i = 0; i < times.length; i++)
       for (let j = i + 1; j < times.length; j++) {
@@ -1952,8 +1968,8 @@ function usualTime(times: readonly ServiceTime[], bytes: number | undefined): nu
       }
     if (slopes.length > 0) perByte = Math.max(0, median(slopes));
   }
-  const latency = median(times.map((time) => time.ms - perByte * (time.bytes ?? 0)));
-  return Math.max(0, latency + perByte * (bytes ?? 0));
+  const latencyMs = median(times.map((time) => time.ms - perByte * (time.bytes ?? 0)));
+  return { latencyMs, perByteMs: perByte };
 }
 
 /** The median of `values` (the upper one of an even count), which is not empty. */
