@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { KilnError } from "@kiln/core";
 import { SimulatedClock } from "@kiln/core/testing";
 import { modbusFailureOf } from "./modbus-failure";
-import { ModbusRequestQueue, type ModbusFence } from "./modbus-request-queue";
+import { ModbusRequestQueue, type ModbusFence, type ModbusRequestOptions } from "./modbus-request-queue";
 
 interface Deferred<T> {
   readonly promise: Promise<T>;
@@ -27,6 +27,43 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
     return error;
   }
   throw new Error("expected a rejection");
+}
+
+/**
+ * Runs requests on `queue` as a device that answers each `ms` after it went out (with exception `code` when one is
+ * given), stepping `clock` 1 ms at a time until the request settles (at most `maxMs`); `started` records when each
+ * went on the wire. Resolves with the answer, or with the error it was refused with.
+ */
+function deviceRunner(
+  queue: ModbusRequestQueue,
+  clock: SimulatedClock,
+  started: [string, number][],
+  maxMs = 300,
+): (what: string, options: ModbusRequestOptions, ms: number, code?: number) => Promise<unknown> {
+  return async (what, options, ms, code) => {
+    const done = rejection(
+      queue
+        .run(
+          () => {
+            started.push([what, clock.now()]);
+            return new Promise((resolve, reject) =>
+              clock.setTimeout(() => {
+                if (code === undefined) resolve(what);
+                else reject(new KilnError("KILN_DEVICE_ERROR", `exception ${code}`, { details: { modbus: code } }));
+              }, ms),
+            );
+          },
+          what,
+          undefined,
+          options,
+        )
+        .then((value) => Promise.reject(value)),
+    );
+    let settled = false;
+    void done.then(() => (settled = true));
+    for (let i = 0; i < maxMs && !settled; i++) await clock.advance(1);
+    return done;
+  };
 }
 
 describe("ModbusRequestQueue", () => {
@@ -232,30 +269,9 @@ describe("ModbusRequestQueue", () => {
     const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
     const started: [string, number][] = [];
     // The device answers in 5 ms; `code` makes it answer with that exception instead, after `ms`.
-    const read = async (what: string, ms: number, code?: number): Promise<unknown> => {
-      const done = rejection(
-        queue
-          .run(
-            () => {
-              started.push([what, clock.now()]);
-              return new Promise((resolve, reject) =>
-                clock.setTimeout(() => {
-                  if (code === undefined) resolve(what);
-                  else reject(new KilnError("KILN_DEVICE_ERROR", `exception ${code}`, { details: { modbus: code } }));
-                }, ms),
-              );
-            },
-            what,
-            undefined,
-            { shape: "hr/2", exceptionShape: "hr" },
-          )
-          .then((value) => Promise.reject(value)),
-      );
-      let settled = false;
-      void done.then(() => (settled = true));
-      for (let i = 0; i < 300 && !settled; i++) await clock.advance(1);
-      return done;
-    };
+    const device = deviceRunner(queue, clock, started);
+    const read = (what: string, ms: number, code?: number): Promise<unknown> =>
+      device(what, { shape: "hr/2", exceptionShape: "hr" }, ms, code);
     // Before any answer was timed, a 6 is not known to be the device's: its shape waits until the late bound.
     const firstAt = clock.now();
     expect(await read("busy first", 5, 6)).toMatchObject({ details: { modbus: 6 } });
@@ -283,30 +299,7 @@ describe("ModbusRequestQueue", () => {
     // Like a 9600-baud line behind a gateway: a 120-register block answers in 60 ms, a one-register read in 5 ms.
     const block = { shape: "hr/240", exceptionShape: "hr", unit: 1, serialBytes: { request: 8, answer: 245 } };
     const short = { shape: "hr/2", exceptionShape: "hr", unit: 1, serialBytes: { request: 8, answer: 7 } };
-    const read = async (what: string, options: typeof short, ms: number, code?: number): Promise<unknown> => {
-      const done = rejection(
-        queue
-          .run(
-            () => {
-              started.push([what, clock.now()]);
-              return new Promise((resolve, reject) =>
-                clock.setTimeout(() => {
-                  if (code === undefined) resolve(what);
-                  else reject(new KilnError("KILN_DEVICE_ERROR", `exception ${code}`, { details: { modbus: code } }));
-                }, ms),
-              );
-            },
-            what,
-            undefined,
-            options,
-          )
-          .then((value) => Promise.reject(value)),
-      );
-      let settled = false;
-      void done.then(() => (settled = true));
-      for (let i = 0; i < 300 && !settled; i++) await clock.advance(1);
-      return done;
-    };
+    const read = deviceRunner(queue, clock, started);
     // Blocks are most of the unit's answers: their median is 60 ms, and twice it plus 10 ms is 130 ms.
     for (const [what, options, ms] of [
       ["B0", block, 60],
@@ -340,30 +333,7 @@ describe("ModbusRequestQueue", () => {
     // one-register read (8 + 7 bytes) takes 18 ms, a 100-register write (fc16: 209 + 8 bytes) 220 ms.
     const write = { shape: "fc16/100/100", exceptionShape: "fc16", unit: 1, serialBytes: { request: 209, answer: 8 } };
     const short = { shape: "hr/2", exceptionShape: "hr", unit: 1, serialBytes: { request: 8, answer: 7 } };
-    const run = async (what: string, options: typeof short, ms: number, code?: number): Promise<unknown> => {
-      const done = rejection(
-        queue
-          .run(
-            () => {
-              started.push([what, clock.now()]);
-              return new Promise((resolve, reject) =>
-                clock.setTimeout(() => {
-                  if (code === undefined) resolve(what);
-                  else reject(new KilnError("KILN_DEVICE_ERROR", `exception ${code}`, { details: { modbus: code } }));
-                }, ms),
-              );
-            },
-            what,
-            undefined,
-            options,
-          )
-          .then((value) => Promise.reject(value)),
-      );
-      let settled = false;
-      void done.then(() => (settled = true));
-      for (let i = 0; i < 3_000 && !settled; i++) await clock.advance(1);
-      return done;
-    };
+    const run = deviceRunner(queue, clock, started, 3_000);
     for (let i = 0; i < 3; i++) {
       expect(await run(`W${i}`, write, 220)).toBe(`W${i}`);
       expect(await run(`S${i}`, short, 18)).toBe(`S${i}`);
@@ -389,30 +359,7 @@ describe("ModbusRequestQueue", () => {
     const started: [string, number][] = [];
     const block = { shape: "hr/240", exceptionShape: "hr", unit: 1, serialBytes: { request: 8, answer: 245 } };
     const short = { shape: "hr/2", exceptionShape: "hr", unit: 1, serialBytes: { request: 8, answer: 7 } };
-    const read = async (what: string, options: typeof short, ms: number, code?: number): Promise<unknown> => {
-      const done = rejection(
-        queue
-          .run(
-            () => {
-              started.push([what, clock.now()]);
-              return new Promise((resolve, reject) =>
-                clock.setTimeout(() => {
-                  if (code === undefined) resolve(what);
-                  else reject(new KilnError("KILN_DEVICE_ERROR", `exception ${code}`, { details: { modbus: code } }));
-                }, ms),
-              );
-            },
-            what,
-            undefined,
-            options,
-          )
-          .then((value) => Promise.reject(value)),
-      );
-      let settled = false;
-      void done.then(() => (settled = true));
-      for (let i = 0; i < 300 && !settled; i++) await clock.advance(1);
-      return done;
-    };
+    const read = deviceRunner(queue, clock, started);
     // A unit read in 16 blocks a scan: the last 16 answers timed are all blocks of 60 ms (twice plus 10: 130 ms).
     for (let i = 0; i < 16; i++) expect(await read(`B${i}`, block, 60)).toBe(`B${i}`);
     // A block's own busy answer is judged by the blocks' median, as before: final, the next block goes at once.
@@ -432,35 +379,14 @@ describe("ModbusRequestQueue", () => {
     const clock = new SimulatedClock();
     const queue = new ModbusRequestQueue({ clock, timeoutMs: 100, lateAnswerGuardMs: 100 });
     const started: [string, number][] = [];
-    const run = async (what: string, ms: number, code?: number, sized = true): Promise<unknown> => {
-      const done = rejection(
-        queue
-          .run(
-            () => {
-              started.push([what, clock.now()]);
-              return new Promise((resolve, reject) =>
-                clock.setTimeout(() => {
-                  if (code === undefined) resolve(what);
-                  else reject(new KilnError("KILN_DEVICE_ERROR", `exception ${code}`, { details: { modbus: code } }));
-                }, ms),
-              );
-            },
-            what,
-            undefined,
-            {
-              shape: "hr/2",
-              exceptionShape: "hr",
-              unit: 1,
-              ...(sized ? { serialBytes: { request: 8, answer: 7 } } : {}),
-            },
-          )
-          .then((value) => Promise.reject(value)),
+    const device = deviceRunner(queue, clock, started);
+    const run = (what: string, ms: number, code?: number, sized = true): Promise<unknown> =>
+      device(
+        what,
+        { shape: "hr/2", exceptionShape: "hr", unit: 1, ...(sized ? { serialBytes: { request: 8, answer: 7 } } : {}) },
+        ms,
+        code,
       );
-      let settled = false;
-      void done.then(() => (settled = true));
-      for (let i = 0; i < 300 && !settled; i++) await clock.advance(1);
-      return done;
-    };
     for (const what of ["HR0", "HR1", "HR2", "HR3"]) expect(await run(what, 20)).toBe(what);
     // One size: a 6 in 45 ms is under twice 20 ms plus 10 ms, final, with or without its bytes.
     for (const sized of [true, false]) {
