@@ -13,6 +13,8 @@ import type { AuditEntry } from "../ports/audit-log";
 import { silentLogger } from "../runtime/silent-logger";
 import { refusingAudit } from "../../test/support/refusing-audit";
 import type { Principal } from "./authorization";
+import { seeded } from "../../test/support/seeded-random";
+import { switchableAuditStore } from "../../test/support/switchable-audit-store";
 
 // ADR 0013, adv15q MEDIUM-1 (fix15r): with the backlog at its bound, a refusal is counted into the
 // overflow and its count made durable by a rewrite of the reserve (`<journal>.reserve`). When that
@@ -35,13 +37,7 @@ afterEach(() => {
 
 function rig(journal: string, stored: AuditEntry[]) {
   const store = new MemoryStore();
-  const record = store.audit.record.bind(store.audit);
-  const down = { on: false };
-  store.audit.record = async (entry: AuditEntry) => {
-    if (down.on) throw new KilnError("KILN_STORE_ERROR", "the audit store is down", { retryable: true });
-    await record(entry);
-    stored.push(entry);
-  };
+  const down = switchableAuditStore(store, stored);
   const system = createControlSystem({
     machineId: "m",
     tags,
@@ -79,18 +75,6 @@ function crashCopy(dir: string): string {
   for (const file of readdirSync(dir).filter((name) => name.startsWith("audit.journal") && !name.endsWith(".lock")))
     cpSync(join(dir, file), join(after, file));
   return join(after, "audit.journal");
-}
-
-/** A small seeded generator (mulberry32), so a run's faults repeat. */
-function seeded(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
 }
 
 /**

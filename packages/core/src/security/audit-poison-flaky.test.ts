@@ -12,6 +12,7 @@ import { SimulatedPlc } from "../memory/simulated-plc";
 import type { AuditEntry, AuditLog } from "../ports/audit-log";
 import { AuditedCommandRunner } from "./audited-command";
 import { Authorizer, defaultRoleTable, type Principal } from "./authorization";
+import { seeded } from "../../test/support/seeded-random";
 
 // Adversarial review (fix15ad, LOW 1): the poison rule set aside a head entry that failed twice
 // with an unclassified error, then once more after the store took one probe. A custom store that
@@ -26,18 +27,6 @@ const tags = defineTags({
 });
 const operator: Principal = { id: "olga", roles: ["operator"] };
 const engineer: Principal = { id: "enzo", roles: ["engineer"] };
-
-/** A seeded pseudo-random generator (mulberry32): the same failures on every run. */
-function seeded(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 async function setup(options: {
   failRate: number;

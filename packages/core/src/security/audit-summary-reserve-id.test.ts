@@ -13,6 +13,7 @@ import type { AuditEntry } from "../ports/audit-log";
 import { silentLogger } from "../runtime/silent-logger";
 import { AuditedCommandRunner } from "./audited-command";
 import { Authorizer, defaultRoleTable } from "./authorization";
+import { switchableAuditStore } from "../../test/support/switchable-audit-store";
 
 // Adversarial review adv15o, MEDIUM-1 (fix15p): an overflow summary was journaled, then the
 // reserve (`<journal>.reserve`) could not be rewritten without its count (EIO on every rewrite,
@@ -31,13 +32,7 @@ afterEach(() => {
 });
 
 function rig(journal: string, store: MemoryStore, stored: AuditEntry[]) {
-  const record = store.audit.record.bind(store.audit);
-  const down = { on: false };
-  store.audit.record = async (entry: AuditEntry) => {
-    if (down.on) throw new KilnError("KILN_STORE_ERROR", "the audit store is down", { retryable: true });
-    await record(entry);
-    stored.push(entry);
-  };
+  const down = switchableAuditStore(store, stored);
   const system = createControlSystem({
     machineId: "m",
     tags,
