@@ -154,6 +154,30 @@ function count(samples: readonly Sample[]) {
   return { good, wrong, bad, unc, w };
 }
 
+/**
+ * Reads `tags` `scans` times through `driver` (waiting `gapMs` after each) and tallies every sample with `count`:
+ * `w` lists the wrong values shown good, `ms` is how long the scans took.
+ */
+async function scanTally(
+  driver: ModbusDriver,
+  tags: Pick<ReturnType<typeof defineTags>, "list">,
+  scans: number,
+  gapMs = 0,
+): Promise<{ good: number; wrong: number; bad: number; unc: number; w: string[]; ms: number }> {
+  const tot = { good: 0, wrong: 0, bad: 0, unc: 0, w: [] as string[] };
+  const started = Date.now();
+  for (let scan = 0; scan < scans; scan++) {
+    const c = count(await driver.read(tags.list()));
+    tot.good += c.good;
+    tot.wrong += c.wrong;
+    tot.bad += c.bad;
+    tot.unc += c.unc;
+    tot.w.push(...c.w);
+    if (gapMs > 0) await new Promise((r) => setTimeout(r, gapMs));
+  }
+  return { ...tot, ms: Date.now() - started };
+}
+
 function mkTags(shapes: "same" | "two") {
   const def: Record<string, { dataType: "uint16"; address: string }> = {};
   for (let i = 0; i < 20; i++) {
@@ -214,17 +238,7 @@ describe("a queued gateway that answers exception 11, 10, 4, 6 or its own code o
       cleanups.push(() => driver.close());
       await driver.connect();
       const tags = mkTags(shapes);
-      const tot = { good: 0, wrong: 0, bad: 0, unc: 0 };
-      const ws: string[] = [];
-      for (let scan = 0; scan < 15; scan++) {
-        const c = count(await driver.read(tags.list()));
-        tot.good += c.good;
-        tot.wrong += c.wrong;
-        tot.bad += c.bad;
-        tot.unc += c.unc;
-        ws.push(...c.w);
-        if (gap > 0) await new Promise((r) => setTimeout(r, gap));
-      }
+      const { w: ws, ...tot } = await scanTally(driver, tags, 15, gap);
       console.log(
         JSON.stringify({
           onGwTimeout,
@@ -270,18 +284,7 @@ describe("a device that truly answers 6 (busy) now and then (sibling, ADR 0041 f
       cleanups.push(() => driver.close());
       await driver.connect();
       const tags = mkTags(shapes);
-      const tot = { good: 0, wrong: 0, bad: 0, unc: 0 };
-      const ws: string[] = [];
-      const started = Date.now();
-      for (let scan = 0; scan < 15; scan++) {
-        const c = count(await driver.read(tags.list()));
-        tot.good += c.good;
-        tot.wrong += c.wrong;
-        tot.bad += c.bad;
-        tot.unc += c.unc;
-        ws.push(...c.w);
-      }
-      const ms = Date.now() - started;
+      const { w: ws, ms, ...tot } = await scanTally(driver, tags, 15);
       console.log(JSON.stringify({ busySibling: true, shapes, inFlight, ...tot, requests: gw.log.length, ms }));
       expect(ws).toEqual([]);
       expect(driver.endpoints()).not.toContainEqual(expect.objectContaining({ state: "offline" }));
@@ -348,18 +351,7 @@ describe("a queued gateway's late 4 or 6 for a short read of a unit also read in
       cleanups.push(() => driver.close());
       await driver.connect();
       const tags = mkBlocksAndSingles();
-      const tot = { good: 0, wrong: 0, bad: 0, unc: 0 };
-      const ws: string[] = [];
-      const started = Date.now();
-      for (let scan = 0; scan < 10; scan++) {
-        const c = count(await driver.read(tags.list()));
-        tot.good += c.good;
-        tot.wrong += c.wrong;
-        tot.bad += c.bad;
-        tot.unc += c.unc;
-        ws.push(...c.w);
-      }
-      const ms = Date.now() - started;
+      const { w: ws, ms, ...tot } = await scanTally(driver, tags, 10);
       if (process.env.FIX_REASONS)
         console.log(
           "ORDER",
@@ -406,18 +398,7 @@ describe("a device that answers 6 itself in its usual time beside large blocks (
       cleanups.push(() => driver.close());
       await driver.connect();
       const tags = mkBlocksAndSingles();
-      const tot = { good: 0, wrong: 0, bad: 0, unc: 0 };
-      const ws: string[] = [];
-      const started = Date.now();
-      for (let scan = 0; scan < 15; scan++) {
-        const c = count(await driver.read(tags.list()));
-        tot.good += c.good;
-        tot.wrong += c.wrong;
-        tot.bad += c.bad;
-        tot.unc += c.unc;
-        ws.push(...c.w);
-      }
-      const ms = Date.now() - started;
+      const { w: ws, ms, ...tot } = await scanTally(driver, tags, 15);
       console.log(JSON.stringify({ blocksBusySibling: true, inFlight, ...tot, requests: gw.log.length, ms }));
       expect(ws).toEqual([]);
       expect(driver.endpoints()).not.toContainEqual(expect.objectContaining({ state: "offline" }));
